@@ -1,0 +1,150 @@
+//! The command line: `serve`, `demo`, `migrate`, `openapi`, `healthcheck`.
+
+use std::{io::IsTerminal as _, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    clock::{Clock, SystemClock},
+    config::{LogFormat, Settings},
+    startup::{Application, cancel_on_signal},
+    store, telemetry,
+};
+
+/// Scheduled, retention-managed snapshots of OpenStack servers and volumes.
+#[derive(Debug, Parser)]
+#[command(name = "stacksnap", version, about)]
+pub struct Cli {
+    /// Log format; default `pretty` on a terminal, `json` otherwise.
+    #[arg(long, env = "STACKSNAP_LOG_FORMAT", global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending migrations and serve the API.
+    Serve(Settings),
+    /// Serve on the local defaults with a sample policy, for a first look.
+    Demo(Settings),
+    /// Apply pending migrations and exit.
+    Migrate(Settings),
+    /// Print the OpenAPI document.
+    Openapi,
+    /// Exit 0 when the local service answers /healthz (for container health checks).
+    Healthcheck {
+        /// The address the service listens on.
+        #[arg(long, env = "STACKSNAP_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+}
+
+impl Cli {
+    /// Runs the chosen subcommand.
+    ///
+    /// # Errors
+    /// Whatever stopped the command, with context for a one-line message.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let format = self
+            .log_format
+            .unwrap_or(if std::io::stderr().is_terminal() {
+                LogFormat::Pretty
+            } else {
+                LogFormat::Json
+            });
+        match self.command {
+            Command::Openapi => {
+                print!("{}", crate::http::docs::openapi_json());
+                Ok(())
+            }
+            Command::Healthcheck { listen } => healthcheck(listen).await,
+            Command::Migrate(settings) => {
+                telemetry::init(format);
+                let pool = store::connect(settings.database_url.as_deref(), 2).await?;
+                migrate(&pool).await
+            }
+            Command::Serve(settings) => {
+                telemetry::init(format);
+                serve(settings, false).await
+            }
+            Command::Demo(settings) => {
+                telemetry::init(format);
+                serve(settings, true).await
+            }
+        }
+    }
+}
+
+async fn migrate(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    store::MIGRATOR
+        .run(pool)
+        .await
+        .context("cannot apply database migrations")?;
+    tracing::info!("database migrations applied");
+    Ok(())
+}
+
+async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
+    let pool = store::connect(
+        settings.database_url.as_deref(),
+        settings.db_max_connections,
+    )
+    .await?;
+    migrate(&pool).await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    if demo {
+        crate::demo::seed(&pool, clock.now()).await?;
+    }
+    let app = Application::build(&settings, pool, clock).await?;
+    let addr = app.local_addr()?;
+    tracing::info!(%addr, "listening");
+    if demo {
+        crate::demo::print_welcome(addr);
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    app.run_until_stopped(shutdown)
+        .await
+        .context("the HTTP server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Asks `/healthz` on the local service with a bare HTTP/1.1 request.
+async fn healthcheck(listen: SocketAddr) -> anyhow::Result<()> {
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(
+                format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+        let mut head = vec![0; 64];
+        let n = stream.read(&mut head).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&head[..n]).into_owned())
+    };
+    let head = tokio::time::timeout(Duration::from_secs(3), probe)
+        .await
+        .with_context(|| format!("no answer from {addr} within 3s"))?
+        .with_context(|| format!("cannot reach {addr}"))?;
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.1 200"),
+        "/healthz on {addr} answered {:?}",
+        head.lines().next().unwrap_or("")
+    );
+    Ok(())
+}

@@ -1,0 +1,47 @@
+//! Settings from flags and environment variables.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Args, ValueEnum};
+
+use crate::domain::duration::HumanDuration;
+
+/// How the service listens and where it keeps its state.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Address to listen on.
+    #[arg(long, env = "STACKSNAP_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// PostgreSQL URL. Without it, the local server on 127.0.0.1:5432 (user
+    /// `postgres`, database `stacksnap`, created when missing).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Largest number of PostgreSQL connections in the pool.
+    #[arg(long, env = "STACKSNAP_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    pub db_max_connections: u32,
+
+    /// Longest time one HTTP request may take, e.g. `30s` or `2m`.
+    #[arg(long, env = "STACKSNAP_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "STACKSNAP_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line, for log collectors.
+    Json,
+    /// Human-readable lines, for a terminal.
+    Pretty,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    text.parse::<HumanDuration>()
+        .map(|d| d.as_std())
+        .map_err(|e| format!("{e}"))
+}

@@ -1,0 +1,9 @@
+//! Pure types and rules: policy validation, durations, schedule maths.
+//!
+//! Nothing here performs I/O or knows about HTTP, SQL or OpenStack.
+
+pub mod duration;
+pub mod name_template;
+pub mod policy;
+pub mod schedule;
+pub mod validation;

@@ -1,0 +1,205 @@
+//! Names for the artefacts a policy creates, from a template such as
+//! `{policy}-{resource_name}-{scheduled_at:%Y%m%dT%H%MZ}`.
+//!
+//! Placeholders: `{policy}`, `{policy_id}`, `{resource_name}`, `{resource_id}`,
+//! `{resource_type}`, `{run_id}` and `{scheduled_at}` with an optional strftime
+//! format after a colon (UTC; default `%Y%m%dT%H%MZ`). `{{` and `}}` are literal braces.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc, format::Item, format::StrftimeItems};
+
+/// The template policies use when they name none.
+pub const DEFAULT_NAME_TEMPLATE: &str = "{policy}-{resource_name}-{scheduled_at:%Y%m%dT%H%MZ}";
+
+/// Glance and Cinder both cap names at 255 characters.
+pub const MAX_NAME_CHARS: usize = 255;
+
+const DEFAULT_TIME_FORMAT: &str = "%Y%m%dT%H%MZ";
+
+/// A parsed name template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameTemplate(Vec<Part>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    Policy,
+    PolicyId,
+    ResourceName,
+    ResourceId,
+    ResourceType,
+    RunId,
+    ScheduledAt(String),
+}
+
+/// The values a template draws on.
+#[derive(Debug, Clone)]
+pub struct NameContext<'a> {
+    pub policy: &'a str,
+    pub policy_id: &'a str,
+    pub resource_name: &'a str,
+    pub resource_id: &'a str,
+    pub resource_type: &'a str,
+    pub run_id: &'a str,
+    pub scheduled_at: DateTime<Utc>,
+}
+
+impl FromStr for NameTemplate {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '{' if chars.peek() == Some(&'{') => {
+                    chars.next();
+                    literal.push('{');
+                }
+                '}' if chars.peek() == Some(&'}') => {
+                    chars.next();
+                    literal.push('}');
+                }
+                '}' => return Err("unmatched '}': write '}}' for a literal brace".into()),
+                '{' => {
+                    let mut placeholder = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('}') => break,
+                            Some(c) => placeholder.push(c),
+                            None => {
+                                return Err("unclosed '{': write '{{' for a literal brace".into());
+                            }
+                        }
+                    }
+                    if !literal.is_empty() {
+                        parts.push(Part::Literal(std::mem::take(&mut literal)));
+                    }
+                    parts.push(parse_placeholder(&placeholder)?);
+                }
+                c => literal.push(c),
+            }
+        }
+        if !literal.is_empty() {
+            parts.push(Part::Literal(literal));
+        }
+        if parts.is_empty() {
+            return Err("must not be empty".into());
+        }
+        Ok(Self(parts))
+    }
+}
+
+fn parse_placeholder(placeholder: &str) -> Result<Part, String> {
+    let (name, format) = match placeholder.split_once(':') {
+        Some((name, format)) => (name, Some(format)),
+        None => (placeholder, None),
+    };
+    let part = match name {
+        "policy" => Part::Policy,
+        "policy_id" => Part::PolicyId,
+        "resource_name" => Part::ResourceName,
+        "resource_id" => Part::ResourceId,
+        "resource_type" => Part::ResourceType,
+        "run_id" => Part::RunId,
+        "scheduled_at" => {
+            let format = format.unwrap_or(DEFAULT_TIME_FORMAT);
+            if format.is_empty() || StrftimeItems::new(format).any(|i| matches!(i, Item::Error)) {
+                return Err(format!(
+                    "invalid strftime format {format:?} in {{scheduled_at}}"
+                ));
+            }
+            return Ok(Part::ScheduledAt(format.to_owned()));
+        }
+        other => {
+            return Err(format!(
+                "unknown placeholder {{{other}}}: use {{policy}}, {{policy_id}}, {{resource_name}}, \
+                 {{resource_id}}, {{resource_type}}, {{run_id}} or {{scheduled_at}}"
+            ));
+        }
+    };
+    match format {
+        Some(_) => Err(format!("{{{name}}} takes no format")),
+        None => Ok(part),
+    }
+}
+
+impl NameTemplate {
+    /// Renders the name, cut to the 255 characters OpenStack accepts.
+    pub fn render(&self, ctx: &NameContext<'_>) -> String {
+        let mut name = String::new();
+        for part in &self.0 {
+            match part {
+                Part::Literal(text) => name.push_str(text),
+                Part::Policy => name.push_str(ctx.policy),
+                Part::PolicyId => name.push_str(ctx.policy_id),
+                Part::ResourceName => name.push_str(ctx.resource_name),
+                Part::ResourceId => name.push_str(ctx.resource_id),
+                Part::ResourceType => name.push_str(ctx.resource_type),
+                Part::RunId => name.push_str(ctx.run_id),
+                Part::ScheduledAt(format) => {
+                    name.push_str(&ctx.scheduled_at.format(format).to_string());
+                }
+            }
+        }
+        name.chars().take(MAX_NAME_CHARS).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(resource_name: &str) -> NameContext<'_> {
+        NameContext {
+            policy: "nightly-web",
+            policy_id: "p1",
+            resource_name,
+            resource_id: "4f1d",
+            resource_type: "server",
+            run_id: "r1",
+            scheduled_at: "2026-11-26T01:00:00Z".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn default_template_names_policy_resource_and_time() {
+        let template: NameTemplate = DEFAULT_NAME_TEMPLATE.parse().unwrap();
+        assert_eq!(
+            template.render(&context("web-1")),
+            "nightly-web-web-1-20261126T0100Z"
+        );
+    }
+
+    #[test]
+    fn every_placeholder_and_escaped_braces_render() {
+        let template: NameTemplate =
+            "{{{policy_id}}} {resource_type}/{resource_id}/{run_id} {scheduled_at}"
+                .parse()
+                .unwrap();
+        assert_eq!(
+            template.render(&context("x")),
+            "{p1} server/4f1d/r1 20261126T0100Z"
+        );
+    }
+
+    #[test]
+    fn rendered_names_are_cut_to_255_characters() {
+        let long = "é".repeat(300);
+        let template: NameTemplate = "{resource_name}".parse().unwrap();
+        assert_eq!(template.render(&context(&long)).chars().count(), 255);
+    }
+
+    #[test]
+    fn bad_templates_are_refused_with_a_reason() {
+        let err = |t: &str| t.parse::<NameTemplate>().unwrap_err();
+        assert!(err("{nope}").contains("unknown placeholder {nope}"));
+        assert!(err("{policy").contains("unclosed"));
+        assert!(err("policy}").contains("unmatched"));
+        assert!(err("{policy:%Y}").contains("takes no format"));
+        assert!(err("{scheduled_at:%Q}").contains("invalid strftime"));
+        assert!(err("").contains("empty"));
+    }
+}

@@ -1,0 +1,112 @@
+//! The HTTP API: router, shared state, middleware and the OpenAPI document.
+
+pub mod docs;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod merge_patch;
+pub mod pagination;
+pub mod policies;
+pub mod preconditions;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{DefaultBodyLimit, MatchedPath},
+    http::{Request, Response, StatusCode},
+    middleware,
+};
+use sqlx::PgPool;
+use tower::ServiceBuilder;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    compression::CompressionLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
+use tracing::Span;
+
+use crate::clock::Clock;
+
+pub use error::{ApiError, Problem};
+
+/// Handler results.
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+/// What every handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub db: PgPool,
+    pub clock: Arc<dyn Clock>,
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+}
+
+/// The complete application router with its middleware.
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
+    let body_limit = state.body_limit;
+    let (api, openapi) = docs::api_router().split_for_parts();
+    api.merge(docs::docs_router(openapi))
+        .fallback(|| async { ApiError::NotFound("resource") })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(make_span)
+                        .on_request(())
+                        .on_response(on_response)
+                        .on_failure(()),
+                )
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(CompressionLayer::new())
+                .layer(middleware::from_fn(error::problem_for_bare_errors))
+                .layer(CatchPanicLayer::custom(on_panic))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    request_timeout,
+                )),
+        )
+}
+
+fn make_span(request: &Request<Body>) -> Span {
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || request.uri().path().to_owned(),
+        |p| p.as_str().to_owned(),
+    );
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route,
+        request_id,
+        status = tracing::field::Empty,
+        latency_ms = tracing::field::Empty,
+    )
+}
+
+fn on_response<B>(response: &Response<B>, latency: Duration, span: &Span) {
+    span.record("status", response.status().as_u16());
+    span.record("latency_ms", latency.as_secs_f64() * 1000.0);
+    tracing::info!("request finished");
+}
+
+fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    tracing::error!("handler panicked");
+    use axum::response::IntoResponse as _;
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "an internal error occurred",
+    )
+    .into_response()
+}

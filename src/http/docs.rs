@@ -1,0 +1,53 @@
+//! The OpenAPI document (generated from the handlers) and the offline docs page.
+
+use axum::Router;
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_swagger_ui::SwaggerUi;
+
+use super::{AppState, health, policies};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "stacksnap",
+        description = "Scheduled, retention-managed snapshots of OpenStack servers and volumes.\n\n\
+            Errors are `application/problem+json` (RFC 9457); validation errors (422) list every \
+            invalid field with its path. Lists are paginated with `limit` and an opaque `cursor`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
+    ),
+    tags(
+        (name = "policies", description = "Snapshot policies: what to snapshot, when, and how long to keep it."),
+        (name = "health", description = "Liveness and readiness probes.")
+    )
+)]
+struct ApiDoc;
+
+/// Every documented route, with its OpenAPI operations.
+pub fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(policies::list_policies, policies::create_policy))
+        .routes(routes!(
+            policies::get_policy,
+            policies::update_policy,
+            policies::delete_policy
+        ))
+        .routes(routes!(policies::get_policy_schedule))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+}
+
+/// `/openapi.json` and the Swagger UI at `/docs`, with its assets inside the binary.
+pub fn docs_router(openapi: utoipa::openapi::OpenApi) -> Router<AppState> {
+    SwaggerUi::new("/docs").url("/openapi.json", openapi).into()
+}
+
+/// The OpenAPI document as pretty JSON, as `stacksnap openapi` prints it and `openapi/openapi.json` holds it.
+pub fn openapi_json() -> String {
+    let (_, openapi) = api_router().split_for_parts();
+    let mut json = openapi
+        .to_pretty_json()
+        .expect("the OpenAPI document serialises");
+    json.push('\n');
+    json
+}

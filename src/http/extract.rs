@@ -1,0 +1,197 @@
+//! Request extractors that fail with problem documents instead of axum's plain text.
+
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, FromRequestParts, Request, rejection::BytesRejection},
+    http::{header, request::Parts},
+};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::{AppState, error::ApiError};
+use crate::domain::validation::FieldError;
+
+/// The project a request acts in.
+///
+/// Until authentication arrives every request acts in project `default`.
+#[derive(Debug, Clone)]
+pub struct Project(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Project {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self("default".into()))
+    }
+}
+
+/// A JSON document body: `application/json` (or any `+json` type) of at most the body limit.
+#[derive(Debug)]
+pub struct JsonDocument(pub Value);
+
+impl FromRequest<AppState> for JsonDocument {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let accepts = |essence: &str| {
+            essence == "application/json"
+                || (essence.starts_with("application/") && essence.ends_with("+json"))
+        };
+        read_json(request, state, accepts, "application/json")
+            .await
+            .map(Self)
+    }
+}
+
+/// A JSON Merge Patch body (RFC 7396): `application/merge-patch+json` or `application/json`.
+#[derive(Debug)]
+pub struct MergePatchDocument(pub Value);
+
+impl FromRequest<AppState> for MergePatchDocument {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let accepts = |essence: &str| {
+            essence == "application/merge-patch+json" || essence == "application/json"
+        };
+        read_json(
+            request,
+            state,
+            accepts,
+            "application/merge-patch+json (or application/json)",
+        )
+        .await
+        .map(Self)
+    }
+}
+
+async fn read_json(
+    request: Request,
+    state: &AppState,
+    accepts: impl Fn(&str) -> bool,
+    expected: &'static str,
+) -> Result<Value, ApiError> {
+    let essence = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    if !essence.as_deref().is_some_and(accepts) {
+        return Err(ApiError::UnsupportedMediaType(expected));
+    }
+    let limit = state.body_limit;
+    let bytes = Bytes::from_request(request, state)
+        .await
+        .map_err(|e| body_error(e, limit))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))
+}
+
+fn body_error(rejection: BytesRejection, limit: usize) -> ApiError {
+    match rejection {
+        BytesRejection::FailedToBufferBody(e)
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
+        {
+            ApiError::PayloadTooLarge(limit)
+        }
+        other => ApiError::BadRequest(format!("cannot read the body: {other}")),
+    }
+}
+
+/// Turns a JSON value into `T`, naming the field at fault on failure.
+///
+/// # Errors
+/// A 422 whose field is the path of the first value that does not fit.
+pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        ApiError::Unprocessable(vec![field_error(&path, &message)])
+    })
+}
+
+/// Builds a field error from serde's path and message.
+///
+/// Serde reports a missing or unknown field at the path of the object that
+/// holds it; the field itself is the more useful thing to name.
+pub fn field_error(path: &str, message: &str) -> FieldError {
+    let parent = if path == "." { "" } else { path };
+    let named = ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name);
+    let field = match (named, parent) {
+        (Some(name), "") => name.to_owned(),
+        (Some(name), parent) => format!("{parent}.{name}"),
+        (None, "") => "body".to_owned(),
+        (None, parent) => parent.to_owned(),
+    };
+    let message = if message.starts_with("missing field") {
+        "is required".to_owned()
+    } else if let Some(rest) = message.strip_prefix("unknown field `") {
+        let expected = rest.split_once(", expected ").map(|(_, e)| e).unwrap_or("");
+        format!("unknown field; expected {expected}")
+    } else {
+        message.to_owned()
+    };
+    FieldError { field, message }
+}
+
+/// Query parameters parsed into `T`, failing with a 422 that names the parameter.
+#[derive(Debug)]
+pub struct AppQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for AppQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer)
+            .map(Self)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                ApiError::Unprocessable(vec![field_error(&path, &e.into_inner().to_string())])
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_and_unknown_fields_are_named_by_their_own_path() {
+        let missing = field_error(".", "missing field `name`");
+        assert_eq!(
+            (missing.field.as_str(), missing.message.as_str()),
+            ("name", "is required")
+        );
+        let unknown = field_error(
+            "options",
+            "unknown field `colour`, expected `consistency` or `timeout`",
+        );
+        assert_eq!(unknown.field, "options.colour");
+        assert_eq!(
+            unknown.message,
+            "unknown field; expected `consistency` or `timeout`"
+        );
+        let typed = field_error(
+            "retention.keep_last",
+            "invalid type: string \"3\", expected u32",
+        );
+        assert_eq!(typed.field, "retention.keep_last");
+        assert_eq!(
+            field_error(".", "invalid type: sequence, expected struct PolicySpec").field,
+            "body"
+        );
+    }
+}

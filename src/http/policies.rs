@@ -1,0 +1,371 @@
+//! `/v1/policies`: create, read, list, merge-patch, delete and preview schedules.
+
+pub mod dto;
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::Value;
+use uuid::Uuid;
+
+use self::dto::{
+    FireTimeResponse, ListPoliciesQuery, PolicyList, PolicyResponse, READ_ONLY_FIELDS,
+    ScheduleQuery, ScheduleResponse,
+};
+use super::{
+    ApiError, AppState, Problem, Result,
+    error::conflict_on,
+    extract::{AppQuery, JsonDocument, MergePatchDocument, Project, from_value},
+    merge_patch::merge_patch,
+    pagination::{decode_cursor, page_size, paginate},
+    preconditions::{check_if_match, etag, has_if_match},
+};
+use crate::{
+    domain::{
+        policy::{Policy, PolicySpec, ValidPolicy},
+        validation::FieldError,
+    },
+    store::policies::{self as store, PolicyFilter},
+};
+
+const NAME_TAKEN: &str = "policy_project_name_key";
+/// How often a PATCH without `If-Match` re-reads and re-applies after losing a race.
+const PATCH_ATTEMPTS: usize = 3;
+
+/// Create a policy.
+#[utoipa::path(
+    post,
+    path = "/v1/policies",
+    tag = "policies",
+    request_body(content = PolicySpec, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = PolicyResponse,
+         headers(("Location" = String, description = "URL of the new policy"), ("ETag" = String, description = "Its version"))),
+        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The project has a policy of that name", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over the limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, each named", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn create_policy(
+    State(state): State<AppState>,
+    Project(project): Project,
+    JsonDocument(body): JsonDocument,
+) -> Result<Response> {
+    reject_read_only_fields(&body, None)?;
+    let now = state.clock.now();
+    let valid = validate(from_value::<PolicySpec>(body)?, now)?;
+    let next_run_at = valid.next_run_after(now);
+    let spec = valid.into_spec();
+    let policy = store::insert_policy(&state.db, &project, Uuid::now_v7(), &spec, next_run_at)
+        .await
+        .map_err(conflict_on(NAME_TAKEN, || name_taken(&spec.name)))?;
+    let location = format!("/v1/policies/{}", policy.id);
+    let mut response = policy_response(StatusCode::CREATED, policy);
+    response.headers_mut().insert(
+        header::LOCATION,
+        location.parse().expect("a path is a valid header"),
+    );
+    Ok(response)
+}
+
+/// List policies, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/policies",
+    tag = "policies",
+    params(ListPoliciesQuery),
+    responses(
+        (status = 200, description = "One page of policies", body = PolicyList),
+        (status = 422, description = "Invalid query parameters", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn list_policies(
+    State(state): State<AppState>,
+    Project(project): Project,
+    AppQuery(query): AppQuery<ListPoliciesQuery>,
+) -> Result<Json<PolicyList>> {
+    let limit = page_size(query.limit)?;
+    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let filter = PolicyFilter {
+        enabled: query.enabled,
+        resource_type: query.resource_type,
+    };
+    let rows =
+        store::list_policies(&state.db, &project, &filter, after, i64::from(limit) + 1).await?;
+    let (page, next_cursor) = paginate(rows, limit, |p| p.id);
+    Ok(Json(PolicyList {
+        items: page.into_iter().map(PolicyResponse::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// Read a policy.
+#[utoipa::path(
+    get,
+    path = "/v1/policies/{id}",
+    tag = "policies",
+    params(("id" = Uuid, Path, description = "Policy id")),
+    responses(
+        (status = 200, description = "The policy", body = PolicyResponse,
+         headers(("ETag" = String, description = "Its version, for If-Match"))),
+        (status = 404, description = "No such policy", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn get_policy(
+    State(state): State<AppState>,
+    Project(project): Project,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let policy = load(&state, &project, &id).await?;
+    Ok(policy_response(StatusCode::OK, policy))
+}
+
+/// Change a policy with a JSON merge patch (RFC 7396).
+///
+/// `null` removes a field, which then takes its default. Read-only fields may be
+/// sent only with their current values. With `If-Match`, a stale version gets 412.
+#[utoipa::path(
+    patch,
+    path = "/v1/policies/{id}",
+    tag = "policies",
+    params(
+        ("id" = Uuid, Path, description = "Policy id"),
+        ("If-Match" = Option<String>, Header, description = "The ETag this change is based on")
+    ),
+    request_body(content = Object, content_type = "application/merge-patch+json",
+                 example = json!({"enabled": false, "retention": {"keep_daily": 14}})),
+    responses(
+        (status = 200, description = "The changed policy", body = PolicyResponse,
+         headers(("ETag" = String, description = "Its new version"))),
+        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such policy", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The new name is taken", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names an older version", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not a merge patch", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, each named", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn update_policy(
+    State(state): State<AppState>,
+    Project(project): Project,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    MergePatchDocument(patch): MergePatchDocument,
+) -> Result<Response> {
+    if !patch.is_object() {
+        return Err(ApiError::field(
+            "body",
+            "a merge patch for a policy must be a JSON object",
+        ));
+    }
+    for _ in 0..PATCH_ATTEMPTS {
+        let current = load(&state, &project, &id).await?;
+        check_if_match(&headers, current.version)?;
+        let now = state.clock.now();
+        let mut patch = patch.clone();
+        let current_json =
+            serde_json::to_value(PolicyResponse::from(current.clone())).expect("serialisable");
+        reject_read_only_fields(&patch, Some(&current_json))?;
+        strip_read_only_fields(&mut patch);
+        let mut spec_json = serde_json::to_value(&current.spec).expect("serialisable");
+        merge_patch(&mut spec_json, patch);
+        let valid = validate(from_value::<PolicySpec>(spec_json)?, now)?;
+        if *valid.spec() == current.spec {
+            return Ok(policy_response(StatusCode::OK, current));
+        }
+        let next_run_at = next_run_after_change(&current, &valid, now);
+        let spec = valid.into_spec();
+        let updated = store::update_policy(
+            &state.db,
+            &project,
+            current.id,
+            current.version,
+            &spec,
+            next_run_at,
+        )
+        .await
+        .map_err(conflict_on(NAME_TAKEN, || name_taken(&spec.name)))?;
+        if let Some(policy) = updated {
+            return Ok(policy_response(StatusCode::OK, policy));
+        }
+        // Another writer changed the policy between our read and write.
+        if has_if_match(&headers) {
+            let latest = load(&state, &project, &id).await?;
+            return Err(ApiError::PreconditionFailed {
+                current_etag: etag(latest.version),
+            });
+        }
+    }
+    Err(ApiError::Conflict(
+        "the policy kept changing while this patch was applied; try again".into(),
+    ))
+}
+
+/// Delete a policy.
+#[utoipa::path(
+    delete,
+    path = "/v1/policies/{id}",
+    tag = "policies",
+    params(
+        ("id" = Uuid, Path, description = "Policy id"),
+        ("If-Match" = Option<String>, Header, description = "Delete only this version")
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such policy", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names an older version", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn delete_policy(
+    State(state): State<AppState>,
+    Project(project): Project,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode> {
+    let current = load(&state, &project, &id).await?;
+    check_if_match(&headers, current.version)?;
+    let expected = has_if_match(&headers).then_some(current.version);
+    if store::delete_policy(&state.db, &project, current.id, expected).await? {
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    match store::fetch_policy(&state.db, &project, current.id).await? {
+        Some(latest) => Err(ApiError::PreconditionFailed {
+            current_etag: etag(latest.version),
+        }),
+        None => Err(ApiError::NotFound("policy")),
+    }
+}
+
+/// The next fire times of a policy, in UTC and in each schedule's local time.
+#[utoipa::path(
+    get,
+    path = "/v1/policies/{id}/schedule",
+    tag = "policies",
+    params(("id" = Uuid, Path, description = "Policy id"), ScheduleQuery),
+    responses(
+        (status = 200, description = "Upcoming fire times", body = ScheduleResponse),
+        (status = 404, description = "No such policy", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid query parameters", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn get_policy_schedule(
+    State(state): State<AppState>,
+    Project(project): Project,
+    Path(id): Path<String>,
+    AppQuery(query): AppQuery<ScheduleQuery>,
+) -> Result<Json<ScheduleResponse>> {
+    let count = query.count.unwrap_or(10);
+    if !(1..=100).contains(&count) {
+        return Err(ApiError::field(
+            "count",
+            format!("must be between 1 and 100, found {count}"),
+        ));
+    }
+    let policy = load(&state, &project, &id).await?;
+    let from = query.from.unwrap_or_else(|| state.clock.now());
+    let valid = policy
+        .spec
+        .clone()
+        .validate(from)
+        .map_err(|errors| stored_policy_invalid(policy.id, &errors))?;
+    let schedules = valid.schedules().schedules();
+    let items = valid
+        .schedules()
+        .upcoming(from, count as usize)
+        .into_iter()
+        .map(|fire| {
+            FireTimeResponse::new(
+                fire,
+                &policy.spec.schedules[fire.schedule],
+                schedules[fire.schedule].timezone(),
+            )
+        })
+        .collect();
+    Ok(Json(ScheduleResponse {
+        policy_id: policy.id,
+        enabled: policy.spec.enabled,
+        from,
+        items,
+    }))
+}
+
+/// Loads a policy by the id in the path; a malformed id is simply not found.
+async fn load(state: &AppState, project: &str, id: &str) -> Result<Policy> {
+    let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("policy"))?;
+    store::fetch_policy(&state.db, project, id)
+        .await?
+        .ok_or(ApiError::NotFound("policy"))
+}
+
+fn validate(spec: PolicySpec, now: chrono::DateTime<chrono::Utc>) -> Result<ValidPolicy> {
+    spec.validate(now).map_err(ApiError::Unprocessable)
+}
+
+fn policy_response(status: StatusCode, policy: Policy) -> Response {
+    let tag = etag(policy.version);
+    (
+        status,
+        [(header::ETAG, tag)],
+        Json(PolicyResponse::from(policy)),
+    )
+        .into_response()
+}
+
+fn name_taken(name: &str) -> String {
+    format!("a policy named {name:?} already exists in this project")
+}
+
+/// Refuses read-only fields, unless they repeat the current value (a client
+/// sending back what it read).
+fn reject_read_only_fields(body: &Value, current: Option<&Value>) -> Result<()> {
+    let errors: Vec<FieldError> = READ_ONLY_FIELDS
+        .iter()
+        .filter_map(|field| {
+            let sent = body.get(field)?;
+            let unchanged = current.and_then(|c| c.get(field)) == Some(sent);
+            (!unchanged).then(|| FieldError::new(*field, "is read-only; the service sets it"))
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Unprocessable(errors))
+    }
+}
+
+fn strip_read_only_fields(patch: &mut Value) {
+    if let Value::Object(map) = patch {
+        for field in READ_ONLY_FIELDS {
+            map.remove(field);
+        }
+    }
+}
+
+/// Keeps a pending fire time unless the change moves it: new schedules or
+/// re-enabling count from now, so a disabled spell's misses are not caught up.
+fn next_run_after_change(
+    current: &Policy,
+    updated: &ValidPolicy,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let spec = updated.spec();
+    let unchanged = spec.enabled
+        && current.spec.enabled
+        && spec.schedules == current.spec.schedules
+        && current.next_run_at.is_some();
+    if unchanged {
+        current.next_run_at
+    } else {
+        updated.next_run_after(now)
+    }
+}
+
+fn stored_policy_invalid(id: Uuid, errors: &[FieldError]) -> ApiError {
+    tracing::error!(policy_id = %id, ?errors, "a stored policy no longer validates");
+    ApiError::Unavailable("this policy's stored schedule cannot be evaluated".into())
+}

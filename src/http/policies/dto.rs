@@ -1,0 +1,162 @@
+//! Request and response shapes of `/v1/policies`.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::domain::{
+    policy::{Policy, PolicySpec, ResourceType, ScheduleSpec},
+    schedule::FireTime,
+};
+
+/// Fields the service maintains; clients may not set them.
+pub const READ_ONLY_FIELDS: [&str; 6] = [
+    "id",
+    "project_id",
+    "next_run_at",
+    "version",
+    "created_at",
+    "updated_at",
+];
+
+/// A stored policy.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Policy, example = json!({
+    "id": "019ab8f0-6c1e-7d2a-9f3b-2a4c5d6e7f80",
+    "project_id": "default",
+    "name": "nightly-web",
+    "description": "Web tier, every night at 02:00 Berlin time",
+    "enabled": true,
+    "resource_type": "server",
+    "targets": {"ids": ["4f1d6a52-0b52-4a8e-9c43-1d0c8e3f2a10"], "selector": {"tags": ["backup"], "metadata": {"tier": "web"}}},
+    "schedules": [{"cron": "0 2 * * *", "timezone": "Europe/Berlin"}],
+    "retention": {"keep_last": 3, "keep_daily": 7, "keep_weekly": 4},
+    "options": {"consistency": "quiesce_preferred", "name_template": "{policy}-{resource_name}-{scheduled_at:%Y%m%dT%H%MZ}",
+                "metadata": {"owner": "web-team"}, "timeout": "2h", "max_concurrent": 10,
+                "missed_run": "run_once", "start_window": "1h"},
+    "next_run_at": "2026-11-26T01:00:00Z",
+    "version": 3,
+    "created_at": "2026-11-20T09:12:44.512Z",
+    "updated_at": "2026-11-25T17:03:10.007Z"
+}))]
+pub struct PolicyResponse {
+    pub id: Uuid,
+    /// The project that owns the policy.
+    pub project_id: String,
+    #[serde(flatten)]
+    pub spec: PolicySpec,
+    /// When the policy fires next; `null` when disabled.
+    pub next_run_at: Option<DateTime<Utc>>,
+    /// Bumped by every change; the `ETag` is this number in quotes.
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Policy> for PolicyResponse {
+    fn from(policy: Policy) -> Self {
+        Self {
+            id: policy.id,
+            project_id: policy.project_id,
+            spec: policy.spec,
+            next_run_at: policy.next_run_at,
+            version: policy.version,
+            created_at: policy.created_at,
+            updated_at: policy.updated_at,
+        }
+    }
+}
+
+/// One page of policies.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"items": [], "next_cursor": null}))]
+pub struct PolicyList {
+    pub items: Vec<PolicyResponse>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Filters and paging for `GET /v1/policies`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListPoliciesQuery {
+    /// Only enabled (`true`) or disabled (`false`) policies.
+    pub enabled: Option<bool>,
+    /// Only policies of this resource type.
+    #[param(inline)]
+    pub resource_type: Option<ResourceType>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000, example = 100)]
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Which fire times `GET /v1/policies/{id}/schedule` shows.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ScheduleQuery {
+    /// How many fire times, 1 to 100 (default 10).
+    #[param(minimum = 1, maximum = 100, example = 10)]
+    pub count: Option<u32>,
+    /// Show fire times after this RFC 3339 instant (default now).
+    #[param(example = "2027-03-27T00:00:00Z")]
+    pub from: Option<DateTime<Utc>>,
+}
+
+/// The next fire times of a policy.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "policy_id": "019ab8f0-6c1e-7d2a-9f3b-2a4c5d6e7f80",
+    "enabled": true,
+    "from": "2027-03-27T00:00:00Z",
+    "items": [
+        {"at": "2027-03-27T01:30:00Z", "local_time": "2027-03-27T02:30:00+01:00", "timezone": "Europe/Berlin", "schedule_index": 0, "cron": "30 2 * * *"},
+        {"at": "2027-03-28T01:00:00Z", "local_time": "2027-03-28T03:00:00+02:00", "timezone": "Europe/Berlin", "schedule_index": 0, "cron": "30 2 * * *"}
+    ]
+}))]
+pub struct ScheduleResponse {
+    pub policy_id: Uuid,
+    /// A disabled policy fires none of these until it is enabled again.
+    pub enabled: bool,
+    /// The instant the fire times follow.
+    pub from: DateTime<Utc>,
+    pub items: Vec<FireTimeResponse>,
+}
+
+/// One fire time and the schedule that produced it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FireTimeResponse {
+    /// The instant, in UTC.
+    #[schema(example = "2027-03-28T01:00:00Z")]
+    pub at: String,
+    /// The same instant as local time in the schedule's zone, with its offset.
+    #[schema(example = "2027-03-28T03:00:00+02:00")]
+    pub local_time: String,
+    #[schema(example = "Europe/Berlin")]
+    pub timezone: String,
+    /// Index into `schedules` of the first schedule firing at this instant.
+    #[schema(example = 0)]
+    pub schedule_index: usize,
+    #[schema(example = "30 2 * * *")]
+    pub cron: String,
+}
+
+impl FireTimeResponse {
+    /// Describes `fire` using the schedule spec it came from.
+    pub fn new(fire: FireTime, spec: &ScheduleSpec, timezone: chrono_tz::Tz) -> Self {
+        Self {
+            at: fire.at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            local_time: fire
+                .at
+                .with_timezone(&timezone)
+                .to_rfc3339_opts(SecondsFormat::Secs, false),
+            timezone: spec.timezone.clone(),
+            schedule_index: fire.schedule,
+            cron: spec.cron.clone(),
+        }
+    }
+}

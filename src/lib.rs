@@ -1,0 +1,13 @@
+//! stacksnap: scheduled, retention-managed snapshots of OpenStack servers and volumes.
+//!
+//! Layers call downwards only: `http` → `store` → `domain`.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod domain;
+pub mod http;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

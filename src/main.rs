@@ -1,0 +1,18 @@
+//! The `stacksnap` binary: parse the command line, run it, report failure in one line.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use stacksnap::cli::Cli;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

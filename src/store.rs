@@ -1,0 +1,8 @@
+//! PostgreSQL access: connecting, migrating, and one module per table group.
+//!
+//! Functions here run SQL and map rows; they make no decisions.
+
+pub mod database;
+pub mod policies;
+
+pub use database::{MIGRATOR, connect, migrations_applied};

@@ -1,0 +1,220 @@
+//! The `policy` table.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, types::Json};
+use uuid::Uuid;
+
+use crate::domain::policy::{
+    Policy, PolicyOptions, PolicySpec, ResourceType, Retention, ScheduleSpec, Targets,
+};
+
+/// Filters for [`list_policies`]; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyFilter {
+    pub enabled: Option<bool>,
+    pub resource_type: Option<ResourceType>,
+}
+
+#[derive(sqlx::FromRow)]
+struct PolicyRow {
+    policy_id: Uuid,
+    project_id: String,
+    name: String,
+    description: String,
+    enabled: bool,
+    resource_type: String,
+    targets: Json<Targets>,
+    schedules: Json<Vec<ScheduleSpec>>,
+    retention: Json<Retention>,
+    options: Json<PolicyOptions>,
+    next_run_at: Option<DateTime<Utc>>,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<PolicyRow> for Policy {
+    type Error = sqlx::Error;
+
+    fn try_from(row: PolicyRow) -> Result<Self, Self::Error> {
+        let resource_type = ResourceType::parse(&row.resource_type).ok_or_else(|| {
+            sqlx::Error::Decode(format!("unknown resource_type {:?}", row.resource_type).into())
+        })?;
+        Ok(Policy {
+            id: row.policy_id,
+            project_id: row.project_id,
+            spec: PolicySpec {
+                name: row.name,
+                description: row.description,
+                enabled: row.enabled,
+                resource_type,
+                targets: row.targets.0,
+                schedules: row.schedules.0,
+                retention: row.retention.0,
+                options: row.options.0,
+            },
+            next_run_at: row.next_run_at,
+            version: row.version,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+/// The columns every query returns, in [`PolicyRow`] order.
+macro_rules! policy_columns {
+    () => {
+        "policy_id, project_id, name, description, enabled, resource_type, targets, \
+         schedules, retention, options, next_run_at, version, created_at, updated_at"
+    };
+}
+
+/// Inserts a new policy at version 1.
+///
+/// # Errors
+/// `policy_project_name_key` when the project already has a policy of that name.
+pub async fn insert_policy(
+    pool: &PgPool,
+    project_id: &str,
+    id: Uuid,
+    spec: &PolicySpec,
+    next_run_at: Option<DateTime<Utc>>,
+) -> Result<Policy, sqlx::Error> {
+    let row: PolicyRow = sqlx::query_as(concat!(
+        "insert into policy (policy_id, project_id, name, description, enabled, resource_type, \
+         targets, schedules, retention, options, next_run_at) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         returning ",
+        policy_columns!()
+    ))
+    .bind(id)
+    .bind(project_id)
+    .bind(&spec.name)
+    .bind(&spec.description)
+    .bind(spec.enabled)
+    .bind(spec.resource_type.as_str())
+    .bind(Json(&spec.targets))
+    .bind(Json(&spec.schedules))
+    .bind(Json(&spec.retention))
+    .bind(Json(&spec.options))
+    .bind(next_run_at)
+    .fetch_one(pool)
+    .await?;
+    row.try_into()
+}
+
+/// Reads one policy of a project.
+///
+/// # Errors
+/// The query fails.
+pub async fn fetch_policy(
+    pool: &PgPool,
+    project_id: &str,
+    id: Uuid,
+) -> Result<Option<Policy>, sqlx::Error> {
+    let row: Option<PolicyRow> = sqlx::query_as(concat!(
+        "select ",
+        policy_columns!(),
+        " from policy where project_id = $1 and policy_id = $2"
+    ))
+    .bind(project_id)
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    row.map(Policy::try_from).transpose()
+}
+
+/// Lists up to `limit` policies of a project with ids after `after`, in id order.
+///
+/// # Errors
+/// The query fails.
+pub async fn list_policies(
+    pool: &PgPool,
+    project_id: &str,
+    filter: &PolicyFilter,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Policy>, sqlx::Error> {
+    let rows: Vec<PolicyRow> = sqlx::query_as(concat!(
+        "select ",
+        policy_columns!(),
+        " from policy \
+         where project_id = $1 \
+           and ($2::uuid is null or policy_id > $2) \
+           and ($3::boolean is null or enabled = $3) \
+           and ($4::text is null or resource_type = $4) \
+         order by policy_id \
+         limit $5"
+    ))
+    .bind(project_id)
+    .bind(after)
+    .bind(filter.enabled)
+    .bind(filter.resource_type.map(ResourceType::as_str))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter().map(Policy::try_from).collect()
+}
+
+/// Replaces a policy's spec if it is still at `expected_version`, bumping the version.
+///
+/// Returns `None` when the policy is gone or another writer got there first.
+///
+/// # Errors
+/// `policy_project_name_key` when the new name is taken.
+pub async fn update_policy(
+    pool: &PgPool,
+    project_id: &str,
+    id: Uuid,
+    expected_version: i64,
+    spec: &PolicySpec,
+    next_run_at: Option<DateTime<Utc>>,
+) -> Result<Option<Policy>, sqlx::Error> {
+    let row: Option<PolicyRow> = sqlx::query_as(concat!(
+        "update policy set name = $4, description = $5, enabled = $6, resource_type = $7, \
+         targets = $8, schedules = $9, retention = $10, options = $11, next_run_at = $12, \
+         version = version + 1 \
+         where project_id = $1 and policy_id = $2 and version = $3 \
+         returning ",
+        policy_columns!()
+    ))
+    .bind(project_id)
+    .bind(id)
+    .bind(expected_version)
+    .bind(&spec.name)
+    .bind(&spec.description)
+    .bind(spec.enabled)
+    .bind(spec.resource_type.as_str())
+    .bind(Json(&spec.targets))
+    .bind(Json(&spec.schedules))
+    .bind(Json(&spec.retention))
+    .bind(Json(&spec.options))
+    .bind(next_run_at)
+    .fetch_optional(pool)
+    .await?;
+    row.map(Policy::try_from).transpose()
+}
+
+/// Deletes a policy if it is still at `expected_version` (any version when `None`).
+///
+/// Returns whether a row was deleted.
+///
+/// # Errors
+/// The query fails.
+pub async fn delete_policy(
+    pool: &PgPool,
+    project_id: &str,
+    id: Uuid,
+    expected_version: Option<i64>,
+) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query(
+        "delete from policy where project_id = $1 and policy_id = $2 \
+         and ($3::bigint is null or version = $3)",
+    )
+    .bind(project_id)
+    .bind(id)
+    .bind(expected_version)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
