@@ -46,6 +46,7 @@ const RESERVED_METADATA_PREFIXES: [&str; 2] = ["stacksnap_", "os_glance_"];
 /// What kind of OpenStack resource a policy snapshots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(example = "server")]
 pub enum ResourceType {
     /// A Nova server, snapshotted with `createImage`.
     Server,
@@ -147,6 +148,7 @@ pub struct Retention {
 /// How consistent a server snapshot must be.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(example = "quiesce_preferred")]
 pub enum Consistency {
     /// Snapshot without trying to quiesce the guest.
     Crash,
@@ -160,6 +162,7 @@ pub enum Consistency {
 /// What to do with fire times missed while no replica was running.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(example = "run_once")]
 pub enum MissedRun {
     /// Record the misses, fire nothing.
     Skip,

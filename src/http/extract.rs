@@ -127,7 +127,9 @@ pub fn field_error(path: &str, message: &str) -> FieldError {
         .find_map(|prefix| message.strip_prefix(prefix))
         .and_then(|rest| rest.split_once('`'))
         .map(|(name, _)| name);
+    let already_named = |name: &str| parent == name || parent.ends_with(&format!(".{name}"));
     let field = match (named, parent) {
+        (Some(name), _) if already_named(name) => parent.to_owned(),
         (Some(name), "") => name.to_owned(),
         (Some(name), parent) => format!("{parent}.{name}"),
         (None, "") => "body".to_owned(),

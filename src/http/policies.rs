@@ -8,6 +8,7 @@ use axum::{
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -56,9 +57,10 @@ pub async fn create_policy(
     Project(project): Project,
     JsonDocument(body): JsonDocument,
 ) -> Result<Response> {
-    reject_read_only_fields(&body, None)?;
+    let mut body = body;
+    let read_only = take_read_only_fields(&mut body, None);
     let now = state.clock.now();
-    let valid = validate(from_value::<PolicySpec>(body)?, now)?;
+    let valid = parse_policy(body, read_only, now)?;
     let next_run_at = valid.next_run_after(now);
     let spec = valid.into_spec();
     let policy = store::insert_policy(&state.db, &project, Uuid::now_v7(), &spec, next_run_at)
@@ -170,11 +172,10 @@ pub async fn update_policy(
         let mut patch = patch.clone();
         let current_json =
             serde_json::to_value(PolicyResponse::from(current.clone())).expect("serialisable");
-        reject_read_only_fields(&patch, Some(&current_json))?;
-        strip_read_only_fields(&mut patch);
+        let read_only = take_read_only_fields(&mut patch, Some(&current_json));
         let mut spec_json = serde_json::to_value(&current.spec).expect("serialisable");
         merge_patch(&mut spec_json, patch);
-        let valid = validate(from_value::<PolicySpec>(spec_json)?, now)?;
+        let valid = parse_policy(spec_json, read_only, now)?;
         if *valid.spec() == current.spec {
             return Ok(policy_response(StatusCode::OK, current));
         }
@@ -302,8 +303,26 @@ async fn load(state: &AppState, project: &str, id: &str) -> Result<Policy> {
         .ok_or(ApiError::NotFound("policy"))
 }
 
-fn validate(spec: PolicySpec, now: chrono::DateTime<chrono::Utc>) -> Result<ValidPolicy> {
-    spec.validate(now).map_err(ApiError::Unprocessable)
+/// Parses and validates a policy document, reporting `earlier` problems together with its own.
+fn parse_policy(
+    document: Value,
+    earlier: Vec<FieldError>,
+    now: DateTime<Utc>,
+) -> Result<ValidPolicy> {
+    if !document.is_object() {
+        // Serde would read an array as a struct's fields in order; a policy is an object.
+        return Err(ApiError::field("body", "a policy must be a JSON object"));
+    }
+    let parsed = from_value::<PolicySpec>(document)
+        .and_then(|spec| spec.validate(now).map_err(ApiError::Unprocessable));
+    match parsed {
+        Ok(valid) if earlier.is_empty() => Ok(valid),
+        Ok(_) => Err(ApiError::Unprocessable(earlier)),
+        Err(ApiError::Unprocessable(more)) => Err(ApiError::Unprocessable(
+            earlier.into_iter().chain(more).collect(),
+        )),
+        Err(other) => Err(other),
+    }
 }
 
 fn policy_response(status: StatusCode, policy: Policy) -> Response {
@@ -320,30 +339,20 @@ fn name_taken(name: &str) -> String {
     format!("a policy named {name:?} already exists in this project")
 }
 
-/// Refuses read-only fields, unless they repeat the current value (a client
-/// sending back what it read).
-fn reject_read_only_fields(body: &Value, current: Option<&Value>) -> Result<()> {
-    let errors: Vec<FieldError> = READ_ONLY_FIELDS
+/// Removes read-only fields from `body`, returning an error for each one that
+/// does not repeat its current value (a client may send back what it read).
+fn take_read_only_fields(body: &mut Value, current: Option<&Value>) -> Vec<FieldError> {
+    let Value::Object(map) = body else {
+        return Vec::new();
+    };
+    READ_ONLY_FIELDS
         .iter()
         .filter_map(|field| {
-            let sent = body.get(field)?;
-            let unchanged = current.and_then(|c| c.get(field)) == Some(sent);
+            let sent = map.remove(*field)?;
+            let unchanged = current.and_then(|c| c.get(field)) == Some(&sent);
             (!unchanged).then(|| FieldError::new(*field, "is read-only; the service sets it"))
         })
-        .collect();
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::Unprocessable(errors))
-    }
-}
-
-fn strip_read_only_fields(patch: &mut Value) {
-    if let Value::Object(map) = patch {
-        for field in READ_ONLY_FIELDS {
-            map.remove(field);
-        }
-    }
+        .collect()
 }
 
 /// Keeps a pending fire time unless the change moves it: new schedules or
@@ -351,8 +360,8 @@ fn strip_read_only_fields(patch: &mut Value) {
 fn next_run_after_change(
     current: &Policy,
     updated: &ValidPolicy,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Option<chrono::DateTime<chrono::Utc>> {
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
     let spec = updated.spec();
     let unchanged = spec.enabled
         && current.spec.enabled

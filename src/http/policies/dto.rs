@@ -70,7 +70,7 @@ impl From<Policy> for PolicyResponse {
 
 /// One page of policies.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"items": [], "next_cursor": null}))]
+#[schema(example = json!({"items": [], "next_cursor": "djE6MDE5YWI4ZjAtNmMxZS03ZDJhLTlmM2ItMmE0YzVkNmU3Zjgw"}))]
 pub struct PolicyList {
     pub items: Vec<PolicyResponse>,
     /// Pass as `cursor` to get the next page; `null` on the last page.
@@ -109,7 +109,7 @@ pub struct ScheduleQuery {
 
 /// The next fire times of a policy.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({
+#[schema(as = Schedule, example = json!({
     "policy_id": "019ab8f0-6c1e-7d2a-9f3b-2a4c5d6e7f80",
     "enabled": true,
     "from": "2027-03-27T00:00:00Z",
@@ -129,6 +129,10 @@ pub struct ScheduleResponse {
 
 /// One fire time and the schedule that produced it.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = FireTime, example = json!({
+    "at": "2027-03-28T01:00:00Z", "local_time": "2027-03-28T03:00:00+02:00",
+    "timezone": "Europe/Berlin", "schedule_index": 0, "cron": "30 2 * * *"
+}))]
 pub struct FireTimeResponse {
     /// The instant, in UTC.
     #[schema(example = "2027-03-28T01:00:00Z")]

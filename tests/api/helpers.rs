@@ -1,0 +1,153 @@
+//! Spawning the application against a test database, and typed request helpers.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use reqwest::{Response, header};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use stacksnap::{clock::ManualClock, config::Settings, startup::Application};
+use tokio_util::sync::CancellationToken;
+
+/// The instant the test clock shows when an app starts.
+pub const TEST_NOW: &str = "2026-11-25T12:00:00Z";
+
+/// A running application and what a test needs to talk to it.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub pool: PgPool,
+    pub clock: ManualClock,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Settings for a test app: a random port, the default limits.
+pub fn test_settings() -> Settings {
+    Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: None,
+        db_max_connections: 5,
+        request_timeout: Duration::from_secs(30),
+        body_limit: 1024 * 1024,
+    }
+}
+
+/// Starts the application on `pool` with a manual clock at [`TEST_NOW`].
+pub async fn spawn_app(pool: PgPool) -> TestApp {
+    let clock = ManualClock::new(TEST_NOW.parse().unwrap());
+    let app = Application::build(&test_settings(), pool.clone(), Arc::new(clock.clone()))
+        .await
+        .expect("the app builds");
+    let addr = app.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    TestApp {
+        addr,
+        client: reqwest::Client::new(),
+        pool,
+        clock,
+        shutdown,
+    }
+}
+
+/// A valid policy body named `name`.
+pub fn policy_body(name: &str) -> Value {
+    json!({
+        "name": name,
+        "resource_type": "server",
+        "targets": {"ids": ["4f1d6a52-0b52-4a8e-9c43-1d0c8e3f2a10"], "selector": {"tags": ["backup"]}},
+        "schedules": [{"cron": "0 2 * * *", "timezone": "Europe/Berlin"}],
+        "retention": {"keep_last": 3, "keep_daily": 7}
+    })
+}
+
+impl TestApp {
+    /// Absolute URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_policy(&self, body: &Value) -> Response {
+        self.post_json("/v1/policies", body).await
+    }
+
+    /// Creates a policy and returns its JSON, failing the test unless it is 201.
+    pub async fn create_policy(&self, body: &Value) -> Value {
+        let response = self.post_policy(body).await;
+        assert_eq!(
+            response.status(),
+            201,
+            "create failed: {}",
+            response.text().await.unwrap()
+        );
+        response.json().await.unwrap()
+    }
+
+    pub async fn patch_policy(&self, id: &str, patch: &Value, if_match: Option<&str>) -> Response {
+        let mut request = self
+            .client
+            .patch(self.url(&format!("/v1/policies/{id}")))
+            .header(header::CONTENT_TYPE, "application/merge-patch+json")
+            .body(patch.to_string());
+        if let Some(tag) = if_match {
+            request = request.header(header::IF_MATCH, tag);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub async fn delete_policy(&self, id: &str, if_match: Option<&str>) -> Response {
+        let mut request = self.client.delete(self.url(&format!("/v1/policies/{id}")));
+        if let Some(tag) = if_match {
+            request = request.header(header::IF_MATCH, tag);
+        }
+        request.send().await.unwrap()
+    }
+}
+
+/// Reads a problem+json body, checking its media type and status.
+pub async fn problem(response: Response, status: u16) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "application/problem+json",
+        "errors are problem documents"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert!(
+        body["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:stacksnap:problem:")
+    );
+    assert!(body["title"].is_string() && body["detail"].is_string());
+    body
+}
+
+/// The `field` of every error in a 422 problem.
+pub fn error_fields(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .expect("a 422 lists errors")
+        .iter()
+        .map(|e| e["field"].as_str().unwrap().to_owned())
+        .collect()
+}

@@ -1,0 +1,282 @@
+//! The policy resource: create, read, list, patch, delete.
+
+use reqwest::header;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::helpers::{error_fields, policy_body, problem, spawn_app};
+
+#[sqlx::test]
+async fn policy_crud_round_trip(pool: PgPool) {
+    let app = spawn_app(pool).await;
+
+    // Create
+    let response = app.post_policy(&policy_body("nightly-web")).await;
+    assert_eq!(response.status(), 201);
+    let etag = response.headers()[header::ETAG]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let location = response.headers()[header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let created: Value = response.json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("/v1/policies/{id}"));
+    assert_eq!(etag, "\"1\"");
+    assert_eq!(created["version"], 1);
+    assert_eq!(created["project_id"], "default");
+    assert_eq!(created["enabled"], true);
+    assert_eq!(created["options"]["consistency"], "quiesce_preferred");
+    assert_eq!(created["options"]["timeout"], "2h");
+    assert_eq!(created["options"]["missed_run"], "run_once");
+    assert_eq!(created["options"]["start_window"], "1h");
+    // 02:00 in Berlin (CET, UTC+1) after the test clock's 2026-11-25T12:00Z.
+    assert_eq!(created["next_run_at"], "2026-11-26T01:00:00Z");
+
+    // Read
+    let response = app.get(&location).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()[header::ETAG], etag.as_str());
+    let read: Value = response.json().await.unwrap();
+    assert_eq!(read, created);
+
+    // List
+    let list: Value = app.get("/v1/policies").await.json().await.unwrap();
+    assert_eq!(list["items"], json!([created]));
+    assert_eq!(list["next_cursor"], Value::Null);
+
+    // Update
+    let response = app
+        .patch_policy(
+            &id,
+            &json!({"description": "web tier", "retention": {"keep_last": null, "keep_weekly": 4}}),
+            Some(&etag),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()[header::ETAG], "\"2\"");
+    let updated: Value = response.json().await.unwrap();
+    assert_eq!(updated["version"], 2);
+    assert_eq!(updated["description"], "web tier");
+    assert_eq!(
+        updated["retention"],
+        json!({"keep_daily": 7, "keep_weekly": 4})
+    );
+    assert_eq!(
+        updated["next_run_at"], created["next_run_at"],
+        "unchanged schedules keep their fire time"
+    );
+
+    // Delete
+    let response = app.delete_policy(&id, None).await;
+    assert_eq!(response.status(), 204);
+    problem(app.get(&location).await, 404).await;
+    problem(app.delete_policy(&id, None).await, 404).await;
+}
+
+#[sqlx::test]
+async fn list_pages_through_every_policy_once_with_a_cursor(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let mut created = Vec::new();
+    for i in 0..5 {
+        created.push(app.create_policy(&policy_body(&format!("p{i}"))).await["id"].clone());
+    }
+
+    let mut seen = Vec::new();
+    let mut path = "/v1/policies?limit=2".to_owned();
+    let mut pages = 0;
+    loop {
+        let page: Value = app.get(&path).await.json().await.unwrap();
+        pages += 1;
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        seen.extend(items.iter().map(|p| p["id"].clone()));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/policies?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, created, "every policy once, oldest first");
+}
+
+#[sqlx::test]
+async fn list_filters_by_enabled_and_resource_type(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    app.create_policy(&policy_body("servers-on")).await;
+    let mut off = policy_body("servers-off");
+    off["enabled"] = false.into();
+    app.create_policy(&off).await;
+    let mut volumes = policy_body("volumes");
+    volumes["resource_type"] = "volume".into();
+    volumes["targets"] = json!({"selector": {"metadata": {"backup": "yes"}}});
+    app.create_policy(&volumes).await;
+
+    let names = |list: Value| -> Vec<String> {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let disabled = app
+        .get("/v1/policies?enabled=false")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(names(disabled), ["servers-off"]);
+    let vols = app
+        .get("/v1/policies?resource_type=volume")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(names(vols), ["volumes"]);
+    let enabled_servers = app
+        .get("/v1/policies?enabled=true&resource_type=server")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(names(enabled_servers), ["servers-on"]);
+}
+
+#[sqlx::test]
+async fn if_match_guards_updates_and_deletes(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let id = app.create_policy(&policy_body("guarded")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // A writer holding version 1 wins and moves the policy to version 2.
+    let response = app
+        .patch_policy(&id, &json!({"description": "first"}), Some("\"1\""))
+        .await;
+    assert_eq!(response.status(), 200);
+
+    // A second writer still holding version 1 is refused and told the current tag.
+    let response = app
+        .patch_policy(&id, &json!({"description": "second"}), Some("\"1\""))
+        .await;
+    assert_eq!(response.headers()[header::ETAG], "\"2\"");
+    let body = problem(response, 412).await;
+    assert!(body["detail"].as_str().unwrap().contains("\"2\""));
+    problem(app.delete_policy(&id, Some("\"1\"")).await, 412).await;
+
+    let current: Value = app
+        .get(&format!("/v1/policies/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        current["description"], "first",
+        "the stale write changed nothing"
+    );
+    assert_eq!(app.delete_policy(&id, Some("\"2\"")).await.status(), 204);
+}
+
+#[sqlx::test]
+async fn merge_patch_null_restores_defaults_and_a_no_op_keeps_the_version(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let mut body = policy_body("defaults");
+    body["options"] = json!({"timeout": "30m", "consistency": "crash"});
+    let id = app.create_policy(&body).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let patched: Value = app
+        .patch_policy(&id, &json!({"options": {"timeout": null}}), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(patched["options"]["timeout"], "2h");
+    assert_eq!(
+        patched["options"]["consistency"], "crash",
+        "untouched keys stay"
+    );
+    assert_eq!(patched["version"], 2);
+
+    // Sending back read-only fields with their current values is allowed and changes nothing.
+    let same = json!({"id": patched["id"], "version": 2, "name": "defaults"});
+    let response = app.patch_policy(&id, &same, Some("\"2\"")).await;
+    assert_eq!(response.status(), 200);
+    let unchanged: Value = response.json().await.unwrap();
+    assert_eq!(unchanged["version"], 2);
+}
+
+#[sqlx::test]
+async fn changing_schedules_or_enabled_moves_next_run(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let id = app.create_policy(&policy_body("moving")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let hourly: Value = app
+        .patch_policy(&id, &json!({"schedules": [{"cron": "@hourly"}]}), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(hourly["next_run_at"], "2026-11-25T13:00:00Z");
+
+    let disabled: Value = app
+        .patch_policy(&id, &json!({"enabled": false}), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(disabled["next_run_at"], Value::Null);
+
+    app.clock.set("2026-11-25T15:30:00Z".parse().unwrap());
+    let enabled: Value = app
+        .patch_policy(&id, &json!({"enabled": true}), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        enabled["next_run_at"], "2026-11-25T16:00:00Z",
+        "counted from now, not from before"
+    );
+}
+
+#[sqlx::test]
+async fn patch_validates_the_merged_policy(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let id = app.create_policy(&policy_body("strict")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let response = app
+        .patch_policy(
+            &id,
+            &json!({"name": null, "schedules": [{"cron": "99 * * * *"}], "version": 7}),
+            None,
+        )
+        .await;
+    let body = problem(response, 422).await;
+    assert_eq!(error_fields(&body), ["version", "name"]);
+
+    let response = app
+        .patch_policy(
+            &id,
+            &json!({"schedules": [{"cron": "99 * * * *"}], "retention": {"keep_last": 0}}),
+            None,
+        )
+        .await;
+    let body = problem(response, 422).await;
+    assert_eq!(
+        error_fields(&body),
+        ["schedules[0].cron", "retention.keep_last"]
+    );
+}
