@@ -8,6 +8,7 @@ pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod http;
+pub mod openstack;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -1,0 +1,110 @@
+//! Thin async clients for the OpenStack APIs stacksnap uses: Keystone, Nova,
+//! Glance and Cinder, over one authenticated [`Session`].
+//!
+//! Only the dozen calls the engine needs, typed; errors are [`OpenStackError`].
+
+pub mod cinder;
+pub mod config;
+pub mod error;
+pub mod glance;
+pub mod keystone;
+pub mod nova;
+pub mod retry;
+pub mod session;
+pub mod version;
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+pub use config::CloudConfig;
+pub use error::{ErrorKind, OpenStackError};
+pub use session::{Session, SessionOptions};
+
+use self::{
+    cinder::Cinder,
+    glance::Glance,
+    nova::Nova,
+    session::{Call, Reply},
+};
+
+/// One cloud: a shared session and the three service clients on it.
+#[derive(Debug, Clone)]
+pub struct OpenStack {
+    session: Arc<Session>,
+}
+
+impl OpenStack {
+    /// A client for the cloud described by `config`.
+    ///
+    /// # Errors
+    /// The TLS settings cannot be used.
+    pub fn new(config: CloudConfig, options: SessionOptions) -> Result<Self, OpenStackError> {
+        Ok(Self {
+            session: Arc::new(Session::new(config, options)?),
+        })
+    }
+
+    /// The compute API.
+    pub fn nova(&self) -> Nova<'_> {
+        Nova(&self.session)
+    }
+
+    /// The image API.
+    pub fn glance(&self) -> Glance<'_> {
+        Glance(&self.session)
+    }
+
+    /// The block-storage API.
+    pub fn cinder(&self) -> Cinder<'_> {
+        Cinder(&self.session)
+    }
+
+    /// The shared session (token, endpoints, call count).
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+}
+
+/// Reads a JSON answer into `T`.
+fn decode<T: DeserializeOwned>(call: &Call, reply: &Reply) -> Result<T, OpenStackError> {
+    serde_json::from_slice(&reply.body).map_err(|e| {
+        let mut error = OpenStackError::new(
+            ErrorKind::Decode,
+            call.service.name(),
+            call.operation,
+            format!("unreadable answer: {e}"),
+        );
+        error.status = Some(reply.status);
+        error.request_id = reply.request_id.clone();
+        error
+    })
+}
+
+/// Timestamps as OpenStack writes them: RFC 3339, or (Cinder, Nova) without an
+/// offset, which means UTC.
+pub(crate) mod timestamp {
+    use chrono::{DateTime, NaiveDateTime, Utc};
+    use serde::{Deserialize, Deserializer};
+
+    /// Parses one timestamp.
+    pub fn parse(text: &str) -> Option<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(text)
+            .map(|t| t.with_timezone(&Utc))
+            .ok()
+            .or_else(|| {
+                NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+                    .ok()
+                    .map(|t| t.and_utc())
+            })
+    }
+
+    /// Deserialises an optional timestamp, treating unreadable ones as absent.
+    pub fn optional<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<DateTime<Utc>>, D::Error> {
+        Ok(Option::<String>::deserialize(deserializer)?
+            .as_deref()
+            .and_then(parse))
+    }
+}

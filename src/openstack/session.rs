@@ -1,0 +1,492 @@
+//! An authenticated session: token cache and renewal, endpoint and microversion
+//! discovery, timeouts, bounded retries, one re-authentication on 401.
+
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use reqwest::{Method, header::HeaderMap};
+use secrecy::ExposeSecret as _;
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use super::{
+    config::CloudConfig,
+    error::{ErrorKind, OpenStackError, classify, error_message},
+    keystone::{self, Token},
+    retry::{RetryPolicy, parse_retry_after},
+    version::{Microversion, negotiate, offered_range},
+};
+
+/// Renew a token this long before Keystone says it expires.
+const RENEW_BEFORE: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// The OpenStack services stacksnap calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    Compute,
+    Image,
+    Volume,
+}
+
+impl Service {
+    /// Name used in errors and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Compute => "nova",
+            Self::Image => "glance",
+            Self::Volume => "cinder",
+        }
+    }
+
+    fn catalog_types(self) -> &'static [&'static str] {
+        match self {
+            Self::Compute => &["compute"],
+            Self::Image => &["image"],
+            Self::Volume => &["block-storage", "volumev3", "volume"],
+        }
+    }
+
+    /// `(major version id, microversion header service name, highest version we speak)`.
+    fn microversions(self) -> Option<(&'static str, &'static str, Microversion)> {
+        match self {
+            Self::Compute => Some(("v2.1", "compute", Microversion(2, 96))),
+            Self::Volume => Some(("v3", "volume", Microversion(3, 71))),
+            Self::Image => None,
+        }
+    }
+}
+
+/// Timeouts and retries of a session.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionOptions {
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// One call to make.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub service: Service,
+    pub operation: &'static str,
+    pub method: Method,
+    /// Joined to the endpoint URL; starts with `/`.
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub body: Option<Value>,
+}
+
+impl Call {
+    /// A call with no query and no body.
+    pub fn new(
+        service: Service,
+        operation: &'static str,
+        method: Method,
+        path: impl Into<String>,
+    ) -> Self {
+        Self {
+            service,
+            operation,
+            method,
+            path: path.into(),
+            query: Vec::new(),
+            body: None,
+        }
+    }
+
+    /// Adds a JSON body.
+    pub fn json(mut self, body: Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    /// Adds query parameters.
+    pub fn query(mut self, query: Vec<(String, String)>) -> Self {
+        self.query = query;
+        self
+    }
+
+    /// Safe to repeat after a failure whose effect is unknown (a timeout, a 5xx).
+    fn is_idempotent(&self) -> bool {
+        matches!(
+            self.method,
+            Method::GET | Method::HEAD | Method::DELETE | Method::PUT
+        )
+    }
+}
+
+/// A successful answer.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub request_id: Option<String>,
+    /// The microversion the call was made at, if the service has them.
+    pub microversion: Option<Microversion>,
+}
+
+#[derive(Debug, Clone)]
+struct Endpoint {
+    url: String,
+    microversion: Option<Microversion>,
+}
+
+/// An authenticated connection to one cloud, shared by all clients.
+#[derive(Debug)]
+pub struct Session {
+    http: reqwest::Client,
+    config: CloudConfig,
+    options: SessionOptions,
+    token: Mutex<Option<Token>>,
+    endpoints: Mutex<HashMap<Service, Endpoint>>,
+    calls: AtomicU64,
+}
+
+impl Session {
+    /// Builds a session; nothing is sent until the first call.
+    ///
+    /// # Errors
+    /// The CA bundle cannot be read or the HTTP client cannot be built.
+    pub fn new(config: CloudConfig, options: SessionOptions) -> Result<Self, OpenStackError> {
+        let fail = |m: String| OpenStackError::new(ErrorKind::Config, "keystone", "configure", m);
+        let mut builder = reqwest::Client::builder()
+            .timeout(options.request_timeout)
+            .connect_timeout(options.connect_timeout)
+            .user_agent(concat!("stacksnap/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &config.cacert {
+            let pem = std::fs::read(path)
+                .map_err(|e| fail(format!("cannot read cacert {}: {e}", path.display())))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| fail(format!("bad cacert: {e}")))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if config.insecure {
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| fail(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            config,
+            options,
+            token: Mutex::new(None),
+            endpoints: Mutex::new(HashMap::new()),
+            calls: AtomicU64::new(0),
+        })
+    }
+
+    /// How many HTTP requests this session has sent to OpenStack services (Keystone included).
+    pub fn call_count(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// The project the token is scoped to.
+    ///
+    /// # Errors
+    /// Authentication fails.
+    pub async fn project_id(&self) -> Result<Option<String>, OpenStackError> {
+        Ok(self.token().await?.project_id)
+    }
+
+    /// The microversion calls to `service` are made at.
+    ///
+    /// # Errors
+    /// Authentication or discovery fails.
+    pub async fn microversion(
+        &self,
+        service: Service,
+    ) -> Result<Option<Microversion>, OpenStackError> {
+        Ok(self.endpoint(service).await?.microversion)
+    }
+
+    /// Sends `call`, retrying what is safe to retry and re-authenticating once on 401.
+    ///
+    /// # Errors
+    /// The typed failure of the last attempt.
+    pub async fn send(&self, call: &Call) -> Result<Reply, OpenStackError> {
+        let mut attempt = 1;
+        let mut reauthenticated = false;
+        loop {
+            let token = self.token().await?;
+            let endpoint = self.endpoint(call.service).await?;
+            match self.send_once(call, &token, &endpoint).await {
+                Ok(reply) => return Ok(reply),
+                Err(error) if error.kind == ErrorKind::Unauthorized && !reauthenticated => {
+                    // The token was revoked or expired early: get a new one, once.
+                    tracing::info!(
+                        service = call.service.name(),
+                        "token refused; authenticating again"
+                    );
+                    reauthenticated = true;
+                    *self.token.lock().await = None;
+                }
+                Err(error)
+                    if attempt < self.options.retry.max_attempts && should_retry(call, &error) =>
+                {
+                    let delay =
+                        self.options
+                            .retry
+                            .delay(attempt, error.retry_after, fastrand::f64());
+                    tracing::warn!(
+                        service = call.service.name(),
+                        operation = call.operation,
+                        attempt,
+                        delay_ms = delay.as_millis() as u64,
+                        error = %error,
+                        "retrying OpenStack call"
+                    );
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    async fn send_once(
+        &self,
+        call: &Call,
+        token: &Token,
+        endpoint: &Endpoint,
+    ) -> Result<Reply, OpenStackError> {
+        let url = format!("{}{}", endpoint.url, call.path);
+        let mut request = self
+            .http
+            .request(call.method.clone(), &url)
+            .header("X-Auth-Token", token.value.expose_secret())
+            .header("Accept", "application/json");
+        if !call.query.is_empty() {
+            request = request.query(&call.query);
+        }
+        if let (Some(version), Some((_, header_service, _))) =
+            (endpoint.microversion, call.service.microversions())
+        {
+            request = request.header(
+                "OpenStack-API-Version",
+                format!("{header_service} {version}"),
+            );
+        }
+        if let Some(body) = &call.body {
+            request = request.json(body);
+        }
+        let started = Instant::now();
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport_error(call, &e))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let request_id = headers
+            .get("x-openstack-request-id")
+            .or_else(|| headers.get("x-compute-request-id"))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| transport_error(call, &e))?;
+        tracing::debug!(
+            service = call.service.name(),
+            operation = call.operation,
+            method = %call.method,
+            path = %call.path,
+            status,
+            request_id = request_id.as_deref().unwrap_or("-"),
+            latency_ms = started.elapsed().as_millis() as u64,
+            "OpenStack call"
+        );
+        if (200..400).contains(&status) {
+            return Ok(Reply {
+                status,
+                headers,
+                body,
+                request_id,
+                microversion: endpoint.microversion,
+            });
+        }
+        let message = error_message(&String::from_utf8_lossy(&body));
+        let retry_after = headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
+        Err(OpenStackError {
+            kind: classify(status, &message, retry_after.is_some()),
+            service: call.service.name(),
+            operation: call.operation,
+            status: Some(status),
+            request_id,
+            message,
+            retry_after,
+        })
+    }
+
+    /// A token valid for at least a few more minutes, authenticating when needed.
+    async fn token(&self) -> Result<Token, OpenStackError> {
+        let mut cached = self.token.lock().await;
+        if let Some(token) = cached
+            .as_ref()
+            .filter(|t| t.expires_at - chrono::Utc::now() > RENEW_BEFORE)
+        {
+            return Ok(token.clone());
+        }
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let token = keystone::authenticate(&self.http, &self.config).await?;
+        tracing::info!(expires_at = %token.expires_at, "authenticated to Keystone");
+        *cached = Some(token.clone());
+        Ok(token)
+    }
+
+    /// The endpoint of `service` and the microversion negotiated with it, discovered once.
+    async fn endpoint(&self, service: Service) -> Result<Endpoint, OpenStackError> {
+        if let Some(endpoint) = self.endpoints.lock().await.get(&service) {
+            return Ok(endpoint.clone());
+        }
+        let token = self.token().await?;
+        let url = keystone::endpoint_url(
+            &token.catalog,
+            service.catalog_types(),
+            &self.config.interface,
+            self.config.region_name.as_deref(),
+        )
+        .ok_or_else(|| {
+            OpenStackError::new(
+                ErrorKind::Config,
+                service.name(),
+                "discover",
+                format!(
+                    "the catalog has no {} endpoint for interface {}{}",
+                    service.catalog_types().join("/"),
+                    self.config.interface,
+                    self.config
+                        .region_name
+                        .as_ref()
+                        .map(|r| format!(" in region {r}"))
+                        .unwrap_or_default()
+                ),
+            )
+        })?;
+        let microversion = match service.microversions() {
+            None => None,
+            Some((major, _, wanted)) => {
+                let document = self.version_document(service, &url, &token).await?;
+                let offered = offered_range(&document, major);
+                // A service without microversions speaks its base version.
+                offered.map_or(Some(base_version(major)), |range| {
+                    negotiate(Some(range), wanted)
+                })
+            }
+        };
+        tracing::info!(service = service.name(), %url, microversion = ?microversion.map(|v| v.to_string()), "discovered endpoint");
+        let endpoint = Endpoint { url, microversion };
+        self.endpoints
+            .lock()
+            .await
+            .insert(service, endpoint.clone());
+        Ok(endpoint)
+    }
+
+    async fn version_document(
+        &self,
+        service: Service,
+        url: &str,
+        token: &Token,
+    ) -> Result<String, OpenStackError> {
+        let root = service_root(url);
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let fail = |kind, m: String| OpenStackError::new(kind, service.name(), "discover", m);
+        let response = self
+            .http
+            .get(&root)
+            .header("X-Auth-Token", token.value.expose_secret())
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| {
+                fail(
+                    ErrorKind::Transport,
+                    format!("cannot read the version document at {root}: {e}"),
+                )
+            })?;
+        response.text().await.map_err(|e| {
+            fail(
+                ErrorKind::Transport,
+                format!("cannot read the version document at {root}: {e}"),
+            )
+        })
+    }
+}
+
+fn base_version(major: &str) -> Microversion {
+    Microversion::parse(major.trim_start_matches('v'))
+        .unwrap_or(Microversion(major.len() as u32, 0))
+}
+
+fn should_retry(call: &Call, error: &OpenStackError) -> bool {
+    match error.kind {
+        // Throttled requests were not processed: any method may repeat them.
+        ErrorKind::RateLimited | ErrorKind::Unavailable => true,
+        ErrorKind::ServerError | ErrorKind::Timeout | ErrorKind::Transport => call.is_idempotent(),
+        _ => false,
+    }
+}
+
+fn transport_error(call: &Call, error: &reqwest::Error) -> OpenStackError {
+    let kind = if error.is_timeout() {
+        ErrorKind::Timeout
+    } else {
+        ErrorKind::Transport
+    };
+    OpenStackError::new(kind, call.service.name(), call.operation, error.to_string())
+}
+
+/// The URL of a service's version list: the endpoint up to its version segment
+/// (`http://h:8774/v2.1/abc` → `http://h:8774/`).
+pub fn service_root(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let mut segments: Vec<&str> = rest.split('/').collect();
+    if let Some(position) = segments.iter().skip(1).position(|s| is_version_segment(s)) {
+        segments.truncate(position + 1);
+    }
+    format!("{scheme}://{}/", segments.join("/").trim_end_matches('/'))
+}
+
+fn is_version_segment(segment: &str) -> bool {
+    segment.strip_prefix('v').is_some_and(|rest| {
+        !rest.is_empty()
+            && rest.chars().all(|c| c.is_ascii_digit() || c == '.')
+            && rest.starts_with(|c: char| c.is_ascii_digit())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_roots_strip_the_version_and_project() {
+        assert_eq!(service_root("http://h:8774/v2.1"), "http://h:8774/");
+        assert_eq!(service_root("http://h:8776/v3/0f2d"), "http://h:8776/");
+        assert_eq!(service_root("http://h/compute/v2.1"), "http://h/compute/");
+        assert_eq!(service_root("https://h/volume/v3/abc"), "https://h/volume/");
+        assert_eq!(service_root("http://h:9292"), "http://h:9292/");
+    }
+}

@@ -1,0 +1,3 @@
+//! The OpenStack clients: parsing the real API samples, and calls against the simulator.
+
+mod samples;
