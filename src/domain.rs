@@ -3,6 +3,8 @@
 //! Nothing here performs I/O or knows about HTTP, SQL or OpenStack.
 
 pub mod duration;
+pub mod firing;
+pub mod job;
 pub mod name_template;
 pub mod policy;
 pub mod schedule;

@@ -1,0 +1,360 @@
+//! Jobs and runs: their states, and the rules that decide when a snapshot is really finished.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Where one resource's snapshot stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(example = "tracking")]
+pub enum JobStatus {
+    /// Waiting to start (or to retry after the cloud said "busy").
+    Pending,
+    /// The snapshot request is being, or has been, sent.
+    Creating,
+    /// The artefacts exist; not all of them are finished.
+    Tracking,
+    Succeeded,
+    Failed,
+    /// Not finished within the policy's timeout; the artefacts are kept and reported.
+    TimedOut,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub const ALL: [Self; 7] = [
+        Self::Pending,
+        Self::Creating,
+        Self::Tracking,
+        Self::Succeeded,
+        Self::Failed,
+        Self::TimedOut,
+        Self::Cancelled,
+    ];
+
+    /// The name used in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Creating => "creating",
+            Self::Tracking => "tracking",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::TimedOut => "timed_out",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses the name used in the API and the database.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// Whether the job has ended.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::TimedOut | Self::Cancelled
+        )
+    }
+}
+
+/// How one firing of a policy went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(example = "running")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    PartiallyFailed,
+    Failed,
+    /// The fire time passed while no replica could fire it.
+    Missed,
+}
+
+impl RunStatus {
+    /// The name used in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::PartiallyFailed => "partially_failed",
+            Self::Failed => "failed",
+            Self::Missed => "missed",
+        }
+    }
+
+    /// Parses the name used in the API and the database.
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::Running,
+            Self::Succeeded,
+            Self::PartiallyFailed,
+            Self::Failed,
+            Self::Missed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
+/// A run's status once all its jobs ended: `succeeded` only when all did.
+pub fn run_outcome(succeeded: usize, unsuccessful: usize) -> RunStatus {
+    match (succeeded, unsuccessful) {
+        (_, 0) if succeeded > 0 => RunStatus::Succeeded,
+        (0, _) => RunStatus::Failed,
+        _ => RunStatus::PartiallyFailed,
+    }
+}
+
+/// The consistency a server snapshot actually got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(example = "crash_consistent")]
+pub enum ObtainedConsistency {
+    /// Nova froze the guest's file systems (or would have failed the snapshot).
+    Quiesced,
+    /// No guest agent: the disks were copied as they were.
+    CrashConsistent,
+    /// Nova tried to quiesce but goes on silently when it cannot.
+    Unknown,
+}
+
+impl ObtainedConsistency {
+    /// Judged from the boot image's properties: `hw_qemu_guest_agent=yes` makes Nova
+    /// try to quiesce; only with `os_require_quiesce=yes` does a failure stop the snapshot.
+    pub fn from_image_properties(guest_agent: bool, require_quiesce: bool) -> Self {
+        match (guest_agent, require_quiesce) {
+            (false, _) => Self::CrashConsistent,
+            (true, true) => Self::Quiesced,
+            (true, false) => Self::Unknown,
+        }
+    }
+
+    /// The name used in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Quiesced => "quiesced",
+            Self::CrashConsistent => "crash_consistent",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// Whether a Glance/Nova property value means yes, as Nova reads it.
+pub fn is_truthy(value: Option<&str>) -> bool {
+    value.is_some_and(|v| {
+        matches!(
+            v.to_ascii_lowercase().as_str(),
+            "yes" | "true" | "1" | "on" | "y" | "t"
+        )
+    })
+}
+
+/// One Cinder snapshot a job follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"volume_id": "6a2f1b1e-3c8b-4a53-8f4c-0d1e2f3a4b5c", "device": "/dev/vda", "boot_index": 0,
+    "snapshot_id": "0b2e7c1d-9a8f-4e3d-b2c1-a0f9e8d7c6b5", "status": "creating", "progress": "40%"}))]
+pub struct VolumeSnapshotState {
+    pub volume_id: Option<String>,
+    pub device: Option<String>,
+    pub boot_index: Option<i64>,
+    pub snapshot_id: String,
+    /// Cinder's status; `missing` when Cinder no longer knows the snapshot.
+    pub status: String,
+    pub progress: Option<String>,
+}
+
+/// What the latest look at a job's artefacts says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    InProgress,
+    Done,
+    Failed { code: &'static str, message: String },
+}
+
+/// Judges a server snapshot from its image's status (`None`: Glance says 404)
+/// and, for a volume-backed server, every Cinder snapshot its mapping lists.
+///
+/// An image-backed snapshot is done when the image is `active`. A volume-backed
+/// one needs every snapshot `available` too: Nova marks its image `active` at once.
+pub fn judge_server_snapshot(
+    image_status: Option<&str>,
+    snapshots: &[VolumeSnapshotState],
+) -> Verdict {
+    match image_status {
+        None => {
+            return Verdict::Failed {
+                code: "image_deleted",
+                message: "the image is gone: Nova deletes the image of a snapshot that failed"
+                    .into(),
+            };
+        }
+        Some(status @ ("killed" | "deleted" | "pending_delete")) => {
+            return Verdict::Failed {
+                code: "image_failed",
+                message: format!("the image ended {status}"),
+            };
+        }
+        Some("active") => {}
+        Some(_) => return Verdict::InProgress,
+    }
+    for snapshot in snapshots {
+        if let Some(verdict) = judge_volume_snapshot_piece(snapshot) {
+            return verdict;
+        }
+    }
+    if snapshots.iter().all(|s| s.status == "available") {
+        Verdict::Done
+    } else {
+        Verdict::InProgress
+    }
+}
+
+/// Judges a standalone volume snapshot.
+pub fn judge_volume_snapshot(snapshot: &VolumeSnapshotState) -> Verdict {
+    judge_volume_snapshot_piece(snapshot).unwrap_or(if snapshot.status == "available" {
+        Verdict::Done
+    } else {
+        Verdict::InProgress
+    })
+}
+
+fn judge_volume_snapshot_piece(snapshot: &VolumeSnapshotState) -> Option<Verdict> {
+    let what = || {
+        format!(
+            "snapshot {} of volume {}{}",
+            snapshot.snapshot_id,
+            snapshot.volume_id.as_deref().unwrap_or("(unknown)"),
+            snapshot
+                .device
+                .as_ref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default()
+        )
+    };
+    match snapshot.status.as_str() {
+        "error" | "error_deleting" => Some(Verdict::Failed {
+            code: "snapshot_error",
+            message: format!("{} went to {}", what(), snapshot.status),
+        }),
+        "missing" | "deleting" | "deleted" => Some(Verdict::Failed {
+            code: "snapshot_deleted",
+            message: format!("{} was deleted before it finished", what()),
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(id: &str, status: &str) -> VolumeSnapshotState {
+        VolumeSnapshotState {
+            volume_id: Some(format!("vol-{id}")),
+            device: Some("/dev/vdb".into()),
+            boot_index: None,
+            snapshot_id: id.into(),
+            status: status.into(),
+            progress: None,
+        }
+    }
+
+    #[test]
+    fn an_image_backed_snapshot_is_done_when_the_image_is_active() {
+        assert_eq!(
+            judge_server_snapshot(Some("queued"), &[]),
+            Verdict::InProgress
+        );
+        assert_eq!(
+            judge_server_snapshot(Some("saving"), &[]),
+            Verdict::InProgress
+        );
+        assert_eq!(judge_server_snapshot(Some("active"), &[]), Verdict::Done);
+    }
+
+    #[test]
+    fn a_volume_backed_snapshot_waits_for_every_cinder_snapshot() {
+        let pieces = [snap("s1", "available"), snap("s2", "creating")];
+        assert_eq!(
+            judge_server_snapshot(Some("active"), &pieces),
+            Verdict::InProgress
+        );
+        let pieces = [snap("s1", "available"), snap("s2", "available")];
+        assert_eq!(
+            judge_server_snapshot(Some("active"), &pieces),
+            Verdict::Done
+        );
+    }
+
+    #[test]
+    fn one_snapshot_error_fails_the_job_naming_snapshot_and_volume() {
+        let pieces = [snap("s1", "available"), snap("s2", "error")];
+        let Verdict::Failed { code, message } = judge_server_snapshot(Some("active"), &pieces)
+        else {
+            panic!()
+        };
+        assert_eq!(code, "snapshot_error");
+        assert!(
+            message.contains("s2") && message.contains("vol-s2"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_killed_or_deleted_image_fails_the_job() {
+        assert!(matches!(
+            judge_server_snapshot(Some("killed"), &[]),
+            Verdict::Failed {
+                code: "image_failed",
+                ..
+            }
+        ));
+        assert!(matches!(
+            judge_server_snapshot(None, &[]),
+            Verdict::Failed {
+                code: "image_deleted",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn run_outcomes() {
+        assert_eq!(run_outcome(3, 0), RunStatus::Succeeded);
+        assert_eq!(run_outcome(2, 1), RunStatus::PartiallyFailed);
+        assert_eq!(run_outcome(0, 2), RunStatus::Failed);
+        assert_eq!(run_outcome(0, 0), RunStatus::Failed);
+    }
+
+    #[test]
+    fn consistency_follows_the_image_properties() {
+        assert_eq!(
+            ObtainedConsistency::from_image_properties(false, true),
+            ObtainedConsistency::CrashConsistent
+        );
+        assert_eq!(
+            ObtainedConsistency::from_image_properties(true, true),
+            ObtainedConsistency::Quiesced
+        );
+        assert_eq!(
+            ObtainedConsistency::from_image_properties(true, false),
+            ObtainedConsistency::Unknown
+        );
+        assert!(
+            is_truthy(Some("yes"))
+                && is_truthy(Some("True"))
+                && !is_truthy(Some("no"))
+                && !is_truthy(None)
+        );
+    }
+
+    #[test]
+    fn statuses_round_trip_their_names() {
+        for status in JobStatus::ALL {
+            assert_eq!(JobStatus::parse(status.as_str()), Some(status));
+        }
+        assert!(JobStatus::TimedOut.is_terminal() && !JobStatus::Tracking.is_terminal());
+    }
+}
