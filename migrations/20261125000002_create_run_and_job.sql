@@ -101,3 +101,9 @@ create trigger run_notify after insert on run
     for each statement execute function notify_channel('stacksnap_work');
 create trigger job_notify after insert on job
     for each statement execute function notify_channel('stacksnap_work');
+
+-- A policy's updated_at tells when a person changed it, not when the scheduler advanced it.
+drop trigger policy_set_updated_at on policy;
+create trigger policy_set_updated_at before update on policy
+    for each row when (old.version is distinct from new.version)
+    execute function set_updated_at();

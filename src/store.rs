@@ -3,6 +3,8 @@
 //! Functions here run SQL and map rows; they make no decisions.
 
 pub mod database;
+pub mod jobs;
 pub mod policies;
+pub mod runs;
 
 pub use database::{MIGRATOR, connect, migrations_applied};

@@ -246,6 +246,55 @@ fn judge_volume_snapshot_piece(snapshot: &VolumeSnapshotState) -> Option<Verdict
     }
 }
 
+/// How a job's artefacts are made: fixed when the job is created, so a later
+/// policy change does not alter a job in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobOptions {
+    /// The name template, or a fixed name for a one-off snapshot.
+    pub name_template: String,
+    pub policy_name: String,
+    /// Properties to stamp, besides stacksnap's own ids.
+    pub metadata: std::collections::BTreeMap<String, String>,
+    pub consistency: crate::domain::policy::Consistency,
+    /// Seconds from the job's start to its deadline.
+    pub timeout_secs: u64,
+    /// The policy's limit of its jobs in flight at once.
+    #[serde(default)]
+    pub max_concurrent: Option<u32>,
+    pub scheduled_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A structured job or run error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"code": "snapshot_error", "message": "snapshot 0b2e… of volume 6a2f… (/dev/vdb) went to error"}))]
+pub struct JobError {
+    /// A stable identifier: `resource_not_found`, `quota_exceeded`, `quiesce_unavailable`,
+    /// `snapshot_error`, `image_failed`, `image_deleted`, `start_window_passed`, `timed_out`, ...
+    pub code: String,
+    pub message: String,
+}
+
+impl JobError {
+    /// An error with `code` and `message`.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One observed transition of something a job follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"at": "2026-11-26T01:00:04Z", "what": "image", "id": "b92d…", "status": "active"}))]
+pub struct TimelineEntry {
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// `server` (its task_state), `image` or `snapshot`.
+    pub what: String,
+    pub id: String,
+    pub status: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

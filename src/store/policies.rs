@@ -218,3 +218,43 @@ pub async fn delete_policy(
     .await?;
     Ok(result.rows_affected() == 1)
 }
+
+/// Locks up to `limit` enabled policies due at `now`, skipping rows other
+/// replicas (or writers) hold; call inside the transaction that fires them.
+///
+/// # Errors
+/// The query fails.
+pub async fn lock_due_policies(
+    conn: &mut sqlx::PgConnection,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Policy>, sqlx::Error> {
+    let rows: Vec<PolicyRow> = sqlx::query_as(concat!(
+        "select ",
+        policy_columns!(),
+        " from policy where enabled and next_run_at <= $1 \
+         order by next_run_at limit $2 for update skip locked"
+    ))
+    .bind(now)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(Policy::try_from).collect()
+}
+
+/// Moves a policy's next fire time (the scheduler's own write: no version bump).
+///
+/// # Errors
+/// The query fails.
+pub async fn set_next_run_at(
+    conn: &mut sqlx::PgConnection,
+    id: Uuid,
+    next_run_at: Option<DateTime<Utc>>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("update policy set next_run_at = $2 where policy_id = $1")
+        .bind(id)
+        .bind(next_run_at)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -12,11 +12,16 @@ use stacksnap::openstack::{
 };
 
 fn real_cloud() -> Option<OpenStack> {
-    let cloud = std::env::var("STACKSNAP_E2E_CLOUD").ok().filter(|c| !c.is_empty())?;
-    let mut env: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("OS_")).collect();
+    let cloud = std::env::var("STACKSNAP_E2E_CLOUD")
+        .ok()
+        .filter(|c| !c.is_empty())?;
+    let mut env: HashMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("OS_"))
+        .collect();
     env.insert("OS_CLOUD".into(), cloud);
     let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
-    let config = CloudConfig::from_vars(&env, home.as_deref()).expect("STACKSNAP_E2E_CLOUD names a usable cloud");
+    let config = CloudConfig::from_vars(&env, home.as_deref())
+        .expect("STACKSNAP_E2E_CLOUD names a usable cloud");
     Some(OpenStack::new(config, SessionOptions::default()).unwrap())
 }
 
@@ -28,21 +33,56 @@ async fn the_clients_authenticate_discover_and_list_on_a_real_cloud() {
     };
     let session = cloud.session();
     assert!(session.project_id().await.unwrap().is_some());
-    let compute = session.microversion(Service::Compute).await.unwrap().unwrap();
+    let compute = session
+        .microversion(Service::Compute)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(compute >= Microversion(2, 45), "compute at {compute}");
-    let volume = session.microversion(Service::Volume).await.unwrap().unwrap();
+    let volume = session
+        .microversion(Service::Volume)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(volume >= Microversion(3, 66), "volume at {volume}");
 
-    cloud.nova().list_servers(&ServerFilter::default()).await.unwrap();
+    cloud
+        .nova()
+        .list_servers(&ServerFilter::default())
+        .await
+        .unwrap();
     cloud.glance().list_images(&[]).await.unwrap();
-    cloud.cinder().list_volumes(&VolumeFilter::default()).await.unwrap();
-    cloud.cinder().list_snapshots(&SnapshotFilter::default()).await.unwrap();
+    cloud
+        .cinder()
+        .list_volumes(&VolumeFilter::default())
+        .await
+        .unwrap();
+    cloud
+        .cinder()
+        .list_snapshots(&SnapshotFilter::default())
+        .await
+        .unwrap();
 
-    let missing = cloud.nova().get_server("00000000-0000-0000-0000-000000000000").await.unwrap_err();
+    let missing = cloud
+        .nova()
+        .get_server("00000000-0000-0000-0000-000000000000")
+        .await
+        .unwrap_err();
     assert!(missing.is_not_found(), "{missing}");
-    assert!(missing.request_id.is_some(), "every answer carries x-openstack-request-id");
-    let missing = cloud.glance().get_image("00000000-0000-0000-0000-000000000000").await.unwrap_err();
+    assert!(
+        missing.request_id.is_some(),
+        "every answer carries x-openstack-request-id"
+    );
+    let missing = cloud
+        .glance()
+        .get_image("00000000-0000-0000-0000-000000000000")
+        .await
+        .unwrap_err();
     assert!(missing.is_not_found(), "{missing}");
-    let missing = cloud.cinder().get_snapshot("00000000-0000-0000-0000-000000000000").await.unwrap_err();
+    let missing = cloud
+        .cinder()
+        .get_snapshot("00000000-0000-0000-0000-000000000000")
+        .await
+        .unwrap_err();
     assert!(missing.is_not_found(), "{missing}");
 }

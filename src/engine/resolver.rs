@@ -1,0 +1,186 @@
+//! Turns a fired run into jobs: resolves the policy's targets (ids plus the
+//! tag/metadata selector) against the cloud at fire time.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::{
+    domain::{
+        duration::HumanDuration,
+        job::{JobError, JobOptions},
+        policy::{PolicySpec, ResourceType},
+    },
+    openstack::{OpenStack, OpenStackError, cinder::VolumeFilter, nova::ServerFilter},
+    store::{
+        jobs::{self, NewJob},
+        runs::{self, Run},
+    },
+};
+
+/// One resource a run will snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Target {
+    pub id: String,
+    pub name: Option<String>,
+}
+
+/// Lists the resources a policy covers right now, each once.
+///
+/// # Errors
+/// A listing call failed.
+pub async fn resolve_targets(
+    cloud: &OpenStack,
+    spec: &PolicySpec,
+) -> Result<Vec<Target>, OpenStackError> {
+    let selector = &spec.targets.selector;
+    let mut targets: BTreeSet<Target> = BTreeSet::new();
+    let mut explicit: Vec<String> = spec.targets.ids.iter().map(Uuid::to_string).collect();
+    let selects = !selector.tags.is_empty() || !selector.metadata.is_empty();
+    match spec.resource_type {
+        ResourceType::Server if selects => {
+            let filter = ServerFilter {
+                tags: selector.tags.clone(),
+                ..ServerFilter::default()
+            };
+            for server in cloud.nova().list_servers(&filter).await? {
+                // Nova filters tags; metadata is matched here.
+                if selector
+                    .metadata
+                    .iter()
+                    .all(|(k, v)| server.metadata.get(k) == Some(v))
+                {
+                    explicit.retain(|id| *id != server.id);
+                    targets.insert(Target {
+                        id: server.id,
+                        name: Some(server.name),
+                    });
+                }
+            }
+        }
+        ResourceType::Volume if selects => {
+            let filter = VolumeFilter {
+                metadata: selector.metadata.clone(),
+                ..VolumeFilter::default()
+            };
+            for volume in cloud.cinder().list_volumes(&filter).await? {
+                if selector
+                    .metadata
+                    .iter()
+                    .all(|(k, v)| volume.metadata.get(k) == Some(v))
+                {
+                    explicit.retain(|id| *id != volume.id);
+                    targets.insert(Target {
+                        id: volume.id,
+                        name: volume.name,
+                    });
+                }
+            }
+        }
+        _ => {}
+    }
+    // Named ids become jobs even when they no longer exist: the job then fails
+    // with a clear error instead of the resource silently dropping out.
+    targets.extend(explicit.into_iter().map(|id| Target { id, name: None }));
+    Ok(targets.into_iter().collect())
+}
+
+/// The options every job of a run gets from the policy spec it fired with.
+pub fn job_options(spec: &PolicySpec, scheduled_at: DateTime<Utc>) -> JobOptions {
+    JobOptions {
+        name_template: spec.options.name_template.clone(),
+        policy_name: spec.name.clone(),
+        metadata: spec.options.metadata.clone(),
+        consistency: spec.options.consistency,
+        timeout_secs: spec
+            .options
+            .timeout
+            .parse::<HumanDuration>()
+            .map_or(7200, |d| d.as_secs()),
+        max_concurrent: spec.options.max_concurrent,
+        scheduled_at,
+    }
+}
+
+/// Resolves one claimed run into jobs, or fails it, or puts it off when the cloud
+/// cannot answer and the start window is still open.
+///
+/// # Errors
+/// The database fails.
+pub async fn resolve_run(
+    db: &PgPool,
+    cloud: &OpenStack,
+    run: &Run,
+    owner: Uuid,
+    now: DateTime<Utc>,
+    retry_in: TimeDelta,
+) -> Result<(), sqlx::Error> {
+    let spec: PolicySpec = match serde_json::from_value(run.spec.clone()) {
+        Ok(spec) => spec,
+        Err(e) => {
+            return runs::fail_run(
+                db,
+                run.run_id,
+                now,
+                &JobError::new("invalid_spec", e.to_string()),
+            )
+            .await;
+        }
+    };
+    let window = spec
+        .options
+        .start_window
+        .parse::<HumanDuration>()
+        .map_or(TimeDelta::hours(1), |d| d.as_chrono());
+    let start_by = run.scheduled_for.max(run.created_at) + window;
+    let targets = match resolve_targets(cloud, &spec).await {
+        Ok(targets) => targets,
+        Err(e) if now + retry_in < start_by => {
+            tracing::warn!(run_id = %run.run_id, error = %e, "cannot resolve targets yet");
+            let error = JobError::new(
+                "targets_unavailable",
+                format!("cannot list the targets yet: {e}"),
+            );
+            return runs::defer_resolution(db, run.run_id, owner, now + retry_in, &error).await;
+        }
+        Err(e) => {
+            let error = JobError::new(
+                "targets_unavailable",
+                format!("could not list the targets within the start window: {e}"),
+            );
+            return runs::fail_run(db, run.run_id, now, &error).await;
+        }
+    };
+    if targets.is_empty() {
+        let error = JobError::new("no_targets", "no resource matched the policy's targets");
+        return runs::fail_run(db, run.run_id, now, &error).await;
+    }
+    let options = job_options(&spec, run.scheduled_for);
+    let new_jobs: Vec<NewJob> = targets
+        .into_iter()
+        .map(|target| NewJob {
+            job_id: Uuid::now_v7(),
+            resource_type: spec.resource_type.as_str().to_owned(),
+            resource_id: target.id,
+            resource_name: target.name,
+            options: options.clone(),
+            start_by,
+        })
+        .collect();
+    let mut tx = db.begin().await?;
+    jobs::insert_jobs(
+        &mut tx,
+        run.run_id,
+        &run.project_id,
+        run.policy_id,
+        &new_jobs,
+        now,
+    )
+    .await?;
+    if runs::mark_resolved(&mut tx, run.run_id, owner, now).await? {
+        tx.commit().await?;
+    }
+    Ok(())
+}

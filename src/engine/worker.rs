@@ -1,0 +1,326 @@
+//! One unit of work at a time: resolve a fired run, or advance one job by one
+//! step (start it, recover it, or look at its artefacts), then record the outcome.
+//!
+//! No transaction is held across an OpenStack call: a job is leased, the call
+//! is made, and the result is written in a new transaction.
+
+use super::{
+    Engine, resolver,
+    snapshot::{self, JobContext, Progress, StartResult},
+};
+use crate::{
+    domain::job::{JobError, JobStatus, Verdict},
+    openstack::OpenStackError,
+    store::{
+        jobs::{self, Job, JobUpdate, StartOutcome},
+        runs,
+    },
+};
+use chrono::{DateTime, TimeDelta, Utc};
+
+/// What one call of [`Engine::execute_next`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Something was done; call again.
+    Worked,
+    /// Nothing is due.
+    Idle,
+}
+
+impl Engine {
+    /// Does one unit of due work, if there is any.
+    ///
+    /// # Errors
+    /// The database fails.
+    pub async fn execute_next(&self) -> Result<Outcome, sqlx::Error> {
+        let now = self.clock.now();
+        if let Some(run) =
+            runs::claim_unresolved_run(&self.db, self.owner, now, self.config.lease).await?
+        {
+            resolver::resolve_run(
+                &self.db,
+                &self.cloud,
+                &run,
+                self.owner,
+                now,
+                self.config.retry_delay,
+            )
+            .await?;
+            return Ok(Outcome::Worked);
+        }
+        let Some(job) = jobs::claim_job(&self.db, self.owner, now, self.config.lease).await? else {
+            return Ok(Outcome::Idle);
+        };
+        let update = tokio::select! {
+            update = self.step(&job, now) => update?,
+            () = self.keep_lease(&job) => return Ok(Outcome::Worked),
+        };
+        if let Some(update) = update {
+            let now = self.clock.now();
+            if !jobs::record_step(&self.db, job.job_id, self.owner, now, &update).await? {
+                tracing::info!(job_id = %job.job_id, "job changed meanwhile (cancelled or taken over); step discarded");
+            }
+        }
+        Ok(Outcome::Worked)
+    }
+
+    /// Renews the lease while a step runs; returns only if the lease is lost.
+    async fn keep_lease(&self, job: &Job) {
+        let every = (self.config.lease / 3)
+            .to_std()
+            .unwrap_or(std::time::Duration::from_secs(10));
+        loop {
+            tokio::time::sleep(every).await;
+            let until = self.clock.now() + self.config.lease;
+            match jobs::renew_lease(&self.db, job.job_id, self.owner, until).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(job_id = %job.job_id, "lease lost; abandoning the step");
+                    return;
+                }
+                Err(e) => tracing::warn!(job_id = %job.job_id, error = %e, "cannot renew lease"),
+            }
+        }
+    }
+
+    /// One step of a job. `None` means the step already wrote what it had to.
+    async fn step(&self, job: &Job, now: DateTime<Utc>) -> Result<Option<JobUpdate>, sqlx::Error> {
+        let ctx = JobContext {
+            job_id: job.job_id,
+            run_id: job.run_id,
+            policy_id: job.policy_id,
+            resource_type: &job.resource_type,
+            resource_id: &job.resource_id,
+            options: &job.options.0,
+        };
+        match job.status() {
+            JobStatus::Pending => self.start(job, &ctx, now).await,
+            JobStatus::Creating => Ok(Some(self.recover(job, &ctx, now).await)),
+            JobStatus::Tracking => Ok(Some(self.track(job, &ctx, now).await)),
+            _ => Ok(None),
+        }
+    }
+
+    async fn start(
+        &self,
+        job: &Job,
+        ctx: &JobContext<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<JobUpdate>, sqlx::Error> {
+        if now > job.start_by {
+            let last = job
+                .error
+                .as_ref()
+                .map(|e| format!(": last seen {}", e.0.message))
+                .unwrap_or_default();
+            return Ok(Some(fail(JobError::new(
+                "start_window_passed",
+                format!("could not start within the start window{last}"),
+            ))));
+        }
+        let policy_limit = job.options.0.max_concurrent.map(i64::from);
+        match jobs::start_job(
+            &self.db,
+            job,
+            self.owner,
+            now,
+            self.config.max_in_flight,
+            policy_limit,
+        )
+        .await?
+        {
+            StartOutcome::Started => {}
+            StartOutcome::AtCapacity => return Ok(Some(later(now + self.config.capacity_wait))),
+            StartOutcome::ResourceBusy => {
+                let mut update = later(now + self.config.retry_delay);
+                update.error = Some(Some(JobError::new(
+                    "resource_busy",
+                    "another snapshot of this resource is still in progress; waiting for it",
+                )));
+                return Ok(Some(update));
+            }
+            StartOutcome::Lost => return Ok(None),
+        }
+        Ok(Some(self.send_create(job, ctx, now).await))
+    }
+
+    /// Sends the create request of a job already marked `creating` with its attempt.
+    async fn send_create(&self, job: &Job, ctx: &JobContext<'_>, now: DateTime<Utc>) -> JobUpdate {
+        let result = match job.resource_type.as_str() {
+            "server" => snapshot::start_server_snapshot(&self.cloud, ctx).await,
+            _ => snapshot::start_volume_snapshot(&self.cloud, ctx).await,
+        };
+        match result {
+            StartResult::Started(artefacts) => {
+                let mut update = JobUpdate {
+                    status: Some(JobStatus::Tracking),
+                    calls: artefacts.calls,
+                    error: Some(None),
+                    image_id: artefacts.image_id,
+                    consistency: artefacts.consistency,
+                    resource_name: artefacts.resource_name,
+                    not_before: Some(now + self.poll_delay(job, now)),
+                    ..JobUpdate::default()
+                };
+                if !artefacts.volume_snapshots.is_empty() {
+                    update.volume_snapshots = Some(artefacts.volume_snapshots);
+                }
+                update
+            }
+            StartResult::Retry(error) => self.retry_start(job, &error, now),
+            StartResult::Fail(error) => fail(error),
+        }
+    }
+
+    /// The cloud was busy: back to `pending`, to try again after a pause.
+    fn retry_start(&self, job: &Job, error: &OpenStackError, now: DateTime<Utc>) -> JobUpdate {
+        let attempt = u32::try_from(job.attempt.max(1)).unwrap_or(1);
+        let pause = self
+            .config
+            .retry
+            .delay(attempt, error.retry_after, fastrand::f64().max(0.5));
+        let pause = TimeDelta::from_std(pause)
+            .unwrap_or(self.config.retry_delay)
+            .max(TimeDelta::milliseconds(1));
+        tracing::info!(job_id = %job.job_id, error = %error, "the cloud is busy; will retry the snapshot");
+        JobUpdate {
+            status: Some(JobStatus::Pending),
+            error: Some(Some(JobError::new("retrying", error.to_string()))),
+            calls: 1,
+            not_before: Some(now + pause),
+            ..JobUpdate::default()
+        }
+    }
+
+    /// A job left in `creating`: its worker died after counting the attempt. Adopt
+    /// what that attempt made; send again only when it made nothing.
+    async fn recover(&self, job: &Job, ctx: &JobContext<'_>, now: DateTime<Utc>) -> JobUpdate {
+        match snapshot::find_started(&self.cloud, ctx).await {
+            Ok(Some(artefacts)) => {
+                tracing::info!(job_id = %job.job_id, "adopted the artefact of an interrupted attempt");
+                JobUpdate {
+                    status: Some(JobStatus::Tracking),
+                    image_id: artefacts.image_id,
+                    volume_snapshots: (!artefacts.volume_snapshots.is_empty())
+                        .then_some(artefacts.volume_snapshots),
+                    consistency: artefacts.consistency,
+                    calls: artefacts.calls,
+                    ..JobUpdate::default()
+                }
+            }
+            Ok(None) => {
+                tracing::info!(job_id = %job.job_id, "an interrupted attempt made nothing; sending again");
+                let mut update = self.send_create(job, ctx, now).await;
+                update.calls += 1;
+                update
+            }
+            Err(e) => {
+                let mut update = later(now + self.config.retry_delay);
+                update.calls = 1;
+                update.error = Some(Some(JobError::new("recovering", e.to_string())));
+                update
+            }
+        }
+    }
+
+    async fn track(&self, job: &Job, ctx: &JobContext<'_>, now: DateTime<Utc>) -> JobUpdate {
+        let known = &job.volume_snapshots.0;
+        let seen = &job.timeline.0;
+        let progress = match (job.resource_type.as_str(), job.image_id.as_deref()) {
+            ("server", Some(image_id)) => {
+                snapshot::poll_server_snapshot(&self.cloud, ctx, image_id, known, seen, now).await
+            }
+            ("server", None) => Ok(Progress {
+                verdict: Verdict::Failed {
+                    code: "image_missing",
+                    message: "the job recorded no image".into(),
+                },
+                volume_snapshots: Vec::new(),
+                timeline: Vec::new(),
+                calls: 0,
+            }),
+            _ => snapshot::poll_volume_snapshot(&self.cloud, known, seen, now).await,
+        };
+        let deadline_passed = job.deadline.is_some_and(|d| now >= d);
+        let progress = match progress {
+            Ok(progress) => progress,
+            Err(e) if deadline_passed => {
+                return timed_out(JobError::new(
+                    "timed_out",
+                    format!("not finished in time; last error: {e}"),
+                ));
+            }
+            Err(e) => {
+                let mut update = later(now + self.poll_delay(job, now));
+                update.calls = 1;
+                update.error = Some(Some(JobError::new("polling", e.to_string())));
+                return update;
+            }
+        };
+        let mut update = JobUpdate {
+            calls: progress.calls,
+            timeline: progress.timeline,
+            volume_snapshots: Some(progress.volume_snapshots),
+            ..JobUpdate::default()
+        };
+        match progress.verdict {
+            Verdict::Done => {
+                update.status = Some(JobStatus::Succeeded);
+                update.error = Some(None);
+            }
+            Verdict::Failed { code, message } => {
+                update.status = Some(JobStatus::Failed);
+                update.error = Some(Some(JobError::new(code, message)));
+            }
+            Verdict::InProgress if deadline_passed => {
+                update.status = Some(JobStatus::TimedOut);
+                update.error = Some(Some(JobError::new(
+                    "timed_out",
+                    format!(
+                        "not finished within {}s; the artefacts are kept",
+                        job.options.0.timeout_secs
+                    ),
+                )));
+            }
+            Verdict::InProgress => update.not_before = Some(now + self.poll_delay(job, now)),
+        }
+        update
+    }
+
+    /// Polls often at first and less often as a snapshot takes longer.
+    fn poll_delay(&self, job: &Job, now: DateTime<Utc>) -> TimeDelta {
+        let age = now - job.started_at.unwrap_or(now);
+        let base = self.config.poll_interval;
+        let scaled = if age < base * 15 {
+            base
+        } else if age < base * 150 {
+            base * 3
+        } else {
+            base * 10
+        };
+        scaled.min(self.config.max_poll_interval)
+    }
+}
+
+fn fail(error: JobError) -> JobUpdate {
+    JobUpdate {
+        status: Some(JobStatus::Failed),
+        error: Some(Some(error)),
+        ..JobUpdate::default()
+    }
+}
+
+fn timed_out(error: JobError) -> JobUpdate {
+    JobUpdate {
+        status: Some(JobStatus::TimedOut),
+        error: Some(Some(error)),
+        ..JobUpdate::default()
+    }
+}
+
+fn later(at: DateTime<Utc>) -> JobUpdate {
+    JobUpdate {
+        not_before: Some(at),
+        ..JobUpdate::default()
+    }
+}

@@ -1,0 +1,389 @@
+//! The `job` table: one resource within a run, claimed and advanced by workers.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::{PgConnection, PgPool, types::Json};
+use uuid::Uuid;
+
+use crate::domain::job::{
+    JobError, JobOptions, JobStatus, ObtainedConsistency, TimelineEntry, VolumeSnapshotState,
+};
+
+/// A stored job.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Job {
+    pub job_id: Uuid,
+    pub run_id: Uuid,
+    pub project_id: String,
+    pub policy_id: Option<Uuid>,
+    pub resource_type: String,
+    pub resource_id: String,
+    pub resource_name: Option<String>,
+    pub status: String,
+    pub attempt: i32,
+    pub options: Json<JobOptions>,
+    pub image_id: Option<String>,
+    pub volume_snapshots: Json<Vec<VolumeSnapshotState>>,
+    pub consistency: Option<String>,
+    pub error: Option<Json<JobError>>,
+    pub timeline: Json<Vec<TimelineEntry>>,
+    pub openstack_calls: i32,
+    pub not_before: DateTime<Utc>,
+    pub start_by: DateTime<Utc>,
+    pub deadline: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Job {
+    /// The job's status.
+    pub fn status(&self) -> JobStatus {
+        JobStatus::parse(&self.status).unwrap_or(JobStatus::Failed)
+    }
+}
+
+macro_rules! job_columns {
+    () => {
+        "job_id, run_id, project_id, policy_id, resource_type, resource_id, resource_name, status, attempt, \
+         options, image_id, volume_snapshots, consistency, error, timeline, openstack_calls, not_before, \
+         start_by, deadline, created_at, started_at, finished_at"
+    };
+}
+
+/// A job to insert.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub job_id: Uuid,
+    pub resource_type: String,
+    pub resource_id: String,
+    pub resource_name: Option<String>,
+    pub options: JobOptions,
+    pub start_by: DateTime<Utc>,
+}
+
+/// Inserts the jobs of a run.
+///
+/// # Errors
+/// The query fails.
+pub async fn insert_jobs(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    project_id: &str,
+    policy_id: Option<Uuid>,
+    jobs: &[NewJob],
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    for job in jobs {
+        sqlx::query(
+            "insert into job (job_id, run_id, project_id, policy_id, resource_type, resource_id, resource_name, \
+             options, start_by, not_before, created_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+        )
+        .bind(job.job_id)
+        .bind(run_id)
+        .bind(project_id)
+        .bind(policy_id)
+        .bind(&job.resource_type)
+        .bind(&job.resource_id)
+        .bind(&job.resource_name)
+        .bind(Json(&job.options))
+        .bind(job.start_by)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Reads one job of a project.
+///
+/// # Errors
+/// The query fails.
+pub async fn fetch_job(
+    pool: &PgPool,
+    project_id: &str,
+    job_id: Uuid,
+) -> Result<Option<Job>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "select ",
+        job_columns!(),
+        " from job where project_id = $1 and job_id = $2"
+    ))
+    .bind(project_id)
+    .bind(job_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Filters for [`list_jobs`].
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub policy_id: Option<Uuid>,
+    pub run_id: Option<Uuid>,
+    pub status: Option<JobStatus>,
+    pub resource_id: Option<String>,
+}
+
+/// Lists jobs of a project, newest first, before the cursor id.
+///
+/// # Errors
+/// The query fails.
+pub async fn list_jobs(
+    pool: &PgPool,
+    project_id: &str,
+    filter: &JobFilter,
+    before: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Job>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "select ",
+        job_columns!(),
+        " from job where project_id = $1 and ($2::uuid is null or policy_id = $2) \
+         and ($3::uuid is null or run_id = $3) and ($4::text is null or status = $4) \
+         and ($5::text is null or resource_id = $5) and ($6::uuid is null or job_id < $6) \
+         order by job_id desc limit $7"
+    ))
+    .bind(project_id)
+    .bind(filter.policy_id)
+    .bind(filter.run_id)
+    .bind(filter.status.map(JobStatus::as_str))
+    .bind(&filter.resource_id)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Claims the job most overdue for work, leasing it to `owner`.
+///
+/// # Errors
+/// The query fails.
+pub async fn claim_job(
+    pool: &PgPool,
+    owner: Uuid,
+    now: DateTime<Utc>,
+    lease: TimeDelta,
+) -> Result<Option<Job>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "update job set lease_owner = $1, lease_expires_at = $2 + $3 \
+         where job_id = (select job_id from job where status in ('pending', 'creating', 'tracking') \
+             and not_before <= $2 and (lease_expires_at is null or lease_expires_at < $2) \
+             order by not_before limit 1 for update skip locked) \
+         returning ",
+        job_columns!()
+    ))
+    .bind(owner)
+    .bind(now)
+    .bind(lease)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Extends a lease still held by `owner`. Returns whether it is still held.
+///
+/// # Errors
+/// The query fails.
+pub async fn renew_lease(
+    pool: &PgPool,
+    job_id: Uuid,
+    owner: Uuid,
+    until: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let result =
+        sqlx::query("update job set lease_expires_at = $3 where job_id = $1 and lease_owner = $2")
+            .bind(job_id)
+            .bind(owner)
+            .bind(until)
+            .execute(pool)
+            .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Why a pending job could not start now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOutcome {
+    Started,
+    /// The global or per-policy limit of jobs in flight is reached.
+    AtCapacity,
+    /// Another job on the same resource is in flight.
+    ResourceBusy,
+    /// The lease was lost or the job was cancelled meanwhile.
+    Lost,
+}
+
+/// Moves a leased pending job to `creating` and counts the attempt, within the
+/// concurrency limits. This happens before the create request is sent.
+///
+/// # Errors
+/// The query fails.
+pub async fn start_job(
+    pool: &PgPool,
+    job: &Job,
+    owner: Uuid,
+    now: DateTime<Utc>,
+    global_limit: i64,
+    policy_limit: Option<i64>,
+) -> Result<StartOutcome, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // Serialises starts across replicas so the limits hold; a transaction lock works behind poolers.
+    sqlx::query("select pg_advisory_xact_lock(7262)")
+        .execute(&mut *tx)
+        .await?;
+    let (in_flight, policy_in_flight): (i64, i64) = sqlx::query_as(
+        "select count(*), count(*) filter (where policy_id = $1) from job where status in ('creating', 'tracking')",
+    )
+    .bind(job.policy_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if in_flight >= global_limit || policy_limit.is_some_and(|limit| policy_in_flight >= limit) {
+        return Ok(StartOutcome::AtCapacity);
+    }
+    let deadline = now + TimeDelta::seconds(job.options.timeout_secs as i64);
+    let updated = sqlx::query(
+        "update job set status = 'creating', attempt = attempt + 1, started_at = coalesce(started_at, $3), \
+         deadline = coalesce(deadline, $4) where job_id = $1 and lease_owner = $2 and status = 'pending'",
+    )
+    .bind(job.job_id)
+    .bind(owner)
+    .bind(now)
+    .bind(deadline)
+    .execute(&mut *tx)
+    .await;
+    match updated {
+        Ok(result) if result.rows_affected() == 1 => {
+            tx.commit().await?;
+            Ok(StartOutcome::Started)
+        }
+        Ok(_) => Ok(StartOutcome::Lost),
+        Err(sqlx::Error::Database(e))
+            if e.constraint() == Some("job_one_in_flight_per_resource_idx") =>
+        {
+            Ok(StartOutcome::ResourceBusy)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// What one step of work found out about a job.
+#[derive(Debug, Clone, Default)]
+pub struct JobUpdate {
+    pub status: Option<JobStatus>,
+    pub image_id: Option<String>,
+    pub volume_snapshots: Option<Vec<VolumeSnapshotState>>,
+    pub consistency: Option<ObtainedConsistency>,
+    /// `Some(None)` clears the error.
+    pub error: Option<Option<JobError>>,
+    pub timeline: Vec<TimelineEntry>,
+    pub calls: i32,
+    pub resource_name: Option<String>,
+    /// When to look at the job again; `None` keeps it due now.
+    pub not_before: Option<DateTime<Utc>>,
+}
+
+/// Records a step's findings and gives the lease back. When the job ends, its run
+/// is completed if this was its last open job. Returns `false` when the lease was
+/// lost or the job ended meanwhile (e.g. cancelled): nothing is written then.
+///
+/// # Errors
+/// The query fails.
+pub async fn record_step(
+    pool: &PgPool,
+    job_id: Uuid,
+    owner: Uuid,
+    now: DateTime<Utc>,
+    update: &JobUpdate,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let terminal = update.status.is_some_and(JobStatus::is_terminal);
+    let result = sqlx::query(
+        "update job set \
+           status = coalesce($3, status), \
+           image_id = coalesce($4, image_id), \
+           volume_snapshots = coalesce($5, volume_snapshots), \
+           consistency = coalesce($6, consistency), \
+           error = case when $7 then $8 else error end, \
+           timeline = timeline || $9, \
+           openstack_calls = openstack_calls + $10, \
+           resource_name = coalesce($11, resource_name), \
+           not_before = coalesce($12, $13), \
+           finished_at = case when $14 then $13 else finished_at end, \
+           lease_owner = null, lease_expires_at = null \
+         where job_id = $1 and lease_owner = $2 and status in ('pending', 'creating', 'tracking')",
+    )
+    .bind(job_id)
+    .bind(owner)
+    .bind(update.status.map(JobStatus::as_str))
+    .bind(&update.image_id)
+    .bind(update.volume_snapshots.as_ref().map(Json))
+    .bind(update.consistency.map(ObtainedConsistency::as_str))
+    .bind(update.error.is_some())
+    .bind(update.error.clone().flatten().map(Json))
+    .bind(Json(&update.timeline))
+    .bind(update.calls)
+    .bind(&update.resource_name)
+    .bind(update.not_before)
+    .bind(now)
+    .bind(terminal)
+    .execute(&mut *tx)
+    .await?;
+    if result.rows_affected() != 1 {
+        return Ok(false);
+    }
+    if terminal {
+        let run_id: Uuid = sqlx::query_scalar("select run_id from job where job_id = $1")
+            .bind(job_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        super::runs::complete_run_if_done(&mut tx, run_id, now).await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Cancels a job that has not ended; returns the job as it is afterwards.
+///
+/// # Errors
+/// The query fails.
+pub async fn cancel_job(
+    pool: &PgPool,
+    project_id: &str,
+    job_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Option<Job>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let cancelled: Option<Uuid> = sqlx::query_scalar(
+        "update job set status = 'cancelled', finished_at = $3, cancel_requested = true, \
+         error = coalesce(error, $4), lease_owner = null, lease_expires_at = null \
+         where project_id = $1 and job_id = $2 and status in ('pending', 'creating', 'tracking') returning run_id",
+    )
+    .bind(project_id)
+    .bind(job_id)
+    .bind(now)
+    .bind(Json(JobError::new("cancelled", "cancelled on request; artefacts made so far are kept")))
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(run_id) = cancelled {
+        super::runs::complete_run_if_done(&mut tx, run_id, now).await?;
+    }
+    tx.commit().await?;
+    fetch_job(pool, project_id, job_id).await
+}
+
+/// Releases every lease held by `owner` (graceful shutdown), so other replicas take over at once.
+///
+/// # Errors
+/// The query fails.
+pub async fn release_leases(pool: &PgPool, owner: Uuid) -> Result<u64, sqlx::Error> {
+    let jobs = sqlx::query(
+        "update job set lease_owner = null, lease_expires_at = null where lease_owner = $1",
+    )
+    .bind(owner)
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "update run set lease_owner = null, lease_expires_at = null where lease_owner = $1",
+    )
+    .bind(owner)
+    .execute(pool)
+    .await?;
+    Ok(jobs.rows_affected())
+}

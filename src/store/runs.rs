@@ -1,0 +1,278 @@
+//! The `run` table: firings of policies and one-off snapshot requests.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool, types::Json};
+use uuid::Uuid;
+
+use crate::domain::job::{JobError, JobStatus, RunStatus};
+
+/// A stored run, with its jobs counted by status.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Run {
+    pub run_id: Uuid,
+    pub project_id: String,
+    pub policy_id: Option<Uuid>,
+    pub policy_name: Option<String>,
+    pub trigger: String,
+    pub scheduled_for: DateTime<Utc>,
+    pub status: String,
+    /// The policy spec (or one-off request) at fire time.
+    pub spec: Value,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub error: Option<Json<JobError>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    /// `[[status, count], ...]` for the run's jobs.
+    pub job_counts: Json<Vec<(String, i64)>>,
+}
+
+impl Run {
+    /// How many of the run's jobs are in `status`.
+    pub fn count(&self, status: JobStatus) -> i64 {
+        self.job_counts
+            .0
+            .iter()
+            .find(|(s, _)| s == status.as_str())
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+macro_rules! run_select {
+    () => {
+        "select r.run_id, r.project_id, r.policy_id, r.policy_name, r.trigger, r.scheduled_for, r.status, \
+         r.spec, r.resolved_at, r.error, r.started_at, r.finished_at, r.created_at, \
+         coalesce((select jsonb_agg(jsonb_build_array(c.status, c.n)) from \
+             (select status, count(*) as n from job where job.run_id = r.run_id group by status) c), '[]') \
+             as job_counts \
+         from run r "
+    };
+}
+
+/// A new run to insert.
+#[derive(Debug, Clone)]
+pub struct NewRun<'a> {
+    pub run_id: Uuid,
+    pub project_id: &'a str,
+    pub policy_id: Option<Uuid>,
+    pub policy_name: Option<&'a str>,
+    pub trigger: &'a str,
+    pub scheduled_for: DateTime<Utc>,
+    pub status: RunStatus,
+    pub spec: &'a Value,
+    pub now: DateTime<Utc>,
+    pub resolved: bool,
+}
+
+/// Inserts a run; a scheduled instant already fired is skipped. Returns whether it was inserted.
+///
+/// # Errors
+/// The query fails.
+pub async fn insert_run(conn: &mut PgConnection, run: &NewRun<'_>) -> Result<bool, sqlx::Error> {
+    let finished = run.status != RunStatus::Running;
+    let result = sqlx::query(
+        "insert into run (run_id, project_id, policy_id, policy_name, trigger, scheduled_for, status, spec, \
+         resolved_at, not_before, started_at, finished_at) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, case when $9 then $10 end, $10, \
+                 case when $11 then null else $10 end, case when $11 then $10 end) \
+         on conflict do nothing",
+    )
+    .bind(run.run_id)
+    .bind(run.project_id)
+    .bind(run.policy_id)
+    .bind(run.policy_name)
+    .bind(run.trigger)
+    .bind(run.scheduled_for)
+    .bind(run.status.as_str())
+    .bind(run.spec)
+    .bind(run.resolved || finished)
+    .bind(run.now)
+    .bind(finished)
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Reads one run of a project.
+///
+/// # Errors
+/// The query fails.
+pub async fn fetch_run(
+    pool: &PgPool,
+    project_id: &str,
+    run_id: Uuid,
+) -> Result<Option<Run>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        run_select!(),
+        "where r.project_id = $1 and r.run_id = $2"
+    ))
+    .bind(project_id)
+    .bind(run_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Lists runs of a project, newest first, before the cursor id.
+///
+/// # Errors
+/// The query fails.
+pub async fn list_runs(
+    pool: &PgPool,
+    project_id: &str,
+    policy_id: Option<Uuid>,
+    status: Option<RunStatus>,
+    before: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Run>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        run_select!(),
+        "where r.project_id = $1 and ($2::uuid is null or r.policy_id = $2) \
+         and ($3::text is null or r.status = $3) and ($4::uuid is null or r.run_id < $4) \
+         order by r.run_id desc limit $5"
+    ))
+    .bind(project_id)
+    .bind(policy_id)
+    .bind(status.map(RunStatus::as_str))
+    .bind(before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Claims one run whose targets need resolving, leasing it to `owner`.
+///
+/// # Errors
+/// The query fails.
+pub async fn claim_unresolved_run(
+    pool: &PgPool,
+    owner: Uuid,
+    now: DateTime<Utc>,
+    lease: chrono::TimeDelta,
+) -> Result<Option<Run>, sqlx::Error> {
+    let claimed: Option<Uuid> = sqlx::query_scalar(
+        "update run set lease_owner = $1, lease_expires_at = $2 + $3 \
+         where run_id = (select run_id from run where resolved_at is null and status = 'running' \
+             and not_before <= $2 and (lease_expires_at is null or lease_expires_at < $2) \
+             order by not_before limit 1 for update skip locked) \
+         returning run_id",
+    )
+    .bind(owner)
+    .bind(now)
+    .bind(lease)
+    .fetch_optional(pool)
+    .await?;
+    match claimed {
+        Some(id) => {
+            sqlx::query_as(concat!(run_select!(), "where r.run_id = $1"))
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+        }
+        None => Ok(None),
+    }
+}
+
+/// Marks a run's targets resolved (its jobs are inserted in the same transaction).
+///
+/// # Errors
+/// The query fails.
+pub async fn mark_resolved(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    owner: Uuid,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query(
+        "update run set resolved_at = $3, lease_owner = null, lease_expires_at = null \
+         where run_id = $1 and lease_owner = $2 and resolved_at is null",
+    )
+    .bind(run_id)
+    .bind(owner)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Puts off resolving a run (the cloud could not be asked), recording why.
+///
+/// # Errors
+/// The query fails.
+pub async fn defer_resolution(
+    pool: &PgPool,
+    run_id: Uuid,
+    owner: Uuid,
+    not_before: DateTime<Utc>,
+    error: &JobError,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update run set not_before = $3, error = $4, lease_owner = null, lease_expires_at = null \
+         where run_id = $1 and lease_owner = $2",
+    )
+    .bind(run_id)
+    .bind(owner)
+    .bind(not_before)
+    .bind(Json(error))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Ends a run as failed without jobs.
+///
+/// # Errors
+/// The query fails.
+pub async fn fail_run(
+    pool: &PgPool,
+    run_id: Uuid,
+    now: DateTime<Utc>,
+    error: &JobError,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update run set status = 'failed', error = $3, finished_at = $2, resolved_at = coalesce(resolved_at, $2), \
+         lease_owner = null, lease_expires_at = null where run_id = $1 and status = 'running'",
+    )
+    .bind(run_id)
+    .bind(now)
+    .bind(Json(error))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Ends a resolved run whose jobs have all ended, with the status they add up to.
+///
+/// # Errors
+/// The query fails.
+pub async fn complete_run_if_done(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let counts: Option<(i64, i64, i64)> = sqlx::query_as(
+        "select count(*) filter (where status = 'succeeded'), \
+                count(*) filter (where status in ('failed', 'timed_out', 'cancelled')), \
+                count(*) filter (where status in ('pending', 'creating', 'tracking')) \
+         from job where run_id = $1",
+    )
+    .bind(run_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((succeeded, unsuccessful, open)) = counts else {
+        return Ok(());
+    };
+    if open > 0 {
+        return Ok(());
+    }
+    let status = crate::domain::job::run_outcome(succeeded as usize, unsuccessful as usize);
+    sqlx::query(
+        "update run set status = $2, finished_at = $3 where run_id = $1 and status = 'running' and resolved_at is not null",
+    )
+    .bind(run_id)
+    .bind(status.as_str())
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
