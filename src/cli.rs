@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     clock::{Clock, SystemClock},
     config::{LogFormat, Settings},
+    engine::{Engine, EngineConfig},
+    openstack::{CloudConfig, OpenStack, SessionOptions},
     startup::{Application, cancel_on_signal},
     store, telemetry,
 };
@@ -36,6 +38,8 @@ pub enum Command {
     Migrate(Settings),
     /// Print the OpenAPI document.
     Openapi,
+    /// Serve the in-process OpenStack simulator (Keystone, Nova, Glance, Cinder).
+    Sim(crate::sim::SimArgs),
     /// Exit 0 when the local service answers /healthz (for container health checks).
     Healthcheck {
         /// The address the service listens on.
@@ -63,6 +67,10 @@ impl Cli {
                 Ok(())
             }
             Command::Healthcheck { listen } => healthcheck(listen).await,
+            Command::Sim(args) => {
+                telemetry::init(format);
+                crate::sim::run(args).await
+            }
             Command::Migrate(settings) => {
                 telemetry::init(format);
                 let pool = store::connect(settings.database_url.as_deref(), 2).await?;
@@ -100,6 +108,21 @@ async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     if demo {
         crate::demo::seed(&pool, clock.now()).await?;
     }
+    let engine = if settings.no_engine {
+        tracing::warn!("--no-engine: serving the API only; no policy fires from this replica");
+        None
+    } else {
+        let cloud = CloudConfig::from_env().context(
+            "cannot find OpenStack credentials (pass --no-engine to serve the API only)",
+        )?;
+        let cloud = OpenStack::new(cloud, SessionOptions::default())?;
+        Some(Engine::new(
+            pool.clone(),
+            cloud,
+            clock.clone(),
+            engine_config(&settings),
+        ))
+    };
     let app = Application::build(&settings, pool, clock).await?;
     let addr = app.local_addr()?;
     tracing::info!(%addr, "listening");
@@ -108,11 +131,23 @@ async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     }
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    app.run_until_stopped(shutdown)
-        .await
-        .context("the HTTP server failed")?;
+    let engine = engine.map(|engine| tokio::spawn(engine.run(shutdown.clone())));
+    let served = app.run_until_stopped(shutdown.clone()).await;
+    shutdown.cancel();
+    if let Some(engine) = engine {
+        engine.await.context("the engine task failed")?;
+    }
+    served.context("the HTTP server failed")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn engine_config(settings: &Settings) -> EngineConfig {
+    EngineConfig {
+        workers: settings.workers.max(1),
+        max_in_flight: settings.max_in_flight.max(1),
+        ..EngineConfig::default()
+    }
 }
 
 /// Asks `/healthz` on the local service with a bare HTTP/1.1 request.

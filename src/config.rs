@@ -29,6 +29,18 @@ pub struct Settings {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "STACKSNAP_BODY_LIMIT", default_value_t = 1024 * 1024)]
     pub body_limit: usize,
+
+    /// Serve the API only: no scheduler, no workers, no OpenStack credentials needed.
+    #[arg(long, env = "STACKSNAP_NO_ENGINE")]
+    pub no_engine: bool,
+
+    /// Concurrent engine workers in this replica.
+    #[arg(long, env = "STACKSNAP_WORKERS", default_value_t = 16)]
+    pub workers: usize,
+
+    /// Most snapshots in flight at once across all replicas (protects the cloud's control plane).
+    #[arg(long, env = "STACKSNAP_MAX_IN_FLIGHT", default_value_t = 50)]
+    pub max_in_flight: i64,
 }
 
 /// Log line format.

@@ -2,6 +2,7 @@
 //!
 //! Nothing here performs I/O or knows about HTTP, SQL or OpenStack.
 
+pub mod adhoc;
 pub mod duration;
 pub mod firing;
 pub mod job;

@@ -4,10 +4,13 @@ pub mod docs;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod jobs;
 pub mod merge_patch;
 pub mod pagination;
 pub mod policies;
 pub mod preconditions;
+pub mod runs;
+pub mod snapshots;
 
 use std::{sync::Arc, time::Duration};
 
@@ -24,7 +27,6 @@ use tower_http::{
     catch_panic::CatchPanicLayer,
     compression::CompressionLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
-    timeout::TimeoutLayer,
     trace::TraceLayer,
 };
 use tracing::Span;
@@ -43,6 +45,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// Cancelled when the server shuts down: long waits answer at once.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// The complete application router with its middleware.
@@ -67,11 +71,39 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
                 .layer(CompressionLayer::new())
                 .layer(middleware::from_fn(error::problem_for_bare_errors))
                 .layer(CatchPanicLayer::custom(on_panic))
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    request_timeout,
+                .layer(middleware::from_fn(
+                    move |request: Request<Body>, next: middleware::Next| {
+                        time_limit(request, next, request_timeout)
+                    },
                 )),
         )
+}
+
+/// Stops a request that takes longer than its budget: the request timeout, plus
+/// the wait a `POST /v1/snapshots?wait=` asked for.
+async fn time_limit(
+    request: Request<Body>,
+    next: middleware::Next,
+    base: Duration,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let budget = snapshots::request_budget(
+        request.method(),
+        request.uri().path(),
+        request.uri().query(),
+        base,
+    );
+    match tokio::time::timeout(budget, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the request took longer than {}s and was stopped",
+                budget.as_secs()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 fn make_span(request: &Request<Body>) -> Span {

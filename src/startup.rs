@@ -17,6 +17,8 @@ use crate::{
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    /// Handed to handlers so that long waits end when the server stops.
+    requests_stopping: CancellationToken,
 }
 
 impl Application {
@@ -33,14 +35,17 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let requests_stopping = CancellationToken::new();
         let state = AppState {
             db,
             clock,
             body_limit: settings.body_limit,
+            shutdown: requests_stopping.clone(),
         };
         Ok(Self {
             listener,
             router: http::router(state, settings.request_timeout),
+            requests_stopping,
         })
     }
 
@@ -57,8 +62,12 @@ impl Application {
     /// # Errors
     /// The server fails to accept connections.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let requests_stopping = self.requests_stopping;
         axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .with_graceful_shutdown(async move {
+                shutdown.cancelled().await;
+                requests_stopping.cancel();
+            })
             .await
     }
 }

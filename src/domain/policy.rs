@@ -497,7 +497,7 @@ fn check_duration(v: &mut Violations, field: &str, text: &str, bounds: Option<(u
     }
 }
 
-fn check_metadata(
+pub(crate) fn check_metadata(
     v: &mut Violations,
     field: &str,
     metadata: &BTreeMap<String, String>,

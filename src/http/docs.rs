@@ -5,7 +5,7 @@ use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{AppState, health, policies};
+use super::{AppState, health, jobs, policies, runs, snapshots};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,6 +18,9 @@ use super::{AppState, health, policies};
     ),
     tags(
         (name = "policies", description = "Snapshot policies: what to snapshot, when, and how long to keep it."),
+        (name = "runs", description = "Firings of policies: scheduled, manual, and one-off."),
+        (name = "jobs", description = "One resource's snapshot, followed until it is really finished."),
+        (name = "snapshots", description = "One-off snapshots, e.g. before a deploy."),
         (name = "health", description = "Liveness and readiness probes.")
     )
 )]
@@ -33,6 +36,13 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             policies::delete_policy
         ))
         .routes(routes!(policies::get_policy_schedule))
+        .routes(routes!(runs::run_policy))
+        .routes(routes!(runs::list_runs))
+        .routes(routes!(runs::get_run))
+        .routes(routes!(jobs::list_jobs))
+        .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::cancel_job))
+        .routes(routes!(snapshots::create_snapshot))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }

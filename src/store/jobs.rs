@@ -339,7 +339,15 @@ pub async fn record_step(
     Ok(true)
 }
 
-/// Cancels a job that has not ended; returns the job as it is afterwards.
+/// What a cancel request found.
+#[derive(Debug)]
+pub enum CancelOutcome {
+    Cancelled(Job),
+    AlreadyEnded(Job),
+    NotFound,
+}
+
+/// Cancels a job that has not ended; workers see it and stop.
 ///
 /// # Errors
 /// The query fails.
@@ -348,11 +356,11 @@ pub async fn cancel_job(
     project_id: &str,
     job_id: Uuid,
     now: DateTime<Utc>,
-) -> Result<Option<Job>, sqlx::Error> {
+) -> Result<CancelOutcome, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let cancelled: Option<Uuid> = sqlx::query_scalar(
         "update job set status = 'cancelled', finished_at = $3, cancel_requested = true, \
-         error = coalesce(error, $4), lease_owner = null, lease_expires_at = null \
+         error = $4, lease_owner = null, lease_expires_at = null \
          where project_id = $1 and job_id = $2 and status in ('pending', 'creating', 'tracking') returning run_id",
     )
     .bind(project_id)
@@ -365,7 +373,13 @@ pub async fn cancel_job(
         super::runs::complete_run_if_done(&mut tx, run_id, now).await?;
     }
     tx.commit().await?;
-    fetch_job(pool, project_id, job_id).await
+    Ok(
+        match (cancelled, fetch_job(pool, project_id, job_id).await?) {
+            (Some(_), Some(job)) => CancelOutcome::Cancelled(job),
+            (None, Some(job)) => CancelOutcome::AlreadyEnded(job),
+            (_, None) => CancelOutcome::NotFound,
+        },
+    )
 }
 
 /// Releases every lease held by `owner` (graceful shutdown), so other replicas take over at once.

@@ -34,6 +34,9 @@ pub fn test_settings() -> Settings {
         db_max_connections: 5,
         request_timeout: Duration::from_secs(30),
         body_limit: 1024 * 1024,
+        no_engine: true,
+        workers: 1,
+        max_in_flight: 50,
     }
 }
 

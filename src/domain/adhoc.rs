@@ -1,0 +1,133 @@
+//! One-off snapshot requests (`POST /v1/snapshots`), e.g. from a CI pipeline before a deploy.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{
+    duration::HumanDuration,
+    policy::{Consistency, ResourceType, check_metadata},
+    validation::{FieldError, Violations},
+};
+
+/// The longest a client may ask `POST /v1/snapshots` to wait.
+pub const MAX_WAIT_SECS: u64 = 3600;
+
+/// A request to snapshot one resource now.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"resource_type": "server", "resource_id": "4f1d6a52-0b52-4a8e-9c43-1d0c8e3f2a10",
+    "name": "pre-deploy-web-1", "metadata": {"pipeline": "deploy-42"}, "consistency": "quiesce_preferred"}))]
+pub struct AdhocSnapshotRequest {
+    pub resource_type: ResourceType,
+    pub resource_id: Uuid,
+    /// The artefact's name; default `<resource name>-adhoc-<time>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Properties stamped on the image or volume snapshot.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    pub consistency: Consistency,
+    /// How long the job may take; default `2h`.
+    #[serde(default)]
+    #[schema(example = "2h")]
+    pub timeout: Option<String>,
+}
+
+impl AdhocSnapshotRequest {
+    /// Checks every field; returns the timeout in seconds.
+    ///
+    /// # Errors
+    /// Every invalid field.
+    pub fn validate(&self) -> Result<u64, Vec<FieldError>> {
+        let mut v = Violations::default();
+        if let Some(name) = &self.name {
+            v.check(
+                name.trim().is_empty() || name.chars().count() > 255,
+                "name",
+                "must be 1 to 255 characters",
+            );
+        }
+        check_metadata(&mut v, "metadata", &self.metadata, true);
+        let timeout = match self.timeout.as_deref().map(str::parse::<HumanDuration>) {
+            None => 7200,
+            Some(Ok(d)) if (60..=7 * 86_400).contains(&d.as_secs()) => d.as_secs(),
+            Some(Ok(_)) => {
+                v.add("timeout", "must be between 1m and 7d");
+                0
+            }
+            Some(Err(e)) => {
+                v.add("timeout", e.to_string());
+                0
+            }
+        };
+        v.finish(timeout)
+    }
+
+    /// The name template: the fixed name (braces escaped) or the default.
+    pub fn name_template(&self) -> String {
+        match &self.name {
+            Some(name) => name.replace('{', "{{").replace('}', "}}"),
+            None => "{resource_name}-adhoc-{scheduled_at:%Y%m%dT%H%M%SZ}".into(),
+        }
+    }
+}
+
+/// Parses `?wait=`: a duration up to an hour.
+///
+/// # Errors
+/// A message for the `wait` parameter.
+pub fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
+    let wait: HumanDuration = text.parse().map_err(|e| format!("{e}"))?;
+    if wait.as_secs() > MAX_WAIT_SECS {
+        return Err("must be at most 1h".into());
+    }
+    Ok(wait.as_std())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(json: serde_json::Value) -> AdhocSnapshotRequest {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn defaults_and_fixed_names() {
+        let r = request(
+            serde_json::json!({"resource_type": "volume", "resource_id": "4f1d6a52-0b52-4a8e-9c43-1d0c8e3f2a10"}),
+        );
+        assert_eq!(r.validate(), Ok(7200));
+        assert!(r.name_template().contains("{resource_name}"));
+        let r = request(
+            serde_json::json!({"resource_type": "server", "resource_id": "4f1d6a52-0b52-4a8e-9c43-1d0c8e3f2a10", "name": "pre-{deploy}"}),
+        );
+        assert_eq!(r.name_template(), "pre-{{deploy}}");
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let r = request(
+            serde_json::json!({"resource_type": "server", "resource_id": "4f1d6a52-0b52-4a8e-9c43-1d0c8e3f2a10",
+            "name": "", "timeout": "10s", "metadata": {"stacksnap_job_id": "x"}}),
+        );
+        let fields: Vec<String> = r
+            .validate()
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(fields, ["name", "metadata.stacksnap_job_id", "timeout"]);
+    }
+
+    #[test]
+    fn waits_are_capped_at_an_hour() {
+        assert_eq!(parse_wait("90s"), Ok(std::time::Duration::from_secs(90)));
+        assert!(parse_wait("2h").is_err());
+        assert!(parse_wait("soon").is_err());
+    }
+}

@@ -1,0 +1,197 @@
+//! `/v1/jobs`: one resource's snapshot within a run, followed to its end.
+
+use axum::{
+    Json,
+    extract::{Path, State},
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{
+    ApiError, AppState, Problem, Result,
+    extract::{AppQuery, Project},
+    pagination::{decode_cursor, page_size, paginate},
+};
+use crate::{
+    domain::job::{JobError, JobStatus, ObtainedConsistency, TimelineEntry, VolumeSnapshotState},
+    store::jobs::{self, CancelOutcome, Job, JobFilter},
+};
+
+/// A job: everything known about one resource's snapshot.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Job, example = json!({
+    "id": "019ab9a1-2f00-7c1e-8d2a-1b2c3d4e5f60", "run_id": "019ab9a1-0c1e-7d2a-9f3b-2a4c5d6e7f80",
+    "policy_id": "019ab8f0-6c1e-7d2a-9f3b-2a4c5d6e7f80", "resource_type": "server",
+    "resource_id": "4f1d6a52-0b52-4a8e-9c43-1d0c8e3f2a10", "resource_name": "web-1", "status": "tracking", "attempt": 1,
+    "image_id": "b92d4c1e-5f6a-4b7c-8d9e-0f1a2b3c4d5e",
+    "volume_snapshots": [{"volume_id": "6a2f1b1e-3c8b-4a53-8f4c-0d1e2f3a4b5c", "device": "/dev/vda", "boot_index": 0,
+                          "snapshot_id": "0b2e7c1d-9a8f-4e3d-b2c1-a0f9e8d7c6b5", "status": "creating", "progress": "40%"}],
+    "consistency": "crash_consistent", "error": null,
+    "timeline": [{"at": "2026-11-26T01:00:04Z", "what": "image", "id": "b92d4c1e-5f6a-4b7c-8d9e-0f1a2b3c4d5e", "status": "active"}],
+    "openstack_calls": 4, "created_at": "2026-11-26T01:00:00.5Z", "started_at": "2026-11-26T01:00:01Z",
+    "finished_at": null, "deadline": "2026-11-26T03:00:01Z"
+}))]
+pub struct JobResponse {
+    pub id: Uuid,
+    pub run_id: Uuid,
+    pub policy_id: Option<Uuid>,
+    pub resource_type: String,
+    pub resource_id: String,
+    pub resource_name: Option<String>,
+    pub status: JobStatus,
+    /// How many times the snapshot request was sent (a busy server is retried).
+    pub attempt: i32,
+    /// The Glance image of a server snapshot.
+    pub image_id: Option<String>,
+    /// Every Cinder snapshot: the one of a volume, or each behind a volume-backed server's image.
+    pub volume_snapshots: Vec<VolumeSnapshotState>,
+    pub consistency: Option<ObtainedConsistency>,
+    pub error: Option<JobError>,
+    /// Observed transitions of the server, the image and each snapshot.
+    pub timeline: Vec<TimelineEntry>,
+    /// OpenStack API calls made for this job.
+    pub openstack_calls: i32,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When the job times out.
+    pub deadline: Option<DateTime<Utc>>,
+}
+
+impl From<Job> for JobResponse {
+    fn from(job: Job) -> Self {
+        Self {
+            status: job.status(),
+            consistency: job.consistency.as_deref().and_then(|c| match c {
+                "quiesced" => Some(ObtainedConsistency::Quiesced),
+                "crash_consistent" => Some(ObtainedConsistency::CrashConsistent),
+                "unknown" => Some(ObtainedConsistency::Unknown),
+                _ => None,
+            }),
+            id: job.job_id,
+            run_id: job.run_id,
+            policy_id: job.policy_id,
+            resource_type: job.resource_type,
+            resource_id: job.resource_id,
+            resource_name: job.resource_name,
+            attempt: job.attempt,
+            image_id: job.image_id,
+            volume_snapshots: job.volume_snapshots.0,
+            error: job.error.map(|e| e.0),
+            timeline: job.timeline.0,
+            openstack_calls: job.openstack_calls,
+            created_at: job.created_at,
+            started_at: job.started_at,
+            finished_at: job.finished_at,
+            deadline: job.deadline,
+        }
+    }
+}
+
+/// One page of jobs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"items": [], "next_cursor": null}))]
+pub struct JobList {
+    pub items: Vec<JobResponse>,
+    pub next_cursor: Option<String>,
+}
+
+/// Filters and paging for `GET /v1/jobs`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListJobsQuery {
+    pub policy_id: Option<Uuid>,
+    pub run_id: Option<Uuid>,
+    #[param(inline)]
+    pub status: Option<JobStatus>,
+    pub resource_id: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// List jobs, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    tag = "jobs",
+    params(ListJobsQuery),
+    responses(
+        (status = 200, description = "One page of jobs", body = JobList),
+        (status = 422, description = "Invalid query parameters", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    Project(project): Project,
+    AppQuery(query): AppQuery<ListJobsQuery>,
+) -> Result<Json<JobList>> {
+    let limit = page_size(query.limit)?;
+    let before = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let filter = JobFilter {
+        policy_id: query.policy_id,
+        run_id: query.run_id,
+        status: query.status,
+        resource_id: query.resource_id,
+    };
+    let rows = jobs::list_jobs(&state.db, &project, &filter, before, i64::from(limit) + 1).await?;
+    let (page, next_cursor) = paginate(rows, limit, |j| j.job_id);
+    Ok(Json(JobList {
+        items: page.into_iter().map(JobResponse::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// Read a job.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job", body = JobResponse),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn get_job(
+    State(state): State<AppState>,
+    Project(project): Project,
+    Path(id): Path<String>,
+) -> Result<Json<JobResponse>> {
+    let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("job"))?;
+    let job = jobs::fetch_job(&state.db, &project, id)
+        .await?
+        .ok_or(ApiError::NotFound("job"))?;
+    Ok(Json(JobResponse::from(job)))
+}
+
+/// Stop following a job and mark it `cancelled`. Artefacts already made are kept.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/cancel",
+    tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The cancelled job", body = JobResponse),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job had already ended", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    Project(project): Project,
+    Path(id): Path<String>,
+) -> Result<Json<JobResponse>> {
+    let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("job"))?;
+    match jobs::cancel_job(&state.db, &project, id, state.clock.now()).await? {
+        CancelOutcome::Cancelled(job) => Ok(Json(JobResponse::from(job))),
+        CancelOutcome::AlreadyEnded(job) => Err(ApiError::Conflict(format!(
+            "the job has already ended: it is {}",
+            job.status
+        ))),
+        CancelOutcome::NotFound => Err(ApiError::NotFound("job")),
+    }
+}

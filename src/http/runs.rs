@@ -1,0 +1,205 @@
+//! `/v1/runs` and `POST /v1/policies/{id}/run`: firings of policies.
+
+use std::collections::BTreeMap;
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{
+    ApiError, AppState, Problem, Result,
+    extract::{AppQuery, Project},
+    pagination::{decode_cursor, page_size, paginate},
+};
+use crate::{
+    domain::job::{JobError, JobStatus, RunStatus},
+    store::{
+        policies as policy_store,
+        runs::{self, NewRun, Run},
+    },
+};
+
+/// One firing of a policy, or a one-off snapshot request.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Run, example = json!({
+    "id": "019ab9a1-0c1e-7d2a-9f3b-2a4c5d6e7f80", "policy_id": "019ab8f0-6c1e-7d2a-9f3b-2a4c5d6e7f80",
+    "policy_name": "nightly-web", "trigger": "schedule", "scheduled_for": "2026-11-26T01:00:00Z",
+    "status": "running", "error": null, "started_at": "2026-11-26T01:00:00.412Z", "finished_at": null,
+    "jobs": {"pending": 0, "creating": 1, "tracking": 4, "succeeded": 10, "failed": 0, "timed_out": 0, "cancelled": 0}
+}))]
+pub struct RunResponse {
+    pub id: Uuid,
+    /// `null` for a one-off snapshot, or once the policy was deleted.
+    pub policy_id: Option<Uuid>,
+    pub policy_name: Option<String>,
+    /// `schedule`, `manual` or `adhoc`.
+    pub trigger: String,
+    pub scheduled_for: DateTime<Utc>,
+    pub status: RunStatus,
+    /// Why the run failed without jobs (no targets, cloud unreachable), or why it is waiting.
+    pub error: Option<JobError>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The run's jobs, counted by status.
+    pub jobs: BTreeMap<String, i64>,
+}
+
+impl From<Run> for RunResponse {
+    fn from(run: Run) -> Self {
+        let jobs = JobStatus::ALL
+            .iter()
+            .map(|s| (s.as_str().to_owned(), run.count(*s)))
+            .collect();
+        Self {
+            id: run.run_id,
+            policy_id: run.policy_id,
+            policy_name: run.policy_name,
+            trigger: run.trigger,
+            scheduled_for: run.scheduled_for,
+            status: RunStatus::parse(&run.status).unwrap_or(RunStatus::Failed),
+            error: run.error.map(|e| e.0),
+            started_at: run.started_at,
+            finished_at: run.finished_at,
+            jobs,
+        }
+    }
+}
+
+/// One page of runs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"items": [], "next_cursor": null}))]
+pub struct RunList {
+    pub items: Vec<RunResponse>,
+    pub next_cursor: Option<String>,
+}
+
+/// Filters and paging for `GET /v1/runs`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListRunsQuery {
+    pub policy_id: Option<Uuid>,
+    #[param(inline)]
+    pub status: Option<RunStatus>,
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// Fire a policy now.
+#[utoipa::path(
+    post,
+    path = "/v1/policies/{id}/run",
+    tag = "runs",
+    params(("id" = Uuid, Path, description = "Policy id")),
+    responses(
+        (status = 202, description = "The run was created; its jobs follow", body = RunResponse,
+         headers(("Location" = String, description = "URL of the run"))),
+        (status = 404, description = "No such policy", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn run_policy(
+    State(state): State<AppState>,
+    Project(project): Project,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("policy"))?;
+    let policy = policy_store::fetch_policy(&state.db, &project, id)
+        .await?
+        .ok_or(ApiError::NotFound("policy"))?;
+    let now = state.clock.now();
+    let spec = serde_json::to_value(&policy.spec).expect("a spec serialises");
+    let run_id = Uuid::now_v7();
+    let mut conn = state.db.acquire().await?;
+    runs::insert_run(
+        &mut conn,
+        &NewRun {
+            run_id,
+            project_id: &project,
+            policy_id: Some(policy.id),
+            policy_name: Some(&policy.spec.name),
+            trigger: "manual",
+            scheduled_for: now,
+            status: RunStatus::Running,
+            spec: &spec,
+            now,
+            resolved: false,
+        },
+    )
+    .await?;
+    drop(conn);
+    let run = runs::fetch_run(&state.db, &project, run_id)
+        .await?
+        .ok_or(ApiError::NotFound("run"))?;
+    let location = format!("/v1/runs/{run_id}");
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(RunResponse::from(run)),
+    )
+        .into_response())
+}
+
+/// List runs, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/runs",
+    tag = "runs",
+    params(ListRunsQuery),
+    responses(
+        (status = 200, description = "One page of runs", body = RunList),
+        (status = 422, description = "Invalid query parameters", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn list_runs(
+    State(state): State<AppState>,
+    Project(project): Project,
+    AppQuery(query): AppQuery<ListRunsQuery>,
+) -> Result<Json<RunList>> {
+    let limit = page_size(query.limit)?;
+    let before = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let rows = runs::list_runs(
+        &state.db,
+        &project,
+        query.policy_id,
+        query.status,
+        before,
+        i64::from(limit) + 1,
+    )
+    .await?;
+    let (page, next_cursor) = paginate(rows, limit, |r| r.run_id);
+    Ok(Json(RunList {
+        items: page.into_iter().map(RunResponse::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// Read a run, with its jobs counted by status.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}",
+    tag = "runs",
+    params(("id" = Uuid, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "The run", body = RunResponse),
+        (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn get_run(
+    State(state): State<AppState>,
+    Project(project): Project,
+    Path(id): Path<String>,
+) -> Result<Json<RunResponse>> {
+    let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("run"))?;
+    let run = runs::fetch_run(&state.db, &project, id)
+        .await?
+        .ok_or(ApiError::NotFound("run"))?;
+    Ok(Json(RunResponse::from(run)))
+}

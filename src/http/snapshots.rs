@@ -1,0 +1,164 @@
+//! `POST /v1/snapshots`: snapshot one resource now, optionally waiting for it (for CI pipelines).
+
+use std::time::Duration;
+
+use axum::{
+    Json,
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use chrono::TimeDelta;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use super::{
+    ApiError, AppState, Problem, Result,
+    extract::{AppQuery, JsonDocument, Project, from_value},
+    jobs::JobResponse,
+};
+use crate::{
+    domain::{
+        adhoc::{AdhocSnapshotRequest, parse_wait},
+        job::{JobOptions, RunStatus},
+    },
+    store::{
+        jobs::{self, NewJob},
+        runs::{self, NewRun},
+    },
+};
+
+/// How long a one-off snapshot may take to start.
+const START_WINDOW: TimeDelta = TimeDelta::hours(1);
+/// How often a waiting request looks at its job.
+const WAIT_POLL: Duration = Duration::from_millis(200);
+
+/// `?wait=` for `POST /v1/snapshots`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct WaitQuery {
+    /// Answer when the job ends or after this long (at most `1h`), e.g. `10m`.
+    #[param(example = "10m")]
+    pub wait: Option<String>,
+}
+
+/// Snapshot one resource now.
+///
+/// Without `wait` the answer comes at once (202). With `wait`, it comes when the
+/// job ends (200, whatever its outcome: check `status`) or when the wait runs out (202).
+#[utoipa::path(
+    post,
+    path = "/v1/snapshots",
+    tag = "snapshots",
+    params(WaitQuery),
+    request_body(content = AdhocSnapshotRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The job ended within the wait", body = JobResponse),
+        (status = 202, description = "The job is under way", body = JobResponse,
+         headers(("Location" = String, description = "URL of the job"))),
+        (status = 422, description = "Invalid fields, each named", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn create_snapshot(
+    State(state): State<AppState>,
+    Project(project): Project,
+    AppQuery(query): AppQuery<WaitQuery>,
+    JsonDocument(body): JsonDocument,
+) -> Result<Response> {
+    let wait = query
+        .wait
+        .as_deref()
+        .map(parse_wait)
+        .transpose()
+        .map_err(|m| ApiError::field("wait", m))?;
+    if !body.is_object() {
+        return Err(ApiError::field(
+            "body",
+            "a snapshot request must be a JSON object",
+        ));
+    }
+    let request: AdhocSnapshotRequest = from_value(body)?;
+    let timeout_secs = request.validate().map_err(ApiError::Unprocessable)?;
+    let now = state.clock.now();
+    let (run_id, job_id) = (Uuid::now_v7(), Uuid::now_v7());
+    let options = JobOptions {
+        name_template: request.name_template(),
+        policy_name: "adhoc".into(),
+        metadata: request.metadata.clone(),
+        consistency: request.consistency,
+        timeout_secs,
+        max_concurrent: None,
+        scheduled_at: now,
+    };
+    let spec = serde_json::to_value(&options).expect("options serialise");
+    let mut tx = state.db.begin().await?;
+    let run = NewRun {
+        run_id,
+        project_id: &project,
+        policy_id: None,
+        policy_name: None,
+        trigger: "adhoc",
+        scheduled_for: now,
+        status: RunStatus::Running,
+        spec: &spec,
+        now,
+        resolved: true,
+    };
+    runs::insert_run(&mut tx, &run).await?;
+    let job = NewJob {
+        job_id,
+        resource_type: request.resource_type.as_str().to_owned(),
+        resource_id: request.resource_id.to_string(),
+        resource_name: None,
+        options,
+        start_by: now + START_WINDOW,
+    };
+    jobs::insert_jobs(&mut tx, run_id, &project, None, &[job], now).await?;
+    tx.commit().await?;
+
+    let deadline = tokio::time::Instant::now() + wait.unwrap_or_default();
+    loop {
+        let job = jobs::fetch_job(&state.db, &project, job_id)
+            .await?
+            .ok_or(ApiError::NotFound("job"))?;
+        if job.status().is_terminal() {
+            return Ok((StatusCode::OK, Json(JobResponse::from(job))).into_response());
+        }
+        if tokio::time::Instant::now() >= deadline || state.shutdown.is_cancelled() {
+            let location = format!("/v1/jobs/{job_id}");
+            return Ok((
+                StatusCode::ACCEPTED,
+                [(header::LOCATION, location)],
+                Json(JobResponse::from(job)),
+            )
+                .into_response());
+        }
+        tokio::select! {
+            () = tokio::time::sleep(WAIT_POLL.min(deadline - tokio::time::Instant::now())) => {}
+            () = state.shutdown.cancelled() => {}
+        }
+    }
+}
+
+/// The longest a request to `path` may take: a waiting snapshot request gets its wait on top.
+pub fn request_budget(
+    method: &axum::http::Method,
+    path: &str,
+    query: Option<&str>,
+    base: Duration,
+) -> Duration {
+    if method != axum::http::Method::POST || path != "/v1/snapshots" {
+        return base;
+    }
+    let wait = query
+        .and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "wait")
+                .map(|(_, v)| v.into_owned())
+        })
+        .and_then(|w| parse_wait(&w).ok())
+        .unwrap_or_default();
+    base + wait
+}
