@@ -1,0 +1,147 @@
+//! An in-process OpenStack simulator: Keystone v3, Nova (compute v2.1),
+//! Glance v2 and Cinder v3 on one port, faithful enough for
+//! python-openstackclient, with lazy deterministic state transitions,
+//! fault injection and a request log. It is the cloud of the demo, the
+//! tests and the benchmarks (`stacksnap sim`). It must not depend on the
+//! clients in `crate::openstack`.
+//!
+//! # URL layout (one port)
+//!
+//! | service | path | catalog type |
+//! |---|---|---|
+//! | Keystone | `/identity` (`/identity/v3`) | `identity` |
+//! | Nova | `/compute/v2.1` | `compute` |
+//! | Glance | `/image` (`/image/v2`) | `image` |
+//! | Cinder | `/volume/v3` (also `/volume/v3/{project_id}`) | `volumev3`, `block-storage` |
+//! | admin | `/_sim/requests`, `/_sim/faults`, `/_sim/expire-tokens` | — |
+//!
+//! # Credentials
+//!
+//! User `admin`, password `secret`, project `admin`, domain `Default`
+//! (`SimConfig::admin`); application credential id
+//! `0a1b2c3d4e5f40718293a4b5c6d7e8f9`, secret `stacksnap-secret`
+//! (`SimConfig::application_credential`). [`SimHandle::clouds_yaml`] writes
+//! both as the clouds `stacksnap-sim` and `stacksnap-sim-appcred`.
+//!
+//! # Time
+//!
+//! Every resource stores the instants its states begin (from
+//! [`Durations`]); each read computes the current state, so there are no
+//! background tasks. Ids, tokens and fault rates come from a generator
+//! seeded by `SimConfig::seed`.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use stacksnap::sim::{FaultRule, SimConfig, Simulator};
+//! let sim = Simulator::start(SimConfig::default(), "127.0.0.1:0".parse()?)?;
+//! let server = sim.create_image_backed_server("web-1", &["backup"], &[("tier", "web")], true);
+//! sim.inject(FaultRule::error("nova.create_image", 409).times(1));
+//! // … point a client at sim.auth_url() …
+//! assert_eq!(sim.count("nova.create_image"), 0);
+//! sim.shutdown().await;
+//! # let _ = server; Ok(()) }
+//! ```
+
+mod admin;
+mod cinder;
+mod config;
+mod digest;
+mod faults;
+mod glance;
+mod handle;
+mod http;
+mod inventory;
+mod keystone;
+mod log;
+mod nova;
+mod rng;
+mod state;
+mod timeline;
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::Context as _;
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{
+    AdminUser, ApplicationCredential, Durations, ImageSeed, Inventory, ServerSeed, SimConfig,
+    VolumeSeed,
+};
+pub use faults::{Fault, FaultRule};
+pub use handle::{SimHandle, Simulator};
+pub use log::LoggedRequest;
+
+/// `stacksnap sim`: serve the OpenStack simulator.
+#[derive(Debug, Clone, Args)]
+pub struct SimArgs {
+    /// Address to listen on.
+    #[arg(long, env = "STACKSNAP_SIM_LISTEN", default_value = "127.0.0.1:5000")]
+    pub listen: SocketAddr,
+    /// Write a clouds.yaml for the admin user (cloud `stacksnap-sim`) here.
+    #[arg(long)]
+    pub clouds_yaml: Option<PathBuf>,
+    /// Seed the inventory from this JSON file (default: the public image `tiny`).
+    #[arg(long)]
+    pub inventory: Option<PathBuf>,
+    /// Seed of ids, tokens and fault decisions.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Millisecond transitions (as in the tests) instead of seconds.
+    #[arg(long)]
+    pub fast: bool,
+    /// Highest compute microversion offered.
+    #[arg(long, default_value = "2.96")]
+    pub nova_max_microversion: String,
+    /// Highest volume microversion offered.
+    #[arg(long, default_value = "3.71")]
+    pub cinder_max_microversion: String,
+}
+
+/// Runs `stacksnap sim` until Ctrl-C or SIGTERM.
+///
+/// # Errors
+/// The inventory cannot be read, the address cannot be bound, or the
+/// clouds.yaml cannot be written.
+pub async fn run(args: SimArgs) -> anyhow::Result<()> {
+    let mut config = if args.fast {
+        SimConfig::default()
+    } else {
+        SimConfig::demo()
+    }
+    .with_seed(args.seed)
+    .with_nova_max_microversion(&args.nova_max_microversion)
+    .with_cinder_max_microversion(&args.cinder_max_microversion);
+    config = match &args.inventory {
+        Some(path) => config.with_inventory_file(path)?,
+        None => config.with_image(ImageSeed {
+            name: "tiny".into(),
+            size: 196_616,
+            ..ImageSeed::default()
+        }),
+    };
+    let sim = Simulator::start(config, args.listen)?;
+    if let Some(path) = &args.clouds_yaml {
+        std::fs::write(path, sim.clouds_yaml())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    tracing::info!(url = %sim.base_url(), auth_url = %sim.auth_url(), "OpenStack simulator listening");
+    println!(
+        "OpenStack simulator on {base}\n  auth_url: {auth}\n  user admin / password {pw}, project admin, domain Default{yaml}\n  request log: {base}/_sim/requests, faults: {base}/_sim/faults\nPress Ctrl-C to stop.",
+        base = sim.base_url(),
+        auth = sim.auth_url(),
+        pw = sim.config().admin.password,
+        yaml = args
+            .clouds_yaml
+            .as_ref()
+            .map(|p| format!("\n  clouds.yaml: {} (OS_CLOUD=stacksnap-sim)", p.display()))
+            .unwrap_or_default(),
+    );
+    let token = CancellationToken::new();
+    tokio::spawn(crate::startup::cancel_on_signal(token.clone()));
+    token.cancelled().await;
+    sim.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,370 @@
+//! Cinder generic volume groups (microversion >= 3.13) and group snapshots
+//! (>= 3.14): one crash-consistent snapshot of every volume in a group.
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use super::{DEFAULT_TYPE_ID, Reply, page, stamp};
+use crate::sim::{
+    http::{Ctx, Mv},
+    inventory::NewSnapshot,
+    state::{Fail, GONE, Group, GroupSnapshot, State},
+    timeline::Timeline,
+};
+
+/// The one group type the simulator offers.
+pub(crate) const GROUP_TYPE_ID: &str = "7270c56e-6354-4528-8e8b-f54dee2232c8";
+
+pub(super) fn handle(st: &mut State, operation: &str, ctx: &Ctx, id: &str) -> Reply {
+    let needed = if operation.contains("group_snapshot") {
+        Mv(3, 14)
+    } else {
+        Mv(3, 11)
+    };
+    if ctx.mv < needed {
+        return Err(Fail::not_found("The resource could not be found."));
+    }
+    match operation {
+        "cinder.list_group_types" => Ok((
+            StatusCode::OK,
+            json!({"group_types": [{"id": GROUP_TYPE_ID, "name": "default_group_type", "description": "Default group type", "is_public": true, "group_specs": {}}]}),
+        )),
+        "cinder.list_groups" | "cinder.list_groups_detail" => {
+            let items: Vec<&Group> = st
+                .groups
+                .iter()
+                .rev()
+                .filter(|g| g.status.at(ctx.now) != GONE)
+                .collect();
+            let (items, next) = page(items, |g| g.id.as_str(), ctx, "groups")?;
+            let detail = operation.ends_with("detail");
+            let list: Vec<Value> = items
+                .iter()
+                .map(|g| {
+                    if detail {
+                        render_group(st, g, ctx)
+                    } else {
+                        json!({"id": g.id, "name": g.name})
+                    }
+                })
+                .collect();
+            let mut body = json!({ "groups": list });
+            if let Some(n) = next {
+                body["groups_links"] = n;
+            }
+            Ok((StatusCode::OK, body))
+        }
+        "cinder.create_group" => create_group(st, ctx),
+        "cinder.get_group" => {
+            let g = group(st, ctx, id)?;
+            Ok((StatusCode::OK, json!({"group": render_group(st, g, ctx)})))
+        }
+        "cinder.update_group" => update_group(st, ctx, id),
+        "cinder.group_action" => delete_group(st, ctx, id),
+        "cinder.list_group_snapshots" | "cinder.list_group_snapshots_detail" => {
+            let items: Vec<&GroupSnapshot> = st
+                .group_snapshots
+                .iter()
+                .rev()
+                .filter(|g| g.status.at(ctx.now) != GONE)
+                .filter(|g| ctx.q("group_id").is_none_or(|x| g.group_id == x))
+                .collect();
+            let (items, next) = page(items, |g| g.id.as_str(), ctx, "group_snapshots")?;
+            let detail = operation.ends_with("detail");
+            let list: Vec<Value> = items
+                .iter()
+                .map(|g| {
+                    if detail {
+                        render_group_snapshot(st, g, ctx)
+                    } else {
+                        json!({"id": g.id, "name": g.name, "group_type_id": g.group_type_id})
+                    }
+                })
+                .collect();
+            let mut body = json!({ "group_snapshots": list });
+            if let Some(n) = next {
+                body["group_snapshots_links"] = n;
+            }
+            Ok((StatusCode::OK, body))
+        }
+        "cinder.create_group_snapshot" => create_group_snapshot(st, ctx),
+        "cinder.get_group_snapshot" => {
+            let g = st
+                .group_snapshots
+                .iter()
+                .find(|g| g.id == id && g.status.at(ctx.now) != GONE)
+                .ok_or_else(|| group_snapshot_not_found(id))?;
+            Ok((
+                StatusCode::OK,
+                json!({"group_snapshot": render_group_snapshot(st, g, ctx)}),
+            ))
+        }
+        "cinder.delete_group_snapshot" => delete_group_snapshot(st, ctx, id),
+        _ => Err(Fail::not_found("The resource could not be found.")),
+    }
+}
+
+fn group<'a>(st: &'a State, ctx: &Ctx, id: &str) -> Result<&'a Group, Fail> {
+    st.groups
+        .iter()
+        .find(|g| g.id == id && g.status.at(ctx.now) != GONE)
+        .ok_or_else(|| Fail::not_found(format!("Group {id} could not be found.")))
+}
+
+fn group_snapshot_not_found(id: &str) -> Fail {
+    Fail::not_found(format!("GroupSnapshot {id} could not be found."))
+}
+
+fn render_group(st: &State, g: &Group, ctx: &Ctx) -> Value {
+    let mut body = json!({
+        "id": g.id,
+        "status": g.status.at(ctx.now),
+        "availability_zone": "nova",
+        "created_at": stamp(st, g.created),
+        "name": g.name,
+        "description": g.description,
+        "group_type": g.group_type,
+        "volume_types": g.volume_types,
+    });
+    if ctx.mv >= Mv(3, 14) {
+        body["group_snapshot_id"] = Value::Null;
+        body["source_group_id"] = Value::Null;
+    }
+    if ctx.mv >= Mv(3, 25)
+        && ctx
+            .q("list_volume")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    {
+        let vols: Vec<&str> = st
+            .volumes
+            .iter()
+            .filter(|v| {
+                v.group_id.as_deref() == Some(g.id.as_str()) && v.status.at(ctx.now) != GONE
+            })
+            .map(|v| v.id.as_str())
+            .collect();
+        body["volumes"] = json!(vols);
+    }
+    if ctx.mv >= Mv(3, 38) {
+        body["replication_status"] = json!("disabled");
+    }
+    if ctx.mv >= Mv(3, 58) {
+        body["project_id"] = json!(g.project_id);
+    }
+    body
+}
+
+fn render_group_snapshot(st: &State, g: &GroupSnapshot, ctx: &Ctx) -> Value {
+    let mut body = json!({
+        "id": g.id,
+        "group_id": g.group_id,
+        "group_type_id": g.group_type_id,
+        "status": g.status.at(ctx.now),
+        "created_at": stamp(st, g.created),
+        "name": g.name,
+        "description": g.description,
+    });
+    if ctx.mv >= Mv(3, 58) {
+        body["project_id"] = json!(g.project_id);
+    }
+    body
+}
+
+fn create_group(st: &mut State, ctx: &Ctx) -> Reply {
+    let body: Value = ctx.json()?;
+    let g = &body["group"];
+    let group_type = g["group_type"]
+        .as_str()
+        .ok_or_else(|| Fail::bad_request("'group_type' is a required property"))?;
+    if group_type != GROUP_TYPE_ID && group_type != "default_group_type" {
+        return Err(Fail::not_found(format!(
+            "Group type {group_type} could not be found."
+        )));
+    }
+    let volume_types: Vec<String> = g["volume_types"]
+        .as_array()
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| Fail::bad_request("'volume_types' is a required property"))?
+        .iter()
+        .map(|_| DEFAULT_TYPE_ID.to_owned())
+        .collect();
+    let id = st.uuid();
+    let d = st.durations.volume_create;
+    st.groups.push(Group {
+        id: id.clone(),
+        name: g["name"].as_str().map(str::to_owned),
+        description: g["description"].as_str().map(str::to_owned),
+        project_id: st.project_id.clone(),
+        created: ctx.now,
+        status: Timeline::new(ctx.now, "creating").then(d, "available"),
+        group_type: GROUP_TYPE_ID.to_owned(),
+        volume_types,
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        json!({"group": {"id": id, "name": g["name"]}}),
+    ))
+}
+
+fn update_group(st: &mut State, ctx: &Ctx, id: &str) -> Reply {
+    let body: Value = ctx.json()?;
+    group(st, ctx, id)?;
+    let g = &body["group"];
+    let split = |k: &str| -> Vec<String> {
+        g[k].as_str()
+            .map(|s| {
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for vid in split("add_volumes") {
+        let vol = st
+            .volume_mut(&vid, ctx.now)
+            .ok_or_else(|| Fail::bad_request(format!("Invalid volume: Cannot add volume {vid} to group {id} because volume cannot be found.")))?;
+        vol.group_id = Some(id.to_owned());
+    }
+    for vid in split("remove_volumes") {
+        if let Some(vol) = st.volume_mut(&vid, ctx.now) {
+            vol.group_id = None;
+        }
+    }
+    let grp = st.groups.iter_mut().find(|x| x.id == id).expect("exists");
+    if let Some(n) = g["name"].as_str() {
+        grp.name = Some(n.to_owned());
+    }
+    if let Some(d) = g["description"].as_str() {
+        grp.description = Some(d.to_owned());
+    }
+    Ok((StatusCode::ACCEPTED, Value::Null))
+}
+
+fn delete_group(st: &mut State, ctx: &Ctx, id: &str) -> Reply {
+    let body: Value = ctx.json()?;
+    let Some(del) = body.get("delete") else {
+        return Err(Fail::bad_request("There is no such action"));
+    };
+    group(st, ctx, id)?;
+    let delete_volumes = del["delete-volumes"].as_bool().unwrap_or(false);
+    let now = ctx.now;
+    let members: Vec<String> = st
+        .volumes
+        .iter()
+        .filter(|v| v.group_id.as_deref() == Some(id) && v.status.at(now) != GONE)
+        .map(|v| v.id.clone())
+        .collect();
+    if !members.is_empty() && !delete_volumes {
+        return Err(Fail::bad_request(format!(
+            "Invalid group: Group {id} still contains volumes. The delete-volumes flag is required to delete it."
+        )));
+    }
+    let d = st.durations.clone();
+    for vid in members {
+        if let Some(v) = st.volume_mut(&vid, now) {
+            v.status.rewrite(now, "deleting");
+            v.status.push_after_last(d.volume_delete, GONE);
+        }
+    }
+    let g = st.groups.iter_mut().find(|x| x.id == id).expect("exists");
+    g.status.rewrite(now, "deleting");
+    g.status.push_after_last(d.volume_delete, GONE);
+    Ok((StatusCode::ACCEPTED, Value::Null))
+}
+
+fn create_group_snapshot(st: &mut State, ctx: &Ctx) -> Reply {
+    let body: Value = ctx.json()?;
+    let gs = &body["group_snapshot"];
+    let group_id = gs["group_id"]
+        .as_str()
+        .ok_or_else(|| Fail::bad_request("'group_id' is a required property"))?
+        .to_owned();
+    let grp = group(st, ctx, &group_id)?;
+    if grp.status.at(ctx.now) != "available" {
+        return Err(Fail::bad_request(format!(
+            "Invalid group: Group status must be available, but current status is: {}.",
+            grp.status.at(ctx.now)
+        )));
+    }
+    let now = ctx.now;
+    let members: Vec<String> = st
+        .volumes
+        .iter()
+        .filter(|v| v.group_id.as_deref() == Some(group_id.as_str()) && v.status.at(now) != GONE)
+        .map(|v| v.id.clone())
+        .collect();
+    let used = st.snapshots_used(&st.project_id, now);
+    let n = i64::try_from(members.len()).unwrap_or(i64::MAX);
+    if st.snapshot_quota >= 0 && used + n > st.snapshot_quota {
+        return Err(Fail::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "SnapshotLimitExceeded: Maximum number of snapshots allowed ({}) exceeded",
+                st.snapshot_quota
+            ),
+        ));
+    }
+    let id = st.uuid();
+    let name = gs["name"].as_str().map(str::to_owned);
+    let mut end = now + st.durations.group_snapshot_create;
+    let mut error = false;
+    for vid in &members {
+        let spec = NewSnapshot {
+            volume_id: vid.clone(),
+            name: Some(format!("snapshot-{id}")),
+            group_snapshot_id: Some(id.clone()),
+            ..NewSnapshot::default()
+        };
+        let sid = st.create_snapshot(now, "cinder.create_group_snapshot", spec);
+        let s = st.snapshot(&sid, now).expect("just created");
+        end = end.max(s.status.settles_at());
+        error |= s.status.at(s.status.settles_at()) == "error";
+        if s.status.pending(now) && s.status.at(s.status.settles_at()) == "creating" {
+            end = end.max(now + std::time::Duration::from_secs(86_400 * 365));
+        }
+    }
+    st.group_snapshots.push(GroupSnapshot {
+        id: id.clone(),
+        name: name.clone(),
+        description: gs["description"].as_str().map(str::to_owned),
+        group_id,
+        group_type_id: GROUP_TYPE_ID.to_owned(),
+        project_id: st.project_id.clone(),
+        created: now,
+        status: Timeline::new(now, "creating")
+            .then(end - now, if error { "error" } else { "available" }),
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        json!({"group_snapshot": {"id": id, "name": name, "group_type_id": GROUP_TYPE_ID}}),
+    ))
+}
+
+fn delete_group_snapshot(st: &mut State, ctx: &Ctx, id: &str) -> Reply {
+    let now = ctx.now;
+    let d = st.durations.snapshot_delete;
+    let gs = st
+        .group_snapshots
+        .iter_mut()
+        .find(|g| g.id == id && g.status.at(now) != GONE)
+        .ok_or_else(|| group_snapshot_not_found(id))?;
+    let status = gs.status.at(now);
+    if !matches!(status, "available" | "error") {
+        return Err(Fail::bad_request(format!(
+            "Invalid GroupSnapshot: Group snapshot status must be available or error, but current status is: {status}."
+        )));
+    }
+    gs.status.rewrite(now, "deleting");
+    gs.status.push_after_last(d, GONE);
+    for s in st
+        .snapshots
+        .iter_mut()
+        .filter(|s| s.group_snapshot_id.as_deref() == Some(id) && s.status.at(now) != GONE)
+    {
+        s.status.rewrite(now, "deleting");
+        s.status.push_after_last(d, GONE);
+    }
+    Ok((StatusCode::ACCEPTED, Value::Null))
+}

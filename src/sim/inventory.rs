@@ -1,0 +1,522 @@
+//! Creating resources in the simulated cloud: images, volumes, snapshots and
+//! servers, shared by the APIs, the JSON/Rust inventory seeds and the
+//! `SimHandle` helpers. Transition timelines are planned here.
+
+use std::{collections::BTreeMap, time::Instant};
+
+use serde_json::Value;
+
+use super::{
+    config::{ImageSeed, ServerSeed, VolumeSeed},
+    digest,
+    faults::Fault,
+    state::{Bdm, Fail, Image, Outcome, Server, Snapshot, State, Volume, VolumeAttachment},
+    timeline::Timeline,
+};
+
+/// A volume to create.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct NewVolume {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// GiB; 0 takes the size of the source.
+    pub size: u64,
+    pub image: Option<String>,
+    pub snapshot_id: Option<String>,
+    pub source_volid: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub group_id: Option<String>,
+}
+
+/// A Cinder snapshot to create.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct NewSnapshot {
+    pub volume_id: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub group_snapshot_id: Option<String>,
+}
+
+/// Where a server's block device comes from.
+#[derive(Clone, Debug)]
+pub(crate) enum BdmSource {
+    /// A new volume made from an image.
+    Image(String),
+    /// An existing volume.
+    Volume(String),
+    /// A new volume made from a snapshot.
+    Snapshot(String),
+    /// A new empty volume.
+    Blank,
+}
+
+/// One block device of a server to create (destination `volume`).
+#[derive(Clone, Debug)]
+pub(crate) struct NewBdm {
+    pub source: BdmSource,
+    pub boot_index: Option<i64>,
+    pub volume_size: Option<u64>,
+    pub delete_on_termination: bool,
+}
+
+/// A server to create.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct NewServer {
+    pub name: String,
+    pub flavor: String,
+    /// The boot image of an image-backed server.
+    pub image: Option<String>,
+    pub bdms: Vec<NewBdm>,
+    pub tags: Vec<String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A property value as a string, as Glance and Cinder store them.
+pub(crate) fn value_str(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+}
+
+/// Whether an image property says yes (`yes`, `true`, `1`, `on`).
+pub(crate) fn truthy(v: Option<&Value>) -> bool {
+    v.map(value_str).is_some_and(|s| {
+        matches!(
+            s.to_ascii_lowercase().as_str(),
+            "yes" | "true" | "1" | "on" | "y"
+        )
+    })
+}
+
+impl State {
+    /// Adds a settled (`active`) image.
+    pub(crate) fn seed_image(&mut self, now: Instant, seed: &ImageSeed) -> String {
+        let id = seed.id.clone().unwrap_or_else(|| self.uuid());
+        let fake_data = id.as_bytes();
+        self.images.push(Image {
+            id: id.clone(),
+            name: Some(seed.name.clone()),
+            owner: self.project_id.clone(),
+            visibility: seed.visibility.clone(),
+            protected: false,
+            created: now,
+            status: Timeline::new(now, "active"),
+            disk_format: Some(seed.disk_format.clone()),
+            container_format: Some(seed.container_format.clone()),
+            size: Some(seed.size),
+            checksum: Some(digest::md5_hex(fake_data)),
+            os_hash_value: Some(digest::sha512_hex(fake_data)),
+            min_disk: seed.min_disk,
+            min_ram: seed.min_ram,
+            tags: Vec::new(),
+            properties: seed.properties.clone(),
+            upload: None,
+        });
+        id
+    }
+
+    /// Adds a volume; `settled` skips `creating`.
+    pub(crate) fn seed_volume(&mut self, now: Instant, seed: &VolumeSeed) -> Outcome<String> {
+        let image = match &seed.image {
+            Some(i) => Some(
+                self.find_image(i, now)
+                    .map(|img| img.id.clone())
+                    .ok_or_else(|| Fail::bad_request(format!("Image {i} could not be found.")))?,
+            ),
+            None => None,
+        };
+        let spec = NewVolume {
+            name: Some(seed.name.clone()),
+            size: seed.size.max(1),
+            image,
+            metadata: seed.metadata.clone(),
+            ..NewVolume::default()
+        };
+        let id = self.create_volume(now, spec, true)?;
+        if let Some(want) = &seed.id {
+            if let Some(v) = self.volumes.iter_mut().find(|v| v.id == id) {
+                v.id.clone_from(want);
+            }
+            return Ok(want.clone());
+        }
+        Ok(id)
+    }
+
+    /// Creates a volume, empty or from an image, snapshot or volume.
+    ///
+    /// # Errors
+    /// A missing or unusable source, or a size too small for it.
+    pub(crate) fn create_volume(
+        &mut self,
+        now: Instant,
+        spec: NewVolume,
+        settled: bool,
+    ) -> Outcome<String> {
+        let mut size = spec.size;
+        let mut bootable = false;
+        let mut image_metadata = None;
+        if let Some(image_id) = &spec.image {
+            let img = self.image(image_id, now).ok_or_else(|| {
+                Fail::bad_request("Invalid image identifier or unable to access requested image.")
+            })?;
+            if img.status.at(now) != "active" {
+                return Err(Fail::bad_request(format!(
+                    "Image {image_id} is not active."
+                )));
+            }
+            let image_gib = img.size.unwrap_or(0).div_ceil(1 << 30);
+            if size < image_gib.max(img.min_disk) {
+                return Err(Fail::bad_request(format!(
+                    "Invalid input received: Size of specified image {} is larger than volume size {size}.",
+                    image_gib.max(img.min_disk)
+                )));
+            }
+            bootable = true;
+            let mut meta: BTreeMap<String, String> = img
+                .properties
+                .iter()
+                .map(|(k, v)| (k.clone(), value_str(v)))
+                .collect();
+            meta.insert("image_id".into(), img.id.clone());
+            meta.insert("image_name".into(), img.name.clone().unwrap_or_default());
+            meta.insert("checksum".into(), img.checksum.clone().unwrap_or_default());
+            meta.insert(
+                "container_format".into(),
+                img.container_format.clone().unwrap_or_default(),
+            );
+            meta.insert(
+                "disk_format".into(),
+                img.disk_format.clone().unwrap_or_default(),
+            );
+            meta.insert("min_disk".into(), img.min_disk.to_string());
+            meta.insert("min_ram".into(), img.min_ram.to_string());
+            meta.insert("size".into(), img.size.unwrap_or(0).to_string());
+            image_metadata = Some(meta);
+        }
+        if let Some(snap_id) = &spec.snapshot_id {
+            let snap = self.snapshot(snap_id, now).ok_or_else(|| {
+                Fail::not_found(format!("Snapshot {snap_id} could not be found."))
+            })?;
+            if snap.status.at(now) != "available" {
+                return Err(Fail::bad_request(
+                    "Invalid snapshot: Originating snapshot status must be one of 'available' values",
+                ));
+            }
+            size = size.max(snap.size);
+            if let Some(src) = self.volumes.iter().find(|v| v.id == snap.volume_id) {
+                bootable = src.bootable;
+                image_metadata.clone_from(&src.image_metadata);
+            }
+        }
+        if let Some(src_id) = &spec.source_volid {
+            let src = self
+                .volume(src_id, now)
+                .ok_or_else(|| Fail::not_found(format!("Volume {src_id} could not be found.")))?;
+            size = size.max(src.size);
+            bootable = src.bootable;
+            image_metadata.clone_from(&src.image_metadata);
+        }
+        if let Some(g) = spec
+            .group_id
+            .as_ref()
+            .filter(|g| !self.groups.iter().any(|x| &x.id == *g))
+        {
+            return Err(Fail::not_found(format!("Group {g} could not be found.")));
+        }
+        let d = self.durations.clone();
+        let status = if settled {
+            Timeline::new(now, "available")
+        } else if spec.image.is_some() {
+            Timeline::new(now, "creating")
+                .then(d.volume_create, "downloading")
+                .then(d.volume_download, "available")
+        } else {
+            Timeline::new(now, "creating").then(d.volume_create, "available")
+        };
+        let id = self.uuid();
+        self.volumes.push(Volume {
+            id: id.clone(),
+            name: spec.name,
+            description: spec.description,
+            size: size.max(1),
+            project_id: self.project_id.clone(),
+            user_id: self.user_id.clone(),
+            created: now,
+            status,
+            attachments: Vec::new(),
+            bootable,
+            metadata: spec.metadata,
+            image_metadata,
+            snapshot_id: spec.snapshot_id,
+            source_volid: spec.source_volid,
+            group_id: spec.group_id,
+        });
+        Ok(id)
+    }
+
+    /// Creates a Cinder snapshot of a volume, applying the snapshot faults
+    /// that hit `operation`.
+    pub(crate) fn create_snapshot(
+        &mut self,
+        now: Instant,
+        operation: &str,
+        spec: NewSnapshot,
+    ) -> String {
+        let NewSnapshot {
+            volume_id,
+            name,
+            description,
+            metadata,
+            group_snapshot_id,
+        } = spec;
+        let volume_id = volume_id.as_str();
+        let stuck = self.fault(operation, |f| matches!(f, Fault::SnapshotStuck));
+        let error = !stuck && self.fault(operation, |f| matches!(f, Fault::SnapshotError));
+        let d = self.durations.snapshot_create;
+        let status = if stuck {
+            Timeline::new(now, "creating")
+        } else {
+            Timeline::new(now, "creating").then(d, if error { "error" } else { "available" })
+        };
+        let size = self.volume(volume_id, now).map_or(1, |v| v.size);
+        let id = self.uuid();
+        self.snapshots.push(Snapshot {
+            id: id.clone(),
+            name,
+            description,
+            volume_id: volume_id.to_owned(),
+            size,
+            project_id: self.project_id.clone(),
+            user_id: self.user_id.clone(),
+            created: now,
+            status,
+            metadata,
+            group_snapshot_id,
+        });
+        id
+    }
+
+    /// Creates a server and the volumes it boots from; `settled` makes it
+    /// `ACTIVE` at once.
+    ///
+    /// # Errors
+    /// An unknown flavor or image, or an unusable volume.
+    pub(crate) fn create_server(
+        &mut self,
+        now: Instant,
+        spec: NewServer,
+        settled: bool,
+    ) -> Outcome<String> {
+        let flavor = self.flavor(&spec.flavor).cloned().ok_or_else(|| {
+            Fail::bad_request(format!("Flavor {} could not be found.", spec.flavor))
+        })?;
+        let mut image_meta: BTreeMap<String, Value> = BTreeMap::new();
+        let image_id = match &spec.image {
+            Some(i) => {
+                let img = self
+                    .find_image(i, now)
+                    .ok_or_else(|| Fail::bad_request(format!("Image {i} could not be found.")))?;
+                if img.status.at(now) != "active" {
+                    return Err(Fail::bad_request(format!(
+                        "Image {} is not active.",
+                        img.id
+                    )));
+                }
+                image_meta.clone_from(&img.properties);
+                Some(img.id.clone())
+            }
+            None => None,
+        };
+        if image_id.is_none() && spec.bdms.is_empty() {
+            return Err(Fail::bad_request(
+                "Block Device Mapping is Invalid: Boot sequence for the instance and image/block device mapping combination is not valid.",
+            ));
+        }
+        for b in &spec.bdms {
+            if let BdmSource::Volume(v) = &b.source {
+                let vol = self.volume(v, now).ok_or_else(|| {
+                    Fail::bad_request(format!(
+                        "Block Device Mapping is Invalid: failed to get volume {v}."
+                    ))
+                })?;
+                let status = vol.status.at(now);
+                if status != "available" {
+                    return Err(Fail::bad_request(format!(
+                        "Invalid volume: volume '{v}' status must be 'available'. Currently in '{status}'"
+                    )));
+                }
+            }
+        }
+        let d = self.durations.clone();
+        let server_id = self.uuid();
+        let mut volumes_ready = now;
+        let mut bdms = Vec::new();
+        let mut ordered = spec.bdms.clone();
+        ordered.sort_by_key(|b| match b.boot_index {
+            Some(i) if i >= 0 => i,
+            _ => i64::MAX,
+        });
+        for (n, b) in ordered.iter().enumerate() {
+            let new = |size: u64| NewVolume {
+                size,
+                description: Some(String::new()),
+                name: Some(String::new()),
+                ..NewVolume::default()
+            };
+            let volume_id = match &b.source {
+                BdmSource::Volume(v) => v.clone(),
+                BdmSource::Image(img) => {
+                    let size = b.volume_size.ok_or_else(|| {
+                        Fail::bad_request("Images with destination_type 'volume' need to have a non-zero size specified")
+                    })?;
+                    self.create_volume(
+                        now,
+                        NewVolume {
+                            image: Some(img.clone()),
+                            ..new(size)
+                        },
+                        settled,
+                    )?
+                }
+                BdmSource::Snapshot(s) => self.create_volume(
+                    now,
+                    NewVolume {
+                        snapshot_id: Some(s.clone()),
+                        ..new(b.volume_size.unwrap_or(0))
+                    },
+                    settled,
+                )?,
+                BdmSource::Blank => {
+                    self.create_volume(now, new(b.volume_size.unwrap_or(1)), settled)?
+                }
+            };
+            let vol = self.volume(&volume_id, now).expect("volume exists");
+            volumes_ready = volumes_ready.max(vol.status.settles_at());
+            if let Some(meta) = vol
+                .image_metadata
+                .as_ref()
+                .filter(|_| n == 0 && image_id.is_none())
+            {
+                {
+                    for (k, v) in meta {
+                        if !matches!(k.as_str(), "image_id" | "image_name" | "checksum" | "size") {
+                            image_meta.insert(k.clone(), Value::String(v.clone()));
+                        }
+                    }
+                }
+            }
+            bdms.push(Bdm {
+                volume_id,
+                device_name: format!(
+                    "/dev/vd{}",
+                    (b'a' + u8::try_from(n).unwrap_or(25).min(25)) as char
+                ),
+                boot_index: b.boot_index.filter(|i| *i >= 0),
+                delete_on_termination: b.delete_on_termination,
+                volume_size: vol.size,
+            });
+        }
+        let active_at = if settled {
+            now
+        } else {
+            volumes_ready + d.server_build
+        };
+        let attached_at = self.utc(active_at);
+        for b in &bdms {
+            let attachment_id = self.uuid();
+            let vol = self.volume_mut(&b.volume_id, now).expect("volume exists");
+            if settled {
+                vol.status.rewrite(now, "in-use");
+            } else {
+                if vol.status.at(now) == "available" {
+                    vol.status.rewrite(now, "reserved");
+                }
+                vol.status.push_at(active_at, "in-use");
+            }
+            vol.attachments.push(VolumeAttachment {
+                id: attachment_id,
+                server_id: server_id.clone(),
+                device: b.device_name.clone(),
+                attached_at,
+            });
+        }
+        let (vm_state, task_state) = if settled {
+            (Timeline::new(now, "active"), Timeline::new(now, None))
+        } else {
+            let third = (active_at - now) / 3;
+            let mut task = Timeline::new(now, Some("scheduling"));
+            if !bdms.is_empty() {
+                task.push_at(now + third, Some("block_device_mapping"));
+            }
+            task.push_at(now + third * 2, Some("spawning"));
+            task.push_at(active_at, None);
+            (
+                Timeline::new(now, "building").then(active_at - now, "active"),
+                task,
+            )
+        };
+        image_meta.insert("min_disk".into(), Value::from(flavor.disk));
+        self.instance_counter += 1;
+        self.servers.push(Server {
+            id: server_id.clone(),
+            name: spec.name,
+            project_id: self.project_id.clone(),
+            user_id: self.user_id.clone(),
+            created: now,
+            flavor_id: flavor.id.to_owned(),
+            image_id,
+            bdms,
+            tags: spec.tags,
+            metadata: spec.metadata,
+            vm_state,
+            task_state,
+            image_meta,
+            instance_number: self.instance_counter,
+        });
+        Ok(server_id)
+    }
+
+    /// Adds a settled server from a seed.
+    pub(crate) fn seed_server(&mut self, now: Instant, seed: &ServerSeed) -> Outcome<String> {
+        let mut bdms = Vec::new();
+        for (i, v) in seed.volumes.iter().enumerate() {
+            let vol = self.seed_volume(now, v)?;
+            bdms.push(NewBdm {
+                source: BdmSource::Volume(vol),
+                boot_index: Some(if i == 0 { 0 } else { -1 }),
+                volume_size: None,
+                delete_on_termination: false,
+            });
+        }
+        let spec = NewServer {
+            name: seed.name.clone(),
+            flavor: if seed.flavor.is_empty() {
+                "m1.tiny".into()
+            } else {
+                seed.flavor.clone()
+            },
+            image: if bdms.is_empty() {
+                seed.image.clone()
+            } else {
+                None
+            },
+            bdms,
+            tags: seed.tags.clone(),
+            metadata: seed.metadata.clone(),
+        };
+        let id = self.create_server(now, spec, true)?;
+        if let Some(want) = &seed.id {
+            for v in &mut self.volumes {
+                for a in &mut v.attachments {
+                    if a.server_id == id {
+                        a.server_id.clone_from(want);
+                    }
+                }
+            }
+            if let Some(s) = self.servers.iter_mut().find(|s| s.id == id) {
+                s.id.clone_from(want);
+            }
+            return Ok(want.clone());
+        }
+        Ok(id)
+    }
+}

@@ -1,0 +1,613 @@
+//! Nova servers: create (image- or volume-backed, `networks: "none"`), list
+//! with filters and paging, show, rename, delete, stop/start, tags,
+//! metadata and volume attachments.
+
+use std::{collections::BTreeMap, time::Instant};
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use super::{Reply, links};
+use crate::sim::{
+    http::{Ctx, Mv},
+    inventory::{BdmSource, NewBdm, NewServer},
+    state::{Fail, GONE, Server, State, VolumeAttachment},
+};
+
+pub(super) fn handle(st: &mut State, operation: &str, ctx: &Ctx, id: &str, sub: &str) -> Reply {
+    match operation {
+        "nova.list_servers" => list(st, ctx, false),
+        "nova.list_servers_detail" => list(st, ctx, true),
+        "nova.create_server" => create(st, ctx),
+        "nova.get_server" => {
+            let s = find(st, ctx.now, id)?;
+            Ok((StatusCode::OK, json!({"server": render(st, s, ctx)})))
+        }
+        "nova.update_server" => {
+            let body: Value = ctx.json()?;
+            let s = find_mut(st, ctx.now, id)?;
+            if let Some(n) = body["server"]["name"].as_str() {
+                s.name = n.to_owned();
+            }
+            let s = find(st, ctx.now, id)?;
+            Ok((StatusCode::OK, json!({"server": render(st, s, ctx)})))
+        }
+        "nova.delete_server" => delete(st, ctx, id),
+        "nova.stop_server" | "nova.start_server" => {
+            power(st, ctx, id, operation == "nova.stop_server")
+        }
+        "nova.server_action" => Err(Fail::bad_request(
+            "The simulator does not support this server action.",
+        )),
+        "nova.list_volume_attachments" => {
+            let s = find(st, ctx.now, id)?;
+            let list: Vec<Value> = s.bdms.iter().map(|b| attachment(s, b)).collect();
+            Ok((StatusCode::OK, json!({"volumeAttachments": list})))
+        }
+        "nova.get_volume_attachment" => {
+            let s = find(st, ctx.now, id)?;
+            let b = s.bdms.iter().find(|b| b.volume_id == sub).ok_or_else(|| {
+                Fail::not_found(format!("Volume {sub} is not attached to the instance {id}"))
+            })?;
+            Ok((
+                StatusCode::OK,
+                json!({"volumeAttachment": attachment(s, b)}),
+            ))
+        }
+        "nova.attach_volume" => attach(st, ctx, id),
+        "nova.detach_volume" => detach(st, ctx, id, sub),
+        op if op.contains("tag") => tags(st, op, ctx, id, sub),
+        op => metadata(st, op, ctx, id, sub),
+    }
+}
+
+fn find<'a>(st: &'a State, now: Instant, id: &str) -> Result<&'a Server, Fail> {
+    st.server(id, now)
+        .ok_or_else(|| Fail::not_found(format!("Instance {id} could not be found.")))
+}
+
+fn find_mut<'a>(st: &'a mut State, now: Instant, id: &str) -> Result<&'a mut Server, Fail> {
+    st.server_mut(id, now)
+        .ok_or_else(|| Fail::not_found(format!("Instance {id} could not be found.")))
+}
+
+fn stamp(st: &State, at: Instant) -> String {
+    st.utc(at).format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// The status Nova derives from vm_state.
+fn status_of(vm_state: &str) -> &'static str {
+    match vm_state {
+        "building" => "BUILD",
+        "active" => "ACTIVE",
+        "stopped" => "SHUTOFF",
+        "error" => "ERROR",
+        _ => "UNKNOWN",
+    }
+}
+
+/// A server as `GET /servers/{id}` shows it at the request's microversion.
+pub(crate) fn render(st: &State, s: &Server, ctx: &Ctx) -> Value {
+    let now = ctx.now;
+    let vm_state = s.vm_state.at(now);
+    let task_state = s.task_state.at(now);
+    let flavor = st.flavors.iter().find(|f| f.id == s.flavor_id);
+    let flavor_json = match flavor {
+        Some(f) if ctx.mv >= Mv(2, 47) => json!({
+            "vcpus": f.vcpus, "ram": f.ram, "disk": f.disk, "ephemeral": 0, "swap": 0,
+            "original_name": f.name, "extra_specs": {},
+        }),
+        _ => {
+            json!({"id": s.flavor_id, "links": [{"rel": "bookmark", "href": format!("{}/compute/flavors/{}", ctx.base, s.flavor_id)}]})
+        }
+    };
+    let image = match &s.image_id {
+        None => json!(""),
+        Some(i) => {
+            let mut img = json!({"id": i, "links": [{"rel": "bookmark", "href": format!("{}/compute/images/{i}", ctx.base)}]});
+            if ctx.mv >= Mv(2, 98) {
+                img["properties"] = json!({});
+            }
+            img
+        }
+    };
+    let launched = s.vm_state.since(now);
+    let updated = s.vm_state.since(now).max(s.task_state.since(now));
+    let active = vm_state != "building";
+    let volumes: Vec<Value> = s
+        .bdms
+        .iter()
+        .map(|b| {
+            if ctx.mv >= Mv(2, 3) {
+                json!({"id": b.volume_id, "delete_on_termination": b.delete_on_termination})
+            } else {
+                json!({"id": b.volume_id})
+            }
+        })
+        .collect();
+    let mut body = json!({
+        "accessIPv4": "", "accessIPv6": "", "addresses": {},
+        "created": stamp(st, s.created),
+        "flavor": flavor_json,
+        "hostId": if active { "8c1e3b6f0c2a4f4e9d7b5a3c1e0f2d4b6a8c0e2f4a6b8d0c2e4f6a8b" } else { "" },
+        "id": s.id,
+        "image": image,
+        "links": links(&ctx.base, "servers", &s.id),
+        "metadata": s.metadata,
+        "name": s.name,
+        "status": status_of(vm_state),
+        "tenant_id": s.project_id,
+        "user_id": s.user_id,
+        "updated": stamp(st, updated),
+        "OS-DCF:diskConfig": "MANUAL",
+        "progress": 0,
+        "OS-EXT-AZ:availability_zone": if active { "nova" } else { "" },
+        "config_drive": "",
+        "key_name": null,
+        "OS-SRV-USG:launched_at": if active { Some(st.utc(launched).format("%Y-%m-%dT%H:%M:%S%.6f").to_string()) } else { None },
+        "OS-SRV-USG:terminated_at": null,
+        "OS-EXT-SRV-ATTR:host": if active { Some("simhost") } else { None },
+        "OS-EXT-SRV-ATTR:instance_name": format!("instance-{:08x}", s.instance_number),
+        "OS-EXT-SRV-ATTR:hypervisor_hostname": if active { Some("simhost") } else { None },
+        "OS-EXT-STS:task_state": task_state,
+        "OS-EXT-STS:vm_state": vm_state,
+        "OS-EXT-STS:power_state": match vm_state { "active" => 1, "stopped" => 4, _ => 0 },
+        "os-extended-volumes:volumes_attached": volumes,
+        "security_groups": [{"name": "default"}],
+    });
+    if ctx.mv >= Mv(2, 3) {
+        body["OS-EXT-SRV-ATTR:hostname"] = json!(s.name);
+        body["OS-EXT-SRV-ATTR:kernel_id"] = json!("");
+        body["OS-EXT-SRV-ATTR:launch_index"] = json!(0);
+        body["OS-EXT-SRV-ATTR:ramdisk_id"] = json!("");
+        body["OS-EXT-SRV-ATTR:reservation_id"] = json!(format!("r-{}", &s.id[..8]));
+        body["OS-EXT-SRV-ATTR:root_device_name"] =
+            json!(if active { Some("/dev/vda") } else { None });
+        body["OS-EXT-SRV-ATTR:user_data"] = Value::Null;
+    }
+    if ctx.mv >= Mv(2, 9) {
+        body["locked"] = json!(false);
+    }
+    if ctx.mv >= Mv(2, 16) {
+        body["host_status"] = json!(if active { "UP" } else { "" });
+    }
+    if ctx.mv >= Mv(2, 19) {
+        body["description"] = Value::Null;
+    }
+    if ctx.mv >= Mv(2, 26) {
+        body["tags"] = json!(s.tags);
+    }
+    if ctx.mv >= Mv(2, 63) {
+        body["trusted_image_certificates"] = Value::Null;
+    }
+    if ctx.mv >= Mv(2, 71) {
+        body["server_groups"] = json!([]);
+    }
+    if ctx.mv >= Mv(2, 73) {
+        body["locked_reason"] = Value::Null;
+    }
+    if ctx.mv >= Mv(2, 96) {
+        body["pinned_availability_zone"] = Value::Null;
+    }
+    if ctx.mv >= Mv(2, 100) {
+        body["scheduler_hints"] = json!({});
+    }
+    body
+}
+
+/// Nova's `name` filter is a regular expression; `^` and `$` anchors are
+/// honoured, anything else matches as a substring.
+fn name_matches(name: &str, pattern: &str) -> bool {
+    let (start, p) = pattern
+        .strip_prefix('^')
+        .map_or((false, pattern), |p| (true, p));
+    let (end, p) = p.strip_suffix('$').map_or((false, p), |p| (true, p));
+    match (start, end) {
+        (true, true) => name == p,
+        (true, false) => name.starts_with(p),
+        (false, true) => name.ends_with(p),
+        (false, false) => name.contains(p),
+    }
+}
+
+fn list(st: &State, ctx: &Ctx, detail: bool) -> Reply {
+    let split = |k: &str| -> Option<Vec<&str>> {
+        ctx.q(k).map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .collect()
+        })
+    };
+    let (tags, tags_any, not_tags, not_tags_any) = (
+        split("tags"),
+        split("tags-any"),
+        split("not-tags"),
+        split("not-tags-any"),
+    );
+    let has = |s: &Server, t: &str| s.tags.iter().any(|x| x == t);
+    let matching: Vec<&Server> = st
+        .servers
+        .iter()
+        .rev()
+        .filter(|s| s.vm_state.at(ctx.now) != GONE)
+        .filter(|s| ctx.q("name").is_none_or(|n| name_matches(&s.name, n)))
+        .filter(|s| {
+            ctx.q("status")
+                .is_none_or(|x| status_of(s.vm_state.at(ctx.now)).eq_ignore_ascii_case(x))
+        })
+        .filter(|s| {
+            ctx.q("image")
+                .is_none_or(|i| s.image_id.as_deref() == Some(i))
+        })
+        .filter(|s| ctx.q("flavor").is_none_or(|f| s.flavor_id == f))
+        .filter(|s| {
+            ctx.q("project_id")
+                .or(ctx.q("tenant_id"))
+                .is_none_or(|p| s.project_id == p)
+        })
+        .filter(|s| tags.as_ref().is_none_or(|t| t.iter().all(|x| has(s, x))))
+        .filter(|s| {
+            tags_any
+                .as_ref()
+                .is_none_or(|t| t.iter().any(|x| has(s, x)))
+        })
+        .filter(|s| {
+            not_tags
+                .as_ref()
+                .is_none_or(|t| !t.iter().all(|x| has(s, x)))
+        })
+        .filter(|s| {
+            not_tags_any
+                .as_ref()
+                .is_none_or(|t| !t.iter().any(|x| has(s, x)))
+        })
+        .collect();
+    let limit = match ctx.q("limit") {
+        None => None,
+        Some(l) => Some(
+            l.parse::<usize>()
+                .map_err(|_| Fail::bad_request("limit param must be an integer"))?,
+        ),
+    };
+    let mut items = matching;
+    if let Some(marker) = ctx.q("marker") {
+        let pos = items
+            .iter()
+            .position(|s| s.id == marker)
+            .ok_or_else(|| Fail::bad_request(format!("marker [{marker}] not found")))?;
+        items.drain(..=pos);
+    }
+    let max = limit.unwrap_or(1000).min(1000);
+    let full = items.len() > max || (limit.is_some() && items.len() == max);
+    items.truncate(max);
+    let list: Vec<Value> = items
+        .iter()
+        .map(|s| {
+            if detail {
+                render(st, s, ctx)
+            } else {
+                json!({"id": s.id, "links": links(&ctx.base, "servers", &s.id), "name": s.name})
+            }
+        })
+        .collect();
+    let mut body = json!({ "servers": list });
+    if let Some(last) = items.last().filter(|_| full) {
+        {
+            let mut q: Vec<(String, String)> = ctx
+                .query
+                .iter()
+                .filter(|(k, _)| k != "marker")
+                .cloned()
+                .collect();
+            q.push(("marker".into(), last.id.clone()));
+            let qs = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(q)
+                .finish();
+            let path = if detail { "servers/detail" } else { "servers" };
+            body["servers_links"] =
+                json!([{"href": format!("{}/compute/v2.1/{path}?{qs}", ctx.base), "rel": "next"}]);
+        }
+    }
+    Ok((StatusCode::OK, body))
+}
+
+fn create(st: &mut State, ctx: &Ctx) -> Reply {
+    let body: Value = ctx.json()?;
+    let s = &body["server"];
+    let name = s["name"]
+        .as_str()
+        .filter(|n| !n.trim().is_empty())
+        .ok_or_else(|| Fail::bad_request("Invalid input for field/attribute name."))?;
+    let flavor = match &s["flavorRef"] {
+        Value::String(f) => f.rsplit('/').next().unwrap_or("").to_owned(),
+        Value::Number(n) => n.to_string(),
+        _ => {
+            return Err(Fail::bad_request(
+                "Invalid input for field/attribute flavorRef.",
+            ));
+        }
+    };
+    if ctx.mv >= Mv(2, 37) && s.get("networks").is_none() {
+        return Err(Fail::bad_request(
+            "Invalid input for field/attribute server. Value: ... 'networks' is a required property",
+        ));
+    }
+    let image_ref = s["imageRef"]
+        .as_str()
+        .filter(|i| !i.is_empty())
+        .map(|i| i.rsplit('/').next().unwrap_or(i).to_owned());
+    let mut bdms = Vec::new();
+    for b in s["block_device_mapping_v2"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let dest = b["destination_type"].as_str().unwrap_or("volume");
+        let uuid = b["uuid"].as_str().unwrap_or("").to_owned();
+        let source = match b["source_type"].as_str().unwrap_or("") {
+            "image" if dest == "local" => continue,
+            "image" => BdmSource::Image(uuid),
+            "volume" => BdmSource::Volume(uuid),
+            "snapshot" => BdmSource::Snapshot(uuid),
+            "blank" if dest == "volume" => BdmSource::Blank,
+            "blank" => continue,
+            other => {
+                return Err(Fail::bad_request(format!(
+                    "Block Device Mapping is Invalid: source_type {other} is invalid."
+                )));
+            }
+        };
+        let boot_index = match &b["boot_index"] {
+            Value::Number(n) => n.as_i64(),
+            Value::String(x) => x.parse().ok(),
+            _ => None,
+        };
+        bdms.push(NewBdm {
+            source,
+            boot_index,
+            volume_size: b["volume_size"]
+                .as_u64()
+                .or_else(|| b["volume_size"].as_str().and_then(|x| x.parse().ok())),
+            delete_on_termination: b["delete_on_termination"].as_bool().unwrap_or(false),
+        });
+    }
+    let volume_backed = bdms.iter().any(|b| b.boot_index == Some(0));
+    if !volume_backed && image_ref.is_none() {
+        return Err(Fail::bad_request(
+            "Block Device Mapping is Invalid: Boot sequence for the instance and image/block device mapping combination is not valid.",
+        ));
+    }
+    let metadata: BTreeMap<String, String> =
+        serde_json::from_value(s["metadata"].clone()).unwrap_or_default();
+    let tags: Vec<String> = serde_json::from_value(s["tags"].clone()).unwrap_or_default();
+    let spec = NewServer {
+        name: name.to_owned(),
+        flavor,
+        image: if volume_backed { None } else { image_ref },
+        bdms,
+        tags,
+        metadata,
+    };
+    let id = st.create_server(ctx.now, spec, false)?;
+    let password: String = st.uuid().replace('-', "")[..12].to_owned();
+    Ok((
+        StatusCode::ACCEPTED,
+        json!({"server": {
+            "id": id,
+            "links": links(&ctx.base, "servers", &id),
+            "OS-DCF:diskConfig": "MANUAL",
+            "security_groups": [{"name": "default"}],
+            "adminPass": password,
+        }}),
+    ))
+}
+
+fn delete(st: &mut State, ctx: &Ctx, id: &str) -> Reply {
+    let now = ctx.now;
+    let d = st.durations.clone();
+    let s = find_mut(st, now, id)?;
+    let gone_at = now + d.server_delete;
+    s.task_state.rewrite(now, Some("deleting"));
+    s.vm_state.rewrite(now, s.vm_state.at(now));
+    s.vm_state.push_at(gone_at, GONE);
+    let bdms = s.bdms.clone();
+    for b in bdms {
+        if let Some(v) = st.volume_mut(&b.volume_id, now) {
+            v.status.rewrite(now, v.status.at(now));
+            if b.delete_on_termination {
+                v.status.push_at(gone_at, "deleting");
+                v.status.push_at(gone_at + d.volume_delete, GONE);
+            } else {
+                v.status.push_at(gone_at, "available");
+            }
+        }
+    }
+    Ok((StatusCode::NO_CONTENT, Value::Null))
+}
+
+fn power(st: &mut State, ctx: &Ctx, id: &str, stop: bool) -> Reply {
+    let now = ctx.now;
+    let s = find_mut(st, now, id)?;
+    let (from, to) = if stop {
+        ("active", "stopped")
+    } else {
+        ("stopped", "active")
+    };
+    let vm = s.vm_state.at(now);
+    if vm != from || s.task_state.at(now).is_some() {
+        let action = if stop { "stop" } else { "start" };
+        return Err(Fail::conflict(format!(
+            "Cannot '{action}' instance {id} while it is in vm_state {vm}"
+        )));
+    }
+    s.vm_state.rewrite(now, to);
+    Ok((StatusCode::ACCEPTED, Value::Null))
+}
+
+fn attachment(s: &Server, b: &crate::sim::state::Bdm) -> Value {
+    json!({
+        "device": b.device_name, "id": b.volume_id, "serverId": s.id, "volumeId": b.volume_id,
+        "tag": null, "delete_on_termination": b.delete_on_termination,
+    })
+}
+
+fn attach(st: &mut State, ctx: &Ctx, id: &str) -> Reply {
+    let body: Value = ctx.json()?;
+    let volume_id = body["volumeAttachment"]["volumeId"]
+        .as_str()
+        .ok_or_else(|| Fail::bad_request("'volumeId' is a required property"))?
+        .to_owned();
+    let now = ctx.now;
+    find(st, now, id)?;
+    let vol = st
+        .volume(&volume_id, now)
+        .ok_or_else(|| Fail::not_found(format!("Volume {volume_id} could not be found.")))?;
+    if vol.status.at(now) != "available" {
+        return Err(Fail::bad_request(format!(
+            "Invalid volume: volume '{volume_id}' status must be 'available'. Currently in '{}'",
+            vol.status.at(now)
+        )));
+    }
+    let size = vol.size;
+    let n = find(st, now, id)?.bdms.len();
+    let device = format!(
+        "/dev/vd{}",
+        (b'a' + u8::try_from(n).unwrap_or(25).min(25)) as char
+    );
+    let attachment_id = st.uuid();
+    let attached_at = st.utc(now);
+    let d = st.durations.volume_create;
+    let vol = st.volume_mut(&volume_id, now).expect("exists");
+    vol.status.rewrite(now, "attaching");
+    vol.status.push_after_last(d, "in-use");
+    vol.attachments.push(VolumeAttachment {
+        id: attachment_id,
+        server_id: id.to_owned(),
+        device: device.clone(),
+        attached_at,
+    });
+    let s = find_mut(st, now, id)?;
+    s.bdms.push(crate::sim::state::Bdm {
+        volume_id,
+        device_name: device,
+        boot_index: None,
+        delete_on_termination: false,
+        volume_size: size,
+    });
+    let b = s.bdms.last().expect("just pushed");
+    Ok((
+        StatusCode::OK,
+        json!({"volumeAttachment": attachment(s, b)}),
+    ))
+}
+
+fn detach(st: &mut State, ctx: &Ctx, id: &str, volume_id: &str) -> Reply {
+    let now = ctx.now;
+    let s = find_mut(st, now, id)?;
+    let Some(pos) = s.bdms.iter().position(|b| b.volume_id == volume_id) else {
+        return Err(Fail::not_found(format!(
+            "Volume {volume_id} is not attached to the instance {id}"
+        )));
+    };
+    if s.bdms[pos].boot_index == Some(0) {
+        return Err(Fail::bad_request("Cannot detach a root device volume"));
+    }
+    s.bdms.remove(pos);
+    let d = st.durations.volume_create;
+    if let Some(v) = st.volume_mut(volume_id, now) {
+        v.attachments.retain(|a| a.server_id != id);
+        v.status.rewrite(now, "detaching");
+        v.status.push_after_last(d, "available");
+    }
+    Ok((StatusCode::ACCEPTED, Value::Null))
+}
+
+fn tags(st: &mut State, op: &str, ctx: &Ctx, id: &str, tag: &str) -> Reply {
+    if ctx.mv < Mv(2, 26) {
+        return Err(Fail::not_found("The resource could not be found."));
+    }
+    let body = if op == "nova.replace_tags" {
+        Some(ctx.json::<Value>()?)
+    } else {
+        None
+    };
+    let s = find_mut(st, ctx.now, id)?;
+    match op {
+        "nova.list_tags" => Ok((StatusCode::OK, json!({"tags": s.tags}))),
+        "nova.replace_tags" => {
+            s.tags = serde_json::from_value(body.unwrap_or_default()["tags"].clone())
+                .map_err(|_| Fail::bad_request("Invalid input for field/attribute tags."))?;
+            Ok((StatusCode::OK, json!({"tags": s.tags})))
+        }
+        "nova.delete_all_tags" => {
+            s.tags.clear();
+            Ok((StatusCode::NO_CONTENT, Value::Null))
+        }
+        "nova.check_tag" => {
+            if s.tags.iter().any(|t| t == tag) {
+                Ok((StatusCode::NO_CONTENT, Value::Null))
+            } else {
+                Err(Fail::not_found(format!("Tag '{tag}' could not be found.")))
+            }
+        }
+        "nova.add_tag" => {
+            if s.tags.iter().any(|t| t == tag) {
+                return Ok((StatusCode::NO_CONTENT, Value::Null));
+            }
+            s.tags.push(tag.to_owned());
+            Ok((StatusCode::CREATED, Value::Null))
+        }
+        _ => {
+            let before = s.tags.len();
+            s.tags.retain(|t| t != tag);
+            if s.tags.len() == before {
+                return Err(Fail::not_found(format!("Tag '{tag}' could not be found.")));
+            }
+            Ok((StatusCode::NO_CONTENT, Value::Null))
+        }
+    }
+}
+
+fn metadata(st: &mut State, op: &str, ctx: &Ctx, id: &str, key: &str) -> Reply {
+    let body = if matches!(
+        op,
+        "nova.update_metadata" | "nova.replace_metadata" | "nova.set_metadata_item"
+    ) {
+        Some(ctx.json::<Value>()?)
+    } else {
+        None
+    };
+    let s = find_mut(st, ctx.now, id)?;
+    let parse = |v: &Value| -> Result<BTreeMap<String, String>, Fail> {
+        serde_json::from_value(v.clone()).map_err(|_| Fail::bad_request("Malformed request body"))
+    };
+    match op {
+        "nova.list_metadata" => Ok((StatusCode::OK, json!({"metadata": s.metadata}))),
+        "nova.update_metadata" => {
+            s.metadata
+                .extend(parse(&body.unwrap_or_default()["metadata"])?);
+            Ok((StatusCode::OK, json!({"metadata": s.metadata})))
+        }
+        "nova.replace_metadata" => {
+            s.metadata = parse(&body.unwrap_or_default()["metadata"])?;
+            Ok((StatusCode::OK, json!({"metadata": s.metadata})))
+        }
+        "nova.get_metadata_item" => s
+            .metadata
+            .get(key)
+            .map(|v| (StatusCode::OK, json!({"meta": {key: v}})))
+            .ok_or_else(|| Fail::not_found("Metadata item was not found")),
+        "nova.set_metadata_item" => {
+            let meta = parse(&body.unwrap_or_default()["meta"])?;
+            s.metadata.extend(meta.clone());
+            Ok((StatusCode::OK, json!({ "meta": meta })))
+        }
+        "nova.delete_metadata_item" => s
+            .metadata
+            .remove(key)
+            .map(|_| (StatusCode::NO_CONTENT, Value::Null))
+            .ok_or_else(|| Fail::not_found("Metadata item was not found")),
+        _ => Err(Fail::not_found("The resource could not be found.")),
+    }
+}

@@ -1,0 +1,421 @@
+//! The simulator's in-memory cloud: identities, tokens, images, volumes,
+//! snapshots, groups, servers, flavors, faults and the request log, behind
+//! one mutex. Statuses are timelines read lazily. It renders no JSON and
+//! knows nothing of HTTP beyond the status code of a failure.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::{
+    config::{Durations, SimConfig},
+    faults::FaultRule,
+    log::LoggedRequest,
+    rng::SplitMix64,
+    timeline::Timeline,
+};
+
+/// The status a resource has once it no longer exists (reads answer 404).
+pub(crate) const GONE: &str = "__gone__";
+
+/// A failed operation: the HTTP status and the message for the service's error body.
+#[derive(Debug)]
+pub(crate) struct Fail {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl Fail {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+    pub(crate) fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, message)
+    }
+}
+
+/// A result of the state's operations.
+pub(crate) type Outcome<T> = Result<T, Fail>;
+
+/// Everything the HTTP layer shares.
+pub(crate) struct Shared {
+    pub config: SimConfig,
+    pub base_url: String,
+    pub state: Mutex<State>,
+}
+
+impl Shared {
+    /// Locks the state (a poisoned lock is taken over: the state stays usable).
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A Keystone token.
+#[derive(Clone, Debug)]
+pub(crate) struct Token {
+    pub issued: DateTime<Utc>,
+    pub expires: DateTime<Utc>,
+    pub methods: Vec<&'static str>,
+    pub application_credential: bool,
+}
+
+/// A flavor.
+#[derive(Clone, Debug)]
+pub(crate) struct Flavor {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub vcpus: u32,
+    pub ram: u32,
+    pub disk: u32,
+}
+
+/// A Glance image.
+#[derive(Clone, Debug)]
+pub(crate) struct Image {
+    pub id: String,
+    pub name: Option<String>,
+    pub owner: String,
+    pub visibility: String,
+    pub protected: bool,
+    pub created: Instant,
+    /// `queued`, `saving`, `active`, `killed`, `deactivated` or [`GONE`].
+    pub status: Timeline<&'static str>,
+    pub disk_format: Option<String>,
+    pub container_format: Option<String>,
+    /// Size once `active`.
+    pub size: Option<u64>,
+    pub checksum: Option<String>,
+    pub os_hash_value: Option<String>,
+    pub min_disk: u64,
+    pub min_ram: u64,
+    pub tags: Vec<String>,
+    /// Extra properties, flattened into the image JSON.
+    pub properties: BTreeMap<String, Value>,
+    /// What the compute service sets when it starts uploading a snapshot:
+    /// shown from `saving` on.
+    pub upload: Option<SnapshotUpload>,
+}
+
+/// Attributes Nova's virt driver sets on a snapshot image with its data.
+#[derive(Clone, Debug)]
+pub(crate) struct SnapshotUpload {
+    pub disk_format: String,
+    pub container_format: String,
+    pub properties: BTreeMap<String, Value>,
+}
+
+/// A Cinder volume attachment.
+#[derive(Clone, Debug)]
+pub(crate) struct VolumeAttachment {
+    pub id: String,
+    pub server_id: String,
+    pub device: String,
+    pub attached_at: DateTime<Utc>,
+}
+
+/// A Cinder volume.
+#[derive(Clone, Debug)]
+pub(crate) struct Volume {
+    pub id: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub size: u64,
+    pub project_id: String,
+    pub user_id: String,
+    pub created: Instant,
+    /// `creating`, `downloading`, `available`, `reserved`, `in-use`, `deleting`, `error` or [`GONE`].
+    pub status: Timeline<&'static str>,
+    pub attachments: Vec<VolumeAttachment>,
+    pub bootable: bool,
+    pub metadata: BTreeMap<String, String>,
+    pub image_metadata: Option<BTreeMap<String, String>>,
+    pub snapshot_id: Option<String>,
+    pub source_volid: Option<String>,
+    pub group_id: Option<String>,
+}
+
+/// A Cinder snapshot.
+#[derive(Clone, Debug)]
+pub(crate) struct Snapshot {
+    pub id: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub volume_id: String,
+    pub size: u64,
+    pub project_id: String,
+    pub user_id: String,
+    pub created: Instant,
+    /// `creating`, `available`, `error`, `deleting`, `error_deleting` or [`GONE`].
+    pub status: Timeline<&'static str>,
+    pub metadata: BTreeMap<String, String>,
+    pub group_snapshot_id: Option<String>,
+}
+
+/// A Cinder generic volume group.
+#[derive(Clone, Debug)]
+pub(crate) struct Group {
+    pub id: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub project_id: String,
+    pub created: Instant,
+    pub status: Timeline<&'static str>,
+    pub group_type: String,
+    pub volume_types: Vec<String>,
+}
+
+/// A Cinder group snapshot.
+#[derive(Clone, Debug)]
+pub(crate) struct GroupSnapshot {
+    pub id: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub group_id: String,
+    pub group_type_id: String,
+    pub project_id: String,
+    pub created: Instant,
+    pub status: Timeline<&'static str>,
+}
+
+/// One of a server's block devices.
+#[derive(Clone, Debug)]
+pub(crate) struct Bdm {
+    pub volume_id: String,
+    pub device_name: String,
+    pub boot_index: Option<i64>,
+    pub delete_on_termination: bool,
+    pub volume_size: u64,
+}
+
+/// A Nova server.
+#[derive(Clone, Debug)]
+pub(crate) struct Server {
+    pub id: String,
+    pub name: String,
+    pub project_id: String,
+    pub user_id: String,
+    pub created: Instant,
+    pub flavor_id: String,
+    /// The boot image of an image-backed server.
+    pub image_id: Option<String>,
+    pub bdms: Vec<Bdm>,
+    pub tags: Vec<String>,
+    pub metadata: BTreeMap<String, String>,
+    /// `building`, `active`, `stopped`, `error` or [`GONE`].
+    pub vm_state: Timeline<&'static str>,
+    pub task_state: Timeline<Option<&'static str>>,
+    /// The boot image's properties as Nova keeps them in system metadata
+    /// (for a volume-backed server: the root volume's `volume_image_metadata`).
+    pub image_meta: BTreeMap<String, Value>,
+    /// The n of `instance-0000000n`.
+    pub instance_number: u64,
+}
+
+impl Server {
+    pub(crate) fn volume_backed(&self) -> bool {
+        self.image_id.is_none()
+    }
+}
+
+/// The whole simulated cloud.
+pub(crate) struct State {
+    pub rng: SplitMix64,
+    /// Anchors `Instant`s to wall-clock time for timestamps.
+    pub epoch: (Instant, DateTime<Utc>),
+    pub user_id: String,
+    pub project_id: String,
+    pub tokens: HashMap<String, Token>,
+    pub flavors: Vec<Flavor>,
+    pub images: Vec<Image>,
+    pub volumes: Vec<Volume>,
+    pub snapshots: Vec<Snapshot>,
+    pub groups: Vec<Group>,
+    pub group_snapshots: Vec<GroupSnapshot>,
+    pub servers: Vec<Server>,
+    pub faults: Vec<FaultRule>,
+    pub log: Vec<LoggedRequest>,
+    pub snapshot_quota: i64,
+    pub durations: Durations,
+    pub instance_counter: u64,
+}
+
+impl State {
+    /// An empty cloud with the admin identity and the flavors.
+    pub(crate) fn new(config: &SimConfig) -> Self {
+        let mut rng = SplitMix64::new(config.seed);
+        let user_id = rng.hex_id();
+        let project_id = rng.hex_id();
+        Self {
+            rng,
+            epoch: (Instant::now(), Utc::now()),
+            user_id,
+            project_id,
+            tokens: HashMap::new(),
+            flavors: vec![
+                Flavor {
+                    id: "1",
+                    name: "m1.tiny",
+                    vcpus: 1,
+                    ram: 256,
+                    disk: 1,
+                },
+                Flavor {
+                    id: "2",
+                    name: "m1.small",
+                    vcpus: 1,
+                    ram: 512,
+                    disk: 2,
+                },
+                Flavor {
+                    id: "3",
+                    name: "m1.medium",
+                    vcpus: 2,
+                    ram: 4096,
+                    disk: 40,
+                },
+            ],
+            images: Vec::new(),
+            volumes: Vec::new(),
+            snapshots: Vec::new(),
+            groups: Vec::new(),
+            group_snapshots: Vec::new(),
+            servers: Vec::new(),
+            faults: config.faults.clone(),
+            log: Vec::new(),
+            snapshot_quota: config.snapshot_quota,
+            durations: config.durations.clone(),
+            instance_counter: 0,
+        }
+    }
+
+    /// The wall-clock time of an instant.
+    pub(crate) fn utc(&self, at: Instant) -> DateTime<Utc> {
+        let (i0, t0) = self.epoch;
+        match at.checked_duration_since(i0) {
+            Some(d) => t0 + chrono::Duration::from_std(d).unwrap_or_default(),
+            None => t0 - chrono::Duration::from_std(i0 - at).unwrap_or_default(),
+        }
+    }
+
+    /// A fresh UUID.
+    pub(crate) fn uuid(&mut self) -> String {
+        self.rng.uuid()
+    }
+
+    /// Whether an artefact fault hits `operation` now (and consumes it).
+    pub(crate) fn fault(
+        &mut self,
+        operation: &str,
+        pred: impl Fn(&super::faults::Fault) -> bool,
+    ) -> bool {
+        super::faults::take(&mut self.faults, &mut self.rng, operation, pred)
+    }
+
+    pub(crate) fn image(&self, id: &str, now: Instant) -> Option<&Image> {
+        self.images
+            .iter()
+            .find(|i| i.id == id && i.status.at(now) != GONE)
+    }
+
+    pub(crate) fn image_mut(&mut self, id: &str, now: Instant) -> Option<&mut Image> {
+        self.images
+            .iter_mut()
+            .find(|i| i.id == id && i.status.at(now) != GONE)
+    }
+
+    /// An image by id, or else by unique name.
+    pub(crate) fn find_image(&self, id_or_name: &str, now: Instant) -> Option<&Image> {
+        self.image(id_or_name, now).or_else(|| {
+            self.images
+                .iter()
+                .find(|i| i.name.as_deref() == Some(id_or_name) && i.status.at(now) != GONE)
+        })
+    }
+
+    pub(crate) fn volume(&self, id: &str, now: Instant) -> Option<&Volume> {
+        self.volumes
+            .iter()
+            .find(|v| v.id == id && v.status.at(now) != GONE)
+    }
+
+    pub(crate) fn volume_mut(&mut self, id: &str, now: Instant) -> Option<&mut Volume> {
+        self.volumes
+            .iter_mut()
+            .find(|v| v.id == id && v.status.at(now) != GONE)
+    }
+
+    pub(crate) fn snapshot(&self, id: &str, now: Instant) -> Option<&Snapshot> {
+        self.snapshots
+            .iter()
+            .find(|s| s.id == id && s.status.at(now) != GONE)
+    }
+
+    pub(crate) fn snapshot_mut(&mut self, id: &str, now: Instant) -> Option<&mut Snapshot> {
+        self.snapshots
+            .iter_mut()
+            .find(|s| s.id == id && s.status.at(now) != GONE)
+    }
+
+    pub(crate) fn server(&self, id: &str, now: Instant) -> Option<&Server> {
+        self.servers
+            .iter()
+            .find(|s| s.id == id && s.vm_state.at(now) != GONE)
+    }
+
+    pub(crate) fn server_mut(&mut self, id: &str, now: Instant) -> Option<&mut Server> {
+        self.servers
+            .iter_mut()
+            .find(|s| s.id == id && s.vm_state.at(now) != GONE)
+    }
+
+    pub(crate) fn flavor(&self, id_or_name: &str) -> Option<&Flavor> {
+        self.flavors
+            .iter()
+            .find(|f| f.id == id_or_name)
+            .or_else(|| self.flavors.iter().find(|f| f.name == id_or_name))
+    }
+
+    /// Snapshots that count against the project's quota.
+    pub(crate) fn snapshots_used(&self, project_id: &str, now: Instant) -> i64 {
+        let n = self
+            .snapshots
+            .iter()
+            .filter(|s| s.project_id == project_id && s.status.at(now) != GONE)
+            .count();
+        i64::try_from(n).unwrap_or(i64::MAX)
+    }
+
+    /// Drops resources that have been gone for a while, so lists stay short.
+    pub(crate) fn collect_garbage(&mut self, now: Instant) {
+        let keep = Duration::from_secs(60);
+        let old = |since: Instant| now.saturating_duration_since(since) > keep;
+        self.images
+            .retain(|i| !(i.status.at(now) == GONE && old(i.status.since(now))));
+        self.volumes
+            .retain(|v| !(v.status.at(now) == GONE && old(v.status.since(now))));
+        self.snapshots
+            .retain(|s| !(s.status.at(now) == GONE && old(s.status.since(now))));
+        self.servers
+            .retain(|s| !(s.vm_state.at(now) == GONE && old(s.vm_state.since(now))));
+        let now_utc = Utc::now();
+        self.tokens.retain(|_, t| t.expires > now_utc);
+    }
+}
