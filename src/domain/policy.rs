@@ -31,8 +31,10 @@ pub const MAX_TAG_CHARS: usize = 60;
 pub const MAX_METADATA_CHARS: usize = 255;
 pub const MAX_CONCURRENT: u32 = 1000;
 
-/// Property keys stacksnap or Nova set on snapshots themselves; a policy may not override them.
-const RESERVED_METADATA_KEYS: [&str; 7] = [
+/// Property keys a policy may not stamp: those Nova sets on snapshots, and
+/// Glance's own image fields (a property named `owner` or `status` would
+/// collide with the image's real owner or status).
+const RESERVED_METADATA_KEYS: [&str; 33] = [
     "image_type",
     "instance_uuid",
     "base_image_ref",
@@ -40,6 +42,32 @@ const RESERVED_METADATA_KEYS: [&str; 7] = [
     "block_device_mapping",
     "bdm_v2",
     "root_device_name",
+    "owner_id",
+    "user_id",
+    "id",
+    "name",
+    "status",
+    "owner",
+    "visibility",
+    "size",
+    "virtual_size",
+    "checksum",
+    "container_format",
+    "disk_format",
+    "min_disk",
+    "min_ram",
+    "protected",
+    "tags",
+    "created_at",
+    "updated_at",
+    "deleted",
+    "deleted_at",
+    "locations",
+    "direct_url",
+    "self",
+    "file",
+    "schema",
+    "stores",
 ];
 const RESERVED_METADATA_PREFIXES: [&str; 2] = ["stacksnap_", "os_glance_"];
 
@@ -177,7 +205,7 @@ pub enum MissedRun {
 #[schema(example = json!({
     "consistency": "quiesce_preferred",
     "name_template": "{policy}-{resource_name}-{scheduled_at:%Y%m%dT%H%MZ}",
-    "metadata": {"owner": "web-team"},
+    "metadata": {"team": "web"},
     "timeout": "2h",
     "max_concurrent": 10,
     "missed_run": "run_once",
@@ -192,7 +220,7 @@ pub struct PolicyOptions {
     pub name_template: String,
     /// Properties stamped on every image and volume snapshot.
     #[serde(default)]
-    #[schema(example = json!({"owner": "web-team"}))]
+    #[schema(example = json!({"team": "web"}))]
     pub metadata: BTreeMap<String, String>,
     /// How long one job may take before it is `timed_out`.
     #[serde(default = "default_timeout")]
@@ -248,7 +276,7 @@ fn default_enabled() -> bool {
     "targets": {"ids": ["4f1d6a52-0b52-4a8e-9c43-1d0c8e3f2a10"], "selector": {"tags": ["backup"], "metadata": {"tier": "web"}}},
     "schedules": [{"cron": "0 2 * * *", "timezone": "Europe/Berlin"}],
     "retention": {"keep_last": 3, "keep_daily": 7, "keep_weekly": 4},
-    "options": {"consistency": "quiesce_preferred", "metadata": {"owner": "web-team"}, "timeout": "2h", "max_concurrent": 10}
+    "options": {"consistency": "quiesce_preferred", "metadata": {"team": "web"}, "timeout": "2h", "max_concurrent": 10}
 }))]
 pub struct PolicySpec {
     /// Unique within the project, 1 to 255 characters.

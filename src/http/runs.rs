@@ -22,7 +22,7 @@ use crate::{
     domain::job::{JobError, JobStatus, RunStatus},
     store::{
         policies as policy_store,
-        runs::{self, NewRun, Run},
+        runs::{self, Run},
     },
 };
 
@@ -114,27 +114,7 @@ pub async fn run_policy(
     let policy = policy_store::fetch_policy(&state.db, &project, id)
         .await?
         .ok_or(ApiError::NotFound("policy"))?;
-    let now = state.clock.now();
-    let spec = serde_json::to_value(&policy.spec).expect("a spec serialises");
-    let run_id = Uuid::now_v7();
-    let mut conn = state.db.acquire().await?;
-    runs::insert_run(
-        &mut conn,
-        &NewRun {
-            run_id,
-            project_id: &project,
-            policy_id: Some(policy.id),
-            policy_name: Some(&policy.spec.name),
-            trigger: "manual",
-            scheduled_for: now,
-            status: RunStatus::Running,
-            spec: &spec,
-            now,
-            resolved: false,
-        },
-    )
-    .await?;
-    drop(conn);
+    let run_id = runs::insert_manual_run(&state.db, &policy, state.clock.now()).await?;
     let run = runs::fetch_run(&state.db, &project, run_id)
         .await?
         .ok_or(ApiError::NotFound("run"))?;

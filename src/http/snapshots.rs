@@ -21,11 +21,11 @@ use super::{
 use crate::{
     domain::{
         adhoc::{AdhocSnapshotRequest, parse_wait},
-        job::{JobOptions, RunStatus},
+        job::JobOptions,
     },
     store::{
         jobs::{self, NewJob},
-        runs::{self, NewRun},
+        runs,
     },
 };
 
@@ -82,41 +82,9 @@ pub async fn create_snapshot(
     let request: AdhocSnapshotRequest = from_value(body)?;
     let timeout_secs = request.validate().map_err(ApiError::Unprocessable)?;
     let now = state.clock.now();
-    let (run_id, job_id) = (Uuid::now_v7(), Uuid::now_v7());
-    let options = JobOptions {
-        name_template: request.name_template(),
-        policy_name: "adhoc".into(),
-        metadata: request.metadata.clone(),
-        consistency: request.consistency,
-        timeout_secs,
-        max_concurrent: None,
-        scheduled_at: now,
-    };
-    let spec = serde_json::to_value(&options).expect("options serialise");
-    let mut tx = state.db.begin().await?;
-    let run = NewRun {
-        run_id,
-        project_id: &project,
-        policy_id: None,
-        policy_name: None,
-        trigger: "adhoc",
-        scheduled_for: now,
-        status: RunStatus::Running,
-        spec: &spec,
-        now,
-        resolved: true,
-    };
-    runs::insert_run(&mut tx, &run).await?;
-    let job = NewJob {
-        job_id,
-        resource_type: request.resource_type.as_str().to_owned(),
-        resource_id: request.resource_id.to_string(),
-        resource_name: None,
-        options,
-        start_by: now + START_WINDOW,
-    };
-    jobs::insert_jobs(&mut tx, run_id, &project, None, &[job], now).await?;
-    tx.commit().await?;
+    let job = adhoc_job(&request, timeout_secs, now);
+    let job_id = job.job_id;
+    runs::insert_adhoc_run(&state.db, &project, &job, now).await?;
 
     let deadline = tokio::time::Instant::now() + wait.unwrap_or_default();
     loop {
@@ -139,6 +107,30 @@ pub async fn create_snapshot(
             () = tokio::time::sleep(WAIT_POLL.min(deadline - tokio::time::Instant::now())) => {}
             () = state.shutdown.cancelled() => {}
         }
+    }
+}
+
+/// The job a one-off request makes.
+pub fn adhoc_job(
+    request: &AdhocSnapshotRequest,
+    timeout_secs: u64,
+    now: chrono::DateTime<chrono::Utc>,
+) -> NewJob {
+    NewJob {
+        job_id: Uuid::now_v7(),
+        resource_type: request.resource_type.as_str().to_owned(),
+        resource_id: request.resource_id.to_string(),
+        resource_name: None,
+        options: JobOptions {
+            name_template: request.name_template(),
+            policy_name: "adhoc".into(),
+            metadata: request.metadata.clone(),
+            consistency: request.consistency,
+            timeout_secs,
+            max_concurrent: None,
+            scheduled_at: now,
+        },
+        start_by: now + START_WINDOW,
     }
 }
 

@@ -276,3 +276,70 @@ pub async fn complete_run_if_done(
     .await?;
     Ok(())
 }
+
+/// Inserts a resolved one-off run with its single job, in one transaction.
+///
+/// # Errors
+/// The query fails.
+pub async fn insert_adhoc_run(
+    pool: &PgPool,
+    project_id: &str,
+    job: &super::jobs::NewJob,
+    now: DateTime<Utc>,
+) -> Result<Uuid, sqlx::Error> {
+    let run_id = Uuid::now_v7();
+    let spec = serde_json::to_value(&job.options).expect("options serialise");
+    let mut tx = pool.begin().await?;
+    let run = NewRun {
+        run_id,
+        project_id,
+        policy_id: None,
+        policy_name: None,
+        trigger: "adhoc",
+        scheduled_for: now,
+        status: RunStatus::Running,
+        spec: &spec,
+        now,
+        resolved: true,
+    };
+    insert_run(&mut tx, &run).await?;
+    super::jobs::insert_jobs(
+        &mut tx,
+        run_id,
+        project_id,
+        None,
+        std::slice::from_ref(job),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(run_id)
+}
+
+/// Inserts a run of `policy` fired by hand now; its targets are resolved by a worker.
+///
+/// # Errors
+/// The query fails.
+pub async fn insert_manual_run(
+    pool: &PgPool,
+    policy: &crate::domain::policy::Policy,
+    now: DateTime<Utc>,
+) -> Result<Uuid, sqlx::Error> {
+    let run_id = Uuid::now_v7();
+    let spec = serde_json::to_value(&policy.spec).expect("a spec serialises");
+    let mut conn = pool.acquire().await?;
+    let run = NewRun {
+        run_id,
+        project_id: &policy.project_id,
+        policy_id: Some(policy.id),
+        policy_name: Some(&policy.spec.name),
+        trigger: "manual",
+        scheduled_for: now,
+        status: RunStatus::Running,
+        spec: &spec,
+        now,
+        resolved: false,
+    };
+    insert_run(&mut conn, &run).await?;
+    Ok(run_id)
+}

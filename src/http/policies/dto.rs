@@ -33,7 +33,7 @@ pub const READ_ONLY_FIELDS: [&str; 6] = [
     "schedules": [{"cron": "0 2 * * *", "timezone": "Europe/Berlin"}],
     "retention": {"keep_last": 3, "keep_daily": 7, "keep_weekly": 4},
     "options": {"consistency": "quiesce_preferred", "name_template": "{policy}-{resource_name}-{scheduled_at:%Y%m%dT%H%MZ}",
-                "metadata": {"owner": "web-team"}, "timeout": "2h", "max_concurrent": 10,
+                "metadata": {"team": "web"}, "timeout": "2h", "max_concurrent": 10,
                 "missed_run": "run_once", "start_window": "1h"},
     "next_run_at": "2026-11-26T01:00:00Z",
     "version": 3,
