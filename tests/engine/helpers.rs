@@ -1,0 +1,169 @@
+//! A database, a simulator, a client and an engine, wired together for a test.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{TimeDelta, Utc};
+use serde_json::json;
+use sqlx::PgPool;
+use stacksnap::{
+    clock::{Clock, ManualClock},
+    domain::{
+        adhoc::AdhocSnapshotRequest,
+        policy::{Policy, PolicySpec},
+    },
+    engine::{Engine, EngineConfig, Outcome},
+    http::snapshots::adhoc_job,
+    openstack::{CloudConfig, OpenStack, SessionOptions, retry::RetryPolicy},
+    sim::{SimConfig, SimHandle, Simulator},
+    store::{
+        jobs::{self, Job},
+        policies, runs,
+    },
+};
+use uuid::Uuid;
+
+pub struct Harness {
+    pub pool: PgPool,
+    pub sim: SimHandle,
+    pub cloud: OpenStack,
+    pub clock: ManualClock,
+    pub engine: Engine,
+}
+
+/// Retries quickly: tests should not wait for real backoff.
+pub fn quick_session() -> SessionOptions {
+    SessionOptions {
+        request_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(2),
+        retry: RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+        },
+    }
+}
+
+pub fn engine_config() -> EngineConfig {
+    EngineConfig {
+        workers: 2,
+        poll_interval: TimeDelta::milliseconds(100),
+        max_poll_interval: TimeDelta::seconds(1),
+        retry_delay: TimeDelta::seconds(1),
+        capacity_wait: TimeDelta::milliseconds(100),
+        retry: RetryPolicy {
+            max_attempts: u32::MAX,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(1),
+        },
+        tick: Duration::from_millis(50),
+        drain_timeout: Duration::from_secs(5),
+        ..EngineConfig::default()
+    }
+}
+
+pub fn cloud_for(sim: &SimHandle) -> OpenStack {
+    let config =
+        CloudConfig::from_clouds_yaml(&sim.clouds_yaml(), "stacksnap-sim", "simulator").unwrap();
+    OpenStack::new(config, quick_session()).unwrap()
+}
+
+pub async fn harness(pool: PgPool) -> Harness {
+    harness_with(pool, SimConfig::default()).await
+}
+
+pub async fn harness_with(pool: PgPool, config: SimConfig) -> Harness {
+    let sim = Simulator::start(config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let cloud = cloud_for(&sim);
+    let clock = ManualClock::new(Utc::now());
+    let engine = Engine::new(
+        pool.clone(),
+        cloud.clone(),
+        Arc::new(clock.clone()),
+        engine_config(),
+    );
+    Harness {
+        pool,
+        sim,
+        cloud,
+        clock,
+        engine,
+    }
+}
+
+impl Harness {
+    /// A second engine (another replica) on the same database and cloud.
+    pub fn replica(&self) -> Engine {
+        Engine::new(
+            self.pool.clone(),
+            cloud_for(&self.sim),
+            Arc::new(self.clock.clone()),
+            engine_config(),
+        )
+    }
+
+    /// Queues a one-off snapshot job, as `POST /v1/snapshots` does.
+    pub async fn adhoc(
+        &self,
+        resource_type: &str,
+        resource_id: &str,
+        extra: serde_json::Value,
+    ) -> Uuid {
+        let mut body = json!({"resource_type": resource_type, "resource_id": resource_id});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().cloned().unwrap_or_default());
+        let request: AdhocSnapshotRequest = serde_json::from_value(body).unwrap();
+        let timeout = request.validate().unwrap();
+        let job = adhoc_job(&request, timeout, self.clock.now());
+        runs::insert_adhoc_run(&self.pool, "default", &job, self.clock.now())
+            .await
+            .unwrap();
+        job.job_id
+    }
+
+    /// Stores a valid policy.
+    pub async fn policy(&self, spec: serde_json::Value) -> Policy {
+        let spec: PolicySpec = serde_json::from_value(spec).unwrap();
+        let now = self.clock.now();
+        let valid = spec.validate(now).unwrap();
+        let next = valid.next_run_after(now);
+        policies::insert_policy(&self.pool, "default", Uuid::now_v7(), valid.spec(), next)
+            .await
+            .unwrap()
+    }
+
+    pub async fn job(&self, id: Uuid) -> Job {
+        jobs::fetch_job(&self.pool, "default", id)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Does every unit of work due now.
+    pub async fn work(&self) {
+        while self.engine.execute_next().await.unwrap() == Outcome::Worked {}
+    }
+
+    /// Works, lets time pass (the engine's clock and, briefly, the simulator's
+    /// real one) and works again, until `done` holds for the job or too long passes.
+    pub async fn drive(&self, job_id: Uuid, done: impl Fn(&Job) -> bool) -> Job {
+        for _ in 0..300 {
+            self.work().await;
+            let job = self.job(job_id).await;
+            if done(&job) {
+                return job;
+            }
+            self.clock.advance(TimeDelta::milliseconds(200));
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+        panic!(
+            "job {job_id} did not get there: {:?}",
+            self.job(job_id).await
+        );
+    }
+
+    /// Drives a job to its end.
+    pub async fn finish(&self, job_id: Uuid) -> Job {
+        self.drive(job_id, |j| j.status().is_terminal()).await
+    }
+}

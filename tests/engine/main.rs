@@ -1,0 +1,6 @@
+//! The snapshot engine against the simulator: real PostgreSQL, one database per
+//! test, an injected clock, and steps driven one at a time.
+
+mod helpers;
+mod scheduling;
+mod snapshots;

@@ -1,0 +1,205 @@
+//! Firing: every scheduled instant exactly once, across replicas and downtime.
+
+use std::collections::HashSet;
+
+use chrono::{DurationRound as _, TimeDelta};
+use serde_json::json;
+use sqlx::PgPool;
+use stacksnap::{clock::Clock as _, domain::job::JobStatus, engine::Outcome};
+
+use crate::helpers::harness;
+
+fn every_minute_policy(name: &str, ids: &[String], missed_run: &str) -> serde_json::Value {
+    json!({
+        "name": name,
+        "resource_type": "server",
+        "targets": {"ids": ids},
+        "schedules": [{"cron": "* * * * *"}],
+        "retention": {"keep_last": 3},
+        "options": {"missed_run": missed_run, "start_window": "10m"}
+    })
+}
+
+#[sqlx::test]
+async fn two_engines_fire_every_run_once_and_send_one_create_image_per_job(pool: PgPool) {
+    // Arrange: 12 policies over 12 servers, all due at the same minute.
+    let h = harness(pool).await;
+    let minute = h.clock.now().duration_trunc(TimeDelta::minutes(1)).unwrap();
+    h.clock.set(minute + TimeDelta::seconds(30));
+    for i in 0..12 {
+        let server = h
+            .sim
+            .create_image_backed_server(&format!("s{i}"), &[], &[], false);
+        h.policy(every_minute_policy(&format!("p{i}"), &[server], "run_once"))
+            .await;
+    }
+    h.clock
+        .set(minute + TimeDelta::minutes(1) + TimeDelta::seconds(1));
+    let other = h.replica();
+
+    // Act: both replicas fire at once, then both work until nothing is left.
+    let (a, b) = tokio::join!(h.engine.fire_due(), other.fire_due());
+    let fired = a.unwrap().runs + b.unwrap().runs;
+    for _ in 0..200 {
+        let (x, y) = tokio::join!(h.engine.execute_next(), other.execute_next());
+        if x.unwrap() == Outcome::Idle && y.unwrap() == Outcome::Idle {
+            let open: i64 = sqlx::query_scalar("select count(*) from job where status not in ('succeeded', 'failed', 'timed_out', 'cancelled')")
+                .fetch_one(&h.pool).await.unwrap();
+            if open == 0 {
+                break;
+            }
+            h.clock.advance(TimeDelta::milliseconds(200));
+            tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+        }
+    }
+
+    // Assert
+    assert_eq!(fired, 12, "each due policy fired once");
+    let runs: i64 = sqlx::query_scalar("select count(*) from run")
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+    assert_eq!(runs, 12);
+    let statuses: Vec<String> = sqlx::query_scalar("select status from job")
+        .fetch_all(&h.pool)
+        .await
+        .unwrap();
+    assert_eq!(statuses.len(), 12);
+    assert!(statuses.iter().all(|s| s == "succeeded"), "{statuses:?}");
+    assert_eq!(
+        h.sim.count("nova.create_image"),
+        12,
+        "one createImage per job"
+    );
+    let images: Vec<Option<String>> = sqlx::query_scalar("select image_id from job")
+        .fetch_all(&h.pool)
+        .await
+        .unwrap();
+    assert_eq!(images.iter().collect::<HashSet<_>>().len(), 12);
+    let run_statuses: Vec<String> = sqlx::query_scalar("select status from run")
+        .fetch_all(&h.pool)
+        .await
+        .unwrap();
+    assert!(
+        run_statuses.iter().all(|s| s == "succeeded"),
+        "{run_statuses:?}"
+    );
+
+    // Firing again at the same instant does nothing.
+    assert_eq!(h.engine.fire_due().await.unwrap().runs, 0);
+}
+
+async fn downtime(missed_run: &str, pool: PgPool) -> (Vec<(String, String)>, i64) {
+    let h = harness(pool).await;
+    let minute = h.clock.now().duration_trunc(TimeDelta::minutes(1)).unwrap();
+    h.clock.set(minute + TimeDelta::seconds(30));
+    let server = h.sim.create_image_backed_server("s", &[], &[], false);
+    h.policy(every_minute_policy("p", &[server], missed_run))
+        .await;
+    // The service was down from before minute+1 until minute+3:30: 3 fire times passed.
+    h.clock.set(minute + TimeDelta::seconds(210));
+    h.engine.fire_due().await.unwrap();
+    let runs: Vec<(String, String)> = sqlx::query_as("select status, to_char(scheduled_for at time zone 'utc', 'HH24:MI') from run order by scheduled_for")
+        .fetch_all(&h.pool)
+        .await
+        .unwrap();
+    let next: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("select next_run_at from policy")
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+    (runs, (next - minute).num_minutes())
+}
+
+#[sqlx::test]
+async fn after_downtime_run_once_fires_one_catch_up_run_and_records_the_misses(pool: PgPool) {
+    let (runs, next) = downtime("run_once", pool).await;
+    let statuses: Vec<&str> = runs.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(statuses, ["missed", "missed", "running"]);
+    assert_eq!(next, 4, "the next fire time is after now");
+}
+
+#[sqlx::test]
+async fn after_downtime_skip_only_records_the_misses(pool: PgPool) {
+    let (runs, _) = downtime("skip", pool).await;
+    let statuses: Vec<&str> = runs.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(statuses, ["missed", "missed", "missed"]);
+}
+
+#[sqlx::test]
+async fn a_run_resolves_selectors_and_a_missing_id_fails_only_its_own_job(pool: PgPool) {
+    let h = harness(pool).await;
+    let tagged = h
+        .sim
+        .create_image_backed_server("tagged", &["backup"], &[("tier", "web")], false);
+    h.sim
+        .create_image_backed_server("untagged", &[], &[], false);
+    h.sim
+        .create_image_backed_server("wrong-tier", &["backup"], &[("tier", "db")], false);
+    let missing = "1b2c3d4e-0000-4000-8000-000000000000";
+    let policy = h
+        .policy(json!({
+            "name": "mixed", "resource_type": "server",
+            "targets": {"ids": [missing], "selector": {"tags": ["backup"], "metadata": {"tier": "web"}}},
+            "schedules": [{"cron": "@daily"}], "retention": {"keep_last": 1}
+        }))
+        .await;
+
+    let run_id = stacksnap::store::runs::insert_manual_run(&h.pool, &policy, h.clock.now())
+        .await
+        .unwrap();
+    h.work().await;
+    let jobs: Vec<(String, uuid::Uuid)> = sqlx::query_as(
+        "select resource_id, job_id from job where run_id = $1 order by resource_id",
+    )
+    .bind(run_id)
+    .fetch_all(&h.pool)
+    .await
+    .unwrap();
+    let resources: HashSet<&str> = jobs.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(resources, HashSet::from([tagged.as_str(), missing]));
+    for (_, job_id) in &jobs {
+        h.finish(*job_id).await;
+    }
+
+    let run = stacksnap::store::runs::fetch_run(&h.pool, "default", run_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.status, "partially_failed");
+    assert_eq!(run.count(JobStatus::Succeeded), 1);
+    assert_eq!(run.count(JobStatus::Failed), 1);
+}
+
+#[sqlx::test]
+async fn a_run_with_no_matching_resource_fails_with_a_reason(pool: PgPool) {
+    let h = harness(pool).await;
+    let policy = h
+        .policy(json!({
+            "name": "empty", "resource_type": "volume", "targets": {"selector": {"metadata": {"backup": "yes"}}},
+            "schedules": [{"cron": "@daily"}], "retention": {"keep_last": 1}
+        }))
+        .await;
+    let run_id = stacksnap::store::runs::insert_manual_run(&h.pool, &policy, h.clock.now())
+        .await
+        .unwrap();
+    h.work().await;
+    let run = stacksnap::store::runs::fetch_run(&h.pool, "default", run_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.status, "failed");
+    assert_eq!(run.error.unwrap().0.code, "no_targets");
+}
+
+#[sqlx::test]
+async fn the_engine_stops_promptly_when_cancelled(pool: PgPool) {
+    let h = harness(pool).await;
+    let token = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(h.engine.clone().run(token.clone()));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    token.cancel();
+    tokio::time::timeout(std::time::Duration::from_secs(5), running)
+        .await
+        .expect("the engine stops within 5s")
+        .unwrap();
+}

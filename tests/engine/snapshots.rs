@@ -1,0 +1,442 @@
+//! Jobs: started once, followed until every artefact is really finished.
+
+use chrono::TimeDelta;
+use serde_json::json;
+use sqlx::PgPool;
+use stacksnap::{
+    clock::Clock as _,
+    domain::job::JobStatus,
+    openstack::cinder::SnapshotFilter,
+    sim::{Fault, FaultRule},
+    store::jobs,
+};
+
+use crate::helpers::harness;
+
+#[sqlx::test]
+async fn an_image_backed_snapshot_succeeds_when_its_image_is_active(pool: PgPool) {
+    // Arrange
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("web-1", &[], &[], false);
+
+    // Act
+    let job_id = h
+        .adhoc("server", &server, json!({"metadata": {"team": "web"}}))
+        .await;
+    let job = h.finish(job_id).await;
+
+    // Assert
+    assert_eq!(job.status(), JobStatus::Succeeded, "{:?}", job.error);
+    let image_id = job.image_id.clone().expect("the image is recorded");
+    let image = h.cloud.glance().get_image(&image_id).await.unwrap();
+    assert_eq!(image.status, "active");
+    assert_eq!(
+        image.property("stacksnap_job_id"),
+        Some(job_id.to_string().as_str())
+    );
+    assert_eq!(image.property("team"), Some("web"));
+    assert!(image.name.unwrap().starts_with("web-1-adhoc-"));
+    assert_eq!(job.consistency.as_deref(), Some("crash_consistent"));
+    assert_eq!(job.resource_name.as_deref(), Some("web-1"));
+    let image_states: Vec<&str> = job
+        .timeline
+        .0
+        .iter()
+        .filter(|e| e.what == "image")
+        .map(|e| e.status.as_str())
+        .collect();
+    assert_eq!(image_states.last(), Some(&"active"));
+    assert!(
+        job.timeline.0.iter().any(|e| e.what == "server"),
+        "the server's task_state is followed too"
+    );
+    assert!(
+        job.openstack_calls >= 3,
+        "calls are counted: {}",
+        job.openstack_calls
+    );
+    assert_eq!(h.sim.count("nova.create_image"), 1);
+}
+
+#[sqlx::test]
+async fn a_volume_backed_job_tracks_until_every_cinder_snapshot_is_available(pool: PgPool) {
+    let mut config = stacksnap::sim::SimConfig::default();
+    config.durations.snapshot_create = std::time::Duration::from_millis(1500);
+    let h = crate::helpers::harness_with(pool, config).await;
+    let server = h.sim.create_volume_backed_server("db-1", 2, true);
+
+    let job_id = h.adhoc("server", &server, json!({})).await;
+    // The first look after the start: Nova made the image active at once.
+    let tracking = h
+        .drive(job_id, |j| {
+            j.status() == JobStatus::Tracking && !j.volume_snapshots.0.is_empty()
+        })
+        .await;
+    let image = h
+        .cloud
+        .glance()
+        .get_image(tracking.image_id.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(image.status, "active", "the image is active already");
+    assert!(
+        tracking
+            .volume_snapshots
+            .0
+            .iter()
+            .any(|s| s.status == "creating"),
+        "but a snapshot is still creating: {:?}",
+        tracking.volume_snapshots.0
+    );
+    assert_eq!(tracking.volume_snapshots.0.len(), 2, "one per volume");
+
+    let done = h.finish(job_id).await;
+    assert_eq!(done.status(), JobStatus::Succeeded, "{:?}", done.error);
+    assert!(
+        done.volume_snapshots
+            .0
+            .iter()
+            .all(|s| s.status == "available")
+    );
+    assert!(
+        done.volume_snapshots
+            .0
+            .iter()
+            .all(|s| s.volume_id.is_some() && s.device.is_some())
+    );
+    assert_eq!(
+        done.consistency.as_deref(),
+        Some("unknown"),
+        "guest agent without os_require_quiesce"
+    );
+}
+
+#[sqlx::test]
+async fn a_snapshot_error_fails_the_job_naming_the_snapshot_and_volume(pool: PgPool) {
+    let h = harness(pool).await;
+    let server = h.sim.create_volume_backed_server("db-2", 2, false);
+    h.sim
+        .inject(FaultRule::new("nova.create_image", Fault::SnapshotError));
+
+    let job = h.finish(h.adhoc("server", &server, json!({})).await).await;
+
+    assert_eq!(job.status(), JobStatus::Failed);
+    let error = job.error.clone().unwrap().0;
+    assert_eq!(error.code, "snapshot_error");
+    let failed = job
+        .volume_snapshots
+        .0
+        .iter()
+        .find(|s| s.status == "error")
+        .expect("the failed snapshot is recorded");
+    assert!(
+        error.message.contains(&failed.snapshot_id),
+        "{}",
+        error.message
+    );
+    assert!(
+        error.message.contains(failed.volume_id.as_deref().unwrap()),
+        "{}",
+        error.message
+    );
+}
+
+#[sqlx::test]
+async fn a_killed_image_fails_the_job(pool: PgPool) {
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("web-2", &[], &[], false);
+    h.sim
+        .inject(FaultRule::new("nova.create_image", Fault::ImageKilled));
+
+    let job = h.finish(h.adhoc("server", &server, json!({})).await).await;
+
+    assert_eq!(job.status(), JobStatus::Failed);
+    assert_eq!(job.error.unwrap().0.code, "image_failed");
+}
+
+#[sqlx::test]
+async fn an_image_nova_deleted_after_a_failed_snapshot_fails_the_job(pool: PgPool) {
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("web-3", &[], &[], false);
+    h.sim.inject(FaultRule::new(
+        "nova.create_image",
+        Fault::ImageSnapshotFails,
+    ));
+
+    let job = h.finish(h.adhoc("server", &server, json!({})).await).await;
+
+    assert_eq!(job.status(), JobStatus::Failed);
+    assert_eq!(job.error.unwrap().0.code, "image_deleted");
+}
+
+#[sqlx::test]
+async fn a_job_past_its_deadline_times_out_and_keeps_its_artefacts(pool: PgPool) {
+    let h = harness(pool).await;
+    let volume = h.sim.create_volume("data", 1, &[]);
+    h.sim.inject(FaultRule::new(
+        "cinder.create_snapshot",
+        Fault::SnapshotStuck,
+    ));
+
+    let job_id = h.adhoc("volume", &volume, json!({"timeout": "5m"})).await;
+    h.drive(job_id, |j| j.status() == JobStatus::Tracking).await;
+    h.clock.advance(TimeDelta::minutes(6));
+    let job = h.finish(job_id).await;
+
+    assert_eq!(job.status(), JobStatus::TimedOut);
+    assert_eq!(job.error.unwrap().0.code, "timed_out");
+    let kept = &job.volume_snapshots.0[0];
+    assert_eq!(
+        h.cloud
+            .cinder()
+            .get_snapshot(&kept.snapshot_id)
+            .await
+            .unwrap()
+            .status,
+        "creating",
+        "not deleted"
+    );
+}
+
+#[sqlx::test]
+async fn a_cancelled_job_stops_being_followed(pool: PgPool) {
+    let h = harness(pool).await;
+    let volume = h.sim.create_volume("data", 1, &[]);
+    h.sim.inject(FaultRule::new(
+        "cinder.create_snapshot",
+        Fault::SnapshotStuck,
+    ));
+    let job_id = h.adhoc("volume", &volume, json!({})).await;
+    h.drive(job_id, |j| j.status() == JobStatus::Tracking).await;
+    let polls_before = h.sim.count("cinder.get_snapshot");
+
+    let outcome = jobs::cancel_job(&h.pool, "default", job_id, h.clock.now())
+        .await
+        .unwrap();
+    assert!(matches!(outcome, jobs::CancelOutcome::Cancelled(_)));
+    for _ in 0..5 {
+        h.clock.advance(TimeDelta::seconds(5));
+        h.work().await;
+    }
+
+    let job = h.job(job_id).await;
+    assert_eq!(job.status(), JobStatus::Cancelled);
+    assert_eq!(
+        h.sim.count("cinder.get_snapshot"),
+        polls_before,
+        "no more polling"
+    );
+    let run = stacksnap::store::runs::fetch_run(&h.pool, "default", job.run_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        run.status, "failed",
+        "a run whose only job was cancelled did not succeed"
+    );
+}
+
+#[sqlx::test]
+async fn nova_409_is_retried_and_the_snapshot_then_succeeds(pool: PgPool) {
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("busy", &[], &[], false);
+    h.sim
+        .inject(FaultRule::error("nova.create_image", 409).times(1));
+
+    let job = h.finish(h.adhoc("server", &server, json!({})).await).await;
+
+    assert_eq!(job.status(), JobStatus::Succeeded, "{:?}", job.error);
+    assert_eq!(job.attempt, 2);
+    assert_eq!(
+        h.sim.count("nova.create_image"),
+        2,
+        "one refused, one accepted"
+    );
+    let images = h
+        .cloud
+        .glance()
+        .list_images(&[("stacksnap_job_id", &job.job_id.to_string())])
+        .await
+        .unwrap();
+    assert_eq!(images.len(), 1, "exactly one image");
+}
+
+#[sqlx::test]
+async fn a_quota_error_fails_at_once_naming_the_quota(pool: PgPool) {
+    let h = harness(pool).await;
+    let volume = h.sim.create_volume("data", 1, &[]);
+    h.sim.set_snapshot_quota(0);
+
+    let job = h.finish(h.adhoc("volume", &volume, json!({})).await).await;
+
+    assert_eq!(job.status(), JobStatus::Failed);
+    let error = job.error.unwrap().0;
+    assert_eq!(error.code, "quota_exceeded");
+    assert!(
+        error.message.to_lowercase().contains("quota") || error.message.contains("snapshot"),
+        "{}",
+        error.message
+    );
+    assert_eq!(
+        h.sim.count("cinder.create_snapshot"),
+        1,
+        "not retried in a loop"
+    );
+}
+
+#[sqlx::test]
+async fn quiesce_required_is_refused_before_any_request_without_a_guest_agent(pool: PgPool) {
+    let h = harness(pool).await;
+    let server = h
+        .sim
+        .create_image_backed_server("no-agent", &[], &[], false);
+
+    let job = h
+        .finish(
+            h.adhoc(
+                "server",
+                &server,
+                json!({"consistency": "quiesce_required"}),
+            )
+            .await,
+        )
+        .await;
+
+    assert_eq!(job.status(), JobStatus::Failed);
+    let error = job.error.unwrap().0;
+    assert_eq!(error.code, "quiesce_unavailable");
+    assert!(
+        error.message.contains("hw_qemu_guest_agent"),
+        "{}",
+        error.message
+    );
+    assert_eq!(h.sim.count("nova.create_image"), 0);
+}
+
+#[sqlx::test]
+async fn a_missing_resource_fails_its_job_clearly(pool: PgPool) {
+    let h = harness(pool).await;
+    let job = h
+        .finish(
+            h.adhoc("volume", "7d9c4a1e-0000-4000-8000-000000000000", json!({}))
+                .await,
+        )
+        .await;
+    assert_eq!(job.status(), JobStatus::Failed);
+    assert_eq!(job.error.unwrap().0.code, "resource_not_found");
+}
+
+#[sqlx::test]
+async fn a_worker_that_died_after_sending_is_succeeded_by_one_that_adopts_the_image(pool: PgPool) {
+    // Arrange: a job marked `creating` whose worker sent createImage and died before recording it.
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("crashy", &[], &[], false);
+    let job_id = h.adhoc("server", &server, json!({})).await;
+    let dead = uuid::Uuid::new_v4();
+    let claimed = jobs::claim_job(&h.pool, dead, h.clock.now(), TimeDelta::seconds(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let started = jobs::start_job(&h.pool, &claimed, dead, h.clock.now(), 50, None)
+        .await
+        .unwrap();
+    assert_eq!(started, jobs::StartOutcome::Started);
+    let metadata =
+        std::collections::BTreeMap::from([("stacksnap_job_id".to_owned(), job_id.to_string())]);
+    let sent = h
+        .cloud
+        .nova()
+        .create_image(&server, "crashy-snap", &metadata)
+        .await
+        .unwrap();
+
+    // Act: the lease runs out and a live worker takes the job.
+    h.clock.advance(TimeDelta::seconds(61));
+    let job = h.finish(job_id).await;
+
+    // Assert
+    assert_eq!(job.status(), JobStatus::Succeeded, "{:?}", job.error);
+    assert_eq!(
+        job.image_id.as_deref(),
+        Some(sent.as_str()),
+        "the image was adopted"
+    );
+    assert_eq!(
+        h.sim.count("nova.create_image"),
+        1,
+        "nothing was sent twice"
+    );
+    assert_eq!(job.attempt, 1);
+}
+
+#[sqlx::test]
+async fn a_worker_that_died_before_sending_sends_once_on_recovery(pool: PgPool) {
+    let h = harness(pool).await;
+    let volume = h.sim.create_volume("data", 1, &[]);
+    let job_id = h.adhoc("volume", &volume, json!({})).await;
+    let dead = uuid::Uuid::new_v4();
+    let claimed = jobs::claim_job(&h.pool, dead, h.clock.now(), TimeDelta::seconds(60))
+        .await
+        .unwrap()
+        .unwrap();
+    jobs::start_job(&h.pool, &claimed, dead, h.clock.now(), 50, None)
+        .await
+        .unwrap();
+
+    h.clock.advance(TimeDelta::seconds(61));
+    let job = h.finish(job_id).await;
+
+    assert_eq!(job.status(), JobStatus::Succeeded, "{:?}", job.error);
+    assert_eq!(h.sim.count("cinder.create_snapshot"), 1);
+    let filter = SnapshotFilter {
+        metadata: [("stacksnap_job_id".to_owned(), job_id.to_string())].into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        h.cloud
+            .cinder()
+            .list_snapshots(&filter)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[sqlx::test]
+async fn a_second_snapshot_of_a_server_waits_for_the_first(pool: PgPool) {
+    let mut config = stacksnap::sim::SimConfig::default();
+    config.durations.snapshot_create = std::time::Duration::from_millis(600);
+    let h = crate::helpers::harness_with(pool, config).await;
+    let server = h.sim.create_volume_backed_server("db-3", 1, false);
+
+    let first = h.adhoc("server", &server, json!({})).await;
+    let second = h.adhoc("server", &server, json!({})).await;
+    h.work().await;
+
+    let (a, b) = (h.job(first).await, h.job(second).await);
+    let in_flight = [a.status(), b.status()]
+        .iter()
+        .filter(|s| matches!(s, JobStatus::Creating | JobStatus::Tracking))
+        .count();
+    assert_eq!(
+        in_flight,
+        1,
+        "Nova would take both: stacksnap must not ({:?}, {:?})",
+        a.status(),
+        b.status()
+    );
+    let waiting = if a.status() == JobStatus::Pending {
+        &a
+    } else {
+        &b
+    };
+    assert_eq!(waiting.error.as_ref().unwrap().0.code, "resource_busy");
+
+    let (a, b) = (h.finish(first).await, h.finish(second).await);
+    assert_eq!(
+        (a.status(), b.status()),
+        (JobStatus::Succeeded, JobStatus::Succeeded)
+    );
+    assert_eq!(h.sim.count("nova.create_image"), 2);
+}
