@@ -1,4 +1,5 @@
 //! The OpenStack clients: parsing the real API samples, and calls against the simulator.
 
+mod against_sim;
 mod real_cloud;
 mod samples;
