@@ -1,6 +1,7 @@
 //! The snapshot engine against the simulator: real PostgreSQL, one database per
 //! test, an injected clock, and steps driven one at a time.
 
+mod api;
 mod helpers;
 mod scheduling;
 mod snapshots;
