@@ -128,7 +128,17 @@ pub(crate) async fn handle(shared: &Shared, operation: &str, ctx: &Ctx) -> Respo
     };
     match result {
         Ok((status, Value::Null)) => super::http::empty(status),
-        Ok((status, body)) => json(status, &body),
+        Ok((status, body)) => {
+            let mut r = json(status, &body);
+            if operation == "nova.create_server" {
+                let id = body["server"]["id"].as_str().unwrap_or_default();
+                let location = format!("{}/compute/v2.1/servers/{id}", ctx.base);
+                if let Ok(v) = axum::http::HeaderValue::from_str(&location) {
+                    r.headers_mut().insert(axum::http::header::LOCATION, v);
+                }
+            }
+            r
+        }
         Err(fail) => error(&fail),
     }
 }

@@ -348,21 +348,34 @@ fn volume_backed(
             ..NewSnapshot::default()
         };
         let snapshot_id = st.create_snapshot(now, "nova.create_image", spec);
-        mapping.push(json!({
-            "volume_size": b.volume_size, "tag": null, "encryption_secret_uuid": null,
-            "destination_type": "volume", "delete_on_termination": b.delete_on_termination,
-            "volume_type": null, "source_type": "snapshot", "volume_id": null,
-            "boot_index": b.boot_index, "no_device": null, "encrypted": null,
-            "encryption_format": null, "encryption_options": null, "device_type": null,
-            "image_id": null, "snapshot_id": snapshot_id, "guest_format": null,
-            "disk_bus": null, "device_name": b.device_name,
-        }));
+        let fields: [(&str, Value); 19] = [
+            ("volume_size", json!(b.volume_size)),
+            ("tag", Value::Null),
+            ("encryption_secret_uuid", Value::Null),
+            ("destination_type", json!("volume")),
+            ("delete_on_termination", json!(b.delete_on_termination)),
+            ("volume_type", Value::Null),
+            ("source_type", json!("snapshot")),
+            ("volume_id", Value::Null),
+            ("boot_index", json!(b.boot_index)),
+            ("no_device", Value::Null),
+            ("encrypted", Value::Null),
+            ("encryption_format", Value::Null),
+            ("encryption_options", Value::Null),
+            ("device_type", Value::Null),
+            ("image_id", Value::Null),
+            ("snapshot_id", json!(snapshot_id)),
+            ("guest_format", Value::Null),
+            ("disk_bus", Value::Null),
+            ("device_name", json!(b.device_name)),
+        ];
+        mapping.push(python_json_object(&fields));
     }
     props.insert("root_device_name".into(), json!("/dev/vda"));
     if !mapping.is_empty() {
         props.insert(
             "block_device_mapping".into(),
-            json!(Value::Array(mapping).to_string()),
+            json!(format!("[{}]", mapping.join(", "))),
         );
         props.insert("bdm_v2".into(), json!("True"));
     }
@@ -380,4 +393,15 @@ fn volume_backed(
         notes,
         volume_backed: true,
     })
+}
+
+/// A JSON object as Python's `json.dumps` writes it (Nova stores the
+/// `block_device_mapping` property that way): keys in the given order,
+/// `", "` and `": "` separators.
+fn python_json_object(fields: &[(&str, Value)]) -> String {
+    let items: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{}: {v}", Value::from(*k)))
+        .collect();
+    format!("{{{}}}", items.join(", "))
 }

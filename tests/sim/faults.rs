@@ -1,0 +1,225 @@
+//! Injected faults, seen over HTTP.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use stacksnap::sim::{Fault, FaultRule, SimConfig};
+
+use crate::helpers::{eventually, spawn, spawn_with};
+
+#[tokio::test]
+async fn rate_limit_fault_answers_429_with_retry_after() {
+    let t = spawn().await;
+    t.sim
+        .inject(FaultRule::rate_limited("glance.list_images", 7));
+    let r = t.call(Method::GET, "/image/v2/images", None, None).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.headers()["retry-after"], "7");
+    assert!(
+        r.headers()["x-openstack-request-id"]
+            .to_str()
+            .unwrap()
+            .starts_with("req-")
+    );
+}
+
+#[tokio::test]
+async fn unavailable_fault_answers_503_in_the_services_error_shape() {
+    let t = spawn().await;
+    t.sim.inject(FaultRule::unavailable("cinder.*"));
+    let r = t
+        .call(Method::GET, "/volume/v3/snapshots", None, None)
+        .await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["serviceUnavailable"]["code"], 503);
+    // Other services are untouched.
+    assert_eq!(
+        t.call(Method::GET, "/compute/v2.1/servers", None, None)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn error_rate_one_fails_every_call_and_zero_none() {
+    let t = spawn().await;
+    t.sim
+        .inject(FaultRule::error("nova.list_servers", 500).rate(1.0));
+    t.sim
+        .inject(FaultRule::error("glance.list_images", 500).rate(0.0));
+    for _ in 0..5 {
+        assert_eq!(
+            t.call(Method::GET, "/compute/v2.1/servers", None, None)
+                .await
+                .status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            t.call(Method::GET, "/image/v2/images", None, None)
+                .await
+                .status(),
+            StatusCode::OK
+        );
+    }
+}
+
+#[tokio::test]
+async fn partial_error_rate_is_deterministic_under_a_seed() {
+    async fn pattern(seed: u64) -> Vec<u16> {
+        let t = spawn_with(SimConfig::default().with_seed(seed)).await;
+        t.sim
+            .inject(FaultRule::error("nova.list_servers", 503).rate(0.5));
+        let mut out = Vec::new();
+        for _ in 0..20 {
+            out.push(
+                t.call(Method::GET, "/compute/v2.1/servers", None, None)
+                    .await
+                    .status()
+                    .as_u16(),
+            );
+        }
+        out
+    }
+    let (a, b) = (pattern(42).await, pattern(42).await);
+    assert_eq!(a, b);
+    assert!(a.contains(&503) && a.contains(&200), "{a:?}");
+}
+
+#[tokio::test]
+async fn fail_the_next_call_then_succeed() {
+    let t = spawn().await;
+    let server = t.sim.create_image_backed_server("web", &[], &[], false);
+    t.sim
+        .inject(FaultRule::error("nova.create_image", 409).times(1));
+    let first = t.create_image(&server, "s", "2.45", json!({})).await;
+    assert_eq!(first.status(), StatusCode::CONFLICT);
+    let body: Value = first.json().await.unwrap();
+    assert_eq!(body["conflictingRequest"]["code"], 409);
+    let second = t.create_image(&server, "s", "2.45", json!({})).await;
+    assert_eq!(second.status(), StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn latency_fault_delays_the_answer() {
+    let t = spawn().await;
+    t.sim.inject(FaultRule::latency(
+        "glance.get_image",
+        Duration::from_millis(200),
+    ));
+    let start = Instant::now();
+    assert!(t.image("nope").await.is_none());
+    assert!(start.elapsed() >= Duration::from_millis(200));
+}
+
+#[tokio::test]
+async fn stuck_snapshot_stays_creating() {
+    let t = spawn().await;
+    t.sim
+        .inject(FaultRule::new("cinder.create_snapshot", Fault::SnapshotStuck).times(1));
+    let vol = t.sim.create_volume("v", 1, &[]);
+    let r = t.create_snapshot(json!({"volume_id": vol}), "3.66").await;
+    let id = r.json::<Value>().await.unwrap()["snapshot"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(t.snapshot(&id).await["status"], "creating");
+}
+
+#[tokio::test]
+async fn snapshot_error_fault_ends_in_error_for_a_volume_backed_create_image() {
+    let t = spawn().await;
+    t.sim
+        .inject(FaultRule::new("nova.create_image", Fault::SnapshotError).times(1));
+    let server = t.sim.create_volume_backed_server("db", 2, false);
+    let image = t.create_image_ok(&server, "snap").await;
+    let img = t.image(&image).await.unwrap();
+    assert_eq!(img["status"], "active");
+    let bdm: Vec<Value> =
+        serde_json::from_str(img["block_device_mapping"].as_str().unwrap()).unwrap();
+    let mut finals = Vec::new();
+    for b in &bdm {
+        let id = b["snapshot_id"].as_str().unwrap().to_owned();
+        finals.push(
+            eventually(Duration::from_secs(5), || async {
+                let s = t.snapshot(&id).await;
+                (s["status"] != "creating").then(|| s["status"].as_str().unwrap().to_owned())
+            })
+            .await,
+        );
+    }
+    finals.sort();
+    assert_eq!(finals, ["available", "error"]);
+}
+
+#[tokio::test]
+async fn killed_image_fault_ends_the_snapshot_image_killed() {
+    let t = spawn().await;
+    t.sim
+        .inject(FaultRule::new("nova.create_image", Fault::ImageKilled));
+    let server = t.sim.create_image_backed_server("web", &[], &[], false);
+    let image = t.create_image_ok(&server, "snap").await;
+    eventually(Duration::from_secs(5), || async {
+        (t.image(&image).await.unwrap()["status"] == "killed").then_some(())
+    })
+    .await;
+    assert!(t.server(&server).await["OS-EXT-STS:task_state"].is_null());
+}
+
+#[tokio::test]
+async fn failed_image_snapshot_deletes_the_image() {
+    let t = spawn().await;
+    t.sim
+        .inject(FaultRule::new("nova.create_image", Fault::ImageSnapshotFails).times(1));
+    let server = t.sim.create_image_backed_server("web", &[], &[], false);
+    let image = t.create_image_ok(&server, "snap").await;
+    assert_eq!(t.image(&image).await.unwrap()["status"], "queued");
+    eventually(Duration::from_secs(5), || async {
+        t.image(&image).await.is_none().then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(5), || async {
+        t.server(&server).await["OS-EXT-STS:task_state"]
+            .is_null()
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn faults_can_be_managed_through_the_admin_endpoint() {
+    let t = spawn().await;
+    let url = format!("{}/_sim/faults", t.sim.base_url());
+    let r = t
+        .http
+        .post(&url)
+        .json(&json!({"operation": "nova.get_server", "fault": "error", "status": 503, "retry_after": 2, "times": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = t
+        .call(Method::GET, "/compute/v2.1/servers/x", None, None)
+        .await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["retry-after"], "2");
+    t.http
+        .post(&url)
+        .json(&json!({"operation": "*", "fault": "error", "status": 500}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        t.http.delete(&url).send().await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        t.call(Method::GET, "/compute/v2.1/servers", None, None)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the OpenStack simulator over real HTTP on loopback.
+
+mod cinder;
+mod faults;
+mod glance;
+mod helpers;
+mod keystone;
+mod log;
+mod nova;
