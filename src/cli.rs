@@ -32,7 +32,7 @@ pub struct Cli {
 pub enum Command {
     /// Apply pending migrations and serve the API.
     Serve(Settings),
-    /// Serve on the local defaults with a sample policy, for a first look.
+    /// Serve against the built-in OpenStack simulator, with sample policies, for a first look.
     Demo(Settings),
     /// Apply pending migrations and exit.
     Migrate(Settings),
@@ -105,29 +105,31 @@ async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     .await?;
     migrate(&pool).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    if demo {
+    let demo_cloud = if demo {
         crate::demo::seed(&pool, clock.now()).await?;
-    }
-    let engine = if settings.no_engine {
-        tracing::warn!("--no-engine: serving the API only; no policy fires from this replica");
-        None
+        Some(crate::demo::start_cloud()?)
     } else {
-        let cloud = CloudConfig::from_env().context(
-            "cannot find OpenStack credentials (pass --no-engine to serve the API only)",
-        )?;
-        let cloud = OpenStack::new(cloud, SessionOptions::default())?;
-        Some(Engine::new(
-            pool.clone(),
-            cloud,
-            clock.clone(),
-            engine_config(&settings),
-        ))
+        None
     };
+    let engine = match (&demo_cloud, settings.no_engine) {
+        (_, true) => {
+            tracing::warn!("--no-engine: serving the API only; no policy fires from this replica");
+            None
+        }
+        (Some(demo), false) => Some(demo.cloud.clone()),
+        (None, false) => {
+            let config = CloudConfig::from_env().context(
+                "cannot find OpenStack credentials (pass --no-engine to serve the API only)",
+            )?;
+            Some(OpenStack::new(config, SessionOptions::default())?)
+        }
+    }
+    .map(|cloud| Engine::new(pool.clone(), cloud, clock.clone(), engine_config(&settings)));
     let app = Application::build(&settings, pool, clock).await?;
     let addr = app.local_addr()?;
     tracing::info!(%addr, "listening");
-    if demo {
-        crate::demo::print_welcome(addr);
+    if let Some(demo) = &demo_cloud {
+        crate::demo::print_welcome(addr, demo);
     }
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
@@ -136,6 +138,9 @@ async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     shutdown.cancel();
     if let Some(engine) = engine {
         engine.await.context("the engine task failed")?;
+    }
+    if let Some(demo) = demo_cloud {
+        demo.sim.shutdown().await;
     }
     served.context("the HTTP server failed")?;
     tracing::info!("stopped");
