@@ -56,6 +56,7 @@ mod inventory;
 mod keystone;
 mod log;
 mod nova;
+mod reply;
 mod rng;
 mod state;
 mod timeline;

@@ -15,19 +15,22 @@ use axum::{
     Router,
     body::{Body, Bytes},
     extract::{Request, State},
-    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
+    http::{HeaderMap, Method, StatusCode},
     response::{IntoResponse as _, Response},
 };
 use chrono::Utc;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
+pub(crate) use super::reply::{empty, fault_body, html_error, insert, json};
 use super::{
     admin, cinder, faults, glance, keystone,
     log::LoggedRequest,
     nova,
     state::{Fail, Shared},
 };
+
+/// The most requests the log keeps; the older half goes when it is full.
+const LOG_LIMIT: usize = 200_000;
 
 /// The largest request body (image uploads included).
 const BODY_LIMIT: usize = 256 * 1024 * 1024;
@@ -350,12 +353,6 @@ fn with_mv(mut response: Response, service: Service, mv: Mv) -> Response {
     response
 }
 
-fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        headers.insert(HeaderName::from_static(name), v);
-    }
-}
-
 fn log_and_finish(
     shared: &Shared,
     service: &str,
@@ -377,7 +374,10 @@ fn log_and_finish(
     if matches!(service, "nova" | "cinder") {
         insert(response.headers_mut(), "x-compute-request-id", &request_id);
     }
-    let seq = st.log.len() as u64;
+    let seq = st.log.last().map_or(0, |r| r.seq + 1);
+    if st.log.len() >= LOG_LIMIT {
+        st.log.drain(..LOG_LIMIT / 2);
+    }
     st.log.push(LoggedRequest {
         seq,
         service: service.into(),
@@ -394,73 +394,6 @@ fn log_and_finish(
     });
     st.collect_garbage(Instant::now());
     response
-}
-
-/// A JSON answer.
-pub(crate) fn json(status: StatusCode, body: &Value) -> Response {
-    let mut r = (status, body.to_string()).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-/// An empty answer.
-pub(crate) fn empty(status: StatusCode) -> Response {
-    status.into_response()
-}
-
-/// The error name Nova and Cinder put around their error bodies.
-pub(crate) fn fault_name(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        400 => "badRequest",
-        401 => "unauthorized",
-        403 => "forbidden",
-        404 => "itemNotFound",
-        405 => "badMethod",
-        409 => "conflictingRequest",
-        413 | 429 => "overLimit",
-        415 => "badMediaType",
-        501 => "notImplemented",
-        503 => "serviceUnavailable",
-        _ => "computeFault",
-    }
-}
-
-/// Nova's and Cinder's error body: `{"itemNotFound": {"code": 404, "message": …}}`.
-pub(crate) fn fault_body(status: StatusCode, message: &str, retry_after: Option<u64>) -> Response {
-    let mut inner = serde_json::json!({"code": status.as_u16(), "message": message});
-    if let Some(secs) = retry_after {
-        inner["retryAfter"] = Value::String(secs.to_string());
-    }
-    let mut r = json(status, &serde_json::json!({ fault_name(status): inner }));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=UTF-8"),
-    );
-    if let Some(secs) = retry_after {
-        insert(r.headers_mut(), "retry-after", &secs.to_string());
-    }
-    r
-}
-
-/// The HTML error page of webob, which Glance answers.
-pub(crate) fn html_error(status: StatusCode, message: &str) -> Response {
-    let title = format!(
-        "{} {}",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("Error")
-    );
-    let body = format!(
-        "<html>\n <head>\n  <title>{title}</title>\n </head>\n <body>\n  <h1>{title}</h1>\n  {message}<br /><br />\n\n\n\n </body>\n</html>"
-    );
-    let mut r = (status, body).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=UTF-8"),
-    );
-    r
 }
 
 fn not_found_plain() -> Response {
@@ -546,6 +479,8 @@ pub(crate) async fn hold(d: Duration) {
 
 #[cfg(test)]
 mod tests {
+    use axum::http::HeaderValue;
+
     use super::*;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {

@@ -80,3 +80,79 @@ async fn request_log_is_readable_over_http() {
     assert_eq!(last["operation"], "nova.list_flavors_detail");
     assert_eq!(last["status"], 200);
 }
+
+#[tokio::test]
+async fn same_seed_gives_the_same_ids() {
+    use stacksnap::sim::{SimConfig, Simulator};
+    let start = || {
+        Simulator::start(
+            SimConfig::default().with_seed(5),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .unwrap()
+    };
+    let (a, b) = (start(), start());
+    assert_eq!(a.project_id(), b.project_id());
+    assert_eq!(
+        a.create_image_backed_server("x", &[], &[], false),
+        b.create_image_backed_server("x", &[], &[], false)
+    );
+    let c = Simulator::start(
+        SimConfig::default().with_seed(6),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    assert_ne!(a.project_id(), c.project_id());
+}
+
+#[tokio::test]
+async fn inventory_file_seeds_settled_images_volumes_and_servers() {
+    // Arrange
+    let dir = std::env::temp_dir().join(format!("sim-inventory-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("inventory.json");
+    std::fs::write(
+        &path,
+        serde_json::to_string(&json!({
+            "images": [{"name": "cirros", "properties": {"hw_qemu_guest_agent": "yes"}}],
+            "volumes": [{"name": "data", "size": 2, "metadata": {"backup": "yes"}}],
+            "servers": [
+                {"name": "web-1", "image": "cirros", "tags": ["backup"], "metadata": {"tier": "web"}},
+                {"name": "db-1", "volumes": [{"name": "db-root", "size": 1, "image": "cirros"}, {"name": "db-data", "size": 1}]},
+            ],
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let config = stacksnap::sim::SimConfig::default()
+        .with_inventory_file(&path)
+        .unwrap();
+
+    // Act
+    let t = crate::helpers::spawn_with(config).await;
+
+    // Assert
+    let servers = t
+        .get_json("/compute/v2.1/servers/detail", Some("compute 2.96"))
+        .await;
+    let servers = servers["servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 2);
+    assert!(servers.iter().all(|s| s["status"] == "ACTIVE"));
+    let db = servers.iter().find(|s| s["name"] == "db-1").unwrap();
+    assert_eq!(
+        db["os-extended-volumes:volumes_attached"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let vols = t
+        .get_json(
+            "/volume/v3/volumes/detail?metadata=%7B%22backup%22%3A%22yes%22%7D",
+            None,
+        )
+        .await;
+    assert_eq!(vols["volumes"][0]["name"], "data");
+    assert_eq!(vols["volumes"][0]["status"], "available");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
