@@ -125,7 +125,7 @@ async fn stuck_snapshot_stays_creating() {
         .as_str()
         .unwrap()
         .to_owned();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
     assert_eq!(t.snapshot(&id).await["status"], "creating");
 }
 

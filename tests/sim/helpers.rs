@@ -18,11 +18,11 @@ pub struct TestSim {
 pub fn observable_durations() -> Durations {
     let ms = Duration::from_millis;
     Durations {
-        image_snapshot_pending: ms(120),
-        image_snapshot: ms(120),
-        image_pending_upload: ms(120),
-        image_uploading: ms(120),
-        snapshot_create: ms(300),
+        image_snapshot_pending: ms(250),
+        image_snapshot: ms(250),
+        image_pending_upload: ms(250),
+        image_uploading: ms(250),
+        snapshot_create: ms(500),
         ..Durations::fast()
     }
 }
