@@ -73,9 +73,9 @@ pub async fn insert_run(conn: &mut PgConnection, run: &NewRun<'_>) -> Result<boo
     let finished = run.status != RunStatus::Running;
     let result = sqlx::query(
         "insert into run (run_id, project_id, policy_id, policy_name, trigger, scheduled_for, status, spec, \
-         resolved_at, not_before, started_at, finished_at) \
+         resolved_at, not_before, started_at, finished_at, created_at) \
          values ($1, $2, $3, $4, $5, $6, $7, $8, case when $9 then $10 end, $10, \
-                 case when $11 then null else $10 end, case when $11 then $10 end) \
+                 case when $11 then null else $10 end, case when $11 then $10 end, $10) \
          on conflict do nothing",
     )
     .bind(run.run_id)
