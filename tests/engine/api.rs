@@ -186,7 +186,7 @@ async fn run_now_fires_a_policy_whose_run_and_jobs_can_be_followed(pool: PgPool)
     let run_path = format!("/v1/runs/{}", run["id"].as_str().unwrap());
 
     let mut finished = Value::Null;
-    for _ in 0..100 {
+    for _ in 0..300 {
         finished = live.get(&run_path).await;
         if finished["status"] != "running" {
             break;
