@@ -98,11 +98,9 @@ async fn migrate(pool: &sqlx::PgPool) -> anyhow::Result<()> {
 }
 
 async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
-    let pool = store::connect(
-        settings.database_url.as_deref(),
-        settings.db_max_connections,
-    )
-    .await?;
+    // Every worker may hold a connection; the listener holds one; the API needs some.
+    let connections = settings.db_max_connections.max(settings.workers as u32 + 5);
+    let pool = store::connect(settings.database_url.as_deref(), connections).await?;
     migrate(&pool).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let demo_cloud = if demo {

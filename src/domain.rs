@@ -8,5 +8,6 @@ pub mod firing;
 pub mod job;
 pub mod name_template;
 pub mod policy;
+pub mod retention;
 pub mod schedule;
 pub mod validation;

@@ -3,6 +3,7 @@
 //! all coordination between replicas is in PostgreSQL (row locks, leases,
 //! unique constraints), so replicas can come and go at any moment.
 
+pub mod pruner;
 pub mod resolver;
 pub mod scheduler;
 pub mod snapshot;
@@ -14,11 +15,10 @@ use chrono::TimeDelta;
 use sqlx::{PgPool, postgres::PgListener};
 use tokio::{sync::Notify, task::JoinSet};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 pub use worker::Outcome;
 
-use crate::{clock::Clock, openstack::OpenStack, openstack::retry::RetryPolicy, store::jobs};
+use crate::{clock::Clock, openstack::OpenStack, openstack::retry::RetryPolicy};
 
 /// How hard the engine works and how patiently it waits.
 #[derive(Debug, Clone)]
@@ -42,6 +42,8 @@ pub struct EngineConfig {
     pub tick: Duration,
     /// How long a shutdown waits for in-flight steps.
     pub drain_timeout: Duration,
+    /// How often retention looks for policies to prune.
+    pub prune_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -61,6 +63,7 @@ impl Default for EngineConfig {
             },
             tick: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(30),
+            prune_interval: Duration::from_secs(30),
         }
     }
 }
@@ -72,8 +75,6 @@ pub struct Engine {
     pub(crate) cloud: OpenStack,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: EngineConfig,
-    /// This replica's lease identity.
-    pub(crate) owner: Uuid,
 }
 
 impl Engine {
@@ -84,7 +85,6 @@ impl Engine {
             cloud,
             clock,
             config,
-            owner: Uuid::new_v4(),
         }
     }
 
@@ -103,6 +103,7 @@ impl Engine {
         let mut tasks = JoinSet::new();
         tasks.spawn(listen(self.db.clone(), wake.clone(), shutdown.clone()));
         tasks.spawn(self.clone().scheduler_loop(wake.clone(), shutdown.clone()));
+        tasks.spawn(self.clone().pruner_loop(wake.clone(), shutdown.clone()));
         for _ in 0..self.config.workers {
             tasks.spawn(self.clone().worker_loop(wake.clone(), shutdown.clone()));
         }
@@ -113,17 +114,16 @@ impl Engine {
         .await
         .is_err()
         {
+            // Their leases are left to expire rather than released: a request
+            // abandoned mid-flight may still be carried out by the cloud, and the
+            // replica that takes over must find its artefact, not race it.
             tracing::warn!(
                 "in-flight work did not finish in time; abandoning it to other replicas"
             );
             tasks.abort_all();
         }
-        match jobs::release_leases(&self.db, self.owner).await {
-            Ok(n) => tracing::info!(released = n, "engine stopped"),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not release leases; they expire on their own")
-            }
-        }
+        // Every step that finished gave its lease back when it recorded its outcome.
+        tracing::info!("engine stopped");
     }
 
     async fn scheduler_loop(self, wake: Arc<Notify>, shutdown: CancellationToken) {
@@ -144,6 +144,26 @@ impl Engine {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(self.config.tick) => {}
                 () = wake.notified() => {}
+            }
+        }
+    }
+
+    async fn pruner_loop(self, wake: Arc<Notify>, shutdown: CancellationToken) {
+        loop {
+            match self.prune_due().await {
+                Ok(0) => {}
+                Ok(marked) => {
+                    tracing::info!(
+                        snapshots = marked,
+                        "retention marked snapshots for deletion"
+                    );
+                    wake.notify_waiters();
+                }
+                Err(e) => tracing::error!(error = %e, "retention pass failed; retrying"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(self.config.prune_interval) => {}
             }
         }
     }

@@ -66,6 +66,20 @@ impl OpenStack {
     }
 }
 
+/// A link in a Nova or Cinder list answer (`servers_links`, `snapshots_links`, ...).
+#[derive(Debug, Clone, serde::Deserialize)]
+struct Link {
+    #[serde(default)]
+    rel: String,
+}
+
+/// Whether a list goes on after a page: a full page, or a `next` link. A cloud
+/// caps pages at its own `max_limit`, which may be below the size we asked for,
+/// and then says so with the link.
+fn more_pages(page_len: usize, asked: usize, links: &[Link]) -> bool {
+    page_len > 0 && (page_len >= asked || links.iter().any(|l| l.rel == "next"))
+}
+
 /// Reads a JSON answer into `T`.
 fn decode<T: DeserializeOwned>(call: &Call, reply: &Reply) -> Result<T, OpenStackError> {
     serde_json::from_slice(&reply.body).map_err(|e| {

@@ -6,5 +6,6 @@ pub mod database;
 pub mod jobs;
 pub mod policies;
 pub mod runs;
+pub mod snapshots;
 
 pub use database::{MIGRATOR, connect, migrations_applied};

@@ -123,6 +123,7 @@ pub async fn resolve_run(
             return runs::fail_run(
                 db,
                 run.run_id,
+                owner,
                 now,
                 &JobError::new("invalid_spec", e.to_string()),
             )
@@ -150,12 +151,12 @@ pub async fn resolve_run(
                 "targets_unavailable",
                 format!("could not list the targets within the start window: {e}"),
             );
-            return runs::fail_run(db, run.run_id, now, &error).await;
+            return runs::fail_run(db, run.run_id, owner, now, &error).await;
         }
     };
     if targets.is_empty() {
         let error = JobError::new("no_targets", "no resource matched the policy's targets");
-        return runs::fail_run(db, run.run_id, now, &error).await;
+        return runs::fail_run(db, run.run_id, owner, now, &error).await;
     }
     let options = job_options(&spec, run.scheduled_for);
     let new_jobs: Vec<NewJob> = targets

@@ -45,6 +45,9 @@ pub enum StartResult {
     Started(Artefacts),
     /// The cloud is busy or throttling: try again later (within the start window).
     Retry(OpenStackError),
+    /// The create request itself timed out or met a server error: it may have
+    /// been carried out. Look the artefact up before sending again.
+    Unclear(OpenStackError),
     /// It cannot work: fail the job.
     Fail(JobError),
 }
@@ -104,6 +107,17 @@ fn start_failure(error: OpenStackError, what: &str) -> StartResult {
     }
 }
 
+/// Turns a failed create call into what the job does next. A timeout, a lost
+/// connection or a 5xx other than 503 leave it open whether the cloud acted.
+fn create_failure(error: OpenStackError, what: &str) -> StartResult {
+    match error.kind {
+        ErrorKind::Timeout | ErrorKind::Transport | ErrorKind::ServerError => {
+            StartResult::Unclear(error)
+        }
+        _ => start_failure(error, what),
+    }
+}
+
 /// Nova accepts `createImage` only in these states.
 const SNAPSHOTTABLE: [&str; 4] = ["ACTIVE", "SHUTOFF", "PAUSED", "SUSPENDED"];
 
@@ -160,7 +174,7 @@ pub async fn start_server_snapshot(cloud: &OpenStack, ctx: &JobContext<'_>) -> S
             resource_name: Some(server.name),
             calls,
         }),
-        Err(e) => start_failure(e, &format!("server {}", ctx.resource_id)),
+        Err(e) => create_failure(e, &format!("server {}", ctx.resource_id)),
     }
 }
 
@@ -230,7 +244,7 @@ pub async fn start_volume_snapshot(cloud: &OpenStack, ctx: &JobContext<'_>) -> S
             resource_name: Some(resource_name),
             calls: 2,
         }),
-        Err(e) => start_failure(e, &format!("volume {}", ctx.resource_id)),
+        Err(e) => create_failure(e, &format!("volume {}", ctx.resource_id)),
     }
 }
 
@@ -260,7 +274,11 @@ pub async fn find_started(
     let job_id = ctx.job_id.to_string();
     if ctx.resource_type == "server" {
         let images = cloud.glance().list_images(&[(JOB_ID_KEY, &job_id)]).await?;
-        let newest = images.into_iter().max_by_key(|i| i.created_at);
+        // Checked here too: a cloud that ignores the filter must not make us adopt a stranger's image.
+        let newest = images
+            .into_iter()
+            .filter(|i| i.property(JOB_ID_KEY) == Some(job_id.as_str()))
+            .max_by_key(|i| i.created_at);
         return Ok(newest.map(|image| Artefacts {
             image_id: Some(image.id),
             calls: 1,
@@ -268,11 +286,14 @@ pub async fn find_started(
         }));
     }
     let filter = SnapshotFilter {
-        metadata: BTreeMap::from([(JOB_ID_KEY.to_owned(), job_id)]),
+        metadata: BTreeMap::from([(JOB_ID_KEY.to_owned(), job_id.clone())]),
         ..SnapshotFilter::default()
     };
     let snapshots = cloud.cinder().list_snapshots(&filter).await?;
-    Ok(snapshots.first().map(|snapshot| Artefacts {
+    let ours = snapshots
+        .iter()
+        .find(|s| s.metadata.get(JOB_ID_KEY) == Some(&job_id));
+    Ok(ours.map(|snapshot| Artefacts {
         volume_snapshots: vec![snapshot_state(snapshot, None, None)],
         consistency: Some(ObtainedConsistency::CrashConsistent),
         calls: 1,

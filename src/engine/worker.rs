@@ -17,6 +17,7 @@ use crate::{
     },
 };
 use chrono::{DateTime, TimeDelta, Utc};
+use uuid::Uuid;
 
 /// What one call of [`Engine::execute_next`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,63 +29,96 @@ pub enum Outcome {
 }
 
 impl Engine {
-    /// Does one unit of due work, if there is any.
+    /// Does one unit of due work, if there is any: resolve a run, advance a job,
+    /// or take a step in deleting a snapshot.
     ///
     /// # Errors
     /// The database fails.
     pub async fn execute_next(&self) -> Result<Outcome, sqlx::Error> {
         let now = self.clock.now();
+        // Every claim gets its own lease token, so a takeover is visible even
+        // between two workers of one replica.
+        let token = Uuid::new_v4();
         if let Some(run) =
-            runs::claim_unresolved_run(&self.db, self.owner, now, self.config.lease).await?
+            runs::claim_unresolved_run(&self.db, token, now, self.config.lease).await?
         {
-            resolver::resolve_run(
+            let resolve = resolver::resolve_run(
                 &self.db,
                 &self.cloud,
                 &run,
-                self.owner,
+                token,
                 now,
                 self.config.retry_delay,
-            )
-            .await?;
+            );
+            tokio::select! {
+                resolved = resolve => resolved?,
+                () = self.keep_lease(Leased::Run(run.run_id), token) => {}
+            }
             return Ok(Outcome::Worked);
         }
-        let Some(job) = jobs::claim_job(&self.db, self.owner, now, self.config.lease).await? else {
-            return Ok(Outcome::Idle);
+        let Some(job) = jobs::claim_job(
+            &self.db,
+            token,
+            now,
+            self.config.lease,
+            self.config.max_in_flight,
+        )
+        .await?
+        else {
+            return self.delete_next().await;
         };
         let update = tokio::select! {
-            update = self.step(&job, now) => update?,
-            () = self.keep_lease(&job) => return Ok(Outcome::Worked),
+            update = self.step(&job, token, now) => update?,
+            () = self.keep_lease(Leased::Job(job.job_id), token) => return Ok(Outcome::Worked),
         };
         if let Some(update) = update {
             let now = self.clock.now();
-            if !jobs::record_step(&self.db, job.job_id, self.owner, now, &update).await? {
+            if !jobs::record_step(&self.db, job.job_id, token, now, &update).await? {
                 tracing::info!(job_id = %job.job_id, "job changed meanwhile (cancelled or taken over); step discarded");
             }
         }
         Ok(Outcome::Worked)
     }
 
-    /// Renews the lease while a step runs; returns only if the lease is lost.
-    async fn keep_lease(&self, job: &Job) {
+    /// Renews a lease while a step runs. Returns (abandoning the step) when the
+    /// lease is lost, or when renewals have failed for so long that it may have
+    /// expired: another worker may then own the work.
+    async fn keep_lease(&self, leased: Leased, token: Uuid) {
         let every = (self.config.lease / 3)
             .to_std()
             .unwrap_or(std::time::Duration::from_secs(10));
+        let mut renewed = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(every).await;
             let until = self.clock.now() + self.config.lease;
-            match jobs::renew_lease(&self.db, job.job_id, self.owner, until).await {
-                Ok(true) => {}
+            let result = match leased {
+                Leased::Job(id) => jobs::renew_lease(&self.db, id, token, until).await,
+                Leased::Run(id) => runs::renew_lease(&self.db, id, token, until).await,
+            };
+            match result {
+                Ok(true) => renewed = tokio::time::Instant::now(),
                 Ok(false) => {
-                    tracing::warn!(job_id = %job.job_id, "lease lost; abandoning the step");
+                    tracing::warn!(?leased, "lease lost; abandoning the step");
                     return;
                 }
-                Err(e) => tracing::warn!(job_id = %job.job_id, error = %e, "cannot renew lease"),
+                Err(e) => {
+                    tracing::warn!(?leased, error = %e, "cannot renew lease");
+                    if renewed.elapsed() >= every * 2 {
+                        tracing::warn!(?leased, "lease may have expired; abandoning the step");
+                        return;
+                    }
+                }
             }
         }
     }
 
     /// One step of a job. `None` means the step already wrote what it had to.
-    async fn step(&self, job: &Job, now: DateTime<Utc>) -> Result<Option<JobUpdate>, sqlx::Error> {
+    async fn step(
+        &self,
+        job: &Job,
+        token: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<JobUpdate>, sqlx::Error> {
         let ctx = JobContext {
             job_id: job.job_id,
             run_id: job.run_id,
@@ -94,8 +128,8 @@ impl Engine {
             options: &job.options.0,
         };
         match job.status() {
-            JobStatus::Pending => self.start(job, &ctx, now).await,
-            JobStatus::Creating => Ok(Some(self.recover(job, &ctx, now).await)),
+            JobStatus::Pending => self.start(job, &ctx, token, now).await,
+            JobStatus::Creating => self.recover(job, &ctx, token, now).await,
             JobStatus::Tracking => Ok(Some(self.track(job, &ctx, now).await)),
             _ => Ok(None),
         }
@@ -105,24 +139,17 @@ impl Engine {
         &self,
         job: &Job,
         ctx: &JobContext<'_>,
+        token: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Option<JobUpdate>, sqlx::Error> {
         if now > job.start_by {
-            let last = job
-                .error
-                .as_ref()
-                .map(|e| format!(": last seen {}", e.0.message))
-                .unwrap_or_default();
-            return Ok(Some(fail(JobError::new(
-                "start_window_passed",
-                format!("could not start within the start window{last}"),
-            ))));
+            return Ok(Some(start_window_passed(job)));
         }
         let policy_limit = job.options.0.max_concurrent.map(i64::from);
         match jobs::start_job(
             &self.db,
             job,
-            self.owner,
+            token,
             now,
             self.config.max_in_flight,
             policy_limit,
@@ -168,6 +195,14 @@ impl Engine {
                 update
             }
             StartResult::Retry(error) => self.retry_start(job, &error, now),
+            StartResult::Unclear(error) => {
+                // The request may have been carried out: stay in `creating`, so the
+                // next step looks the artefact up before it would ever send again.
+                tracing::warn!(job_id = %job.job_id, error = %error, "unclear outcome of the snapshot request");
+                let mut update = later(now + self.config.retry_delay);
+                update.error = Some(Some(JobError::new("unclear", error.to_string())));
+                update
+            }
             StartResult::Fail(error) => fail(error),
         }
     }
@@ -192,33 +227,54 @@ impl Engine {
         }
     }
 
-    /// A job left in `creating`: its worker died after counting the attempt. Adopt
-    /// what that attempt made; send again only when it made nothing.
-    async fn recover(&self, job: &Job, ctx: &JobContext<'_>, now: DateTime<Utc>) -> JobUpdate {
+    /// A job left in `creating`: its worker died after counting the attempt, or
+    /// the request's outcome was unclear. Adopt what that attempt made; send
+    /// again only when it made nothing, counting the new attempt first.
+    async fn recover(
+        &self,
+        job: &Job,
+        ctx: &JobContext<'_>,
+        token: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<JobUpdate>, sqlx::Error> {
         match snapshot::find_started(&self.cloud, ctx).await {
             Ok(Some(artefacts)) => {
                 tracing::info!(job_id = %job.job_id, "adopted the artefact of an interrupted attempt");
-                JobUpdate {
+                Ok(Some(JobUpdate {
                     status: Some(JobStatus::Tracking),
                     image_id: artefacts.image_id,
                     volume_snapshots: (!artefacts.volume_snapshots.is_empty())
                         .then_some(artefacts.volume_snapshots),
                     consistency: artefacts.consistency,
                     calls: artefacts.calls,
+                    error: Some(None),
+                    not_before: Some(now + self.poll_delay(job, now)),
                     ..JobUpdate::default()
-                }
+                }))
             }
+            Ok(None) if now > job.start_by => Ok(Some(start_window_passed(job))),
             Ok(None) => {
+                if !jobs::count_attempt(&self.db, job.job_id, token).await? {
+                    return Ok(None);
+                }
                 tracing::info!(job_id = %job.job_id, "an interrupted attempt made nothing; sending again");
                 let mut update = self.send_create(job, ctx, now).await;
                 update.calls += 1;
-                update
+                Ok(Some(update))
             }
+            Err(e) if job.deadline.is_some_and(|d| now >= d) => Ok(Some(timed_out(JobError::new(
+                "timed_out",
+                format!("could not find out whether the snapshot was made: {e}"),
+            )))),
+            Err(e) if !e.is_retryable() => Ok(Some(fail(JobError::new(
+                "recovery_failed",
+                format!("could not look up the artefact of an interrupted attempt: {e}"),
+            )))),
             Err(e) => {
                 let mut update = later(now + self.config.retry_delay);
                 update.calls = 1;
                 update.error = Some(Some(JobError::new("recovering", e.to_string())));
-                update
+                Ok(Some(update))
             }
         }
     }
@@ -300,6 +356,25 @@ impl Engine {
         };
         scaled.min(self.config.max_poll_interval)
     }
+}
+
+/// What a lease is held on.
+#[derive(Debug, Clone, Copy)]
+enum Leased {
+    Job(Uuid),
+    Run(Uuid),
+}
+
+fn start_window_passed(job: &Job) -> JobUpdate {
+    let last = job
+        .error
+        .as_ref()
+        .map(|e| format!(": last seen {}", e.0.message))
+        .unwrap_or_default();
+    fail(JobError::new(
+        "start_window_passed",
+        format!("could not start within the start window{last}"),
+    ))
 }
 
 fn fail(error: JobError) -> JobUpdate {

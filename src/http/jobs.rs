@@ -130,7 +130,11 @@ pub async fn list_jobs(
     AppQuery(query): AppQuery<ListJobsQuery>,
 ) -> Result<Json<JobList>> {
     let limit = page_size(query.limit)?;
-    let before = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let before = query
+        .cursor
+        .as_deref()
+        .map(|c| decode_cursor("jobs", c))
+        .transpose()?;
     let filter = JobFilter {
         policy_id: query.policy_id,
         run_id: query.run_id,
@@ -138,7 +142,7 @@ pub async fn list_jobs(
         resource_id: query.resource_id,
     };
     let rows = jobs::list_jobs(&state.db, &project, &filter, before, i64::from(limit) + 1).await?;
-    let (page, next_cursor) = paginate(rows, limit, |j| j.job_id);
+    let (page, next_cursor) = paginate("jobs", rows, limit, |j| j.job_id);
     Ok(Json(JobList {
         items: page.into_iter().map(JobResponse::from).collect(),
         next_cursor,

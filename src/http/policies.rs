@@ -92,14 +92,18 @@ pub async fn list_policies(
     AppQuery(query): AppQuery<ListPoliciesQuery>,
 ) -> Result<Json<PolicyList>> {
     let limit = page_size(query.limit)?;
-    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let after = query
+        .cursor
+        .as_deref()
+        .map(|c| decode_cursor("policies", c))
+        .transpose()?;
     let filter = PolicyFilter {
         enabled: query.enabled,
         resource_type: query.resource_type,
     };
     let rows =
         store::list_policies(&state.db, &project, &filter, after, i64::from(limit) + 1).await?;
-    let (page, next_cursor) = paginate(rows, limit, |p| p.id);
+    let (page, next_cursor) = paginate("policies", rows, limit, |p| p.id);
     Ok(Json(PolicyList {
         items: page.into_iter().map(PolicyResponse::from).collect(),
         next_cursor,

@@ -144,7 +144,11 @@ pub async fn list_runs(
     AppQuery(query): AppQuery<ListRunsQuery>,
 ) -> Result<Json<RunList>> {
     let limit = page_size(query.limit)?;
-    let before = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let before = query
+        .cursor
+        .as_deref()
+        .map(|c| decode_cursor("runs", c))
+        .transpose()?;
     let rows = runs::list_runs(
         &state.db,
         &project,
@@ -154,7 +158,7 @@ pub async fn list_runs(
         i64::from(limit) + 1,
     )
     .await?;
-    let (page, next_cursor) = paginate(rows, limit, |r| r.run_id);
+    let (page, next_cursor) = paginate("runs", rows, limit, |r| r.run_id);
     Ok(Json(RunList {
         items: page.into_iter().map(RunResponse::from).collect(),
         next_cursor,

@@ -106,6 +106,8 @@ struct VolumeBody {
 #[derive(Deserialize)]
 struct VolumesBody {
     volumes: Vec<Volume>,
+    #[serde(default)]
+    volumes_links: Vec<super::Link>,
 }
 #[derive(Deserialize)]
 struct SnapshotBody {
@@ -114,6 +116,8 @@ struct SnapshotBody {
 #[derive(Deserialize)]
 struct SnapshotsBody {
     snapshots: Vec<Snapshot>,
+    #[serde(default)]
+    snapshots_links: Vec<super::Link>,
 }
 #[derive(Deserialize)]
 struct GroupSnapshotBody {
@@ -160,10 +164,10 @@ impl Cinder<'_> {
                 "/volumes/detail",
             )
             .query(query);
-            let page = decode::<VolumesBody>(&call, &self.0.send(&call).await?)?.volumes;
-            let full = page.len() >= PAGE_SIZE;
-            volumes.extend(page);
-            if !full {
+            let body = decode::<VolumesBody>(&call, &self.0.send(&call).await?)?;
+            let more = super::more_pages(body.volumes.len(), PAGE_SIZE, &body.volumes_links);
+            volumes.extend(body.volumes);
+            if !more {
                 return Ok(volumes);
             }
         }
@@ -239,10 +243,10 @@ impl Cinder<'_> {
                 "/snapshots/detail",
             )
             .query(query);
-            let page = decode::<SnapshotsBody>(&call, &self.0.send(&call).await?)?.snapshots;
-            let full = page.len() >= PAGE_SIZE;
-            snapshots.extend(page);
-            if !full {
+            let body = decode::<SnapshotsBody>(&call, &self.0.send(&call).await?)?;
+            let more = super::more_pages(body.snapshots.len(), PAGE_SIZE, &body.snapshots_links);
+            snapshots.extend(body.snapshots);
+            if !more {
                 return Ok(snapshots);
             }
         }

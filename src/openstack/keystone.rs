@@ -14,6 +14,8 @@ use super::{
 #[derive(Debug, Clone)]
 pub struct Token {
     pub value: SecretString,
+    /// When we received it (our clock), to judge its lifetime.
+    pub issued_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub project_id: Option<String>,
     pub catalog: Vec<CatalogEntry>,
@@ -131,6 +133,7 @@ pub fn parse_token(subject_token: Option<&str>, body: &str) -> Result<Token, Str
         serde_json::from_str(body).map_err(|e| format!("unreadable token body: {e}"))?;
     Ok(Token {
         value: value.to_owned().into(),
+        issued_at: Utc::now(),
         expires_at: parsed.token.expires_at,
         project_id: parsed.token.project.map(|p| p.id),
         catalog: parsed.token.catalog,

@@ -82,6 +82,8 @@ struct ServerBody {
 #[derive(Deserialize)]
 struct ServersBody {
     servers: Vec<Server>,
+    #[serde(default)]
+    servers_links: Vec<super::Link>,
 }
 
 #[derive(Deserialize)]
@@ -135,10 +137,14 @@ impl Nova<'_> {
             )
             .query(query);
             let reply = self.0.send(&call).await?;
-            let page = decode::<ServersBody>(&call, &reply)?.servers;
-            let full = page.len() as u32 >= page_size;
+            let body = decode::<ServersBody>(&call, &reply)?;
+            // A short page ends the list unless the cloud says there is more
+            // (it caps pages at its own `max_limit`, which may be below ours).
+            let more =
+                super::more_pages(body.servers.len(), page_size as usize, &body.servers_links);
+            let page = body.servers;
             servers.extend(page);
-            if !full {
+            if !more {
                 return Ok(servers);
             }
         }

@@ -236,7 +236,15 @@ impl Session {
                         "token refused; authenticating again"
                     );
                     reauthenticated = true;
-                    *self.token.lock().await = None;
+                    // Another task may have renewed it meanwhile: drop only the refused one.
+                    let mut cached = self.token.lock().await;
+                    let refused = token.value.expose_secret();
+                    if cached
+                        .as_ref()
+                        .is_some_and(|t| t.value.expose_secret() == refused)
+                    {
+                        *cached = None;
+                    }
                 }
                 Err(error)
                     if attempt < self.options.retry.max_attempts && should_retry(call, &error) =>
@@ -342,10 +350,11 @@ impl Session {
     /// A token valid for at least a few more minutes, authenticating when needed.
     async fn token(&self) -> Result<Token, OpenStackError> {
         let mut cached = self.token.lock().await;
-        if let Some(token) = cached
-            .as_ref()
-            .filter(|t| t.expires_at - chrono::Utc::now() > RENEW_BEFORE)
-        {
+        // Renew five minutes early, or halfway through a token that lives shorter.
+        let fresh = |t: &&Token| {
+            t.expires_at - chrono::Utc::now() > RENEW_BEFORE.min((t.expires_at - t.issued_at) / 2)
+        };
+        if let Some(token) = cached.as_ref().filter(fresh) {
             return Ok(token.clone());
         }
         self.calls.fetch_add(1, Ordering::Relaxed);
@@ -426,6 +435,19 @@ impl Session {
                     format!("cannot read the version document at {root}: {e}"),
                 )
             })?;
+        let status = response.status();
+        if !(status.is_success() || status == reqwest::StatusCode::MULTIPLE_CHOICES) {
+            // Not cached: a transient failure must not pin the oldest microversion for good.
+            let kind = if status.is_server_error() {
+                ErrorKind::Unavailable
+            } else {
+                ErrorKind::Config
+            };
+            return Err(fail(
+                kind,
+                format!("the version document at {root} answered {status}"),
+            ));
+        }
         response.text().await.map_err(|e| {
             fail(
                 ErrorKind::Transport,

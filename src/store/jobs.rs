@@ -73,24 +73,35 @@ pub async fn insert_jobs(
     jobs: &[NewJob],
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    for job in jobs {
-        sqlx::query(
-            "insert into job (job_id, run_id, project_id, policy_id, resource_type, resource_id, resource_name, \
-             options, start_by, not_before, created_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
-        )
-        .bind(job.job_id)
-        .bind(run_id)
-        .bind(project_id)
-        .bind(policy_id)
-        .bind(&job.resource_type)
-        .bind(&job.resource_id)
-        .bind(&job.resource_name)
-        .bind(Json(&job.options))
-        .bind(job.start_by)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    }
+    // One statement for the whole run: a selector may match tens of thousands of resources.
+    let ids: Vec<Uuid> = jobs.iter().map(|j| j.job_id).collect();
+    let types: Vec<&str> = jobs.iter().map(|j| j.resource_type.as_str()).collect();
+    let resources: Vec<&str> = jobs.iter().map(|j| j.resource_id.as_str()).collect();
+    let names: Vec<Option<&str>> = jobs.iter().map(|j| j.resource_name.as_deref()).collect();
+    let options: Vec<serde_json::Value> = jobs
+        .iter()
+        .map(|j| serde_json::to_value(&j.options).expect("options serialise"))
+        .collect();
+    let start_by: Vec<DateTime<Utc>> = jobs.iter().map(|j| j.start_by).collect();
+    sqlx::query(
+        "insert into job (job_id, run_id, project_id, policy_id, resource_type, resource_id, resource_name, \
+             options, start_by, not_before, created_at) \
+         select t.job_id, $1, $2, $3, t.resource_type, t.resource_id, t.resource_name, t.options, t.start_by, $4, $4 \
+         from unnest($5::uuid[], $6::text[], $7::text[], $8::text[], $9::jsonb[], $10::timestamptz[]) \
+             as t(job_id, resource_type, resource_id, resource_name, options, start_by)",
+    )
+    .bind(run_id)
+    .bind(project_id)
+    .bind(policy_id)
+    .bind(now)
+    .bind(&ids)
+    .bind(&types)
+    .bind(&resources)
+    .bind(&names)
+    .bind(&options)
+    .bind(&start_by)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -153,7 +164,24 @@ pub async fn list_jobs(
     .await
 }
 
-/// Claims the job most overdue for work, leasing it to `owner`.
+macro_rules! claim_job_where {
+    ($statuses:literal) => {
+        concat!(
+            "update job set lease_owner = $1, lease_expires_at = $2 + $3 \
+             where job_id = (select job_id from job where status in ",
+            $statuses,
+            " and not_before <= $2 and (lease_expires_at is null or lease_expires_at < $2) \
+                 order by not_before limit 1 for update skip locked) \
+             returning ",
+            job_columns!()
+        )
+    };
+}
+
+/// Claims the job most overdue for work, leasing it to `owner`. Jobs in flight
+/// come first: following them to their end frees capacity. A pending job is
+/// claimed only while fewer than `max_in_flight` jobs are in flight, so workers
+/// do not spin on jobs that could not start anyway.
 ///
 /// # Errors
 /// The query fails.
@@ -162,20 +190,30 @@ pub async fn claim_job(
     owner: Uuid,
     now: DateTime<Utc>,
     lease: TimeDelta,
+    max_in_flight: i64,
 ) -> Result<Option<Job>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "update job set lease_owner = $1, lease_expires_at = $2 + $3 \
-         where job_id = (select job_id from job where status in ('pending', 'creating', 'tracking') \
-             and not_before <= $2 and (lease_expires_at is null or lease_expires_at < $2) \
-             order by not_before limit 1 for update skip locked) \
-         returning ",
-        job_columns!()
-    ))
-    .bind(owner)
-    .bind(now)
-    .bind(lease)
-    .fetch_optional(pool)
-    .await
+    let in_flight: Option<Job> = sqlx::query_as(claim_job_where!("('creating', 'tracking')"))
+        .bind(owner)
+        .bind(now)
+        .bind(lease)
+        .fetch_optional(pool)
+        .await?;
+    if in_flight.is_some() {
+        return Ok(in_flight);
+    }
+    let busy: i64 =
+        sqlx::query_scalar("select count(*) from job where status in ('creating', 'tracking')")
+            .fetch_one(pool)
+            .await?;
+    if busy >= max_in_flight {
+        return Ok(None);
+    }
+    sqlx::query_as(claim_job_where!("('pending')"))
+        .bind(owner)
+        .bind(now)
+        .bind(lease)
+        .fetch_optional(pool)
+        .await
 }
 
 /// Extends a lease still held by `owner`. Returns whether it is still held.
@@ -326,6 +364,22 @@ pub async fn record_step(
     .execute(&mut *tx)
     .await?;
     if result.rows_affected() != 1 {
+        // Cancelled while this step ran: keep what the step made, so it is cleaned up, not lost.
+        let kept = sqlx::query(
+            "update job set image_id = coalesce(image_id, $3), volume_snapshots = coalesce($4, volume_snapshots), \
+                 lease_owner = null, lease_expires_at = null \
+             where job_id = $1 and lease_owner = $2 and status = 'cancelled'",
+        )
+        .bind(job_id)
+        .bind(owner)
+        .bind(&update.image_id)
+        .bind(update.volume_snapshots.as_ref().map(Json))
+        .execute(&mut *tx)
+        .await?;
+        if kept.rows_affected() == 1 {
+            super::snapshots::record_from_job(&mut tx, job_id).await?;
+            tx.commit().await?;
+        }
         return Ok(false);
     }
     if terminal {
@@ -333,6 +387,7 @@ pub async fn record_step(
             .bind(job_id)
             .fetch_one(&mut *tx)
             .await?;
+        super::snapshots::record_from_job(&mut tx, job_id).await?;
         super::runs::complete_run_if_done(&mut tx, run_id, now).await?;
     }
     tx.commit().await?;
@@ -360,7 +415,7 @@ pub async fn cancel_job(
     let mut tx = pool.begin().await?;
     let cancelled: Option<Uuid> = sqlx::query_scalar(
         "update job set status = 'cancelled', finished_at = $3, cancel_requested = true, \
-         error = $4, lease_owner = null, lease_expires_at = null \
+         error = $4 \
          where project_id = $1 and job_id = $2 and status in ('pending', 'creating', 'tracking') returning run_id",
     )
     .bind(project_id)
@@ -370,6 +425,7 @@ pub async fn cancel_job(
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(run_id) = cancelled {
+        super::snapshots::record_from_job(&mut tx, job_id).await?;
         super::runs::complete_run_if_done(&mut tx, run_id, now).await?;
     }
     tx.commit().await?;
@@ -382,22 +438,18 @@ pub async fn cancel_job(
     )
 }
 
-/// Releases every lease held by `owner` (graceful shutdown), so other replicas take over at once.
+/// Counts a new attempt of a job in `creating` that is about to be sent again.
+/// Returns `false` when the job was cancelled or taken over meanwhile.
 ///
 /// # Errors
 /// The query fails.
-pub async fn release_leases(pool: &PgPool, owner: Uuid) -> Result<u64, sqlx::Error> {
-    let jobs = sqlx::query(
-        "update job set lease_owner = null, lease_expires_at = null where lease_owner = $1",
+pub async fn count_attempt(pool: &PgPool, job_id: Uuid, owner: Uuid) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query(
+        "update job set attempt = attempt + 1 where job_id = $1 and lease_owner = $2 and status = 'creating'",
     )
+    .bind(job_id)
     .bind(owner)
     .execute(pool)
     .await?;
-    sqlx::query(
-        "update run set lease_owner = null, lease_expires_at = null where lease_owner = $1",
-    )
-    .bind(owner)
-    .execute(pool)
-    .await?;
-    Ok(jobs.rows_affected())
+    Ok(result.rows_affected() == 1)
 }

@@ -258,3 +258,19 @@ pub async fn set_next_run_at(
         .await?;
     Ok(())
 }
+
+/// Reads a policy by id in any project (for the engine, which serves them all).
+///
+/// # Errors
+/// The query fails.
+pub async fn fetch_policy_by_id(pool: &PgPool, id: Uuid) -> Result<Option<Policy>, sqlx::Error> {
+    let row: Option<PolicyRow> = sqlx::query_as(concat!(
+        "select ",
+        policy_columns!(),
+        " from policy where policy_id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    row.map(Policy::try_from).transpose()
+}

@@ -184,7 +184,7 @@ pub async fn mark_resolved(
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     let result = sqlx::query(
-        "update run set resolved_at = $3, lease_owner = null, lease_expires_at = null \
+        "update run set resolved_at = $3, error = null, lease_owner = null, lease_expires_at = null \
          where run_id = $1 and lease_owner = $2 and resolved_at is null",
     )
     .bind(run_id)
@@ -192,6 +192,26 @@ pub async fn mark_resolved(
     .bind(now)
     .execute(conn)
     .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Extends a run lease still held by `owner`. Returns whether it is still held.
+///
+/// # Errors
+/// The query fails.
+pub async fn renew_lease(
+    pool: &PgPool,
+    run_id: Uuid,
+    owner: Uuid,
+    until: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let result =
+        sqlx::query("update run set lease_expires_at = $3 where run_id = $1 and lease_owner = $2")
+            .bind(run_id)
+            .bind(owner)
+            .bind(until)
+            .execute(pool)
+            .await?;
     Ok(result.rows_affected() == 1)
 }
 
@@ -226,16 +246,19 @@ pub async fn defer_resolution(
 pub async fn fail_run(
     pool: &PgPool,
     run_id: Uuid,
+    owner: Uuid,
     now: DateTime<Utc>,
     error: &JobError,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "update run set status = 'failed', error = $3, finished_at = $2, resolved_at = coalesce(resolved_at, $2), \
-         lease_owner = null, lease_expires_at = null where run_id = $1 and status = 'running'",
+         lease_owner = null, lease_expires_at = null \
+         where run_id = $1 and status = 'running' and resolved_at is null and lease_owner = $4",
     )
     .bind(run_id)
     .bind(now)
     .bind(Json(error))
+    .bind(owner)
     .execute(pool)
     .await?;
     Ok(())
@@ -250,30 +273,41 @@ pub async fn complete_run_if_done(
     run_id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let counts: Option<(i64, i64, i64)> = sqlx::query_as(
-        "select count(*) filter (where status = 'succeeded'), \
-                count(*) filter (where status in ('failed', 'timed_out', 'cancelled')), \
-                count(*) filter (where status in ('pending', 'creating', 'tracking')) \
-         from job where run_id = $1",
+    // Serialise the jobs of one run that end at the same time: without the row
+    // lock, each transaction would still see the other's job open, and the run
+    // would stay `running` for ever.
+    let running: Option<bool> = sqlx::query_scalar(
+        "select resolved_at is not null from run where run_id = $1 and status = 'running' for update",
     )
     .bind(run_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((succeeded, unsuccessful, open)) = counts else {
-        return Ok(());
-    };
-    if open > 0 {
+    if running != Some(true) {
         return Ok(());
     }
-    let status = crate::domain::job::run_outcome(succeeded as usize, unsuccessful as usize);
-    sqlx::query(
-        "update run set status = $2, finished_at = $3 where run_id = $1 and status = 'running' and resolved_at is not null",
+    let open: bool = sqlx::query_scalar(
+        "select exists (select 1 from job where run_id = $1 and status in ('pending', 'creating', 'tracking'))",
     )
     .bind(run_id)
-    .bind(status.as_str())
-    .bind(now)
-    .execute(conn)
+    .fetch_one(&mut *conn)
     .await?;
+    if open {
+        return Ok(());
+    }
+    let (succeeded, unsuccessful): (i64, i64) = sqlx::query_as(
+        "select count(*) filter (where status = 'succeeded'), count(*) filter (where status <> 'succeeded') \
+         from job where run_id = $1",
+    )
+    .bind(run_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let status = crate::domain::job::run_outcome(succeeded as usize, unsuccessful as usize);
+    sqlx::query("update run set status = $2, finished_at = $3 where run_id = $1")
+        .bind(run_id)
+        .bind(status.as_str())
+        .bind(now)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -333,7 +333,7 @@ async fn a_worker_that_died_after_sending_is_succeeded_by_one_that_adopts_the_im
     let server = h.sim.create_image_backed_server("crashy", &[], &[], false);
     let job_id = h.adhoc("server", &server, json!({})).await;
     let dead = uuid::Uuid::new_v4();
-    let claimed = jobs::claim_job(&h.pool, dead, h.clock.now(), TimeDelta::seconds(60))
+    let claimed = jobs::claim_job(&h.pool, dead, h.clock.now(), TimeDelta::seconds(60), 50)
         .await
         .unwrap()
         .unwrap();
@@ -375,7 +375,7 @@ async fn a_worker_that_died_before_sending_sends_once_on_recovery(pool: PgPool) 
     let volume = h.sim.create_volume("data", 1, &[]);
     let job_id = h.adhoc("volume", &volume, json!({})).await;
     let dead = uuid::Uuid::new_v4();
-    let claimed = jobs::claim_job(&h.pool, dead, h.clock.now(), TimeDelta::seconds(60))
+    let claimed = jobs::claim_job(&h.pool, dead, h.clock.now(), TimeDelta::seconds(60), 50)
         .await
         .unwrap()
         .unwrap();

@@ -1,0 +1,231 @@
+//! Retention: decides which snapshots a policy keeps, and deletes every piece of
+//! the rest — the image and each Cinder snapshot behind it — but only artefacts
+//! stacksnap made (their `stacksnap_job_id` is checked first).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use uuid::Uuid;
+
+use super::{Engine, Outcome, snapshot::JOB_ID_KEY};
+use crate::{
+    domain::{
+        job::JobError,
+        policy::Policy,
+        retention::{Candidate, KeepReason, Rules, decide},
+        schedule::parse_timezone,
+    },
+    openstack::OpenStackError,
+    store::{
+        policies,
+        snapshots::{self, DeletionStep, ManagedSnapshot},
+    },
+};
+
+/// Attempts per deletion before it is marked `delete_failed` (and retried after [`FAILED_RETRY`]).
+const DELETE_ATTEMPTS: i32 = 5;
+/// How long a `delete_failed` snapshot rests before it is tried again.
+const FAILED_RETRY: TimeDelta = TimeDelta::hours(1);
+/// How long incomplete artefacts of failed jobs are kept for inspection.
+pub const INCOMPLETE_GRACE: TimeDelta = TimeDelta::hours(24);
+/// Every policy is re-pruned at least this often (time passing moves `keep_within` and the calendar).
+const PRUNE_PERIOD: TimeDelta = TimeDelta::hours(1);
+
+/// Retention's verdict on each complete live snapshot of a policy, per resource.
+pub fn plan(
+    policy: &Policy,
+    live: Vec<ManagedSnapshot>,
+) -> Vec<(ManagedSnapshot, Vec<KeepReason>)> {
+    let rules = Rules::from(&policy.spec.retention);
+    let tz = policy
+        .spec
+        .schedules
+        .first()
+        .and_then(|s| parse_timezone(&s.timezone).ok())
+        .unwrap_or(chrono_tz::UTC);
+    let mut by_resource: BTreeMap<String, Vec<ManagedSnapshot>> = BTreeMap::new();
+    for snapshot in live.into_iter().filter(|s| s.complete) {
+        by_resource
+            .entry(snapshot.resource_id.clone())
+            .or_default()
+            .push(snapshot);
+    }
+    let mut verdicts = Vec::new();
+    for (_, mut snapshots) in by_resource {
+        let candidates: Vec<Candidate> = snapshots
+            .iter()
+            .map(|s| Candidate {
+                id: s.snapshot_id,
+                taken_at: s.taken_at,
+            })
+            .collect();
+        let decisions = decide(&candidates, &rules, tz);
+        for decision in decisions {
+            let index = snapshots
+                .iter()
+                .position(|s| s.snapshot_id == decision.id)
+                .expect("decided from these");
+            verdicts.push((snapshots.swap_remove(index), decision.kept_by));
+        }
+    }
+    verdicts
+}
+
+impl Engine {
+    /// Applies retention to every policy due for it, and starts cleaning up
+    /// stale incomplete artefacts. Returns how many snapshots it set to delete.
+    ///
+    /// # Errors
+    /// The database fails.
+    pub async fn prune_due(&self) -> Result<u64, sqlx::Error> {
+        let now = self.clock.now();
+        let mut marked =
+            snapshots::mark_stale_incomplete_deleting(&self.db, now, INCOMPLETE_GRACE).await?;
+        for policy_id in snapshots::policies_to_prune(&self.db, now, PRUNE_PERIOD, 100).await? {
+            marked += self.prune_policy(policy_id, now).await?;
+        }
+        Ok(marked)
+    }
+
+    async fn prune_policy(&self, policy_id: Uuid, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+        let Some(policy) = policies::fetch_policy_by_id(&self.db, policy_id).await? else {
+            return Ok(0);
+        };
+        let live = snapshots::live_for_policy(&self.db, policy_id).await?;
+        let doomed: Vec<Uuid> = plan(&policy, live)
+            .into_iter()
+            .filter(|(_, kept_by)| kept_by.is_empty())
+            .map(|(s, _)| s.snapshot_id)
+            .collect();
+        let marked = snapshots::mark_deleting(&self.db, &doomed, now).await?;
+        snapshots::mark_policy_pruned(&self.db, policy_id, now).await?;
+        if marked > 0 {
+            tracing::info!(policy_id = %policy_id, snapshots = marked, "retention: deleting snapshots no rule keeps");
+        }
+        Ok(marked)
+    }
+
+    /// Does one step of deleting one snapshot, if one is due.
+    ///
+    /// # Errors
+    /// The database fails.
+    pub async fn delete_next(&self) -> Result<Outcome, sqlx::Error> {
+        let now = self.clock.now();
+        let token = Uuid::new_v4();
+        let Some(snapshot) =
+            snapshots::claim_deletion(&self.db, token, now, self.config.lease).await?
+        else {
+            return Ok(Outcome::Idle);
+        };
+        let step = match self.delete_pieces(&snapshot, now).await {
+            Ok(step) => step,
+            Err(error) => self.deletion_failed(&snapshot, error, now),
+        };
+        snapshots::record_deletion(&self.db, snapshot.snapshot_id, token, now, &step).await?;
+        Ok(Outcome::Worked)
+    }
+
+    fn deletion_failed(
+        &self,
+        snapshot: &ManagedSnapshot,
+        error: OpenStackError,
+        now: DateTime<Utc>,
+    ) -> DeletionStep {
+        let error = JobError::new("delete_error", error.to_string());
+        if snapshot.delete_attempts + 1 >= DELETE_ATTEMPTS {
+            tracing::warn!(snapshot_id = %snapshot.snapshot_id, error = %error.message, "deletion failed; will retry later");
+            DeletionStep::Failed {
+                not_before: now + FAILED_RETRY,
+                error,
+            }
+        } else {
+            let pause =
+                self.config.retry_delay * 2_i32.pow(snapshot.delete_attempts.clamp(0, 6) as u32);
+            DeletionStep::Retry {
+                not_before: now + pause,
+                error,
+            }
+        }
+    }
+
+    /// Deletes the Cinder snapshots first, then the image, checking ownership.
+    async fn delete_pieces(
+        &self,
+        snapshot: &ManagedSnapshot,
+        now: DateTime<Utc>,
+    ) -> Result<DeletionStep, OpenStackError> {
+        let job_id = snapshot.job_id.to_string();
+        let ours = |value: Option<&str>| value == Some(job_id.as_str());
+        if let Some(image_id) = &snapshot.image_id {
+            match self.cloud.glance().get_image(image_id).await {
+                Ok(image) if !ours(image.property(JOB_ID_KEY)) => {
+                    return Ok(refuse(now, format!("image {image_id}")));
+                }
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut pieces = snapshot.volume_snapshots.0.clone();
+        let mut waiting = false;
+        for piece in pieces.iter_mut().filter(|p| p.status != "deleted") {
+            match self.cloud.cinder().get_snapshot(&piece.snapshot_id).await {
+                Err(e) if e.is_not_found() => piece.status = "deleted".into(),
+                Err(e) => return Err(e),
+                // A volume policy's snapshot carries our id; a server's pieces were made by Nova for our image.
+                Ok(found)
+                    if snapshot.resource_type == "volume"
+                        && !ours(found.metadata.get(JOB_ID_KEY).map(String::as_str)) =>
+                {
+                    return Ok(refuse(
+                        now,
+                        format!("volume snapshot {}", piece.snapshot_id),
+                    ));
+                }
+                Ok(found) if matches!(found.status.as_str(), "creating" | "deleting") => {
+                    piece.status = found.status;
+                    waiting = true;
+                }
+                Ok(_) => match self
+                    .cloud
+                    .cinder()
+                    .delete_snapshot(&piece.snapshot_id)
+                    .await
+                {
+                    Ok(()) => {
+                        piece.status = "deleting".into();
+                        waiting = true;
+                    }
+                    Err(e) if e.is_not_found() => piece.status = "deleted".into(),
+                    Err(e) => return Err(e),
+                },
+            }
+        }
+        if waiting {
+            return Ok(DeletionStep::InProgress {
+                not_before: now + self.config.poll_interval,
+                pieces,
+            });
+        }
+        if let Some(image_id) = &snapshot.image_id {
+            match self.cloud.glance().delete_image(image_id).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(DeletionStep::Deleted)
+    }
+}
+
+fn refuse(now: DateTime<Utc>, what: String) -> DeletionStep {
+    DeletionStep::Failed {
+        not_before: now + TimeDelta::days(3650),
+        error: JobError::new(
+            "not_ours",
+            format!(
+                "{what} does not carry this snapshot's stacksnap_job_id; stacksnap deletes only what it made"
+            ),
+        ),
+    }
+}

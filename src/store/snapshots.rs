@@ -1,0 +1,350 @@
+//! The `snapshot` table: managed artefacts, from the job that made them to their deletion.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::{PgConnection, PgPool, types::Json};
+use uuid::Uuid;
+
+use crate::domain::job::{JobError, VolumeSnapshotState};
+
+/// A managed snapshot.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ManagedSnapshot {
+    pub snapshot_id: Uuid,
+    pub project_id: String,
+    pub policy_id: Option<Uuid>,
+    pub run_id: Option<Uuid>,
+    pub job_id: Uuid,
+    pub resource_type: String,
+    pub resource_id: String,
+    pub resource_name: Option<String>,
+    pub image_id: Option<String>,
+    pub volume_snapshots: Json<Vec<VolumeSnapshotState>>,
+    pub size_gb: Option<i64>,
+    pub complete: bool,
+    pub state: String,
+    pub taken_at: DateTime<Utc>,
+    pub delete_attempts: i32,
+    pub delete_error: Option<Json<JobError>>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+macro_rules! snapshot_columns {
+    () => {
+        "snapshot_id, project_id, policy_id, run_id, job_id, resource_type, resource_id, resource_name, image_id, \
+         volume_snapshots, size_gb, complete, state, taken_at, delete_attempts, delete_error, deleted_at, created_at"
+    };
+}
+
+/// Records what an ended job produced: a complete snapshot when it succeeded,
+/// incomplete artefacts (to be cleaned up) when it failed, timed out or was
+/// cancelled after making some. Idempotent per job.
+///
+/// # Errors
+/// The query fails.
+pub async fn record_from_job(conn: &mut PgConnection, job_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into snapshot (snapshot_id, project_id, policy_id, run_id, job_id, resource_type, resource_id, \
+             resource_name, image_id, volume_snapshots, complete, taken_at) \
+         select $2, j.project_id, p.policy_id, j.run_id, j.job_id, j.resource_type, j.resource_id, j.resource_name, \
+             j.image_id, j.volume_snapshots, j.status = 'succeeded', \
+             coalesce((j.options ->> 'scheduled_at')::timestamptz, j.created_at) \
+         from job j left join policy p on p.policy_id = j.policy_id \
+         where j.job_id = $1 and (j.status = 'succeeded' or j.image_id is not null or j.volume_snapshots <> '[]') \
+         on conflict (job_id) do nothing",
+    )
+    .bind(job_id)
+    .bind(Uuid::now_v7())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The live snapshots of a policy, every resource, oldest first.
+///
+/// # Errors
+/// The query fails.
+pub async fn live_for_policy(
+    pool: &PgPool,
+    policy_id: Uuid,
+) -> Result<Vec<ManagedSnapshot>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "select ",
+        snapshot_columns!(),
+        " from snapshot where policy_id = $1 and state = 'available' order by resource_id, taken_at"
+    ))
+    .bind(policy_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Policies due for pruning: never pruned, or not since their last run ended,
+/// or not for `period`; least recently pruned first.
+///
+/// # Errors
+/// The query fails.
+pub async fn policies_to_prune(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    period: TimeDelta,
+    limit: i64,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select p.policy_id from policy p \
+         where exists (select 1 from snapshot s where s.policy_id = p.policy_id and s.state = 'available') \
+           and (p.pruned_at is null or p.pruned_at < $1 - $2 \
+                or p.pruned_at < (select max(r.finished_at) from run r where r.policy_id = p.policy_id)) \
+         order by p.pruned_at nulls first limit $3",
+    )
+    .bind(now)
+    .bind(period)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Notes that a policy was just pruned.
+///
+/// # Errors
+/// The query fails.
+pub async fn mark_policy_pruned(
+    pool: &PgPool,
+    policy_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("update policy set pruned_at = $2 where policy_id = $1")
+        .bind(policy_id)
+        .bind(now)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Starts deleting snapshots still `available`; returns how many it took.
+///
+/// # Errors
+/// The query fails.
+pub async fn mark_deleting(
+    pool: &PgPool,
+    ids: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(
+        "update snapshot set state = 'deleting', not_before = $2, delete_attempts = 0, delete_error = null \
+         where snapshot_id = any($1) and state = 'available'",
+    )
+    .bind(ids)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+/// Starts deleting incomplete artefacts older than `grace`.
+///
+/// # Errors
+/// The query fails.
+pub async fn mark_stale_incomplete_deleting(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    grace: TimeDelta,
+) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(
+        "update snapshot set state = 'deleting', not_before = $1 \
+         where state = 'available' and not complete and created_at < $1 - $2",
+    )
+    .bind(now)
+    .bind(grace)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+/// Claims one snapshot due for deletion work.
+///
+/// # Errors
+/// The query fails.
+pub async fn claim_deletion(
+    pool: &PgPool,
+    owner: Uuid,
+    now: DateTime<Utc>,
+    lease: TimeDelta,
+) -> Result<Option<ManagedSnapshot>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "update snapshot set lease_owner = $1, lease_expires_at = $2 + $3 \
+         where snapshot_id = (select snapshot_id from snapshot where state in ('deleting', 'delete_failed') \
+             and not_before <= $2 and (lease_expires_at is null or lease_expires_at < $2) \
+             order by not_before limit 1 for update skip locked) \
+         returning ",
+        snapshot_columns!()
+    ))
+    .bind(owner)
+    .bind(now)
+    .bind(lease)
+    .fetch_optional(pool)
+    .await
+}
+
+/// What a deletion step achieved.
+#[derive(Debug, Clone)]
+pub enum DeletionStep {
+    /// Every piece is gone.
+    Deleted,
+    /// Some pieces are still being deleted by the cloud: look again later.
+    InProgress {
+        not_before: DateTime<Utc>,
+        pieces: Vec<VolumeSnapshotState>,
+    },
+    /// An attempt failed; try again later (the attempt is counted).
+    Retry {
+        not_before: DateTime<Utc>,
+        error: JobError,
+    },
+    /// Out of attempts (or refused for safety): `delete_failed`, retried after a long pause.
+    Failed {
+        not_before: DateTime<Utc>,
+        error: JobError,
+    },
+}
+
+/// Records a deletion step and gives the lease back.
+///
+/// # Errors
+/// The query fails.
+pub async fn record_deletion(
+    pool: &PgPool,
+    id: Uuid,
+    owner: Uuid,
+    now: DateTime<Utc>,
+    step: &DeletionStep,
+) -> Result<(), sqlx::Error> {
+    let (state, not_before, error, attempt, pieces) = match step {
+        DeletionStep::Deleted => ("deleted", now, None, 0, None),
+        DeletionStep::InProgress { not_before, pieces } => {
+            ("deleting", *not_before, None, 0, Some(pieces))
+        }
+        DeletionStep::Retry { not_before, error } => {
+            ("deleting", *not_before, Some(error), 1, None)
+        }
+        DeletionStep::Failed { not_before, error } => {
+            ("delete_failed", *not_before, Some(error), 1, None)
+        }
+    };
+    sqlx::query(
+        "update snapshot set state = $3, not_before = $4, delete_error = coalesce($5, delete_error), \
+             delete_attempts = case when $3 = 'delete_failed' then 0 else delete_attempts + $6 end, \
+             volume_snapshots = coalesce($7, volume_snapshots), \
+             deleted_at = case when $3 = 'deleted' then $8 end, lease_owner = null, lease_expires_at = null \
+         where snapshot_id = $1 and lease_owner = $2",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(state)
+    .bind(not_before)
+    .bind(error.map(Json))
+    .bind(attempt)
+    .bind(pieces.map(Json))
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Reads one snapshot of a project.
+///
+/// # Errors
+/// The query fails.
+pub async fn fetch_snapshot(
+    pool: &PgPool,
+    project_id: &str,
+    id: Uuid,
+) -> Result<Option<ManagedSnapshot>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "select ",
+        snapshot_columns!(),
+        " from snapshot where project_id = $1 and snapshot_id = $2"
+    ))
+    .bind(project_id)
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Filters for [`list_snapshots`].
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotFilter {
+    pub policy_id: Option<Uuid>,
+    pub resource_id: Option<String>,
+    pub state: Option<String>,
+}
+
+/// Lists snapshots of a project, newest first, before the cursor id.
+///
+/// # Errors
+/// The query fails.
+pub async fn list_snapshots(
+    pool: &PgPool,
+    project_id: &str,
+    filter: &SnapshotFilter,
+    before: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<ManagedSnapshot>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "select ",
+        snapshot_columns!(),
+        " from snapshot where project_id = $1 and ($2::uuid is null or policy_id = $2) \
+         and ($3::text is null or resource_id = $3) and ($4::text is null or state = $4) \
+         and ($5::uuid is null or snapshot_id < $5) order by snapshot_id desc limit $6"
+    ))
+    .bind(project_id)
+    .bind(filter.policy_id)
+    .bind(&filter.resource_id)
+    .bind(&filter.state)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Starts deleting a snapshot on request (also one that failed to delete before).
+/// Returns the snapshot afterwards.
+///
+/// # Errors
+/// The query fails.
+pub async fn request_delete(
+    pool: &PgPool,
+    project_id: &str,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Option<ManagedSnapshot>, sqlx::Error> {
+    sqlx::query(
+        "update snapshot set state = 'deleting', not_before = $3, delete_attempts = 0 \
+         where project_id = $1 and snapshot_id = $2 and state in ('available', 'delete_failed')",
+    )
+    .bind(project_id)
+    .bind(id)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    fetch_snapshot(pool, project_id, id).await
+}
+
+/// Starts deleting every live snapshot of a policy (the policy is being deleted with `snapshots=delete`).
+///
+/// # Errors
+/// The query fails.
+pub async fn delete_all_of_policy(
+    conn: &mut PgConnection,
+    policy_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(
+        "update snapshot set state = 'deleting', not_before = $2, delete_attempts = 0 \
+         where policy_id = $1 and state in ('available', 'delete_failed')",
+    )
+    .bind(policy_id)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected())
+}
