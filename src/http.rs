@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod jobs;
+pub mod managed;
 pub mod merge_patch;
 pub mod pagination;
 pub mod policies;

@@ -5,7 +5,7 @@ use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{AppState, health, jobs, policies, runs, snapshots};
+use super::{AppState, health, jobs, managed, policies, runs, snapshots};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,7 +20,7 @@ use super::{AppState, health, jobs, policies, runs, snapshots};
         (name = "policies", description = "Snapshot policies: what to snapshot, when, and how long to keep it."),
         (name = "runs", description = "Firings of policies: scheduled, manual, and one-off."),
         (name = "jobs", description = "One resource's snapshot, followed until it is really finished."),
-        (name = "snapshots", description = "One-off snapshots, e.g. before a deploy."),
+        (name = "snapshots", description = "Managed snapshots and retention; one-off snapshots, e.g. before a deploy."),
         (name = "health", description = "Liveness and readiness probes.")
     )
 )]
@@ -42,7 +42,9 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::list_jobs))
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::cancel_job))
-        .routes(routes!(snapshots::create_snapshot))
+        .routes(routes!(snapshots::create_snapshot, managed::list_snapshots))
+        .routes(routes!(managed::get_snapshot, managed::delete_snapshot))
+        .routes(routes!(managed::retention_preview))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }

@@ -13,8 +13,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use self::dto::{
-    FireTimeResponse, ListPoliciesQuery, PolicyList, PolicyResponse, READ_ONLY_FIELDS,
-    ScheduleQuery, ScheduleResponse,
+    DeletePolicyQuery, FireTimeResponse, ListPoliciesQuery, PolicyList, PolicyResponse,
+    READ_ONLY_FIELDS, ScheduleQuery, ScheduleResponse, SnapshotsOnDelete,
 };
 use super::{
     ApiError, AppState, Problem, Result,
@@ -218,7 +218,8 @@ pub async fn update_policy(
     tag = "policies",
     params(
         ("id" = Uuid, Path, description = "Policy id"),
-        ("If-Match" = Option<String>, Header, description = "Delete only this version")
+        ("If-Match" = Option<String>, Header, description = "Delete only this version"),
+        DeletePolicyQuery
     ),
     responses(
         (status = 204, description = "Deleted"),
@@ -231,11 +232,23 @@ pub async fn delete_policy(
     Project(project): Project,
     Path(id): Path<String>,
     headers: HeaderMap,
+    AppQuery(query): AppQuery<DeletePolicyQuery>,
 ) -> Result<StatusCode> {
     let current = load(&state, &project, &id).await?;
     check_if_match(&headers, current.version)?;
     let expected = has_if_match(&headers).then_some(current.version);
-    if store::delete_policy(&state.db, &project, current.id, expected).await? {
+    let delete_snapshots = query.snapshots == Some(SnapshotsOnDelete::Delete);
+    let now = state.clock.now();
+    if store::delete_policy(
+        &state.db,
+        &project,
+        current.id,
+        expected,
+        delete_snapshots,
+        now,
+    )
+    .await?
+    {
         return Ok(StatusCode::NO_CONTENT);
     }
     match store::fetch_policy(&state.db, &project, current.id).await? {

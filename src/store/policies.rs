@@ -196,6 +196,8 @@ pub async fn update_policy(
 }
 
 /// Deletes a policy if it is still at `expected_version` (any version when `None`).
+/// With `delete_snapshots`, its live snapshots are set to be deleted in the same
+/// transaction; otherwise they stay, no longer pruned by any policy.
 ///
 /// Returns whether a row was deleted.
 ///
@@ -206,7 +208,13 @@ pub async fn delete_policy(
     project_id: &str,
     id: Uuid,
     expected_version: Option<i64>,
+    delete_snapshots: bool,
+    now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    if delete_snapshots {
+        super::snapshots::delete_all_of_policy(&mut tx, id, now).await?;
+    }
     let result = sqlx::query(
         "delete from policy where project_id = $1 and policy_id = $2 \
          and ($3::bigint is null or version = $3)",
@@ -214,9 +222,14 @@ pub async fn delete_policy(
     .bind(project_id)
     .bind(id)
     .bind(expected_version)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(result.rows_affected() == 1)
+    if result.rows_affected() == 1 {
+        tx.commit().await?;
+        Ok(true)
+    } else {
+        Ok(false)
+    }
 }
 
 /// Locks up to `limit` enabled policies due at `now`, skipping rows other

@@ -3,5 +3,6 @@
 
 mod api;
 mod helpers;
+mod retention;
 mod scheduling;
 mod snapshots;

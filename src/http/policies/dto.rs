@@ -164,3 +164,23 @@ impl FireTimeResponse {
         }
     }
 }
+
+/// What happens to a deleted policy's snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotsOnDelete {
+    /// Keep them (no policy prunes them any more; delete them one by one).
+    Keep,
+    /// Delete every piece of every one of them.
+    Delete,
+}
+
+/// Options of `DELETE /v1/policies/{id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeletePolicyQuery {
+    /// `keep` (default) or `delete` the policy's snapshots.
+    #[param(inline)]
+    pub snapshots: Option<SnapshotsOnDelete>,
+}

@@ -1,0 +1,296 @@
+//! `/v1/snapshots` (GET, DELETE) and `/v1/policies/{id}/retention-preview`:
+//! the snapshots stacksnap manages, and what retention would do with them.
+
+use std::collections::HashMap;
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{
+    ApiError, AppState, Problem, Result,
+    extract::{AppQuery, Project},
+    pagination::{decode_cursor, page_size, paginate},
+};
+use crate::{
+    domain::{
+        job::{JobError, VolumeSnapshotState},
+        retention::KeepReason,
+    },
+    engine::pruner::plan,
+    store::{
+        policies,
+        snapshots::{self, ManagedSnapshot, SnapshotFilter},
+    },
+};
+
+/// A snapshot stacksnap made and manages: the image and/or every volume snapshot.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Snapshot, example = json!({
+    "id": "019ab9a2-1111-7c1e-8d2a-1b2c3d4e5f60", "policy_id": "019ab8f0-6c1e-7d2a-9f3b-2a4c5d6e7f80",
+    "run_id": "019ab9a1-0c1e-7d2a-9f3b-2a4c5d6e7f80", "job_id": "019ab9a1-2f00-7c1e-8d2a-1b2c3d4e5f60",
+    "resource_type": "server", "resource_id": "4f1d6a52-0b52-4a8e-9c43-1d0c8e3f2a10", "resource_name": "web-1",
+    "image_id": "b92d4c1e-5f6a-4b7c-8d9e-0f1a2b3c4d5e",
+    "volume_snapshot_ids": ["0b2e7c1d-9a8f-4e3d-b2c1-a0f9e8d7c6b5"],
+    "complete": true, "state": "available", "kept_by": ["last", "daily"],
+    "taken_at": "2026-11-26T01:00:00Z", "created_at": "2026-11-26T01:00:09Z", "deleted_at": null, "delete_error": null
+}))]
+pub struct SnapshotResponse {
+    pub id: Uuid,
+    /// `null` for a one-off snapshot, or once its policy was deleted.
+    pub policy_id: Option<Uuid>,
+    pub run_id: Option<Uuid>,
+    pub job_id: Uuid,
+    pub resource_type: String,
+    pub resource_id: String,
+    pub resource_name: Option<String>,
+    pub image_id: Option<String>,
+    pub volume_snapshot_ids: Vec<String>,
+    /// False for the leftovers of a job that failed: cleaned up after a grace period.
+    pub complete: bool,
+    /// `available`, `deleting`, `deleted` or `delete_failed`.
+    pub state: String,
+    /// Why retention keeps it; `[]` when it is due for deletion; `null` when no policy's retention applies.
+    pub kept_by: Option<Vec<KeepReason>>,
+    /// The scheduled instant of the run that took it.
+    pub taken_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub delete_error: Option<JobError>,
+}
+
+impl SnapshotResponse {
+    fn new(snapshot: ManagedSnapshot, kept_by: Option<Vec<KeepReason>>) -> Self {
+        Self {
+            id: snapshot.snapshot_id,
+            policy_id: snapshot.policy_id,
+            run_id: snapshot.run_id,
+            job_id: snapshot.job_id,
+            resource_type: snapshot.resource_type,
+            resource_id: snapshot.resource_id,
+            resource_name: snapshot.resource_name,
+            image_id: snapshot.image_id,
+            volume_snapshot_ids: snapshot
+                .volume_snapshots
+                .0
+                .iter()
+                .map(|s: &VolumeSnapshotState| s.snapshot_id.clone())
+                .collect(),
+            complete: snapshot.complete,
+            state: snapshot.state,
+            kept_by,
+            taken_at: snapshot.taken_at,
+            created_at: snapshot.created_at,
+            deleted_at: snapshot.deleted_at,
+            delete_error: snapshot.delete_error.map(|e| e.0),
+        }
+    }
+}
+
+/// One page of snapshots, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"items": [], "next_cursor": null}))]
+pub struct SnapshotList {
+    pub items: Vec<SnapshotResponse>,
+    pub next_cursor: Option<String>,
+}
+
+/// Filters and paging for `GET /v1/snapshots`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListSnapshotsQuery {
+    pub policy_id: Option<Uuid>,
+    pub resource_id: Option<String>,
+    /// `available`, `deleting`, `deleted` or `delete_failed`.
+    pub state: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// What retention would do to a policy's snapshots now.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"policy_id": "019ab8f0-6c1e-7d2a-9f3b-2a4c5d6e7f80", "keep": [], "delete": []}))]
+pub struct RetentionPreview {
+    pub policy_id: Uuid,
+    pub keep: Vec<SnapshotResponse>,
+    pub delete: Vec<SnapshotResponse>,
+}
+
+const STATES: [&str; 4] = ["available", "deleting", "deleted", "delete_failed"];
+
+/// Retention's reasons for every live snapshot of the policies in `page`.
+async fn reasons(
+    state: &AppState,
+    page: &[ManagedSnapshot],
+) -> Result<HashMap<Uuid, Vec<KeepReason>>> {
+    let mut reasons = HashMap::new();
+    let mut policy_ids: Vec<Uuid> = page
+        .iter()
+        .filter(|s| s.state == "available")
+        .filter_map(|s| s.policy_id)
+        .collect();
+    policy_ids.sort_unstable();
+    policy_ids.dedup();
+    for policy_id in policy_ids {
+        let Some(policy) = policies::fetch_policy_by_id(&state.db, policy_id).await? else {
+            continue;
+        };
+        let live = snapshots::live_for_policy(&state.db, policy_id).await?;
+        reasons.extend(
+            plan(&policy, live)
+                .into_iter()
+                .map(|(s, kept_by)| (s.snapshot_id, kept_by)),
+        );
+    }
+    Ok(reasons)
+}
+
+/// List managed snapshots, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/snapshots",
+    tag = "snapshots",
+    params(ListSnapshotsQuery),
+    responses(
+        (status = 200, description = "One page of snapshots", body = SnapshotList),
+        (status = 422, description = "Invalid query parameters", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn list_snapshots(
+    State(state): State<AppState>,
+    Project(project): Project,
+    AppQuery(query): AppQuery<ListSnapshotsQuery>,
+) -> Result<Json<SnapshotList>> {
+    let limit = page_size(query.limit)?;
+    let before = query
+        .cursor
+        .as_deref()
+        .map(|c| decode_cursor("snapshots", c))
+        .transpose()?;
+    if let Some(wanted) = query.state.as_deref().filter(|s| !STATES.contains(s)) {
+        return Err(ApiError::field(
+            "state",
+            format!("unknown state {wanted:?}: use {}", STATES.join(", ")),
+        ));
+    }
+    let filter = SnapshotFilter {
+        policy_id: query.policy_id,
+        resource_id: query.resource_id,
+        state: query.state,
+    };
+    let rows =
+        snapshots::list_snapshots(&state.db, &project, &filter, before, i64::from(limit) + 1)
+            .await?;
+    let (page, next_cursor) = paginate("snapshots", rows, limit, |s| s.snapshot_id);
+    let reasons = reasons(&state, &page).await?;
+    let items = page
+        .into_iter()
+        .map(|s| {
+            let kept_by = reasons.get(&s.snapshot_id).cloned();
+            SnapshotResponse::new(s, kept_by)
+        })
+        .collect();
+    Ok(Json(SnapshotList { items, next_cursor }))
+}
+
+/// Read a managed snapshot, with the reasons retention keeps it.
+#[utoipa::path(
+    get,
+    path = "/v1/snapshots/{id}",
+    tag = "snapshots",
+    params(("id" = Uuid, Path, description = "Snapshot id")),
+    responses(
+        (status = 200, description = "The snapshot", body = SnapshotResponse),
+        (status = 404, description = "No such snapshot", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn get_snapshot(
+    State(state): State<AppState>,
+    Project(project): Project,
+    Path(id): Path<String>,
+) -> Result<Json<SnapshotResponse>> {
+    let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("snapshot"))?;
+    let snapshot = snapshots::fetch_snapshot(&state.db, &project, id)
+        .await?
+        .ok_or(ApiError::NotFound("snapshot"))?;
+    let kept_by = reasons(&state, std::slice::from_ref(&snapshot))
+        .await?
+        .remove(&id);
+    Ok(Json(SnapshotResponse::new(snapshot, kept_by)))
+}
+
+/// Delete a snapshot: the image and every volume snapshot behind it.
+///
+/// The pieces are deleted in the background (202); follow `state` to `deleted`.
+/// A snapshot whose deletion failed can be deleted again.
+#[utoipa::path(
+    delete,
+    path = "/v1/snapshots/{id}",
+    tag = "snapshots",
+    params(("id" = Uuid, Path, description = "Snapshot id")),
+    responses(
+        (status = 202, description = "Deletion under way", body = SnapshotResponse),
+        (status = 404, description = "No such snapshot", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn delete_snapshot(
+    State(state): State<AppState>,
+    Project(project): Project,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("snapshot"))?;
+    let snapshot = snapshots::request_delete(&state.db, &project, id, state.clock.now())
+        .await?
+        .ok_or(ApiError::NotFound("snapshot"))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(SnapshotResponse::new(snapshot, None)),
+    )
+        .into_response())
+}
+
+/// What the policy's retention rules would keep and delete now, with reasons. Deletes nothing.
+#[utoipa::path(
+    get,
+    path = "/v1/policies/{id}/retention-preview",
+    tag = "snapshots",
+    params(("id" = Uuid, Path, description = "Policy id")),
+    responses(
+        (status = 200, description = "The verdict for each live snapshot", body = RetentionPreview),
+        (status = 404, description = "No such policy", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn retention_preview(
+    State(state): State<AppState>,
+    Project(project): Project,
+    Path(id): Path<String>,
+) -> Result<Json<RetentionPreview>> {
+    let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("policy"))?;
+    let policy = policies::fetch_policy(&state.db, &project, id)
+        .await?
+        .ok_or(ApiError::NotFound("policy"))?;
+    let live = snapshots::live_for_policy(&state.db, id).await?;
+    let (mut keep, mut delete) = (Vec::new(), Vec::new());
+    for (snapshot, kept_by) in plan(&policy, live) {
+        let target = if kept_by.is_empty() {
+            &mut delete
+        } else {
+            &mut keep
+        };
+        target.push(SnapshotResponse::new(snapshot, Some(kept_by)));
+    }
+    Ok(Json(RetentionPreview {
+        policy_id: id,
+        keep,
+        delete,
+    }))
+}

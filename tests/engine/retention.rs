@@ -1,0 +1,301 @@
+//! Retention and pruning: keep what the rules say, delete every piece of the rest,
+//! and never anything stacksnap did not make.
+
+use chrono::TimeDelta;
+use serde_json::json;
+use sqlx::PgPool;
+use stacksnap::{
+    clock::Clock as _,
+    domain::job::JobStatus,
+    sim::{Fault, FaultRule},
+    store::{runs, snapshots},
+};
+use uuid::Uuid;
+
+use crate::helpers::{Harness, harness};
+
+async fn state_of(h: &Harness, id: Uuid) -> String {
+    sqlx::query_scalar("select state from snapshot where snapshot_id = $1")
+        .bind(id)
+        .fetch_one(&h.pool)
+        .await
+        .unwrap()
+}
+
+/// Runs `policy` by hand at the harness clock and drives its one job to the end.
+async fn take(h: &Harness, policy: &stacksnap::domain::policy::Policy) -> Uuid {
+    let run_id = runs::insert_manual_run(&h.pool, policy, h.clock.now())
+        .await
+        .unwrap();
+    h.work().await;
+    let job_id: Uuid = sqlx::query_scalar("select job_id from job where run_id = $1")
+        .bind(run_id)
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+    let job = h.finish(job_id).await;
+    assert_eq!(job.status(), JobStatus::Succeeded, "{:?}", job.error);
+    sqlx::query_scalar("select snapshot_id from snapshot where job_id = $1")
+        .bind(job_id)
+        .fetch_one(&h.pool)
+        .await
+        .unwrap()
+}
+
+/// Prunes, then works off every deletion step.
+async fn prune(h: &Harness) {
+    h.engine.prune_due().await.unwrap();
+    for _ in 0..100 {
+        h.work().await;
+        let open: i64 =
+            sqlx::query_scalar("select count(*) from snapshot where state = 'deleting'")
+                .fetch_one(&h.pool)
+                .await
+                .unwrap();
+        if open == 0 {
+            return;
+        }
+        h.clock.advance(TimeDelta::seconds(2));
+        tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+    }
+}
+
+#[sqlx::test]
+async fn pruning_a_volume_backed_snapshot_deletes_the_image_and_every_cinder_snapshot(
+    pool: PgPool,
+) {
+    // Arrange: keep_last 1, two snapshots of a volume-backed server with two volumes.
+    let h = harness(pool).await;
+    let server = h.sim.create_volume_backed_server("db", 2, false);
+    let policy = h
+        .policy(
+            json!({"name": "p", "resource_type": "server", "targets": {"ids": [server]},
+                       "schedules": [{"cron": "@daily"}], "retention": {"keep_last": 1}}),
+        )
+        .await;
+    let old = take(&h, &policy).await;
+    h.clock.advance(TimeDelta::hours(1));
+    let new = take(&h, &policy).await;
+    let old_row = snapshots::fetch_snapshot(&h.pool, "default", old)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        old_row.complete && old_row.image_id.is_some() && old_row.volume_snapshots.0.len() == 2
+    );
+
+    // Act
+    prune(&h).await;
+
+    // Assert
+    assert_eq!(state_of(&h, old).await, "deleted");
+    assert_eq!(state_of(&h, new).await, "available", "the newest is kept");
+    let image = h
+        .cloud
+        .glance()
+        .get_image(old_row.image_id.as_deref().unwrap())
+        .await
+        .unwrap_err();
+    assert!(image.is_not_found(), "the image is gone");
+    for piece in &old_row.volume_snapshots.0 {
+        let gone = h
+            .cloud
+            .cinder()
+            .get_snapshot(&piece.snapshot_id)
+            .await
+            .unwrap_err();
+        assert!(
+            gone.is_not_found(),
+            "Cinder snapshot {} is gone too, not orphaned",
+            piece.snapshot_id
+        );
+    }
+}
+
+#[sqlx::test]
+async fn retention_keeps_what_the_rules_say_and_preview_matches(pool: PgPool) {
+    let h = harness(pool).await;
+    let volume = h.sim.create_volume("data", 1, &[]);
+    let policy = h
+        .policy(
+            json!({"name": "v", "resource_type": "volume", "targets": {"ids": [volume]},
+                       "schedules": [{"cron": "@hourly"}], "retention": {"keep_last": 2}}),
+        )
+        .await;
+    let mut taken = Vec::new();
+    for _ in 0..4 {
+        taken.push(take(&h, &policy).await);
+        h.clock.advance(TimeDelta::hours(1));
+    }
+
+    let planned = stacksnap::engine::pruner::plan(
+        &policy,
+        snapshots::live_for_policy(&h.pool, policy.id)
+            .await
+            .unwrap(),
+    );
+    let doomed: Vec<Uuid> = planned
+        .iter()
+        .filter(|(_, k)| k.is_empty())
+        .map(|(s, _)| s.snapshot_id)
+        .collect();
+    assert_eq!(doomed.len(), 2);
+    prune(&h).await;
+
+    let states = futures_states(&h, &taken).await;
+    assert_eq!(states, ["deleted", "deleted", "available", "available"]);
+    assert_eq!(h.sim.count("cinder.delete_snapshot"), 2);
+}
+
+async fn futures_states(h: &Harness, ids: &[Uuid]) -> Vec<String> {
+    let mut states = Vec::new();
+    for id in ids {
+        states.push(state_of(h, *id).await);
+    }
+    states
+}
+
+#[sqlx::test]
+async fn a_piece_already_gone_counts_as_deleted(pool: PgPool) {
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("web", &[], &[], false);
+    let job = h.adhoc("server", &server, json!({})).await;
+    h.finish(job).await;
+    let row: (Uuid, String) =
+        sqlx::query_as("select snapshot_id, image_id from snapshot where job_id = $1")
+            .bind(job)
+            .fetch_one(&h.pool)
+            .await
+            .unwrap();
+    h.cloud.glance().delete_image(&row.1).await.unwrap();
+
+    snapshots::request_delete(&h.pool, "default", row.0, h.clock.now())
+        .await
+        .unwrap();
+    prune(&h).await;
+
+    assert_eq!(state_of(&h, row.0).await, "deleted");
+}
+
+#[sqlx::test]
+async fn a_failing_delete_ends_delete_failed_after_bounded_retries_and_is_retried_later(
+    pool: PgPool,
+) {
+    let h = harness(pool).await;
+    let volume = h.sim.create_volume("data", 1, &[]);
+    let job = h.adhoc("volume", &volume, json!({})).await;
+    h.finish(job).await;
+    let id: Uuid = sqlx::query_scalar("select snapshot_id from snapshot where job_id = $1")
+        .bind(job)
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+    h.sim
+        .inject(FaultRule::error("cinder.delete_snapshot", 500));
+
+    snapshots::request_delete(&h.pool, "default", id, h.clock.now())
+        .await
+        .unwrap();
+    for _ in 0..12 {
+        h.work().await;
+        h.clock.advance(TimeDelta::minutes(2));
+    }
+    let row = snapshots::fetch_snapshot(&h.pool, "default", id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.state, "delete_failed");
+    assert!(row.delete_error.unwrap().0.message.contains("500"));
+    // Bounded: 5 deletion attempts, each of which the client tries 3 times (a DELETE is idempotent).
+    assert_eq!(h.sim.count("cinder.delete_snapshot"), 15);
+
+    // An hour later, with the cloud healthy again, it is retried and succeeds.
+    h.sim.clear_faults();
+    h.clock.advance(TimeDelta::hours(1));
+    prune(&h).await;
+    for _ in 0..20 {
+        h.work().await;
+        h.clock.advance(TimeDelta::seconds(5));
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(state_of(&h, id).await, "deleted");
+}
+
+#[sqlx::test]
+async fn artefacts_without_stacksnaps_job_id_are_never_deleted(pool: PgPool) {
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("web", &[], &[], false);
+    let job = h.adhoc("server", &server, json!({})).await;
+    h.finish(job).await;
+    // Someone else's image takes the record's place.
+    let foreign = h
+        .cloud
+        .nova()
+        .create_image(&server, "not-ours", &Default::default())
+        .await
+        .unwrap();
+    let id: Uuid = sqlx::query_scalar(
+        "update snapshot set image_id = $2 where job_id = $1 returning snapshot_id",
+    )
+    .bind(job)
+    .bind(&foreign)
+    .fetch_one(&h.pool)
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    snapshots::request_delete(&h.pool, "default", id, h.clock.now())
+        .await
+        .unwrap();
+    h.work().await;
+
+    let row = snapshots::fetch_snapshot(&h.pool, "default", id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.state, "delete_failed");
+    assert_eq!(row.delete_error.unwrap().0.code, "not_ours");
+    assert!(
+        h.cloud.glance().get_image(&foreign).await.is_ok(),
+        "the foreign image is untouched"
+    );
+    assert_eq!(h.sim.count("glance.delete_image"), 0);
+}
+
+#[sqlx::test]
+async fn the_leftovers_of_a_failed_job_are_recorded_and_cleaned_up_after_the_grace_period(
+    pool: PgPool,
+) {
+    let h = harness(pool).await;
+    let server = h.sim.create_volume_backed_server("db", 2, false);
+    h.sim
+        .inject(FaultRule::new("nova.create_image", Fault::SnapshotError));
+    let job = h.finish(h.adhoc("server", &server, json!({})).await).await;
+    assert_eq!(job.status(), JobStatus::Failed);
+    let row: (Uuid, bool) =
+        sqlx::query_as("select snapshot_id, complete from snapshot where job_id = $1")
+            .bind(job.job_id)
+            .fetch_one(&h.pool)
+            .await
+            .unwrap();
+    assert!(!row.1, "recorded as incomplete");
+
+    prune(&h).await;
+    assert_eq!(
+        state_of(&h, row.0).await,
+        "available",
+        "kept during the grace period"
+    );
+    h.clock.advance(TimeDelta::hours(25));
+    prune(&h).await;
+
+    assert_eq!(state_of(&h, row.0).await, "deleted");
+    assert!(
+        h.cloud
+            .glance()
+            .get_image(job.image_id.as_deref().unwrap())
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+}
