@@ -122,9 +122,19 @@ async fn exercise(pool: PgPool, cloud: OpenStack, fixture: Fixture) {
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    check_artefacts(pool, cloud, &fixture, run_id, &adhoc).await;
+    prune_everything(pool, cloud).await;
     stop.cancel();
     running.await.unwrap();
+}
 
+async fn check_artefacts(
+    pool: &PgPool,
+    cloud: &OpenStack,
+    fixture: &Fixture,
+    run_id: Uuid,
+    adhoc: &stacksnap::store::jobs::NewJob,
+) {
     let filter = jobs::JobFilter {
         run_id: Some(run_id),
         ..Default::default()
@@ -182,4 +192,70 @@ async fn exercise(pool: PgPool, cloud: OpenStack, fixture: Fixture) {
         snapshot.metadata.get("stacksnap_job_id"),
         Some(&adhoc.job_id.to_string())
     );
+}
+
+/// Deletes every snapshot the suite made through stacksnap and checks that real
+/// Glance and Cinder keep nothing behind: no image, and no Cinder snapshot of a
+/// volume-backed server's image.
+async fn prune_everything(pool: &PgPool, cloud: &OpenStack) {
+    let now = SystemClock.now();
+    let all = stacksnap::store::snapshots::list_snapshots(
+        pool,
+        "default",
+        &Default::default(),
+        None,
+        100,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        all.len(),
+        3,
+        "two server snapshots and one volume snapshot are managed"
+    );
+    for snapshot in &all {
+        stacksnap::store::snapshots::request_delete(pool, "default", snapshot.snapshot_id, now)
+            .await
+            .unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let states: Vec<String> = sqlx::query_scalar("select state from snapshot")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        if states.iter().all(|s| s == "deleted") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not deleted in 3 minutes: {states:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    for snapshot in &all {
+        if let Some(image_id) = &snapshot.image_id {
+            assert!(
+                cloud
+                    .glance()
+                    .get_image(image_id)
+                    .await
+                    .unwrap_err()
+                    .is_not_found(),
+                "image {image_id} is gone"
+            );
+        }
+        for piece in &snapshot.volume_snapshots.0 {
+            let gone = cloud
+                .cinder()
+                .get_snapshot(&piece.snapshot_id)
+                .await
+                .unwrap_err();
+            assert!(
+                gone.is_not_found(),
+                "Cinder snapshot {} is gone, not orphaned",
+                piece.snapshot_id
+            );
+        }
+    }
 }
