@@ -108,10 +108,12 @@ async fn main() -> anyhow::Result<()> {
     let due: DateTime<Utc> =
         Utc::now().duration_trunc(TimeDelta::minutes(1))? + TimeDelta::minutes(1);
     let before_due = due - TimeDelta::seconds(1);
+    // Fires once at `due` (a daily time), so the measurement is of one burst.
+    let cron = format!("{} {} * * *", due.format("%M"), due.format("%H"));
     for (i, ids) in servers.chunks(per_policy).enumerate() {
         let spec: PolicySpec = serde_json::from_value(serde_json::json!({
             "name": format!("p{i}"), "resource_type": "server", "targets": {"ids": ids},
-            "schedules": [{"cron": "* * * * *"}], "retention": {"keep_last": 3}, "options": {"consistency": "crash"}
+            "schedules": [{"cron": cron}], "retention": {"keep_last": 3}, "options": {"consistency": "crash"}
         }))?;
         let valid = spec
             .validate(before_due)

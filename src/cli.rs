@@ -109,7 +109,7 @@ async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     } else {
         None
     };
-    let engine = match (&demo_cloud, settings.no_engine) {
+    let cloud = match (&demo_cloud, settings.no_engine) {
         (_, true) => {
             tracing::warn!("--no-engine: serving the API only; no policy fires from this replica");
             None
@@ -121,9 +121,11 @@ async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
             )?;
             Some(OpenStack::new(config, SessionOptions::default())?)
         }
-    }
-    .map(|cloud| Engine::new(pool.clone(), cloud, clock.clone(), engine_config(&settings)));
-    let app = Application::build(&settings, pool, clock).await?;
+    };
+    let engine = cloud
+        .clone()
+        .map(|cloud| Engine::new(pool.clone(), cloud, clock.clone(), engine_config(&settings)));
+    let app = Application::build_with_cloud(&settings, pool, clock, cloud).await?;
     let addr = app.local_addr()?;
     tracing::info!(%addr, "listening");
     if let Some(demo) = &demo_cloud {

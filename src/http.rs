@@ -7,6 +7,7 @@ pub mod health;
 pub mod jobs;
 pub mod managed;
 pub mod merge_patch;
+pub mod orphans;
 pub mod pagination;
 pub mod policies;
 pub mod preconditions;
@@ -44,6 +45,8 @@ pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 pub struct AppState {
     pub db: PgPool,
     pub clock: Arc<dyn Clock>,
+    /// The cloud, for the endpoints that read it directly; `None` with `--no-engine`.
+    pub cloud: Option<crate::openstack::OpenStack>,
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
     /// Cancelled when the server shuts down: long waits answer at once.

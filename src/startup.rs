@@ -11,6 +11,7 @@ use crate::{
     clock::Clock,
     config::Settings,
     http::{self, AppState},
+    openstack::OpenStack,
 };
 
 /// A bound listener and the router that will serve it.
@@ -32,6 +33,19 @@ impl Application {
         db: PgPool,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
+        Self::build_with_cloud(settings, db, clock, None).await
+    }
+
+    /// As [`Application::build`], with the cloud the API reads directly (the orphan finder).
+    ///
+    /// # Errors
+    /// The address cannot be bound.
+    pub async fn build_with_cloud(
+        settings: &Settings,
+        db: PgPool,
+        clock: Arc<dyn Clock>,
+        cloud: Option<OpenStack>,
+    ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -39,6 +53,7 @@ impl Application {
         let state = AppState {
             db,
             clock,
+            cloud,
             body_limit: settings.body_limit,
             shutdown: requests_stopping.clone(),
         };

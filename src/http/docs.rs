@@ -5,7 +5,7 @@ use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{AppState, health, jobs, managed, policies, runs, snapshots};
+use super::{AppState, health, jobs, managed, orphans, policies, runs, snapshots};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -45,6 +45,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(snapshots::create_snapshot, managed::list_snapshots))
         .routes(routes!(managed::get_snapshot, managed::delete_snapshot))
         .routes(routes!(managed::retention_preview))
+        .routes(routes!(orphans::list_orphans))
+        .routes(routes!(orphans::cleanup_orphans))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }

@@ -49,9 +49,14 @@ async fn live(pool: PgPool) -> Live {
     };
     let engine = Engine::new(pool.clone(), cloud_for(&sim), Arc::new(SystemClock), config);
     tokio::spawn(engine.run(stop.clone()));
-    let app = Application::build(&settings, pool, Arc::new(SystemClock))
-        .await
-        .unwrap();
+    let app = Application::build_with_cloud(
+        &settings,
+        pool,
+        Arc::new(SystemClock),
+        Some(cloud_for(&sim)),
+    )
+    .await
+    .unwrap();
     let base = format!("http://{}", app.local_addr().unwrap());
     tokio::spawn(app.run_until_stopped(stop.clone()));
     Live {
@@ -375,4 +380,85 @@ async fn deleting_a_policy_keeps_or_deletes_its_snapshots_as_asked(pool: PgPool)
         .filter(|r| r.operation == "glance.delete_image")
         .count();
     assert_eq!(image, 1, "only the deleted policy's image went");
+}
+
+#[sqlx::test]
+async fn orphans_of_deleted_images_are_found_and_only_ours_are_cleaned_by_default(pool: PgPool) {
+    let live = live(pool).await;
+    let cloud = cloud_for(&live.sim);
+    // Ours: a stacksnap snapshot of a volume-backed server whose image someone deleted in Glance.
+    let server = live.sim.create_volume_backed_server("db", 2, false);
+    let job: Value = live
+        .post(
+            "/v1/snapshots?wait=30s",
+            json!({"resource_type": "server", "resource_id": server}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["status"], "succeeded", "{job}");
+    cloud
+        .glance()
+        .delete_image(job["image_id"].as_str().unwrap())
+        .await
+        .unwrap();
+    // Foreign: a snapshot someone took with Nova directly, whose image was deleted too.
+    let other = live.sim.create_volume_backed_server("other", 1, false);
+    let foreign_image = cloud
+        .nova()
+        .create_image(&other, "manual", &Default::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    cloud.glance().delete_image(&foreign_image).await.unwrap();
+    // A healthy snapshot whose image still exists is no orphan.
+    let healthy = live.sim.create_volume_backed_server("healthy", 1, false);
+    cloud
+        .nova()
+        .create_image(&healthy, "kept", &Default::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    let ours = live.get("/v1/orphans").await;
+    assert_eq!(ours["items"].as_array().unwrap().len(), 2, "{ours}");
+    assert!(
+        ours["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["made_by_stacksnap"] == true)
+    );
+    let all = live.get("/v1/orphans?include_foreign=true").await;
+    assert_eq!(all["items"].as_array().unwrap().len(), 3, "{all}");
+    let foreign = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["made_by_stacksnap"] == false)
+        .unwrap();
+    assert_eq!(foreign["image_name"], "manual");
+
+    let report: Value = live
+        .post("/v1/orphans/cleanup", json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["deleted"].as_array().unwrap().len(), 2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let left = live.get("/v1/orphans?include_foreign=true").await;
+    assert_eq!(
+        left["items"].as_array().unwrap().len(),
+        1,
+        "only the foreign one is left: {left}"
+    );
+    let report: Value = live
+        .post("/v1/orphans/cleanup?include_foreign=true", json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["deleted"].as_array().unwrap().len(), 1);
 }
