@@ -62,6 +62,7 @@ pub struct CleanupReport {
 
 /// A snapshot that could not be deleted.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"snapshot_id": "0b2e7c1d-9a8f-4e3d-b2c1-a0f9e8d7c6b5", "error": "cinder delete_snapshot: Invalid snapshot (HTTP 400) [req-…]"}))]
 pub struct CleanupFailure {
     pub snapshot_id: String,
     pub error: String,
@@ -107,7 +108,7 @@ async fn find(state: &AppState, include_foreign: bool) -> Result<Vec<Orphan>> {
                 .and_then(|n| n.strip_prefix(NOVA_PREFIX))
                 .map(str::to_owned);
             let for_an_image = made_by_stacksnap || image_name.is_some();
-            (for_an_image && (made_by_stacksnap || include_foreign)).then(|| Orphan {
+            (for_an_image && (made_by_stacksnap || include_foreign)).then_some(Orphan {
                 snapshot_id: s.id,
                 volume_id: s.volume_id,
                 name: s.name,
