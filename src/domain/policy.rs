@@ -80,6 +80,8 @@ pub enum ResourceType {
     Server,
     /// A Cinder volume, snapshotted with a volume snapshot.
     Volume,
+    /// A Cinder volume group, snapshotted with a group snapshot: crash-consistent across its volumes.
+    VolumeGroup,
 }
 
 impl ResourceType {
@@ -88,6 +90,7 @@ impl ResourceType {
         match self {
             Self::Server => "server",
             Self::Volume => "volume",
+            Self::VolumeGroup => "volume_group",
         }
     }
 
@@ -96,6 +99,7 @@ impl ResourceType {
         match text {
             "server" => Some(Self::Server),
             "volume" => Some(Self::Volume),
+            "volume_group" => Some(Self::VolumeGroup),
             _ => None,
         }
     }
@@ -403,6 +407,14 @@ fn check_targets(v: &mut Violations, resource_type: ResourceType, targets: &Targ
             format!("{id} is listed twice"),
         );
     }
+    if resource_type == ResourceType::VolumeGroup
+        && (!selector.tags.is_empty() || !selector.metadata.is_empty())
+    {
+        v.add(
+            "targets.selector",
+            "Cinder volume groups carry no tags or metadata: name them in targets.ids",
+        );
+    }
     if resource_type == ResourceType::Volume && !selector.tags.is_empty() {
         v.add(
             "targets.selector.tags",
@@ -670,6 +682,15 @@ mod tests {
             fields(spec(json).validate(now())),
             ["targets.ids[1]", "schedules[1]"]
         );
+    }
+
+    #[test]
+    fn volume_groups_are_named_by_id_only() {
+        let mut json = minimal();
+        json["resource_type"] = "volume_group".into();
+        assert!(spec(json.clone()).validate(now()).is_ok());
+        json["targets"]["selector"] = serde_json::json!({"metadata": {"tier": "db"}});
+        assert_eq!(fields(spec(json).validate(now())), ["targets.selector"]);
     }
 
     #[test]

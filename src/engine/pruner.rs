@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
-use super::{Engine, Outcome, snapshot::JOB_ID_KEY};
+use super::{
+    Engine, Outcome,
+    snapshot::{JOB_ID_KEY, group_description},
+};
 use crate::{
     domain::{
         job::JobError,
@@ -148,12 +151,47 @@ impl Engine {
         }
     }
 
+    /// Deletes a group snapshot (Cinder deletes its members with it), checking ownership.
+    async fn delete_group_snapshot(
+        &self,
+        snapshot: &ManagedSnapshot,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<DeletionStep, OpenStackError> {
+        let cinder = self.cloud.cinder();
+        match cinder.get_group_snapshot(id).await {
+            Err(e) if e.is_not_found() => return Ok(DeletionStep::Deleted),
+            Err(e) => return Err(e),
+            Ok(found)
+                if found.description.as_deref()
+                    != Some(group_description(snapshot.job_id).as_str()) =>
+            {
+                return Ok(refuse(now, format!("group snapshot {id}")));
+            }
+            Ok(found) if matches!(found.status.as_str(), "creating" | "deleting") => {}
+            Ok(_) => match cinder.delete_group_snapshot(id).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => return Ok(DeletionStep::Deleted),
+                Err(e) => return Err(e),
+            },
+        }
+        Ok(DeletionStep::InProgress {
+            not_before: now + self.config.poll_interval,
+            pieces: snapshot.volume_snapshots.0.clone(),
+        })
+    }
+
     /// Deletes the Cinder snapshots first, then the image, checking ownership.
     async fn delete_pieces(
         &self,
         snapshot: &ManagedSnapshot,
         now: DateTime<Utc>,
     ) -> Result<DeletionStep, OpenStackError> {
+        if let Some(group_snapshot_id) = &snapshot.group_snapshot_id {
+            return self
+                .delete_group_snapshot(snapshot, group_snapshot_id, now)
+                .await;
+        }
         let job_id = snapshot.job_id.to_string();
         let ours = |value: Option<&str>| value == Some(job_id.as_str());
         if let Some(image_id) = &snapshot.image_id {

@@ -175,6 +175,7 @@ impl Engine {
     async fn send_create(&self, job: &Job, ctx: &JobContext<'_>, now: DateTime<Utc>) -> JobUpdate {
         let result = match job.resource_type.as_str() {
             "server" => snapshot::start_server_snapshot(&self.cloud, ctx).await,
+            "volume_group" => snapshot::start_group_snapshot(&self.cloud, ctx).await,
             _ => snapshot::start_volume_snapshot(&self.cloud, ctx).await,
         };
         match result {
@@ -184,6 +185,7 @@ impl Engine {
                     calls: artefacts.calls,
                     error: Some(None),
                     image_id: artefacts.image_id,
+                    group_snapshot_id: artefacts.group_snapshot_id,
                     consistency: artefacts.consistency,
                     resource_name: artefacts.resource_name,
                     not_before: Some(now + self.poll_delay(job, now)),
@@ -237,12 +239,18 @@ impl Engine {
         token: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Option<JobUpdate>, sqlx::Error> {
-        match snapshot::find_started(&self.cloud, ctx).await {
+        let found = if job.resource_type == "volume_group" {
+            snapshot::find_started_group(&self.cloud, ctx).await
+        } else {
+            snapshot::find_started(&self.cloud, ctx).await
+        };
+        match found {
             Ok(Some(artefacts)) => {
                 tracing::info!(job_id = %job.job_id, "adopted the artefact of an interrupted attempt");
                 Ok(Some(JobUpdate {
                     status: Some(JobStatus::Tracking),
                     image_id: artefacts.image_id,
+                    group_snapshot_id: artefacts.group_snapshot_id,
                     volume_snapshots: (!artefacts.volume_snapshots.is_empty())
                         .then_some(artefacts.volume_snapshots),
                     consistency: artefacts.consistency,
@@ -286,6 +294,18 @@ impl Engine {
             ("server", Some(image_id)) => {
                 snapshot::poll_server_snapshot(&self.cloud, ctx, image_id, known, seen, now).await
             }
+            ("volume_group", _) => match job.group_snapshot_id.as_deref() {
+                Some(id) => snapshot::poll_group_snapshot(&self.cloud, id, seen, now).await,
+                None => Ok(Progress {
+                    verdict: Verdict::Failed {
+                        code: "snapshot_missing",
+                        message: "the job recorded no group snapshot".into(),
+                    },
+                    volume_snapshots: Vec::new(),
+                    timeline: Vec::new(),
+                    calls: 0,
+                }),
+            },
             ("server", None) => Ok(Progress {
                 verdict: Verdict::Failed {
                     code: "image_missing",

@@ -45,6 +45,8 @@ pub struct JobResponse {
     pub attempt: i32,
     /// The Glance image of a server snapshot.
     pub image_id: Option<String>,
+    /// The Cinder group snapshot of a volume group.
+    pub group_snapshot_id: Option<String>,
     /// Every Cinder snapshot: the one of a volume, or each behind a volume-backed server's image.
     pub volume_snapshots: Vec<VolumeSnapshotState>,
     pub consistency: Option<ObtainedConsistency>,
@@ -78,6 +80,7 @@ impl From<Job> for JobResponse {
             resource_name: job.resource_name,
             attempt: job.attempt,
             image_id: job.image_id,
+            group_snapshot_id: job.group_snapshot_id,
             volume_snapshots: job.volume_snapshots.0,
             error: job.error.map(|e| e.0),
             timeline: job.timeline.0,

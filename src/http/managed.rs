@@ -52,6 +52,8 @@ pub struct SnapshotResponse {
     pub resource_id: String,
     pub resource_name: Option<String>,
     pub image_id: Option<String>,
+    /// The Cinder group snapshot of a volume group.
+    pub group_snapshot_id: Option<String>,
     pub volume_snapshot_ids: Vec<String>,
     /// False for the leftovers of a job that failed: cleaned up after a grace period.
     pub complete: bool,
@@ -77,6 +79,7 @@ impl SnapshotResponse {
             resource_id: snapshot.resource_id,
             resource_name: snapshot.resource_name,
             image_id: snapshot.image_id,
+            group_snapshot_id: snapshot.group_snapshot_id,
             volume_snapshot_ids: snapshot
                 .volume_snapshots
                 .0

@@ -70,12 +70,24 @@ pub struct Snapshot {
     pub group_snapshot_id: Option<String>,
 }
 
+/// A volume group.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Group {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub status: String,
+}
+
 /// A group snapshot: crash-consistent snapshots of every volume in a group.
 #[derive(Debug, Clone, Deserialize)]
 pub struct GroupSnapshot {
     pub id: String,
     #[serde(default)]
     pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
     /// Absent from the create answer (see Cinder's own sample); read it with a get.
     #[serde(default)]
     pub status: String,
@@ -87,6 +99,8 @@ pub struct GroupSnapshot {
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotFilter {
     pub metadata: BTreeMap<String, String>,
+    /// The members of one group snapshot.
+    pub group_snapshot_id: Option<String>,
     pub status: Option<String>,
     pub volume_id: Option<String>,
     pub all_tenants: bool,
@@ -122,6 +136,14 @@ struct SnapshotsBody {
 #[derive(Deserialize)]
 struct GroupSnapshotBody {
     group_snapshot: GroupSnapshot,
+}
+#[derive(Deserialize)]
+struct GroupSnapshotsBody {
+    group_snapshots: Vec<GroupSnapshot>,
+}
+#[derive(Deserialize)]
+struct GroupBody {
+    group: Group,
 }
 
 const PAGE_SIZE: usize = 500;
@@ -227,6 +249,9 @@ impl Cinder<'_> {
         if let Some(status) = &filter.status {
             base.push(("status".into(), status.clone()));
         }
+        if let Some(group_snapshot_id) = &filter.group_snapshot_id {
+            base.push(("group_snapshot_id".into(), group_snapshot_id.clone()));
+        }
         if let Some(volume_id) = &filter.volume_id {
             base.push(("volume_id".into(), volume_id.clone()));
         }
@@ -264,6 +289,34 @@ impl Cinder<'_> {
             format!("/snapshots/{id}"),
         );
         self.0.send(&call).await.map(|_| ())
+    }
+
+    /// Reads one volume group (microversion 3.13 or later).
+    ///
+    /// # Errors
+    /// `NotFound` when it does not exist; other typed failures.
+    pub async fn get_group(&self, id: &str) -> Result<Group, OpenStackError> {
+        let call = Call::new(
+            Service::Volume,
+            "get_group",
+            Method::GET,
+            format!("/groups/{id}"),
+        );
+        decode::<GroupBody>(&call, &self.0.send(&call).await?).map(|b| b.group)
+    }
+
+    /// Lists the project's group snapshots.
+    ///
+    /// # Errors
+    /// Typed failures.
+    pub async fn list_group_snapshots(&self) -> Result<Vec<GroupSnapshot>, OpenStackError> {
+        let call = Call::new(
+            Service::Volume,
+            "list_group_snapshots",
+            Method::GET,
+            "/group_snapshots/detail",
+        );
+        decode::<GroupSnapshotsBody>(&call, &self.0.send(&call).await?).map(|b| b.group_snapshots)
     }
 
     /// Snapshots every volume of a group at once (microversion 3.14 or later).

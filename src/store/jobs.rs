@@ -22,6 +22,7 @@ pub struct Job {
     pub attempt: i32,
     pub options: Json<JobOptions>,
     pub image_id: Option<String>,
+    pub group_snapshot_id: Option<String>,
     pub volume_snapshots: Json<Vec<VolumeSnapshotState>>,
     pub consistency: Option<String>,
     pub error: Option<Json<JobError>>,
@@ -45,7 +46,7 @@ impl Job {
 macro_rules! job_columns {
     () => {
         "job_id, run_id, project_id, policy_id, resource_type, resource_id, resource_name, status, attempt, \
-         options, image_id, volume_snapshots, consistency, error, timeline, openstack_calls, not_before, \
+         options, image_id, group_snapshot_id, volume_snapshots, consistency, error, timeline, openstack_calls, not_before, \
          start_by, deadline, created_at, started_at, finished_at"
     };
 }
@@ -306,6 +307,7 @@ pub async fn start_job(
 pub struct JobUpdate {
     pub status: Option<JobStatus>,
     pub image_id: Option<String>,
+    pub group_snapshot_id: Option<String>,
     pub volume_snapshots: Option<Vec<VolumeSnapshotState>>,
     pub consistency: Option<ObtainedConsistency>,
     /// `Some(None)` clears the error.
@@ -344,6 +346,7 @@ pub async fn record_step(
            resource_name = coalesce($11, resource_name), \
            not_before = coalesce($12, $13), \
            finished_at = case when $14 then $13 else finished_at end, \
+           group_snapshot_id = coalesce($15, group_snapshot_id), \
            lease_owner = null, lease_expires_at = null \
          where job_id = $1 and lease_owner = $2 and status in ('pending', 'creating', 'tracking')",
     )
@@ -361,19 +364,21 @@ pub async fn record_step(
     .bind(update.not_before)
     .bind(now)
     .bind(terminal)
+    .bind(&update.group_snapshot_id)
     .execute(&mut *tx)
     .await?;
     if result.rows_affected() != 1 {
         // Cancelled while this step ran: keep what the step made, so it is cleaned up, not lost.
         let kept = sqlx::query(
             "update job set image_id = coalesce(image_id, $3), volume_snapshots = coalesce($4, volume_snapshots), \
-                 lease_owner = null, lease_expires_at = null \
+                 group_snapshot_id = coalesce(group_snapshot_id, $5), lease_owner = null, lease_expires_at = null \
              where job_id = $1 and lease_owner = $2 and status = 'cancelled'",
         )
         .bind(job_id)
         .bind(owner)
         .bind(&update.image_id)
         .bind(update.volume_snapshots.as_ref().map(Json))
+        .bind(&update.group_snapshot_id)
         .execute(&mut *tx)
         .await?;
         if kept.rows_affected() == 1 {

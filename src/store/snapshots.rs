@@ -18,6 +18,7 @@ pub struct ManagedSnapshot {
     pub resource_id: String,
     pub resource_name: Option<String>,
     pub image_id: Option<String>,
+    pub group_snapshot_id: Option<String>,
     pub volume_snapshots: Json<Vec<VolumeSnapshotState>>,
     pub size_gb: Option<i64>,
     pub complete: bool,
@@ -32,7 +33,7 @@ pub struct ManagedSnapshot {
 macro_rules! snapshot_columns {
     () => {
         "snapshot_id, project_id, policy_id, run_id, job_id, resource_type, resource_id, resource_name, image_id, \
-         volume_snapshots, size_gb, complete, state, taken_at, delete_attempts, delete_error, deleted_at, created_at"
+         group_snapshot_id, volume_snapshots, size_gb, complete, state, taken_at, delete_attempts, delete_error, deleted_at, created_at"
     };
 }
 
@@ -45,12 +46,13 @@ macro_rules! snapshot_columns {
 pub async fn record_from_job(conn: &mut PgConnection, job_id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query(
         "insert into snapshot (snapshot_id, project_id, policy_id, run_id, job_id, resource_type, resource_id, \
-             resource_name, image_id, volume_snapshots, complete, taken_at) \
+             resource_name, image_id, group_snapshot_id, volume_snapshots, complete, taken_at) \
          select $2, j.project_id, p.policy_id, j.run_id, j.job_id, j.resource_type, j.resource_id, j.resource_name, \
-             j.image_id, j.volume_snapshots, j.status = 'succeeded', \
+             j.image_id, j.group_snapshot_id, j.volume_snapshots, j.status = 'succeeded', \
              coalesce((j.options ->> 'scheduled_at')::timestamptz, j.created_at) \
          from job j left join policy p on p.policy_id = j.policy_id \
-         where j.job_id = $1 and (j.status = 'succeeded' or j.image_id is not null or j.volume_snapshots <> '[]') \
+         where j.job_id = $1 and (j.status = 'succeeded' or j.image_id is not null \
+             or j.group_snapshot_id is not null or j.volume_snapshots <> '[]') \
          on conflict (job_id) do nothing",
     )
     .bind(job_id)

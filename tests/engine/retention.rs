@@ -299,3 +299,81 @@ async fn the_leftovers_of_a_failed_job_are_recorded_and_cleaned_up_after_the_gra
             .is_not_found()
     );
 }
+
+#[sqlx::test]
+async fn a_volume_group_is_snapshotted_with_one_group_snapshot_and_pruned_whole(pool: PgPool) {
+    use reqwest::Method;
+    use stacksnap::openstack::session::{Call, Service};
+
+    // Arrange: a group of two volumes, made through the block-storage API.
+    let h = harness(pool).await;
+    let (a, b) = (
+        h.sim.create_volume("a", 1, &[]),
+        h.sim.create_volume("b", 1, &[]),
+    );
+    let create = Call::new(Service::Volume, "create_group", Method::POST, "/groups")
+        .json(json!({"group": {
+        "name": "db-group", "group_type": "default_group_type", "volume_types": ["__DEFAULT__"]}}));
+    let reply = h.cloud.session().send(&create).await.unwrap();
+    let group: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    let group_id = group["group"]["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let add = Call::new(
+        Service::Volume,
+        "update_group",
+        Method::PUT,
+        format!("/groups/{group_id}"),
+    )
+    .json(json!({"group": {"add_volumes": format!("{a},{b}")}}));
+    h.cloud.session().send(&add).await.unwrap();
+
+    // Act
+    let job = h
+        .finish(h.adhoc("volume_group", &group_id, json!({})).await)
+        .await;
+
+    // Assert: one group snapshot, a member per volume, all available.
+    assert_eq!(job.status(), JobStatus::Succeeded, "{:?}", job.error);
+    let group_snapshot = job.group_snapshot_id.clone().expect("recorded");
+    let mut volumes: Vec<String> = job
+        .volume_snapshots
+        .0
+        .iter()
+        .map(|s| s.volume_id.clone().unwrap())
+        .collect();
+    volumes.sort();
+    let mut expected = vec![a, b];
+    expected.sort();
+    assert_eq!(volumes, expected);
+    assert_eq!(h.sim.count("cinder.create_group_snapshot"), 1);
+
+    // Pruning deletes the group snapshot, and with it every member.
+    let id: Uuid = sqlx::query_scalar("select snapshot_id from snapshot where job_id = $1")
+        .bind(job.job_id)
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+    snapshots::request_delete(&h.pool, "default", id, h.clock.now())
+        .await
+        .unwrap();
+    prune(&h).await;
+    assert_eq!(state_of(&h, id).await, "deleted");
+    assert!(
+        h.cloud
+            .cinder()
+            .get_group_snapshot(&group_snapshot)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    for member in &job.volume_snapshots.0 {
+        assert!(
+            h.cloud
+                .cinder()
+                .get_snapshot(&member.snapshot_id)
+                .await
+                .unwrap_err()
+                .is_not_found()
+        );
+    }
+}
