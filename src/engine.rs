@@ -93,7 +93,7 @@ impl Engine {
     /// # Errors
     /// The database fails.
     pub async fn fire_due(&self) -> Result<scheduler::Fired, sqlx::Error> {
-        scheduler::fire_due(&self.db, self.clock.now()).await
+        scheduler::fire_due(&self.db, self.clock.as_ref()).await
     }
 
     /// Runs the scheduler and the workers until `shutdown` is cancelled, then

@@ -163,6 +163,9 @@ pub struct VolumeSnapshotState {
     /// Cinder's status; `missing` when Cinder no longer knows the snapshot.
     pub status: String,
     pub progress: Option<String>,
+    /// Size in GiB, as Cinder reports it.
+    #[serde(default)]
+    pub size_gb: Option<u64>,
 }
 
 /// What the latest look at a job's artefacts says.
@@ -307,6 +310,7 @@ mod tests {
             snapshot_id: id.into(),
             status: status.into(),
             progress: None,
+            size_gb: None,
         }
     }
 

@@ -115,8 +115,14 @@ impl Engine {
     pub async fn delete_next(&self) -> Result<Outcome, sqlx::Error> {
         let now = self.clock.now();
         let token = Uuid::new_v4();
-        let Some(snapshot) =
-            snapshots::claim_deletion(&self.db, token, now, self.config.lease).await?
+        let Some(snapshot) = snapshots::claim_deletion(
+            &self.db,
+            token,
+            now,
+            self.config.lease,
+            self.config.max_in_flight,
+        )
+        .await?
         else {
             return Ok(Outcome::Idle);
         };

@@ -1,6 +1,8 @@
 //! Fires due policies: one run per scheduled instant, however many replicas race.
 
 use chrono::{DateTime, Utc};
+
+use crate::clock::Clock;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -28,9 +30,11 @@ pub struct Fired {
 ///
 /// # Errors
 /// The database fails; what was committed stays committed.
-pub async fn fire_due(db: &PgPool, now: DateTime<Utc>) -> Result<Fired, sqlx::Error> {
+pub async fn fire_due(db: &PgPool, clock: &dyn Clock) -> Result<Fired, sqlx::Error> {
     let mut total = Fired::default();
     loop {
+        // Read per batch: a run records the instant it was really fired.
+        let now = clock.now();
         let mut tx = db.begin().await?;
         let due = policies::lock_due_policies(&mut tx, now, BATCH).await?;
         for policy in &due {

@@ -263,6 +263,7 @@ fn snapshot_state(
         snapshot_id: snapshot.id.clone(),
         status: snapshot.status.clone(),
         progress: snapshot.progress.clone(),
+        size_gb: snapshot.size,
     }
 }
 
@@ -308,6 +309,8 @@ pub async fn find_started(
 #[derive(Debug)]
 pub struct Progress {
     pub verdict: Verdict,
+    /// The image's size in bytes, once Glance reports it.
+    pub image_size_bytes: Option<u64>,
     pub volume_snapshots: Vec<VolumeSnapshotState>,
     pub timeline: Vec<TimelineEntry>,
     pub calls: i32,
@@ -367,6 +370,7 @@ pub async fn poll_server_snapshot(
                     snapshot_id: entry.snapshot_id?,
                     status: "unknown".into(),
                     progress: None,
+                    size_gb: entry.volume_size,
                 })
             })
             .collect();
@@ -377,6 +381,7 @@ pub async fn poll_server_snapshot(
             Ok(found) => {
                 snapshot.status = found.status.clone();
                 snapshot.progress = found.progress.clone();
+                snapshot.size_gb = found.size.or(snapshot.size_gb);
                 snapshot.volume_id = snapshot.volume_id.take().or(Some(found.volume_id));
             }
             Err(e) if e.is_not_found() => snapshot.status = "missing".into(),
@@ -393,6 +398,7 @@ pub async fn poll_server_snapshot(
     }
     let verdict = judge_server_snapshot(image.as_ref().map(|i| i.status.as_str()), &snapshots);
     Ok(Progress {
+        image_size_bytes: image.as_ref().and_then(|i| i.size),
         verdict,
         volume_snapshots: snapshots,
         timeline,
@@ -413,6 +419,7 @@ pub async fn poll_volume_snapshot(
     let mut snapshots = known.to_vec();
     let Some(snapshot) = snapshots.first_mut() else {
         return Ok(Progress {
+            image_size_bytes: None,
             verdict: Verdict::Failed {
                 code: "snapshot_missing",
                 message: "the job recorded no snapshot".into(),
@@ -426,6 +433,7 @@ pub async fn poll_volume_snapshot(
         Ok(found) => {
             snapshot.status = found.status;
             snapshot.progress = found.progress;
+            snapshot.size_gb = found.size.or(snapshot.size_gb);
         }
         Err(e) if e.is_not_found() => snapshot.status = "missing".into(),
         Err(e) => return Err(e),
@@ -441,6 +449,7 @@ pub async fn poll_volume_snapshot(
     );
     let verdict = judge_volume_snapshot(snapshot);
     Ok(Progress {
+        image_size_bytes: None,
         verdict,
         volume_snapshots: snapshots,
         timeline,
@@ -630,6 +639,7 @@ pub async fn poll_group_snapshot(
         _ => (Verdict::InProgress, Vec::new(), 1),
     };
     Ok(Progress {
+        image_size_bytes: None,
         verdict,
         volume_snapshots: members,
         timeline,

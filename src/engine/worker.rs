@@ -297,6 +297,7 @@ impl Engine {
             ("volume_group", _) => match job.group_snapshot_id.as_deref() {
                 Some(id) => snapshot::poll_group_snapshot(&self.cloud, id, seen, now).await,
                 None => Ok(Progress {
+                    image_size_bytes: None,
                     verdict: Verdict::Failed {
                         code: "snapshot_missing",
                         message: "the job recorded no group snapshot".into(),
@@ -307,6 +308,7 @@ impl Engine {
                 }),
             },
             ("server", None) => Ok(Progress {
+                image_size_bytes: None,
                 verdict: Verdict::Failed {
                     code: "image_missing",
                     message: "the job recorded no image".into(),
@@ -334,6 +336,7 @@ impl Engine {
             }
         };
         let mut update = JobUpdate {
+            image_size_bytes: progress.image_size_bytes,
             calls: progress.calls,
             timeline: progress.timeline,
             volume_snapshots: Some(progress.volume_snapshots),

@@ -55,6 +55,10 @@ pub struct SnapshotResponse {
     /// The Cinder group snapshot of a volume group.
     pub group_snapshot_id: Option<String>,
     pub volume_snapshot_ids: Vec<String>,
+    /// The image's size in bytes, as Glance reports it.
+    pub image_size_bytes: Option<i64>,
+    /// The volume snapshots' total size in GiB, as Cinder reports it.
+    pub size_gb: Option<i64>,
     /// False for the leftovers of a job that failed: cleaned up after a grace period.
     pub complete: bool,
     /// `available`, `deleting`, `deleted` or `delete_failed`.
@@ -86,6 +90,8 @@ impl SnapshotResponse {
                 .iter()
                 .map(|s: &VolumeSnapshotState| s.snapshot_id.clone())
                 .collect(),
+            image_size_bytes: snapshot.image_size_bytes,
+            size_gb: snapshot.size_gb,
             complete: snapshot.complete,
             state: snapshot.state,
             kept_by,

@@ -308,6 +308,7 @@ pub struct JobUpdate {
     pub status: Option<JobStatus>,
     pub image_id: Option<String>,
     pub group_snapshot_id: Option<String>,
+    pub image_size_bytes: Option<u64>,
     pub volume_snapshots: Option<Vec<VolumeSnapshotState>>,
     pub consistency: Option<ObtainedConsistency>,
     /// `Some(None)` clears the error.
@@ -347,6 +348,7 @@ pub async fn record_step(
            not_before = coalesce($12, $13), \
            finished_at = case when $14 then $13 else finished_at end, \
            group_snapshot_id = coalesce($15, group_snapshot_id), \
+           image_size_bytes = coalesce($16, image_size_bytes), \
            lease_owner = null, lease_expires_at = null \
          where job_id = $1 and lease_owner = $2 and status in ('pending', 'creating', 'tracking')",
     )
@@ -365,6 +367,7 @@ pub async fn record_step(
     .bind(now)
     .bind(terminal)
     .bind(&update.group_snapshot_id)
+    .bind(update.image_size_bytes.and_then(|b| i64::try_from(b).ok()))
     .execute(&mut *tx)
     .await?;
     if result.rows_affected() != 1 {

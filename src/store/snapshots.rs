@@ -20,6 +20,7 @@ pub struct ManagedSnapshot {
     pub image_id: Option<String>,
     pub group_snapshot_id: Option<String>,
     pub volume_snapshots: Json<Vec<VolumeSnapshotState>>,
+    pub image_size_bytes: Option<i64>,
     pub size_gb: Option<i64>,
     pub complete: bool,
     pub state: String,
@@ -33,7 +34,7 @@ pub struct ManagedSnapshot {
 macro_rules! snapshot_columns {
     () => {
         "snapshot_id, project_id, policy_id, run_id, job_id, resource_type, resource_id, resource_name, image_id, \
-         group_snapshot_id, volume_snapshots, size_gb, complete, state, taken_at, delete_attempts, delete_error, deleted_at, created_at"
+         group_snapshot_id, volume_snapshots, image_size_bytes, size_gb, complete, state, taken_at, delete_attempts, delete_error, deleted_at, created_at"
     };
 }
 
@@ -46,10 +47,12 @@ macro_rules! snapshot_columns {
 pub async fn record_from_job(conn: &mut PgConnection, job_id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query(
         "insert into snapshot (snapshot_id, project_id, policy_id, run_id, job_id, resource_type, resource_id, \
-             resource_name, image_id, group_snapshot_id, volume_snapshots, complete, taken_at) \
+             resource_name, image_id, group_snapshot_id, volume_snapshots, complete, taken_at, \
+             image_size_bytes, size_gb) \
          select $2, j.project_id, p.policy_id, j.run_id, j.job_id, j.resource_type, j.resource_id, j.resource_name, \
              j.image_id, j.group_snapshot_id, j.volume_snapshots, j.status = 'succeeded', \
-             coalesce((j.options ->> 'scheduled_at')::timestamptz, j.created_at) \
+             coalesce((j.options ->> 'scheduled_at')::timestamptz, j.created_at), j.image_size_bytes, \
+             (select sum((piece ->> 'size_gb')::bigint) from jsonb_array_elements(j.volume_snapshots) as piece) \
          from job j left join policy p on p.policy_id = j.policy_id \
          where j.job_id = $1 and (j.status = 'succeeded' or j.image_id is not null \
              or j.group_snapshot_id is not null or j.volume_snapshots <> '[]') \
@@ -162,7 +165,25 @@ pub async fn mark_stale_incomplete_deleting(
     Ok(result.rows_affected())
 }
 
-/// Claims one snapshot due for deletion work.
+macro_rules! claim_deletion_where {
+    ($started:literal) => {
+        concat!(
+            "update snapshot set lease_owner = $1, lease_expires_at = $2 + $3, \
+                 delete_started_at = coalesce(delete_started_at, $2) \
+             where snapshot_id = (select snapshot_id from snapshot where state in ('deleting', 'delete_failed') \
+                 and delete_started_at is ",
+            $started,
+            " and not_before <= $2 and (lease_expires_at is null or lease_expires_at < $2) \
+                 order by not_before limit 1 for update skip locked) \
+             returning ",
+            snapshot_columns!()
+        )
+    };
+}
+
+/// Claims one snapshot due for deletion work. Deletions already under way come
+/// first; a new one starts only while fewer than `max_in_flight` are under way,
+/// the same limit that protects the cloud's control plane from creations.
 ///
 /// # Errors
 /// The query fails.
@@ -171,20 +192,31 @@ pub async fn claim_deletion(
     owner: Uuid,
     now: DateTime<Utc>,
     lease: TimeDelta,
+    max_in_flight: i64,
 ) -> Result<Option<ManagedSnapshot>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "update snapshot set lease_owner = $1, lease_expires_at = $2 + $3 \
-         where snapshot_id = (select snapshot_id from snapshot where state in ('deleting', 'delete_failed') \
-             and not_before <= $2 and (lease_expires_at is null or lease_expires_at < $2) \
-             order by not_before limit 1 for update skip locked) \
-         returning ",
-        snapshot_columns!()
-    ))
-    .bind(owner)
-    .bind(now)
-    .bind(lease)
-    .fetch_optional(pool)
-    .await
+    let started: Option<ManagedSnapshot> = sqlx::query_as(claim_deletion_where!("not null"))
+        .bind(owner)
+        .bind(now)
+        .bind(lease)
+        .fetch_optional(pool)
+        .await?;
+    if started.is_some() {
+        return Ok(started);
+    }
+    let busy: i64 = sqlx::query_scalar(
+        "select count(*) from snapshot where state = 'deleting' and delete_started_at is not null",
+    )
+    .fetch_one(pool)
+    .await?;
+    if busy >= max_in_flight {
+        return Ok(None);
+    }
+    sqlx::query_as(claim_deletion_where!("null"))
+        .bind(owner)
+        .bind(now)
+        .bind(lease)
+        .fetch_optional(pool)
+        .await
 }
 
 /// What a deletion step achieved.
