@@ -166,24 +166,36 @@ pub async fn mark_stale_incomplete_deleting(
 }
 
 macro_rules! claim_deletion_where {
-    ($started:literal) => {
+    ($($condition:tt)+) => {
         concat!(
             "update snapshot set lease_owner = $1, lease_expires_at = $2 + $3, \
                  delete_started_at = coalesce(delete_started_at, $2) \
-             where snapshot_id = (select snapshot_id from snapshot where state in ('deleting', 'delete_failed') \
-                 and delete_started_at is ",
-            $started,
-            " and not_before <= $2 and (lease_expires_at is null or lease_expires_at < $2) \
-                 order by not_before limit 1 for update skip locked) \
+             where snapshot_id = (select s.snapshot_id from snapshot s \
+                 where s.state in ('deleting', 'delete_failed') and ",
+            $($condition)+,
+            " and s.not_before <= $2 and (s.lease_expires_at is null or s.lease_expires_at < $2) \
+                 order by s.not_before limit 1 for update of s skip locked) \
              returning ",
             snapshot_columns!()
         )
     };
 }
 
+/// A deletion may start while its policy has fewer deletions under way than its
+/// `max_concurrent` (policies without one, and one-off snapshots, have no own limit).
+macro_rules! within_policy_limit {
+    () => {
+        "s.delete_started_at is null and not exists (select 1 from policy p \
+             where p.policy_id = s.policy_id and (p.options ->> 'max_concurrent') is not null \
+             and (select count(*) from snapshot x where x.policy_id = s.policy_id and x.state = 'deleting' \
+                  and x.delete_started_at is not null) >= (p.options ->> 'max_concurrent')::bigint)"
+    };
+}
+
 /// Claims one snapshot due for deletion work. Deletions already under way come
-/// first; a new one starts only while fewer than `max_in_flight` are under way,
-/// the same limit that protects the cloud's control plane from creations.
+/// first; a new one starts only while fewer than `max_in_flight` are under way
+/// and its policy is below its `max_concurrent`: the limits that protect the
+/// cloud's control plane from creations.
 ///
 /// # Errors
 /// The query fails.
@@ -194,12 +206,13 @@ pub async fn claim_deletion(
     lease: TimeDelta,
     max_in_flight: i64,
 ) -> Result<Option<ManagedSnapshot>, sqlx::Error> {
-    let started: Option<ManagedSnapshot> = sqlx::query_as(claim_deletion_where!("not null"))
-        .bind(owner)
-        .bind(now)
-        .bind(lease)
-        .fetch_optional(pool)
-        .await?;
+    let started: Option<ManagedSnapshot> =
+        sqlx::query_as(claim_deletion_where!("s.delete_started_at is not null"))
+            .bind(owner)
+            .bind(now)
+            .bind(lease)
+            .fetch_optional(pool)
+            .await?;
     if started.is_some() {
         return Ok(started);
     }
@@ -211,7 +224,7 @@ pub async fn claim_deletion(
     if busy >= max_in_flight {
         return Ok(None);
     }
-    sqlx::query_as(claim_deletion_where!("null"))
+    sqlx::query_as(claim_deletion_where!(within_policy_limit!()))
         .bind(owner)
         .bind(now)
         .bind(lease)

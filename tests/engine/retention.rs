@@ -377,3 +377,63 @@ async fn a_volume_group_is_snapshotted_with_one_group_snapshot_and_pruned_whole(
         );
     }
 }
+
+#[sqlx::test]
+async fn deletions_respect_the_policy_max_concurrent(pool: PgPool) {
+    // Arrange: a policy allowing one job at a time, three of its snapshots to delete, slow Cinder deletes.
+    let mut config = stacksnap::sim::SimConfig::default();
+    config.durations.snapshot_delete = std::time::Duration::from_secs(2);
+    let h = crate::helpers::harness_with(pool, config).await;
+    let volume = h.sim.create_volume("data", 1, &[]);
+    let policy = h
+        .policy(
+            json!({"name": "one-at-a-time", "resource_type": "volume", "targets": {"ids": [volume]},
+                       "schedules": [{"cron": "@hourly"}], "retention": {"keep_last": 1},
+                       "options": {"max_concurrent": 1}}),
+        )
+        .await;
+    let mut taken = Vec::new();
+    for _ in 0..4 {
+        taken.push(take(&h, &policy).await);
+        h.clock.advance(TimeDelta::hours(1));
+    }
+
+    // Act: retention marks three for deletion; one pass of work starts what it may.
+    h.engine.prune_due().await.unwrap();
+    h.work().await;
+
+    // Assert: one deletion under way, two waiting their turn.
+    let started: i64 = sqlx::query_scalar(
+        "select count(*) from snapshot where state = 'deleting' and delete_started_at is not null",
+    )
+    .fetch_one(&h.pool)
+    .await
+    .unwrap();
+    let waiting: i64 = sqlx::query_scalar(
+        "select count(*) from snapshot where state = 'deleting' and delete_started_at is null",
+    )
+    .fetch_one(&h.pool)
+    .await
+    .unwrap();
+    assert_eq!((started, waiting), (1, 2));
+    assert_eq!(h.sim.count("cinder.delete_snapshot"), 1);
+
+    // In the end all three go, one after another.
+    for _ in 0..200 {
+        h.work().await;
+        let open: i64 =
+            sqlx::query_scalar("select count(*) from snapshot where state = 'deleting'")
+                .fetch_one(&h.pool)
+                .await
+                .unwrap();
+        if open == 0 {
+            break;
+        }
+        h.clock.advance(TimeDelta::seconds(1));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        futures_states(&h, &taken).await,
+        ["deleted", "deleted", "deleted", "available"]
+    );
+}
