@@ -98,9 +98,25 @@ impl CloudConfig {
     /// # Errors
     /// No credentials, an unreadable or invalid clouds.yaml, or a missing field.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let env: HashMap<String, String> = std::env::vars()
+        Self::from_process(None)
+    }
+
+    /// Reads the cloud `name` (as if `OS_CLOUD` named it) from the clouds.yaml
+    /// files the environment points at.
+    ///
+    /// # Errors
+    /// As [`CloudConfig::from_env`].
+    pub fn named(name: &str) -> Result<Self, ConfigError> {
+        Self::from_process(Some(name))
+    }
+
+    fn from_process(cloud: Option<&str>) -> Result<Self, ConfigError> {
+        let mut env: HashMap<String, String> = std::env::vars()
             .filter(|(k, _)| k.starts_with("OS_"))
             .collect();
+        if let Some(cloud) = cloud {
+            env.insert("OS_CLOUD".into(), cloud.to_owned());
+        }
         let home = std::env::var_os("HOME").map(PathBuf::from);
         Self::from_vars(&env, home.as_deref())
     }

@@ -7,7 +7,7 @@
 
 mod cloud;
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use chrono::TimeDelta;
 use serde_json::json;
@@ -29,13 +29,7 @@ fn real_cloud() -> Option<OpenStack> {
     let name = std::env::var("STACKSNAP_E2E_CLOUD")
         .ok()
         .filter(|c| !c.is_empty())?;
-    let mut env: HashMap<String, String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("OS_"))
-        .collect();
-    env.insert("OS_CLOUD".into(), name);
-    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
-    let config = CloudConfig::from_vars(&env, home.as_deref())
-        .expect("STACKSNAP_E2E_CLOUD names a usable cloud");
+    let config = CloudConfig::named(&name).expect("STACKSNAP_E2E_CLOUD names a usable cloud");
     Some(OpenStack::new(config, SessionOptions::default()).unwrap())
 }
 

@@ -86,6 +86,18 @@ impl Live {
             .await
             .unwrap()
     }
+    /// Snapshots a server with `?wait`, failing the test unless the job succeeds.
+    async fn snapshot_and_wait(&self, server: &str) -> Value {
+        let body = json!({"resource_type": "server", "resource_id": server});
+        let job: Value = self
+            .post("/v1/snapshots?wait=30s", body)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(job["status"], "succeeded", "{job}");
+        job
+    }
     async fn delete(&self, path: &str) -> reqwest::Response {
         self.http
             .delete(format!("{}{path}", self.base))
@@ -283,16 +295,7 @@ async fn run_now_fires_a_policy_whose_run_and_jobs_can_be_followed(pool: PgPool)
 async fn managed_snapshots_are_listed_read_and_deleted_piece_by_piece(pool: PgPool) {
     let live = live(pool).await;
     let server = live.sim.create_volume_backed_server("db", 2, false);
-    let job: Value = live
-        .post(
-            "/v1/snapshots?wait=30s",
-            json!({"resource_type": "server", "resource_id": server}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(job["status"], "succeeded", "{job}");
+    let job = live.snapshot_and_wait(&server).await;
 
     let list = live
         .get(&format!("/v1/snapshots?resource_id={server}"))
@@ -388,16 +391,7 @@ async fn orphans_of_deleted_images_are_found_and_only_ours_are_cleaned_by_defaul
     let cloud = cloud_for(&live.sim);
     // Ours: a stacksnap snapshot of a volume-backed server whose image someone deleted in Glance.
     let server = live.sim.create_volume_backed_server("db", 2, false);
-    let job: Value = live
-        .post(
-            "/v1/snapshots?wait=30s",
-            json!({"resource_type": "server", "resource_id": server}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(job["status"], "succeeded", "{job}");
+    let job = live.snapshot_and_wait(&server).await;
     cloud
         .glance()
         .delete_image(job["image_id"].as_str().unwrap())

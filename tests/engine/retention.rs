@@ -45,7 +45,19 @@ async fn take(h: &Harness, policy: &stacksnap::domain::policy::Policy) -> Uuid {
 /// Prunes, then works off every deletion step.
 async fn prune(h: &Harness) {
     h.engine.prune_due().await.unwrap();
-    for _ in 0..100 {
+    drain_deletions(
+        h,
+        TimeDelta::seconds(2),
+        std::time::Duration::from_millis(15),
+        100,
+    )
+    .await;
+}
+
+/// Works until no snapshot is being deleted, letting `step` of engine time and
+/// `pause` of real (simulator) time pass between rounds.
+async fn drain_deletions(h: &Harness, step: TimeDelta, pause: std::time::Duration, rounds: usize) {
+    for _ in 0..rounds {
         h.work().await;
         let open: i64 =
             sqlx::query_scalar("select count(*) from snapshot where state = 'deleting'")
@@ -55,8 +67,8 @@ async fn prune(h: &Harness) {
         if open == 0 {
             return;
         }
-        h.clock.advance(TimeDelta::seconds(2));
-        tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+        h.clock.advance(step);
+        tokio::time::sleep(pause).await;
     }
 }
 
@@ -419,19 +431,13 @@ async fn deletions_respect_the_policy_max_concurrent(pool: PgPool) {
     assert_eq!(h.sim.count("cinder.delete_snapshot"), 1);
 
     // In the end all three go, one after another.
-    for _ in 0..200 {
-        h.work().await;
-        let open: i64 =
-            sqlx::query_scalar("select count(*) from snapshot where state = 'deleting'")
-                .fetch_one(&h.pool)
-                .await
-                .unwrap();
-        if open == 0 {
-            break;
-        }
-        h.clock.advance(TimeDelta::seconds(1));
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    drain_deletions(
+        &h,
+        TimeDelta::seconds(1),
+        std::time::Duration::from_millis(50),
+        200,
+    )
+    .await;
     assert_eq!(
         futures_states(&h, &taken).await,
         ["deleted", "deleted", "deleted", "available"]

@@ -1,8 +1,6 @@
 //! Against a real cloud, when `STACKSNAP_E2E_CLOUD` names one in the clouds.yaml
 //! that `OS_CLIENT_CONFIG_FILE` points at; skipped otherwise.
 
-use std::collections::HashMap;
-
 use stacksnap::openstack::{
     CloudConfig, OpenStack, SessionOptions,
     cinder::{SnapshotFilter, VolumeFilter},
@@ -12,16 +10,10 @@ use stacksnap::openstack::{
 };
 
 fn real_cloud() -> Option<OpenStack> {
-    let cloud = std::env::var("STACKSNAP_E2E_CLOUD")
+    let name = std::env::var("STACKSNAP_E2E_CLOUD")
         .ok()
         .filter(|c| !c.is_empty())?;
-    let mut env: HashMap<String, String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("OS_"))
-        .collect();
-    env.insert("OS_CLOUD".into(), cloud);
-    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
-    let config = CloudConfig::from_vars(&env, home.as_deref())
-        .expect("STACKSNAP_E2E_CLOUD names a usable cloud");
+    let config = CloudConfig::named(&name).expect("STACKSNAP_E2E_CLOUD names a usable cloud");
     Some(OpenStack::new(config, SessionOptions::default()).unwrap())
 }
 
