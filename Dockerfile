@@ -6,10 +6,11 @@ FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY sim ./sim
 COPY migrations ./migrations
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked && cp target/release/stacksnap /usr/local/bin/stacksnap
+    cargo build --release --locked -p stacksnap && cp target/release/stacksnap /usr/local/bin/stacksnap
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \

@@ -20,9 +20,9 @@ use stacksnap::{
     domain::policy::PolicySpec,
     engine::{Engine, EngineConfig},
     openstack::{CloudConfig, OpenStack, SessionOptions},
-    sim::{Durations, SimConfig, Simulator},
     store::{self, policies},
 };
+use stacksnap_sim::{Durations, SimConfig, Simulator};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 

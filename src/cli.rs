@@ -39,7 +39,7 @@ pub enum Command {
     /// Print the OpenAPI document.
     Openapi,
     /// Serve the in-process OpenStack simulator (Keystone, Nova, Glance, Cinder).
-    Sim(crate::sim::SimArgs),
+    Sim(stacksnap_sim::SimArgs),
     /// Exit 0 when the local service answers /healthz (for container health checks).
     Healthcheck {
         /// The address the service listens on.
@@ -69,7 +69,9 @@ impl Cli {
             Command::Healthcheck { listen } => healthcheck(listen).await,
             Command::Sim(args) => {
                 telemetry::init(format);
-                crate::sim::run(args).await
+                let token = tokio_util::sync::CancellationToken::new();
+                tokio::spawn(crate::startup::cancel_on_signal(token.clone()));
+                stacksnap_sim::run(args, token.cancelled_owned()).await
             }
             Command::Migrate(settings) => {
                 telemetry::init(format);

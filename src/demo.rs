@@ -7,10 +7,11 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use stacksnap_sim::{ImageSeed, ServerSeed, SimConfig, SimHandle, Simulator, VolumeSeed};
+
 use crate::{
     domain::policy::PolicySpec,
     openstack::{CloudConfig, OpenStack, SessionOptions},
-    sim::{ImageSeed, ServerSeed, SimConfig, SimHandle, Simulator, VolumeSeed},
     store::policies as store,
 };
 

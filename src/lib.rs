@@ -10,7 +10,6 @@ pub mod domain;
 pub mod engine;
 pub mod http;
 pub mod openstack;
-pub mod sim;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -4,13 +4,8 @@ use std::{sync::Arc, time::Duration};
 
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use stacksnap::{
-    clock::SystemClock,
-    config::Settings,
-    engine::Engine,
-    sim::{Fault, FaultRule, SimConfig, SimHandle, Simulator},
-    startup::Application,
-};
+use stacksnap::{clock::SystemClock, config::Settings, engine::Engine, startup::Application};
+use stacksnap_sim::{Fault, FaultRule, SimConfig, SimHandle, Simulator};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{cloud_for, engine_config};

@@ -14,12 +14,12 @@ use stacksnap::{
     engine::{Engine, EngineConfig, Outcome},
     http::snapshots::adhoc_job,
     openstack::{CloudConfig, OpenStack, SessionOptions, retry::RetryPolicy},
-    sim::{SimConfig, SimHandle, Simulator},
     store::{
         jobs::{self, Job},
         policies, runs,
     },
 };
+use stacksnap_sim::{SimConfig, SimHandle, Simulator};
 use uuid::Uuid;
 
 pub struct Harness {

@@ -7,9 +7,9 @@ use sqlx::PgPool;
 use stacksnap::{
     clock::Clock as _,
     domain::job::JobStatus,
-    sim::{Fault, FaultRule},
     store::{runs, snapshots},
 };
+use stacksnap_sim::{Fault, FaultRule};
 use uuid::Uuid;
 
 use crate::helpers::{Harness, harness};
@@ -393,7 +393,7 @@ async fn a_volume_group_is_snapshotted_with_one_group_snapshot_and_pruned_whole(
 #[sqlx::test]
 async fn deletions_respect_the_policy_max_concurrent(pool: PgPool) {
     // Arrange: a policy allowing one job at a time, three of its snapshots to delete, slow Cinder deletes.
-    let mut config = stacksnap::sim::SimConfig::default();
+    let mut config = stacksnap_sim::SimConfig::default();
     config.durations.snapshot_delete = std::time::Duration::from_secs(2);
     let h = crate::helpers::harness_with(pool, config).await;
     let volume = h.sim.create_volume("data", 1, &[]);

@@ -4,12 +4,9 @@ use chrono::TimeDelta;
 use serde_json::json;
 use sqlx::PgPool;
 use stacksnap::{
-    clock::Clock as _,
-    domain::job::JobStatus,
-    openstack::cinder::SnapshotFilter,
-    sim::{Fault, FaultRule},
-    store::jobs,
+    clock::Clock as _, domain::job::JobStatus, openstack::cinder::SnapshotFilter, store::jobs,
 };
+use stacksnap_sim::{Fault, FaultRule};
 
 use crate::helpers::harness;
 
@@ -60,7 +57,7 @@ async fn an_image_backed_snapshot_succeeds_when_its_image_is_active(pool: PgPool
 
 #[sqlx::test]
 async fn a_volume_backed_job_tracks_until_every_cinder_snapshot_is_available(pool: PgPool) {
-    let mut config = stacksnap::sim::SimConfig::default();
+    let mut config = stacksnap_sim::SimConfig::default();
     config.durations.snapshot_create = std::time::Duration::from_millis(1500);
     let h = crate::helpers::harness_with(pool, config).await;
     let server = h.sim.create_volume_backed_server("db-1", 2, true);
@@ -405,7 +402,7 @@ async fn a_worker_that_died_before_sending_sends_once_on_recovery(pool: PgPool) 
 
 #[sqlx::test]
 async fn a_second_snapshot_of_a_server_waits_for_the_first(pool: PgPool) {
-    let mut config = stacksnap::sim::SimConfig::default();
+    let mut config = stacksnap_sim::SimConfig::default();
     config.durations.snapshot_create = std::time::Duration::from_millis(600);
     let h = crate::helpers::harness_with(pool, config).await;
     let server = h.sim.create_volume_backed_server("db-3", 1, false);

@@ -2,13 +2,11 @@
 
 use std::time::Duration;
 
-use stacksnap::{
-    openstack::{
-        CloudConfig, ErrorKind, OpenStack, SessionOptions, cinder::SnapshotFilter,
-        nova::ServerFilter, retry::RetryPolicy, session::Service, version::Microversion,
-    },
-    sim::{FaultRule, SimConfig, SimHandle, Simulator},
+use stacksnap::openstack::{
+    CloudConfig, ErrorKind, OpenStack, SessionOptions, cinder::SnapshotFilter, nova::ServerFilter,
+    retry::RetryPolicy, session::Service, version::Microversion,
 };
+use stacksnap_sim::{FaultRule, SimConfig, SimHandle, Simulator};
 
 fn start(config: SimConfig) -> SimHandle {
     Simulator::start(config, "127.0.0.1:0".parse().unwrap()).unwrap()

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use stacksnap::sim::SimConfig;
+use stacksnap_sim::SimConfig;
 
 use crate::helpers::{spawn, spawn_with};
 

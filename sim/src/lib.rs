@@ -3,7 +3,7 @@
 //! python-openstackclient, with lazy deterministic state transitions,
 //! fault injection and a request log. It is the cloud of the demo, the
 //! tests and the benchmarks (`stacksnap sim`). It must not depend on the
-//! clients in `crate::openstack`.
+//! clients in the service crate (`stacksnap::openstack`).
 //!
 //! # URL layout (one port)
 //!
@@ -34,7 +34,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
-//! use stacksnap::sim::{FaultRule, SimConfig, Simulator};
+//! use stacksnap_sim::{FaultRule, SimConfig, Simulator};
 //! let sim = Simulator::start(SimConfig::default(), "127.0.0.1:0".parse()?)?;
 //! let server = sim.create_image_backed_server("web-1", &["backup"], &[("tier", "web")], true);
 //! sim.inject(FaultRule::error("nova.create_image", 409).times(1));
@@ -65,7 +65,6 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
-use tokio_util::sync::CancellationToken;
 
 pub use config::{
     AdminUser, ApplicationCredential, Durations, ImageSeed, Inventory, ServerSeed, SimConfig,
@@ -101,12 +100,12 @@ pub struct SimArgs {
     pub cinder_max_microversion: String,
 }
 
-/// Runs `stacksnap sim` until Ctrl-C or SIGTERM.
+/// Runs `stacksnap sim` until `shutdown` completes (the binary passes Ctrl-C or SIGTERM).
 ///
 /// # Errors
 /// The inventory cannot be read, the address cannot be bound, or the
 /// clouds.yaml cannot be written.
-pub async fn run(args: SimArgs) -> anyhow::Result<()> {
+pub async fn run(args: SimArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let mut config = if args.fast {
         SimConfig::default()
     } else {
@@ -140,9 +139,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
             .map(|p| format!("\n  clouds.yaml: {} (OS_CLOUD=stacksnap-sim)", p.display()))
             .unwrap_or_default(),
     );
-    let token = CancellationToken::new();
-    tokio::spawn(crate::startup::cancel_on_signal(token.clone()));
-    token.cancelled().await;
+    shutdown.await;
     sim.shutdown().await;
     Ok(())
 }

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::{Reply, links};
-use crate::sim::{
+use crate::{
     http::{Ctx, Mv},
     inventory::{BdmSource, NewBdm, NewServer},
     state::{Fail, GONE, Server, State, VolumeAttachment},
@@ -445,7 +445,7 @@ fn power(st: &mut State, ctx: &Ctx, id: &str, stop: bool) -> Reply {
     Ok((StatusCode::ACCEPTED, Value::Null))
 }
 
-fn attachment(s: &Server, b: &crate::sim::state::Bdm) -> Value {
+fn attachment(s: &Server, b: &crate::state::Bdm) -> Value {
     json!({
         "device": b.device_name, "id": b.volume_id, "serverId": s.id, "volumeId": b.volume_id,
         "tag": null, "delete_on_termination": b.delete_on_termination,
@@ -488,7 +488,7 @@ fn attach(st: &mut State, ctx: &Ctx, id: &str) -> Reply {
         attached_at,
     });
     let s = find_mut(st, now, id)?;
-    s.bdms.push(crate::sim::state::Bdm {
+    s.bdms.push(crate::state::Bdm {
         volume_id,
         device_name: device,
         boot_index: None,

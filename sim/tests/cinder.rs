@@ -320,7 +320,7 @@ async fn group_snapshot_needs_3_14_and_snapshots_every_volume_of_the_group() {
 #[tokio::test]
 async fn volume_from_image_carries_volume_image_metadata_and_lists_filter_by_metadata() {
     let t = spawn().await;
-    let image = t.sim.create_image(&stacksnap::sim::ImageSeed {
+    let image = t.sim.create_image(&stacksnap_sim::ImageSeed {
         name: "qga".into(),
         size: 1024,
         properties: [("hw_qemu_guest_agent".to_owned(), json!("yes"))]

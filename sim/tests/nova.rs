@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use stacksnap::sim::{Fault, FaultRule, ImageSeed, ServerSeed, SimConfig};
+use stacksnap_sim::{Fault, FaultRule, ImageSeed, ServerSeed, SimConfig};
 
 use crate::helpers::{eventually, observable_durations, record, spawn, spawn_with};
 
@@ -235,7 +235,7 @@ fn require_quiesce_server(t: &crate::helpers::TestSim, agent: bool) -> String {
     t.sim
         .create_server(&ServerSeed {
             name: format!("{name}-srv"),
-            volumes: vec![stacksnap::sim::VolumeSeed {
+            volumes: vec![stacksnap_sim::VolumeSeed {
                 name: "root".into(),
                 size: 1,
                 image: Some(name.into()),

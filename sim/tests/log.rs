@@ -83,7 +83,7 @@ async fn request_log_is_readable_over_http() {
 
 #[tokio::test]
 async fn same_seed_gives_the_same_ids() {
-    use stacksnap::sim::{SimConfig, Simulator};
+    use stacksnap_sim::{SimConfig, Simulator};
     let start = || {
         Simulator::start(
             SimConfig::default().with_seed(5),
@@ -124,7 +124,7 @@ async fn inventory_file_seeds_settled_images_volumes_and_servers() {
         .unwrap(),
     )
     .unwrap();
-    let config = stacksnap::sim::SimConfig::default()
+    let config = stacksnap_sim::SimConfig::default()
         .with_inventory_file(&path)
         .unwrap();
 

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use stacksnap::sim::{Fault, FaultRule, SimConfig};
+use stacksnap_sim::{Fault, FaultRule, SimConfig};
 
 use crate::helpers::{eventually, spawn, spawn_with};
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
-use stacksnap::sim::{Durations, SimConfig, SimHandle, Simulator};
+use stacksnap_sim::{Durations, SimConfig, SimHandle, Simulator};
 
 /// A running simulator and an authenticated client.
 pub struct TestSim {

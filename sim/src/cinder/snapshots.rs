@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::{Reply, links, page, parse_metadata_filter, stamp, volume_not_found};
-use crate::sim::{
+use crate::{
     faults::Fault,
     http::{Ctx, Mv},
     inventory::NewSnapshot,

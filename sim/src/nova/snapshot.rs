@@ -20,7 +20,7 @@ use axum::{
 use serde_json::{Value, json};
 
 use super::error;
-use crate::sim::{
+use crate::{
     digest,
     faults::Fault,
     http::{Ctx, Mv, Notes, hold, json},

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::{DEFAULT_TYPE_ID, Reply, page, stamp};
-use crate::sim::{
+use crate::{
     http::{Ctx, Mv},
     inventory::NewSnapshot,
     state::{Fail, GONE, Group, GroupSnapshot, State},
