@@ -109,8 +109,7 @@ pub async fn seed(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<()> {
             .validate(now)
             .map_err(|errors| anyhow::anyhow!("a demo policy is invalid: {errors:?}"))?;
         let next_run_at = valid.next_run_after(now);
-        match store::insert_policy(pool, "default", Uuid::now_v7(), valid.spec(), next_run_at).await
-        {
+        match store::insert_policy(pool, "default", Uuid::now_v7(), &valid, next_run_at).await {
             Ok(policy) => tracing::info!(policy = %policy.spec.name, "created a demo policy"),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {}
             Err(e) => return Err(e.into()),

@@ -10,4 +10,5 @@ pub mod name_template;
 pub mod policy;
 pub mod retention;
 pub mod schedule;
+pub mod status;
 pub mod validation;

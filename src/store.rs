@@ -4,7 +4,9 @@
 
 pub mod database;
 pub mod jobs;
+pub mod lifecycle;
 pub mod policies;
+pub mod row;
 pub mod runs;
 pub mod snapshots;
 

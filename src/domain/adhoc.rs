@@ -6,11 +6,20 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use chrono::{DateTime, TimeDelta, Utc};
+
 use super::{
     duration::HumanDuration,
+    job::{JobOptions, NewJob},
+    name_template::NameTemplate,
     policy::{Consistency, ResourceType, check_metadata},
     validation::{FieldError, Violations},
 };
+
+/// How late a one-off snapshot may still start (a busy server is retried until then).
+const START_WINDOW: TimeDelta = TimeDelta::hours(1);
+
+const ADHOC_NAME_TEMPLATE: &str = "{resource_name}-adhoc-{scheduled_at:%Y%m%dT%H%M%SZ}";
 
 /// The longest a client may ask `POST /v1/snapshots` to wait.
 pub const MAX_WAIT_SECS: u64 = 3600;
@@ -67,11 +76,33 @@ impl AdhocSnapshotRequest {
         v.finish(timeout)
     }
 
-    /// The name template: the fixed name (braces escaped) or the default.
-    pub fn name_template(&self) -> String {
+    /// The name template: the fixed name, or `<resource name>-adhoc-<time>`.
+    pub fn name_template(&self) -> NameTemplate {
         match &self.name {
-            Some(name) => name.replace('{', "{{").replace('}', "}}"),
-            None => "{resource_name}-adhoc-{scheduled_at:%Y%m%dT%H%M%SZ}".into(),
+            Some(name) => NameTemplate::fixed(name),
+            None => ADHOC_NAME_TEMPLATE
+                .parse()
+                .unwrap_or_else(|_| unreachable!("the one-off template parses")),
+        }
+    }
+
+    /// The job this request makes, given its checked timeout.
+    pub fn job(&self, timeout_secs: u64, now: DateTime<Utc>) -> NewJob {
+        NewJob {
+            job_id: Uuid::now_v7(),
+            resource_type: self.resource_type,
+            resource_id: self.resource_id.to_string(),
+            resource_name: None,
+            options: JobOptions {
+                name_template: self.name_template(),
+                policy_name: "adhoc".into(),
+                metadata: self.metadata.clone(),
+                consistency: self.consistency,
+                timeout_secs,
+                max_concurrent: None,
+                scheduled_at: now,
+            },
+            start_by: now + START_WINDOW,
         }
     }
 }
@@ -102,11 +133,11 @@ mod tests {
             serde_json::json!({"resource_type": "volume", "resource_id": "4f1d6a52-0b52-4a8e-9c43-1d0c8e3f2a10"}),
         );
         assert_eq!(r.validate(), Ok(7200));
-        assert!(r.name_template().contains("{resource_name}"));
+        assert!(r.name_template().as_str().contains("{resource_name}"));
         let r = request(
             serde_json::json!({"resource_type": "server", "resource_id": "4f1d6a52-0b52-4a8e-9c43-1d0c8e3f2a10", "name": "pre-{deploy}"}),
         );
-        assert_eq!(r.name_template(), "pre-{{deploy}}");
+        assert_eq!(r.name_template().as_str(), "pre-{{deploy}}");
     }
 
     #[test]

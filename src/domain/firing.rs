@@ -77,13 +77,10 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::schedule::{CronSchedule, parse_cron, parse_timezone};
+    use crate::domain::schedule::CronSchedule;
 
     fn hourly() -> ScheduleSet {
-        ScheduleSet::new(vec![CronSchedule::new(
-            parse_cron("0 * * * *").unwrap(),
-            parse_timezone("UTC").unwrap(),
-        )])
+        ScheduleSet::new(vec![CronSchedule::parse("0 * * * *", "UTC").unwrap()])
     }
 
     fn t(text: &str) -> DateTime<Utc> {

@@ -3,100 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// Where one resource's snapshot stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[schema(example = "tracking")]
-pub enum JobStatus {
-    /// Waiting to start (or to retry after the cloud said "busy").
-    Pending,
-    /// The snapshot request is being, or has been, sent.
-    Creating,
-    /// The artefacts exist; not all of them are finished.
-    Tracking,
-    Succeeded,
-    Failed,
-    /// Not finished within the policy's timeout; the artefacts are kept and reported.
-    TimedOut,
-    Cancelled,
-}
-
-impl JobStatus {
-    pub const ALL: [Self; 7] = [
-        Self::Pending,
-        Self::Creating,
-        Self::Tracking,
-        Self::Succeeded,
-        Self::Failed,
-        Self::TimedOut,
-        Self::Cancelled,
-    ];
-
-    /// The name used in the API and the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Creating => "creating",
-            Self::Tracking => "tracking",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::TimedOut => "timed_out",
-            Self::Cancelled => "cancelled",
-        }
-    }
-
-    /// Parses the name used in the API and the database.
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-
-    /// Whether the job has ended.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Self::Succeeded | Self::Failed | Self::TimedOut | Self::Cancelled
-        )
-    }
-}
-
-/// How one firing of a policy went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[schema(example = "running")]
-pub enum RunStatus {
-    Running,
-    Succeeded,
-    PartiallyFailed,
-    Failed,
-    /// The fire time passed while no replica could fire it.
-    Missed,
-}
-
-impl RunStatus {
-    /// The name used in the API and the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Succeeded => "succeeded",
-            Self::PartiallyFailed => "partially_failed",
-            Self::Failed => "failed",
-            Self::Missed => "missed",
-        }
-    }
-
-    /// Parses the name used in the API and the database.
-    pub fn parse(text: &str) -> Option<Self> {
-        [
-            Self::Running,
-            Self::Succeeded,
-            Self::PartiallyFailed,
-            Self::Failed,
-            Self::Missed,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
-    }
-}
+pub use super::status::{JobStatus, ObtainedConsistency, RunStatus};
 
 /// A run's status once all its jobs ended: `succeeded` only when all did.
 pub fn run_outcome(succeeded: usize, unsuccessful: usize) -> RunStatus {
@@ -104,40 +11,6 @@ pub fn run_outcome(succeeded: usize, unsuccessful: usize) -> RunStatus {
         (_, 0) if succeeded > 0 => RunStatus::Succeeded,
         (0, _) => RunStatus::Failed,
         _ => RunStatus::PartiallyFailed,
-    }
-}
-
-/// The consistency a server snapshot actually got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[schema(example = "crash_consistent")]
-pub enum ObtainedConsistency {
-    /// Nova froze the guest's file systems (or would have failed the snapshot).
-    Quiesced,
-    /// No guest agent: the disks were copied as they were.
-    CrashConsistent,
-    /// Nova tried to quiesce but goes on silently when it cannot.
-    Unknown,
-}
-
-impl ObtainedConsistency {
-    /// Judged from the boot image's properties: `hw_qemu_guest_agent=yes` makes Nova
-    /// try to quiesce; only with `os_require_quiesce=yes` does a failure stop the snapshot.
-    pub fn from_image_properties(guest_agent: bool, require_quiesce: bool) -> Self {
-        match (guest_agent, require_quiesce) {
-            (false, _) => Self::CrashConsistent,
-            (true, true) => Self::Quiesced,
-            (true, false) => Self::Unknown,
-        }
-    }
-
-    /// The name used in the API and the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Quiesced => "quiesced",
-            Self::CrashConsistent => "crash_consistent",
-            Self::Unknown => "unknown",
-        }
     }
 }
 
@@ -249,12 +122,23 @@ fn judge_volume_snapshot_piece(snapshot: &VolumeSnapshotState) -> Option<Verdict
     }
 }
 
+/// A job about to be inserted: one resource of a run, with the options it keeps.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub job_id: uuid::Uuid,
+    pub resource_type: super::policy::ResourceType,
+    pub resource_id: String,
+    pub resource_name: Option<String>,
+    pub options: JobOptions,
+    pub start_by: chrono::DateTime<chrono::Utc>,
+}
+
 /// How a job's artefacts are made: fixed when the job is created, so a later
 /// policy change does not alter a job in flight.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobOptions {
     /// The name template, or a fixed name for a one-off snapshot.
-    pub name_template: String,
+    pub name_template: super::name_template::NameTemplate,
     pub policy_name: String,
     /// Properties to stamp, besides stacksnap's own ids.
     pub metadata: std::collections::BTreeMap<String, String>,
@@ -401,13 +285,5 @@ mod tests {
                 && !is_truthy(Some("no"))
                 && !is_truthy(None)
         );
-    }
-
-    #[test]
-    fn statuses_round_trip_their_names() {
-        for status in JobStatus::ALL {
-            assert_eq!(JobStatus::parse(status.as_str()), Some(status));
-        }
-        assert!(JobStatus::TimedOut.is_terminal() && !JobStatus::Tracking.is_terminal());
     }
 }

@@ -8,6 +8,7 @@
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc, format::Item, format::StrftimeItems};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The template policies use when they name none.
 pub const DEFAULT_NAME_TEMPLATE: &str = "{policy}-{resource_name}-{scheduled_at:%Y%m%dT%H%MZ}";
@@ -17,9 +18,13 @@ pub const MAX_NAME_CHARS: usize = 255;
 
 const DEFAULT_TIME_FORMAT: &str = "%Y%m%dT%H%MZ";
 
-/// A parsed name template.
+/// A parsed name template that keeps the text it was written as; it is
+/// stored and shown as that text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NameTemplate(Vec<Part>);
+pub struct NameTemplate {
+    text: String,
+    parts: Vec<Part>,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
@@ -88,7 +93,10 @@ impl FromStr for NameTemplate {
         if parts.is_empty() {
             return Err("must not be empty".into());
         }
-        Ok(Self(parts))
+        Ok(Self {
+            text: text.to_owned(),
+            parts,
+        })
     }
 }
 
@@ -127,10 +135,23 @@ fn parse_placeholder(placeholder: &str) -> Result<Part, String> {
 }
 
 impl NameTemplate {
+    /// A template that renders `name` as it is, braces included.
+    pub fn fixed(name: &str) -> Self {
+        Self {
+            text: name.replace('{', "{{").replace('}', "}}"),
+            parts: vec![Part::Literal(name.to_owned())],
+        }
+    }
+
+    /// The template as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
     /// Renders the name, cut to the 255 characters OpenStack accepts.
     pub fn render(&self, ctx: &NameContext<'_>) -> String {
         let mut name = String::new();
-        for part in &self.0 {
+        for part in &self.parts {
             match part {
                 Part::Literal(text) => name.push_str(text),
                 Part::Policy => name.push_str(ctx.policy),
@@ -145,6 +166,28 @@ impl NameTemplate {
             }
         }
         name.chars().take(MAX_NAME_CHARS).collect()
+    }
+}
+
+impl Default for NameTemplate {
+    fn default() -> Self {
+        DEFAULT_NAME_TEMPLATE
+            .parse()
+            .unwrap_or_else(|_| unreachable!("the default template parses"))
+    }
+}
+
+impl Serialize for NameTemplate {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for NameTemplate {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse()
+            .map_err(|e| serde::de::Error::custom(format!("name template {text:?}: {e}")))
     }
 }
 
@@ -190,6 +233,18 @@ mod tests {
         let long = "é".repeat(300);
         let template: NameTemplate = "{resource_name}".parse().unwrap();
         assert_eq!(template.render(&context(&long)).chars().count(), 255);
+    }
+
+    #[test]
+    fn a_fixed_name_renders_as_it_is_and_round_trips_as_text() {
+        let template = NameTemplate::fixed("pre-deploy {42}");
+        assert_eq!(template.render(&context("x")), "pre-deploy {42}");
+        let json = serde_json::to_value(&template).unwrap();
+        assert_eq!(json, "pre-deploy {{42}}");
+        assert_eq!(
+            serde_json::from_value::<NameTemplate>(json).unwrap(),
+            template
+        );
     }
 
     #[test]

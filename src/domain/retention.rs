@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{duration::HumanDuration, policy::Retention};
+use super::{duration::HumanDuration, policy::RetentionRules};
 
 /// Why a snapshot is kept.
 #[derive(
@@ -53,8 +53,8 @@ pub struct Rules {
     pub within: Option<TimeDelta>,
 }
 
-impl From<&Retention> for Rules {
-    fn from(r: &Retention) -> Self {
+impl From<&RetentionRules> for Rules {
+    fn from(r: &RetentionRules) -> Self {
         Self {
             last: r.keep_last.unwrap_or(0),
             hourly: r.keep_hourly.unwrap_or(0),
@@ -62,11 +62,7 @@ impl From<&Retention> for Rules {
             weekly: r.keep_weekly.unwrap_or(0),
             monthly: r.keep_monthly.unwrap_or(0),
             yearly: r.keep_yearly.unwrap_or(0),
-            within: r
-                .keep_within
-                .as_deref()
-                .and_then(|d| d.parse::<HumanDuration>().ok())
-                .map(|d| d.as_chrono()),
+            within: r.keep_within.as_ref().map(HumanDuration::as_chrono),
         }
     }
 }

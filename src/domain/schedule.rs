@@ -10,6 +10,7 @@ use croner::{
     Cron,
     parser::{CronParser, Seconds, Year},
 };
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The shorthands accepted in place of five fields.
 const SHORTHANDS: [&str; 6] = [
@@ -21,12 +22,22 @@ const SHORTHANDS: [&str; 6] = [
     "@annually",
 ];
 
-/// One cron expression bound to the time zone it is read in.
+/// One cron expression bound to the time zone it is read in. It keeps the
+/// expression as written, and is stored and shown as `{"cron", "timezone"}`.
 #[derive(Debug, Clone)]
 pub struct CronSchedule {
+    expression: String,
     cron: Cron,
     timezone: Tz,
 }
+
+impl PartialEq for CronSchedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.expression == other.expression && self.timezone == other.timezone
+    }
+}
+
+impl Eq for CronSchedule {}
 
 /// One fire time of a set of schedules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,9 +90,31 @@ pub fn parse_timezone(name: &str) -> Result<Tz, String> {
 }
 
 impl CronSchedule {
-    /// Binds a parsed expression to its zone.
-    pub fn new(cron: Cron, timezone: Tz) -> Self {
-        Self { cron, timezone }
+    /// Parses an expression and binds it to its zone.
+    ///
+    /// # Errors
+    /// What is wrong with the expression, or with the zone's name.
+    pub fn parse(expression: &str, timezone: &str) -> Result<Self, ScheduleError> {
+        let cron = parse_cron(expression).map_err(ScheduleError::Cron);
+        let timezone = parse_timezone(timezone).map_err(ScheduleError::Timezone);
+        match (cron, timezone) {
+            (Ok(cron), Ok(timezone)) => Ok(Self::new(expression, cron, timezone)),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        }
+    }
+
+    /// Binds an expression already parsed to its zone.
+    pub fn new(expression: &str, cron: Cron, timezone: Tz) -> Self {
+        Self {
+            expression: expression.to_owned(),
+            cron,
+            timezone,
+        }
+    }
+
+    /// The expression as written.
+    pub fn expression(&self) -> &str {
+        &self.expression
     }
 
     /// The time zone the expression is read in.
@@ -99,8 +132,49 @@ impl CronSchedule {
     }
 }
 
+/// Why a schedule was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("{0}")]
+    Cron(String),
+    #[error("{0}")]
+    Timezone(String),
+}
+
+/// A schedule as written: stored and shown in this form.
+#[derive(Serialize, Deserialize)]
+struct Written<'a> {
+    #[serde(borrow)]
+    cron: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default = "utc")]
+    timezone: std::borrow::Cow<'a, str>,
+}
+
+fn utc() -> std::borrow::Cow<'static, str> {
+    "UTC".into()
+}
+
+impl Serialize for CronSchedule {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        Written {
+            cron: self.expression.as_str().into(),
+            timezone: self.timezone.name().into(),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for CronSchedule {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let written = Written::deserialize(deserializer)?;
+        Self::parse(&written.cron, &written.timezone)
+            .map_err(|e| serde::de::Error::custom(format!("schedule {:?}: {e}", written.cron)))
+    }
+}
+
 /// Several schedules that fire as the union of their times, once per instant.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct ScheduleSet(Vec<CronSchedule>);
 
 impl ScheduleSet {
@@ -142,7 +216,7 @@ mod tests {
     use super::*;
 
     fn schedule(cron: &str, tz: &str) -> CronSchedule {
-        CronSchedule::new(parse_cron(cron).unwrap(), parse_timezone(tz).unwrap())
+        CronSchedule::parse(cron, tz).unwrap()
     }
 
     fn utc(text: &str) -> DateTime<Utc> {

@@ -45,6 +45,11 @@ impl Violations {
         self.0.is_empty()
     }
 
+    /// Every problem recorded.
+    pub fn into_errors(self) -> Vec<FieldError> {
+        self.0
+    }
+
     /// Returns `value` when nothing was recorded, otherwise every problem.
     ///
     /// # Errors

@@ -14,9 +14,8 @@ use super::{
 use crate::{
     domain::{
         job::JobError,
-        policy::Policy,
+        policy::{Policy, ResourceType},
         retention::{Candidate, KeepReason, Rules, decide},
-        schedule::parse_timezone,
     },
     openstack::OpenStackError,
     store::{
@@ -40,12 +39,7 @@ pub fn plan(
     live: Vec<ManagedSnapshot>,
 ) -> Vec<(ManagedSnapshot, Vec<KeepReason>)> {
     let rules = Rules::from(&policy.spec.retention);
-    let tz = policy
-        .spec
-        .schedules
-        .first()
-        .and_then(|s| parse_timezone(&s.timezone).ok())
-        .unwrap_or(chrono_tz::UTC);
+    let tz = policy.spec.retention_timezone();
     let mut by_resource: BTreeMap<String, Vec<ManagedSnapshot>> = BTreeMap::new();
     for snapshot in live.into_iter().filter(|s| s.complete) {
         by_resource
@@ -218,7 +212,7 @@ impl Engine {
                 Err(e) => return Err(e),
                 // A volume policy's snapshot carries our id; a server's pieces were made by Nova for our image.
                 Ok(found)
-                    if snapshot.resource_type == "volume"
+                    if snapshot.resource_type == ResourceType::Volume
                         && !ours(found.metadata.get(JOB_ID_KEY).map(String::as_str)) =>
                 {
                     return Ok(refuse(

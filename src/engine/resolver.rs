@@ -9,9 +9,8 @@ use uuid::Uuid;
 
 use crate::{
     domain::{
-        duration::HumanDuration,
         job::{JobError, JobOptions},
-        policy::{PolicySpec, ResourceType},
+        policy::{ResourceType, ValidPolicy},
     },
     openstack::{OpenStack, OpenStackError, cinder::VolumeFilter, nova::ServerFilter},
     store::{
@@ -33,7 +32,7 @@ pub struct Target {
 /// A listing call failed.
 pub async fn resolve_targets(
     cloud: &OpenStack,
-    spec: &PolicySpec,
+    spec: &ValidPolicy,
 ) -> Result<Vec<Target>, OpenStackError> {
     let selector = &spec.targets.selector;
     let mut targets: BTreeSet<Target> = BTreeSet::new();
@@ -88,17 +87,13 @@ pub async fn resolve_targets(
 }
 
 /// The options every job of a run gets from the policy spec it fired with.
-pub fn job_options(spec: &PolicySpec, scheduled_at: DateTime<Utc>) -> JobOptions {
+pub fn job_options(spec: &ValidPolicy, scheduled_at: DateTime<Utc>) -> JobOptions {
     JobOptions {
         name_template: spec.options.name_template.clone(),
         policy_name: spec.name.clone(),
         metadata: spec.options.metadata.clone(),
         consistency: spec.options.consistency,
-        timeout_secs: spec
-            .options
-            .timeout
-            .parse::<HumanDuration>()
-            .map_or(7200, |d| d.as_secs()),
+        timeout_secs: spec.options.timeout.as_secs(),
         max_concurrent: spec.options.max_concurrent,
         scheduled_at,
     }
@@ -117,7 +112,7 @@ pub async fn resolve_run(
     now: DateTime<Utc>,
     retry_in: TimeDelta,
 ) -> Result<(), sqlx::Error> {
-    let spec: PolicySpec = match serde_json::from_value(run.spec.clone()) {
+    let spec: ValidPolicy = match serde_json::from_value(run.spec.clone()) {
         Ok(spec) => spec,
         Err(e) => {
             return runs::fail_run(
@@ -130,11 +125,7 @@ pub async fn resolve_run(
             .await;
         }
     };
-    let window = spec
-        .options
-        .start_window
-        .parse::<HumanDuration>()
-        .map_or(TimeDelta::hours(1), |d| d.as_chrono());
+    let window = spec.options.start_window.as_chrono();
     let start_by = run.scheduled_for.max(run.created_at) + window;
     let targets = match resolve_targets(cloud, &spec).await {
         Ok(targets) => targets,
@@ -163,7 +154,7 @@ pub async fn resolve_run(
         .into_iter()
         .map(|target| NewJob {
             job_id: Uuid::now_v7(),
-            resource_type: spec.resource_type.as_str().to_owned(),
+            resource_type: spec.resource_type,
             resource_id: target.id,
             resource_name: target.name,
             options: options.clone(),

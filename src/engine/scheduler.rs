@@ -7,7 +7,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
-    domain::{duration::HumanDuration, firing, job::RunStatus},
+    domain::{
+        firing,
+        status::{RunStatus, RunTrigger},
+    },
     store::{
         policies,
         runs::{self, NewRun},
@@ -58,22 +61,9 @@ async fn fire_policy(
     let Some(due) = policy.next_run_at else {
         return Ok(Fired::default());
     };
-    let valid = match policy.spec.clone().validate(now) {
-        Ok(valid) => valid,
-        Err(errors) => {
-            // Should not happen: policies are validated on write. Stop firing it rather than loop.
-            tracing::error!(policy_id = %policy.id, ?errors, "stored policy is invalid; not scheduling it");
-            policies::set_next_run_at(conn, policy.id, None).await?;
-            return Ok(Fired::default());
-        }
-    };
     let options = &policy.spec.options;
-    let window = options
-        .start_window
-        .parse::<HumanDuration>()
-        .map(|d| d.as_chrono())
-        .unwrap_or_default();
-    let plan = firing::plan(valid.schedules(), due, now, window, options.missed_run);
+    let window = options.start_window.as_chrono();
+    let plan = firing::plan(&policy.spec.schedules, due, now, window, options.missed_run);
     let spec = serde_json::to_value(&policy.spec).expect("a spec serialises");
     let mut fired = Fired::default();
     for instant in &plan.missed {
@@ -82,7 +72,7 @@ async fn fire_policy(
             project_id: &policy.project_id,
             policy_id: Some(policy.id),
             policy_name: Some(&policy.spec.name),
-            trigger: "schedule",
+            trigger: RunTrigger::Schedule,
             scheduled_for: *instant,
             status: RunStatus::Missed,
             spec: &spec,
@@ -100,7 +90,7 @@ async fn fire_policy(
             project_id: &policy.project_id,
             policy_id: Some(policy.id),
             policy_name: Some(&policy.spec.name),
-            trigger: "schedule",
+            trigger: RunTrigger::Schedule,
             scheduled_for: instant,
             status: RunStatus::Running,
             spec: &spec,

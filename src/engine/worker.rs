@@ -6,14 +6,14 @@
 
 use super::{
     Engine, resolver,
-    snapshot::{self, JobContext, Progress, StartResult},
+    snapshot::{self, JobContext, Recorded, StartResult},
 };
 use crate::{
     domain::job::{JobError, JobStatus, Verdict},
     openstack::OpenStackError,
     store::{
-        jobs::{self, Job, JobUpdate, StartOutcome},
-        runs,
+        jobs::{self, Claimed, Job, JobUpdate, StartOutcome},
+        lifecycle, runs,
     },
 };
 use chrono::{DateTime, TimeDelta, Utc};
@@ -56,7 +56,7 @@ impl Engine {
             }
             return Ok(Outcome::Worked);
         }
-        let Some(job) = jobs::claim_job(
+        let job = match jobs::claim_job(
             &self.db,
             token,
             now,
@@ -64,8 +64,16 @@ impl Engine {
             self.config.max_in_flight,
         )
         .await?
-        else {
-            return self.delete_next().await;
+        {
+            None => return self.delete_next().await,
+            Some(Claimed::Job(job)) => job,
+            Some(Claimed::Unreadable { job_id, reason }) => {
+                // One job's bad data must not stall a worker: end it with the reason.
+                tracing::error!(%job_id, %reason, "a job row cannot be read; failing the job");
+                let update = fail(JobError::new("unreadable_job", reason));
+                lifecycle::record_step(&self.db, job_id, token, now, &update).await?;
+                return Ok(Outcome::Worked);
+            }
         };
         let update = tokio::select! {
             update = self.step(&job, token, now) => update?,
@@ -73,7 +81,7 @@ impl Engine {
         };
         if let Some(update) = update {
             let now = self.clock.now();
-            if !jobs::record_step(&self.db, job.job_id, token, now, &update).await? {
+            if !lifecycle::record_step(&self.db, job.job_id, token, now, &update).await? {
                 tracing::info!(job_id = %job.job_id, "job changed meanwhile (cancelled or taken over); step discarded");
             }
         }
@@ -123,11 +131,11 @@ impl Engine {
             job_id: job.job_id,
             run_id: job.run_id,
             policy_id: job.policy_id,
-            resource_type: &job.resource_type,
+            resource_type: job.resource_type,
             resource_id: &job.resource_id,
             options: &job.options.0,
         };
-        match job.status() {
+        match job.status {
             JobStatus::Pending => self.start(job, &ctx, token, now).await,
             JobStatus::Creating => self.recover(job, &ctx, token, now).await,
             JobStatus::Tracking => Ok(Some(self.track(job, &ctx, now).await)),
@@ -173,11 +181,7 @@ impl Engine {
 
     /// Sends the create request of a job already marked `creating` with its attempt.
     async fn send_create(&self, job: &Job, ctx: &JobContext<'_>, now: DateTime<Utc>) -> JobUpdate {
-        let result = match job.resource_type.as_str() {
-            "server" => snapshot::start_server_snapshot(&self.cloud, ctx).await,
-            "volume_group" => snapshot::start_group_snapshot(&self.cloud, ctx).await,
-            _ => snapshot::start_volume_snapshot(&self.cloud, ctx).await,
-        };
+        let result = snapshot::start(&self.cloud, ctx).await;
         match result {
             StartResult::Started(artefacts) => {
                 let mut update = JobUpdate {
@@ -239,11 +243,7 @@ impl Engine {
         token: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Option<JobUpdate>, sqlx::Error> {
-        let found = if job.resource_type == "volume_group" {
-            snapshot::find_started_group(&self.cloud, ctx).await
-        } else {
-            snapshot::find_started(&self.cloud, ctx).await
-        };
+        let found = snapshot::find_started(&self.cloud, ctx).await;
         match found {
             Ok(Some(artefacts)) => {
                 tracing::info!(job_id = %job.job_id, "adopted the artefact of an interrupted attempt");
@@ -288,37 +288,13 @@ impl Engine {
     }
 
     async fn track(&self, job: &Job, ctx: &JobContext<'_>, now: DateTime<Utc>) -> JobUpdate {
-        let known = &job.volume_snapshots.0;
-        let seen = &job.timeline.0;
-        let progress = match (job.resource_type.as_str(), job.image_id.as_deref()) {
-            ("server", Some(image_id)) => {
-                snapshot::poll_server_snapshot(&self.cloud, ctx, image_id, known, seen, now).await
-            }
-            ("volume_group", _) => match job.group_snapshot_id.as_deref() {
-                Some(id) => snapshot::poll_group_snapshot(&self.cloud, id, seen, now).await,
-                None => Ok(Progress {
-                    image_size_bytes: None,
-                    verdict: Verdict::Failed {
-                        code: "snapshot_missing",
-                        message: "the job recorded no group snapshot".into(),
-                    },
-                    volume_snapshots: Vec::new(),
-                    timeline: Vec::new(),
-                    calls: 0,
-                }),
-            },
-            ("server", None) => Ok(Progress {
-                image_size_bytes: None,
-                verdict: Verdict::Failed {
-                    code: "image_missing",
-                    message: "the job recorded no image".into(),
-                },
-                volume_snapshots: Vec::new(),
-                timeline: Vec::new(),
-                calls: 0,
-            }),
-            _ => snapshot::poll_volume_snapshot(&self.cloud, known, seen, now).await,
+        let recorded = Recorded {
+            image_id: job.image_id.as_deref(),
+            group_snapshot_id: job.group_snapshot_id.as_deref(),
+            volume_snapshots: &job.volume_snapshots.0,
+            timeline: &job.timeline.0,
         };
+        let progress = snapshot::poll(&self.cloud, ctx, recorded, now).await;
         let deadline_passed = job.deadline.is_some_and(|d| now >= d);
         let progress = match progress {
             Ok(progress) => progress,

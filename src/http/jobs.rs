@@ -15,8 +15,14 @@ use super::{
     pagination::{decode_cursor, page_size, paginate},
 };
 use crate::{
-    domain::job::{JobError, JobStatus, ObtainedConsistency, TimelineEntry, VolumeSnapshotState},
-    store::jobs::{self, CancelOutcome, Job, JobFilter},
+    domain::{
+        job::{JobError, JobStatus, ObtainedConsistency, TimelineEntry, VolumeSnapshotState},
+        policy::ResourceType,
+    },
+    store::{
+        jobs::{self, Job, JobFilter},
+        lifecycle::{self, CancelOutcome},
+    },
 };
 
 /// A job: everything known about one resource's snapshot.
@@ -37,7 +43,7 @@ pub struct JobResponse {
     pub id: Uuid,
     pub run_id: Uuid,
     pub policy_id: Option<Uuid>,
-    pub resource_type: String,
+    pub resource_type: ResourceType,
     pub resource_id: String,
     pub resource_name: Option<String>,
     pub status: JobStatus,
@@ -65,13 +71,8 @@ pub struct JobResponse {
 impl From<Job> for JobResponse {
     fn from(job: Job) -> Self {
         Self {
-            status: job.status(),
-            consistency: job.consistency.as_deref().and_then(|c| match c {
-                "quiesced" => Some(ObtainedConsistency::Quiesced),
-                "crash_consistent" => Some(ObtainedConsistency::CrashConsistent),
-                "unknown" => Some(ObtainedConsistency::Unknown),
-                _ => None,
-            }),
+            status: job.status,
+            consistency: job.consistency,
             id: job.job_id,
             run_id: job.run_id,
             policy_id: job.policy_id,
@@ -193,11 +194,11 @@ pub async fn cancel_job(
     Path(id): Path<String>,
 ) -> Result<Json<JobResponse>> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("job"))?;
-    match jobs::cancel_job(&state.db, &project, id, state.clock.now()).await? {
+    match lifecycle::cancel_job(&state.db, &project, id, state.clock.now()).await? {
         CancelOutcome::Cancelled(job) => Ok(Json(JobResponse::from(job))),
         CancelOutcome::AlreadyEnded(job) => Err(ApiError::Conflict(format!(
             "the job has already ended: it is {}",
-            job.status
+            job.status.as_str()
         ))),
         CancelOutcome::NotFound => Err(ApiError::NotFound("job")),
     }

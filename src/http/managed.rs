@@ -22,7 +22,9 @@ use super::{
 use crate::{
     domain::{
         job::{JobError, VolumeSnapshotState},
+        policy::ResourceType,
         retention::KeepReason,
+        status::SnapshotState,
     },
     engine::pruner::plan,
     store::{
@@ -48,7 +50,7 @@ pub struct SnapshotResponse {
     pub policy_id: Option<Uuid>,
     pub run_id: Option<Uuid>,
     pub job_id: Uuid,
-    pub resource_type: String,
+    pub resource_type: ResourceType,
     pub resource_id: String,
     pub resource_name: Option<String>,
     pub image_id: Option<String>,
@@ -62,7 +64,7 @@ pub struct SnapshotResponse {
     /// False for the leftovers of a job that failed: cleaned up after a grace period.
     pub complete: bool,
     /// `available`, `deleting`, `deleted` or `delete_failed`.
-    pub state: String,
+    pub state: SnapshotState,
     /// Why retention keeps it; `[]` when it is due for deletion; `null` when no policy's retention applies.
     pub kept_by: Option<Vec<KeepReason>>,
     /// The scheduled instant of the run that took it.
@@ -118,8 +120,8 @@ pub struct SnapshotList {
 pub struct ListSnapshotsQuery {
     pub policy_id: Option<Uuid>,
     pub resource_id: Option<String>,
-    /// `available`, `deleting`, `deleted` or `delete_failed`.
-    pub state: Option<String>,
+    #[param(inline)]
+    pub state: Option<SnapshotState>,
     /// Page size, 1 to 1000 (default 100).
     pub limit: Option<u32>,
     pub cursor: Option<String>,
@@ -134,8 +136,6 @@ pub struct RetentionPreview {
     pub delete: Vec<SnapshotResponse>,
 }
 
-const STATES: [&str; 4] = ["available", "deleting", "deleted", "delete_failed"];
-
 /// Retention's reasons for every live snapshot of the policies in `page`.
 async fn reasons(
     state: &AppState,
@@ -144,7 +144,7 @@ async fn reasons(
     let mut reasons = HashMap::new();
     let mut policy_ids: Vec<Uuid> = page
         .iter()
-        .filter(|s| s.state == "available")
+        .filter(|s| s.state == SnapshotState::Available)
         .filter_map(|s| s.policy_id)
         .collect();
     policy_ids.sort_unstable();
@@ -185,12 +185,6 @@ pub async fn list_snapshots(
         .as_deref()
         .map(|c| decode_cursor("snapshots", c))
         .transpose()?;
-    if let Some(wanted) = query.state.as_deref().filter(|s| !STATES.contains(s)) {
-        return Err(ApiError::field(
-            "state",
-            format!("unknown state {wanted:?}: use {}", STATES.join(", ")),
-        ));
-    }
     let filter = SnapshotFilter {
         policy_id: query.policy_id,
         resource_id: query.resource_id,

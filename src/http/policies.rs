@@ -62,10 +62,9 @@ pub async fn create_policy(
     let now = state.clock.now();
     let valid = parse_policy(body, read_only, now)?;
     let next_run_at = valid.next_run_after(now);
-    let spec = valid.into_spec();
-    let policy = store::insert_policy(&state.db, &project, Uuid::now_v7(), &spec, next_run_at)
+    let policy = store::insert_policy(&state.db, &project, Uuid::now_v7(), &valid, next_run_at)
         .await
-        .map_err(conflict_on(NAME_TAKEN, || name_taken(&spec.name)))?;
+        .map_err(conflict_on(NAME_TAKEN, || name_taken(&valid.name)))?;
     let location = format!("/v1/policies/{}", policy.id);
     let mut response = policy_response(StatusCode::CREATED, policy);
     response.headers_mut().insert(
@@ -180,21 +179,20 @@ pub async fn update_policy(
         let mut spec_json = serde_json::to_value(&current.spec).expect("serialisable");
         merge_patch(&mut spec_json, patch);
         let valid = parse_policy(spec_json, read_only, now)?;
-        if *valid.spec() == current.spec {
+        if valid == current.spec {
             return Ok(policy_response(StatusCode::OK, current));
         }
         let next_run_at = next_run_after_change(&current, &valid, now);
-        let spec = valid.into_spec();
         let updated = store::update_policy(
             &state.db,
             &project,
             current.id,
             current.version,
-            &spec,
+            &valid,
             next_run_at,
         )
         .await
-        .map_err(conflict_on(NAME_TAKEN, || name_taken(&spec.name)))?;
+        .map_err(conflict_on(NAME_TAKEN, || name_taken(&valid.name)))?;
         if let Some(policy) = updated {
             return Ok(policy_response(StatusCode::OK, policy));
         }
@@ -286,23 +284,11 @@ pub async fn get_policy_schedule(
     }
     let policy = load(&state, &project, &id).await?;
     let from = query.from.unwrap_or_else(|| state.clock.now());
-    let valid = policy
-        .spec
-        .clone()
-        .validate(from)
-        .map_err(|errors| stored_policy_invalid(policy.id, &errors))?;
-    let schedules = valid.schedules().schedules();
-    let items = valid
-        .schedules()
+    let schedules = &policy.spec.schedules;
+    let items = schedules
         .upcoming(from, count as usize)
         .into_iter()
-        .map(|fire| {
-            FireTimeResponse::new(
-                fire,
-                &policy.spec.schedules[fire.schedule],
-                schedules[fire.schedule].timezone(),
-            )
-        })
+        .map(|fire| FireTimeResponse::new(fire, &schedules.schedules()[fire.schedule]))
         .collect();
     Ok(Json(ScheduleResponse {
         policy_id: policy.id,
@@ -379,19 +365,13 @@ fn next_run_after_change(
     updated: &ValidPolicy,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
-    let spec = updated.spec();
-    let unchanged = spec.enabled
+    let unchanged = updated.enabled
         && current.spec.enabled
-        && spec.schedules == current.spec.schedules
+        && updated.schedules == current.spec.schedules
         && current.next_run_at.is_some();
     if unchanged {
         current.next_run_at
     } else {
         updated.next_run_after(now)
     }
-}
-
-fn stored_policy_invalid(id: Uuid, errors: &[FieldError]) -> ApiError {
-    tracing::error!(policy_id = %id, ?errors, "a stored policy no longer validates");
-    ApiError::Unavailable("this policy's stored schedule cannot be evaluated".into())
 }

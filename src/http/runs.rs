@@ -19,7 +19,10 @@ use super::{
     pagination::{decode_cursor, page_size, paginate},
 };
 use crate::{
-    domain::job::{JobError, JobStatus, RunStatus},
+    domain::{
+        job::{JobError, JobStatus, RunStatus},
+        status::RunTrigger,
+    },
     store::{
         policies as policy_store,
         runs::{self, Run},
@@ -40,7 +43,7 @@ pub struct RunResponse {
     pub policy_id: Option<Uuid>,
     pub policy_name: Option<String>,
     /// `schedule`, `manual` or `adhoc`.
-    pub trigger: String,
+    pub trigger: RunTrigger,
     pub scheduled_for: DateTime<Utc>,
     pub status: RunStatus,
     /// Why the run failed without jobs (no targets, cloud unreachable), or why it is waiting.
@@ -63,7 +66,7 @@ impl From<Run> for RunResponse {
             policy_name: run.policy_name,
             trigger: run.trigger,
             scheduled_for: run.scheduled_for,
-            status: RunStatus::parse(&run.status).unwrap_or(RunStatus::Failed),
+            status: run.status,
             error: run.error.map(|e| e.0),
             started_at: run.started_at,
             finished_at: run.finished_at,

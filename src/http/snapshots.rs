@@ -8,10 +8,8 @@ use axum::{
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
-use chrono::TimeDelta;
 use serde::Deserialize;
 use utoipa::IntoParams;
-use uuid::Uuid;
 
 use super::{
     ApiError, AppState, Problem, Result,
@@ -19,18 +17,10 @@ use super::{
     jobs::JobResponse,
 };
 use crate::{
-    domain::{
-        adhoc::{AdhocSnapshotRequest, parse_wait},
-        job::JobOptions,
-    },
-    store::{
-        jobs::{self, NewJob},
-        runs,
-    },
+    domain::adhoc::{AdhocSnapshotRequest, parse_wait},
+    store::{jobs, lifecycle},
 };
 
-/// How long a one-off snapshot may take to start.
-const START_WINDOW: TimeDelta = TimeDelta::hours(1);
 /// How often a waiting request looks at its job.
 const WAIT_POLL: Duration = Duration::from_millis(200);
 
@@ -82,16 +72,16 @@ pub async fn create_snapshot(
     let request: AdhocSnapshotRequest = from_value(body)?;
     let timeout_secs = request.validate().map_err(ApiError::Unprocessable)?;
     let now = state.clock.now();
-    let job = adhoc_job(&request, timeout_secs, now);
+    let job = request.job(timeout_secs, now);
     let job_id = job.job_id;
-    runs::insert_adhoc_run(&state.db, &project, &job, now).await?;
+    lifecycle::insert_adhoc_run(&state.db, &project, &job, now).await?;
 
     let deadline = tokio::time::Instant::now() + wait.unwrap_or_default();
     loop {
         let job = jobs::fetch_job(&state.db, &project, job_id)
             .await?
             .ok_or(ApiError::NotFound("job"))?;
-        if job.status().is_terminal() {
+        if job.status.is_terminal() {
             return Ok((StatusCode::OK, Json(JobResponse::from(job))).into_response());
         }
         if tokio::time::Instant::now() >= deadline || state.shutdown.is_cancelled() {
@@ -107,30 +97,6 @@ pub async fn create_snapshot(
             () = tokio::time::sleep(WAIT_POLL.min(deadline - tokio::time::Instant::now())) => {}
             () = state.shutdown.cancelled() => {}
         }
-    }
-}
-
-/// The job a one-off request makes.
-pub fn adhoc_job(
-    request: &AdhocSnapshotRequest,
-    timeout_secs: u64,
-    now: chrono::DateTime<chrono::Utc>,
-) -> NewJob {
-    NewJob {
-        job_id: Uuid::now_v7(),
-        resource_type: request.resource_type.as_str().to_owned(),
-        resource_id: request.resource_id.to_string(),
-        resource_name: None,
-        options: JobOptions {
-            name_template: request.name_template(),
-            policy_name: "adhoc".into(),
-            metadata: request.metadata.clone(),
-            consistency: request.consistency,
-            timeout_secs,
-            max_concurrent: None,
-            scheduled_at: now,
-        },
-        start_by: now + START_WINDOW,
     }
 }
 

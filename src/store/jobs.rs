@@ -1,11 +1,16 @@
 //! The `job` table: one resource within a run, claimed and advanced by workers.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use sqlx::{PgConnection, PgPool, types::Json};
+use sqlx::{FromRow as _, PgConnection, PgPool, Row as _, types::Json};
 use uuid::Uuid;
 
-use crate::domain::job::{
-    JobError, JobOptions, JobStatus, ObtainedConsistency, TimelineEntry, VolumeSnapshotState,
+use super::row::{self, Keyed, Named};
+
+use crate::domain::{
+    job::{
+        JobError, JobOptions, JobStatus, ObtainedConsistency, TimelineEntry, VolumeSnapshotState,
+    },
+    policy::ResourceType,
 };
 
 /// A stored job.
@@ -15,16 +20,16 @@ pub struct Job {
     pub run_id: Uuid,
     pub project_id: String,
     pub policy_id: Option<Uuid>,
-    pub resource_type: String,
+    pub resource_type: ResourceType,
     pub resource_id: String,
     pub resource_name: Option<String>,
-    pub status: String,
+    pub status: JobStatus,
     pub attempt: i32,
     pub options: Json<JobOptions>,
     pub image_id: Option<String>,
     pub group_snapshot_id: Option<String>,
     pub volume_snapshots: Json<Vec<VolumeSnapshotState>>,
-    pub consistency: Option<String>,
+    pub consistency: Option<ObtainedConsistency>,
     pub error: Option<Json<JobError>>,
     pub timeline: Json<Vec<TimelineEntry>>,
     pub openstack_calls: i32,
@@ -36,11 +41,9 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-impl Job {
-    /// The job's status.
-    pub fn status(&self) -> JobStatus {
-        JobStatus::parse(&self.status).unwrap_or(JobStatus::Failed)
-    }
+impl Keyed for Job {
+    const TABLE: &'static str = "job";
+    const KEY: &'static str = "job_id";
 }
 
 macro_rules! job_columns {
@@ -51,16 +54,7 @@ macro_rules! job_columns {
     };
 }
 
-/// A job to insert.
-#[derive(Debug, Clone)]
-pub struct NewJob {
-    pub job_id: Uuid,
-    pub resource_type: String,
-    pub resource_id: String,
-    pub resource_name: Option<String>,
-    pub options: JobOptions,
-    pub start_by: DateTime<Utc>,
-}
+pub use crate::domain::job::NewJob;
 
 /// Inserts the jobs of a run.
 ///
@@ -76,7 +70,7 @@ pub async fn insert_jobs(
 ) -> Result<(), sqlx::Error> {
     // One statement for the whole run: a selector may match tens of thousands of resources.
     let ids: Vec<Uuid> = jobs.iter().map(|j| j.job_id).collect();
-    let types: Vec<&str> = jobs.iter().map(|j| j.resource_type.as_str()).collect();
+    let types: Vec<ResourceType> = jobs.iter().map(|j| j.resource_type).collect();
     let resources: Vec<&str> = jobs.iter().map(|j| j.resource_id.as_str()).collect();
     let names: Vec<Option<&str>> = jobs.iter().map(|j| j.resource_name.as_deref()).collect();
     let options: Vec<serde_json::Value> = jobs
@@ -115,7 +109,7 @@ pub async fn fetch_job(
     project_id: &str,
     job_id: Uuid,
 ) -> Result<Option<Job>, sqlx::Error> {
-    sqlx::query_as(concat!(
+    sqlx::query_as::<_, Named<Job>>(concat!(
         "select ",
         job_columns!(),
         " from job where project_id = $1 and job_id = $2"
@@ -124,6 +118,7 @@ pub async fn fetch_job(
     .bind(job_id)
     .fetch_optional(pool)
     .await
+    .map(|row| row.map(Named::into_inner))
 }
 
 /// Filters for [`list_jobs`].
@@ -146,7 +141,7 @@ pub async fn list_jobs(
     before: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Job>, sqlx::Error> {
-    sqlx::query_as(concat!(
+    sqlx::query_as::<_, Named<Job>>(concat!(
         "select ",
         job_columns!(),
         " from job where project_id = $1 and ($2::uuid is null or policy_id = $2) \
@@ -157,12 +152,13 @@ pub async fn list_jobs(
     .bind(project_id)
     .bind(filter.policy_id)
     .bind(filter.run_id)
-    .bind(filter.status.map(JobStatus::as_str))
+    .bind(filter.status)
     .bind(&filter.resource_id)
     .bind(before)
     .bind(limit)
     .fetch_all(pool)
     .await
+    .map(row::values)
 }
 
 macro_rules! claim_job_where {
@@ -179,6 +175,14 @@ macro_rules! claim_job_where {
     };
 }
 
+/// A claimed job, or a job row this code cannot read (claimed all the same,
+/// so that it is failed with a readable error instead of being claimed forever).
+#[derive(Debug)]
+pub enum Claimed {
+    Job(Box<Job>),
+    Unreadable { job_id: Uuid, reason: String },
+}
+
 /// Claims the job most overdue for work, leasing it to `owner`. Jobs in flight
 /// come first: following them to their end frees capacity. A pending job is
 /// claimed only while fewer than `max_in_flight` jobs are in flight, so workers
@@ -192,13 +196,15 @@ pub async fn claim_job(
     now: DateTime<Utc>,
     lease: TimeDelta,
     max_in_flight: i64,
-) -> Result<Option<Job>, sqlx::Error> {
-    let in_flight: Option<Job> = sqlx::query_as(claim_job_where!("('creating', 'tracking')"))
-        .bind(owner)
-        .bind(now)
-        .bind(lease)
-        .fetch_optional(pool)
-        .await?;
+) -> Result<Option<Claimed>, sqlx::Error> {
+    let in_flight = claim_one(
+        pool,
+        claim_job_where!("('creating', 'tracking')"),
+        owner,
+        now,
+        lease,
+    )
+    .await?;
     if in_flight.is_some() {
         return Ok(in_flight);
     }
@@ -209,12 +215,32 @@ pub async fn claim_job(
     if busy >= max_in_flight {
         return Ok(None);
     }
-    sqlx::query_as(claim_job_where!("('pending')"))
+    claim_one(pool, claim_job_where!("('pending')"), owner, now, lease).await
+}
+
+async fn claim_one(
+    pool: &PgPool,
+    sql: &'static str,
+    owner: Uuid,
+    now: DateTime<Utc>,
+    lease: TimeDelta,
+) -> Result<Option<Claimed>, sqlx::Error> {
+    let Some(row) = sqlx::query(sql)
         .bind(owner)
         .bind(now)
         .bind(lease)
         .fetch_optional(pool)
-        .await
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(match Job::from_row(&row) {
+        Ok(job) => Claimed::Job(Box::new(job)),
+        Err(e) => Claimed::Unreadable {
+            job_id: row.try_get("job_id")?,
+            reason: row::unreadable::<Job>(&row, &e).to_string(),
+        },
+    }))
 }
 
 /// Extends a lease still held by `owner`. Returns whether it is still held.
@@ -318,132 +344,6 @@ pub struct JobUpdate {
     pub resource_name: Option<String>,
     /// When to look at the job again; `None` keeps it due now.
     pub not_before: Option<DateTime<Utc>>,
-}
-
-/// Records a step's findings and gives the lease back. When the job ends, its run
-/// is completed if this was its last open job. Returns `false` when the lease was
-/// lost or the job ended meanwhile (e.g. cancelled): nothing is written then.
-///
-/// # Errors
-/// The query fails.
-pub async fn record_step(
-    pool: &PgPool,
-    job_id: Uuid,
-    owner: Uuid,
-    now: DateTime<Utc>,
-    update: &JobUpdate,
-) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let terminal = update.status.is_some_and(JobStatus::is_terminal);
-    let result = sqlx::query(
-        "update job set \
-           status = coalesce($3, status), \
-           image_id = coalesce($4, image_id), \
-           volume_snapshots = coalesce($5, volume_snapshots), \
-           consistency = coalesce($6, consistency), \
-           error = case when $7 then $8 else error end, \
-           timeline = timeline || $9, \
-           openstack_calls = openstack_calls + $10, \
-           resource_name = coalesce($11, resource_name), \
-           not_before = coalesce($12, $13), \
-           finished_at = case when $14 then $13 else finished_at end, \
-           group_snapshot_id = coalesce($15, group_snapshot_id), \
-           image_size_bytes = coalesce($16, image_size_bytes), \
-           lease_owner = null, lease_expires_at = null \
-         where job_id = $1 and lease_owner = $2 and status in ('pending', 'creating', 'tracking')",
-    )
-    .bind(job_id)
-    .bind(owner)
-    .bind(update.status.map(JobStatus::as_str))
-    .bind(&update.image_id)
-    .bind(update.volume_snapshots.as_ref().map(Json))
-    .bind(update.consistency.map(ObtainedConsistency::as_str))
-    .bind(update.error.is_some())
-    .bind(update.error.clone().flatten().map(Json))
-    .bind(Json(&update.timeline))
-    .bind(update.calls)
-    .bind(&update.resource_name)
-    .bind(update.not_before)
-    .bind(now)
-    .bind(terminal)
-    .bind(&update.group_snapshot_id)
-    .bind(update.image_size_bytes.and_then(|b| i64::try_from(b).ok()))
-    .execute(&mut *tx)
-    .await?;
-    if result.rows_affected() != 1 {
-        // Cancelled while this step ran: keep what the step made, so it is cleaned up, not lost.
-        let kept = sqlx::query(
-            "update job set image_id = coalesce(image_id, $3), volume_snapshots = coalesce($4, volume_snapshots), \
-                 group_snapshot_id = coalesce(group_snapshot_id, $5), lease_owner = null, lease_expires_at = null \
-             where job_id = $1 and lease_owner = $2 and status = 'cancelled'",
-        )
-        .bind(job_id)
-        .bind(owner)
-        .bind(&update.image_id)
-        .bind(update.volume_snapshots.as_ref().map(Json))
-        .bind(&update.group_snapshot_id)
-        .execute(&mut *tx)
-        .await?;
-        if kept.rows_affected() == 1 {
-            super::snapshots::record_from_job(&mut tx, job_id).await?;
-            tx.commit().await?;
-        }
-        return Ok(false);
-    }
-    if terminal {
-        let run_id: Uuid = sqlx::query_scalar("select run_id from job where job_id = $1")
-            .bind(job_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        super::snapshots::record_from_job(&mut tx, job_id).await?;
-        super::runs::complete_run_if_done(&mut tx, run_id, now).await?;
-    }
-    tx.commit().await?;
-    Ok(true)
-}
-
-/// What a cancel request found.
-#[derive(Debug)]
-pub enum CancelOutcome {
-    Cancelled(Job),
-    AlreadyEnded(Job),
-    NotFound,
-}
-
-/// Cancels a job that has not ended; workers see it and stop.
-///
-/// # Errors
-/// The query fails.
-pub async fn cancel_job(
-    pool: &PgPool,
-    project_id: &str,
-    job_id: Uuid,
-    now: DateTime<Utc>,
-) -> Result<CancelOutcome, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let cancelled: Option<Uuid> = sqlx::query_scalar(
-        "update job set status = 'cancelled', finished_at = $3, cancel_requested = true, \
-         error = $4 \
-         where project_id = $1 and job_id = $2 and status in ('pending', 'creating', 'tracking') returning run_id",
-    )
-    .bind(project_id)
-    .bind(job_id)
-    .bind(now)
-    .bind(Json(JobError::new("cancelled", "cancelled on request; artefacts made so far are kept")))
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Some(run_id) = cancelled {
-        super::snapshots::record_from_job(&mut tx, job_id).await?;
-        super::runs::complete_run_if_done(&mut tx, run_id, now).await?;
-    }
-    tx.commit().await?;
-    Ok(
-        match (cancelled, fetch_job(pool, project_id, job_id).await?) {
-            (Some(_), Some(job)) => CancelOutcome::Cancelled(job),
-            (None, Some(job)) => CancelOutcome::AlreadyEnded(job),
-            (_, None) => CancelOutcome::NotFound,
-        },
-    )
 }
 
 /// Counts a new attempt of a job in `creating` that is about to be sent again.

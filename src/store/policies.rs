@@ -4,8 +4,11 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, types::Json};
 use uuid::Uuid;
 
-use crate::domain::policy::{
-    Policy, PolicyOptions, PolicySpec, ResourceType, Retention, ScheduleSpec, Targets,
+use super::row::{self, Keyed, Named};
+
+use crate::domain::{
+    policy::{Policy, ResourceType, RetentionRules, SnapshotOptions, Targets, ValidPolicy},
+    schedule::ScheduleSet,
 };
 
 /// Filters for [`list_policies`]; `None` matches everything.
@@ -22,32 +25,27 @@ struct PolicyRow {
     name: String,
     description: String,
     enabled: bool,
-    resource_type: String,
+    resource_type: ResourceType,
     targets: Json<Targets>,
-    schedules: Json<Vec<ScheduleSpec>>,
-    retention: Json<Retention>,
-    options: Json<PolicyOptions>,
+    schedules: Json<ScheduleSet>,
+    retention: Json<RetentionRules>,
+    options: Json<SnapshotOptions>,
     next_run_at: Option<DateTime<Utc>>,
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
 
-impl TryFrom<PolicyRow> for Policy {
-    type Error = sqlx::Error;
-
-    fn try_from(row: PolicyRow) -> Result<Self, Self::Error> {
-        let resource_type = ResourceType::parse(&row.resource_type).ok_or_else(|| {
-            sqlx::Error::Decode(format!("unknown resource_type {:?}", row.resource_type).into())
-        })?;
-        Ok(Policy {
+impl From<PolicyRow> for Policy {
+    fn from(row: PolicyRow) -> Self {
+        Policy {
             id: row.policy_id,
             project_id: row.project_id,
-            spec: PolicySpec {
+            spec: ValidPolicy {
                 name: row.name,
                 description: row.description,
                 enabled: row.enabled,
-                resource_type,
+                resource_type: row.resource_type,
                 targets: row.targets.0,
                 schedules: row.schedules.0,
                 retention: row.retention.0,
@@ -57,8 +55,13 @@ impl TryFrom<PolicyRow> for Policy {
             version: row.version,
             created_at: row.created_at,
             updated_at: row.updated_at,
-        })
+        }
     }
+}
+
+impl Keyed for PolicyRow {
+    const TABLE: &'static str = "policy";
+    const KEY: &'static str = "policy_id";
 }
 
 /// The columns every query returns, in [`PolicyRow`] order.
@@ -77,10 +80,10 @@ pub async fn insert_policy(
     pool: &PgPool,
     project_id: &str,
     id: Uuid,
-    spec: &PolicySpec,
+    spec: &ValidPolicy,
     next_run_at: Option<DateTime<Utc>>,
 ) -> Result<Policy, sqlx::Error> {
-    let row: PolicyRow = sqlx::query_as(concat!(
+    let row: PolicyRow = sqlx::query_as::<_, Named<PolicyRow>>(concat!(
         "insert into policy (policy_id, project_id, name, description, enabled, resource_type, \
          targets, schedules, retention, options, next_run_at) \
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
@@ -92,15 +95,16 @@ pub async fn insert_policy(
     .bind(&spec.name)
     .bind(&spec.description)
     .bind(spec.enabled)
-    .bind(spec.resource_type.as_str())
+    .bind(spec.resource_type)
     .bind(Json(&spec.targets))
     .bind(Json(&spec.schedules))
     .bind(Json(&spec.retention))
     .bind(Json(&spec.options))
     .bind(next_run_at)
     .fetch_one(pool)
-    .await?;
-    row.try_into()
+    .await
+    .map(Named::into_inner)?;
+    Ok(row.into())
 }
 
 /// Reads one policy of a project.
@@ -112,7 +116,7 @@ pub async fn fetch_policy(
     project_id: &str,
     id: Uuid,
 ) -> Result<Option<Policy>, sqlx::Error> {
-    let row: Option<PolicyRow> = sqlx::query_as(concat!(
+    let row: Option<PolicyRow> = sqlx::query_as::<_, Named<PolicyRow>>(concat!(
         "select ",
         policy_columns!(),
         " from policy where project_id = $1 and policy_id = $2"
@@ -120,8 +124,9 @@ pub async fn fetch_policy(
     .bind(project_id)
     .bind(id)
     .fetch_optional(pool)
-    .await?;
-    row.map(Policy::try_from).transpose()
+    .await
+    .map(|row| row.map(Named::into_inner))?;
+    Ok(row.map(Policy::from))
 }
 
 /// Lists up to `limit` policies of a project with ids after `after`, in id order.
@@ -135,7 +140,7 @@ pub async fn list_policies(
     after: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Policy>, sqlx::Error> {
-    let rows: Vec<PolicyRow> = sqlx::query_as(concat!(
+    let rows: Vec<PolicyRow> = sqlx::query_as::<_, Named<PolicyRow>>(concat!(
         "select ",
         policy_columns!(),
         " from policy \
@@ -152,8 +157,9 @@ pub async fn list_policies(
     .bind(filter.resource_type.map(ResourceType::as_str))
     .bind(limit)
     .fetch_all(pool)
-    .await?;
-    rows.into_iter().map(Policy::try_from).collect()
+    .await
+    .map(row::values)?;
+    Ok(rows.into_iter().map(Policy::from).collect())
 }
 
 /// Replaces a policy's spec if it is still at `expected_version`, bumping the version.
@@ -167,10 +173,10 @@ pub async fn update_policy(
     project_id: &str,
     id: Uuid,
     expected_version: i64,
-    spec: &PolicySpec,
+    spec: &ValidPolicy,
     next_run_at: Option<DateTime<Utc>>,
 ) -> Result<Option<Policy>, sqlx::Error> {
-    let row: Option<PolicyRow> = sqlx::query_as(concat!(
+    let row: Option<PolicyRow> = sqlx::query_as::<_, Named<PolicyRow>>(concat!(
         "update policy set name = $4, description = $5, enabled = $6, resource_type = $7, \
          targets = $8, schedules = $9, retention = $10, options = $11, next_run_at = $12, \
          version = version + 1 \
@@ -184,15 +190,16 @@ pub async fn update_policy(
     .bind(&spec.name)
     .bind(&spec.description)
     .bind(spec.enabled)
-    .bind(spec.resource_type.as_str())
+    .bind(spec.resource_type)
     .bind(Json(&spec.targets))
     .bind(Json(&spec.schedules))
     .bind(Json(&spec.retention))
     .bind(Json(&spec.options))
     .bind(next_run_at)
     .fetch_optional(pool)
-    .await?;
-    row.map(Policy::try_from).transpose()
+    .await
+    .map(|row| row.map(Named::into_inner))?;
+    Ok(row.map(Policy::from))
 }
 
 /// Deletes a policy if it is still at `expected_version` (any version when `None`).
@@ -242,7 +249,7 @@ pub async fn lock_due_policies(
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<Policy>, sqlx::Error> {
-    let rows: Vec<PolicyRow> = sqlx::query_as(concat!(
+    let rows: Vec<PolicyRow> = sqlx::query_as::<_, Named<PolicyRow>>(concat!(
         "select ",
         policy_columns!(),
         " from policy where enabled and next_run_at <= $1 \
@@ -251,8 +258,9 @@ pub async fn lock_due_policies(
     .bind(now)
     .bind(limit)
     .fetch_all(conn)
-    .await?;
-    rows.into_iter().map(Policy::try_from).collect()
+    .await
+    .map(row::values)?;
+    Ok(rows.into_iter().map(Policy::from).collect())
 }
 
 /// Moves a policy's next fire time (the scheduler's own write: no version bump).
@@ -277,13 +285,14 @@ pub async fn set_next_run_at(
 /// # Errors
 /// The query fails.
 pub async fn fetch_policy_by_id(pool: &PgPool, id: Uuid) -> Result<Option<Policy>, sqlx::Error> {
-    let row: Option<PolicyRow> = sqlx::query_as(concat!(
+    let row: Option<PolicyRow> = sqlx::query_as::<_, Named<PolicyRow>>(concat!(
         "select ",
         policy_columns!(),
         " from policy where policy_id = $1"
     ))
     .bind(id)
     .fetch_optional(pool)
-    .await?;
-    row.map(Policy::try_from).transpose()
+    .await
+    .map(|row| row.map(Named::into_inner))?;
+    Ok(row.map(Policy::from))
 }

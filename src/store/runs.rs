@@ -5,7 +5,12 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool, types::Json};
 use uuid::Uuid;
 
-use crate::domain::job::{JobError, JobStatus, RunStatus};
+use super::row::{self, Keyed, Named};
+
+use crate::domain::{
+    job::JobError,
+    status::{JobStatus, RunStatus, RunTrigger},
+};
 
 /// A stored run, with its jobs counted by status.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -14,9 +19,9 @@ pub struct Run {
     pub project_id: String,
     pub policy_id: Option<Uuid>,
     pub policy_name: Option<String>,
-    pub trigger: String,
+    pub trigger: RunTrigger,
     pub scheduled_for: DateTime<Utc>,
-    pub status: String,
+    pub status: RunStatus,
     /// The policy spec (or one-off request) at fire time.
     pub spec: Value,
     pub resolved_at: Option<DateTime<Utc>>,
@@ -25,7 +30,7 @@ pub struct Run {
     pub finished_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     /// `[[status, count], ...]` for the run's jobs.
-    pub job_counts: Json<Vec<(String, i64)>>,
+    pub job_counts: Json<Vec<(JobStatus, i64)>>,
 }
 
 impl Run {
@@ -34,9 +39,14 @@ impl Run {
         self.job_counts
             .0
             .iter()
-            .find(|(s, _)| s == status.as_str())
+            .find(|(s, _)| *s == status)
             .map_or(0, |(_, n)| *n)
     }
+}
+
+impl Keyed for Run {
+    const TABLE: &'static str = "run";
+    const KEY: &'static str = "run_id";
 }
 
 macro_rules! run_select {
@@ -57,7 +67,7 @@ pub struct NewRun<'a> {
     pub project_id: &'a str,
     pub policy_id: Option<Uuid>,
     pub policy_name: Option<&'a str>,
-    pub trigger: &'a str,
+    pub trigger: RunTrigger,
     pub scheduled_for: DateTime<Utc>,
     pub status: RunStatus,
     pub spec: &'a Value,
@@ -84,7 +94,7 @@ pub async fn insert_run(conn: &mut PgConnection, run: &NewRun<'_>) -> Result<boo
     .bind(run.policy_name)
     .bind(run.trigger)
     .bind(run.scheduled_for)
-    .bind(run.status.as_str())
+    .bind(run.status)
     .bind(run.spec)
     .bind(run.resolved || finished)
     .bind(run.now)
@@ -103,7 +113,7 @@ pub async fn fetch_run(
     project_id: &str,
     run_id: Uuid,
 ) -> Result<Option<Run>, sqlx::Error> {
-    sqlx::query_as(concat!(
+    sqlx::query_as::<_, Named<Run>>(concat!(
         run_select!(),
         "where r.project_id = $1 and r.run_id = $2"
     ))
@@ -111,6 +121,7 @@ pub async fn fetch_run(
     .bind(run_id)
     .fetch_optional(pool)
     .await
+    .map(|row| row.map(Named::into_inner))
 }
 
 /// Lists runs of a project, newest first, before the cursor id.
@@ -125,7 +136,7 @@ pub async fn list_runs(
     before: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Run>, sqlx::Error> {
-    sqlx::query_as(concat!(
+    sqlx::query_as::<_, Named<Run>>(concat!(
         run_select!(),
         "where r.project_id = $1 and ($2::uuid is null or r.policy_id = $2) \
          and ($3::text is null or r.status = $3) and ($4::uuid is null or r.run_id < $4) \
@@ -133,11 +144,12 @@ pub async fn list_runs(
     ))
     .bind(project_id)
     .bind(policy_id)
-    .bind(status.map(RunStatus::as_str))
+    .bind(status)
     .bind(before)
     .bind(limit)
     .fetch_all(pool)
     .await
+    .map(row::values)
 }
 
 /// Claims one run whose targets need resolving, leasing it to `owner`.
@@ -163,12 +175,11 @@ pub async fn claim_unresolved_run(
     .fetch_optional(pool)
     .await?;
     match claimed {
-        Some(id) => {
-            sqlx::query_as(concat!(run_select!(), "where r.run_id = $1"))
-                .bind(id)
-                .fetch_optional(pool)
-                .await
-        }
+        Some(id) => sqlx::query_as::<_, Named<Run>>(concat!(run_select!(), "where r.run_id = $1"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .map(|row| row.map(Named::into_inner)),
         None => Ok(None),
     }
 }
@@ -304,50 +315,11 @@ pub async fn complete_run_if_done(
     let status = crate::domain::job::run_outcome(succeeded as usize, unsuccessful as usize);
     sqlx::query("update run set status = $2, finished_at = $3 where run_id = $1")
         .bind(run_id)
-        .bind(status.as_str())
+        .bind(status)
         .bind(now)
         .execute(conn)
         .await?;
     Ok(())
-}
-
-/// Inserts a resolved one-off run with its single job, in one transaction.
-///
-/// # Errors
-/// The query fails.
-pub async fn insert_adhoc_run(
-    pool: &PgPool,
-    project_id: &str,
-    job: &super::jobs::NewJob,
-    now: DateTime<Utc>,
-) -> Result<Uuid, sqlx::Error> {
-    let run_id = Uuid::now_v7();
-    let spec = serde_json::to_value(&job.options).expect("options serialise");
-    let mut tx = pool.begin().await?;
-    let run = NewRun {
-        run_id,
-        project_id,
-        policy_id: None,
-        policy_name: None,
-        trigger: "adhoc",
-        scheduled_for: now,
-        status: RunStatus::Running,
-        spec: &spec,
-        now,
-        resolved: true,
-    };
-    insert_run(&mut tx, &run).await?;
-    super::jobs::insert_jobs(
-        &mut tx,
-        run_id,
-        project_id,
-        None,
-        std::slice::from_ref(job),
-        now,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(run_id)
 }
 
 /// Inserts a run of `policy` fired by hand now; its targets are resolved by a worker.
@@ -367,7 +339,7 @@ pub async fn insert_manual_run(
         project_id: &policy.project_id,
         policy_id: Some(policy.id),
         policy_name: Some(&policy.spec.name),
-        trigger: "manual",
+        trigger: RunTrigger::Manual,
         scheduled_for: now,
         status: RunStatus::Running,
         spec: &spec,

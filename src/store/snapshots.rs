@@ -4,7 +4,13 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::{PgConnection, PgPool, types::Json};
 use uuid::Uuid;
 
-use crate::domain::job::{JobError, VolumeSnapshotState};
+use super::row::{self, Keyed, Named};
+
+use crate::domain::{
+    job::{JobError, VolumeSnapshotState},
+    policy::ResourceType,
+    status::SnapshotState,
+};
 
 /// A managed snapshot.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -14,7 +20,7 @@ pub struct ManagedSnapshot {
     pub policy_id: Option<Uuid>,
     pub run_id: Option<Uuid>,
     pub job_id: Uuid,
-    pub resource_type: String,
+    pub resource_type: ResourceType,
     pub resource_id: String,
     pub resource_name: Option<String>,
     pub image_id: Option<String>,
@@ -23,12 +29,17 @@ pub struct ManagedSnapshot {
     pub image_size_bytes: Option<i64>,
     pub size_gb: Option<i64>,
     pub complete: bool,
-    pub state: String,
+    pub state: SnapshotState,
     pub taken_at: DateTime<Utc>,
     pub delete_attempts: i32,
     pub delete_error: Option<Json<JobError>>,
     pub deleted_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+}
+
+impl Keyed for ManagedSnapshot {
+    const TABLE: &'static str = "snapshot";
+    const KEY: &'static str = "snapshot_id";
 }
 
 macro_rules! snapshot_columns {
@@ -73,7 +84,7 @@ pub async fn live_for_policy(
     pool: &PgPool,
     policy_id: Uuid,
 ) -> Result<Vec<ManagedSnapshot>, sqlx::Error> {
-    sqlx::query_as(concat!(
+    sqlx::query_as::<_, Named<ManagedSnapshot>>(concat!(
         "select ",
         snapshot_columns!(),
         " from snapshot where policy_id = $1 and state = 'available' order by resource_id, taken_at"
@@ -81,6 +92,7 @@ pub async fn live_for_policy(
     .bind(policy_id)
     .fetch_all(pool)
     .await
+    .map(row::values)
 }
 
 /// Policies due for pruning: never pruned, or not since their last run ended,
@@ -206,13 +218,15 @@ pub async fn claim_deletion(
     lease: TimeDelta,
     max_in_flight: i64,
 ) -> Result<Option<ManagedSnapshot>, sqlx::Error> {
-    let started: Option<ManagedSnapshot> =
-        sqlx::query_as(claim_deletion_where!("s.delete_started_at is not null"))
-            .bind(owner)
-            .bind(now)
-            .bind(lease)
-            .fetch_optional(pool)
-            .await?;
+    let started: Option<ManagedSnapshot> = sqlx::query_as::<_, Named<ManagedSnapshot>>(
+        claim_deletion_where!("s.delete_started_at is not null"),
+    )
+    .bind(owner)
+    .bind(now)
+    .bind(lease)
+    .fetch_optional(pool)
+    .await
+    .map(|row| row.map(Named::into_inner))?;
     if started.is_some() {
         return Ok(started);
     }
@@ -224,12 +238,13 @@ pub async fn claim_deletion(
     if busy >= max_in_flight {
         return Ok(None);
     }
-    sqlx::query_as(claim_deletion_where!(within_policy_limit!()))
+    sqlx::query_as::<_, Named<ManagedSnapshot>>(claim_deletion_where!(within_policy_limit!()))
         .bind(owner)
         .bind(now)
         .bind(lease)
         .fetch_optional(pool)
         .await
+        .map(|row| row.map(Named::into_inner))
 }
 
 /// What a deletion step achieved.
@@ -266,16 +281,20 @@ pub async fn record_deletion(
     step: &DeletionStep,
 ) -> Result<(), sqlx::Error> {
     let (state, not_before, error, attempt, pieces) = match step {
-        DeletionStep::Deleted => ("deleted", now, None, 0, None),
+        DeletionStep::Deleted => (SnapshotState::Deleted, now, None, 0, None),
         DeletionStep::InProgress { not_before, pieces } => {
-            ("deleting", *not_before, None, 0, Some(pieces))
+            (SnapshotState::Deleting, *not_before, None, 0, Some(pieces))
         }
         DeletionStep::Retry { not_before, error } => {
-            ("deleting", *not_before, Some(error), 1, None)
+            (SnapshotState::Deleting, *not_before, Some(error), 1, None)
         }
-        DeletionStep::Failed { not_before, error } => {
-            ("delete_failed", *not_before, Some(error), 1, None)
-        }
+        DeletionStep::Failed { not_before, error } => (
+            SnapshotState::DeleteFailed,
+            *not_before,
+            Some(error),
+            1,
+            None,
+        ),
     };
     sqlx::query(
         "update snapshot set state = $3, not_before = $4, delete_error = coalesce($5, delete_error), \
@@ -306,7 +325,7 @@ pub async fn fetch_snapshot(
     project_id: &str,
     id: Uuid,
 ) -> Result<Option<ManagedSnapshot>, sqlx::Error> {
-    sqlx::query_as(concat!(
+    sqlx::query_as::<_, Named<ManagedSnapshot>>(concat!(
         "select ",
         snapshot_columns!(),
         " from snapshot where project_id = $1 and snapshot_id = $2"
@@ -315,6 +334,7 @@ pub async fn fetch_snapshot(
     .bind(id)
     .fetch_optional(pool)
     .await
+    .map(|row| row.map(Named::into_inner))
 }
 
 /// Filters for [`list_snapshots`].
@@ -322,7 +342,7 @@ pub async fn fetch_snapshot(
 pub struct SnapshotFilter {
     pub policy_id: Option<Uuid>,
     pub resource_id: Option<String>,
-    pub state: Option<String>,
+    pub state: Option<SnapshotState>,
 }
 
 /// Lists snapshots of a project, newest first, before the cursor id.
@@ -336,7 +356,7 @@ pub async fn list_snapshots(
     before: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<ManagedSnapshot>, sqlx::Error> {
-    sqlx::query_as(concat!(
+    sqlx::query_as::<_, Named<ManagedSnapshot>>(concat!(
         "select ",
         snapshot_columns!(),
         " from snapshot where project_id = $1 and ($2::uuid is null or policy_id = $2) \
@@ -346,11 +366,12 @@ pub async fn list_snapshots(
     .bind(project_id)
     .bind(filter.policy_id)
     .bind(&filter.resource_id)
-    .bind(&filter.state)
+    .bind(filter.state)
     .bind(before)
     .bind(limit)
     .fetch_all(pool)
     .await
+    .map(row::values)
 }
 
 /// Starts deleting a snapshot on request (also one that failed to delete before).

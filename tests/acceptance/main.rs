@@ -14,9 +14,12 @@ use serde_json::json;
 use sqlx::PgPool;
 use stacksnap::{
     clock::{Clock as _, SystemClock},
-    domain::{adhoc::AdhocSnapshotRequest, job::JobStatus, policy::PolicySpec},
+    domain::{
+        adhoc::AdhocSnapshotRequest,
+        job::{JobStatus, RunStatus},
+        policy::PolicySpec,
+    },
     engine::{Engine, EngineConfig},
-    http::snapshots::adhoc_job,
     openstack::{CloudConfig, OpenStack, SessionOptions},
     store::{jobs, policies, runs},
 };
@@ -80,7 +83,7 @@ async fn exercise(pool: PgPool, cloud: OpenStack, fixture: Fixture) {
         pool,
         "default",
         Uuid::now_v7(),
-        valid.spec(),
+        &valid,
         valid.next_run_after(now),
     )
     .await
@@ -92,8 +95,8 @@ async fn exercise(pool: PgPool, cloud: OpenStack, fixture: Fixture) {
         json!({"resource_type": "volume", "resource_id": fixture.data_volume}),
     )
     .unwrap();
-    let adhoc = adhoc_job(&request, request.validate().unwrap(), now);
-    runs::insert_adhoc_run(pool, "default", &adhoc, now)
+    let adhoc = request.job(request.validate().unwrap(), now);
+    stacksnap::store::lifecycle::insert_adhoc_run(pool, "default", &adhoc, now)
         .await
         .unwrap();
 
@@ -107,7 +110,7 @@ async fn exercise(pool: PgPool, cloud: OpenStack, fixture: Fixture) {
             .await
             .unwrap()
             .unwrap();
-        if run.status != "running" && one_off.status().is_terminal() {
+        if run.status != RunStatus::Running && one_off.status.is_terminal() {
             break;
         }
         assert!(
@@ -138,7 +141,7 @@ async fn check_artefacts(
         .unwrap();
     assert_eq!(policy_jobs.len(), 2, "both servers were selected by tag");
     for job in &policy_jobs {
-        assert_eq!(job.status(), JobStatus::Succeeded, "{job:?}");
+        assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
         let image = cloud
             .glance()
             .get_image(job.image_id.as_deref().unwrap())
@@ -175,7 +178,7 @@ async fn check_artefacts(
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(one_off.status(), JobStatus::Succeeded, "{one_off:?}");
+    assert_eq!(one_off.status, JobStatus::Succeeded, "{one_off:?}");
     let snapshot = cloud
         .cinder()
         .get_snapshot(&one_off.volume_snapshots.0[0].snapshot_id)

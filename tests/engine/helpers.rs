@@ -12,11 +12,10 @@ use stacksnap::{
         policy::{Policy, PolicySpec},
     },
     engine::{Engine, EngineConfig, Outcome},
-    http::snapshots::adhoc_job,
     openstack::{CloudConfig, OpenStack, SessionOptions, retry::RetryPolicy},
     store::{
         jobs::{self, Job},
-        policies, runs,
+        policies,
     },
 };
 use stacksnap_sim::{SimConfig, SimHandle, Simulator};
@@ -114,10 +113,15 @@ impl Harness {
             .extend(extra.as_object().cloned().unwrap_or_default());
         let request: AdhocSnapshotRequest = serde_json::from_value(body).unwrap();
         let timeout = request.validate().unwrap();
-        let job = adhoc_job(&request, timeout, self.clock.now());
-        runs::insert_adhoc_run(&self.pool, "default", &job, self.clock.now())
-            .await
-            .unwrap();
+        let job = request.job(timeout, self.clock.now());
+        stacksnap::store::lifecycle::insert_adhoc_run(
+            &self.pool,
+            "default",
+            &job,
+            self.clock.now(),
+        )
+        .await
+        .unwrap();
         job.job_id
     }
 
@@ -127,7 +131,7 @@ impl Harness {
         let now = self.clock.now();
         let valid = spec.validate(now).unwrap();
         let next = valid.next_run_after(now);
-        policies::insert_policy(&self.pool, "default", Uuid::now_v7(), valid.spec(), next)
+        policies::insert_policy(&self.pool, "default", Uuid::now_v7(), &valid, next)
             .await
             .unwrap()
     }
@@ -164,6 +168,6 @@ impl Harness {
 
     /// Drives a job to its end.
     pub async fn finish(&self, job_id: Uuid) -> Job {
-        self.drive(job_id, |j| j.status().is_terminal()).await
+        self.drive(job_id, |j| j.status.is_terminal()).await
     }
 }

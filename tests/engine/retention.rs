@@ -6,7 +6,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use stacksnap::{
     clock::Clock as _,
-    domain::job::JobStatus,
+    domain::{job::JobStatus, status::SnapshotState},
     store::{runs, snapshots},
 };
 use stacksnap_sim::{Fault, FaultRule};
@@ -34,7 +34,7 @@ async fn take(h: &Harness, policy: &stacksnap::domain::policy::Policy) -> Uuid {
         .await
         .unwrap();
     let job = h.finish(job_id).await;
-    assert_eq!(job.status(), JobStatus::Succeeded, "{:?}", job.error);
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
     sqlx::query_scalar("select snapshot_id from snapshot where job_id = $1")
         .bind(job_id)
         .fetch_one(&h.pool)
@@ -216,7 +216,7 @@ async fn a_failing_delete_ends_delete_failed_after_bounded_retries_and_is_retrie
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(row.state, "delete_failed");
+    assert_eq!(row.state, SnapshotState::DeleteFailed);
     assert!(row.delete_error.unwrap().0.message.contains("500"));
     // Bounded: 5 deletion attempts, each of which the client tries 3 times (a DELETE is idempotent).
     assert_eq!(h.sim.count("cinder.delete_snapshot"), 15);
@@ -265,7 +265,7 @@ async fn artefacts_without_stacksnaps_job_id_are_never_deleted(pool: PgPool) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(row.state, "delete_failed");
+    assert_eq!(row.state, SnapshotState::DeleteFailed);
     assert_eq!(row.delete_error.unwrap().0.code, "not_ours");
     assert!(
         h.cloud.glance().get_image(&foreign).await.is_ok(),
@@ -283,7 +283,7 @@ async fn the_leftovers_of_a_failed_job_are_recorded_and_cleaned_up_after_the_gra
     h.sim
         .inject(FaultRule::new("nova.create_image", Fault::SnapshotError));
     let job = h.finish(h.adhoc("server", &server, json!({})).await).await;
-    assert_eq!(job.status(), JobStatus::Failed);
+    assert_eq!(job.status, JobStatus::Failed);
     let row: (Uuid, bool) =
         sqlx::query_as("select snapshot_id, complete from snapshot where job_id = $1")
             .bind(job.job_id)
@@ -345,7 +345,7 @@ async fn a_volume_group_is_snapshotted_with_one_group_snapshot_and_pruned_whole(
         .await;
 
     // Assert: one group snapshot, a member per volume, all available.
-    assert_eq!(job.status(), JobStatus::Succeeded, "{:?}", job.error);
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
     let group_snapshot = job.group_snapshot_id.clone().expect("recorded");
     let mut volumes: Vec<String> = job
         .volume_snapshots

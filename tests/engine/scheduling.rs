@@ -5,7 +5,11 @@ use std::collections::HashSet;
 use chrono::{DurationRound as _, TimeDelta};
 use serde_json::json;
 use sqlx::PgPool;
-use stacksnap::{clock::Clock as _, domain::job::JobStatus, engine::Outcome};
+use stacksnap::{
+    clock::Clock as _,
+    domain::job::{JobStatus, RunStatus},
+    engine::Outcome,
+};
 
 use crate::helpers::harness;
 
@@ -165,7 +169,7 @@ async fn a_run_resolves_selectors_and_a_missing_id_fails_only_its_own_job(pool: 
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(run.status, "partially_failed");
+    assert_eq!(run.status, RunStatus::PartiallyFailed);
     assert_eq!(run.count(JobStatus::Succeeded), 1);
     assert_eq!(run.count(JobStatus::Failed), 1);
 }
@@ -187,7 +191,7 @@ async fn a_run_with_no_matching_resource_fails_with_a_reason(pool: PgPool) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(run.status, "failed");
+    assert_eq!(run.status, RunStatus::Failed);
     assert_eq!(run.error.unwrap().0.code, "no_targets");
 }
 

@@ -4,7 +4,10 @@ use chrono::TimeDelta;
 use serde_json::json;
 use sqlx::PgPool;
 use stacksnap::{
-    clock::Clock as _, domain::job::JobStatus, openstack::cinder::SnapshotFilter, store::jobs,
+    clock::Clock as _,
+    domain::job::{JobStatus, ObtainedConsistency, RunStatus},
+    openstack::cinder::SnapshotFilter,
+    store::jobs,
 };
 use stacksnap_sim::{Fault, FaultRule};
 
@@ -23,7 +26,7 @@ async fn an_image_backed_snapshot_succeeds_when_its_image_is_active(pool: PgPool
     let job = h.finish(job_id).await;
 
     // Assert
-    assert_eq!(job.status(), JobStatus::Succeeded, "{:?}", job.error);
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
     let image_id = job.image_id.clone().expect("the image is recorded");
     let image = h.cloud.glance().get_image(&image_id).await.unwrap();
     assert_eq!(image.status, "active");
@@ -33,7 +36,7 @@ async fn an_image_backed_snapshot_succeeds_when_its_image_is_active(pool: PgPool
     );
     assert_eq!(image.property("team"), Some("web"));
     assert!(image.name.unwrap().starts_with("web-1-adhoc-"));
-    assert_eq!(job.consistency.as_deref(), Some("crash_consistent"));
+    assert_eq!(job.consistency, Some(ObtainedConsistency::CrashConsistent));
     assert_eq!(job.resource_name.as_deref(), Some("web-1"));
     let image_states: Vec<&str> = job
         .timeline
@@ -66,7 +69,7 @@ async fn a_volume_backed_job_tracks_until_every_cinder_snapshot_is_available(poo
     // The first look after the start: Nova made the image active at once.
     let tracking = h
         .drive(job_id, |j| {
-            j.status() == JobStatus::Tracking && !j.volume_snapshots.0.is_empty()
+            j.status == JobStatus::Tracking && !j.volume_snapshots.0.is_empty()
         })
         .await;
     let image = h
@@ -88,7 +91,7 @@ async fn a_volume_backed_job_tracks_until_every_cinder_snapshot_is_available(poo
     assert_eq!(tracking.volume_snapshots.0.len(), 2, "one per volume");
 
     let done = h.finish(job_id).await;
-    assert_eq!(done.status(), JobStatus::Succeeded, "{:?}", done.error);
+    assert_eq!(done.status, JobStatus::Succeeded, "{:?}", done.error);
     assert!(
         done.volume_snapshots
             .0
@@ -102,8 +105,8 @@ async fn a_volume_backed_job_tracks_until_every_cinder_snapshot_is_available(poo
             .all(|s| s.volume_id.is_some() && s.device.is_some())
     );
     assert_eq!(
-        done.consistency.as_deref(),
-        Some("unknown"),
+        done.consistency,
+        Some(ObtainedConsistency::Unknown),
         "guest agent without os_require_quiesce"
     );
 }
@@ -117,7 +120,7 @@ async fn a_snapshot_error_fails_the_job_naming_the_snapshot_and_volume(pool: PgP
 
     let job = h.finish(h.adhoc("server", &server, json!({})).await).await;
 
-    assert_eq!(job.status(), JobStatus::Failed);
+    assert_eq!(job.status, JobStatus::Failed);
     let error = job.error.clone().unwrap().0;
     assert_eq!(error.code, "snapshot_error");
     let failed = job
@@ -147,7 +150,7 @@ async fn a_killed_image_fails_the_job(pool: PgPool) {
 
     let job = h.finish(h.adhoc("server", &server, json!({})).await).await;
 
-    assert_eq!(job.status(), JobStatus::Failed);
+    assert_eq!(job.status, JobStatus::Failed);
     assert_eq!(job.error.unwrap().0.code, "image_failed");
 }
 
@@ -162,7 +165,7 @@ async fn an_image_nova_deleted_after_a_failed_snapshot_fails_the_job(pool: PgPoo
 
     let job = h.finish(h.adhoc("server", &server, json!({})).await).await;
 
-    assert_eq!(job.status(), JobStatus::Failed);
+    assert_eq!(job.status, JobStatus::Failed);
     assert_eq!(job.error.unwrap().0.code, "image_deleted");
 }
 
@@ -176,11 +179,11 @@ async fn a_job_past_its_deadline_times_out_and_keeps_its_artefacts(pool: PgPool)
     ));
 
     let job_id = h.adhoc("volume", &volume, json!({"timeout": "5m"})).await;
-    h.drive(job_id, |j| j.status() == JobStatus::Tracking).await;
+    h.drive(job_id, |j| j.status == JobStatus::Tracking).await;
     h.clock.advance(TimeDelta::minutes(6));
     let job = h.finish(job_id).await;
 
-    assert_eq!(job.status(), JobStatus::TimedOut);
+    assert_eq!(job.status, JobStatus::TimedOut);
     assert_eq!(job.error.unwrap().0.code, "timed_out");
     let kept = &job.volume_snapshots.0[0];
     assert_eq!(
@@ -204,20 +207,24 @@ async fn a_cancelled_job_stops_being_followed(pool: PgPool) {
         Fault::SnapshotStuck,
     ));
     let job_id = h.adhoc("volume", &volume, json!({})).await;
-    h.drive(job_id, |j| j.status() == JobStatus::Tracking).await;
+    h.drive(job_id, |j| j.status == JobStatus::Tracking).await;
     let polls_before = h.sim.count("cinder.get_snapshot");
 
-    let outcome = jobs::cancel_job(&h.pool, "default", job_id, h.clock.now())
-        .await
-        .unwrap();
-    assert!(matches!(outcome, jobs::CancelOutcome::Cancelled(_)));
+    let outcome =
+        stacksnap::store::lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now())
+            .await
+            .unwrap();
+    assert!(matches!(
+        outcome,
+        stacksnap::store::lifecycle::CancelOutcome::Cancelled(_)
+    ));
     for _ in 0..5 {
         h.clock.advance(TimeDelta::seconds(5));
         h.work().await;
     }
 
     let job = h.job(job_id).await;
-    assert_eq!(job.status(), JobStatus::Cancelled);
+    assert_eq!(job.status, JobStatus::Cancelled);
     assert_eq!(
         h.sim.count("cinder.get_snapshot"),
         polls_before,
@@ -228,7 +235,8 @@ async fn a_cancelled_job_stops_being_followed(pool: PgPool) {
         .unwrap()
         .unwrap();
     assert_eq!(
-        run.status, "failed",
+        run.status,
+        RunStatus::Failed,
         "a run whose only job was cancelled did not succeed"
     );
 }
@@ -242,7 +250,7 @@ async fn nova_409_is_retried_and_the_snapshot_then_succeeds(pool: PgPool) {
 
     let job = h.finish(h.adhoc("server", &server, json!({})).await).await;
 
-    assert_eq!(job.status(), JobStatus::Succeeded, "{:?}", job.error);
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
     assert_eq!(job.attempt, 2);
     assert_eq!(
         h.sim.count("nova.create_image"),
@@ -266,7 +274,7 @@ async fn a_quota_error_fails_at_once_naming_the_quota(pool: PgPool) {
 
     let job = h.finish(h.adhoc("volume", &volume, json!({})).await).await;
 
-    assert_eq!(job.status(), JobStatus::Failed);
+    assert_eq!(job.status, JobStatus::Failed);
     let error = job.error.unwrap().0;
     assert_eq!(error.code, "quota_exceeded");
     assert!(
@@ -299,7 +307,7 @@ async fn quiesce_required_is_refused_before_any_request_without_a_guest_agent(po
         )
         .await;
 
-    assert_eq!(job.status(), JobStatus::Failed);
+    assert_eq!(job.status, JobStatus::Failed);
     let error = job.error.unwrap().0;
     assert_eq!(error.code, "quiesce_unavailable");
     assert!(
@@ -319,7 +327,7 @@ async fn a_missing_resource_fails_its_job_clearly(pool: PgPool) {
                 .await,
         )
         .await;
-    assert_eq!(job.status(), JobStatus::Failed);
+    assert_eq!(job.status, JobStatus::Failed);
     assert_eq!(job.error.unwrap().0.code, "resource_not_found");
 }
 
@@ -330,10 +338,13 @@ async fn a_worker_that_died_after_sending_is_succeeded_by_one_that_adopts_the_im
     let server = h.sim.create_image_backed_server("crashy", &[], &[], false);
     let job_id = h.adhoc("server", &server, json!({})).await;
     let dead = uuid::Uuid::new_v4();
-    let claimed = jobs::claim_job(&h.pool, dead, h.clock.now(), TimeDelta::seconds(60), 50)
-        .await
-        .unwrap()
-        .unwrap();
+    let Some(jobs::Claimed::Job(claimed)) =
+        jobs::claim_job(&h.pool, dead, h.clock.now(), TimeDelta::seconds(60), 50)
+            .await
+            .unwrap()
+    else {
+        panic!("the job is claimable")
+    };
     let started = jobs::start_job(&h.pool, &claimed, dead, h.clock.now(), 50, None)
         .await
         .unwrap();
@@ -352,7 +363,7 @@ async fn a_worker_that_died_after_sending_is_succeeded_by_one_that_adopts_the_im
     let job = h.finish(job_id).await;
 
     // Assert
-    assert_eq!(job.status(), JobStatus::Succeeded, "{:?}", job.error);
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
     assert_eq!(
         job.image_id.as_deref(),
         Some(sent.as_str()),
@@ -372,10 +383,13 @@ async fn a_worker_that_died_before_sending_sends_once_on_recovery(pool: PgPool) 
     let volume = h.sim.create_volume("data", 1, &[]);
     let job_id = h.adhoc("volume", &volume, json!({})).await;
     let dead = uuid::Uuid::new_v4();
-    let claimed = jobs::claim_job(&h.pool, dead, h.clock.now(), TimeDelta::seconds(60), 50)
-        .await
-        .unwrap()
-        .unwrap();
+    let Some(jobs::Claimed::Job(claimed)) =
+        jobs::claim_job(&h.pool, dead, h.clock.now(), TimeDelta::seconds(60), 50)
+            .await
+            .unwrap()
+    else {
+        panic!("the job is claimable")
+    };
     jobs::start_job(&h.pool, &claimed, dead, h.clock.now(), 50, None)
         .await
         .unwrap();
@@ -383,7 +397,7 @@ async fn a_worker_that_died_before_sending_sends_once_on_recovery(pool: PgPool) 
     h.clock.advance(TimeDelta::seconds(61));
     let job = h.finish(job_id).await;
 
-    assert_eq!(job.status(), JobStatus::Succeeded, "{:?}", job.error);
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
     assert_eq!(h.sim.count("cinder.create_snapshot"), 1);
     let filter = SnapshotFilter {
         metadata: [("stacksnap_job_id".to_owned(), job_id.to_string())].into(),
@@ -412,18 +426,16 @@ async fn a_second_snapshot_of_a_server_waits_for_the_first(pool: PgPool) {
     h.work().await;
 
     let (a, b) = (h.job(first).await, h.job(second).await);
-    let in_flight = [a.status(), b.status()]
+    let in_flight = [a.status, b.status]
         .iter()
         .filter(|s| matches!(s, JobStatus::Creating | JobStatus::Tracking))
         .count();
     assert_eq!(
-        in_flight,
-        1,
+        in_flight, 1,
         "Nova would take both: stacksnap must not ({:?}, {:?})",
-        a.status(),
-        b.status()
+        a.status, b.status
     );
-    let waiting = if a.status() == JobStatus::Pending {
+    let waiting = if a.status == JobStatus::Pending {
         &a
     } else {
         &b
@@ -432,8 +444,55 @@ async fn a_second_snapshot_of_a_server_waits_for_the_first(pool: PgPool) {
 
     let (a, b) = (h.finish(first).await, h.finish(second).await);
     assert_eq!(
-        (a.status(), b.status()),
+        (a.status, b.status),
         (JobStatus::Succeeded, JobStatus::Succeeded)
     );
     assert_eq!(h.sim.count("nova.create_image"), 2);
+}
+
+#[sqlx::test]
+async fn a_job_row_that_cannot_be_read_is_failed_with_a_reason_and_the_worker_goes_on(
+    pool: PgPool,
+) {
+    // Arrange: two one-off jobs; the first one's stored name template no longer parses.
+    let h = harness(pool).await;
+    let broken_volume = h.sim.create_volume("broken", 1, &[]);
+    let fine_volume = h.sim.create_volume("fine", 1, &[]);
+    let broken = h.adhoc("volume", &broken_volume, json!({})).await;
+    let fine = h.adhoc("volume", &fine_volume, json!({})).await;
+    sqlx::query(
+        "update job set options = jsonb_set(options, '{name_template}', '\"{nope}\"') where job_id = $1",
+    )
+    .bind(broken)
+    .execute(&h.pool)
+    .await
+    .unwrap();
+    let read = jobs::fetch_job(&h.pool, "default", broken)
+        .await
+        .unwrap_err();
+    assert!(
+        read.to_string()
+            .contains(&format!("job {broken} cannot be read")),
+        "the error names the row: {read}"
+    );
+
+    // Act
+    let done = h.finish(fine).await;
+
+    // Assert: the broken job ended failed with the reason, its run ended, the other job succeeded.
+    assert_eq!(done.status, JobStatus::Succeeded, "{:?}", done.error);
+    let (status, code, message, run_status): (String, String, String, String) = sqlx::query_as(
+        "select j.status, j.error->>'code', j.error->>'message', r.status \
+         from job j join run r using (run_id) where j.job_id = $1",
+    )
+    .bind(broken)
+    .fetch_one(&h.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (status.as_str(), code.as_str()),
+        ("failed", "unreadable_job")
+    );
+    assert!(message.contains("unknown placeholder {nope}"), "{message}");
+    assert_eq!(run_status, "failed");
 }

@@ -6,7 +6,8 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::domain::{
-    policy::{Policy, PolicySpec, ResourceType, ScheduleSpec},
+    policy::{Policy, PolicySpec, ResourceType},
+    schedule::CronSchedule,
     schedule::FireTime,
 };
 
@@ -59,7 +60,7 @@ impl From<Policy> for PolicyResponse {
         Self {
             id: policy.id,
             project_id: policy.project_id,
-            spec: policy.spec,
+            spec: PolicySpec::from(&policy.spec),
             next_run_at: policy.next_run_at,
             version: policy.version,
             created_at: policy.created_at,
@@ -150,17 +151,18 @@ pub struct FireTimeResponse {
 }
 
 impl FireTimeResponse {
-    /// Describes `fire` using the schedule spec it came from.
-    pub fn new(fire: FireTime, spec: &ScheduleSpec, timezone: chrono_tz::Tz) -> Self {
+    /// Describes `fire` using the schedule it came from.
+    pub fn new(fire: FireTime, schedule: &CronSchedule) -> Self {
+        let timezone = schedule.timezone();
         Self {
             at: fire.at.to_rfc3339_opts(SecondsFormat::Secs, true),
             local_time: fire
                 .at
                 .with_timezone(&timezone)
                 .to_rfc3339_opts(SecondsFormat::Secs, false),
-            timezone: spec.timezone.clone(),
+            timezone: timezone.name().to_owned(),
             schedule_index: fire.schedule,
-            cron: spec.cron.clone(),
+            cron: schedule.expression().to_owned(),
         }
     }
 }

@@ -1,0 +1,180 @@
+//! Volume-group snapshots: one Cinder group snapshot, crash-consistent across
+//! the group's volumes, tied to its job by its description.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{
+    Artefacts, JOB_ID_KEY, JobContext, Progress, StartResult, artefact_name, create_failure, note,
+    snapshot_state, start_failure,
+};
+use crate::{
+    domain::job::{JobError, ObtainedConsistency, TimelineEntry, Verdict, VolumeSnapshotState},
+    openstack::{OpenStack, OpenStackError, cinder::SnapshotFilter},
+};
+
+/// Group snapshots need this volume microversion.
+const GROUP_SNAPSHOTS: crate::openstack::version::Microversion =
+    crate::openstack::cinder::GROUP_SNAPSHOTS;
+
+/// The description that ties a group snapshot (which has no metadata) to its job.
+pub fn group_description(job_id: Uuid) -> String {
+    format!("{JOB_ID_KEY}={job_id}")
+}
+
+/// Starts a Cinder group snapshot of a volume group.
+pub(super) async fn start(cloud: &OpenStack, ctx: &JobContext<'_>) -> StartResult {
+    match cloud
+        .session()
+        .microversion(crate::openstack::session::Service::Volume)
+        .await
+    {
+        Ok(Some(v)) if v >= GROUP_SNAPSHOTS => {}
+        Ok(v) => {
+            return StartResult::Fail(JobError::new(
+                "unsupported",
+                format!(
+                    "group snapshots need block-storage microversion 3.14; the cloud offers {}",
+                    v.map_or("none".into(), |v| v.to_string())
+                ),
+            ));
+        }
+        Err(e) => return start_failure(e, "the block-storage API"),
+    }
+    let group = match cloud.cinder().get_group(ctx.resource_id).await {
+        Ok(group) => group,
+        Err(e) => return start_failure(e, &format!("volume group {}", ctx.resource_id)),
+    };
+    let resource_name = group.name.clone().unwrap_or_default();
+    let name = artefact_name(ctx, &resource_name);
+    match cloud
+        .cinder()
+        .create_group_snapshot(ctx.resource_id, &name, &group_description(ctx.job_id))
+        .await
+    {
+        Ok(created) => StartResult::Started(Artefacts {
+            group_snapshot_id: Some(created.id),
+            consistency: Some(ObtainedConsistency::CrashConsistent),
+            resource_name: Some(resource_name),
+            calls: 3,
+            ..Artefacts::default()
+        }),
+        Err(e) => create_failure(e, &format!("volume group {}", ctx.resource_id)),
+    }
+}
+
+/// Looks for the group snapshot an earlier attempt of this job made.
+///
+/// # Errors
+/// The lookup failed.
+pub(super) async fn find_started(
+    cloud: &OpenStack,
+    ctx: &JobContext<'_>,
+) -> Result<Option<Artefacts>, OpenStackError> {
+    let description = group_description(ctx.job_id);
+    let found = cloud.cinder().list_group_snapshots().await?;
+    Ok(found
+        .into_iter()
+        .find(|g| g.description.as_deref() == Some(description.as_str()))
+        .map(|g| Artefacts {
+            group_snapshot_id: Some(g.id),
+            consistency: Some(ObtainedConsistency::CrashConsistent),
+            calls: 1,
+            ..Artefacts::default()
+        }))
+}
+
+/// Looks at a group snapshot and, once it is available, its member snapshots.
+///
+/// # Errors
+/// A lookup failed for a reason other than the group snapshot being gone.
+pub(super) async fn poll(
+    cloud: &OpenStack,
+    group_snapshot_id: &str,
+    seen: &[TimelineEntry],
+    now: DateTime<Utc>,
+) -> Result<Progress, OpenStackError> {
+    let mut timeline = Vec::new();
+    let status = match cloud.cinder().get_group_snapshot(group_snapshot_id).await {
+        Ok(g) => g.status,
+        Err(e) if e.is_not_found() => "missing".into(),
+        Err(e) => return Err(e),
+    };
+    note(
+        &mut timeline,
+        seen,
+        now,
+        "group_snapshot",
+        group_snapshot_id,
+        &status,
+    );
+    let (verdict, members, calls) = match status.as_str() {
+        "available" => {
+            let filter = SnapshotFilter {
+                group_snapshot_id: Some(group_snapshot_id.to_owned()),
+                ..SnapshotFilter::default()
+            };
+            let members: Vec<VolumeSnapshotState> = cloud
+                .cinder()
+                .list_snapshots(&filter)
+                .await?
+                .iter()
+                .filter(|s| s.group_snapshot_id.as_deref() == Some(group_snapshot_id))
+                .map(|s| snapshot_state(s, None, None))
+                .collect();
+            for member in &members {
+                note(
+                    &mut timeline,
+                    seen,
+                    now,
+                    "snapshot",
+                    &member.snapshot_id,
+                    &member.status,
+                );
+            }
+            let failed = members
+                .iter()
+                .find(|m| matches!(m.status.as_str(), "error" | "error_deleting"));
+            let verdict = match failed {
+                Some(m) => Verdict::Failed {
+                    code: "snapshot_error",
+                    message: format!(
+                        "snapshot {} of volume {} went to {}",
+                        m.snapshot_id,
+                        m.volume_id.as_deref().unwrap_or("?"),
+                        m.status
+                    ),
+                },
+                None if members.iter().all(|m| m.status == "available") => Verdict::Done,
+                None => Verdict::InProgress,
+            };
+            (verdict, members, 2)
+        }
+        "error" => (
+            Verdict::Failed {
+                code: "snapshot_error",
+                message: format!("group snapshot {group_snapshot_id} went to error"),
+            },
+            Vec::new(),
+            1,
+        ),
+        "missing" | "deleting" | "deleted" => (
+            Verdict::Failed {
+                code: "snapshot_deleted",
+                message: format!(
+                    "group snapshot {group_snapshot_id} was deleted before it finished"
+                ),
+            },
+            Vec::new(),
+            1,
+        ),
+        _ => (Verdict::InProgress, Vec::new(), 1),
+    };
+    Ok(Progress {
+        image_size_bytes: None,
+        verdict,
+        volume_snapshots: members,
+        timeline,
+        calls,
+    })
+}

@@ -1,0 +1,230 @@
+//! Server snapshots: Nova's `createImage`, the image in Glance and, for a
+//! volume-backed server, every Cinder snapshot its `block_device_mapping` lists.
+
+use chrono::{DateTime, Utc};
+
+use super::{
+    Artefacts, JOB_ID_KEY, JobContext, Progress, StartResult, artefact_metadata, artefact_name,
+    create_failure, note, start_failure,
+};
+use crate::{
+    domain::{
+        job::{
+            JobError, ObtainedConsistency, TimelineEntry, VolumeSnapshotState, is_truthy,
+            judge_server_snapshot,
+        },
+        policy::Consistency,
+    },
+    openstack::{ErrorKind, OpenStack, OpenStackError, nova::Server},
+};
+
+/// Nova accepts `createImage` only in these states.
+const SNAPSHOTTABLE: [&str; 4] = ["ACTIVE", "SHUTOFF", "PAUSED", "SUSPENDED"];
+
+/// Starts a server snapshot with `createImage`.
+pub(super) async fn start(cloud: &OpenStack, ctx: &JobContext<'_>) -> StartResult {
+    let mut calls = 1;
+    let server = match cloud.nova().get_server(ctx.resource_id).await {
+        Ok(server) => server,
+        Err(e) => return start_failure(e, &format!("server {}", ctx.resource_id)),
+    };
+    if !SNAPSHOTTABLE.contains(&server.status.as_str()) || server.task_state.is_some() {
+        let mut busy = OpenStackError::new(
+            ErrorKind::Conflict,
+            "nova",
+            "get_server",
+            format!(
+                "server is {}{}; waiting for it to settle",
+                server.status,
+                server
+                    .task_state
+                    .as_ref()
+                    .map(|t| format!(" ({t})"))
+                    .unwrap_or_default()
+            ),
+        );
+        busy.status = Some(409);
+        return StartResult::Retry(busy);
+    }
+    let (consistency, checked) = match server_consistency(cloud, &server).await {
+        Ok(found) => found,
+        Err(e) => return start_failure(e, "the server's boot image or volume"),
+    };
+    calls += checked;
+    if ctx.options.consistency == Consistency::QuiesceRequired
+        && consistency == ObtainedConsistency::CrashConsistent
+    {
+        return StartResult::Fail(JobError::new(
+            "quiesce_unavailable",
+            "consistency quiesce_required, but the server's image has no hw_qemu_guest_agent=yes, so Nova cannot \
+             freeze its file systems; nothing was sent",
+        ));
+    }
+    let name = artefact_name(ctx, &server.name);
+    calls += 1;
+    match cloud
+        .nova()
+        .create_image(ctx.resource_id, &name, &artefact_metadata(ctx))
+        .await
+    {
+        Ok(image_id) => StartResult::Started(Artefacts {
+            image_id: Some(image_id),
+            group_snapshot_id: None,
+            volume_snapshots: Vec::new(),
+            consistency: Some(consistency),
+            resource_name: Some(server.name),
+            calls,
+        }),
+        Err(e) => create_failure(e, &format!("server {}", ctx.resource_id)),
+    }
+}
+
+/// The consistency Nova will give this server, from its boot image's properties
+/// (for a volume-backed server, the boot volume's `volume_image_metadata`).
+async fn server_consistency(
+    cloud: &OpenStack,
+    server: &Server,
+) -> Result<(ObtainedConsistency, i32), OpenStackError> {
+    if let Some(image_id) = server.image_id() {
+        return match cloud.glance().get_image(image_id).await {
+            Ok(image) => Ok((
+                ObtainedConsistency::from_image_properties(
+                    is_truthy(image.property("hw_qemu_guest_agent")),
+                    is_truthy(image.property("os_require_quiesce")),
+                ),
+                1,
+            )),
+            // The boot image was deleted since: Nova cannot read it either.
+            Err(e) if e.is_not_found() => Ok((ObtainedConsistency::CrashConsistent, 1)),
+            Err(e) => Err(e),
+        };
+    }
+    let mut calls = 0;
+    for attached in &server.volumes_attached {
+        calls += 1;
+        let volume = cloud.cinder().get_volume(&attached.id).await?;
+        if !volume.volume_image_metadata.is_empty() {
+            let properties = &volume.volume_image_metadata;
+            return Ok((
+                ObtainedConsistency::from_image_properties(
+                    is_truthy(properties.get("hw_qemu_guest_agent").map(String::as_str)),
+                    is_truthy(properties.get("os_require_quiesce").map(String::as_str)),
+                ),
+                calls,
+            ));
+        }
+    }
+    Ok((ObtainedConsistency::CrashConsistent, calls))
+}
+
+/// Finds the image an earlier attempt made, by the job id among its properties.
+///
+/// # Errors
+/// The lookup itself failed; try again later.
+pub(super) async fn find_started(
+    cloud: &OpenStack,
+    ctx: &JobContext<'_>,
+) -> Result<Option<Artefacts>, OpenStackError> {
+    let job_id = ctx.job_id.to_string();
+    let images = cloud.glance().list_images(&[(JOB_ID_KEY, &job_id)]).await?;
+    // Checked here too: a cloud that ignores the filter must not make us adopt a stranger's image.
+    let newest = images
+        .into_iter()
+        .filter(|i| i.property(JOB_ID_KEY) == Some(job_id.as_str()))
+        .max_by_key(|i| i.created_at);
+    Ok(newest.map(|image| Artefacts {
+        image_id: Some(image.id),
+        calls: 1,
+        ..Artefacts::default()
+    }))
+}
+
+/// Looks at a server snapshot: the image, the server's task_state while the image
+/// is not active, and every Cinder snapshot the image's mapping lists that is not
+/// yet available. Transient failures are returned for the caller to retry later.
+///
+/// # Errors
+/// A lookup failed for a reason other than the artefact being gone.
+pub(super) async fn poll(
+    cloud: &OpenStack,
+    ctx: &JobContext<'_>,
+    image_id: &str,
+    known: &[VolumeSnapshotState],
+    seen: &[TimelineEntry],
+    now: DateTime<Utc>,
+) -> Result<Progress, OpenStackError> {
+    let mut calls = 1;
+    let mut timeline = Vec::new();
+    let image = match cloud.glance().get_image(image_id).await {
+        Ok(image) => Some(image),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(e),
+    };
+    let image_status = image.as_ref().map_or("deleted", |i| i.status.as_str());
+    note(&mut timeline, seen, now, "image", image_id, image_status);
+    if image.as_ref().is_some_and(|i| i.status != "active") {
+        calls += 1;
+        if let Ok(server) = cloud.nova().get_server(ctx.resource_id).await {
+            let task_state = server.task_state.as_deref().unwrap_or("none");
+            note(
+                &mut timeline,
+                seen,
+                now,
+                "server",
+                ctx.resource_id,
+                task_state,
+            );
+        }
+    }
+    let mut snapshots = known.to_vec();
+    if let Some(image) = image.as_ref().filter(|i| i.status == "active")
+        && snapshots.is_empty()
+    {
+        let mapping = image
+            .block_device_mapping()
+            .map_err(|m| OpenStackError::new(ErrorKind::Decode, "glance", "get_image", m))?;
+        snapshots = mapping
+            .into_iter()
+            .filter_map(|entry| {
+                Some(VolumeSnapshotState {
+                    volume_id: entry.volume_id,
+                    device: entry.device_name,
+                    boot_index: entry.boot_index,
+                    snapshot_id: entry.snapshot_id?,
+                    status: "unknown".into(),
+                    progress: None,
+                    size_gb: entry.volume_size,
+                })
+            })
+            .collect();
+    }
+    for snapshot in snapshots.iter_mut().filter(|s| s.status != "available") {
+        calls += 1;
+        match cloud.cinder().get_snapshot(&snapshot.snapshot_id).await {
+            Ok(found) => {
+                snapshot.status = found.status.clone();
+                snapshot.progress = found.progress.clone();
+                snapshot.size_gb = found.size.or(snapshot.size_gb);
+                snapshot.volume_id = snapshot.volume_id.take().or(Some(found.volume_id));
+            }
+            Err(e) if e.is_not_found() => snapshot.status = "missing".into(),
+            Err(e) => return Err(e),
+        }
+        note(
+            &mut timeline,
+            seen,
+            now,
+            "snapshot",
+            &snapshot.snapshot_id,
+            &snapshot.status,
+        );
+    }
+    let verdict = judge_server_snapshot(image.as_ref().map(|i| i.status.as_str()), &snapshots);
+    Ok(Progress {
+        image_size_bytes: image.as_ref().and_then(|i| i.size),
+        verdict,
+        volume_snapshots: snapshots,
+        timeline,
+        calls,
+    })
+}

@@ -1,0 +1,182 @@
+//! Transactions that span the run, job and snapshot tables: a job's step and
+//! end (with its snapshot record and its run's completion), a cancel, and a
+//! one-off run inserted with its job. They live here so that `jobs` and `runs`
+//! need not call each other.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, types::Json};
+use uuid::Uuid;
+
+use super::{
+    jobs::{self, Job, JobUpdate, NewJob},
+    runs, snapshots,
+};
+use crate::domain::{
+    job::{JobError, JobStatus},
+    status::{RunStatus, RunTrigger},
+};
+
+/// Records a step's findings and gives the lease back. When the job ends, its run
+/// is completed if this was its last open job. Returns `false` when the lease was
+/// lost or the job ended meanwhile (e.g. cancelled): nothing is written then.
+///
+/// # Errors
+/// The query fails.
+pub async fn record_step(
+    pool: &PgPool,
+    job_id: Uuid,
+    owner: Uuid,
+    now: DateTime<Utc>,
+    update: &JobUpdate,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let terminal = update.status.is_some_and(JobStatus::is_terminal);
+    let result = sqlx::query(
+        "update job set \
+           status = coalesce($3, status), \
+           image_id = coalesce($4, image_id), \
+           volume_snapshots = coalesce($5, volume_snapshots), \
+           consistency = coalesce($6, consistency), \
+           error = case when $7 then $8 else error end, \
+           timeline = timeline || $9, \
+           openstack_calls = openstack_calls + $10, \
+           resource_name = coalesce($11, resource_name), \
+           not_before = coalesce($12, $13), \
+           finished_at = case when $14 then $13 else finished_at end, \
+           group_snapshot_id = coalesce($15, group_snapshot_id), \
+           image_size_bytes = coalesce($16, image_size_bytes), \
+           lease_owner = null, lease_expires_at = null \
+         where job_id = $1 and lease_owner = $2 and status in ('pending', 'creating', 'tracking')",
+    )
+    .bind(job_id)
+    .bind(owner)
+    .bind(update.status)
+    .bind(&update.image_id)
+    .bind(update.volume_snapshots.as_ref().map(Json))
+    .bind(update.consistency)
+    .bind(update.error.is_some())
+    .bind(update.error.clone().flatten().map(Json))
+    .bind(Json(&update.timeline))
+    .bind(update.calls)
+    .bind(&update.resource_name)
+    .bind(update.not_before)
+    .bind(now)
+    .bind(terminal)
+    .bind(&update.group_snapshot_id)
+    .bind(update.image_size_bytes.and_then(|b| i64::try_from(b).ok()))
+    .execute(&mut *tx)
+    .await?;
+    if result.rows_affected() != 1 {
+        // Cancelled while this step ran: keep what the step made, so it is cleaned up, not lost.
+        let kept = sqlx::query(
+            "update job set image_id = coalesce(image_id, $3), volume_snapshots = coalesce($4, volume_snapshots), \
+                 group_snapshot_id = coalesce(group_snapshot_id, $5), lease_owner = null, lease_expires_at = null \
+             where job_id = $1 and lease_owner = $2 and status = 'cancelled'",
+        )
+        .bind(job_id)
+        .bind(owner)
+        .bind(&update.image_id)
+        .bind(update.volume_snapshots.as_ref().map(Json))
+        .bind(&update.group_snapshot_id)
+        .execute(&mut *tx)
+        .await?;
+        if kept.rows_affected() == 1 {
+            snapshots::record_from_job(&mut tx, job_id).await?;
+            tx.commit().await?;
+        }
+        return Ok(false);
+    }
+    if terminal {
+        let run_id: Uuid = sqlx::query_scalar("select run_id from job where job_id = $1")
+            .bind(job_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        snapshots::record_from_job(&mut tx, job_id).await?;
+        runs::complete_run_if_done(&mut tx, run_id, now).await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// What a cancel request found.
+#[derive(Debug)]
+pub enum CancelOutcome {
+    Cancelled(Job),
+    AlreadyEnded(Job),
+    NotFound,
+}
+
+/// Cancels a job that has not ended; workers see it and stop.
+///
+/// # Errors
+/// The query fails.
+pub async fn cancel_job(
+    pool: &PgPool,
+    project_id: &str,
+    job_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<CancelOutcome, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let cancelled: Option<Uuid> = sqlx::query_scalar(
+        "update job set status = 'cancelled', finished_at = $3, cancel_requested = true, \
+         error = $4 \
+         where project_id = $1 and job_id = $2 and status in ('pending', 'creating', 'tracking') returning run_id",
+    )
+    .bind(project_id)
+    .bind(job_id)
+    .bind(now)
+    .bind(Json(JobError::new("cancelled", "cancelled on request; artefacts made so far are kept")))
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(run_id) = cancelled {
+        snapshots::record_from_job(&mut tx, job_id).await?;
+        runs::complete_run_if_done(&mut tx, run_id, now).await?;
+    }
+    tx.commit().await?;
+    Ok(
+        match (cancelled, jobs::fetch_job(pool, project_id, job_id).await?) {
+            (Some(_), Some(job)) => CancelOutcome::Cancelled(job),
+            (None, Some(job)) => CancelOutcome::AlreadyEnded(job),
+            (_, None) => CancelOutcome::NotFound,
+        },
+    )
+}
+
+/// Inserts a resolved one-off run with its single job, in one transaction.
+///
+/// # Errors
+/// The query fails.
+pub async fn insert_adhoc_run(
+    pool: &PgPool,
+    project_id: &str,
+    job: &NewJob,
+    now: DateTime<Utc>,
+) -> Result<Uuid, sqlx::Error> {
+    let run_id = Uuid::now_v7();
+    let spec = serde_json::to_value(&job.options).expect("options serialise");
+    let mut tx = pool.begin().await?;
+    let run = runs::NewRun {
+        run_id,
+        project_id,
+        policy_id: None,
+        policy_name: None,
+        trigger: RunTrigger::Adhoc,
+        scheduled_for: now,
+        status: RunStatus::Running,
+        spec: &spec,
+        now,
+        resolved: true,
+    };
+    runs::insert_run(&mut tx, &run).await?;
+    jobs::insert_jobs(
+        &mut tx,
+        run_id,
+        project_id,
+        None,
+        std::slice::from_ref(job),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(run_id)
+}
