@@ -8,13 +8,18 @@
 //! taken, the old ones are not all pruned away). A snapshot is kept when any
 //! rule keeps it, and the newest one is always kept.
 
+use std::collections::{BTreeMap, HashMap};
+
 use chrono::{DateTime, Datelike as _, TimeDelta, Timelike as _, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{duration::HumanDuration, policy::RetentionRules};
+use super::{
+    duration::HumanDuration,
+    policy::{RetentionRules, ValidPolicy},
+};
 
 /// Why a snapshot is kept.
 #[derive(
@@ -147,6 +152,49 @@ pub fn decide(snapshots: &[Candidate], rules: &Rules, tz: Tz) -> Vec<Decision> {
             }
         })
         .collect()
+}
+
+/// A stored snapshot as retention sees it.
+pub trait Retained {
+    fn id(&self) -> Uuid;
+    /// The resource it is a snapshot of: rules apply per resource.
+    fn resource_id(&self) -> &str;
+    fn taken_at(&self) -> DateTime<Utc>;
+    /// Leftovers of failed jobs are not complete snapshots: no rule keeps or counts them.
+    fn complete(&self) -> bool;
+}
+
+/// Retention's verdict on each complete snapshot of a policy, resource by
+/// resource, in the time zone of the policy's first schedule.
+pub fn plan<T: Retained>(policy: &ValidPolicy, live: Vec<T>) -> Vec<(T, Vec<KeepReason>)> {
+    let rules = Rules::from(&policy.retention);
+    let tz = policy.retention_timezone();
+    let mut by_resource: BTreeMap<String, Vec<T>> = BTreeMap::new();
+    for snapshot in live.into_iter().filter(Retained::complete) {
+        by_resource
+            .entry(snapshot.resource_id().to_owned())
+            .or_default()
+            .push(snapshot);
+    }
+    let mut verdicts = Vec::new();
+    for snapshots in by_resource.into_values() {
+        let candidates: Vec<Candidate> = snapshots
+            .iter()
+            .map(|s| Candidate {
+                id: s.id(),
+                taken_at: s.taken_at(),
+            })
+            .collect();
+        let mut kept_by: HashMap<Uuid, Vec<KeepReason>> = decide(&candidates, &rules, tz)
+            .into_iter()
+            .map(|d| (d.id, d.kept_by))
+            .collect();
+        verdicts.extend(snapshots.into_iter().map(|s| {
+            let reasons = kept_by.remove(&s.id()).unwrap_or_default();
+            (s, reasons)
+        }));
+    }
+    verdicts
 }
 
 #[cfg(test)]

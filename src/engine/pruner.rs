@@ -2,8 +2,6 @@
 //! the rest — the image and each Cinder snapshot behind it — but only artefacts
 //! stacksnap made (their `stacksnap_job_id` is checked first).
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
@@ -12,11 +10,7 @@ use super::{
     snapshot::{JOB_ID_KEY, group_description},
 };
 use crate::{
-    domain::{
-        job::JobError,
-        policy::{Policy, ResourceType},
-        retention::{Candidate, KeepReason, Rules, decide},
-    },
+    domain::{job::JobError, policy::ResourceType, retention::plan},
     openstack::OpenStackError,
     store::{
         policies,
@@ -32,41 +26,6 @@ const FAILED_RETRY: TimeDelta = TimeDelta::hours(1);
 pub const INCOMPLETE_GRACE: TimeDelta = TimeDelta::hours(24);
 /// Every policy is re-pruned at least this often (time passing moves `keep_within` and the calendar).
 const PRUNE_PERIOD: TimeDelta = TimeDelta::hours(1);
-
-/// Retention's verdict on each complete live snapshot of a policy, per resource.
-pub fn plan(
-    policy: &Policy,
-    live: Vec<ManagedSnapshot>,
-) -> Vec<(ManagedSnapshot, Vec<KeepReason>)> {
-    let rules = Rules::from(&policy.spec.retention);
-    let tz = policy.spec.retention_timezone();
-    let mut by_resource: BTreeMap<String, Vec<ManagedSnapshot>> = BTreeMap::new();
-    for snapshot in live.into_iter().filter(|s| s.complete) {
-        by_resource
-            .entry(snapshot.resource_id.clone())
-            .or_default()
-            .push(snapshot);
-    }
-    let mut verdicts = Vec::new();
-    for (_, mut snapshots) in by_resource {
-        let candidates: Vec<Candidate> = snapshots
-            .iter()
-            .map(|s| Candidate {
-                id: s.snapshot_id,
-                taken_at: s.taken_at,
-            })
-            .collect();
-        let decisions = decide(&candidates, &rules, tz);
-        for decision in decisions {
-            let index = snapshots
-                .iter()
-                .position(|s| s.snapshot_id == decision.id)
-                .expect("decided from these");
-            verdicts.push((snapshots.swap_remove(index), decision.kept_by));
-        }
-    }
-    verdicts
-}
 
 impl Engine {
     /// Applies retention to every policy due for it, and starts cleaning up
@@ -89,7 +48,7 @@ impl Engine {
             return Ok(0);
         };
         let live = snapshots::live_for_policy(&self.db, policy_id).await?;
-        let doomed: Vec<Uuid> = plan(&policy, live)
+        let doomed: Vec<Uuid> = plan(&policy.spec, live)
             .into_iter()
             .filter(|(_, kept_by)| kept_by.is_empty())
             .map(|(s, _)| s.snapshot_id)

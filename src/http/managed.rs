@@ -23,10 +23,9 @@ use crate::{
     domain::{
         job::{JobError, VolumeSnapshotState},
         policy::ResourceType,
-        retention::KeepReason,
+        retention::{KeepReason, plan},
         status::SnapshotState,
     },
-    engine::pruner::plan,
     store::{
         policies,
         snapshots::{self, ManagedSnapshot, SnapshotFilter},
@@ -155,7 +154,7 @@ async fn reasons(
         };
         let live = snapshots::live_for_policy(&state.db, policy_id).await?;
         reasons.extend(
-            plan(&policy, live)
+            plan(&policy.spec, live)
                 .into_iter()
                 .map(|(s, kept_by)| (s.snapshot_id, kept_by)),
         );
@@ -283,7 +282,7 @@ pub async fn retention_preview(
         .ok_or(ApiError::NotFound("policy"))?;
     let live = snapshots::live_for_policy(&state.db, id).await?;
     let (mut keep, mut delete) = (Vec::new(), Vec::new());
-    for (snapshot, kept_by) in plan(&policy, live) {
+    for (snapshot, kept_by) in plan(&policy.spec, live) {
         let target = if kept_by.is_empty() {
             &mut delete
         } else {

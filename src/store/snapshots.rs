@@ -9,6 +9,7 @@ use super::row::{self, Keyed, Named};
 use crate::domain::{
     job::{JobError, VolumeSnapshotState},
     policy::ResourceType,
+    retention::Retained,
     status::SnapshotState,
 };
 
@@ -40,6 +41,21 @@ pub struct ManagedSnapshot {
 impl Keyed for ManagedSnapshot {
     const TABLE: &'static str = "snapshot";
     const KEY: &'static str = "snapshot_id";
+}
+
+impl Retained for ManagedSnapshot {
+    fn id(&self) -> Uuid {
+        self.snapshot_id
+    }
+    fn resource_id(&self) -> &str {
+        &self.resource_id
+    }
+    fn taken_at(&self) -> DateTime<Utc> {
+        self.taken_at
+    }
+    fn complete(&self) -> bool {
+        self.complete
+    }
 }
 
 macro_rules! snapshot_columns {

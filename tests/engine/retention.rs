@@ -140,8 +140,8 @@ async fn retention_keeps_what_the_rules_say_and_preview_matches(pool: PgPool) {
         h.clock.advance(TimeDelta::hours(1));
     }
 
-    let planned = stacksnap::engine::pruner::plan(
-        &policy,
+    let planned = stacksnap::domain::retention::plan(
+        &policy.spec,
         snapshots::live_for_policy(&h.pool, policy.id)
             .await
             .unwrap(),
