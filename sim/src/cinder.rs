@@ -1,6 +1,9 @@
 //! Cinder v3 (volumev3 / block-storage): version discovery, volumes, quota
 //! and limits here; snapshots, groups and group snapshots in `snapshots`.
 //! URLs with and without the project id are both accepted.
+//!
+//! Over 400 lines: Cinder's volume endpoints share one set of request
+//! checks and JSON shapes; split further, each piece would re-import them.
 
 mod groups;
 mod snapshots;

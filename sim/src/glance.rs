@@ -1,6 +1,9 @@
 //! Glance v2: version discovery, images (create, upload data, show, list
 //! with filters and paging, update, delete, deactivate), with properties
 //! flattened into the image JSON as Glance does.
+//!
+//! Over 400 lines: every image endpoint renders the same flattened JSON and
+//! checks the same visibility rules, kept beside each other on purpose.
 
 use std::{collections::BTreeMap, time::Instant};
 

@@ -1,5 +1,8 @@
 //! An authenticated session: token cache and renewal, endpoint and microversion
 //! discovery, timeouts, bounded retries, one re-authentication on 401.
+//!
+//! Over 400 lines: the request path (token, endpoint, microversion, retry,
+//! re-auth) is one sequence whose steps share the session's cached state.
 
 use std::{
     collections::HashMap,

@@ -1,4 +1,7 @@
 //! The `snapshot` table: managed artefacts, from the job that made them to their deletion.
+//!
+//! Over 400 lines: every query of one table, sharing its column list and row
+//! type; the deletion queue's claims read the same columns as the API's reads.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::{PgConnection, PgPool, types::Json};

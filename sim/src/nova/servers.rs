@@ -1,6 +1,9 @@
 //! Nova servers: create (image- or volume-backed, `networks: "none"`), list
 //! with filters and paging, show, rename, delete, stop/start, tags,
 //! metadata and volume attachments.
+//!
+//! Over 400 lines: Nova's server endpoints as the CLI calls them, sharing the
+//! server JSON renderer and the state checks.
 
 use std::{collections::BTreeMap, time::Instant};
 

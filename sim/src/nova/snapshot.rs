@@ -10,6 +10,9 @@
 //!   property lists them; the task_state does not change.
 //!
 //! The answer is `{"image_id": …}` from microversion 2.45, else a `Location`.
+//!
+//! Over 400 lines: both branches of `createImage`, kept together because they
+//! share Nova's checks in the same order as Nova's own code.
 
 use std::{collections::BTreeMap, time::Instant};
 
