@@ -3,6 +3,7 @@
 //! all coordination between replicas is in PostgreSQL (row locks, leases,
 //! unique constraints), so replicas can come and go at any moment.
 
+pub mod orphans;
 pub mod pruner;
 pub mod resolver;
 pub mod scheduler;
