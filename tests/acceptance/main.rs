@@ -18,6 +18,7 @@ use stacksnap::{
     engine::{Engine, EngineConfig},
     http::snapshots::adhoc_job,
     openstack::{CloudConfig, OpenStack, SessionOptions},
+    startup::supervisor::Supervisor,
     store::{jobs, policies, runs},
 };
 use tokio_util::sync::CancellationToken;
@@ -64,7 +65,7 @@ async fn exercise(pool: PgPool, cloud: OpenStack, fixture: Fixture) {
     let clock = Arc::new(SystemClock);
     let stop = CancellationToken::new();
     let engine = Engine::new(pool.clone(), cloud.clone(), clock.clone(), engine_config());
-    let running = tokio::spawn(engine.run(stop.clone()));
+    let running = tokio::spawn(Supervisor::start_engine(engine, stop.clone()).stopped());
 
     // A policy over both servers, by tag, fired by hand.
     let spec: PolicySpec = serde_json::from_value(json!({

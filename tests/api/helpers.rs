@@ -5,8 +5,12 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use reqwest::{Response, header};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use stacksnap::{clock::ManualClock, config::Settings, startup::Application};
-use tokio_util::sync::CancellationToken;
+use stacksnap::{
+    clock::ManualClock,
+    config::Settings,
+    engine::EngineConfig,
+    startup::{self, Dependencies, RunningService},
+};
 
 /// The instant the test clock shows when an app starts.
 pub const TEST_NOW: &str = "2026-11-25T12:00:00Z";
@@ -17,13 +21,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub pool: PgPool,
     pub clock: ManualClock,
-    shutdown: CancellationToken,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    /// Stops the service when the test drops it.
+    _service: RunningService,
 }
 
 /// Settings for a test app: a random port, the default limits.
@@ -40,21 +39,24 @@ pub fn test_settings() -> Settings {
     }
 }
 
-/// Starts the application on `pool` with a manual clock at [`TEST_NOW`].
+/// Starts the API alone (`--no-engine`) on `pool` with a manual clock at
+/// [`TEST_NOW`], through the start-up path `stacksnap serve` takes.
 pub async fn spawn_app(pool: PgPool) -> TestApp {
     let clock = ManualClock::new(TEST_NOW.parse().unwrap());
-    let app = Application::build(&test_settings(), pool.clone(), Arc::new(clock.clone()))
+    let deps = Dependencies {
+        db: pool.clone(),
+        clock: Arc::new(clock.clone()),
+        cloud: None,
+    };
+    let service = startup::start(&test_settings(), deps, EngineConfig::default())
         .await
-        .expect("the app builds");
-    let addr = app.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        .expect("the service starts");
     TestApp {
-        addr,
+        addr: service.local_addr(),
         client: reqwest::Client::new(),
         pool,
         clock,
-        shutdown,
+        _service: service,
     }
 }
 

@@ -6,3 +6,4 @@ mod helpers;
 mod retention;
 mod scheduling;
 mod snapshots;
+mod supervision;
