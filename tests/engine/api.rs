@@ -4,14 +4,10 @@ use std::{sync::Arc, time::Duration};
 
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use stacksnap::{
-    clock::SystemClock,
-    config::Settings,
-    startup::{self, Dependencies, RunningService},
-};
+use stacksnap::{clock::SystemClock, engine::EngineConfig, startup::RunningService};
 use stacksnap_sim::{Fault, FaultRule, SimConfig, SimHandle, Simulator};
 
-use crate::helpers::{cloud_for, engine_config};
+use crate::helpers::{cloud_for, engine_config, start_service};
 
 struct Live {
     base: String,
@@ -24,27 +20,12 @@ struct Live {
 /// The whole service on the system clock: API, scheduler and workers, against a simulator.
 async fn live(pool: PgPool) -> Live {
     let sim = Simulator::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap()).unwrap();
-    let settings = Settings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: None,
-        db_max_connections: 5,
-        request_timeout: Duration::from_secs(10),
-        body_limit: 1024 * 1024,
-        no_engine: false,
-        workers: 2,
-        max_in_flight: 50,
-    };
     // Retention runs only when a test asks, so what it sees is stable.
-    let config = stacksnap::engine::EngineConfig {
+    let config = EngineConfig {
         prune_interval: Duration::from_secs(3600),
         ..engine_config()
     };
-    let deps = Dependencies {
-        db: pool,
-        clock: Arc::new(SystemClock),
-        cloud: Some(cloud_for(&sim)),
-    };
-    let service = startup::start(&settings, deps, config).await.unwrap();
+    let service = start_service(pool, Arc::new(SystemClock), Some(cloud_for(&sim)), config).await;
     Live {
         base: format!("http://{}", service.local_addr()),
         http: reqwest::Client::new(),

@@ -14,14 +14,12 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
 use stacksnap::{
-    clock::Clock,
-    config::Settings,
+    clock::{Clock, SystemClock},
     engine::{EngineConfig, RestartBackoff, TaskName},
-    startup::{self, Dependencies},
 };
 use stacksnap_sim::{SimConfig, Simulator};
 
-use crate::helpers::{cloud_for, engine_config};
+use crate::helpers::{cloud_for, engine_config, start_service};
 
 /// The system clock, except that it panics while told to: every engine loop that
 /// reads it then panics, as a bug would make it.
@@ -40,25 +38,22 @@ impl Clock for PanickingClock {
     }
 }
 
-/// Polls `url` until it answers `status`, returning the body; fails after 10s.
-async fn until_status(url: &str, status: u16, detail_contains: &str) -> Value {
+/// Polls `url` until it answers `status` with a detail naming all of `named`,
+/// returning the body; fails after 10s.
+async fn until_status(url: &str, status: u16, named: &[&str]) -> Value {
     let mut last = (0, Value::Null);
     for _ in 0..500 {
         let response = reqwest::get(url).await.unwrap();
         let code = response.status().as_u16();
         let body: Value = response.json().await.unwrap_or(Value::Null);
-        if code == status
-            && body["detail"]
-                .as_str()
-                .unwrap_or_default()
-                .contains(detail_contains)
-        {
+        let detail = body["detail"].as_str().unwrap_or_default();
+        if code == status && named.iter().all(|name| detail.contains(name)) {
             return body;
         }
         last = (code, body);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("{url} never answered {status} with {detail_contains:?}: {last:?}");
+    panic!("{url} never answered {status} naming {named:?}: {last:?}");
 }
 
 #[sqlx::test]
@@ -68,16 +63,6 @@ async fn an_engine_task_that_panics_is_restarted_and_counted_and_readyz_is_503_m
     // Arrange: the whole service on a clock that can panic, with a short backoff.
     let sim = Simulator::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap()).unwrap();
     let clock = Arc::new(PanickingClock::default());
-    let settings = Settings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: None,
-        db_max_connections: 5,
-        request_timeout: Duration::from_secs(10),
-        body_limit: 1024 * 1024,
-        no_engine: false,
-        workers: 2,
-        max_in_flight: 50,
-    };
     let config = EngineConfig {
         restart: RestartBackoff {
             initial: Duration::from_millis(200),
@@ -86,12 +71,7 @@ async fn an_engine_task_that_panics_is_restarted_and_counted_and_readyz_is_503_m
         },
         ..engine_config()
     };
-    let deps = Dependencies {
-        db: pool,
-        clock: clock.clone(),
-        cloud: Some(cloud_for(&sim)),
-    };
-    let service = startup::start(&settings, deps, config).await.unwrap();
+    let service = start_service(pool, clock.clone(), Some(cloud_for(&sim)), config).await;
     let readyz = format!("http://{}/readyz", service.local_addr());
     let health = service.engine_health().expect("the engine runs").clone();
     assert_eq!(reqwest::get(&readyz).await.unwrap().status(), 200);
@@ -99,8 +79,8 @@ async fn an_engine_task_that_panics_is_restarted_and_counted_and_readyz_is_503_m
     // Act: the scheduler and the workers panic at their next look at the clock.
     clock.panicking.store(true, Ordering::SeqCst);
 
-    // Assert: readiness names a task that is down.
-    let problem = until_status(&readyz, 503, "scheduler").await;
+    // Assert: readiness names the tasks that are down.
+    let problem = until_status(&readyz, 503, &["scheduler", "worker-0"]).await;
     assert!(
         problem["detail"]
             .as_str()
@@ -113,7 +93,7 @@ async fn an_engine_task_that_panics_is_restarted_and_counted_and_readyz_is_503_m
     clock.panicking.store(false, Ordering::SeqCst);
 
     // Assert: every task is back and each restart was counted.
-    until_status(&readyz, 200, "").await;
+    until_status(&readyz, 200, &[]).await;
     let restarts = |name| health.task(name).map_or(0, |task| task.restarts());
     assert!(restarts(TaskName::Scheduler) >= 1, "{health:?}");
     assert!(restarts(TaskName::Worker(0)) >= 1, "{health:?}");
@@ -129,24 +109,8 @@ async fn an_engine_task_that_panics_is_restarted_and_counted_and_readyz_is_503_m
 async fn the_engine_stops_within_its_drain_timeout_when_the_service_is_stopped(pool: PgPool) {
     // Arrange
     let sim = Simulator::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap()).unwrap();
-    let settings = Settings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: None,
-        db_max_connections: 5,
-        request_timeout: Duration::from_secs(10),
-        body_limit: 1024 * 1024,
-        no_engine: false,
-        workers: 2,
-        max_in_flight: 50,
-    };
-    let deps = Dependencies {
-        db: pool,
-        clock: Arc::new(stacksnap::clock::SystemClock),
-        cloud: Some(cloud_for(&sim)),
-    };
-    let service = startup::start(&settings, deps, engine_config())
-        .await
-        .unwrap();
+    let cloud = Some(cloud_for(&sim));
+    let service = start_service(pool, Arc::new(SystemClock), cloud, engine_config()).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     // Act

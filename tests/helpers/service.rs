@@ -1,4 +1,5 @@
-//! Spawning the application against a test database, and typed request helpers.
+//! The one way tests start the service: `startup::start`, the path `stacksnap
+//! serve` takes, on a random port and a test database; and typed request helpers.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -6,9 +7,10 @@ use reqwest::{Response, header};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use stacksnap::{
-    clock::ManualClock,
+    clock::{Clock, ManualClock},
     config::Settings,
     engine::EngineConfig,
+    openstack::OpenStack,
     startup::{self, Dependencies, RunningService},
 };
 
@@ -39,18 +41,39 @@ pub fn test_settings() -> Settings {
     }
 }
 
-/// Starts the API alone (`--no-engine`) on `pool` with a manual clock at
-/// [`TEST_NOW`], through the start-up path `stacksnap serve` takes.
+/// Starts the service on `pool` as `stacksnap serve` does, on a random port: the
+/// API and, when there is a `cloud`, the engine with `engine` as its settings.
+/// Dropping the returned service stops it.
+pub async fn start_service(
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
+    cloud: Option<OpenStack>,
+    engine: EngineConfig,
+) -> RunningService {
+    let settings = Settings {
+        no_engine: cloud.is_none(),
+        ..test_settings()
+    };
+    let deps = Dependencies {
+        db: pool,
+        clock,
+        cloud,
+    };
+    startup::start(&settings, deps, engine)
+        .await
+        .expect("the service starts")
+}
+
+/// Starts the API alone (`--no-engine`) on `pool` with a manual clock at [`TEST_NOW`].
 pub async fn spawn_app(pool: PgPool) -> TestApp {
     let clock = ManualClock::new(TEST_NOW.parse().unwrap());
-    let deps = Dependencies {
-        db: pool.clone(),
-        clock: Arc::new(clock.clone()),
-        cloud: None,
-    };
-    let service = startup::start(&test_settings(), deps, EngineConfig::default())
-        .await
-        .expect("the service starts");
+    let service = start_service(
+        pool.clone(),
+        Arc::new(clock.clone()),
+        None,
+        EngineConfig::default(),
+    )
+    .await;
     TestApp {
         addr: service.local_addr(),
         client: reqwest::Client::new(),

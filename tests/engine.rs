@@ -2,7 +2,6 @@
 //! test, an injected clock, and steps driven one at a time.
 
 mod api;
-mod helpers;
 mod retention;
 mod scheduling;
 mod snapshots;
