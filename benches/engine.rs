@@ -20,6 +20,7 @@ use stacksnap::{
     domain::policy::PolicySpec,
     engine::{Engine, EngineConfig},
     openstack::{CloudConfig, OpenStack, SessionOptions},
+    startup::supervisor::Supervisor,
     store::{self, policies},
 };
 use stacksnap_sim::{Durations, SimConfig, Simulator};
@@ -142,7 +143,7 @@ async fn main() -> anyhow::Result<()> {
     let engine = Engine::new(pool.clone(), cloud.clone(), clock.clone(), config);
     let stop = CancellationToken::new();
     let t0 = Instant::now();
-    let running = tokio::spawn(engine.run(stop.clone()));
+    let running = tokio::spawn(Supervisor::start_engine(engine, stop.clone()).stopped());
     let total_jobs = (policies_n * per_policy) as i64;
     let mut runs_done_at = None;
     let jobs_done_at = loop {

@@ -5,14 +5,12 @@ use std::{io::IsTerminal as _, net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio_util::sync::CancellationToken;
 
 use crate::{
     clock::{Clock, SystemClock},
     config::{LogFormat, Settings},
-    engine::{Engine, EngineConfig},
     openstack::{CloudConfig, OpenStack, SessionOptions},
-    startup::{Application, cancel_on_signal},
+    startup::{self, Dependencies, cancel_on_signal},
     store, telemetry,
 };
 
@@ -124,37 +122,26 @@ async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
             Some(OpenStack::new(config, SessionOptions::default())?)
         }
     };
-    let engine = cloud
-        .clone()
-        .map(|cloud| Engine::new(pool.clone(), cloud, clock.clone(), engine_config(&settings)));
-    let app = Application::build_with_cloud(&settings, pool, clock, cloud).await?;
-    let addr = app.local_addr()?;
-    tracing::info!(%addr, "listening");
+    let running = startup::start(
+        &settings,
+        Dependencies {
+            db: pool,
+            clock,
+            cloud,
+        },
+        startup::engine_config(&settings),
+    )
+    .await?;
     if let Some(demo) = &demo_cloud {
-        crate::demo::print_welcome(addr, demo);
+        crate::demo::print_welcome(running.local_addr(), demo);
     }
-    let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let engine = engine.map(|engine| tokio::spawn(engine.run(shutdown.clone())));
-    let served = app.run_until_stopped(shutdown.clone()).await;
-    shutdown.cancel();
-    if let Some(engine) = engine {
-        engine.await.context("the engine task failed")?;
-    }
+    tokio::spawn(cancel_on_signal(running.shutdown_token()));
+    let stopped = running.stopped().await;
     if let Some(demo) = demo_cloud {
         demo.sim.shutdown().await;
     }
-    served.context("the HTTP server failed")?;
-    tracing::info!("stopped");
+    stopped?;
     Ok(())
-}
-
-fn engine_config(settings: &Settings) -> EngineConfig {
-    EngineConfig {
-        workers: settings.workers.max(1),
-        max_in_flight: settings.max_in_flight.max(1),
-        ..EngineConfig::default()
-    }
 }
 
 /// Asks `/healthz` on the local service with a bare HTTP/1.1 request.

@@ -1,8 +1,10 @@
 //! The snapshot engine: a scheduler that fires due policies and workers that
-//! take every snapshot to its end. Each is a tokio task with graceful shutdown;
-//! all coordination between replicas is in PostgreSQL (row locks, leases,
-//! unique constraints), so replicas can come and go at any moment.
+//! take every snapshot to its end. Each is a long-running loop that the start-up
+//! code runs as a supervised tokio task with graceful shutdown; all coordination
+//! between replicas is in PostgreSQL (row locks, leases, unique constraints), so
+//! replicas can come and go at any moment.
 
+pub mod health;
 pub mod orphans;
 pub mod pruner;
 pub mod resolver;
@@ -14,9 +16,10 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::TimeDelta;
 use sqlx::{PgPool, postgres::PgListener};
-use tokio::{sync::Notify, task::JoinSet};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+pub use health::{EngineHealth, RestartBackoff, TaskName};
 pub use worker::Outcome;
 
 use crate::{clock::Clock, openstack::OpenStack, openstack::retry::RetryPolicy};
@@ -45,6 +48,8 @@ pub struct EngineConfig {
     pub drain_timeout: Duration,
     /// How often retention looks for policies to prune.
     pub prune_interval: Duration,
+    /// How a task that panicked or failed is started again.
+    pub restart: RestartBackoff,
 }
 
 impl Default for EngineConfig {
@@ -65,6 +70,7 @@ impl Default for EngineConfig {
             tick: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(30),
             prune_interval: Duration::from_secs(30),
+            restart: RestartBackoff::default(),
         }
     }
 }
@@ -76,6 +82,8 @@ pub struct Engine {
     pub(crate) cloud: OpenStack,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: EngineConfig,
+    /// Shared by all the loops of this replica: whoever finds work wakes the others.
+    wake: Arc<Notify>,
 }
 
 impl Engine {
@@ -86,6 +94,7 @@ impl Engine {
             cloud,
             clock,
             config,
+            wake: Arc::new(Notify::new()),
         }
     }
 
@@ -97,37 +106,32 @@ impl Engine {
         scheduler::fire_due(&self.db, self.clock.as_ref()).await
     }
 
-    /// Runs the scheduler and the workers until `shutdown` is cancelled, then
-    /// stops claiming, lets in-flight steps finish (bounded) and releases leases.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let wake = Arc::new(Notify::new());
-        let mut tasks = JoinSet::new();
-        tasks.spawn(listen(self.db.clone(), wake.clone(), shutdown.clone()));
-        tasks.spawn(self.clone().scheduler_loop(wake.clone(), shutdown.clone()));
-        tasks.spawn(self.clone().pruner_loop(wake.clone(), shutdown.clone()));
-        for _ in 0..self.config.workers {
-            tasks.spawn(self.clone().worker_loop(wake.clone(), shutdown.clone()));
-        }
-        shutdown.cancelled().await;
-        if tokio::time::timeout(self.config.drain_timeout, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await
-        .is_err()
-        {
-            // Their leases are left to expire rather than released: a request
-            // abandoned mid-flight may still be carried out by the cloud, and the
-            // replica that takes over must find its artefact, not race it.
-            tracing::warn!(
-                "in-flight work did not finish in time; abandoning it to other replicas"
-            );
-            tasks.abort_all();
-        }
-        // Every step that finished gave its lease back when it recorded its outcome.
-        tracing::info!("engine stopped");
+    /// The loops this replica runs: the LISTEN connection, the scheduler, the
+    /// pruner and every worker. The start-up code runs each as a supervised task.
+    pub fn tasks(&self) -> Vec<TaskName> {
+        let mut tasks = vec![TaskName::Listen, TaskName::Scheduler, TaskName::Pruner];
+        tasks.extend((0..self.config.workers).map(TaskName::Worker));
+        tasks
     }
 
-    async fn scheduler_loop(self, wake: Arc<Notify>, shutdown: CancellationToken) {
+    /// Runs one loop until `shutdown` is cancelled. A loop logs what fails in one
+    /// pass and tries again; it stops claiming work once `shutdown` is cancelled
+    /// and returns when its step in flight has been recorded.
+    ///
+    /// # Errors
+    /// None today: every loop retries what fails. The signature lets a loop give
+    /// up, and the supervisor restart it, without changing its caller.
+    pub async fn run_task(self, task: TaskName, shutdown: CancellationToken) -> anyhow::Result<()> {
+        match task {
+            TaskName::Listen => listen(self.db, self.wake, shutdown).await,
+            TaskName::Scheduler => self.scheduler_loop(shutdown).await,
+            TaskName::Pruner => self.pruner_loop(shutdown).await,
+            TaskName::Worker(_) => self.worker_loop(shutdown).await,
+        }
+        Ok(())
+    }
+
+    async fn scheduler_loop(self, shutdown: CancellationToken) {
         loop {
             match self.fire_due().await {
                 Ok(fired) if fired.runs + fired.missed > 0 => {
@@ -136,7 +140,7 @@ impl Engine {
                         missed = fired.missed,
                         "fired due policies"
                     );
-                    wake.notify_waiters();
+                    self.wake.notify_waiters();
                 }
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "scheduler pass failed; retrying"),
@@ -144,12 +148,12 @@ impl Engine {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(self.config.tick) => {}
-                () = wake.notified() => {}
+                () = self.wake.notified() => {}
             }
         }
     }
 
-    async fn pruner_loop(self, wake: Arc<Notify>, shutdown: CancellationToken) {
+    async fn pruner_loop(self, shutdown: CancellationToken) {
         loop {
             match self.prune_due().await {
                 Ok(0) => {}
@@ -158,7 +162,7 @@ impl Engine {
                         snapshots = marked,
                         "retention marked snapshots for deletion"
                     );
-                    wake.notify_waiters();
+                    self.wake.notify_waiters();
                 }
                 Err(e) => tracing::error!(error = %e, "retention pass failed; retrying"),
             }
@@ -169,7 +173,7 @@ impl Engine {
         }
     }
 
-    async fn worker_loop(self, wake: Arc<Notify>, shutdown: CancellationToken) {
+    async fn worker_loop(self, shutdown: CancellationToken) {
         let idle_wait = self
             .config
             .poll_interval
@@ -185,7 +189,7 @@ impl Engine {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(idle_wait) => {}
-                () = wake.notified() => {}
+                () = self.wake.notified() => {}
             }
         }
     }

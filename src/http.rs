@@ -47,6 +47,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// The cloud, for the endpoints that read it directly; `None` with `--no-engine`.
     pub cloud: Option<crate::openstack::OpenStack>,
+    /// The engine's tasks, for readiness; `None` with `--no-engine`.
+    pub engine: Option<crate::engine::EngineHealth>,
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
     /// Cancelled when the server shuts down: long waits answer at once.

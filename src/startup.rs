@@ -1,89 +1,158 @@
-//! Building and running the service from its settings and dependencies.
+//! Starting the service from its settings and dependencies: the HTTP app on its
+//! listener and the engine's tasks under a supervisor. `stacksnap serve`,
+//! `stacksnap demo` and the tests all start it through [`start`].
+
+pub mod supervisor;
 
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
 use sqlx::PgPool;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
+use self::supervisor::Supervisor;
 use crate::{
     clock::Clock,
     config::Settings,
+    engine::{Engine, EngineConfig, EngineHealth},
     http::{self, AppState},
     openstack::OpenStack,
 };
 
-/// A bound listener and the router that will serve it.
-pub struct Application {
-    listener: TcpListener,
-    router: axum::Router,
-    /// Handed to handlers so that long waits end when the server stops.
-    requests_stopping: CancellationToken,
+/// What the service runs against, made outside so that tests can pass their own.
+#[derive(Debug, Clone)]
+pub struct Dependencies {
+    /// The database, migrated.
+    pub db: PgPool,
+    /// The clock the API and the engine read.
+    pub clock: Arc<dyn Clock>,
+    /// The cloud; without one (`--no-engine`) the API is served alone.
+    pub cloud: Option<OpenStack>,
 }
 
-impl Application {
-    /// Binds the listen address and assembles the router. Dependencies come in
-    /// from outside so tests can pass their own database and clock.
-    ///
-    /// # Errors
-    /// The address cannot be bound.
-    pub async fn build(
-        settings: &Settings,
-        db: PgPool,
-        clock: Arc<dyn Clock>,
-    ) -> anyhow::Result<Self> {
-        Self::build_with_cloud(settings, db, clock, None).await
+/// The engine's settings for `stacksnap serve`: the defaults with the flags applied.
+pub fn engine_config(settings: &Settings) -> EngineConfig {
+    EngineConfig {
+        workers: settings.workers.max(1),
+        max_in_flight: settings.max_in_flight.max(1),
+        ..EngineConfig::default()
     }
+}
 
-    /// As [`Application::build`], with the cloud the API reads directly (the orphan finder).
-    ///
-    /// # Errors
-    /// The address cannot be bound.
-    pub async fn build_with_cloud(
-        settings: &Settings,
-        db: PgPool,
-        clock: Arc<dyn Clock>,
-        cloud: Option<OpenStack>,
-    ) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", settings.listen))?;
-        let requests_stopping = CancellationToken::new();
-        let state = AppState {
-            db,
-            clock,
-            cloud,
-            body_limit: settings.body_limit,
-            shutdown: requests_stopping.clone(),
-        };
-        Ok(Self {
-            listener,
-            router: http::router(state, settings.request_timeout),
-            requests_stopping,
-        })
-    }
-
-    /// The address actually bound (useful with port 0).
-    ///
-    /// # Errors
-    /// The socket has no local address.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    /// Serves until `shutdown` is cancelled, then lets in-flight requests finish.
-    ///
-    /// # Errors
-    /// The server fails to accept connections.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        let requests_stopping = self.requests_stopping;
-        axum::serve(self.listener, self.router)
+/// Binds the listen address, serves the API, and unless `settings.no_engine`
+/// starts the engine's tasks under a supervisor. Both run until the returned
+/// service's shutdown token is cancelled (or it is dropped).
+///
+/// # Errors
+/// The address cannot be bound, or the engine is wanted but there is no cloud.
+pub async fn start(
+    settings: &Settings,
+    deps: Dependencies,
+    engine: EngineConfig,
+) -> anyhow::Result<RunningService> {
+    anyhow::ensure!(
+        settings.no_engine || deps.cloud.is_some(),
+        "the engine needs a cloud (serve with --no-engine to run the API alone)"
+    );
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let addr = listener
+        .local_addr()
+        .context("the listener has no local address")?;
+    let shutdown = CancellationToken::new();
+    let supervisor = match (&deps.cloud, settings.no_engine) {
+        (Some(cloud), false) => {
+            let engine = Engine::new(deps.db.clone(), cloud.clone(), deps.clock.clone(), engine);
+            Some(Supervisor::start_engine(engine, shutdown.clone()))
+        }
+        _ => None,
+    };
+    let engine = supervisor.as_ref().map(Supervisor::health);
+    // Handed to handlers so that long waits end when the server stops.
+    let requests_stopping = CancellationToken::new();
+    let state = AppState {
+        db: deps.db,
+        clock: deps.clock,
+        cloud: deps.cloud,
+        engine: engine.clone(),
+        body_limit: settings.body_limit,
+        shutdown: requests_stopping.clone(),
+    };
+    let router = http::router(state, settings.request_timeout);
+    let stopping = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
             .with_graceful_shutdown(async move {
-                shutdown.cancelled().await;
+                stopping.cancelled().await;
                 requests_stopping.cancel();
             })
             .await
+    });
+    tracing::info!(%addr, engine = engine.is_some(), "listening");
+    Ok(RunningService {
+        addr,
+        shutdown,
+        engine,
+        server: Some(server),
+        supervisor,
+    })
+}
+
+/// The service started by [`start`]. Dropping it cancels its shutdown token.
+#[must_use = "dropping the service stops it"]
+pub struct RunningService {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    engine: Option<EngineHealth>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+    supervisor: Option<Supervisor>,
+}
+
+impl RunningService {
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Cancel it to stop the service: the server stops accepting, requests in
+    /// flight finish, the engine drains.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// The engine's tasks: which are up, how often each was restarted. `None`
+    /// when the API is served alone.
+    pub fn engine_health(&self) -> Option<&EngineHealth> {
+        self.engine.as_ref()
+    }
+
+    /// Waits until the service has stopped: after the shutdown token is
+    /// cancelled, or at once if the server fails (then the engine is stopped too).
+    ///
+    /// # Errors
+    /// The HTTP server failed.
+    pub async fn stopped(mut self) -> anyhow::Result<()> {
+        let served = match self.server.take() {
+            Some(server) => server.await,
+            None => Ok(Ok(())),
+        };
+        self.shutdown.cancel();
+        if let Some(supervisor) = self.supervisor.take() {
+            supervisor.stopped().await;
+        }
+        served
+            .context("the HTTP server task failed")?
+            .context("the HTTP server failed")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+impl Drop for RunningService {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
     }
 }
 

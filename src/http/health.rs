@@ -1,4 +1,5 @@
-//! Liveness and readiness probes.
+//! Liveness and readiness probes. Readiness covers the database and, when this
+//! replica runs the engine, the engine's tasks.
 
 use std::time::Duration;
 
@@ -28,18 +29,30 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// The database answers and every migration is applied.
+/// The database answers, every migration is applied, and every engine task is up.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "health",
     responses(
         (status = 200, description = "Ready to serve", body = Health),
-        (status = 503, description = "The database is unreachable or migrations are pending",
+        (status = 503, description = "The database is unreachable, migrations are pending, \
+         or an engine task is down (between its failure and its restart; the detail names it)",
          body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>> {
+    // With `--no-engine` there is no engine to wait for.
+    if let Some(engine) = &state.engine {
+        let down = engine.down();
+        if !down.is_empty() {
+            let names: Vec<String> = down.iter().map(ToString::to_string).collect();
+            return Err(ApiError::Unavailable(format!(
+                "engine tasks are down, waiting to be restarted: {}",
+                names.join(", ")
+            )));
+        }
+    }
     let check =
         tokio::time::timeout(Duration::from_secs(3), store::migrations_applied(&state.db)).await;
     match check {

@@ -1,14 +1,10 @@
 //! Probes, request ids, compression and the docs page.
 
-use std::sync::Arc;
-
 use reqwest::header;
 use serde_json::Value;
 use sqlx::{PgPool, postgres::PgPoolOptions};
-use stacksnap::{clock::SystemClock, startup::Application};
-use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{policy_body, problem, spawn_app, test_settings};
+use crate::helpers::{policy_body, problem, spawn_app};
 
 #[sqlx::test]
 async fn healthz_and_readyz_answer_when_all_is_well(pool: PgPool) {
@@ -27,18 +23,11 @@ async fn readyz_is_503_when_the_database_is_gone() {
         .acquire_timeout(std::time::Duration::from_secs(1))
         .connect_lazy("postgres://postgres@127.0.0.1:1/stacksnap")
         .unwrap();
-    let app = Application::build(&test_settings(), pool, Arc::new(SystemClock))
-        .await
-        .unwrap();
-    let addr = app.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let app = spawn_app(pool).await;
 
     // Act
-    let response = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
-    let live = reqwest::get(format!("http://{addr}/healthz"))
-        .await
-        .unwrap();
+    let response = app.get("/readyz").await;
+    let live = app.get("/healthz").await;
 
     // Assert
     let body = problem(response, 503).await;
@@ -48,7 +37,6 @@ async fn readyz_is_503_when_the_database_is_gone() {
         200,
         "liveness does not depend on the database"
     );
-    shutdown.cancel();
 }
 
 #[sqlx::test(migrations = false)]

@@ -4,61 +4,33 @@ use std::{sync::Arc, time::Duration};
 
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use stacksnap::{clock::SystemClock, config::Settings, engine::Engine, startup::Application};
+use stacksnap::{clock::SystemClock, engine::EngineConfig, startup::RunningService};
 use stacksnap_sim::{Fault, FaultRule, SimConfig, SimHandle, Simulator};
-use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{cloud_for, engine_config};
+use crate::helpers::{cloud_for, engine_config, start_service};
 
 struct Live {
     base: String,
     http: reqwest::Client,
     sim: SimHandle,
-    stop: CancellationToken,
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
+    /// Stops the service when the test drops it.
+    _service: RunningService,
 }
 
 /// The whole service on the system clock: API, scheduler and workers, against a simulator.
 async fn live(pool: PgPool) -> Live {
     let sim = Simulator::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap()).unwrap();
-    let settings = Settings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: None,
-        db_max_connections: 5,
-        request_timeout: Duration::from_secs(10),
-        body_limit: 1024 * 1024,
-        no_engine: false,
-        workers: 2,
-        max_in_flight: 50,
-    };
-    let stop = CancellationToken::new();
     // Retention runs only when a test asks, so what it sees is stable.
-    let config = stacksnap::engine::EngineConfig {
+    let config = EngineConfig {
         prune_interval: Duration::from_secs(3600),
         ..engine_config()
     };
-    let engine = Engine::new(pool.clone(), cloud_for(&sim), Arc::new(SystemClock), config);
-    tokio::spawn(engine.run(stop.clone()));
-    let app = Application::build_with_cloud(
-        &settings,
-        pool,
-        Arc::new(SystemClock),
-        Some(cloud_for(&sim)),
-    )
-    .await
-    .unwrap();
-    let base = format!("http://{}", app.local_addr().unwrap());
-    tokio::spawn(app.run_until_stopped(stop.clone()));
+    let service = start_service(pool, Arc::new(SystemClock), Some(cloud_for(&sim)), config).await;
     Live {
-        base,
+        base: format!("http://{}", service.local_addr()),
         http: reqwest::Client::new(),
         sim,
-        stop,
+        _service: service,
     }
 }
 

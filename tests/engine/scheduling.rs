@@ -9,6 +9,7 @@ use stacksnap::{
     clock::Clock as _,
     domain::job::{JobStatus, RunStatus},
     engine::Outcome,
+    startup::supervisor::Supervisor,
 };
 
 use crate::helpers::harness;
@@ -199,7 +200,8 @@ async fn a_run_with_no_matching_resource_fails_with_a_reason(pool: PgPool) {
 async fn the_engine_stops_promptly_when_cancelled(pool: PgPool) {
     let h = harness(pool).await;
     let token = tokio_util::sync::CancellationToken::new();
-    let running = tokio::spawn(h.engine.clone().run(token.clone()));
+    let engine = Supervisor::start_engine(h.engine.clone(), token.clone());
+    let running = tokio::spawn(engine.stopped());
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     token.cancel();
     tokio::time::timeout(std::time::Duration::from_secs(5), running)

@@ -1,12 +1,18 @@
-//! Spawning the application against a test database, and typed request helpers.
+//! The one way tests start the service: `startup::start`, the path `stacksnap
+//! serve` takes, on a random port and a test database; and typed request helpers.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use reqwest::{Response, header};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use stacksnap::{clock::ManualClock, config::Settings, startup::Application};
-use tokio_util::sync::CancellationToken;
+use stacksnap::{
+    clock::{Clock, ManualClock},
+    config::Settings,
+    engine::EngineConfig,
+    openstack::OpenStack,
+    startup::{self, Dependencies, RunningService},
+};
 
 /// The instant the test clock shows when an app starts.
 pub const TEST_NOW: &str = "2026-11-25T12:00:00Z";
@@ -17,13 +23,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub pool: PgPool,
     pub clock: ManualClock,
-    shutdown: CancellationToken,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    /// Stops the service when the test drops it.
+    _service: RunningService,
 }
 
 /// Settings for a test app: a random port, the default limits.
@@ -40,21 +41,45 @@ pub fn test_settings() -> Settings {
     }
 }
 
-/// Starts the application on `pool` with a manual clock at [`TEST_NOW`].
+/// Starts the service on `pool` as `stacksnap serve` does, on a random port: the
+/// API and, when there is a `cloud`, the engine with `engine` as its settings.
+/// Dropping the returned service stops it.
+pub async fn start_service(
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
+    cloud: Option<OpenStack>,
+    engine: EngineConfig,
+) -> RunningService {
+    let settings = Settings {
+        no_engine: cloud.is_none(),
+        ..test_settings()
+    };
+    let deps = Dependencies {
+        db: pool,
+        clock,
+        cloud,
+    };
+    startup::start(&settings, deps, engine)
+        .await
+        .expect("the service starts")
+}
+
+/// Starts the API alone (`--no-engine`) on `pool` with a manual clock at [`TEST_NOW`].
 pub async fn spawn_app(pool: PgPool) -> TestApp {
     let clock = ManualClock::new(TEST_NOW.parse().unwrap());
-    let app = Application::build(&test_settings(), pool.clone(), Arc::new(clock.clone()))
-        .await
-        .expect("the app builds");
-    let addr = app.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let service = start_service(
+        pool.clone(),
+        Arc::new(clock.clone()),
+        None,
+        EngineConfig::default(),
+    )
+    .await;
     TestApp {
-        addr,
+        addr: service.local_addr(),
         client: reqwest::Client::new(),
         pool,
         clock,
-        shutdown,
+        _service: service,
     }
 }
 

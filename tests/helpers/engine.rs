@@ -66,6 +66,24 @@ pub fn cloud_for(sim: &SimHandle) -> OpenStack {
     OpenStack::new(config, quick_session()).unwrap()
 }
 
+/// The real cloud that `STACKSNAP_E2E_CLOUD` names in the clouds.yaml that
+/// `OS_CLIENT_CONFIG_FILE` points at. Panics without one: a test that needs a
+/// real cloud is `#[ignore]`d, so it runs only when asked for, and then must not
+/// pass without having run.
+pub fn real_cloud() -> OpenStack {
+    let name = std::env::var("STACKSNAP_E2E_CLOUD")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .expect(
+            "STACKSNAP_E2E_CLOUD is not set: this test needs a real OpenStack; set it to a cloud \
+             in the clouds.yaml that OS_CLIENT_CONFIG_FILE points at (.ci/run does, after it \
+             brings up ../shared/rigs/openstack)",
+        );
+    let config = CloudConfig::named(&name)
+        .unwrap_or_else(|e| panic!("STACKSNAP_E2E_CLOUD={name} is not a usable cloud: {e}"));
+    OpenStack::new(config, SessionOptions::default()).unwrap()
+}
+
 pub async fn harness(pool: PgPool) -> Harness {
     harness_with(pool, SimConfig::default()).await
 }

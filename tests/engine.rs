@@ -2,7 +2,7 @@
 //! test, an injected clock, and steps driven one at a time.
 
 mod api;
-mod helpers;
 mod retention;
 mod scheduling;
 mod snapshots;
+mod supervision;

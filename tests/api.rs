@@ -1,0 +1,7 @@
+//! The HTTP API: requests and answers over a socket, one fresh database per test.
+
+mod errors;
+mod health;
+mod openapi;
+mod policies;
+mod schedule;

@@ -1,8 +1,0 @@
-//! Integration tests: real PostgreSQL (one database per test), the app on a random port.
-
-mod errors;
-mod health;
-mod helpers;
-mod openapi;
-mod policies;
-mod schedule;

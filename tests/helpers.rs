@@ -1,0 +1,8 @@
+//! What the tests share: starting the service through `startup::start` (the path
+//! `stacksnap serve` takes) with typed request helpers, and an engine driven one
+//! step at a time against the simulator.
+
+mod engine;
+mod service;
+
+pub use self::{engine::*, service::*};
