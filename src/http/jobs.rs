@@ -7,12 +7,13 @@ use axum::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::{
     ApiError, AppState, Problem, Result,
     extract::{AppQuery, Project},
-    pagination::{decode_cursor, page_size, paginate},
+    pagination::{List, fetch_page},
 };
 use crate::{
     domain::job::{JobError, JobStatus, ObtainedConsistency, TimelineEntry, VolumeSnapshotState},
@@ -116,6 +117,14 @@ pub struct ListJobsQuery {
     pub cursor: Option<String>,
 }
 
+/// The routes of `/v1/jobs`, with their OpenAPI operations.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_jobs))
+        .routes(routes!(get_job))
+        .routes(routes!(cancel_job))
+}
+
 /// List jobs, newest first.
 #[utoipa::path(
     get,
@@ -132,23 +141,24 @@ pub async fn list_jobs(
     Project(project): Project,
     AppQuery(query): AppQuery<ListJobsQuery>,
 ) -> Result<Json<JobList>> {
-    let limit = page_size(query.limit)?;
-    let before = query
-        .cursor
-        .as_deref()
-        .map(|c| decode_cursor("jobs", c))
-        .transpose()?;
     let filter = JobFilter {
         policy_id: query.policy_id,
         run_id: query.run_id,
         status: query.status,
         resource_id: query.resource_id,
     };
-    let rows = jobs::list_jobs(&state.db, &project, &filter, before, i64::from(limit) + 1).await?;
-    let (page, next_cursor) = paginate("jobs", rows, limit, |j| j.job_id);
+    let page = fetch_page(
+        List::Jobs,
+        query.limit,
+        query.cursor.as_deref(),
+        |before, n| jobs::list_jobs(&state.db, &project, &filter, before, n),
+        |j| j.job_id,
+    )
+    .await?
+    .map(JobResponse::from);
     Ok(Json(JobList {
-        items: page.into_iter().map(JobResponse::from).collect(),
-        next_cursor,
+        items: page.items,
+        next_cursor: page.next_cursor,
     }))
 }
 

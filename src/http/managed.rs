@@ -12,12 +12,13 @@ use axum::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::{
     ApiError, AppState, Problem, Result,
     extract::{AppQuery, Project},
-    pagination::{decode_cursor, page_size, paginate},
+    pagination::{List, fetch_page},
 };
 use crate::{
     domain::{
@@ -163,6 +164,14 @@ async fn reasons(
     Ok(reasons)
 }
 
+/// The routes of `GET /v1/snapshots`, `/v1/snapshots/{id}` and the retention preview, with their OpenAPI operations.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_snapshots))
+        .routes(routes!(get_snapshot, delete_snapshot))
+        .routes(routes!(retention_preview))
+}
+
 /// List managed snapshots, newest first.
 #[utoipa::path(
     get,
@@ -179,12 +188,6 @@ pub async fn list_snapshots(
     Project(project): Project,
     AppQuery(query): AppQuery<ListSnapshotsQuery>,
 ) -> Result<Json<SnapshotList>> {
-    let limit = page_size(query.limit)?;
-    let before = query
-        .cursor
-        .as_deref()
-        .map(|c| decode_cursor("snapshots", c))
-        .transpose()?;
     if let Some(wanted) = query.state.as_deref().filter(|s| !STATES.contains(s)) {
         return Err(ApiError::field(
             "state",
@@ -196,19 +199,27 @@ pub async fn list_snapshots(
         resource_id: query.resource_id,
         state: query.state,
     };
-    let rows =
-        snapshots::list_snapshots(&state.db, &project, &filter, before, i64::from(limit) + 1)
-            .await?;
-    let (page, next_cursor) = paginate("snapshots", rows, limit, |s| s.snapshot_id);
-    let reasons = reasons(&state, &page).await?;
+    let page = fetch_page(
+        List::Snapshots,
+        query.limit,
+        query.cursor.as_deref(),
+        |before, n| snapshots::list_snapshots(&state.db, &project, &filter, before, n),
+        |s| s.snapshot_id,
+    )
+    .await?;
+    let reasons = reasons(&state, &page.items).await?;
     let items = page
+        .items
         .into_iter()
         .map(|s| {
             let kept_by = reasons.get(&s.snapshot_id).cloned();
             SnapshotResponse::new(s, kept_by)
         })
         .collect();
-    Ok(Json(SnapshotList { items, next_cursor }))
+    Ok(Json(SnapshotList {
+        items,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// Read a managed snapshot, with the reasons retention keeps it.

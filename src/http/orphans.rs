@@ -8,6 +8,7 @@ use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{ApiError, AppState, Problem, Result, extract::AppQuery};
 use crate::openstack::{OpenStack, OpenStackError, cinder::SnapshotFilter};
@@ -120,6 +121,13 @@ async fn find(state: &AppState, include_foreign: bool) -> Result<Vec<Orphan>> {
             })
         })
         .collect())
+}
+
+/// The routes of `/v1/orphans`, with their OpenAPI operations.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_orphans))
+        .routes(routes!(cleanup_orphans))
 }
 
 /// List Cinder snapshots left behind by deleted instance snapshot images.

@@ -10,6 +10,7 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use self::dto::{
@@ -21,7 +22,7 @@ use super::{
     error::conflict_on,
     extract::{AppQuery, JsonDocument, MergePatchDocument, Project, from_value},
     merge_patch::merge_patch,
-    pagination::{decode_cursor, page_size, paginate},
+    pagination::{List, fetch_page},
     preconditions::{check_if_match, etag, has_if_match},
 };
 use crate::{
@@ -35,6 +36,14 @@ use crate::{
 const NAME_TAKEN: &str = "policy_project_name_key";
 /// How often a PATCH without `If-Match` re-reads and re-applies after losing a race.
 const PATCH_ATTEMPTS: usize = 3;
+
+/// The routes of `/v1/policies`, with their OpenAPI operations.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_policies, create_policy))
+        .routes(routes!(get_policy, update_policy, delete_policy))
+        .routes(routes!(get_policy_schedule))
+}
 
 /// Create a policy.
 #[utoipa::path(
@@ -91,22 +100,22 @@ pub async fn list_policies(
     Project(project): Project,
     AppQuery(query): AppQuery<ListPoliciesQuery>,
 ) -> Result<Json<PolicyList>> {
-    let limit = page_size(query.limit)?;
-    let after = query
-        .cursor
-        .as_deref()
-        .map(|c| decode_cursor("policies", c))
-        .transpose()?;
     let filter = PolicyFilter {
         enabled: query.enabled,
         resource_type: query.resource_type,
     };
-    let rows =
-        store::list_policies(&state.db, &project, &filter, after, i64::from(limit) + 1).await?;
-    let (page, next_cursor) = paginate("policies", rows, limit, |p| p.id);
+    let page = fetch_page(
+        List::Policies,
+        query.limit,
+        query.cursor.as_deref(),
+        |after, n| store::list_policies(&state.db, &project, &filter, after, n),
+        |p| p.id,
+    )
+    .await?
+    .map(PolicyResponse::from);
     Ok(Json(PolicyList {
-        items: page.into_iter().map(PolicyResponse::from).collect(),
-        next_cursor,
+        items: page.items,
+        next_cursor: page.next_cursor,
     }))
 }
 

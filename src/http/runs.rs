@@ -11,12 +11,13 @@ use axum::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::{
     ApiError, AppState, Problem, Result,
     extract::{AppQuery, Project},
-    pagination::{decode_cursor, page_size, paginate},
+    pagination::{List, fetch_page},
 };
 use crate::{
     domain::job::{JobError, JobStatus, RunStatus},
@@ -93,6 +94,14 @@ pub struct ListRunsQuery {
     pub cursor: Option<String>,
 }
 
+/// The routes of `/v1/runs` and `POST /v1/policies/{id}/run`, with their OpenAPI operations.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(run_policy))
+        .routes(routes!(list_runs))
+        .routes(routes!(get_run))
+}
+
 /// Fire a policy now.
 #[utoipa::path(
     post,
@@ -143,25 +152,27 @@ pub async fn list_runs(
     Project(project): Project,
     AppQuery(query): AppQuery<ListRunsQuery>,
 ) -> Result<Json<RunList>> {
-    let limit = page_size(query.limit)?;
-    let before = query
-        .cursor
-        .as_deref()
-        .map(|c| decode_cursor("runs", c))
-        .transpose()?;
-    let rows = runs::list_runs(
-        &state.db,
-        &project,
-        query.policy_id,
-        query.status,
-        before,
-        i64::from(limit) + 1,
+    let page = fetch_page(
+        List::Runs,
+        query.limit,
+        query.cursor.as_deref(),
+        |before, n| {
+            runs::list_runs(
+                &state.db,
+                &project,
+                query.policy_id,
+                query.status,
+                before,
+                n,
+            )
+        },
+        |r| r.run_id,
     )
-    .await?;
-    let (page, next_cursor) = paginate("runs", rows, limit, |r| r.run_id);
+    .await?
+    .map(RunResponse::from);
     Ok(Json(RunList {
-        items: page.into_iter().map(RunResponse::from).collect(),
-        next_cursor,
+        items: page.items,
+        next_cursor: page.next_cursor,
     }))
 }
 

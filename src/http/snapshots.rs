@@ -11,6 +11,7 @@ use axum::{
 use chrono::TimeDelta;
 use serde::Deserialize;
 use utoipa::IntoParams;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::{
@@ -42,6 +43,11 @@ pub struct WaitQuery {
     /// Answer when the job ends or after this long (at most `1h`), e.g. `10m`.
     #[param(example = "10m")]
     pub wait: Option<String>,
+}
+
+/// The routes of `POST /v1/snapshots`, with their OpenAPI operations.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create_snapshot))
 }
 
 /// Snapshot one resource now.
