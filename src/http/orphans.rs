@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{ApiError, AppState, Problem, Result, extract::AppQuery};
-use crate::openstack::{OpenStack, OpenStackError, cinder::SnapshotFilter};
+use super::{ApiError, AppState, Problem, Result, error::openstack_summary, extract::AppQuery};
+use crate::openstack::{OpenStack, cinder::SnapshotFilter};
 
 /// Nova names the Cinder snapshots of a volume-backed server's image "snapshot for <image name>".
 const NOVA_PREFIX: &str = "snapshot for ";
@@ -63,9 +63,10 @@ pub struct CleanupReport {
 
 /// A snapshot that could not be deleted.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"snapshot_id": "0b2e7c1d-9a8f-4e3d-b2c1-a0f9e8d7c6b5", "error": "cinder delete_snapshot: Invalid snapshot (HTTP 400) [req-…]"}))]
+#[schema(example = json!({"snapshot_id": "0b2e7c1d-9a8f-4e3d-b2c1-a0f9e8d7c6b5", "error": "OpenStack cinder delete_snapshot: the cloud answered HTTP 400"}))]
 pub struct CleanupFailure {
     pub snapshot_id: String,
+    /// What went wrong, in general terms; the service's log has the cloud's own message.
     pub error: String,
 }
 
@@ -73,12 +74,9 @@ async fn find(state: &AppState, include_foreign: bool) -> Result<Vec<Orphan>> {
     let cloud: &OpenStack = state.cloud.as_ref().ok_or_else(|| {
         ApiError::Unavailable("this replica has no OpenStack credentials (--no-engine)".into())
     })?;
-    let unavailable = |e: OpenStackError| {
-        ApiError::Unavailable(format!("cannot list the cloud's artefacts: {e}"))
-    };
     // Every snapshot any existing image still refers to.
     let mut referenced = HashSet::new();
-    for image in cloud.glance().list_images(&[]).await.map_err(unavailable)? {
+    for image in cloud.glance().list_images(&[]).await? {
         for entry in image.block_device_mapping().unwrap_or_default() {
             referenced.extend(entry.snapshot_id);
         }
@@ -94,8 +92,7 @@ async fn find(state: &AppState, include_foreign: bool) -> Result<Vec<Orphan>> {
     let snapshots = cloud
         .cinder()
         .list_snapshots(&SnapshotFilter::default())
-        .await
-        .map_err(unavailable)?;
+        .await?;
     Ok(snapshots
         .into_iter()
         .filter(|s| {
@@ -138,7 +135,9 @@ pub fn router() -> OpenApiRouter<AppState> {
     params(OrphanQuery),
     responses(
         (status = 200, description = "The orphans", body = OrphanList),
-        (status = 503, description = "The cloud cannot be read", body = Problem, content_type = "application/problem+json")
+        (status = 422, description = "Invalid query parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The cloud answered a call with an error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The cloud cannot be reached, or this replica has none (`--no-engine`)", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn list_orphans(
@@ -158,7 +157,9 @@ pub async fn list_orphans(
     params(OrphanQuery),
     responses(
         (status = 200, description = "What was deleted and what failed", body = CleanupReport),
-        (status = 503, description = "The cloud cannot be read", body = Problem, content_type = "application/problem+json")
+        (status = 422, description = "Invalid query parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The cloud answered a call with an error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The cloud cannot be reached, or this replica has none (`--no-engine`)", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn cleanup_orphans(
@@ -175,10 +176,13 @@ pub async fn cleanup_orphans(
         match cloud.cinder().delete_snapshot(&orphan.snapshot_id).await {
             Ok(()) => report.deleted.push(orphan.snapshot_id),
             Err(e) if e.is_not_found() => report.deleted.push(orphan.snapshot_id),
-            Err(e) => report.failed.push(CleanupFailure {
-                snapshot_id: orphan.snapshot_id,
-                error: e.to_string(),
-            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "an orphan could not be deleted");
+                report.failed.push(CleanupFailure {
+                    snapshot_id: orphan.snapshot_id,
+                    error: openstack_summary(&e),
+                });
+            }
         }
     }
     tracing::info!(

@@ -5,7 +5,13 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use reqwest::{Response, header};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use stacksnap::{clock::ManualClock, config::Settings, startup::Application};
+use stacksnap::{
+    clock::ManualClock,
+    config::Settings,
+    openstack::{CloudConfig, OpenStack, SessionOptions, retry::RetryPolicy},
+    sim::{SimConfig, SimHandle, Simulator},
+    startup::Application,
+};
 use tokio_util::sync::CancellationToken;
 
 /// The instant the test clock shows when an app starts.
@@ -42,10 +48,39 @@ pub fn test_settings() -> Settings {
 
 /// Starts the application on `pool` with a manual clock at [`TEST_NOW`].
 pub async fn spawn_app(pool: PgPool) -> TestApp {
+    start(pool, None).await
+}
+
+/// Starts the application with a simulated cloud for the endpoints that read
+/// the cloud directly (the engine stays off), and returns the simulator too.
+pub async fn spawn_app_with_cloud(pool: PgPool) -> (TestApp, SimHandle) {
+    let sim = Simulator::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let config =
+        CloudConfig::from_clouds_yaml(&sim.clouds_yaml(), "stacksnap-sim", "simulator").unwrap();
+    // Retries quickly: a test should not wait for real backoff.
+    let options = SessionOptions {
+        request_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(2),
+        retry: RetryPolicy {
+            max_attempts: 2,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+        },
+    };
+    let cloud = OpenStack::new(config, options).unwrap();
+    (start(pool, Some(cloud)).await, sim)
+}
+
+async fn start(pool: PgPool, cloud: Option<OpenStack>) -> TestApp {
     let clock = ManualClock::new(TEST_NOW.parse().unwrap());
-    let app = Application::build(&test_settings(), pool.clone(), Arc::new(clock.clone()))
-        .await
-        .expect("the app builds");
+    let app = Application::build_with_cloud(
+        &test_settings(),
+        pool.clone(),
+        Arc::new(clock.clone()),
+        cloud,
+    )
+    .await
+    .expect("the app builds");
     let addr = app.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(shutdown.clone()));

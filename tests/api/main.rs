@@ -1,5 +1,6 @@
 //! Integration tests: real PostgreSQL (one database per test), the app on a random port.
 
+mod cloud;
 mod errors;
 mod health;
 mod helpers;
