@@ -38,6 +38,14 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(health::router())
 }
 
+/// The API's routes and its OpenAPI document, with the request schemas tightened
+/// to what the service accepts.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut openapi) = api_router().split_for_parts();
+    super::contract::constrain(&mut openapi);
+    (router, openapi)
+}
+
 /// `/openapi.json` and the Swagger UI at `/docs`, with its assets inside the binary.
 pub fn docs_router(openapi: utoipa::openapi::OpenApi) -> Router<AppState> {
     SwaggerUi::new("/docs").url("/openapi.json", openapi).into()
@@ -45,7 +53,7 @@ pub fn docs_router(openapi: utoipa::openapi::OpenApi) -> Router<AppState> {
 
 /// The OpenAPI document as pretty JSON, as `stacksnap openapi` prints it and `openapi/openapi.json` holds it.
 pub fn openapi_json() -> String {
-    let (_, openapi) = api_router().split_for_parts();
+    let (_, openapi) = api();
     let mut json = openapi
         .to_pretty_json()
         .expect("the OpenAPI document serialises");

@@ -96,9 +96,11 @@ impl From<Job> for JobResponse {
 
 /// One page of jobs, newest first.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"items": [], "next_cursor": null}))]
+#[schema(example = json!({"items": [], "next_cursor": "Y2oBAZq5oS8AfB6NKhssPU5fYA"}))]
 pub struct JobList {
     pub items: Vec<JobResponse>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    #[schema(pattern = "^Y2oB[A-Za-z0-9_-]{21}[AQgw]$")]
     pub next_cursor: Option<String>,
 }
 
@@ -111,9 +113,13 @@ pub struct ListJobsQuery {
     pub run_id: Option<Uuid>,
     #[param(inline)]
     pub status: Option<JobStatus>,
+    #[param(pattern = r"^[^\u0000]*$")]
     pub resource_id: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000, example = 100)]
     pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    #[param(pattern = "^Y2oB[A-Za-z0-9_-]{21}[AQgw]$")]
     pub cursor: Option<String>,
 }
 
@@ -132,7 +138,12 @@ pub fn router() -> OpenApiRouter<AppState> {
     tag = "jobs",
     params(ListJobsQuery),
     responses(
-        (status = 200, description = "One page of jobs", body = JobList),
+        (status = 200, description = "One page of jobs", body = JobList,
+         links(
+            ("GetJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/items/0/id")))),
+            ("CancelJob" = (operation_id = "cancel_job", parameters(("id" = "$response.body#/items/0/id")))),
+            ("GetRun" = (operation_id = "get_run", parameters(("id" = "$response.body#/items/0/run_id"))))
+         )),
         (status = 422, description = "Invalid query parameters", body = Problem, content_type = "application/problem+json")
     )
 )]
@@ -169,7 +180,11 @@ pub async fn list_jobs(
     tag = "jobs",
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
-        (status = 200, description = "The job", body = JobResponse),
+        (status = 200, description = "The job", body = JobResponse,
+         links(
+            ("CancelJob" = (operation_id = "cancel_job", parameters(("id" = "$response.body#/id")))),
+            ("GetRun" = (operation_id = "get_run", parameters(("id" = "$response.body#/run_id"))))
+         )),
         (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json")
     )
 )]

@@ -106,9 +106,11 @@ impl SnapshotResponse {
 
 /// One page of snapshots, newest first.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"items": [], "next_cursor": null}))]
+#[schema(example = json!({"items": [], "next_cursor": "Y3MBAZq5ohERfB6NKhssPU5fYA"}))]
 pub struct SnapshotList {
     pub items: Vec<SnapshotResponse>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    #[schema(pattern = "^Y3MB[A-Za-z0-9_-]{21}[AQgw]$")]
     pub next_cursor: Option<String>,
 }
 
@@ -118,12 +120,37 @@ pub struct SnapshotList {
 #[into_params(parameter_in = Query)]
 pub struct ListSnapshotsQuery {
     pub policy_id: Option<Uuid>,
+    #[param(pattern = r"^[^\u0000]*$")]
     pub resource_id: Option<String>,
-    /// `available`, `deleting`, `deleted` or `delete_failed`.
-    pub state: Option<String>,
+    #[param(inline)]
+    pub state: Option<StateFilter>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000, example = 100)]
     pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    #[param(pattern = "^Y3MB[A-Za-z0-9_-]{21}[AQgw]$")]
     pub cursor: Option<String>,
+}
+
+/// Only snapshots in this state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StateFilter {
+    Available,
+    Deleting,
+    Deleted,
+    DeleteFailed,
+}
+
+impl StateFilter {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Available => "available",
+            Self::Deleting => "deleting",
+            Self::Deleted => "deleted",
+            Self::DeleteFailed => "delete_failed",
+        }
+    }
 }
 
 /// What retention would do to a policy's snapshots now.
@@ -134,8 +161,6 @@ pub struct RetentionPreview {
     pub keep: Vec<SnapshotResponse>,
     pub delete: Vec<SnapshotResponse>,
 }
-
-const STATES: [&str; 4] = ["available", "deleting", "deleted", "delete_failed"];
 
 /// Retention's reasons for every live snapshot of the policies in `page`.
 async fn reasons(
@@ -179,7 +204,12 @@ pub fn router() -> OpenApiRouter<AppState> {
     tag = "snapshots",
     params(ListSnapshotsQuery),
     responses(
-        (status = 200, description = "One page of snapshots", body = SnapshotList),
+        (status = 200, description = "One page of snapshots", body = SnapshotList,
+         links(
+            ("GetSnapshot" = (operation_id = "get_snapshot", parameters(("id" = "$response.body#/items/0/id")))),
+            ("DeleteSnapshot" = (operation_id = "delete_snapshot", parameters(("id" = "$response.body#/items/0/id")))),
+            ("GetJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/items/0/job_id"))))
+         )),
         (status = 422, description = "Invalid query parameters", body = Problem, content_type = "application/problem+json")
     )
 )]
@@ -188,16 +218,10 @@ pub async fn list_snapshots(
     Project(project): Project,
     AppQuery(query): AppQuery<ListSnapshotsQuery>,
 ) -> Result<Json<SnapshotList>> {
-    if let Some(wanted) = query.state.as_deref().filter(|s| !STATES.contains(s)) {
-        return Err(ApiError::field(
-            "state",
-            format!("unknown state {wanted:?}: use {}", STATES.join(", ")),
-        ));
-    }
     let filter = SnapshotFilter {
         policy_id: query.policy_id,
         resource_id: query.resource_id,
-        state: query.state,
+        state: query.state.map(|s| s.as_str().to_owned()),
     };
     let page = fetch_page(
         List::Snapshots,
@@ -229,7 +253,11 @@ pub async fn list_snapshots(
     tag = "snapshots",
     params(("id" = Uuid, Path, description = "Snapshot id")),
     responses(
-        (status = 200, description = "The snapshot", body = SnapshotResponse),
+        (status = 200, description = "The snapshot", body = SnapshotResponse,
+         links(
+            ("DeleteSnapshot" = (operation_id = "delete_snapshot", parameters(("id" = "$response.body#/id")))),
+            ("GetJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/job_id"))))
+         )),
         (status = 404, description = "No such snapshot", body = Problem, content_type = "application/problem+json")
     )
 )]

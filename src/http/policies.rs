@@ -1,6 +1,7 @@
 //! `/v1/policies`: create, read, list, merge-patch, delete and preview schedules.
 
 pub mod dto;
+pub mod schedule;
 
 use axum::{
     Json,
@@ -14,16 +15,17 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use self::dto::{
-    DeletePolicyQuery, FireTimeResponse, ListPoliciesQuery, PolicyList, PolicyResponse,
-    READ_ONLY_FIELDS, ScheduleQuery, ScheduleResponse, SnapshotsOnDelete,
+    DeletePolicyQuery, ListPoliciesQuery, PolicyList, PolicyResponse, READ_ONLY_FIELDS,
+    SnapshotsOnDelete,
 };
 use super::{
     ApiError, AppState, Problem, Result,
+    contract::patch::PolicyPatch,
     error::conflict_on,
     extract::{AppQuery, JsonDocument, MergePatchDocument, Project, from_value},
     merge_patch::merge_patch,
     pagination::{List, fetch_page},
-    preconditions::{check_if_match, etag, has_if_match},
+    preconditions::{IfMatchHeader, check_if_match, etag, has_if_match},
 };
 use crate::{
     domain::{
@@ -42,7 +44,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_policies, create_policy))
         .routes(routes!(get_policy, update_policy, delete_policy))
-        .routes(routes!(get_policy_schedule))
+        .routes(routes!(schedule::get_policy_schedule))
 }
 
 /// Create a policy.
@@ -53,7 +55,18 @@ pub fn router() -> OpenApiRouter<AppState> {
     request_body(content = PolicySpec, content_type = "application/json"),
     responses(
         (status = 201, description = "Created", body = PolicyResponse,
-         headers(("Location" = String, description = "URL of the new policy"), ("ETag" = String, description = "Its version"))),
+         headers(("Location" = String, description = "URL of the new policy"), ("ETag" = String, description = "Its version")),
+         links(
+            ("GetPolicy" = (operation_id = "get_policy", parameters(("id" = "$response.body#/id")))),
+            ("UpdatePolicy" = (operation_id = "update_policy", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag")))),
+            ("DeletePolicy" = (operation_id = "delete_policy", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag")))),
+            ("GetPolicySchedule" = (operation_id = "get_policy_schedule", parameters(("id" = "$response.body#/id")))),
+            ("RunPolicy" = (operation_id = "run_policy", parameters(("id" = "$response.body#/id")))),
+            ("PreviewRetention" = (operation_id = "retention_preview", parameters(("id" = "$response.body#/id")))),
+            ("ListRuns" = (operation_id = "list_runs", parameters(("policy_id" = "$response.body#/id")))),
+            ("ListJobs" = (operation_id = "list_jobs", parameters(("policy_id" = "$response.body#/id")))),
+            ("ListSnapshots" = (operation_id = "list_snapshots", parameters(("policy_id" = "$response.body#/id"))))
+         )),
         (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The project has a policy of that name", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is over the limit", body = Problem, content_type = "application/problem+json"),
@@ -91,7 +104,15 @@ pub async fn create_policy(
     tag = "policies",
     params(ListPoliciesQuery),
     responses(
-        (status = 200, description = "One page of policies", body = PolicyList),
+        (status = 200, description = "One page of policies", body = PolicyList,
+         links(
+            ("GetPolicy" = (operation_id = "get_policy", parameters(("id" = "$response.body#/items/0/id")))),
+            ("UpdatePolicy" = (operation_id = "update_policy", parameters(("id" = "$response.body#/items/0/id")))),
+            ("DeletePolicy" = (operation_id = "delete_policy", parameters(("id" = "$response.body#/items/0/id")))),
+            ("GetPolicySchedule" = (operation_id = "get_policy_schedule", parameters(("id" = "$response.body#/items/0/id")))),
+            ("RunPolicy" = (operation_id = "run_policy", parameters(("id" = "$response.body#/items/0/id")))),
+            ("PreviewRetention" = (operation_id = "retention_preview", parameters(("id" = "$response.body#/items/0/id"))))
+         )),
         (status = 422, description = "Invalid query parameters", body = Problem, content_type = "application/problem+json")
     )
 )]
@@ -127,7 +148,11 @@ pub async fn list_policies(
     params(("id" = Uuid, Path, description = "Policy id")),
     responses(
         (status = 200, description = "The policy", body = PolicyResponse,
-         headers(("ETag" = String, description = "Its version, for If-Match"))),
+         headers(("ETag" = String, description = "Its version, for If-Match")),
+         links(
+            ("UpdatePolicy" = (operation_id = "update_policy", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag")))),
+            ("DeletePolicy" = (operation_id = "delete_policy", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag"))))
+         )),
         (status = 404, description = "No such policy", body = Problem, content_type = "application/problem+json")
     )
 )]
@@ -148,19 +173,24 @@ pub async fn get_policy(
     patch,
     path = "/v1/policies/{id}",
     tag = "policies",
-    params(
-        ("id" = Uuid, Path, description = "Policy id"),
-        ("If-Match" = Option<String>, Header, description = "The ETag this change is based on")
-    ),
-    request_body(content = Object, content_type = "application/merge-patch+json",
-                 example = json!({"enabled": false, "retention": {"keep_daily": 14}})),
+    params(("id" = Uuid, Path, description = "Policy id"), IfMatchHeader),
+    request_body(content(
+        (PolicyPatch = "application/merge-patch+json", example = json!({"enabled": false, "retention": {"keep_daily": 14}})),
+        (PolicyPatch = "application/json", example = json!({"options": {"max_concurrent": null}}))
+    )),
     responses(
         (status = 200, description = "The changed policy", body = PolicyResponse,
-         headers(("ETag" = String, description = "Its new version"))),
-        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
+         headers(("ETag" = String, description = "Its new version")),
+         links(
+            ("GetPolicy" = (operation_id = "get_policy", parameters(("id" = "$response.body#/id")))),
+            ("DeletePolicy" = (operation_id = "delete_policy", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag"))))
+         )),
+        (status = 400, description = "The body is not JSON, or If-Match is not a list of entity tags", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such policy", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The new name is taken", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names an older version", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The new name is taken, or the policy kept changing", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names another version", body = Problem, content_type = "application/problem+json",
+         headers(("ETag" = String, description = "The current version"))),
+        (status = 413, description = "The body is over the limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not a merge patch", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, each named", body = Problem, content_type = "application/problem+json")
     )
@@ -225,15 +255,14 @@ pub async fn update_policy(
     delete,
     path = "/v1/policies/{id}",
     tag = "policies",
-    params(
-        ("id" = Uuid, Path, description = "Policy id"),
-        ("If-Match" = Option<String>, Header, description = "Delete only this version"),
-        DeletePolicyQuery
-    ),
+    params(("id" = Uuid, Path, description = "Policy id"), IfMatchHeader, DeletePolicyQuery),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 400, description = "If-Match is not a list of entity tags", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such policy", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names an older version", body = Problem, content_type = "application/problem+json")
+        (status = 412, description = "If-Match names another version", body = Problem, content_type = "application/problem+json",
+         headers(("ETag" = String, description = "The current version"))),
+        (status = 422, description = "Invalid query parameters", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn delete_policy(
@@ -268,61 +297,8 @@ pub async fn delete_policy(
     }
 }
 
-/// The next fire times of a policy, in UTC and in each schedule's local time.
-#[utoipa::path(
-    get,
-    path = "/v1/policies/{id}/schedule",
-    tag = "policies",
-    params(("id" = Uuid, Path, description = "Policy id"), ScheduleQuery),
-    responses(
-        (status = 200, description = "Upcoming fire times", body = ScheduleResponse),
-        (status = 404, description = "No such policy", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid query parameters", body = Problem, content_type = "application/problem+json")
-    )
-)]
-pub async fn get_policy_schedule(
-    State(state): State<AppState>,
-    Project(project): Project,
-    Path(id): Path<String>,
-    AppQuery(query): AppQuery<ScheduleQuery>,
-) -> Result<Json<ScheduleResponse>> {
-    let count = query.count.unwrap_or(10);
-    if !(1..=100).contains(&count) {
-        return Err(ApiError::field(
-            "count",
-            format!("must be between 1 and 100, found {count}"),
-        ));
-    }
-    let policy = load(&state, &project, &id).await?;
-    let from = query.from.unwrap_or_else(|| state.clock.now());
-    let valid = policy
-        .spec
-        .clone()
-        .validate(from)
-        .map_err(|errors| stored_policy_invalid(policy.id, &errors))?;
-    let schedules = valid.schedules().schedules();
-    let items = valid
-        .schedules()
-        .upcoming(from, count as usize)
-        .into_iter()
-        .map(|fire| {
-            FireTimeResponse::new(
-                fire,
-                &policy.spec.schedules[fire.schedule],
-                schedules[fire.schedule].timezone(),
-            )
-        })
-        .collect();
-    Ok(Json(ScheduleResponse {
-        policy_id: policy.id,
-        enabled: policy.spec.enabled,
-        from,
-        items,
-    }))
-}
-
 /// Loads a policy by the id in the path; a malformed id is simply not found.
-async fn load(state: &AppState, project: &str, id: &str) -> Result<Policy> {
+pub(super) async fn load(state: &AppState, project: &str, id: &str) -> Result<Policy> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("policy"))?;
     store::fetch_policy(&state.db, project, id)
         .await?
@@ -398,9 +374,4 @@ fn next_run_after_change(
     } else {
         updated.next_run_after(now)
     }
-}
-
-fn stored_policy_invalid(id: Uuid, errors: &[FieldError]) -> ApiError {
-    tracing::error!(policy_id = %id, ?errors, "a stored policy no longer validates");
-    ApiError::Unavailable("this policy's stored schedule cannot be evaluated".into())
 }

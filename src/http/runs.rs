@@ -75,9 +75,11 @@ impl From<Run> for RunResponse {
 
 /// One page of runs, newest first.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"items": [], "next_cursor": null}))]
+#[schema(example = json!({"items": [], "next_cursor": "Y3IBAZq5oQwefSqfOypMXW5_gA"}))]
 pub struct RunList {
     pub items: Vec<RunResponse>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    #[schema(pattern = "^Y3IB[A-Za-z0-9_-]{21}[AQgw]$")]
     pub next_cursor: Option<String>,
 }
 
@@ -90,7 +92,10 @@ pub struct ListRunsQuery {
     #[param(inline)]
     pub status: Option<RunStatus>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000, example = 100)]
     pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    #[param(pattern = "^Y3IB[A-Za-z0-9_-]{21}[AQgw]$")]
     pub cursor: Option<String>,
 }
 
@@ -110,7 +115,11 @@ pub fn router() -> OpenApiRouter<AppState> {
     params(("id" = Uuid, Path, description = "Policy id")),
     responses(
         (status = 202, description = "The run was created; its jobs follow", body = RunResponse,
-         headers(("Location" = String, description = "URL of the run"))),
+         headers(("Location" = String, description = "URL of the run")),
+         links(
+            ("GetRun" = (operation_id = "get_run", parameters(("id" = "$response.body#/id")))),
+            ("ListJobs" = (operation_id = "list_jobs", parameters(("run_id" = "$response.body#/id"))))
+         )),
         (status = 404, description = "No such policy", body = Problem, content_type = "application/problem+json")
     )
 )]
@@ -143,7 +152,11 @@ pub async fn run_policy(
     tag = "runs",
     params(ListRunsQuery),
     responses(
-        (status = 200, description = "One page of runs", body = RunList),
+        (status = 200, description = "One page of runs", body = RunList,
+         links(
+            ("GetRun" = (operation_id = "get_run", parameters(("id" = "$response.body#/items/0/id")))),
+            ("ListJobs" = (operation_id = "list_jobs", parameters(("run_id" = "$response.body#/items/0/id"))))
+         )),
         (status = 422, description = "Invalid query parameters", body = Problem, content_type = "application/problem+json")
     )
 )]
@@ -183,7 +196,8 @@ pub async fn list_runs(
     tag = "runs",
     params(("id" = Uuid, Path, description = "Run id")),
     responses(
-        (status = 200, description = "The run", body = RunResponse),
+        (status = 200, description = "The run", body = RunResponse,
+         links(("ListJobs" = (operation_id = "list_jobs", parameters(("run_id" = "$response.body#/id")))))),
         (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json")
     )
 )]
