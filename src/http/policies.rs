@@ -298,7 +298,7 @@ pub async fn delete_policy(
 }
 
 /// Loads a policy by the id in the path; a malformed id is simply not found.
-pub(super) async fn load(state: &AppState, project: &str, id: &str) -> Result<Policy> {
+async fn load(state: &AppState, project: &str, id: &str) -> Result<Policy> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("policy"))?;
     store::fetch_policy(&state.db, project, id)
         .await?
