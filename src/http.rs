@@ -1,5 +1,6 @@
 //! The HTTP API: router, shared state, middleware and the OpenAPI document.
 
+pub mod contract;
 pub mod docs;
 pub mod error;
 pub mod extract;
@@ -58,7 +59,7 @@ pub struct AppState {
 /// The complete application router with its middleware.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let body_limit = state.body_limit;
-    let (api, openapi) = docs::api_router().split_for_parts();
+    let (api, openapi) = docs::api();
     api.merge(docs::docs_router(openapi))
         .fallback(|| async { ApiError::NotFound("resource") })
         .layer(DefaultBodyLimit::max(body_limit))

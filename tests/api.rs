@@ -1,5 +1,7 @@
 //! The HTTP API: requests and answers over a socket, one fresh database per test.
 
+mod cloud;
+mod contract;
 mod errors;
 mod health;
 mod openapi;

@@ -2,7 +2,7 @@
 
 use axum::Router;
 use utoipa::OpenApi;
-use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::{AppState, health, jobs, managed, orphans, policies, runs, snapshots};
@@ -26,29 +26,24 @@ use super::{AppState, health, jobs, managed, orphans, policies, runs, snapshots}
 )]
 struct ApiDoc;
 
-/// Every documented route, with its OpenAPI operations.
+/// Every documented route, with its OpenAPI operations: each resource's own router.
 pub fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(policies::list_policies, policies::create_policy))
-        .routes(routes!(
-            policies::get_policy,
-            policies::update_policy,
-            policies::delete_policy
-        ))
-        .routes(routes!(policies::get_policy_schedule))
-        .routes(routes!(runs::run_policy))
-        .routes(routes!(runs::list_runs))
-        .routes(routes!(runs::get_run))
-        .routes(routes!(jobs::list_jobs))
-        .routes(routes!(jobs::get_job))
-        .routes(routes!(jobs::cancel_job))
-        .routes(routes!(snapshots::create_snapshot, managed::list_snapshots))
-        .routes(routes!(managed::get_snapshot, managed::delete_snapshot))
-        .routes(routes!(managed::retention_preview))
-        .routes(routes!(orphans::list_orphans))
-        .routes(routes!(orphans::cleanup_orphans))
-        .routes(routes!(health::healthz))
-        .routes(routes!(health::readyz))
+        .merge(policies::router())
+        .merge(runs::router())
+        .merge(jobs::router())
+        .merge(snapshots::router())
+        .merge(managed::router())
+        .merge(orphans::router())
+        .merge(health::router())
+}
+
+/// The API's routes and its OpenAPI document, with the request schemas tightened
+/// to what the service accepts.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut openapi) = api_router().split_for_parts();
+    super::contract::constrain(&mut openapi);
+    (router, openapi)
 }
 
 /// `/openapi.json` and the Swagger UI at `/docs`, with its assets inside the binary.
@@ -58,7 +53,7 @@ pub fn docs_router(openapi: utoipa::openapi::OpenApi) -> Router<AppState> {
 
 /// The OpenAPI document as pretty JSON, as `stacksnap openapi` prints it and `openapi/openapi.json` holds it.
 pub fn openapi_json() -> String {
-    let (_, openapi) = api_router().split_for_parts();
+    let (_, openapi) = api();
     let mut json = openapi
         .to_pretty_json()
         .expect("the OpenAPI document serialises");

@@ -10,7 +10,10 @@ use axum::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::validation::FieldError;
+use crate::{
+    domain::validation::FieldError,
+    openstack::{ErrorKind, OpenStackError},
+};
 
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -36,6 +39,9 @@ pub enum ApiError {
     Unavailable(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// A call to the cloud failed: 502, or 503 when the cloud could not be reached.
+    #[error(transparent)]
+    OpenStack(#[from] OpenStackError),
 }
 
 impl ApiError {
@@ -55,8 +61,32 @@ impl ApiError {
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::OpenStack(e) if cloud_unreachable(e) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::OpenStack(_) => StatusCode::BAD_GATEWAY,
         }
     }
+}
+
+/// Whether no answer came from the cloud at all.
+fn cloud_unreachable(error: &OpenStackError) -> bool {
+    matches!(error.kind, ErrorKind::Transport | ErrorKind::Timeout)
+}
+
+/// A short account of a failed cloud call that is safe to show a client: the
+/// service, the operation and what went wrong in general terms, never the
+/// cloud's own message, which may name internal endpoints or project ids.
+pub fn openstack_summary(error: &OpenStackError) -> String {
+    let what = match (error.kind, error.status) {
+        (ErrorKind::Timeout, _) => "the cloud did not answer in time".to_owned(),
+        (ErrorKind::Transport, _) => "the cloud could not be reached".to_owned(),
+        (ErrorKind::Decode, _) => "the cloud's answer could not be read".to_owned(),
+        (ErrorKind::Config, _) => {
+            "the cloud's catalog or the service's credentials cannot be used".to_owned()
+        }
+        (_, Some(status)) => format!("the cloud answered HTTP {status}"),
+        (_, None) => "the call failed".to_owned(),
+    };
+    format!("OpenStack {} {}: {what}", error.service, error.operation)
 }
 
 /// An RFC 9457 problem document.
@@ -81,6 +111,35 @@ pub struct Problem {
     /// For 422: every invalid field.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<FieldError>>,
+    /// For 502 and 503 from the cloud: the call that failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub openstack: Option<OpenStackFailure>,
+}
+
+/// The OpenStack call behind a 502 or 503.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"service": "glance", "operation": "list_images", "status": 500,
+    "request_id": "req-6f0c2b1e-9d8a-4c7b-a6e5-4f3d2c1b0a99"}))]
+pub struct OpenStackFailure {
+    /// `keystone`, `nova`, `glance` or `cinder`.
+    pub service: &'static str,
+    /// What was being done, e.g. `list_images`.
+    pub operation: &'static str,
+    /// The cloud's HTTP status; `null` when no answer came.
+    pub status: Option<u16>,
+    /// The cloud's `x-openstack-request-id`, which finds the call in its logs; `null` when it sent none.
+    pub request_id: Option<String>,
+}
+
+impl From<&OpenStackError> for OpenStackFailure {
+    fn from(error: &OpenStackError) -> Self {
+        Self {
+            service: error.service,
+            operation: error.operation,
+            status: error.status,
+            request_id: error.request_id.clone(),
+        }
+    }
 }
 
 impl Problem {
@@ -104,6 +163,7 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             errors: None,
+            openstack: None,
         }
     }
 }
@@ -122,6 +182,9 @@ impl IntoResponse for Problem {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status_code();
+        if let Self::OpenStack(error) = &self {
+            return openstack_problem(status, error).into_response();
+        }
         let detail = if status.is_server_error() && !matches!(self, Self::Unavailable(_)) {
             // Internal details stay in the log, never in the response.
             tracing::error!(error = ?self, "request failed");
@@ -145,6 +208,15 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// The problem for a failed cloud call; the whole error goes to the log only.
+fn openstack_problem(status: StatusCode, error: &OpenStackError) -> Problem {
+    tracing::error!(error = %error, kind = ?error.kind, "a call to the cloud failed");
+    let mut problem = Problem::new(status, openstack_summary(error));
+    problem.kind = "urn:stacksnap:problem:openstack".to_owned();
+    problem.openstack = Some(OpenStackFailure::from(error));
+    problem
 }
 
 /// Gives error responses that carry no body of their own (unknown routes, wrong

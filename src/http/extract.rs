@@ -89,8 +89,68 @@ async fn read_json(
     let bytes = Bytes::from_request(request, state)
         .await
         .map_err(|e| body_error(e, limit))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))
+    let mut value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+    integers_as_integers(&mut value);
+    match nul_in(&value, "") {
+        Some(path) => Err(ApiError::field(path, NUL_MESSAGE)),
+        None => Ok(value),
+    }
+}
+
+/// PostgreSQL text cannot hold U+0000, so no string the service keeps may contain it.
+const NUL_MESSAGE: &str = "must not contain the character U+0000";
+
+/// Writes numbers with a zero fraction (`3.0`) as the integers they are: JSON
+/// Schema, and so the OpenAPI document, counts them as integers, serde does not.
+fn integers_as_integers(value: &mut Value) {
+    // Beyond 2^53 a float no longer holds every integer; such numbers stay as sent.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match value {
+        Value::Number(n) => {
+            let integral = n
+                .as_f64()
+                .filter(|f| n.is_f64() && f.fract() == 0.0 && (-EXACT..=EXACT).contains(f));
+            if let Some(f) = integral {
+                // In range and integral, so the cast is exact.
+                *n = serde_json::Number::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integers_as_integers),
+        Value::Object(map) => map.values_mut().for_each(integers_as_integers),
+        _ => {}
+    }
+}
+
+/// The path of the first string or key in `value` that contains U+0000
+/// (a key is reported by the path of the object that holds it).
+fn nul_in(value: &Value, path: &str) -> Option<String> {
+    let named = || {
+        if path.is_empty() {
+            "body".to_owned()
+        } else {
+            path.to_owned()
+        }
+    };
+    match value {
+        Value::String(s) if s.contains('\0') => Some(named()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_in(item, &format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(key, item)| {
+            if key.contains('\0') {
+                return Some(named());
+            }
+            let inner = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            nul_in(item, &inner)
+        }),
+        _ => None,
+    }
 }
 
 fn body_error(rejection: BytesRejection, limit: usize) -> ApiError {
@@ -155,6 +215,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for AppQuery<T> {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or("");
+        if let Some((name, _)) =
+            form_urlencoded::parse(query.as_bytes()).find(|(_, value)| value.contains('\0'))
+        {
+            return Err(ApiError::field(name, NUL_MESSAGE));
+        }
         let deserializer =
             serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(deserializer)
@@ -168,7 +233,37 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for AppQuery<T> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    #[test]
+    fn integral_floats_become_integers_and_others_stay() {
+        let mut value: Value =
+            serde_json::from_str(r#"{"a": 3.0, "b": [-2.0, 2.5, 1e300], "c": 7}"#).unwrap();
+        integers_as_integers(&mut value);
+        assert_eq!(value, json!({"a": 3, "b": [-2, 2.5, 1e300], "c": 7}));
+        assert!(value["a"].is_u64() || value["a"].is_i64());
+    }
+
+    #[test]
+    fn a_nul_character_is_found_by_the_path_of_its_string_or_key() {
+        let find = |value: Value| nul_in(&value, "");
+        assert_eq!(find(json!({"a": ["x", {"b": "y"}]})), None);
+        assert_eq!(find(json!("a\0")).as_deref(), Some("body"));
+        assert_eq!(
+            find(json!({"options": {"metadata": {"k": "v\0"}}})).as_deref(),
+            Some("options.metadata.k")
+        );
+        assert_eq!(
+            find(json!({"targets": {"selector": {"tags": ["ok", "no\0"]}}})).as_deref(),
+            Some("targets.selector.tags[1]")
+        );
+        assert_eq!(
+            find(json!({"metadata": {"k\0": "v"}})).as_deref(),
+            Some("metadata")
+        );
+    }
 
     #[test]
     fn missing_and_unknown_fields_are_named_by_their_own_path() {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::{Json, extract::State};
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{ApiError, AppState, Problem, Result};
 use crate::store;
@@ -16,6 +17,13 @@ use crate::store;
 pub struct Health {
     /// `ok` for liveness, `ready` for readiness.
     pub status: &'static str,
+}
+
+/// The routes of the probes, with their OpenAPI operations.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
 }
 
 /// The process is alive.

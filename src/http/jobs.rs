@@ -7,12 +7,13 @@ use axum::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::{
     ApiError, AppState, Problem, Result,
     extract::{AppQuery, Project},
-    pagination::{decode_cursor, page_size, paginate},
+    pagination::{List, fetch_page},
 };
 use crate::{
     domain::{
@@ -96,9 +97,11 @@ impl From<Job> for JobResponse {
 
 /// One page of jobs, newest first.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"items": [], "next_cursor": null}))]
+#[schema(example = json!({"items": [], "next_cursor": "Y2oBAZq5oS8AfB6NKhssPU5fYA"}))]
 pub struct JobList {
     pub items: Vec<JobResponse>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    #[schema(pattern = "^Y2oB[A-Za-z0-9_-]{21}[AQgw]$")]
     pub next_cursor: Option<String>,
 }
 
@@ -111,10 +114,22 @@ pub struct ListJobsQuery {
     pub run_id: Option<Uuid>,
     #[param(inline)]
     pub status: Option<JobStatus>,
+    #[param(pattern = r"^[^\u0000]*$")]
     pub resource_id: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000, example = 100)]
     pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    #[param(pattern = "^Y2oB[A-Za-z0-9_-]{21}[AQgw]$")]
     pub cursor: Option<String>,
+}
+
+/// The routes of `/v1/jobs`, with their OpenAPI operations.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_jobs))
+        .routes(routes!(get_job))
+        .routes(routes!(cancel_job))
 }
 
 /// List jobs, newest first.
@@ -124,7 +139,12 @@ pub struct ListJobsQuery {
     tag = "jobs",
     params(ListJobsQuery),
     responses(
-        (status = 200, description = "One page of jobs", body = JobList),
+        (status = 200, description = "One page of jobs", body = JobList,
+         links(
+            ("GetJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/items/0/id")))),
+            ("CancelJob" = (operation_id = "cancel_job", parameters(("id" = "$response.body#/items/0/id")))),
+            ("GetRun" = (operation_id = "get_run", parameters(("id" = "$response.body#/items/0/run_id"))))
+         )),
         (status = 422, description = "Invalid query parameters", body = Problem, content_type = "application/problem+json")
     )
 )]
@@ -133,23 +153,24 @@ pub async fn list_jobs(
     Project(project): Project,
     AppQuery(query): AppQuery<ListJobsQuery>,
 ) -> Result<Json<JobList>> {
-    let limit = page_size(query.limit)?;
-    let before = query
-        .cursor
-        .as_deref()
-        .map(|c| decode_cursor("jobs", c))
-        .transpose()?;
     let filter = JobFilter {
         policy_id: query.policy_id,
         run_id: query.run_id,
         status: query.status,
         resource_id: query.resource_id,
     };
-    let rows = jobs::list_jobs(&state.db, &project, &filter, before, i64::from(limit) + 1).await?;
-    let (page, next_cursor) = paginate("jobs", rows, limit, |j| j.job_id);
+    let page = fetch_page(
+        List::Jobs,
+        query.limit,
+        query.cursor.as_deref(),
+        |before, n| jobs::list_jobs(&state.db, &project, &filter, before, n),
+        |j| j.job_id,
+    )
+    .await?
+    .map(JobResponse::from);
     Ok(Json(JobList {
-        items: page.into_iter().map(JobResponse::from).collect(),
-        next_cursor,
+        items: page.items,
+        next_cursor: page.next_cursor,
     }))
 }
 
@@ -160,7 +181,11 @@ pub async fn list_jobs(
     tag = "jobs",
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
-        (status = 200, description = "The job", body = JobResponse),
+        (status = 200, description = "The job", body = JobResponse,
+         links(
+            ("CancelJob" = (operation_id = "cancel_job", parameters(("id" = "$response.body#/id")))),
+            ("GetRun" = (operation_id = "get_run", parameters(("id" = "$response.body#/run_id"))))
+         )),
         (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json")
     )
 )]

@@ -12,12 +12,13 @@ use axum::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::{
     ApiError, AppState, Problem, Result,
     extract::{AppQuery, Project},
-    pagination::{decode_cursor, page_size, paginate},
+    pagination::{List, fetch_page},
 };
 use crate::{
     domain::{
@@ -106,9 +107,11 @@ impl SnapshotResponse {
 
 /// One page of snapshots, newest first.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"items": [], "next_cursor": null}))]
+#[schema(example = json!({"items": [], "next_cursor": "Y3MBAZq5ohERfB6NKhssPU5fYA"}))]
 pub struct SnapshotList {
     pub items: Vec<SnapshotResponse>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    #[schema(pattern = "^Y3MB[A-Za-z0-9_-]{21}[AQgw]$")]
     pub next_cursor: Option<String>,
 }
 
@@ -118,11 +121,15 @@ pub struct SnapshotList {
 #[into_params(parameter_in = Query)]
 pub struct ListSnapshotsQuery {
     pub policy_id: Option<Uuid>,
+    #[param(pattern = r"^[^\u0000]*$")]
     pub resource_id: Option<String>,
     #[param(inline)]
     pub state: Option<SnapshotState>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000, example = 100)]
     pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    #[param(pattern = "^Y3MB[A-Za-z0-9_-]{21}[AQgw]$")]
     pub cursor: Option<String>,
 }
 
@@ -162,6 +169,14 @@ async fn reasons(
     Ok(reasons)
 }
 
+/// The routes of `GET /v1/snapshots`, `/v1/snapshots/{id}` and the retention preview, with their OpenAPI operations.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_snapshots))
+        .routes(routes!(get_snapshot, delete_snapshot))
+        .routes(routes!(retention_preview))
+}
+
 /// List managed snapshots, newest first.
 #[utoipa::path(
     get,
@@ -169,7 +184,12 @@ async fn reasons(
     tag = "snapshots",
     params(ListSnapshotsQuery),
     responses(
-        (status = 200, description = "One page of snapshots", body = SnapshotList),
+        (status = 200, description = "One page of snapshots", body = SnapshotList,
+         links(
+            ("GetSnapshot" = (operation_id = "get_snapshot", parameters(("id" = "$response.body#/items/0/id")))),
+            ("DeleteSnapshot" = (operation_id = "delete_snapshot", parameters(("id" = "$response.body#/items/0/id")))),
+            ("GetJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/items/0/job_id"))))
+         )),
         (status = 422, description = "Invalid query parameters", body = Problem, content_type = "application/problem+json")
     )
 )]
@@ -178,30 +198,32 @@ pub async fn list_snapshots(
     Project(project): Project,
     AppQuery(query): AppQuery<ListSnapshotsQuery>,
 ) -> Result<Json<SnapshotList>> {
-    let limit = page_size(query.limit)?;
-    let before = query
-        .cursor
-        .as_deref()
-        .map(|c| decode_cursor("snapshots", c))
-        .transpose()?;
     let filter = SnapshotFilter {
         policy_id: query.policy_id,
         resource_id: query.resource_id,
         state: query.state,
     };
-    let rows =
-        snapshots::list_snapshots(&state.db, &project, &filter, before, i64::from(limit) + 1)
-            .await?;
-    let (page, next_cursor) = paginate("snapshots", rows, limit, |s| s.snapshot_id);
-    let reasons = reasons(&state, &page).await?;
+    let page = fetch_page(
+        List::Snapshots,
+        query.limit,
+        query.cursor.as_deref(),
+        |before, n| snapshots::list_snapshots(&state.db, &project, &filter, before, n),
+        |s| s.snapshot_id,
+    )
+    .await?;
+    let reasons = reasons(&state, &page.items).await?;
     let items = page
+        .items
         .into_iter()
         .map(|s| {
             let kept_by = reasons.get(&s.snapshot_id).cloned();
             SnapshotResponse::new(s, kept_by)
         })
         .collect();
-    Ok(Json(SnapshotList { items, next_cursor }))
+    Ok(Json(SnapshotList {
+        items,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// Read a managed snapshot, with the reasons retention keeps it.
@@ -211,7 +233,11 @@ pub async fn list_snapshots(
     tag = "snapshots",
     params(("id" = Uuid, Path, description = "Snapshot id")),
     responses(
-        (status = 200, description = "The snapshot", body = SnapshotResponse),
+        (status = 200, description = "The snapshot", body = SnapshotResponse,
+         links(
+            ("DeleteSnapshot" = (operation_id = "delete_snapshot", parameters(("id" = "$response.body#/id")))),
+            ("GetJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/job_id"))))
+         )),
         (status = 404, description = "No such snapshot", body = Problem, content_type = "application/problem+json")
     )
 )]

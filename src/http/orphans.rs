@@ -1,6 +1,6 @@
 //! `/v1/orphans`: Cinder snapshots made for an instance snapshot image whose image
-//! is gone. Deleting such an image in Glance leaves its Cinder snapshots behind,
-//! and nobody sees them until the quota or the storage bill does.
+//! is gone. The finding and deleting is in `engine::orphans`, the record of what
+//! stacksnap made in `store::snapshots`; this module only answers HTTP.
 
 use std::collections::HashSet;
 
@@ -8,12 +8,10 @@ use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{ApiError, AppState, Problem, Result, extract::AppQuery};
-use crate::openstack::{OpenStack, OpenStackError, cinder::SnapshotFilter};
-
-/// Nova names the Cinder snapshots of a volume-backed server's image "snapshot for <image name>".
-const NOVA_PREFIX: &str = "snapshot for ";
+use super::{ApiError, AppState, Problem, Result, error::openstack_summary, extract::AppQuery};
+use crate::{engine::orphans, openstack::OpenStack, store::snapshots};
 
 /// A Cinder snapshot whose image no longer exists.
 #[derive(Debug, Serialize, ToSchema)]
@@ -62,64 +60,48 @@ pub struct CleanupReport {
 
 /// A snapshot that could not be deleted.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"snapshot_id": "0b2e7c1d-9a8f-4e3d-b2c1-a0f9e8d7c6b5", "error": "cinder delete_snapshot: Invalid snapshot (HTTP 400) [req-…]"}))]
+#[schema(example = json!({"snapshot_id": "0b2e7c1d-9a8f-4e3d-b2c1-a0f9e8d7c6b5", "error": "OpenStack cinder delete_snapshot: the cloud answered HTTP 400"}))]
 pub struct CleanupFailure {
     pub snapshot_id: String,
+    /// What went wrong, in general terms; the service's log has the cloud's own message.
     pub error: String,
 }
 
-async fn find(state: &AppState, include_foreign: bool) -> Result<Vec<Orphan>> {
-    let cloud: &OpenStack = state.cloud.as_ref().ok_or_else(|| {
+/// The cloud this replica reads, or a 503 on one started with `--no-engine`.
+fn cloud(state: &AppState) -> Result<&OpenStack> {
+    state.cloud.as_ref().ok_or_else(|| {
         ApiError::Unavailable("this replica has no OpenStack credentials (--no-engine)".into())
-    })?;
-    let unavailable = |e: OpenStackError| {
-        ApiError::Unavailable(format!("cannot list the cloud's artefacts: {e}"))
-    };
-    // Every snapshot any existing image still refers to.
-    let mut referenced = HashSet::new();
-    for image in cloud.glance().list_images(&[]).await.map_err(unavailable)? {
-        for entry in image.block_device_mapping().unwrap_or_default() {
-            referenced.extend(entry.snapshot_id);
+    })
+}
+
+async fn find(state: &AppState, include_foreign: bool) -> Result<Vec<orphans::Orphan>> {
+    let ours: HashSet<String> = snapshots::server_volume_snapshot_ids(&state.db)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(orphans::find_orphans(cloud(state)?, &ours, include_foreign).await?)
+}
+
+impl From<orphans::Orphan> for Orphan {
+    fn from(o: orphans::Orphan) -> Self {
+        Self {
+            snapshot_id: o.snapshot_id,
+            volume_id: o.volume_id,
+            name: o.name,
+            image_name: o.image_name,
+            status: o.status,
+            size_gb: o.size_gb,
+            created_at: o.created_at,
+            made_by_stacksnap: o.made_by_stacksnap,
         }
     }
-    let ours: HashSet<String> = sqlx::query_scalar(
-        "select piece ->> 'snapshot_id' from snapshot, jsonb_array_elements(volume_snapshots) as piece \
-         where resource_type = 'server'",
-    )
-    .fetch_all(&state.db)
-    .await?
-    .into_iter()
-    .collect();
-    let snapshots = cloud
-        .cinder()
-        .list_snapshots(&SnapshotFilter::default())
-        .await
-        .map_err(unavailable)?;
-    Ok(snapshots
-        .into_iter()
-        .filter(|s| {
-            !referenced.contains(&s.id) && !matches!(s.status.as_str(), "deleting" | "creating")
-        })
-        .filter_map(|s| {
-            let made_by_stacksnap = ours.contains(&s.id);
-            let image_name = s
-                .name
-                .as_deref()
-                .and_then(|n| n.strip_prefix(NOVA_PREFIX))
-                .map(str::to_owned);
-            let for_an_image = made_by_stacksnap || image_name.is_some();
-            (for_an_image && (made_by_stacksnap || include_foreign)).then_some(Orphan {
-                snapshot_id: s.id,
-                volume_id: s.volume_id,
-                name: s.name,
-                image_name,
-                status: s.status,
-                size_gb: s.size,
-                created_at: s.created_at,
-                made_by_stacksnap,
-            })
-        })
-        .collect())
+}
+
+/// The routes of `/v1/orphans`, with their OpenAPI operations.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_orphans))
+        .routes(routes!(cleanup_orphans))
 }
 
 /// List Cinder snapshots left behind by deleted instance snapshot images.
@@ -130,7 +112,9 @@ async fn find(state: &AppState, include_foreign: bool) -> Result<Vec<Orphan>> {
     params(OrphanQuery),
     responses(
         (status = 200, description = "The orphans", body = OrphanList),
-        (status = 503, description = "The cloud cannot be read", body = Problem, content_type = "application/problem+json")
+        (status = 422, description = "Invalid query parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The cloud answered a call with an error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The cloud cannot be reached, or this replica has none (`--no-engine`)", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn list_orphans(
@@ -138,7 +122,11 @@ pub async fn list_orphans(
     AppQuery(query): AppQuery<OrphanQuery>,
 ) -> Result<Json<OrphanList>> {
     Ok(Json(OrphanList {
-        items: find(&state, query.include_foreign.unwrap_or(false)).await?,
+        items: find(&state, query.include_foreign.unwrap_or(false))
+            .await?
+            .into_iter()
+            .map(Orphan::from)
+            .collect(),
     }))
 }
 
@@ -150,33 +138,30 @@ pub async fn list_orphans(
     params(OrphanQuery),
     responses(
         (status = 200, description = "What was deleted and what failed", body = CleanupReport),
-        (status = 503, description = "The cloud cannot be read", body = Problem, content_type = "application/problem+json")
+        (status = 422, description = "Invalid query parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The cloud answered a call with an error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The cloud cannot be reached, or this replica has none (`--no-engine`)", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn cleanup_orphans(
     State(state): State<AppState>,
     AppQuery(query): AppQuery<OrphanQuery>,
 ) -> Result<Json<CleanupReport>> {
-    let orphans = find(&state, query.include_foreign.unwrap_or(false)).await?;
-    let cloud = state.cloud.as_ref().expect("find checked the cloud");
-    let mut report = CleanupReport {
-        deleted: Vec::new(),
-        failed: Vec::new(),
+    let found = find(&state, query.include_foreign.unwrap_or(false)).await?;
+    let cleanup = orphans::delete_orphans(cloud(&state)?, &found).await;
+    let report = CleanupReport {
+        deleted: cleanup.deleted,
+        failed: cleanup
+            .failed
+            .into_iter()
+            .map(|(snapshot_id, e)| {
+                tracing::warn!(%snapshot_id, error = %e, "an orphan could not be deleted");
+                CleanupFailure {
+                    snapshot_id,
+                    error: openstack_summary(&e),
+                }
+            })
+            .collect(),
     };
-    for orphan in orphans {
-        match cloud.cinder().delete_snapshot(&orphan.snapshot_id).await {
-            Ok(()) => report.deleted.push(orphan.snapshot_id),
-            Err(e) if e.is_not_found() => report.deleted.push(orphan.snapshot_id),
-            Err(e) => report.failed.push(CleanupFailure {
-                snapshot_id: orphan.snapshot_id,
-                error: e.to_string(),
-            }),
-        }
-    }
-    tracing::info!(
-        deleted = report.deleted.len(),
-        failed = report.failed.len(),
-        "orphan cleanup"
-    );
     Ok(Json(report))
 }

@@ -1,36 +1,84 @@
-//! Opaque cursors for keyset pagination over UUIDv7 ids.
+//! Keyset pagination, once for every list: page sizes, opaque cursors over the
+//! ids of the rows, and the skeleton that fetches a page and its next cursor.
+//!
+//! It knows nothing of the rows themselves: each list handler passes its store
+//! query and the id of a row, and maps the rows of the page to its response.
+
+use std::future::Future;
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use uuid::Uuid;
 
 use super::ApiError;
+use crate::domain::validation::FieldError;
 
 /// Items per page when the client names no `limit`.
 pub const DEFAULT_LIMIT: u32 = 100;
 /// The largest page a client may ask for.
 pub const MAX_LIMIT: u32 = 1000;
 
-/// Encodes the id of the last item on a page as the cursor of the next, with the
-/// list it belongs to, so a cursor from one list is refused by another.
-pub fn encode_cursor(list: &str, last_id: Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(format!("v1:{list}:{last_id}"))
+/// A paginated list. Each has cursors of its own: a cursor of one list is refused by another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum List {
+    Policies,
+    Runs,
+    Jobs,
+    Snapshots,
 }
 
-/// Decodes a cursor this service issued.
+impl List {
+    /// Every list, for the tests of the cursor forms.
+    pub const ALL: [Self; 4] = [Self::Policies, Self::Runs, Self::Jobs, Self::Snapshots];
+
+    /// The three bytes every cursor of the list starts with: `c`, the list and the form's version.
+    fn header(self) -> [u8; 3] {
+        let list = match self {
+            Self::Policies => b'p',
+            Self::Runs => b'r',
+            Self::Jobs => b'j',
+            Self::Snapshots => b's',
+        };
+        [b'c', list, 1]
+    }
+
+    /// The regular expression that matches exactly the cursors of this list,
+    /// as the OpenAPI document declares it on each list's `cursor` parameter.
+    ///
+    /// A cursor is the base64url form (no padding) of the header and the 16
+    /// bytes of an id: 4 fixed characters, then 22 whose last holds 2 bits.
+    pub fn cursor_pattern(self) -> &'static str {
+        match self {
+            Self::Policies => "^Y3AB[A-Za-z0-9_-]{21}[AQgw]$",
+            Self::Runs => "^Y3IB[A-Za-z0-9_-]{21}[AQgw]$",
+            Self::Jobs => "^Y2oB[A-Za-z0-9_-]{21}[AQgw]$",
+            Self::Snapshots => "^Y3MB[A-Za-z0-9_-]{21}[AQgw]$",
+        }
+    }
+}
+
+/// Encodes the id of the last item on a page as the cursor of the next.
+pub fn encode_cursor(list: List, last_id: Uuid) -> String {
+    let mut bytes = list.header().to_vec();
+    bytes.extend_from_slice(last_id.as_bytes());
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Decodes a cursor of `list`.
 ///
 /// # Errors
-/// A 422 on the `cursor` parameter when it was not issued here.
-pub fn decode_cursor(list: &str, cursor: &str) -> Result<Uuid, ApiError> {
-    let prefix = format!("v1:{list}:");
+/// The field error for `cursor` when it is not a cursor of this list.
+pub fn decode_cursor(list: List, cursor: &str) -> Result<Uuid, FieldError> {
     URL_SAFE_NO_PAD
         .decode(cursor)
         .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.strip_prefix(&prefix).and_then(|id| id.parse().ok()))
+        .and_then(|bytes| {
+            let id = bytes.strip_prefix(&list.header())?;
+            Uuid::from_slice(id).ok()
+        })
         .ok_or_else(|| {
-            ApiError::field(
+            FieldError::new(
                 "cursor",
-                "is not a cursor this service issued; pass next_cursor from the previous page",
+                "is not a cursor of this list; pass next_cursor from the previous page",
             )
         })
 }
@@ -38,30 +86,75 @@ pub fn decode_cursor(list: &str, cursor: &str) -> Result<Uuid, ApiError> {
 /// Checks a requested page size, applying the default.
 ///
 /// # Errors
-/// A 422 on `limit` outside 1..=1000.
-pub fn page_size(limit: Option<u32>) -> Result<u32, ApiError> {
+/// The field error for `limit` outside 1..=1000.
+pub fn page_size(limit: Option<u32>) -> Result<u32, FieldError> {
     match limit.unwrap_or(DEFAULT_LIMIT) {
         n @ 1..=MAX_LIMIT => Ok(n),
-        n => Err(ApiError::field(
+        n => Err(FieldError::new(
             "limit",
             format!("must be between 1 and {MAX_LIMIT}, found {n}"),
         )),
     }
 }
 
-/// Splits one extra fetched row off a page: the items to return and the next cursor.
-pub fn paginate<T>(
-    list: &str,
-    mut rows: Vec<T>,
-    limit: u32,
-    id: impl Fn(&T) -> Uuid,
-) -> (Vec<T>, Option<String>) {
-    if rows.len() > limit as usize {
+/// One page of items and the cursor of the next; `None` on the last page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// The same page with each item mapped.
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            next_cursor: self.next_cursor,
+        }
+    }
+}
+
+/// Reads one page of `list`: checks `limit` and `cursor`, asks `fetch` for the
+/// rows after the cursor's id (one more than the page holds), and turns the
+/// extra row, if any, into the next cursor.
+///
+/// # Errors
+/// A 422 naming `limit` and `cursor` when they are invalid; the store's error.
+pub async fn fetch_page<R, F, Fut>(
+    list: List,
+    limit: Option<u32>,
+    cursor: Option<&str>,
+    fetch: F,
+    id: impl Fn(&R) -> Uuid,
+) -> Result<Page<R>, ApiError>
+where
+    F: FnOnce(Option<Uuid>, i64) -> Fut,
+    Fut: Future<Output = Result<Vec<R>, sqlx::Error>>,
+{
+    let limit = page_size(limit);
+    let after = cursor.map(|c| decode_cursor(list, c)).transpose();
+    let (limit, after) = match (limit, after) {
+        (Ok(limit), Ok(after)) => (limit, after),
+        (limit, after) => {
+            let errors = [limit.err(), after.err()].into_iter().flatten().collect();
+            return Err(ApiError::Unprocessable(errors));
+        }
+    };
+    let rows = fetch(after, i64::from(limit) + 1).await?;
+    Ok(split_page(list, rows, limit, id))
+}
+
+/// Splits the one extra fetched row off a page.
+fn split_page<T>(list: List, mut rows: Vec<T>, limit: u32, id: impl Fn(&T) -> Uuid) -> Page<T> {
+    let next_cursor = if rows.len() > limit as usize {
         rows.truncate(limit as usize);
-        let next = rows.last().map(|last| encode_cursor(list, id(last)));
-        (rows, next)
+        rows.last().map(|last| encode_cursor(list, id(last)))
     } else {
-        (rows, None)
+        None
+    };
+    Page {
+        items: rows,
+        next_cursor,
     }
 }
 
@@ -73,25 +166,65 @@ mod tests {
     fn cursors_round_trip_and_foreign_ones_are_refused() {
         let id = Uuid::now_v7();
         assert_eq!(
-            decode_cursor("jobs", &encode_cursor("jobs", id)).unwrap(),
+            decode_cursor(List::Jobs, &encode_cursor(List::Jobs, id)).unwrap(),
             id
         );
         assert!(
-            decode_cursor("policies", &encode_cursor("jobs", id)).is_err(),
+            decode_cursor(List::Policies, &encode_cursor(List::Jobs, id)).is_err(),
             "another list's cursor"
         );
-        assert!(decode_cursor("jobs", "bm9wZQ").is_err());
-        assert!(decode_cursor("jobs", "!!!").is_err());
+        assert!(decode_cursor(List::Jobs, "bm9wZQ").is_err());
+        assert!(decode_cursor(List::Jobs, "!!!").is_err());
+    }
+
+    #[test]
+    fn every_cursor_has_the_form_its_list_declares() {
+        for list in List::ALL {
+            let pattern = list.cursor_pattern();
+            let prefix = &pattern[1..5];
+            for id in [Uuid::nil(), Uuid::max(), Uuid::now_v7(), Uuid::new_v4()] {
+                let cursor = encode_cursor(list, id);
+                assert_eq!(cursor.len(), 26, "{cursor}");
+                assert!(cursor.starts_with(prefix), "{cursor} for {list:?}");
+                assert!(
+                    cursor[4..25]
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                );
+                assert!("AQgw".contains(&cursor[25..]), "{cursor}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_string_of_the_declared_form_is_a_cursor() {
+        // The last character carries 2 bits; the other 4 must be zero.
+        for last in ['A', 'Q', 'g', 'w'] {
+            let cursor = format!("Y2oB{}{last}", "_".repeat(21));
+            assert!(decode_cursor(List::Jobs, &cursor).is_ok(), "{cursor}");
+        }
+        let free = "_".repeat(21);
+        for bad in [
+            format!("Y2oB{free}B"),
+            format!("Y2oB{free}_"),
+            "Y2oB".into(),
+        ] {
+            assert!(decode_cursor(List::Jobs, &bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
     fn a_full_page_gets_a_cursor_and_a_short_one_does_not() {
         let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
-        let (page, next) = paginate("t", ids.clone(), 2, |id| *id);
-        assert_eq!(page, ids[..2]);
-        assert_eq!(next.map(|c| decode_cursor("t", &c).unwrap()), Some(ids[1]));
-        let (page, next) = paginate("t", ids.clone(), 3, |id| *id);
-        assert_eq!((page.len(), next), (3, None));
+        let page = split_page(List::Runs, ids.clone(), 2, |id| *id);
+        assert_eq!(page.items, ids[..2]);
+        assert_eq!(
+            page.next_cursor
+                .map(|c| decode_cursor(List::Runs, &c).unwrap()),
+            Some(ids[1])
+        );
+        let page = split_page(List::Runs, ids.clone(), 3, |id| *id);
+        assert_eq!((page.items.len(), page.next_cursor), (3, None));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `/v1/policies`: create, read, list, merge-patch, delete and preview schedules.
 
 pub mod dto;
+pub mod schedule;
 
 use axum::{
     Json,
@@ -10,19 +11,21 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use self::dto::{
-    DeletePolicyQuery, FireTimeResponse, ListPoliciesQuery, PolicyList, PolicyResponse,
-    READ_ONLY_FIELDS, ScheduleQuery, ScheduleResponse, SnapshotsOnDelete,
+    DeletePolicyQuery, ListPoliciesQuery, PolicyList, PolicyResponse, READ_ONLY_FIELDS,
+    SnapshotsOnDelete,
 };
 use super::{
     ApiError, AppState, Problem, Result,
+    contract::patch::PolicyPatch,
     error::conflict_on,
     extract::{AppQuery, JsonDocument, MergePatchDocument, Project, from_value},
     merge_patch::merge_patch,
-    pagination::{decode_cursor, page_size, paginate},
-    preconditions::{check_if_match, etag, has_if_match},
+    pagination::{List, fetch_page},
+    preconditions::{IfMatchHeader, check_if_match, etag, has_if_match},
 };
 use crate::{
     domain::{
@@ -36,6 +39,14 @@ const NAME_TAKEN: &str = "policy_project_name_key";
 /// How often a PATCH without `If-Match` re-reads and re-applies after losing a race.
 const PATCH_ATTEMPTS: usize = 3;
 
+/// The routes of `/v1/policies`, with their OpenAPI operations.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_policies, create_policy))
+        .routes(routes!(get_policy, update_policy, delete_policy))
+        .routes(routes!(schedule::get_policy_schedule))
+}
+
 /// Create a policy.
 #[utoipa::path(
     post,
@@ -44,7 +55,18 @@ const PATCH_ATTEMPTS: usize = 3;
     request_body(content = PolicySpec, content_type = "application/json"),
     responses(
         (status = 201, description = "Created", body = PolicyResponse,
-         headers(("Location" = String, description = "URL of the new policy"), ("ETag" = String, description = "Its version"))),
+         headers(("Location" = String, description = "URL of the new policy"), ("ETag" = String, description = "Its version")),
+         links(
+            ("GetPolicy" = (operation_id = "get_policy", parameters(("id" = "$response.body#/id")))),
+            ("UpdatePolicy" = (operation_id = "update_policy", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag")))),
+            ("DeletePolicy" = (operation_id = "delete_policy", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag")))),
+            ("GetPolicySchedule" = (operation_id = "get_policy_schedule", parameters(("id" = "$response.body#/id")))),
+            ("RunPolicy" = (operation_id = "run_policy", parameters(("id" = "$response.body#/id")))),
+            ("PreviewRetention" = (operation_id = "retention_preview", parameters(("id" = "$response.body#/id")))),
+            ("ListRuns" = (operation_id = "list_runs", parameters(("policy_id" = "$response.body#/id")))),
+            ("ListJobs" = (operation_id = "list_jobs", parameters(("policy_id" = "$response.body#/id")))),
+            ("ListSnapshots" = (operation_id = "list_snapshots", parameters(("policy_id" = "$response.body#/id"))))
+         )),
         (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The project has a policy of that name", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is over the limit", body = Problem, content_type = "application/problem+json"),
@@ -81,7 +103,15 @@ pub async fn create_policy(
     tag = "policies",
     params(ListPoliciesQuery),
     responses(
-        (status = 200, description = "One page of policies", body = PolicyList),
+        (status = 200, description = "One page of policies", body = PolicyList,
+         links(
+            ("GetPolicy" = (operation_id = "get_policy", parameters(("id" = "$response.body#/items/0/id")))),
+            ("UpdatePolicy" = (operation_id = "update_policy", parameters(("id" = "$response.body#/items/0/id")))),
+            ("DeletePolicy" = (operation_id = "delete_policy", parameters(("id" = "$response.body#/items/0/id")))),
+            ("GetPolicySchedule" = (operation_id = "get_policy_schedule", parameters(("id" = "$response.body#/items/0/id")))),
+            ("RunPolicy" = (operation_id = "run_policy", parameters(("id" = "$response.body#/items/0/id")))),
+            ("PreviewRetention" = (operation_id = "retention_preview", parameters(("id" = "$response.body#/items/0/id"))))
+         )),
         (status = 422, description = "Invalid query parameters", body = Problem, content_type = "application/problem+json")
     )
 )]
@@ -90,22 +120,22 @@ pub async fn list_policies(
     Project(project): Project,
     AppQuery(query): AppQuery<ListPoliciesQuery>,
 ) -> Result<Json<PolicyList>> {
-    let limit = page_size(query.limit)?;
-    let after = query
-        .cursor
-        .as_deref()
-        .map(|c| decode_cursor("policies", c))
-        .transpose()?;
     let filter = PolicyFilter {
         enabled: query.enabled,
         resource_type: query.resource_type,
     };
-    let rows =
-        store::list_policies(&state.db, &project, &filter, after, i64::from(limit) + 1).await?;
-    let (page, next_cursor) = paginate("policies", rows, limit, |p| p.id);
+    let page = fetch_page(
+        List::Policies,
+        query.limit,
+        query.cursor.as_deref(),
+        |after, n| store::list_policies(&state.db, &project, &filter, after, n),
+        |p| p.id,
+    )
+    .await?
+    .map(PolicyResponse::from);
     Ok(Json(PolicyList {
-        items: page.into_iter().map(PolicyResponse::from).collect(),
-        next_cursor,
+        items: page.items,
+        next_cursor: page.next_cursor,
     }))
 }
 
@@ -117,7 +147,11 @@ pub async fn list_policies(
     params(("id" = Uuid, Path, description = "Policy id")),
     responses(
         (status = 200, description = "The policy", body = PolicyResponse,
-         headers(("ETag" = String, description = "Its version, for If-Match"))),
+         headers(("ETag" = String, description = "Its version, for If-Match")),
+         links(
+            ("UpdatePolicy" = (operation_id = "update_policy", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag")))),
+            ("DeletePolicy" = (operation_id = "delete_policy", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag"))))
+         )),
         (status = 404, description = "No such policy", body = Problem, content_type = "application/problem+json")
     )
 )]
@@ -138,19 +172,24 @@ pub async fn get_policy(
     patch,
     path = "/v1/policies/{id}",
     tag = "policies",
-    params(
-        ("id" = Uuid, Path, description = "Policy id"),
-        ("If-Match" = Option<String>, Header, description = "The ETag this change is based on")
-    ),
-    request_body(content = Object, content_type = "application/merge-patch+json",
-                 example = json!({"enabled": false, "retention": {"keep_daily": 14}})),
+    params(("id" = Uuid, Path, description = "Policy id"), IfMatchHeader),
+    request_body(content(
+        (PolicyPatch = "application/merge-patch+json", example = json!({"enabled": false, "retention": {"keep_daily": 14}})),
+        (PolicyPatch = "application/json", example = json!({"options": {"max_concurrent": null}}))
+    )),
     responses(
         (status = 200, description = "The changed policy", body = PolicyResponse,
-         headers(("ETag" = String, description = "Its new version"))),
-        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
+         headers(("ETag" = String, description = "Its new version")),
+         links(
+            ("GetPolicy" = (operation_id = "get_policy", parameters(("id" = "$response.body#/id")))),
+            ("DeletePolicy" = (operation_id = "delete_policy", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag"))))
+         )),
+        (status = 400, description = "The body is not JSON, or If-Match is not a list of entity tags", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such policy", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The new name is taken", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names an older version", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The new name is taken, or the policy kept changing", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names another version", body = Problem, content_type = "application/problem+json",
+         headers(("ETag" = String, description = "The current version"))),
+        (status = 413, description = "The body is over the limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not a merge patch", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, each named", body = Problem, content_type = "application/problem+json")
     )
@@ -214,15 +253,14 @@ pub async fn update_policy(
     delete,
     path = "/v1/policies/{id}",
     tag = "policies",
-    params(
-        ("id" = Uuid, Path, description = "Policy id"),
-        ("If-Match" = Option<String>, Header, description = "Delete only this version"),
-        DeletePolicyQuery
-    ),
+    params(("id" = Uuid, Path, description = "Policy id"), IfMatchHeader, DeletePolicyQuery),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 400, description = "If-Match is not a list of entity tags", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such policy", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names an older version", body = Problem, content_type = "application/problem+json")
+        (status = 412, description = "If-Match names another version", body = Problem, content_type = "application/problem+json",
+         headers(("ETag" = String, description = "The current version"))),
+        (status = 422, description = "Invalid query parameters", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn delete_policy(
@@ -255,47 +293,6 @@ pub async fn delete_policy(
         }),
         None => Err(ApiError::NotFound("policy")),
     }
-}
-
-/// The next fire times of a policy, in UTC and in each schedule's local time.
-#[utoipa::path(
-    get,
-    path = "/v1/policies/{id}/schedule",
-    tag = "policies",
-    params(("id" = Uuid, Path, description = "Policy id"), ScheduleQuery),
-    responses(
-        (status = 200, description = "Upcoming fire times", body = ScheduleResponse),
-        (status = 404, description = "No such policy", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid query parameters", body = Problem, content_type = "application/problem+json")
-    )
-)]
-pub async fn get_policy_schedule(
-    State(state): State<AppState>,
-    Project(project): Project,
-    Path(id): Path<String>,
-    AppQuery(query): AppQuery<ScheduleQuery>,
-) -> Result<Json<ScheduleResponse>> {
-    let count = query.count.unwrap_or(10);
-    if !(1..=100).contains(&count) {
-        return Err(ApiError::field(
-            "count",
-            format!("must be between 1 and 100, found {count}"),
-        ));
-    }
-    let policy = load(&state, &project, &id).await?;
-    let from = query.from.unwrap_or_else(|| state.clock.now());
-    let schedules = &policy.spec.schedules;
-    let items = schedules
-        .upcoming(from, count as usize)
-        .into_iter()
-        .map(|fire| FireTimeResponse::new(fire, &schedules.schedules()[fire.schedule]))
-        .collect();
-    Ok(Json(ScheduleResponse {
-        policy_id: policy.id,
-        enabled: policy.spec.enabled,
-        from,
-        items,
-    }))
 }
 
 /// Loads a policy by the id in the path; a malformed id is simply not found.

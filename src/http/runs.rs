@@ -11,12 +11,13 @@ use axum::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::{
     ApiError, AppState, Problem, Result,
     extract::{AppQuery, Project},
-    pagination::{decode_cursor, page_size, paginate},
+    pagination::{List, fetch_page},
 };
 use crate::{
     domain::{
@@ -77,9 +78,11 @@ impl From<Run> for RunResponse {
 
 /// One page of runs, newest first.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"items": [], "next_cursor": null}))]
+#[schema(example = json!({"items": [], "next_cursor": "Y3IBAZq5oQwefSqfOypMXW5_gA"}))]
 pub struct RunList {
     pub items: Vec<RunResponse>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    #[schema(pattern = "^Y3IB[A-Za-z0-9_-]{21}[AQgw]$")]
     pub next_cursor: Option<String>,
 }
 
@@ -92,8 +95,19 @@ pub struct ListRunsQuery {
     #[param(inline)]
     pub status: Option<RunStatus>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000, example = 100)]
     pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    #[param(pattern = "^Y3IB[A-Za-z0-9_-]{21}[AQgw]$")]
     pub cursor: Option<String>,
+}
+
+/// The routes of `/v1/runs` and `POST /v1/policies/{id}/run`, with their OpenAPI operations.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(run_policy))
+        .routes(routes!(list_runs))
+        .routes(routes!(get_run))
 }
 
 /// Fire a policy now.
@@ -104,7 +118,11 @@ pub struct ListRunsQuery {
     params(("id" = Uuid, Path, description = "Policy id")),
     responses(
         (status = 202, description = "The run was created; its jobs follow", body = RunResponse,
-         headers(("Location" = String, description = "URL of the run"))),
+         headers(("Location" = String, description = "URL of the run")),
+         links(
+            ("GetRun" = (operation_id = "get_run", parameters(("id" = "$response.body#/id")))),
+            ("ListJobs" = (operation_id = "list_jobs", parameters(("run_id" = "$response.body#/id"))))
+         )),
         (status = 404, description = "No such policy", body = Problem, content_type = "application/problem+json")
     )
 )]
@@ -137,7 +155,11 @@ pub async fn run_policy(
     tag = "runs",
     params(ListRunsQuery),
     responses(
-        (status = 200, description = "One page of runs", body = RunList),
+        (status = 200, description = "One page of runs", body = RunList,
+         links(
+            ("GetRun" = (operation_id = "get_run", parameters(("id" = "$response.body#/items/0/id")))),
+            ("ListJobs" = (operation_id = "list_jobs", parameters(("run_id" = "$response.body#/items/0/id"))))
+         )),
         (status = 422, description = "Invalid query parameters", body = Problem, content_type = "application/problem+json")
     )
 )]
@@ -146,25 +168,27 @@ pub async fn list_runs(
     Project(project): Project,
     AppQuery(query): AppQuery<ListRunsQuery>,
 ) -> Result<Json<RunList>> {
-    let limit = page_size(query.limit)?;
-    let before = query
-        .cursor
-        .as_deref()
-        .map(|c| decode_cursor("runs", c))
-        .transpose()?;
-    let rows = runs::list_runs(
-        &state.db,
-        &project,
-        query.policy_id,
-        query.status,
-        before,
-        i64::from(limit) + 1,
+    let page = fetch_page(
+        List::Runs,
+        query.limit,
+        query.cursor.as_deref(),
+        |before, n| {
+            runs::list_runs(
+                &state.db,
+                &project,
+                query.policy_id,
+                query.status,
+                before,
+                n,
+            )
+        },
+        |r| r.run_id,
     )
-    .await?;
-    let (page, next_cursor) = paginate("runs", rows, limit, |r| r.run_id);
+    .await?
+    .map(RunResponse::from);
     Ok(Json(RunList {
-        items: page.into_iter().map(RunResponse::from).collect(),
-        next_cursor,
+        items: page.items,
+        next_cursor: page.next_cursor,
     }))
 }
 
@@ -175,7 +199,8 @@ pub async fn list_runs(
     tag = "runs",
     params(("id" = Uuid, Path, description = "Run id")),
     responses(
-        (status = 200, description = "The run", body = RunResponse),
+        (status = 200, description = "The run", body = RunResponse,
+         links(("ListJobs" = (operation_id = "list_jobs", parameters(("run_id" = "$response.body#/id")))))),
         (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json")
     )
 )]

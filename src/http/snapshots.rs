@@ -10,6 +10,7 @@ use axum::{
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     ApiError, AppState, Problem, Result,
@@ -30,8 +31,16 @@ const WAIT_POLL: Duration = Duration::from_millis(200);
 #[into_params(parameter_in = Query)]
 pub struct WaitQuery {
     /// Answer when the job ends or after this long (at most `1h`), e.g. `10m`.
-    #[param(example = "10m")]
+    #[param(
+        example = "10m",
+        pattern = r"^[\u0009-\u000d\u0085 \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:0+[smhdw])*0*[1-9][0-9]*[smhdw](?:[0-9]+[smhdw])*[\u0009-\u000d\u0085 \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     pub wait: Option<String>,
+}
+
+/// The routes of `POST /v1/snapshots`, with their OpenAPI operations.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create_snapshot))
 }
 
 /// Snapshot one resource now.
@@ -45,10 +54,18 @@ pub struct WaitQuery {
     params(WaitQuery),
     request_body(content = AdhocSnapshotRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "The job ended within the wait", body = JobResponse),
+        (status = 200, description = "The job ended within the wait", body = JobResponse,
+         links(("GetJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/id")))))),
         (status = 202, description = "The job is under way", body = JobResponse,
-         headers(("Location" = String, description = "URL of the job"))),
-        (status = 422, description = "Invalid fields, each named", body = Problem, content_type = "application/problem+json")
+         headers(("Location" = String, description = "URL of the job")),
+         links(
+            ("GetJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/id")))),
+            ("CancelJob" = (operation_id = "cancel_job", parameters(("id" = "$response.body#/id"))))
+         )),
+        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over the limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or parameters, each named", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn create_snapshot(

@@ -56,3 +56,122 @@ async fn the_service_serves_the_same_document(pool: PgPool) {
     let checked_in: Value = serde_json::from_str(CHECKED_IN).unwrap();
     assert_eq!(served, checked_in);
 }
+
+/// The operation with `operation_id`, as `(path, method, operation)`.
+fn operation<'a>(doc: &'a Value, operation_id: &str) -> (&'a str, &'a str, &'a Value) {
+    doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .iter()
+                .map(move |(method, op)| (path.as_str(), method.as_str(), op))
+        })
+        .find(|(_, _, op)| op["operationId"] == operation_id)
+        .unwrap_or_else(|| panic!("no operation {operation_id}"))
+}
+
+#[test]
+fn list_and_create_operations_link_to_the_operations_that_take_their_ids() {
+    let doc: Value = serde_json::from_str(CHECKED_IN).unwrap();
+    for (source, status, targets) in [
+        (
+            "create_policy",
+            "201",
+            &["get_policy", "update_policy", "delete_policy", "run_policy"][..],
+        ),
+        (
+            "list_policies",
+            "200",
+            &[
+                "get_policy",
+                "update_policy",
+                "delete_policy",
+                "get_policy_schedule",
+            ],
+        ),
+        ("run_policy", "202", &["get_run", "list_jobs"]),
+        ("list_runs", "200", &["get_run", "list_jobs"]),
+        ("list_jobs", "200", &["get_job", "cancel_job"]),
+        ("create_snapshot", "202", &["get_job", "cancel_job"]),
+        (
+            "list_snapshots",
+            "200",
+            &["get_snapshot", "delete_snapshot"],
+        ),
+    ] {
+        let (_, _, op) = operation(&doc, source);
+        let links = op["responses"][status]["links"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{source} {status} has no links"));
+        let linked: Vec<&str> = links
+            .values()
+            .map(|l| l["operationId"].as_str().unwrap())
+            .collect();
+        for target in targets {
+            assert!(
+                linked.contains(target),
+                "{source} does not link to {target}"
+            );
+        }
+        for link in links.values() {
+            let (_, _, target) = operation(&doc, link["operationId"].as_str().unwrap());
+            for parameter in link["parameters"].as_object().unwrap().keys() {
+                let name = parameter.rsplit('.').next().unwrap();
+                assert!(
+                    target["parameters"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|p| p["name"] == name),
+                    "{source} passes {parameter}, which {} does not take",
+                    target["operationId"]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_policy_schema_lists_every_field_a_policy_has() {
+    // A composition with the closed PolicySpec refused every stored policy.
+    let doc: Value = serde_json::from_str(CHECKED_IN).unwrap();
+    let policy = &doc["components"]["schemas"]["Policy"];
+    assert!(policy.get("allOf").is_none(), "{policy}");
+    let example = policy["example"].as_object().unwrap();
+    let properties = policy["properties"].as_object().unwrap();
+    for field in example.keys() {
+        assert!(
+            properties.contains_key(field),
+            "Policy does not declare {field}"
+        );
+    }
+}
+
+#[test]
+fn body_and_cloud_failures_are_declared_where_they_can_happen() {
+    let doc: Value = serde_json::from_str(CHECKED_IN).unwrap();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            if op.get("requestBody").is_some() {
+                for status in ["400", "413", "415", "422"] {
+                    assert!(
+                        responses.contains_key(status),
+                        "{method} {path} lacks {status}"
+                    );
+                }
+            }
+            if path.starts_with("/v1/orphans") {
+                for status in ["502", "503"] {
+                    assert!(
+                        responses.contains_key(status),
+                        "{method} {path} lacks {status}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -10,9 +10,10 @@ use stacksnap::{
     clock::{Clock, ManualClock},
     config::Settings,
     engine::EngineConfig,
-    openstack::OpenStack,
+    openstack::{CloudConfig, OpenStack, SessionOptions, retry::RetryPolicy},
     startup::{self, Dependencies, RunningService},
 };
+use stacksnap_sim::{SimConfig, SimHandle, Simulator};
 
 /// The instant the test clock shows when an app starts.
 pub const TEST_NOW: &str = "2026-11-25T12:00:00Z";
@@ -66,11 +67,35 @@ pub async fn start_service(
 
 /// Starts the API alone (`--no-engine`) on `pool` with a manual clock at [`TEST_NOW`].
 pub async fn spawn_app(pool: PgPool) -> TestApp {
+    start(pool, None).await
+}
+
+/// Starts the application with a simulated cloud for the endpoints that read
+/// the cloud directly (the engine runs too, with nothing to do), and returns the simulator.
+pub async fn spawn_app_with_cloud(pool: PgPool) -> (TestApp, SimHandle) {
+    let sim = Simulator::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let config =
+        CloudConfig::from_clouds_yaml(&sim.clouds_yaml(), "stacksnap-sim", "simulator").unwrap();
+    // Retries quickly: a test should not wait for real backoff.
+    let options = SessionOptions {
+        request_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(2),
+        retry: RetryPolicy {
+            max_attempts: 2,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+        },
+    };
+    let cloud = OpenStack::new(config, options).unwrap();
+    (start(pool, Some(cloud)).await, sim)
+}
+
+async fn start(pool: PgPool, cloud: Option<OpenStack>) -> TestApp {
     let clock = ManualClock::new(TEST_NOW.parse().unwrap());
     let service = start_service(
         pool.clone(),
         Arc::new(clock.clone()),
-        None,
+        cloud,
         EngineConfig::default(),
     )
     .await;

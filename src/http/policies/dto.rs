@@ -1,12 +1,12 @@
 //! Request and response shapes of `/v1/policies`.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::domain::{
-    policy::{Policy, PolicySpec, ResourceType},
+    policy::{Policy, PolicyOptions, PolicySpec, ResourceType, Retention, ScheduleSpec, Targets},
     schedule::CronSchedule,
     schedule::FireTime,
 };
@@ -45,8 +45,21 @@ pub struct PolicyResponse {
     pub id: Uuid,
     /// The project that owns the policy.
     pub project_id: String,
-    #[serde(flatten)]
-    pub spec: PolicySpec,
+    // The writable fields one by one rather than a flattened `PolicySpec`: that
+    // schema refuses properties it does not name, so a composition with it
+    // would refuse every stored policy.
+    /// Unique within the project, 1 to 255 characters.
+    #[schema(example = "nightly-web")]
+    pub name: String,
+    pub description: String,
+    /// A disabled policy keeps its snapshots but fires no runs.
+    pub enabled: bool,
+    pub resource_type: ResourceType,
+    pub targets: Targets,
+    /// The policy fires at the union of their times, once per instant.
+    pub schedules: Vec<ScheduleSpec>,
+    pub retention: Retention,
+    pub options: PolicyOptions,
     /// When the policy fires next; `null` when disabled.
     pub next_run_at: Option<DateTime<Utc>>,
     /// Bumped by every change; the `ETag` is this number in quotes.
@@ -57,10 +70,18 @@ pub struct PolicyResponse {
 
 impl From<Policy> for PolicyResponse {
     fn from(policy: Policy) -> Self {
+        let spec = PolicySpec::from(&policy.spec);
         Self {
             id: policy.id,
             project_id: policy.project_id,
-            spec: PolicySpec::from(&policy.spec),
+            name: spec.name,
+            description: spec.description,
+            enabled: spec.enabled,
+            resource_type: spec.resource_type,
+            targets: spec.targets,
+            schedules: spec.schedules,
+            retention: spec.retention,
+            options: spec.options,
             next_run_at: policy.next_run_at,
             version: policy.version,
             created_at: policy.created_at,
@@ -71,10 +92,11 @@ impl From<Policy> for PolicyResponse {
 
 /// One page of policies.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"items": [], "next_cursor": "djE6MDE5YWI4ZjAtNmMxZS03ZDJhLTlmM2ItMmE0YzVkNmU3Zjgw"}))]
+#[schema(example = json!({"items": [], "next_cursor": "Y3ABAZq48GwefSqfOypMXW5_gA"}))]
 pub struct PolicyList {
     pub items: Vec<PolicyResponse>,
     /// Pass as `cursor` to get the next page; `null` on the last page.
+    #[schema(pattern = "^Y3AB[A-Za-z0-9_-]{21}[AQgw]$")]
     pub next_cursor: Option<String>,
 }
 
@@ -92,6 +114,7 @@ pub struct ListPoliciesQuery {
     #[param(minimum = 1, maximum = 1000, example = 100)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
+    #[param(pattern = "^Y3AB[A-Za-z0-9_-]{21}[AQgw]$")]
     pub cursor: Option<String>,
 }
 
@@ -104,8 +127,8 @@ pub struct ScheduleQuery {
     #[param(minimum = 1, maximum = 100, example = 10)]
     pub count: Option<u32>,
     /// Show fire times after this RFC 3339 instant (default now).
-    #[param(example = "2027-03-27T00:00:00Z")]
-    pub from: Option<DateTime<Utc>>,
+    #[param(value_type = Option<DateTime<Utc>>, example = "2027-03-27T00:00:00Z")]
+    pub from: Option<DateTime<FixedOffset>>,
 }
 
 /// The next fire times of a policy.
@@ -123,9 +146,18 @@ pub struct ScheduleResponse {
     pub policy_id: Uuid,
     /// A disabled policy fires none of these until it is enabled again.
     pub enabled: bool,
-    /// The instant the fire times follow.
-    pub from: DateTime<Utc>,
+    /// The instant the fire times follow, with the offset it was given in.
+    #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = DateTime<Utc>)]
+    pub from: DateTime<FixedOffset>,
     pub items: Vec<FireTimeResponse>,
+}
+
+/// Writes an instant in RFC 3339 in the offset it was given in (`Z` for UTC):
+/// converted to UTC, an instant early in year 0 given with a positive offset
+/// would fall in year -1, which RFC 3339 cannot write.
+fn rfc3339<S: serde::Serializer>(at: &DateTime<FixedOffset>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&at.to_rfc3339_opts(SecondsFormat::AutoSi, true))
 }
 
 /// One fire time and the schedule that produced it.
