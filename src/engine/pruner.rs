@@ -38,7 +38,16 @@ impl Engine {
         let mut marked =
             snapshots::mark_stale_incomplete_deleting(&self.db, now, INCOMPLETE_GRACE).await?;
         for policy_id in snapshots::policies_to_prune(&self.db, now, PRUNE_PERIOD, 100).await? {
-            marked += self.prune_policy(policy_id, now).await?;
+            match self.prune_policy(policy_id, now).await {
+                Ok(n) => marked += n,
+                // A policy this build cannot read keeps its snapshots and waits its turn
+                // again; the others are pruned meanwhile.
+                Err(e @ sqlx::Error::Decode(_)) => {
+                    tracing::error!(%policy_id, error = %e, "cannot prune a policy that cannot be read");
+                    snapshots::mark_policy_pruned(&self.db, policy_id, now).await?;
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(marked)
     }

@@ -41,6 +41,16 @@ pub async fn fire_due(db: &PgPool, clock: &dyn Clock) -> Result<Fired, sqlx::Err
         let mut tx = db.begin().await?;
         let due = policies::lock_due_policies(&mut tx, now, BATCH).await?;
         for policy in &due {
+            let policy = match policy {
+                Ok(policy) => policy,
+                Err(unreadable) => {
+                    // One policy's bad data must not stop the others: it stops firing, loudly.
+                    tracing::error!(policy_id = %unreadable.id, reason = %unreadable.reason,
+                        "a stored policy cannot be read; it will not fire until it is fixed or replaced");
+                    policies::set_next_run_at(&mut tx, unreadable.id, None).await?;
+                    continue;
+                }
+            };
             let fired = fire_policy(&mut tx, policy, now).await?;
             total.runs += fired.runs;
             total.missed += fired.missed;

@@ -19,6 +19,9 @@ use crate::{
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
+/// How long a job in flight that cannot be read waits before it is looked at again.
+const UNREADABLE_RETRY: TimeDelta = TimeDelta::hours(1);
+
 /// What one call of [`Engine::execute_next`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -67,11 +70,13 @@ impl Engine {
         {
             None => return self.delete_next().await,
             Some(Claimed::Job(job)) => job,
-            Some(Claimed::Unreadable { job_id, reason }) => {
-                // One job's bad data must not stall a worker: end it with the reason.
-                tracing::error!(%job_id, %reason, "a job row cannot be read; failing the job");
-                let update = fail(JobError::new("unreadable_job", reason));
-                lifecycle::record_step(&self.db, job_id, token, now, &update).await?;
+            Some(Claimed::Unreadable {
+                job_id,
+                status,
+                reason,
+            }) => {
+                self.set_aside_unreadable(job_id, &status, reason, token, now)
+                    .await?;
                 return Ok(Outcome::Worked);
             }
         };
@@ -86,6 +91,30 @@ impl Engine {
             }
         }
         Ok(Outcome::Worked)
+    }
+
+    /// One job's bad data must not stall a worker. A pending job has sent
+    /// nothing and is failed with the reason. A job in flight may have made
+    /// artefacts (or be a newer replica's, during a rolling upgrade): ending it
+    /// would leak them or mark a good snapshot incomplete, so it is put off
+    /// with the reason instead.
+    async fn set_aside_unreadable(
+        &self,
+        job_id: Uuid,
+        status: &str,
+        reason: String,
+        token: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        tracing::error!(%job_id, %status, %reason, "a job row cannot be read");
+        let error = JobError::new("unreadable_job", reason);
+        if status == JobStatus::Pending.as_str() {
+            lifecycle::record_step(&self.db, job_id, token, now, &fail(error)).await?;
+        } else {
+            jobs::put_off_unreadable(&self.db, job_id, token, now + UNREADABLE_RETRY, &error)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Renews a lease while a step runs. Returns (abandoning the step) when the

@@ -270,26 +270,21 @@ pub async fn delete_policy(
     headers: HeaderMap,
     AppQuery(query): AppQuery<DeletePolicyQuery>,
 ) -> Result<StatusCode> {
-    let current = load(&state, &project, &id).await?;
-    check_if_match(&headers, current.version)?;
-    let expected = has_if_match(&headers).then_some(current.version);
+    // Only the version is read: a policy this build cannot decode can still be deleted.
+    let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("policy"))?;
+    let version = store::fetch_policy_version(&state.db, &project, id)
+        .await?
+        .ok_or(ApiError::NotFound("policy"))?;
+    check_if_match(&headers, version)?;
+    let expected = has_if_match(&headers).then_some(version);
     let delete_snapshots = query.snapshots == Some(SnapshotsOnDelete::Delete);
     let now = state.clock.now();
-    if store::delete_policy(
-        &state.db,
-        &project,
-        current.id,
-        expected,
-        delete_snapshots,
-        now,
-    )
-    .await?
-    {
+    if store::delete_policy(&state.db, &project, id, expected, delete_snapshots, now).await? {
         return Ok(StatusCode::NO_CONTENT);
     }
-    match store::fetch_policy(&state.db, &project, current.id).await? {
+    match store::fetch_policy_version(&state.db, &project, id).await? {
         Some(latest) => Err(ApiError::PreconditionFailed {
-            current_etag: etag(latest.version),
+            current_etag: etag(latest),
         }),
         None => Err(ApiError::NotFound("policy")),
     }

@@ -180,7 +180,12 @@ macro_rules! claim_job_where {
 #[derive(Debug)]
 pub enum Claimed {
     Job(Box<Job>),
-    Unreadable { job_id: Uuid, reason: String },
+    Unreadable {
+        job_id: Uuid,
+        /// The stored status as text: it may be one this build does not know.
+        status: String,
+        reason: String,
+    },
 }
 
 /// Claims the job most overdue for work, leasing it to `owner`. Jobs in flight
@@ -238,9 +243,36 @@ async fn claim_one(
         Ok(job) => Claimed::Job(Box::new(job)),
         Err(e) => Claimed::Unreadable {
             job_id: row.try_get("job_id")?,
+            status: row.try_get("status")?,
             reason: row::unreadable::<Job>(&row, &e).to_string(),
         },
     }))
+}
+
+/// Gives back the lease of a job in flight that this build cannot read, with
+/// the reason, to be looked at again at `not_before` (by a replica that may
+/// read it, or after a fix). Returns whether the lease was still held.
+///
+/// # Errors
+/// The query fails.
+pub async fn put_off_unreadable(
+    pool: &PgPool,
+    job_id: Uuid,
+    owner: Uuid,
+    not_before: DateTime<Utc>,
+    error: &JobError,
+) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query(
+        "update job set not_before = $3, error = $4, lease_owner = null, lease_expires_at = null \
+         where job_id = $1 and lease_owner = $2",
+    )
+    .bind(job_id)
+    .bind(owner)
+    .bind(not_before)
+    .bind(Json(error))
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected() == 1)
 }
 
 /// Extends a lease still held by `owner`. Returns whether it is still held.

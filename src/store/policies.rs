@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, types::Json};
 use uuid::Uuid;
 
-use super::row::{self, Keyed, Named};
+use super::row::{self, Keyed, Named, Unreadable};
 
 use crate::domain::{
     policy::{Policy, ResourceType, RetentionRules, SnapshotOptions, Targets, ValidPolicy},
@@ -248,8 +248,8 @@ pub async fn lock_due_policies(
     conn: &mut sqlx::PgConnection,
     now: DateTime<Utc>,
     limit: i64,
-) -> Result<Vec<Policy>, sqlx::Error> {
-    let rows: Vec<PolicyRow> = sqlx::query_as::<_, Named<PolicyRow>>(concat!(
+) -> Result<Vec<Result<Policy, Unreadable>>, sqlx::Error> {
+    let rows = sqlx::query(concat!(
         "select ",
         policy_columns!(),
         " from policy where enabled and next_run_at <= $1 \
@@ -258,9 +258,27 @@ pub async fn lock_due_policies(
     .bind(now)
     .bind(limit)
     .fetch_all(conn)
-    .await
-    .map(row::values)?;
-    Ok(rows.into_iter().map(Policy::from).collect())
+    .await?;
+    rows.iter()
+        .map(|row| Ok(row::decode_or_set_aside::<PolicyRow>(row)?.map(Policy::from)))
+        .collect()
+}
+
+/// A policy's version, read without decoding its spec (so that a policy this
+/// build cannot read can still be deleted).
+///
+/// # Errors
+/// The query fails.
+pub async fn fetch_policy_version(
+    pool: &PgPool,
+    project_id: &str,
+    id: Uuid,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("select version from policy where project_id = $1 and policy_id = $2")
+        .bind(project_id)
+        .bind(id)
+        .fetch_optional(pool)
+        .await
 }
 
 /// Moves a policy's next fire time (the scheduler's own write: no version bump).

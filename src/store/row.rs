@@ -41,3 +41,28 @@ pub fn unreadable<T: Keyed>(row: &PgRow, error: &sqlx::Error) -> sqlx::Error {
 pub fn values<T>(rows: Vec<Named<T>>) -> Vec<T> {
     rows.into_iter().map(Named::into_inner).collect()
 }
+
+/// A row this build cannot decode, by its key, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub id: Uuid,
+    pub reason: String,
+}
+
+/// Decodes one row of `T`; a row that cannot be decoded comes back as [`Unreadable`]
+/// so that the caller can set it aside instead of failing every row with it.
+///
+/// # Errors
+/// The row has no readable key.
+pub fn decode_or_set_aside<T>(row: &PgRow) -> Result<Result<T, Unreadable>, sqlx::Error>
+where
+    T: for<'r> FromRow<'r, PgRow> + Keyed,
+{
+    match T::from_row(row) {
+        Ok(value) => Ok(Ok(value)),
+        Err(e) => Ok(Err(Unreadable {
+            id: row.try_get(T::KEY)?,
+            reason: unreadable::<T>(row, &e).to_string(),
+        })),
+    }
+}

@@ -280,3 +280,29 @@ async fn patch_validates_the_merged_policy(pool: PgPool) {
         ["schedules[0].cron", "retention.keep_last"]
     );
 }
+
+#[sqlx::test]
+async fn a_stored_policy_that_cannot_be_read_can_still_be_deleted(pool: PgPool) {
+    // Arrange: a policy whose stored schedule names a zone this build does not know.
+    let app = spawn_app(pool).await;
+    let created: serde_json::Value = app
+        .post_policy(&policy_body("broken"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    sqlx::query(
+        "update policy set schedules = '[{\"cron\": \"0 2 * * *\", \"timezone\": \"Mars/Olympus\"}]' \
+         where policy_id = $1::uuid",
+    )
+    .bind(&id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+
+    // Act and assert: it cannot be shown, but it can be deleted, honouring If-Match.
+    problem(app.delete_policy(&id, Some("\"7\"")).await, 412).await;
+    assert_eq!(app.delete_policy(&id, Some("\"1\"")).await.status(), 204);
+    problem(app.delete_policy(&id, None).await, 404).await;
+}

@@ -443,3 +443,51 @@ async fn deletions_respect_the_policy_max_concurrent(pool: PgPool) {
         ["deleted", "deleted", "deleted", "available"]
     );
 }
+
+#[sqlx::test]
+async fn a_policy_that_cannot_be_read_does_not_stop_retention_for_the_others(pool: PgPool) {
+    // Arrange: a policy with three snapshots to prune down to one, and an unreadable policy first in line.
+    let h = harness(pool).await;
+    let volume = h.sim.create_volume("data", 1, &[]);
+    let policy = h
+        .policy(
+            json!({"name": "v", "resource_type": "volume", "targets": {"ids": [volume]},
+                       "schedules": [{"cron": "@hourly"}], "retention": {"keep_last": 1}}),
+        )
+        .await;
+    let broken = h
+        .policy(
+            json!({"name": "broken", "resource_type": "volume", "targets": {"ids": [volume]},
+                       "schedules": [{"cron": "@hourly"}], "retention": {"keep_last": 1}}),
+        )
+        .await;
+    let mut taken = Vec::new();
+    for _ in 0..3 {
+        taken.push(take(&h, &policy).await);
+        h.clock.advance(TimeDelta::hours(1));
+    }
+    take(&h, &broken).await;
+    sqlx::query(
+        "update policy set retention = '{\"keep_within\": \"soon\"}', pruned_at = null where policy_id = $1",
+    )
+    .bind(broken.id)
+    .execute(&h.pool)
+    .await
+    .unwrap();
+    sqlx::query("update policy set pruned_at = now() - interval '1 day' where policy_id = $1")
+        .bind(policy.id)
+        .execute(&h.pool)
+        .await
+        .unwrap();
+
+    // Act
+    let marked = h.engine.prune_due().await;
+
+    // Assert
+    assert!(
+        marked.is_ok(),
+        "one bad policy must not stop retention: {marked:?}"
+    );
+    let states = futures_states(&h, &taken).await;
+    assert_eq!(states, ["deleting", "deleting", "available"]);
+}

@@ -209,3 +209,52 @@ async fn the_engine_stops_promptly_when_cancelled(pool: PgPool) {
         .expect("the engine stops within 5s")
         .unwrap();
 }
+
+#[sqlx::test]
+async fn a_stored_policy_that_cannot_be_read_stops_only_itself(pool: PgPool) {
+    // Arrange: two policies due; the one due first holds a zone this build does not know.
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("web", &[], &[], false);
+    let broken = h
+        .policy(every_minute_policy(
+            "broken",
+            std::slice::from_ref(&server),
+            "run_once",
+        ))
+        .await;
+    let fine = h
+        .policy(every_minute_policy("fine", &[server], "run_once"))
+        .await;
+    sqlx::query(
+        "update policy set schedules = '[{\"cron\": \"* * * * *\", \"timezone\": \"Mars/Olympus\"}]', \
+             next_run_at = next_run_at - interval '1 second' where policy_id = $1",
+    )
+    .bind(broken.id)
+    .execute(&h.pool)
+    .await
+    .unwrap();
+    h.clock.advance(TimeDelta::minutes(1));
+
+    // Act
+    let fired = h.engine.fire_due().await;
+
+    // Assert: the readable policy fired; the unreadable one stopped firing.
+    assert!(
+        fired.is_ok(),
+        "one bad row must not stop the scheduler: {fired:?}"
+    );
+    let runs_of = |id| {
+        sqlx::query_scalar::<_, i64>("select count(*) from run where policy_id = $1")
+            .bind(id)
+            .fetch_one(&h.pool)
+    };
+    assert_eq!(runs_of(fine.id).await.unwrap(), 1);
+    assert_eq!(runs_of(broken.id).await.unwrap(), 0);
+    let next: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("select next_run_at from policy where policy_id = $1")
+            .bind(broken.id)
+            .fetch_one(&h.pool)
+            .await
+            .unwrap();
+    assert_eq!(next, None);
+}

@@ -496,3 +496,42 @@ async fn a_job_row_that_cannot_be_read_is_failed_with_a_reason_and_the_worker_go
     assert!(message.contains("unknown placeholder {nope}"), "{message}");
     assert_eq!(run_status, "failed");
 }
+
+#[sqlx::test]
+async fn a_job_in_flight_that_cannot_be_read_is_put_off_not_failed(pool: PgPool) {
+    // Arrange: a job tracking its image whose options this build cannot read
+    // (say, written by a newer replica during a rolling upgrade).
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("web", &[], &[], false);
+    let job_id = h.adhoc("server", &server, json!({})).await;
+    h.drive(job_id, |j| j.status == JobStatus::Tracking).await;
+    sqlx::query(
+        "update job set options = jsonb_set(options, '{name_template}', '\"{nope}\"') where job_id = $1",
+    )
+    .bind(job_id)
+    .execute(&h.pool)
+    .await
+    .unwrap();
+
+    // Act: once it is due again.
+    h.clock.advance(TimeDelta::minutes(1));
+    h.work().await;
+
+    // Assert: still in flight, with the reason recorded and no incomplete snapshot made of it.
+    let (status, code, leased): (String, Option<String>, bool) = sqlx::query_as(
+        "select status, error->>'code', lease_owner is not null from job where job_id = $1",
+    )
+    .bind(job_id)
+    .fetch_one(&h.pool)
+    .await
+    .unwrap();
+    assert_eq!(status, "tracking");
+    assert_eq!(code.as_deref(), Some("unreadable_job"));
+    assert!(!leased, "the lease is given back");
+    let recorded: i64 = sqlx::query_scalar("select count(*) from snapshot where job_id = $1")
+        .bind(job_id)
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+    assert_eq!(recorded, 0);
+}
