@@ -209,7 +209,6 @@ pub async fn update_policy(
     }
     for _ in 0..PATCH_ATTEMPTS {
         let current = load(&state, &project, &id).await?;
-        check_if_match(&headers, current.version)?;
         let now = state.clock.now();
         let mut patch = patch.clone();
         let current_json =
@@ -217,7 +216,9 @@ pub async fn update_policy(
         let read_only = take_read_only_fields(&mut patch, Some(&current_json));
         let mut spec_json = serde_json::to_value(&current.spec).expect("serialisable");
         merge_patch(&mut spec_json, patch);
+        // A body that is wrong whatever the version is a 422 before a stale If-Match is a 412.
         let valid = parse_policy(spec_json, read_only, now)?;
+        check_if_match(&headers, current.version)?;
         if valid == current.spec {
             return Ok(policy_response(StatusCode::OK, current));
         }

@@ -306,3 +306,26 @@ async fn a_stored_policy_that_cannot_be_read_can_still_be_deleted(pool: PgPool) 
     assert_eq!(app.delete_policy(&id, Some("\"1\"")).await.status(), 204);
     problem(app.delete_policy(&id, None).await, 404).await;
 }
+
+#[sqlx::test]
+async fn an_invalid_patch_is_a_422_even_with_a_stale_if_match(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let created: serde_json::Value = app
+        .post_policy(&policy_body("p"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap();
+    let response = app
+        .client
+        .patch(app.url(&format!("/v1/policies/{id}")))
+        .header("content-type", "application/merge-patch+json")
+        .header("if-match", "\"3\"")
+        .body(r#"{"schedules": [{"cron": "not a cron"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    let body = problem(response, 422).await;
+    assert_eq!(error_fields(&body), ["schedules[0].cron"]);
+}
