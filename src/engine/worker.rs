@@ -3,6 +3,9 @@
 //!
 //! No transaction is held across an OpenStack call: a job is leased, the call
 //! is made, and the result is written in a new transaction.
+//!
+//! Over 400 lines: a job's state machine (start, retry, recover, track, time
+//! out, set aside) reads best as one sequence; the cloud calls are in `snapshot`.
 
 use super::{
     Engine, resolver,
