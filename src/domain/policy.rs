@@ -17,6 +17,7 @@ pub use types::{
     Targets, ValidPolicy,
 };
 pub(crate) use validate::check_metadata;
+pub use validate::{RESERVED_METADATA_KEYS, RESERVED_METADATA_PREFIXES};
 
 pub const MAX_NAME_CHARS: usize = 255;
 pub const MAX_DESCRIPTION_CHARS: usize = 1024;

@@ -21,7 +21,7 @@ use crate::domain::{
 /// Property keys a policy may not stamp: those Nova sets on snapshots, and
 /// Glance's own image fields (a property named `owner` or `status` would
 /// collide with the image's real owner or status).
-const RESERVED_METADATA_KEYS: [&str; 33] = [
+pub const RESERVED_METADATA_KEYS: [&str; 33] = [
     "image_type",
     "instance_uuid",
     "base_image_ref",
@@ -56,7 +56,8 @@ const RESERVED_METADATA_KEYS: [&str; 33] = [
     "schema",
     "stores",
 ];
-const RESERVED_METADATA_PREFIXES: [&str; 2] = ["stacksnap_", "os_glance_"];
+/// Property-key prefixes a policy may not stamp: stacksnap's own and Glance's.
+pub const RESERVED_METADATA_PREFIXES: [&str; 2] = ["stacksnap_", "os_glance_"];
 
 impl PolicySpec {
     /// Checks every field, reporting all problems at once, and parses the policy.

@@ -12,51 +12,16 @@ pub const SPACE: &str = r" \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u30
 pub const TRIMMED: &str =
     r"\u0009-\u000d\u0085 \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
 
+use crate::domain::policy::{RESERVED_METADATA_KEYS, RESERVED_METADATA_PREFIXES};
+
 /// Any string without U+0000, which PostgreSQL text cannot hold.
 pub const NO_NUL: &str = r"^[^\u0000]*$";
-
-/// Property keys stamped metadata may not use (Nova's and Glance's own); the
-/// prefixes `stacksnap_` and `os_glance_` are reserved as well.
-const RESERVED_METADATA_KEYS: [&str; 33] = [
-    "image_type",
-    "instance_uuid",
-    "base_image_ref",
-    "image_location",
-    "block_device_mapping",
-    "bdm_v2",
-    "root_device_name",
-    "owner_id",
-    "user_id",
-    "id",
-    "name",
-    "status",
-    "owner",
-    "visibility",
-    "size",
-    "virtual_size",
-    "checksum",
-    "container_format",
-    "disk_format",
-    "min_disk",
-    "min_ram",
-    "protected",
-    "tags",
-    "created_at",
-    "updated_at",
-    "deleted",
-    "deleted_at",
-    "locations",
-    "direct_url",
-    "self",
-    "file",
-    "schema",
-    "stores",
-];
 
 /// Metadata keys a policy may stamp: none of the reserved ones, no U+0000.
 pub fn stamped_key_pattern() -> String {
     format!(
-        r"^(?!(?:stacksnap_|os_glance_))(?!(?:{})$)[^\u0000]*$",
+        r"^(?!(?:{}))(?!(?:{})$)[^\u0000]*$",
+        RESERVED_METADATA_PREFIXES.join("|"),
         RESERVED_METADATA_KEYS.join("|")
     )
 }
