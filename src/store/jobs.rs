@@ -1,7 +1,7 @@
 //! The `job` table: one resource within a run, claimed and advanced by workers.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use sqlx::{FromRow as _, PgConnection, PgPool, Row as _, types::Json};
+use sqlx::{PgConnection, PgPool, Row as _, types::Json};
 use uuid::Uuid;
 
 use super::row::{self, Keyed, Named};
@@ -239,12 +239,12 @@ async fn claim_one(
     else {
         return Ok(None);
     };
-    Ok(Some(match Job::from_row(&row) {
+    Ok(Some(match row::decode_or_set_aside::<Job>(&row)? {
         Ok(job) => Claimed::Job(Box::new(job)),
-        Err(e) => Claimed::Unreadable {
-            job_id: row.try_get("job_id")?,
+        Err(unreadable) => Claimed::Unreadable {
+            job_id: unreadable.id,
             status: row.try_get("status")?,
-            reason: row::unreadable::<Job>(&row, &e).to_string(),
+            reason: unreadable.reason,
         },
     }))
 }
