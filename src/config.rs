@@ -41,6 +41,10 @@ pub struct Settings {
     /// Most snapshots in flight at once across all replicas (protects the cloud's control plane).
     #[arg(long, env = "STACKSNAP_MAX_IN_FLIGHT", default_value_t = 50)]
     pub max_in_flight: i64,
+
+    /// The orphan finder never looks at a Cinder snapshot younger than this, e.g. `1h`.
+    #[arg(long, env = "STACKSNAP_ORPHAN_GRACE", default_value = "1h", value_parser = parse_duration)]
+    pub orphan_grace: Duration,
 }
 
 /// Log line format.

@@ -54,6 +54,8 @@ pub struct AppState {
     pub body_limit: usize,
     /// Cancelled when the server shuts down: long waits answer at once.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Cinder snapshots younger than this are never taken for orphans.
+    pub orphan_grace: chrono::TimeDelta,
 }
 
 /// The complete application router with its middleware.

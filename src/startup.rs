@@ -79,6 +79,8 @@ pub async fn start(
         engine: engine.clone(),
         body_limit: settings.body_limit,
         shutdown: requests_stopping.clone(),
+        orphan_grace: chrono::TimeDelta::from_std(settings.orphan_grace)
+            .unwrap_or(chrono::TimeDelta::MAX),
     };
     let router = http::router(state, settings.request_timeout);
     let stopping = shutdown.clone();

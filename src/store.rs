@@ -5,6 +5,7 @@
 pub mod database;
 pub mod jobs;
 pub mod lifecycle;
+pub mod orphans;
 pub mod policies;
 pub mod row;
 pub mod runs;

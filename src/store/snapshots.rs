@@ -335,20 +335,6 @@ pub async fn record_deletion(
     Ok(())
 }
 
-/// The ids of every Cinder snapshot a server snapshot of stacksnap's lists,
-/// deleted or not: the orphan finder's test of "made by stacksnap".
-///
-/// # Errors
-/// The query fails.
-pub async fn server_volume_snapshot_ids(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "select piece ->> 'snapshot_id' from snapshot, jsonb_array_elements(volume_snapshots) as piece \
-         where resource_type = 'server'",
-    )
-    .fetch_all(pool)
-    .await
-}
-
 /// Reads one snapshot of a project.
 ///
 /// # Errors

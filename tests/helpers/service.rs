@@ -39,6 +39,7 @@ pub fn test_settings() -> Settings {
         no_engine: true,
         workers: 1,
         max_in_flight: 50,
+        orphan_grace: Duration::from_secs(3600),
     }
 }
 
