@@ -91,8 +91,9 @@ async fn fire_policy(
         };
         fired.missed += usize::from(runs::insert_run(conn, &missed).await?);
     }
-    if plan.missed_unrecorded > 0 {
-        tracing::warn!(policy_id = %policy.id, count = plan.missed_unrecorded, "older missed fire times not recorded");
+    if plan.more_missed {
+        tracing::warn!(policy_id = %policy.id, since = %due, recorded = plan.missed.len(),
+            "more fire times were missed than are recorded; the older ones are not");
     }
     if let Some(instant) = plan.fire {
         let run = NewRun {
