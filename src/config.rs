@@ -45,6 +45,11 @@ pub struct Settings {
     /// The orphan finder never looks at a Cinder snapshot younger than this, e.g. `1h`.
     #[arg(long, env = "STACKSNAP_ORPHAN_GRACE", default_value = "1h", value_parser = parse_duration)]
     pub orphan_grace: Duration,
+
+    /// Finished runs with their jobs, and the rows of deleted snapshots, are purged
+    /// once older than this, e.g. `90d`.
+    #[arg(long, env = "STACKSNAP_HISTORY_RETENTION", default_value = "90d", value_parser = parse_duration)]
+    pub history_retention: Duration,
 }
 
 /// Log line format.

@@ -5,6 +5,7 @@
 //! replicas can come and go at any moment.
 
 pub mod health;
+pub mod history;
 pub mod orphans;
 pub mod pruner;
 pub mod resolver;
@@ -50,6 +51,12 @@ pub struct EngineConfig {
     pub prune_interval: Duration,
     /// How a task that panicked or failed is started again.
     pub restart: RestartBackoff,
+    /// Finished runs (with their jobs) and deleted snapshot rows older than this are purged.
+    pub history_retention: TimeDelta,
+    /// How often the history is purged.
+    pub history_interval: Duration,
+    /// Rows deleted per statement when purging history.
+    pub history_batch: i64,
 }
 
 impl Default for EngineConfig {
@@ -71,6 +78,9 @@ impl Default for EngineConfig {
             drain_timeout: Duration::from_secs(30),
             prune_interval: Duration::from_secs(30),
             restart: RestartBackoff::default(),
+            history_retention: TimeDelta::days(90),
+            history_interval: Duration::from_secs(3600),
+            history_batch: 500,
         }
     }
 }
@@ -107,9 +117,14 @@ impl Engine {
     }
 
     /// The loops this replica runs: the LISTEN connection, the scheduler, the
-    /// pruner and every worker. The start-up code runs each as a supervised task.
+    /// pruner, the history purge and every worker. The start-up code runs each as a supervised task.
     pub fn tasks(&self) -> Vec<TaskName> {
-        let mut tasks = vec![TaskName::Listen, TaskName::Scheduler, TaskName::Pruner];
+        let mut tasks = vec![
+            TaskName::Listen,
+            TaskName::Scheduler,
+            TaskName::Pruner,
+            TaskName::History,
+        ];
         tasks.extend((0..self.config.workers).map(TaskName::Worker));
         tasks
     }
@@ -126,6 +141,7 @@ impl Engine {
             TaskName::Listen => listen(self.db, self.wake, shutdown).await,
             TaskName::Scheduler => self.scheduler_loop(shutdown).await,
             TaskName::Pruner => self.pruner_loop(shutdown).await,
+            TaskName::History => self.history_loop(shutdown).await,
             TaskName::Worker(_) => self.worker_loop(shutdown).await,
         }
         Ok(())
@@ -169,6 +185,24 @@ impl Engine {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(self.config.prune_interval) => {}
+            }
+        }
+    }
+
+    async fn history_loop(self, shutdown: CancellationToken) {
+        loop {
+            match self.purge_history().await {
+                Ok(purged) if purged.runs + purged.snapshots > 0 => tracing::info!(
+                    runs = purged.runs,
+                    snapshots = purged.snapshots,
+                    "purged history older than the retention"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "history purge failed; retrying"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(self.config.history_interval) => {}
             }
         }
     }

@@ -36,6 +36,8 @@ pub fn engine_config(settings: &Settings) -> EngineConfig {
     EngineConfig {
         workers: settings.workers.max(1),
         max_in_flight: settings.max_in_flight.max(1),
+        history_retention: chrono::TimeDelta::from_std(settings.history_retention)
+            .unwrap_or(chrono::TimeDelta::MAX),
         ..EngineConfig::default()
     }
 }

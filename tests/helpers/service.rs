@@ -40,6 +40,7 @@ pub fn test_settings() -> Settings {
         workers: 1,
         max_in_flight: 50,
         orphan_grace: Duration::from_secs(3600),
+        history_retention: Duration::from_secs(90 * 86400),
     }
 }
 
