@@ -6,6 +6,7 @@
 
 pub mod health;
 pub mod history;
+pub mod job_events;
 pub mod orphans;
 pub mod pruner;
 pub mod resolver;
@@ -21,6 +22,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use health::{EngineHealth, RestartBackoff, TaskName};
+pub use job_events::JobEvents;
 pub use worker::Outcome;
 
 use crate::{clock::Clock, openstack::OpenStack, openstack::retry::RetryPolicy};
@@ -94,6 +96,8 @@ pub struct Engine {
     pub(crate) config: EngineConfig,
     /// Shared by all the loops of this replica: whoever finds work wakes the others.
     wake: Arc<Notify>,
+    /// Told when a job ends here, for the requests of this replica waiting on it.
+    pub(crate) job_events: JobEvents,
 }
 
 impl Engine {
@@ -105,7 +109,15 @@ impl Engine {
             clock,
             config,
             wake: Arc::new(Notify::new()),
+            job_events: JobEvents::default(),
         }
+    }
+
+    /// The same engine telling `events` (shared with the API) when it ends a job.
+    #[must_use]
+    pub fn with_job_events(mut self, events: JobEvents) -> Self {
+        self.job_events = events;
+        self
     }
 
     /// Fires what is due now; the scheduler loop calls this on every tick.

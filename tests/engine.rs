@@ -8,3 +8,4 @@ mod retention;
 mod scheduling;
 mod snapshots;
 mod supervision;
+mod waiting;

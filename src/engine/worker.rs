@@ -91,6 +91,8 @@ impl Engine {
             let now = self.clock.now();
             if !lifecycle::record_step(&self.db, job.job_id, token, now, &update).await? {
                 tracing::info!(job_id = %job.job_id, "job changed meanwhile (cancelled or taken over); step discarded");
+            } else if update.status.is_some_and(JobStatus::is_terminal) {
+                self.job_events.ended(job.job_id);
             }
         }
         Ok(Outcome::Worked)
@@ -112,7 +114,9 @@ impl Engine {
         tracing::error!(%job_id, %status, %reason, "a job row cannot be read");
         let error = JobError::new("unreadable_job", reason);
         if status == JobStatus::Pending.as_str() {
-            lifecycle::record_step(&self.db, job_id, token, now, &fail(error)).await?;
+            if lifecycle::record_step(&self.db, job_id, token, now, &fail(error)).await? {
+                self.job_events.ended(job_id);
+            }
         } else {
             jobs::put_off_unreadable(&self.db, job_id, token, now + UNREADABLE_RETRY, &error)
                 .await?;

@@ -41,6 +41,8 @@ pub fn test_settings() -> Settings {
         max_in_flight: 50,
         orphan_grace: Duration::from_secs(3600),
         history_retention: Duration::from_secs(90 * 86400),
+        api_db_max_connections: 3,
+        wait_poll_interval: Duration::from_millis(200),
     }
 }
 
@@ -53,9 +55,20 @@ pub async fn start_service(
     cloud: Option<OpenStack>,
     engine: EngineConfig,
 ) -> RunningService {
+    start_service_with(test_settings(), pool, clock, cloud, engine).await
+}
+
+/// [`start_service`] with `settings` (the engine runs when there is a `cloud`).
+pub async fn start_service_with(
+    settings: Settings,
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
+    cloud: Option<OpenStack>,
+    engine: EngineConfig,
+) -> RunningService {
     let settings = Settings {
         no_engine: cloud.is_none(),
-        ..test_settings()
+        ..settings
     };
     let deps = Dependencies {
         db: pool,
