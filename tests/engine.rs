@@ -3,6 +3,7 @@
 
 mod api;
 mod clock;
+mod database_outage;
 mod retention;
 mod scheduling;
 mod snapshots;

@@ -3,6 +3,7 @@
 //! step at a time against the simulator.
 
 mod engine;
+mod private_pg;
 mod service;
 
-pub use self::{engine::*, service::*};
+pub use self::{engine::*, private_pg::PrivateCluster, service::*};
