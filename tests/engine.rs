@@ -4,6 +4,7 @@
 mod api;
 mod clock;
 mod database_outage;
+mod deletion;
 mod retention;
 mod scheduling;
 mod snapshots;

@@ -201,6 +201,27 @@ impl SimHandle {
             .expect("an empty volume has no source to miss")
     }
 
+    /// Adds an `available` volume made from Cinder snapshot `snapshot_id`
+    /// (a dependant of that snapshot) and returns its id.
+    ///
+    /// # Errors
+    /// The snapshot does not exist or is not `available`.
+    pub fn create_volume_from_snapshot(
+        &self,
+        name: &str,
+        snapshot_id: &str,
+    ) -> anyhow::Result<String> {
+        let spec = NewVolume {
+            name: Some(name.into()),
+            snapshot_id: Some(snapshot_id.into()),
+            ..NewVolume::default()
+        };
+        self.shared
+            .lock()
+            .create_volume(Instant::now(), spec, true)
+            .map_err(|f| anyhow::anyhow!("{}", f.message))
+    }
+
     /// Adds an `ACTIVE` server from a seed (image- or volume-backed).
     ///
     /// # Errors

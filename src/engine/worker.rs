@@ -16,7 +16,7 @@ use crate::{
     openstack::OpenStackError,
     store::{
         jobs::{self, Claimed, Job, JobUpdate, StartOutcome},
-        lifecycle, runs,
+        lifecycle, runs, snapshots,
     },
 };
 use chrono::{DateTime, TimeDelta, Utc};
@@ -123,7 +123,7 @@ impl Engine {
     /// Renews a lease while a step runs. Returns (abandoning the step) when the
     /// lease is lost, or when renewals have failed for so long that it may have
     /// expired: another worker may then own the work.
-    async fn keep_lease(&self, leased: Leased, token: Uuid) {
+    pub(super) async fn keep_lease(&self, leased: Leased, token: Uuid) {
         let every = (self.config.lease / 3)
             .to_std()
             .unwrap_or(std::time::Duration::from_secs(10));
@@ -134,6 +134,7 @@ impl Engine {
             let result = match leased {
                 Leased::Job(id) => jobs::renew_lease(&self.db, id, token, until).await,
                 Leased::Run(id) => runs::renew_lease(&self.db, id, token, until).await,
+                Leased::Snapshot(id) => snapshots::renew_lease(&self.db, id, token, until).await,
             };
             match result {
                 Ok(true) => renewed = tokio::time::Instant::now(),
@@ -391,9 +392,11 @@ impl Engine {
 
 /// What a lease is held on.
 #[derive(Debug, Clone, Copy)]
-enum Leased {
+pub(super) enum Leased {
     Job(Uuid),
     Run(Uuid),
+    /// A managed snapshot being deleted.
+    Snapshot(Uuid),
 }
 
 fn start_window_passed(job: &Job) -> JobUpdate {

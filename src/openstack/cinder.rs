@@ -38,6 +38,9 @@ pub struct Volume {
     /// Cinder sends `"true"`/`"false"` as strings.
     #[serde(default)]
     pub bootable: Value,
+    /// The snapshot it was made from: while it lives, some backends cannot delete that snapshot.
+    #[serde(default)]
+    pub snapshot_id: Option<String>,
 }
 
 /// Where a volume is attached.

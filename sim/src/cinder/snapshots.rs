@@ -218,21 +218,47 @@ fn create(st: &mut State, ctx: &Ctx) -> Reply {
 
 fn delete(st: &mut State, ctx: &Ctx, id: &str) -> Reply {
     let now = ctx.now;
-    let fails = st.fault("cinder.delete_snapshot", |f| {
-        matches!(f, Fault::SnapshotDeleteError)
-    });
-    let d = st.durations.snapshot_delete;
-    let s = st.snapshot_mut(id, now).ok_or_else(|| not_found(id))?;
-    let status = s.status.at(now);
-    if !matches!(status, "available" | "error" | "error_deleting") || s.group_snapshot_id.is_some()
-    {
+    let status = st
+        .snapshot(id, now)
+        .ok_or_else(|| not_found(id))?
+        .status
+        .at(now);
+    // Cinder's API takes a member's delete only from `available` or `error`
+    // (`error_deleting` needs an administrator's reset-state first).
+    let grouped = st
+        .snapshot(id, now)
+        .is_some_and(|s| s.group_snapshot_id.is_some());
+    if !matches!(status, "available" | "error") || grouped {
         return Err(Fail::bad_request(format!(
             "Invalid snapshot: Volume Snapshot status must be available or error and must not be part of a group, but current status is: {status}."
         )));
     }
+    let has_dependants = has_dependants(st, id, now);
+    let busy = st.fault("cinder.delete_snapshot", |f| {
+        matches!(f, Fault::SnapshotDeleteBusy { dependants_only } if !dependants_only || has_dependants)
+    });
+    let fails = !busy
+        && st.fault("cinder.delete_snapshot", |f| {
+            matches!(f, Fault::SnapshotDeleteError)
+        });
+    let d = st.durations.snapshot_delete;
+    let s = st.snapshot_mut(id, now).ok_or_else(|| not_found(id))?;
     s.status.rewrite(now, "deleting");
-    s.status
-        .push_after_last(d, if fails { "error_deleting" } else { GONE });
+    let outcome = if busy {
+        "available"
+    } else if fails {
+        "error_deleting"
+    } else {
+        GONE
+    };
+    s.status.push_after_last(d, outcome);
     let _ = links;
     Ok((StatusCode::ACCEPTED, Value::Null))
+}
+
+/// Whether a live volume was made from snapshot `id`.
+fn has_dependants(st: &State, id: &str, now: std::time::Instant) -> bool {
+    st.volumes
+        .iter()
+        .any(|v| v.snapshot_id.as_deref() == Some(id) && v.status.at(now) != GONE)
 }
