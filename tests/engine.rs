@@ -6,3 +6,4 @@ mod retention;
 mod scheduling;
 mod snapshots;
 mod supervision;
+mod tenant;

@@ -3,6 +3,7 @@
 //! step at a time against the simulator.
 
 mod engine;
+mod groups;
 mod service;
 
-pub use self::{engine::*, service::*};
+pub use self::{engine::*, groups::*, service::*};
