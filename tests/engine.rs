@@ -9,3 +9,4 @@ mod retention;
 mod scheduling;
 mod snapshots;
 mod supervision;
+mod tenant;

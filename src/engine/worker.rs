@@ -331,6 +331,16 @@ impl Engine {
         let deadline_passed = job.deadline.is_some_and(|d| now >= d);
         let progress = match progress {
             Ok(progress) => progress,
+            // Asked again, the cloud gives the same answer: waiting for the
+            // deadline would only turn its reason into a timeout.
+            Err(e) if e.is_refused() => {
+                let mut update = fail(JobError::new(
+                    "request_refused",
+                    format!("the cloud refused a request while following the snapshot: {e}"),
+                ));
+                update.calls = 1;
+                return update;
+            }
             Err(e) if deadline_passed => {
                 return timed_out(JobError::new(
                     "timed_out",
