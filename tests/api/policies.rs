@@ -329,3 +329,25 @@ async fn an_invalid_patch_is_a_422_even_with_a_stale_if_match(pool: PgPool) {
     let body = problem(response, 422).await;
     assert_eq!(error_fields(&body), ["schedules[0].cron"]);
 }
+
+#[sqlx::test]
+async fn a_name_template_chrono_cannot_write_is_a_422_naming_the_field(pool: PgPool) {
+    // Arrange: `%#z` parses in chrono but panics when written.
+    let app = spawn_app(pool).await;
+    let mut body = policy_body("odd-zone");
+    body["options"] = json!({"name_template": "{policy}-{scheduled_at:%#z}"});
+
+    // Act
+    let response = app.post_policy(&body).await;
+
+    // Assert
+    let problem = problem(response, 422).await;
+    assert_eq!(error_fields(&problem), ["options.name_template"]);
+    assert!(
+        problem["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("%#z"),
+        "{problem}"
+    );
+}
