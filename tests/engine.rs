@@ -3,6 +3,7 @@
 
 mod api;
 mod poison;
+mod policies;
 mod retention;
 mod scheduling;
 mod snapshots;
