@@ -301,7 +301,7 @@ async fn a_stored_policy_that_cannot_be_read_can_still_be_deleted(pool: PgPool) 
     .await
     .unwrap();
 
-    // Act and assert: it cannot be shown, but it can be deleted, honouring If-Match.
+    // Act and assert: it can be deleted, honouring If-Match.
     problem(app.delete_policy(&id, Some("\"7\"")).await, 412).await;
     assert_eq!(app.delete_policy(&id, Some("\"1\"")).await.status(), 204);
     problem(app.delete_policy(&id, None).await, 404).await;
