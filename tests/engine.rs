@@ -5,6 +5,8 @@ mod api;
 mod clock;
 mod database_outage;
 mod deletion;
+mod poison;
+mod policies;
 mod retention;
 mod scheduling;
 mod snapshots;

@@ -80,7 +80,9 @@ pub use deletion::{DeletionStep, claim_deletion, record_deletion, renew_lease};
 
 /// Records what an ended job produced: a complete snapshot when it succeeded,
 /// incomplete artefacts (to be cleaned up) when it failed, timed out or was
-/// cancelled after making some. Idempotent per job.
+/// cancelled after making some. Idempotent per job. A job whose policy was
+/// deleted with `snapshots=delete` while it ran records its snapshot already
+/// `deleting`; with `keep`, it lands kept and unmanaged (no policy).
 ///
 /// # Errors
 /// The query fails.
@@ -88,11 +90,12 @@ pub async fn record_from_job(conn: &mut PgConnection, job_id: Uuid) -> Result<()
     sqlx::query(
         "insert into snapshot (snapshot_id, project_id, policy_id, run_id, job_id, resource_type, resource_id, \
              resource_name, image_id, group_snapshot_id, volume_snapshots, complete, taken_at, \
-             image_size_bytes, size_gb) \
+             image_size_bytes, size_gb, state) \
          select $2, j.project_id, p.policy_id, j.run_id, j.job_id, j.resource_type, j.resource_id, j.resource_name, \
              j.image_id, j.group_snapshot_id, j.volume_snapshots, j.status = 'succeeded', \
              coalesce((j.options ->> 'scheduled_at')::timestamptz, j.created_at), j.image_size_bytes, \
-             (select sum((piece ->> 'size_gb')::bigint) from jsonb_array_elements(j.volume_snapshots) as piece) \
+             (select sum((piece ->> 'size_gb')::bigint) from jsonb_array_elements(j.volume_snapshots) as piece), \
+             case when j.delete_on_record then 'deleting' else 'available' end \
          from job j left join policy p on p.policy_id = j.policy_id \
          where j.job_id = $1 and (j.status = 'succeeded' or j.image_id is not null \
              or j.group_snapshot_id is not null or j.volume_snapshots <> '[]') \
