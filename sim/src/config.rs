@@ -22,6 +22,9 @@ pub struct SimConfig {
     pub region: String,
     /// The admin user (password authentication).
     pub admin: AdminUser,
+    /// A user with only the `member` (and `reader`) role in the admin's project:
+    /// what a tenant's own credentials may do.
+    pub member: MemberUser,
     /// The one application credential, owned by the admin user.
     pub application_credential: ApplicationCredential,
     /// How long a token lives.
@@ -31,6 +34,8 @@ pub struct SimConfig {
     pub nova_max_microversion: String,
     /// Highest volume microversion, e.g. `"3.71"`.
     pub cinder_max_microversion: String,
+    /// Cinder's `osapi_max_limit`: the most items one page of a Cinder list holds.
+    pub cinder_max_limit: usize,
     /// Cinder's snapshot quota per project; -1 is unlimited.
     pub snapshot_quota: i64,
     /// The duration of every transition.
@@ -58,6 +63,24 @@ impl Default for AdminUser {
             password: "secret".into(),
             project_name: "admin".into(),
             domain_name: "Default".into(),
+        }
+    }
+}
+
+/// A project member: user `member`, password `member-secret`, in the admin's
+/// project and domain, with the roles `member` and `reader` but not `admin`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MemberUser {
+    pub username: String,
+    pub password: String,
+}
+
+impl Default for MemberUser {
+    fn default() -> Self {
+        Self {
+            username: "member".into(),
+            password: "member-secret".into(),
         }
     }
 }
@@ -255,10 +278,12 @@ impl Default for SimConfig {
             seed: 1,
             region: "RegionOne".into(),
             admin: AdminUser::default(),
+            member: MemberUser::default(),
             application_credential: ApplicationCredential::default(),
             token_ttl: Duration::from_secs(3600),
             nova_max_microversion: "2.96".into(),
             cinder_max_microversion: "3.71".into(),
+            cinder_max_limit: 1000,
             snapshot_quota: 1000,
             durations: Durations::fast(),
             faults: Vec::new(),
@@ -294,6 +319,13 @@ impl SimConfig {
     #[must_use]
     pub fn with_cinder_max_microversion(mut self, v: &str) -> Self {
         self.cinder_max_microversion = v.into();
+        self
+    }
+
+    /// Sets Cinder's `osapi_max_limit` (the largest page of a list).
+    #[must_use]
+    pub fn with_cinder_max_limit(mut self, limit: usize) -> Self {
+        self.cinder_max_limit = limit;
         self
     }
 

@@ -47,8 +47,17 @@ pub enum Fault {
     SnapshotStuck,
     /// Cinder snapshots made by the call go to `error`.
     SnapshotError,
-    /// A deleted Cinder snapshot goes to `error_deleting`.
+    /// A deleted Cinder snapshot goes to `error_deleting` (the backend failed;
+    /// Cinder then refuses another delete from a project member).
     SnapshotDeleteError,
+    /// A deleted Cinder snapshot goes back to `available`, as Cinder's volume
+    /// manager does when the backend raises `SnapshotIsBusy`. With
+    /// `dependants_only` it hits only a snapshot that a live volume was made
+    /// from (a clone the backend cannot flatten, as with RBD, 3PAR or NetApp).
+    SnapshotDeleteBusy {
+        #[serde(default)]
+        dependants_only: bool,
+    },
     /// The image of an image-backed createImage ends `killed`.
     ImageKilled,
     /// The image-backed createImage fails in the compute service: Nova

@@ -123,14 +123,17 @@ impl SimHandle {
     }
 
     /// A clouds.yaml with the cloud `stacksnap-sim` (admin user, password
-    /// auth) and `stacksnap-sim-appcred` (the application credential).
+    /// auth), `stacksnap-sim-appcred` (the application credential) and
+    /// `stacksnap-sim-member` (the member user: a tenant's own credentials).
     pub fn clouds_yaml(&self) -> String {
         let c = &self.shared.config;
         let auth_url = self.auth_url();
         format!(
-            "clouds:\n  stacksnap-sim:\n    auth:\n      auth_url: {auth_url}\n      username: {user}\n      password: {password}\n      project_name: {project}\n      user_domain_name: {domain}\n      project_domain_name: {domain}\n    region_name: {region}\n    interface: public\n    identity_api_version: 3\n  stacksnap-sim-appcred:\n    auth_type: v3applicationcredential\n    auth:\n      auth_url: {auth_url}\n      application_credential_id: {ac_id}\n      application_credential_secret: {ac_secret}\n    region_name: {region}\n    interface: public\n    identity_api_version: 3\n",
+            "clouds:\n  stacksnap-sim:\n    auth:\n      auth_url: {auth_url}\n      username: {user}\n      password: {password}\n      project_name: {project}\n      user_domain_name: {domain}\n      project_domain_name: {domain}\n    region_name: {region}\n    interface: public\n    identity_api_version: 3\n  stacksnap-sim-member:\n    auth:\n      auth_url: {auth_url}\n      username: {member}\n      password: {member_password}\n      project_name: {project}\n      user_domain_name: {domain}\n      project_domain_name: {domain}\n    region_name: {region}\n    interface: public\n    identity_api_version: 3\n  stacksnap-sim-appcred:\n    auth_type: v3applicationcredential\n    auth:\n      auth_url: {auth_url}\n      application_credential_id: {ac_id}\n      application_credential_secret: {ac_secret}\n    region_name: {region}\n    interface: public\n    identity_api_version: 3\n",
             user = c.admin.username,
             password = c.admin.password,
+            member = c.member.username,
+            member_password = c.member.password,
             project = c.admin.project_name,
             domain = c.admin.domain_name,
             region = c.region,
@@ -199,6 +202,27 @@ impl SimHandle {
             .lock()
             .create_volume(Instant::now(), spec, true)
             .expect("an empty volume has no source to miss")
+    }
+
+    /// Adds an `available` volume made from Cinder snapshot `snapshot_id`
+    /// (a dependant of that snapshot) and returns its id.
+    ///
+    /// # Errors
+    /// The snapshot does not exist or is not `available`.
+    pub fn create_volume_from_snapshot(
+        &self,
+        name: &str,
+        snapshot_id: &str,
+    ) -> anyhow::Result<String> {
+        let spec = NewVolume {
+            name: Some(name.into()),
+            snapshot_id: Some(snapshot_id.into()),
+            ..NewVolume::default()
+        };
+        self.shared
+            .lock()
+            .create_volume(Instant::now(), spec, true)
+            .map_err(|f| anyhow::anyhow!("{}", f.message))
     }
 
     /// Adds an `ACTIVE` server from a seed (image- or volume-backed).

@@ -107,6 +107,8 @@ pub(crate) struct Ctx {
     pub mv: Mv,
     pub now: Instant,
     pub base: String,
+    /// Whether the request's token has the `admin` role (set once the token is checked).
+    pub admin: bool,
 }
 
 impl Ctx {
@@ -190,6 +192,7 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: Request) -> Respon
                 mv: Mv(0, 0),
                 now: Instant::now(),
                 base: shared.base_url.clone(),
+                admin: false,
             };
             match decision.error {
                 Some((status, retry_after, message)) => {
@@ -228,6 +231,7 @@ async fn serve(shared: &Shared, service: Service, operation: &str, mut ctx: Ctx)
     if needs_token(operation) && !keystone::token_valid(shared, &ctx.headers) {
         return unauthorized(service, &shared.base_url);
     }
+    ctx.admin = keystone::token_is_admin(shared, &ctx.headers);
     match service {
         Service::Keystone => keystone::handle(shared, operation, &ctx),
         Service::Glance => glance::handle(shared, operation, &ctx),

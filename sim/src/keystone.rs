@@ -1,6 +1,8 @@
 //! Keystone v3, as far as clients need it: version discovery, tokens by
 //! password or application credential (with a catalog pointing back at the
 //! simulator), token validation. Tokens expire after the configured TTL.
+//! The admin user's tokens (and the application credential's) carry the
+//! `admin` role; the member user's only `member` and `reader`.
 
 use axum::{
     http::{HeaderMap, HeaderValue, Method, StatusCode, header::LOCATION},
@@ -40,11 +42,22 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Response {
 
 /// Whether the `X-Auth-Token` of a request is a live token.
 pub(crate) fn token_valid(shared: &Shared, headers: &HeaderMap) -> bool {
-    let Some(token) = headers.get("x-auth-token").and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
+    live_token(shared, headers).is_some()
+}
+
+/// Whether the `X-Auth-Token` of a request is a live token with the `admin`
+/// role: Cinder and Nova exempt such tokens from their list-filter rules.
+pub(crate) fn token_is_admin(shared: &Shared, headers: &HeaderMap) -> bool {
+    live_token(shared, headers).is_some_and(|t| t.admin)
+}
+
+fn live_token(shared: &Shared, headers: &HeaderMap) -> Option<Token> {
+    let token = headers.get("x-auth-token").and_then(|v| v.to_str().ok())?;
     let st = shared.lock();
-    st.tokens.get(token).is_some_and(|t| t.expires > Utc::now())
+    st.tokens
+        .get(token)
+        .filter(|t| t.expires > Utc::now())
+        .cloned()
 }
 
 pub(crate) fn handle(shared: &Shared, operation: &str, ctx: &Ctx) -> Response {
@@ -93,7 +106,7 @@ fn create_token(shared: &Shared, ctx: &Ctx) -> Response {
         .map(|m| m.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     let cfg = &shared.config;
-    let (method, app_cred) = if methods.contains(&"application_credential") {
+    let (method, app_cred, admin) = if methods.contains(&"application_credential") {
         let ac = &identity["application_credential"];
         let want = &cfg.application_credential;
         let id_ok = ac["id"].as_str() == Some(want.id.as_str())
@@ -102,13 +115,17 @@ fn create_token(shared: &Shared, ctx: &Ctx) -> Response {
         if !id_ok || ac["secret"].as_str() != Some(want.secret.as_str()) {
             return unauthorized();
         }
-        ("application_credential", true)
+        ("application_credential", true, true)
     } else if methods.contains(&"password") {
         let user = &identity["password"]["user"];
-        if !user_matches(user, shared) || user["password"].as_str() != Some(&cfg.admin.password) {
+        let password = user["password"].as_str();
+        if user_matches(user, shared) && password == Some(cfg.admin.password.as_str()) {
+            ("password", false, true)
+        } else if member_matches(user, shared) && password == Some(cfg.member.password.as_str()) {
+            ("password", false, false)
+        } else {
             return unauthorized();
         }
-        ("password", false)
     } else {
         return error(
             StatusCode::UNAUTHORIZED,
@@ -132,6 +149,7 @@ fn create_token(shared: &Shared, ctx: &Ctx) -> Response {
         expires: now + ttl,
         methods: vec![method],
         application_credential: app_cred,
+        admin,
     };
     let body = token_body(shared, &mut st, &token, scoped);
     st.tokens.insert(token_id.clone(), token);
@@ -182,6 +200,20 @@ fn user_matches(user: &Value, shared: &Shared) -> bool {
     by_id || by_name
 }
 
+/// The member user, by name in its domain or by id.
+fn member_matches(user: &Value, shared: &Shared) -> bool {
+    let cfg = &shared.config;
+    user["id"].as_str() == Some(member_user_id().as_str())
+        || (user["name"].as_str() == Some(cfg.member.username.as_str())
+            && domain_matches(&user["domain"], &cfg.admin.domain_name))
+}
+
+/// The member user's id: stable, and drawn from no seeded generator so that the
+/// ids of everything else stay what they were.
+fn member_user_id() -> String {
+    stable_id("user-member")
+}
+
 fn domain_matches(domain: &Value, name: &str) -> bool {
     domain["name"].as_str().is_some_and(|n| n == name)
         || domain["id"].as_str().is_some_and(|id| id == "default")
@@ -199,9 +231,14 @@ fn token_body(shared: &Shared, st: &mut State, token: &Token, scoped: bool) -> V
     let cfg = &shared.config;
     let stamp = |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Micros, true);
     let domain = json!({"id": "default", "name": cfg.admin.domain_name});
+    let (user_id, user_name) = if token.admin {
+        (st.user_id.clone(), cfg.admin.username.as_str())
+    } else {
+        (member_user_id(), cfg.member.username.as_str())
+    };
     let mut body = json!({
         "methods": token.methods,
-        "user": {"domain": domain, "id": st.user_id, "name": cfg.admin.username, "password_expires_at": null},
+        "user": {"domain": domain, "id": user_id, "name": user_name, "password_expires_at": null},
         "audit_ids": [base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(st.rng.bytes(16))],
         "expires_at": stamp(token.expires),
         "issued_at": stamp(token.issued),
@@ -210,11 +247,14 @@ fn token_body(shared: &Shared, st: &mut State, token: &Token, scoped: bool) -> V
         body["project"] =
             json!({"domain": domain, "id": st.project_id, "name": cfg.admin.project_name});
         body["is_domain"] = json!(false);
-        body["roles"] = json!([
-            {"id": stable_id("role-admin"), "name": "admin"},
-            {"id": stable_id("role-member"), "name": "member"},
-            {"id": stable_id("role-reader"), "name": "reader"},
-        ]);
+        let mut roles = vec![
+            json!({"id": stable_id("role-member"), "name": "member"}),
+            json!({"id": stable_id("role-reader"), "name": "reader"}),
+        ];
+        if token.admin {
+            roles.insert(0, json!({"id": stable_id("role-admin"), "name": "admin"}));
+        }
+        body["roles"] = json!(roles);
         body["catalog"] = catalog(&shared.base_url, &cfg.region);
     }
     if token.application_credential {

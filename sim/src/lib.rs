@@ -20,8 +20,11 @@
 //! User `admin`, password `secret`, project `admin`, domain `Default`
 //! (`SimConfig::admin`); application credential id
 //! `0a1b2c3d4e5f40718293a4b5c6d7e8f9`, secret `stacksnap-secret`
-//! (`SimConfig::application_credential`). [`SimHandle::clouds_yaml`] writes
-//! both as the clouds `stacksnap-sim` and `stacksnap-sim-appcred`.
+//! (`SimConfig::application_credential`). User `member`, password
+//! `member-secret` (`SimConfig::member`) has the roles `member` and `reader`
+//! in the same project: Cinder and Nova apply their non-admin list-filter rules
+//! to its tokens. [`SimHandle::clouds_yaml`] writes the three as the clouds
+//! `stacksnap-sim`, `stacksnap-sim-appcred` and `stacksnap-sim-member`.
 //!
 //! # Time
 //!
@@ -67,8 +70,8 @@ use anyhow::Context as _;
 use clap::Args;
 
 pub use config::{
-    AdminUser, ApplicationCredential, Durations, ImageSeed, Inventory, ServerSeed, SimConfig,
-    VolumeSeed,
+    AdminUser, ApplicationCredential, Durations, ImageSeed, Inventory, MemberUser, ServerSeed,
+    SimConfig, VolumeSeed,
 };
 pub use faults::{Fault, FaultRule};
 pub use handle::{SimHandle, Simulator};

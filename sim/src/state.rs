@@ -78,6 +78,9 @@ pub(crate) struct Token {
     pub expires: DateTime<Utc>,
     pub methods: Vec<&'static str>,
     pub application_credential: bool,
+    /// Whether the token carries the `admin` role (the admin user's) or only
+    /// `member` and `reader` (the member user's).
+    pub admin: bool,
 }
 
 /// A flavor.
@@ -256,6 +259,8 @@ pub(crate) struct State {
     pub faults: Vec<FaultRule>,
     pub log: Vec<LoggedRequest>,
     pub snapshot_quota: i64,
+    /// Cinder's `osapi_max_limit`.
+    pub cinder_max_limit: usize,
     pub durations: Durations,
     pub instance_counter: u64,
 }
@@ -304,6 +309,7 @@ impl State {
             faults: config.faults.clone(),
             log: Vec::new(),
             snapshot_quota: config.snapshot_quota,
+            cinder_max_limit: config.cinder_max_limit,
             durations: config.durations.clone(),
             instance_counter: 0,
         }

@@ -56,7 +56,35 @@ pub async fn password_token(http: &reqwest::Client, sim: &SimHandle) -> String {
     r.headers()["x-subject-token"].to_str().unwrap().to_owned()
 }
 
+/// A token for the member user (roles `member` and `reader`, no `admin`).
+pub async fn member_token(http: &reqwest::Client, sim: &SimHandle) -> String {
+    let member = &sim.config().member;
+    let body = json!({"auth": {
+        "identity": {"methods": ["password"], "password": {"user": {"name": member.username, "domain": {"name": "Default"}, "password": member.password}}},
+        "scope": {"project": {"name": "admin", "domain": {"name": "Default"}}},
+    }});
+    let r = http
+        .post(format!("{}/auth/tokens", sim.auth_url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    r.headers()["x-subject-token"].to_str().unwrap().to_owned()
+}
+
 impl TestSim {
+    /// Sends a GET with `token` instead of the admin's, at microversion `mv`.
+    pub async fn get_with(&self, token: &str, path: &str, mv: &str) -> Response {
+        self.http
+            .get(format!("{}{path}", self.sim.base_url()))
+            .header("x-auth-token", token)
+            .header("openstack-api-version", mv)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Sends a request to `path` under the base URL, with the token and an
     /// optional `OpenStack-API-Version` header.
     pub async fn call(

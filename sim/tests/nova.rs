@@ -6,7 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use stacksnap_sim::{Fault, FaultRule, ImageSeed, ServerSeed, SimConfig};
 
-use crate::helpers::{eventually, observable_durations, record, spawn, spawn_with};
+use crate::helpers::{eventually, member_token, observable_durations, record, spawn, spawn_with};
 
 #[tokio::test]
 async fn image_backed_create_image_walks_every_task_state_and_image_status() {
@@ -505,4 +505,38 @@ async fn unknown_server_gets_item_not_found() {
         body,
         json!({"itemNotFound": {"code": 404, "message": "Instance nope could not be found."}})
     );
+}
+
+#[tokio::test]
+async fn nova_silently_drops_server_list_filters_a_member_may_not_use() {
+    // Arrange: one tagged server and one without tags.
+    let t = spawn().await;
+    let member = member_token(&t.http, &t.sim).await;
+    let tagged = t
+        .sim
+        .create_image_backed_server("tagged", &["backup"], &[], false);
+    t.sim.create_image_backed_server("plain", &[], &[], false);
+    let ids = |v: &Value| -> Vec<String> {
+        v["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let path = "/compute/v2.1/servers/detail?tags=backup";
+
+    // Act
+    let member_old = t.get_with(&member, path, "compute 2.25").await;
+    let member_new = t.get_with(&member, path, "compute 2.26").await;
+    let admin_old = t.get_with(&t.token, path, "compute 2.25").await;
+
+    // Assert: no error, the filter is just not applied for a member below 2.26.
+    assert_eq!(member_old.status(), StatusCode::OK);
+    assert_eq!(ids(&member_old.json().await.unwrap()).len(), 2);
+    assert_eq!(
+        ids(&member_new.json().await.unwrap()),
+        std::slice::from_ref(&tagged)
+    );
+    assert_eq!(ids(&admin_old.json().await.unwrap()), [tagged]);
 }

@@ -5,7 +5,10 @@
 //! `{resource_type}`, `{run_id}` and `{scheduled_at}` with an optional strftime
 //! format after a colon (UTC; default `%Y%m%dT%H%MZ`). `{{` and `}}` are literal braces.
 
-use std::str::FromStr;
+use std::{
+    fmt::{self, Write as _},
+    str::FromStr,
+};
 
 use chrono::{DateTime, Utc, format::Item, format::StrftimeItems};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -119,6 +122,15 @@ fn parse_placeholder(placeholder: &str) -> Result<Part, String> {
                     "invalid strftime format {format:?} in {{scheduled_at}}"
                 ));
             }
+            // Some items parse but only reading accepts them (`%#z`): writing them
+            // fails. Whether a format writes depends on its items alone, never on
+            // the instant, so one trial tells for every instant.
+            if format_time(DateTime::UNIX_EPOCH, format).is_err() {
+                return Err(format!(
+                    "strftime format {format:?} in {{scheduled_at}} cannot be written \
+                     (e.g. %#z only reads offsets): use %z or %:z"
+                ));
+            }
             return Ok(Part::ScheduledAt(format.to_owned()));
         }
         other => {
@@ -161,12 +173,25 @@ impl NameTemplate {
                 Part::ResourceType => name.push_str(ctx.resource_type),
                 Part::RunId => name.push_str(ctx.run_id),
                 Part::ScheduledAt(format) => {
-                    name.push_str(&ctx.scheduled_at.format(format).to_string());
+                    // Parsing refused every format that cannot be written; should
+                    // chrono refuse one all the same, the default format stands in
+                    // rather than a panic ending the worker.
+                    let time = format_time(ctx.scheduled_at, format)
+                        .or_else(|_| format_time(ctx.scheduled_at, DEFAULT_TIME_FORMAT))
+                        .unwrap_or_default();
+                    name.push_str(&time);
                 }
             }
         }
         name.chars().take(MAX_NAME_CHARS).collect()
     }
+}
+
+/// Writes `at` in a strftime `format`, or fails where `to_string()` would panic.
+fn format_time(at: DateTime<Utc>, format: &str) -> Result<String, fmt::Error> {
+    let mut text = String::new();
+    write!(text, "{}", at.format(format))?;
+    Ok(text)
 }
 
 impl Default for NameTemplate {
@@ -256,5 +281,33 @@ mod tests {
         assert!(err("{policy:%Y}").contains("takes no format"));
         assert!(err("{scheduled_at:%Q}").contains("invalid strftime"));
         assert!(err("").contains("empty"));
+    }
+
+    #[test]
+    fn formats_chrono_parses_but_cannot_write_are_refused() {
+        // `%#z` parses to an item that only reading accepts: writing it fails.
+        for format in ["%#z", "%Q", "%", "x%", "%Y%", "%.4f"] {
+            let template = format!("{{scheduled_at:{format}}}");
+            let err = template.parse::<NameTemplate>().unwrap_err();
+            assert!(err.contains(&format!("{format:?}")), "{template}: {err}");
+        }
+        assert!(
+            "{scheduled_at:%Y-%m-%d %H:%M:%S %z %Z %:z %s %j}"
+                .parse::<NameTemplate>()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn rendering_never_panics_even_for_a_format_chrono_cannot_write() {
+        // Built around the parser, as a template read by an older build could be.
+        let template = NameTemplate {
+            text: "web-{scheduled_at:%#z}".into(),
+            parts: vec![
+                Part::Literal("web-".into()),
+                Part::ScheduledAt("%#z".into()),
+            ],
+        };
+        assert_eq!(template.render(&context("x")), "web-20261126T0100Z");
     }
 }

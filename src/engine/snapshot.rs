@@ -173,7 +173,17 @@ pub async fn poll(
         },
         ResourceType::Volume => volume::poll(cloud, recorded.volume_snapshots, seen, now).await,
         ResourceType::VolumeGroup => match recorded.group_snapshot_id {
-            Some(id) => group::poll(cloud, id, seen, now).await,
+            Some(id) => {
+                group::poll(
+                    cloud,
+                    ctx.resource_id,
+                    id,
+                    recorded.volume_snapshots,
+                    seen,
+                    now,
+                )
+                .await
+            }
             None => Ok(Progress::failed(
                 "snapshot_missing",
                 "the job recorded no group snapshot",

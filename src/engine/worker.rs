@@ -16,10 +16,12 @@ use crate::{
     openstack::OpenStackError,
     store::{
         jobs::{self, Claimed, Job, JobUpdate, StartOutcome},
-        lifecycle, runs,
+        lifecycle, runs, snapshots,
     },
 };
 use chrono::{DateTime, TimeDelta, Utc};
+use futures_util::FutureExt as _;
+use std::{any::Any, panic::AssertUnwindSafe};
 use uuid::Uuid;
 
 /// How long a job in flight that cannot be read waits before it is looked at again.
@@ -57,7 +59,14 @@ impl Engine {
                 self.config.retry_delay,
             );
             tokio::select! {
-                resolved = resolve => resolved?,
+                resolved = AssertUnwindSafe(resolve).catch_unwind() => match resolved {
+                    Ok(resolved) => resolved?,
+                    Err(panic) => {
+                        let error = panicked("resolving the run's targets", &*panic);
+                        tracing::error!(run_id = %run.run_id, error = %error.message, "a run's step panicked; the run is failed");
+                        runs::fail_run(&self.db, run.run_id, token, self.clock.now(), &error).await?;
+                    }
+                },
                 () = self.keep_lease(Leased::Run(run.run_id), token) => {}
             }
             return Ok(Outcome::Worked);
@@ -83,8 +92,18 @@ impl Engine {
                 return Ok(Outcome::Worked);
             }
         };
+        // One job's data must never end a worker: a step that panics fails its job
+        // (which would otherwise be claimed again and panic on the next worker).
+        let step = AssertUnwindSafe(self.step(&job, token, now)).catch_unwind();
         let update = tokio::select! {
-            update = self.step(&job, token, now) => update?,
+            update = step => match update {
+                Ok(update) => update?,
+                Err(panic) => {
+                    let error = panicked("a step of the job", &*panic);
+                    tracing::error!(job_id = %job.job_id, error = %error.message, "a job's step panicked; the job is failed");
+                    Some(fail(error))
+                }
+            },
             () = self.keep_lease(Leased::Job(job.job_id), token) => return Ok(Outcome::Worked),
         };
         if let Some(update) = update {
@@ -127,7 +146,7 @@ impl Engine {
     /// Renews a lease while a step runs. Returns (abandoning the step) when the
     /// lease is lost, or when renewals have failed for so long that it may have
     /// expired: another worker may then own the work.
-    async fn keep_lease(&self, leased: Leased, token: Uuid) {
+    pub(super) async fn keep_lease(&self, leased: Leased, token: Uuid) {
         let every = (self.config.lease / 3)
             .to_std()
             .unwrap_or(std::time::Duration::from_secs(10));
@@ -138,6 +157,7 @@ impl Engine {
             let result = match leased {
                 Leased::Job(id) => jobs::renew_lease(&self.db, id, token, until).await,
                 Leased::Run(id) => runs::renew_lease(&self.db, id, token, until).await,
+                Leased::Snapshot(id) => snapshots::renew_lease(&self.db, id, token, until).await,
             };
             match result {
                 Ok(true) => renewed = tokio::time::Instant::now(),
@@ -334,6 +354,16 @@ impl Engine {
         let deadline_passed = job.deadline.is_some_and(|d| now >= d);
         let progress = match progress {
             Ok(progress) => progress,
+            // Asked again, the cloud gives the same answer: waiting for the
+            // deadline would only turn its reason into a timeout.
+            Err(e) if e.is_refused() => {
+                let mut update = fail(JobError::new(
+                    "request_refused",
+                    format!("the cloud refused a request while following the snapshot: {e}"),
+                ));
+                update.calls = 1;
+                return update;
+            }
             Err(e) if deadline_passed => {
                 return timed_out(JobError::new(
                     "timed_out",
@@ -395,9 +425,11 @@ impl Engine {
 
 /// What a lease is held on.
 #[derive(Debug, Clone, Copy)]
-enum Leased {
+pub(super) enum Leased {
     Job(Uuid),
     Run(Uuid),
+    /// A managed snapshot being deleted.
+    Snapshot(Uuid),
 }
 
 fn start_window_passed(job: &Job) -> JobUpdate {
@@ -410,6 +442,19 @@ fn start_window_passed(job: &Job) -> JobUpdate {
         "start_window_passed",
         format!("could not start within the start window{last}"),
     ))
+}
+
+/// The error of work that panicked, naming what panicked and the panic's message.
+fn panicked(what: &str, panic: &(dyn Any + Send)) -> JobError {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    JobError::new(
+        "internal_error",
+        format!("{what} panicked (a bug in stacksnap; please report it): {message}"),
+    )
 }
 
 fn fail(error: JobError) -> JobUpdate {

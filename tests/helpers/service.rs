@@ -105,8 +105,17 @@ pub async fn spawn_app_with_cloud(pool: PgPool) -> (TestApp, SimHandle) {
     (start(pool, Some(cloud)).await, sim)
 }
 
+/// Starts the API alone (`--no-engine`) on `pool` and `clock`: for a test that
+/// drives an engine step by step on the same database and clock.
+pub async fn spawn_app_on(pool: PgPool, clock: ManualClock) -> TestApp {
+    start_on(pool, None, clock).await
+}
+
 async fn start(pool: PgPool, cloud: Option<OpenStack>) -> TestApp {
-    let clock = ManualClock::new(TEST_NOW.parse().unwrap());
+    start_on(pool, cloud, ManualClock::new(TEST_NOW.parse().unwrap())).await
+}
+
+async fn start_on(pool: PgPool, cloud: Option<OpenStack>, clock: ManualClock) -> TestApp {
     let service = start_service(
         pool.clone(),
         Arc::new(clock.clone()),
