@@ -50,6 +50,13 @@ pub struct EngineConfig {
     pub prune_interval: Duration,
     /// How a task that panicked or failed is started again.
     pub restart: RestartBackoff,
+    /// How long after a create request whose outcome is unknown (a timeout, a
+    /// 5xx, a lost answer) a look-up that finds nothing is believed: a
+    /// volume-backed `createImage` makes its image last and can take longer
+    /// than the client waits. Until then the job waits instead of sending again.
+    pub create_settle: TimeDelta,
+    /// Most create requests one job sends; then it fails with `create_attempts_exhausted`.
+    pub max_create_attempts: i32,
 }
 
 impl Default for EngineConfig {
@@ -71,6 +78,8 @@ impl Default for EngineConfig {
             drain_timeout: Duration::from_secs(30),
             prune_interval: Duration::from_secs(30),
             restart: RestartBackoff::default(),
+            create_settle: TimeDelta::minutes(3),
+            max_create_attempts: 5,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! test, an injected clock, and steps driven one at a time.
 
 mod api;
+mod creates;
 mod retention;
 mod scheduling;
 mod snapshots;
