@@ -195,8 +195,9 @@ pub(crate) fn decide(
         }
         let hit = match &rule.fault {
             Fault::Latency { .. } => true,
-            Fault::Error { .. } if d.error.is_none() => true,
-            Fault::LoseReply { .. } if d.lost_reply.is_none() => true,
+            // One call is either refused or carried out with its answer lost: the first rule decides.
+            Fault::Error { .. } if d.error.is_none() && d.lost_reply.is_none() => true,
+            Fault::LoseReply { .. } if d.error.is_none() && d.lost_reply.is_none() => true,
             _ => false,
         };
         if !hit || !roll(rng, rule.rate) {

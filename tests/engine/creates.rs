@@ -442,3 +442,44 @@ async fn two_jobs_with_one_fixed_name_give_their_images_different_names(pool: Pg
     );
     assert!(b.contains(&second.job_id.to_string()), "{b}");
 }
+
+#[sqlx::test]
+async fn a_job_cancelled_while_its_create_was_unclear_leaves_nothing_behind(pool: PgPool) {
+    // Arrange: a volume-backed createImage outlasts the client, and the job is
+    // cancelled before a look-up found its image.
+    let mut config = SimConfig::default();
+    config.durations.volume_backed_create_image_call = Duration::from_millis(1000);
+    let h = harness_with(pool, config).await;
+    let server = h.sim.create_volume_backed_server("db-6", 2, false);
+    let impatient = Engine::new(
+        h.pool.clone(),
+        impatient_cloud(&h, Duration::from_millis(300)),
+        Arc::new(h.clock.clone()),
+        engine_config(),
+    );
+    let job_id = h.adhoc("server", &server, json!({})).await;
+    let unclear = drive_with(&h, &impatient, job_id, |j| {
+        j.error.as_ref().is_some_and(|e| e.0.code == "unclear")
+    })
+    .await;
+    assert_eq!(unclear.status, JobStatus::Creating);
+    lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(images_of(&h, job_id).await.len(), 1, "Nova finished it");
+    let rows = snapshot_rows(&h, job_id).await;
+    assert_eq!(rows.len(), 1, "the job's unclear create is recorded");
+
+    // Act
+    snapshots::request_delete(&h.pool, "default", rows[0].0, h.clock.now())
+        .await
+        .unwrap();
+    let rows = settle_deletions(&h, job_id).await;
+
+    // Assert
+    assert_eq!(rows[0].1, "deleted");
+    assert!(images_of(&h, job_id).await.is_empty());
+    let left = cinder_snapshots_of(&h, &server).await;
+    assert!(left.is_empty(), "{left:?}");
+}
