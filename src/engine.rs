@@ -59,6 +59,13 @@ pub struct EngineConfig {
     pub history_interval: Duration,
     /// Rows deleted per statement when purging history.
     pub history_batch: i64,
+    /// How long after a create request whose outcome is unknown (a timeout, a
+    /// 5xx, a lost answer) a look-up that finds nothing is believed: a
+    /// volume-backed `createImage` makes its image last and can take longer
+    /// than the client waits. Until then the job waits instead of sending again.
+    pub create_settle: TimeDelta,
+    /// Most create requests one job sends; then it fails with `create_attempts_exhausted`.
+    pub max_create_attempts: i32,
 }
 
 impl Default for EngineConfig {
@@ -83,6 +90,8 @@ impl Default for EngineConfig {
             history_retention: TimeDelta::days(90),
             history_interval: Duration::from_secs(3600),
             history_batch: 500,
+            create_settle: TimeDelta::minutes(3),
+            max_create_attempts: 5,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod api;
 mod clock;
+mod creates;
 mod database_outage;
 mod deletion;
 mod history;

@@ -144,9 +144,10 @@ pub struct Durations {
     /// task_state `image_uploading` (image `saving`), then null and `active`.
     #[serde(with = "millis")]
     pub image_uploading: Duration,
-    /// Image delete latency is none; this is how long a volume-backed
-    /// createImage call blocks in the API (Nova quiesces and creates the
-    /// Cinder snapshots before it answers).
+    /// How long a volume-backed createImage call blocks in the API: Nova
+    /// quiesces and creates the Cinder snapshots at once, the image at the
+    /// end of this, and answers after it. On a real cloud it can outlast a
+    /// client's timeout; set it longer than the client's to see that.
     #[serde(with = "millis")]
     pub volume_backed_create_image_call: Duration,
 }

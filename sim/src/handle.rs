@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    config::{ImageSeed, ServerSeed, SimConfig, VolumeSeed},
+    config::{Durations, ImageSeed, ServerSeed, SimConfig, VolumeSeed},
     faults::FaultRule,
     http,
     inventory::NewVolume,
@@ -175,6 +175,11 @@ impl SimHandle {
     /// Invalidates every token issued so far (clients get 401 until they re-authenticate).
     pub fn expire_tokens(&self) {
         self.shared.lock().tokens.clear();
+    }
+
+    /// Changes the duration of transitions from now on (what `PATCH /_sim/durations` does).
+    pub fn update_durations(&self, change: impl FnOnce(&mut Durations)) {
+        change(&mut self.shared.lock().durations);
     }
 
     /// Sets Cinder's snapshot quota (-1: unlimited).

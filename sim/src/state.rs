@@ -416,8 +416,10 @@ impl State {
     pub(crate) fn collect_garbage(&mut self, now: Instant) {
         let keep = Duration::from_secs(60);
         let old = |since: Instant| now.saturating_duration_since(since) > keep;
-        self.images
-            .retain(|i| !(i.status.at(now) == GONE && old(i.status.since(now))));
+        // An image still to appear (a volume-backed createImage under way) is not garbage.
+        self.images.retain(|i| {
+            !(i.status.at(now) == GONE && old(i.status.since(now)) && !i.status.pending(now))
+        });
         self.volumes
             .retain(|v| !(v.status.at(now) == GONE && old(v.status.since(now))));
         self.snapshots

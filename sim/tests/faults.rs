@@ -331,3 +331,55 @@ async fn a_snapshot_in_error_deleting_cannot_be_deleted_again_by_a_member() {
     // Act / Assert: Cinder's API takes a delete only from `available` or `error`.
     assert_eq!(delete_snapshot(&t, &id).await, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn a_lost_reply_fault_carries_the_call_out_and_then_answers_503() {
+    let t = spawn().await;
+    let server = t.sim.create_image_backed_server("web-1", &[], &[], false);
+    t.sim
+        .inject(FaultRule::reply_lost("nova.create_image", 503).times(1));
+
+    let r = t
+        .create_image(&server, "lost", "2.45", json!({"k": "lost"}))
+        .await;
+
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let images = t.get_json("/image/v2/images?k=lost", None).await["images"].clone();
+    assert_eq!(
+        images.as_array().map(Vec::len),
+        Some(1),
+        "the image was made all the same: {images}"
+    );
+    // Once: the next call is answered normally (and refused: a snapshot is under way).
+    let again = t.create_image(&server, "again", "2.45", json!({})).await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn a_held_reply_fault_carries_the_call_out_past_the_clients_timeout() {
+    let t = spawn().await;
+    let volume = t.sim.create_volume("data", 1, &[]);
+    t.http
+        .post(format!("{}/_sim/faults", t.sim.base_url()))
+        .json(
+            &json!({"operation": "cinder.create_snapshot", "fault": "lose_reply", "hang_ms": 2000}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+
+    let sent = impatient
+        .post(format!("{}/volume/v3/snapshots", t.sim.base_url()))
+        .header("x-auth-token", &t.token)
+        .json(&json!({"snapshot": {"volume_id": volume, "name": "held"}}))
+        .send()
+        .await;
+
+    assert!(sent.unwrap_err().is_timeout());
+    let listed = t.get_json("/volume/v3/snapshots?name=held", None).await["snapshots"].clone();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+}

@@ -1,21 +1,23 @@
 //! Retention: decides which snapshots a policy keeps, and deletes every piece of
 //! the rest — the image and each Cinder snapshot behind it — but only artefacts
-//! stacksnap made (their `stacksnap_job_id` is checked first). What each look
-//! at a piece comes to (wait, retry, fail, blocked) is in `deletion`.
+//! stacksnap made (their `stacksnap_job_id` is checked first). Which pieces a
+//! snapshot has, and whether each is ours, is in `pieces`; what each look at a
+//! piece comes to (wait, retry, fail, blocked) is in `deletion`.
 
 mod deletion;
+mod pieces;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
-use self::deletion::Sweep;
+use self::{deletion::Sweep, pieces::ImageFacts};
 use super::{
     Engine, Outcome,
     snapshot::{JOB_ID_KEY, group_description},
     worker::Leased,
 };
 use crate::{
-    domain::{job::JobError, policy::ResourceType, retention::plan},
+    domain::{job::JobError, retention::plan},
     openstack::OpenStackError,
     store::{
         policies,
@@ -150,29 +152,48 @@ impl Engine {
                 .delete_group_snapshot(snapshot, group_snapshot_id, now)
                 .await;
         }
+        if pieces::needs_search(snapshot) {
+            // The job's create had an unknown outcome: find what it made, if anything.
+            let found = pieces::search(&self.cloud, snapshot).await?;
+            if found.is_empty() {
+                return Ok(DeletionStep::Deleted);
+            }
+            return Ok(DeletionStep::InProgress {
+                not_before: now,
+                pieces: found,
+            });
+        }
         let job_id = snapshot.job_id.to_string();
-        let ours = |value: Option<&str>| value == Some(job_id.as_str());
+        let mut pieces = snapshot.volume_snapshots.0.clone();
+        let mut image_facts = ImageFacts::default();
         if let Some(image_id) = &snapshot.image_id {
             match self.cloud.glance().get_image(image_id).await {
-                Ok(image) if !ours(image.property(JOB_ID_KEY)) => {
+                Ok(image) if image.property(JOB_ID_KEY) != Some(job_id.as_str()) => {
                     return Ok(refuse(now, format!("image {image_id}")));
                 }
-                Ok(_) => {}
+                Ok(image) => {
+                    // Read before the image goes: the job may have ended before it recorded them.
+                    let listed = pieces::from_mapping(&image)?;
+                    for piece in &listed {
+                        if !pieces.iter().any(|p| p.snapshot_id == piece.snapshot_id) {
+                            pieces.push(piece.clone());
+                        }
+                    }
+                    image_facts = ImageFacts {
+                        name: image.name.clone(),
+                        listed: listed.into_iter().map(|p| p.snapshot_id).collect(),
+                    };
+                }
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e),
             }
         }
-        let mut pieces = snapshot.volume_snapshots.0.clone();
         let mut sweep = Sweep::default();
         for piece in pieces.iter_mut().filter(|p| p.status != "deleted") {
             match self.cloud.cinder().get_snapshot(&piece.snapshot_id).await {
                 Err(e) if e.is_not_found() => piece.status = "deleted".into(),
                 Err(e) => return Err(e),
-                // A volume policy's snapshot carries our id; a server's pieces were made by Nova for our image.
-                Ok(found)
-                    if snapshot.resource_type == ResourceType::Volume
-                        && !ours(found.metadata.get(JOB_ID_KEY).map(String::as_str)) =>
-                {
+                Ok(found) if !pieces::is_ours(snapshot, &found, piece, &image_facts) => {
                     return Ok(refuse(
                         now,
                         format!("volume snapshot {}", piece.snapshot_id),
@@ -202,7 +223,7 @@ fn refuse(now: DateTime<Utc>, what: String) -> DeletionStep {
         error: JobError::new(
             "not_ours",
             format!(
-                "{what} does not carry this snapshot's stacksnap_job_id; stacksnap deletes only what it made"
+                "{what} carries neither this snapshot's stacksnap_job_id nor (a server's volume snapshot) Nova's name for its image; stacksnap deletes only what it made"
             ),
         ),
     }

@@ -4,18 +4,22 @@
 //! No transaction is held across an OpenStack call: a job is leased, the call
 //! is made, and the result is written in a new transaction.
 //!
-//! Over 400 lines: a job's state machine (start, retry, recover, track, time
-//! out, set aside) reads best as one sequence; the cloud calls are in `snapshot`.
+//! Starting a job and recovering one whose create may have reached the cloud
+//! are in `create`; the cloud calls are in `snapshot`.
+
+mod create;
 
 use super::{
     Engine, resolver,
-    snapshot::{self, JobContext, Recorded, StartResult},
+    snapshot::{self, JobContext, Recorded},
 };
 use crate::{
-    domain::job::{JobError, JobStatus, Verdict},
-    openstack::OpenStackError,
+    domain::{
+        job::{JobError, JobStatus, Verdict},
+        policy::ResourceType,
+    },
     store::{
-        jobs::{self, Claimed, Job, JobUpdate, StartOutcome},
+        jobs::{self, Claimed, Job, JobUpdate},
         lifecycle, runs, snapshots,
     },
 };
@@ -190,160 +194,22 @@ impl Engine {
             resource_type: job.resource_type,
             resource_id: &job.resource_id,
             options: &job.options.0,
+            since: job.created_at,
         };
         match job.status {
             JobStatus::Pending => self.start(job, &ctx, token, now).await,
             JobStatus::Creating => self.recover(job, &ctx, token, now).await,
-            JobStatus::Tracking => Ok(Some(self.track(job, &ctx, now).await)),
+            JobStatus::Tracking => self.track(job, &ctx, now).await.map(Some),
             _ => Ok(None),
         }
     }
 
-    async fn start(
+    async fn track(
         &self,
         job: &Job,
         ctx: &JobContext<'_>,
-        token: Uuid,
         now: DateTime<Utc>,
-    ) -> Result<Option<JobUpdate>, sqlx::Error> {
-        if now > job.start_by {
-            return Ok(Some(start_window_passed(job)));
-        }
-        let policy_limit = job.options.0.max_concurrent.map(i64::from);
-        match jobs::start_job(
-            &self.db,
-            job,
-            token,
-            now,
-            self.config.max_in_flight,
-            policy_limit,
-        )
-        .await?
-        {
-            StartOutcome::Started => {}
-            StartOutcome::AtCapacity => return Ok(Some(later(now + self.config.capacity_wait))),
-            StartOutcome::ResourceBusy => {
-                let mut update = later(now + self.config.retry_delay);
-                update.error = Some(Some(JobError::new(
-                    "resource_busy",
-                    "another snapshot of this resource is still in progress; waiting for it",
-                )));
-                return Ok(Some(update));
-            }
-            StartOutcome::Lost => return Ok(None),
-        }
-        Ok(Some(self.send_create(job, ctx, now).await))
-    }
-
-    /// Sends the create request of a job already marked `creating` with its attempt.
-    async fn send_create(&self, job: &Job, ctx: &JobContext<'_>, now: DateTime<Utc>) -> JobUpdate {
-        let result = snapshot::start(&self.cloud, ctx).await;
-        match result {
-            StartResult::Started(artefacts) => {
-                let mut update = JobUpdate {
-                    status: Some(JobStatus::Tracking),
-                    calls: artefacts.calls,
-                    error: Some(None),
-                    image_id: artefacts.image_id,
-                    group_snapshot_id: artefacts.group_snapshot_id,
-                    consistency: artefacts.consistency,
-                    resource_name: artefacts.resource_name,
-                    not_before: Some(now + self.poll_delay(job, now)),
-                    ..JobUpdate::default()
-                };
-                if !artefacts.volume_snapshots.is_empty() {
-                    update.volume_snapshots = Some(artefacts.volume_snapshots);
-                }
-                update
-            }
-            StartResult::Retry(error) => self.retry_start(job, &error, now),
-            StartResult::Unclear(error) => {
-                // The request may have been carried out: stay in `creating`, so the
-                // next step looks the artefact up before it would ever send again.
-                tracing::warn!(job_id = %job.job_id, error = %error, "unclear outcome of the snapshot request");
-                let mut update = later(now + self.config.retry_delay);
-                update.error = Some(Some(JobError::new("unclear", error.to_string())));
-                update
-            }
-            StartResult::Fail(error) => fail(error),
-        }
-    }
-
-    /// The cloud was busy: back to `pending`, to try again after a pause.
-    fn retry_start(&self, job: &Job, error: &OpenStackError, now: DateTime<Utc>) -> JobUpdate {
-        let attempt = u32::try_from(job.attempt.max(1)).unwrap_or(1);
-        let pause = self
-            .config
-            .retry
-            .delay(attempt, error.retry_after, fastrand::f64().max(0.5));
-        let pause = TimeDelta::from_std(pause)
-            .unwrap_or(self.config.retry_delay)
-            .max(TimeDelta::milliseconds(1));
-        tracing::info!(job_id = %job.job_id, error = %error, "the cloud is busy; will retry the snapshot");
-        JobUpdate {
-            status: Some(JobStatus::Pending),
-            error: Some(Some(JobError::new("retrying", error.to_string()))),
-            calls: 1,
-            not_before: Some(now + pause),
-            ..JobUpdate::default()
-        }
-    }
-
-    /// A job left in `creating`: its worker died after counting the attempt, or
-    /// the request's outcome was unclear. Adopt what that attempt made; send
-    /// again only when it made nothing, counting the new attempt first.
-    async fn recover(
-        &self,
-        job: &Job,
-        ctx: &JobContext<'_>,
-        token: Uuid,
-        now: DateTime<Utc>,
-    ) -> Result<Option<JobUpdate>, sqlx::Error> {
-        let found = snapshot::find_started(&self.cloud, ctx).await;
-        match found {
-            Ok(Some(artefacts)) => {
-                tracing::info!(job_id = %job.job_id, "adopted the artefact of an interrupted attempt");
-                Ok(Some(JobUpdate {
-                    status: Some(JobStatus::Tracking),
-                    image_id: artefacts.image_id,
-                    group_snapshot_id: artefacts.group_snapshot_id,
-                    volume_snapshots: (!artefacts.volume_snapshots.is_empty())
-                        .then_some(artefacts.volume_snapshots),
-                    consistency: artefacts.consistency,
-                    calls: artefacts.calls,
-                    error: Some(None),
-                    not_before: Some(now + self.poll_delay(job, now)),
-                    ..JobUpdate::default()
-                }))
-            }
-            Ok(None) if now > job.start_by => Ok(Some(start_window_passed(job))),
-            Ok(None) => {
-                if !jobs::count_attempt(&self.db, job.job_id, token).await? {
-                    return Ok(None);
-                }
-                tracing::info!(job_id = %job.job_id, "an interrupted attempt made nothing; sending again");
-                let mut update = self.send_create(job, ctx, now).await;
-                update.calls += 1;
-                Ok(Some(update))
-            }
-            Err(e) if job.deadline.is_some_and(|d| now >= d) => Ok(Some(timed_out(JobError::new(
-                "timed_out",
-                format!("could not find out whether the snapshot was made: {e}"),
-            )))),
-            Err(e) if !e.is_retryable() => Ok(Some(fail(JobError::new(
-                "recovery_failed",
-                format!("could not look up the artefact of an interrupted attempt: {e}"),
-            )))),
-            Err(e) => {
-                let mut update = later(now + self.config.retry_delay);
-                update.calls = 1;
-                update.error = Some(Some(JobError::new("recovering", e.to_string())));
-                Ok(Some(update))
-            }
-        }
-    }
-
-    async fn track(&self, job: &Job, ctx: &JobContext<'_>, now: DateTime<Utc>) -> JobUpdate {
+    ) -> Result<JobUpdate, sqlx::Error> {
         let recorded = Recorded {
             image_id: job.image_id.as_deref(),
             group_snapshot_id: job.group_snapshot_id.as_deref(),
@@ -362,19 +228,19 @@ impl Engine {
                     format!("the cloud refused a request while following the snapshot: {e}"),
                 ));
                 update.calls = 1;
-                return update;
+                return Ok(update);
             }
             Err(e) if deadline_passed => {
-                return timed_out(JobError::new(
+                return Ok(timed_out(JobError::new(
                     "timed_out",
                     format!("not finished in time; last error: {e}"),
-                ));
+                )));
             }
             Err(e) => {
                 let mut update = later(now + self.poll_delay(job, now));
                 update.calls = 1;
                 update.error = Some(Some(JobError::new("polling", e.to_string())));
-                return update;
+                return Ok(update);
             }
         };
         let mut update = JobUpdate {
@@ -385,6 +251,27 @@ impl Engine {
             ..JobUpdate::default()
         };
         match progress.verdict {
+            // A create whose outcome was unknown may have made a second image:
+            // look once, before the job is called done.
+            Verdict::Done
+                if job.create_unclear_at.is_some() && job.resource_type == ResourceType::Server =>
+            {
+                let kept = job.image_id.as_deref().unwrap_or_default();
+                match snapshot::find_duplicates(&self.cloud, ctx, kept).await {
+                    Ok((duplicates, calls)) => {
+                        update.calls += calls;
+                        self.discard_duplicates(job, &duplicates, now, &mut update)
+                            .await?;
+                        update.status = Some(JobStatus::Succeeded);
+                        update.error = Some(None);
+                    }
+                    Err(e) => {
+                        update.calls += 1;
+                        update.not_before = Some(now + self.poll_delay(job, now));
+                        update.error = Some(Some(JobError::new("polling", e.to_string())));
+                    }
+                }
+            }
             Verdict::Done => {
                 update.status = Some(JobStatus::Succeeded);
                 update.error = Some(None);
@@ -405,7 +292,7 @@ impl Engine {
             }
             Verdict::InProgress => update.not_before = Some(now + self.poll_delay(job, now)),
         }
-        update
+        Ok(update)
     }
 
     /// Polls often at first and less often as a snapshot takes longer.

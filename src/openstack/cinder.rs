@@ -179,7 +179,7 @@ impl Cinder<'_> {
             Service::Volume,
             "get_volume",
             Method::GET,
-            format!("/volumes/{id}"),
+            format!("/volumes/{}", super::segment(id)),
         );
         decode::<VolumeBody>(&call, &self.0.send(&call).await?).map(|b| b.volume)
     }
@@ -252,7 +252,7 @@ impl Cinder<'_> {
             Service::Volume,
             "get_snapshot",
             Method::GET,
-            format!("/snapshots/{id}"),
+            format!("/snapshots/{}", super::segment(id)),
         );
         decode::<SnapshotBody>(&call, &self.0.send(&call).await?).map(|b| b.snapshot)
     }
@@ -294,6 +294,26 @@ impl Cinder<'_> {
         }
     }
 
+    /// Adds `metadata` to a snapshot's own (keys it names are replaced, others
+    /// kept): `POST /snapshots/{id}/metadata`, which a project member may call.
+    ///
+    /// # Errors
+    /// `NotFound` when it does not exist; other typed failures.
+    pub async fn add_snapshot_metadata(
+        &self,
+        id: &str,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<(), OpenStackError> {
+        let call = Call::new(
+            Service::Volume,
+            "add_snapshot_metadata",
+            Method::POST,
+            format!("/snapshots/{}/metadata", super::segment(id)),
+        )
+        .json(json!({"metadata": metadata}));
+        self.0.send(&call).await.map(|_| ())
+    }
+
     /// Deletes a snapshot (Cinder accepts this only from `available` or `error`).
     ///
     /// # Errors
@@ -303,7 +323,7 @@ impl Cinder<'_> {
             Service::Volume,
             "delete_snapshot",
             Method::DELETE,
-            format!("/snapshots/{id}"),
+            format!("/snapshots/{}", super::segment(id)),
         );
         self.0.send(&call).await.map(|_| ())
     }
@@ -317,7 +337,7 @@ impl Cinder<'_> {
             Service::Volume,
             "get_group",
             Method::GET,
-            format!("/groups/{id}"),
+            format!("/groups/{}", super::segment(id)),
         );
         decode::<GroupBody>(&call, &self.0.send(&call).await?).map(|b| b.group)
     }
@@ -394,7 +414,7 @@ impl Cinder<'_> {
             Service::Volume,
             "get_group_snapshot",
             Method::GET,
-            format!("/group_snapshots/{id}"),
+            format!("/group_snapshots/{}", super::segment(id)),
         );
         decode::<GroupSnapshotBody>(&call, &self.0.send(&call).await?).map(|b| b.group_snapshot)
     }
@@ -408,7 +428,7 @@ impl Cinder<'_> {
             Service::Volume,
             "delete_group_snapshot",
             Method::DELETE,
-            format!("/group_snapshots/{id}"),
+            format!("/group_snapshots/{}", super::segment(id)),
         );
         self.0.send(&call).await.map(|_| ())
     }

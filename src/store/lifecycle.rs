@@ -45,6 +45,8 @@ pub async fn record_step(
            finished_at = case when $14 then $13 else finished_at end, \
            group_snapshot_id = coalesce($15, group_snapshot_id), \
            image_size_bytes = coalesce($16, image_size_bytes), \
+           attempt = attempt - case when $17 then 1 else 0 end, \
+           create_unclear_at = case when $18 then $19 else create_unclear_at end, \
            lease_owner = null, lease_expires_at = null \
          where job_id = $1 and lease_owner = $2 and status in ('pending', 'creating', 'tracking')",
     )
@@ -64,6 +66,9 @@ pub async fn record_step(
     .bind(terminal)
     .bind(&update.group_snapshot_id)
     .bind(update.image_size_bytes.and_then(|b| i64::try_from(b).ok()))
+    .bind(update.create_not_sent)
+    .bind(update.create_unclear_at.is_some())
+    .bind(update.create_unclear_at.flatten())
     .execute(&mut *tx)
     .await?;
     if result.rows_affected() != 1 {

@@ -80,9 +80,10 @@ pub use deletion::{DeletionStep, claim_deletion, record_deletion, renew_lease};
 
 /// Records what an ended job produced: a complete snapshot when it succeeded,
 /// incomplete artefacts (to be cleaned up) when it failed, timed out or was
-/// cancelled after making some. Idempotent per job. A job whose policy was
-/// deleted with `snapshots=delete` while it ran records its snapshot already
-/// `deleting`; with `keep`, it lands kept and unmanaged (no policy).
+/// cancelled after making some, or after sending a create whose outcome is
+/// unknown (the deletion then looks for what it made). Idempotent per job. A
+/// job whose policy was deleted with `snapshots=delete` while it ran records
+/// its snapshot already `deleting`; with `keep`, it lands kept and unmanaged (no policy).
 ///
 /// # Errors
 /// The query fails.
@@ -98,12 +99,42 @@ pub async fn record_from_job(conn: &mut PgConnection, job_id: Uuid) -> Result<()
              case when j.delete_on_record then 'deleting' else 'available' end \
          from job j left join policy p on p.policy_id = j.policy_id \
          where j.job_id = $1 and (j.status = 'succeeded' or j.image_id is not null \
-             or j.group_snapshot_id is not null or j.volume_snapshots <> '[]') \
-         on conflict (job_id) do nothing",
+             or j.group_snapshot_id is not null or j.volume_snapshots <> '[]' \
+             or j.create_unclear_at is not null) \
+         on conflict (job_id) where not duplicate do nothing",
     )
     .bind(job_id)
     .bind(Uuid::now_v7())
     .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records a second image an earlier create of a job made (a duplicate) as an
+/// incomplete snapshot of the job, to be deleted at once with every piece its
+/// mapping lists. Idempotent per job and image.
+///
+/// # Errors
+/// The query fails.
+pub async fn record_duplicate(
+    pool: &PgPool,
+    job_id: Uuid,
+    image_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into snapshot (snapshot_id, project_id, policy_id, run_id, job_id, resource_type, resource_id, \
+             resource_name, image_id, complete, taken_at, state, not_before, duplicate) \
+         select $3, j.project_id, p.policy_id, j.run_id, j.job_id, j.resource_type, j.resource_id, \
+             j.resource_name, $2, false, $4, 'deleting', $4, true \
+         from job j left join policy p on p.policy_id = j.policy_id where j.job_id = $1 \
+         on conflict (job_id, image_id) where duplicate do nothing",
+    )
+    .bind(job_id)
+    .bind(image_id)
+    .bind(Uuid::now_v7())
+    .bind(now)
+    .execute(pool)
     .await?;
     Ok(())
 }

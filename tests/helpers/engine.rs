@@ -56,6 +56,8 @@ pub fn engine_config() -> EngineConfig {
         },
         tick: Duration::from_millis(50),
         drain_timeout: Duration::from_secs(5),
+        // The simulator answers at once: a look-up that finds nothing is believed soon.
+        create_settle: TimeDelta::seconds(5),
         ..EngineConfig::default()
     }
 }

@@ -179,29 +179,41 @@ async fn throttling_is_retried_after_the_time_retry_after_asks_for() {
 }
 
 #[tokio::test]
-async fn a_create_is_retried_after_503_but_not_after_a_conflict() {
+async fn a_create_is_retried_after_a_429_but_not_after_a_503_or_a_conflict() {
     let sim = start(SimConfig::default());
     let cloud = client(&sim);
     let server = sim.create_image_backed_server("web", &[], &[], false);
 
-    sim.inject(FaultRule::unavailable("nova.create_image").times(1));
+    sim.inject(FaultRule::error("nova.create_image", 429).times(1));
     cloud
         .nova()
-        .create_image(&server, "after-503", &Default::default())
+        .create_image(&server, "after-429", &Default::default())
         .await
         .unwrap();
-    assert_eq!(sim.count("nova.create_image"), 2);
+    assert_eq!(sim.count("nova.create_image"), 2, "a 429 was not processed");
+
+    // A proxy's 503 may come after the service committed: only the engine,
+    // after a look-up, may send the create again.
+    let other = sim.create_image_backed_server("web-2", &[], &[], false);
+    sim.inject(FaultRule::unavailable("nova.create_image").times(1));
+    let error = cloud
+        .nova()
+        .create_image(&other, "after-503", &Default::default())
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Unavailable);
+    assert_eq!(sim.count("nova.create_image"), 3);
 
     sim.inject(FaultRule::error("nova.create_image", 409).times(1));
     let error = cloud
         .nova()
-        .create_image(&server, "after-409", &Default::default())
+        .create_image(&other, "after-409", &Default::default())
         .await
         .unwrap_err();
     assert_eq!(error.kind, ErrorKind::Conflict);
     assert_eq!(
         sim.count("nova.create_image"),
-        3,
+        4,
         "a conflict is the engine's to retry, not the client's"
     );
 }
