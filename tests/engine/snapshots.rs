@@ -15,8 +15,14 @@ use crate::helpers::harness;
 
 #[sqlx::test]
 async fn an_image_backed_snapshot_succeeds_when_its_image_is_active(pool: PgPool) {
-    // Arrange
-    let h = harness(pool).await;
+    // Arrange: the image takes long enough (1.6 s of the simulator's real time)
+    // that the first look sees it unfinished however busy the machine is.
+    let mut config = stacksnap_sim::SimConfig::default();
+    config.durations.image_snapshot_pending = std::time::Duration::from_millis(400);
+    config.durations.image_snapshot = std::time::Duration::from_millis(400);
+    config.durations.image_pending_upload = std::time::Duration::from_millis(400);
+    config.durations.image_uploading = std::time::Duration::from_millis(400);
+    let h = crate::helpers::harness_with(pool, config).await;
     let server = h.sim.create_image_backed_server("web-1", &[], &[], false);
 
     // Act
