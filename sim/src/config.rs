@@ -22,6 +22,9 @@ pub struct SimConfig {
     pub region: String,
     /// The admin user (password authentication).
     pub admin: AdminUser,
+    /// Project members: each a user with the `member` and `reader` roles in
+    /// a project of its own (default `demo` and `alt`, as on the rig).
+    pub members: Vec<MemberUser>,
     /// The one application credential, owned by the admin user.
     pub application_credential: ApplicationCredential,
     /// How long a token lives.
@@ -59,6 +62,40 @@ impl Default for AdminUser {
             project_name: "admin".into(),
             domain_name: "Default".into(),
         }
+    }
+}
+
+/// A project member (no admin role), in domain `Default`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MemberUser {
+    pub username: String,
+    pub password: String,
+    pub project_name: String,
+}
+
+impl Default for MemberUser {
+    fn default() -> Self {
+        Self::new("demo", "demo", "demo")
+    }
+}
+
+impl MemberUser {
+    /// A member `username` / `password` of `project_name`.
+    pub fn new(username: &str, password: &str, project_name: &str) -> Self {
+        Self {
+            username: username.into(),
+            password: password.into(),
+            project_name: project_name.into(),
+        }
+    }
+
+    /// `demo` / `demo` in project `demo` and `alt` / `alt` in project `alt`.
+    pub fn defaults() -> Vec<Self> {
+        vec![
+            Self::new("demo", "demo", "demo"),
+            Self::new("alt", "alt", "alt"),
+        ]
     }
 }
 
@@ -255,6 +292,7 @@ impl Default for SimConfig {
             seed: 1,
             region: "RegionOne".into(),
             admin: AdminUser::default(),
+            members: MemberUser::defaults(),
             application_credential: ApplicationCredential::default(),
             token_ttl: Duration::from_secs(3600),
             nova_max_microversion: "2.96".into(),

@@ -30,6 +30,7 @@ use super::{
     log::LoggedRequest,
     nova,
     state::{Fail, Shared},
+    tenancy::Caller,
 };
 
 /// The most requests the log keeps; the older half goes when it is full.
@@ -107,6 +108,8 @@ pub(crate) struct Ctx {
     pub mv: Mv,
     pub now: Instant,
     pub base: String,
+    /// Who the token stands for (the default, no one, where none is needed).
+    pub caller: Caller,
 }
 
 impl Ctx {
@@ -190,6 +193,7 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: Request) -> Respon
                 mv: Mv(0, 0),
                 now: Instant::now(),
                 base: shared.base_url.clone(),
+                caller: Caller::default(),
             };
             match decision.error {
                 Some((status, retry_after, message)) => {
@@ -225,8 +229,10 @@ async fn body_bytes(body: Body) -> Result<Bytes, Response> {
 
 /// Authenticates, negotiates the microversion and calls the service.
 async fn serve(shared: &Shared, service: Service, operation: &str, mut ctx: Ctx) -> Response {
-    if needs_token(operation) && !keystone::token_valid(shared, &ctx.headers) {
-        return unauthorized(service, &shared.base_url);
+    match keystone::caller(shared, &ctx.headers) {
+        Some(caller) => ctx.caller = caller,
+        None if needs_token(operation) => return unauthorized(service, &shared.base_url),
+        None => {}
     }
     match service {
         Service::Keystone => keystone::handle(shared, operation, &ctx),

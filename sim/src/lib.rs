@@ -18,10 +18,17 @@
 //! # Credentials
 //!
 //! User `admin`, password `secret`, project `admin`, domain `Default`
-//! (`SimConfig::admin`); application credential id
-//! `0a1b2c3d4e5f40718293a4b5c6d7e8f9`, secret `stacksnap-secret`
-//! (`SimConfig::application_credential`). [`SimHandle::clouds_yaml`] writes
-//! both as the clouds `stacksnap-sim` and `stacksnap-sim-appcred`.
+//! (`SimConfig::admin`), also with a system-scoped token; application
+//! credential id `0a1b2c3d4e5f40718293a4b5c6d7e8f9`, secret
+//! `stacksnap-secret` (`SimConfig::application_credential`); project
+//! members `demo`/`demo` (project `demo`) and `alt`/`alt` (project `alt`),
+//! with the roles `member` and `reader` (`SimConfig::members`), as on the
+//! rig. [`SimHandle::clouds_yaml`] writes the clouds `stacksnap-sim`,
+//! `stacksnap-sim-appcred`, `stacksnap-sim-system-admin`,
+//! `stacksnap-sim-demo` and `stacksnap-sim-alt`.
+//!
+//! Nova, Cinder and Glance scope resources to the token's project as the
+//! real services do (`tenancy`); seeded resources belong to `admin`.
 //!
 //! # Time
 //!
@@ -59,6 +66,7 @@ mod nova;
 mod reply;
 mod rng;
 mod state;
+mod tenancy;
 mod timeline;
 
 use std::{net::SocketAddr, path::PathBuf};
@@ -67,8 +75,8 @@ use anyhow::Context as _;
 use clap::Args;
 
 pub use config::{
-    AdminUser, ApplicationCredential, Durations, ImageSeed, Inventory, ServerSeed, SimConfig,
-    VolumeSeed,
+    AdminUser, ApplicationCredential, Durations, ImageSeed, Inventory, MemberUser, ServerSeed,
+    SimConfig, VolumeSeed,
 };
 pub use faults::{Fault, FaultRule};
 pub use handle::{SimHandle, Simulator};
@@ -80,7 +88,8 @@ pub struct SimArgs {
     /// Address to listen on.
     #[arg(long, env = "STACKSNAP_SIM_LISTEN", default_value = "127.0.0.1:5000")]
     pub listen: SocketAddr,
-    /// Write a clouds.yaml for the admin user (cloud `stacksnap-sim`) here.
+    /// Write a clouds.yaml here: the admin user (cloud `stacksnap-sim`), its
+    /// application credential, its system scope and the members `demo` and `alt`.
     #[arg(long)]
     pub clouds_yaml: Option<PathBuf>,
     /// Seed the inventory from this JSON file (default: the public image `tiny`).
@@ -129,7 +138,7 @@ pub async fn run(args: SimArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
     }
     tracing::info!(url = %sim.base_url(), auth_url = %sim.auth_url(), "OpenStack simulator listening");
     println!(
-        "OpenStack simulator on {base}\n  auth_url: {auth}\n  user admin / password {pw}, project admin, domain Default{yaml}\n  request log: {base}/_sim/requests, faults: {base}/_sim/faults\nPress Ctrl-C to stop.",
+        "OpenStack simulator on {base}\n  auth_url: {auth}\n  user admin / password {pw}, project admin, domain Default; members demo/demo and alt/alt{yaml}\n  request log: {base}/_sim/requests, faults: {base}/_sim/faults\nPress Ctrl-C to stop.",
         base = sim.base_url(),
         auth = sim.auth_url(),
         pw = sim.config().admin.password,

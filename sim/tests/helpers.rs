@@ -42,9 +42,20 @@ pub async fn spawn() -> TestSim {
 
 /// A token for the admin user.
 pub async fn password_token(http: &reqwest::Client, sim: &SimHandle) -> String {
+    user_token(http, sim, "admin", "secret", "admin").await
+}
+
+/// A project-scoped token for `user` in `project`.
+pub async fn user_token(
+    http: &reqwest::Client,
+    sim: &SimHandle,
+    user: &str,
+    password: &str,
+    project: &str,
+) -> String {
     let body = json!({"auth": {
-        "identity": {"methods": ["password"], "password": {"user": {"name": "admin", "domain": {"name": "Default"}, "password": "secret"}}},
-        "scope": {"project": {"name": "admin", "domain": {"name": "Default"}}},
+        "identity": {"methods": ["password"], "password": {"user": {"name": user, "domain": {"name": "Default"}, "password": password}}},
+        "scope": {"project": {"name": project, "domain": {"name": "Default"}}},
     }});
     let r = http
         .post(format!("{}/auth/tokens", sim.auth_url()))
@@ -77,6 +88,38 @@ impl TestSim {
             req = req.json(&body);
         }
         req.send().await.unwrap()
+    }
+
+    /// Sends a request with another token (e.g. a project member's).
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        mv: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.sim.base_url()))
+            .header("x-auth-token", token);
+        if let Some(mv) = mv {
+            req = req.header("openstack-api-version", mv);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// A token for the member `demo` (project `demo`).
+    pub async fn demo_token(&self) -> String {
+        user_token(&self.http, &self.sim, "demo", "demo", "demo").await
+    }
+
+    /// A token for the member `alt` (project `alt`).
+    pub async fn alt_token(&self) -> String {
+        user_token(&self.http, &self.sim, "alt", "alt", "alt").await
     }
 
     pub async fn get_json(&self, path: &str, mv: Option<&str>) -> Value {

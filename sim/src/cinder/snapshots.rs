@@ -111,6 +111,7 @@ fn list(st: &State, ctx: &Ctx, detail: bool) -> Reply {
         .iter()
         .rev()
         .filter(|s| s.status.at(ctx.now) != GONE)
+        .filter(|s| super::scope::listed(ctx, &s.project_id))
         .filter(|s| ctx.q("name").is_none_or(|n| s.name.as_deref() == Some(n)))
         .filter(|s| ctx.q("status").is_none_or(|x| s.status.at(ctx.now) == x))
         .filter(|s| ctx.q("volume_id").is_none_or(|v| s.volume_id == v))
