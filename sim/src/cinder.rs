@@ -372,6 +372,19 @@ fn create_volume(st: &mut State, ctx: &Ctx) -> Reply {
         _ if v["snapshot_id"].is_string() || v["source_volid"].is_string() => 0,
         _ => return Err(Fail::bad_request("Invalid input for field/attribute size.")),
     };
+    // Sources and the group are read with the caller's project scope.
+    for (collection, field) in [
+        ("snapshots", "snapshot_id"),
+        ("volumes", "source_volid"),
+        ("groups", "group_id"),
+    ] {
+        if let Some(hidden) = v[field]
+            .as_str()
+            .and_then(|id| scope::hidden(st, ctx, collection, id))
+        {
+            return Err(hidden);
+        }
+    }
     let spec = super::inventory::NewVolume {
         name: v["name"].as_str().map(str::to_owned),
         description: v["description"].as_str().map(str::to_owned),

@@ -428,3 +428,69 @@ async fn a_members_snapshot_and_limits_count_in_its_own_project() {
     assert_eq!(admin_limits["limits"]["absolute"]["totalVolumesUsed"], 0);
     assert_eq!(admin_snapshots["snapshots"], json!([]));
 }
+
+#[tokio::test]
+async fn another_projects_volume_cannot_be_snapshotted_cloned_or_booted_from() {
+    // Arrange
+    let t = spawn().await;
+    let (demo, alt) = (t.demo_token().await, t.alt_token().await);
+    let vol: Value = t
+        .call_as(
+            &demo,
+            Method::POST,
+            "/volume/v3/volumes",
+            Some("volume 3.71"),
+            Some(json!({"volume": {"size": 1}})),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let vol = vol["volume"]["id"].as_str().unwrap().to_owned();
+    eventually(std::time::Duration::from_secs(5), || async {
+        (t.volume(&vol).await["status"] == "available").then_some(())
+    })
+    .await;
+
+    // Act
+    let snapshot = t
+        .call_as(
+            &alt,
+            Method::POST,
+            "/volume/v3/snapshots",
+            Some("volume 3.71"),
+            Some(json!({"snapshot": {"volume_id": vol}})),
+        )
+        .await;
+    let clone = t
+        .call_as(
+            &alt,
+            Method::POST,
+            "/volume/v3/volumes",
+            Some("volume 3.71"),
+            Some(json!({"volume": {"source_volid": vol}})),
+        )
+        .await;
+    let boot = t
+        .call_as(
+            &alt,
+            Method::POST,
+            "/compute/v2.1/servers",
+            Some("compute 2.96"),
+            Some(json!({"server": {"name": "s", "flavorRef": "1", "networks": "none",
+                "block_device_mapping_v2": [{"uuid": vol, "source_type": "volume", "destination_type": "volume", "boot_index": 0}]}})),
+        )
+        .await;
+    let by_admin = t.create_snapshot(json!({"volume_id": vol}), "3.71").await;
+
+    // Assert
+    assert_eq!(snapshot.status(), StatusCode::NOT_FOUND);
+    assert_eq!(clone.status(), StatusCode::NOT_FOUND);
+    assert_eq!(boot.status(), StatusCode::BAD_REQUEST);
+    let body: Value = boot.json().await.unwrap();
+    assert_eq!(
+        body["badRequest"]["message"],
+        format!("Block Device Mapping is Invalid: failed to get volume {vol}.")
+    );
+    assert_eq!(by_admin.status(), StatusCode::ACCEPTED);
+}

@@ -226,6 +226,7 @@ fn update_group(st: &mut State, ctx: &Ctx, id: &str) -> Reply {
     for vid in split("add_volumes") {
         let vol = st
             .volume_mut(&vid, ctx.now)
+            .filter(|v| ctx.caller.may_read(&v.project_id))
             .ok_or_else(|| Fail::bad_request(format!("Invalid volume: Cannot add volume {vid} to group {id} because volume cannot be found.")))?;
         vol.group_id = Some(id.to_owned());
     }
@@ -283,6 +284,9 @@ fn create_group_snapshot(st: &mut State, ctx: &Ctx) -> Reply {
         .as_str()
         .ok_or_else(|| Fail::bad_request("'group_id' is a required property"))?
         .to_owned();
+    if let Some(hidden) = super::scope::hidden(st, ctx, "groups", &group_id) {
+        return Err(hidden);
+    }
     let grp = group(st, ctx, &group_id)?;
     if grp.status.at(ctx.now) != "available" {
         return Err(Fail::bad_request(format!(

@@ -170,6 +170,7 @@ fn create(st: &mut State, ctx: &Ctx) -> Reply {
     }
     let vol = st
         .volume(&volume_id, ctx.now)
+        .filter(|v| ctx.caller.may_read(&v.project_id))
         .ok_or_else(|| volume_not_found(&volume_id))?;
     let status = vol.status.at(ctx.now);
     let allowed = if ctx.mv >= Mv(3, 66) || force == Some(true) {

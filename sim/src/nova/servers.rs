@@ -381,6 +381,9 @@ fn create(st: &mut State, ctx: &Ctx) -> Reply {
             delete_on_termination: b["delete_on_termination"].as_bool().unwrap_or(false),
         });
     }
+    // Nova reads the image, volumes and snapshots with the caller's token:
+    // another project's private ones are not found.
+    check_sources(st, ctx, image_ref.as_deref(), &bdms)?;
     let volume_backed = bdms.iter().any(|b| b.boot_index == Some(0));
     if !volume_backed && image_ref.is_none() {
         return Err(Fail::bad_request(
@@ -412,6 +415,42 @@ fn create(st: &mut State, ctx: &Ctx) -> Reply {
             "adminPass": password,
         }}),
     ))
+}
+
+fn check_sources(
+    st: &State,
+    ctx: &Ctx,
+    image: Option<&str>,
+    bdms: &[crate::inventory::NewBdm],
+) -> Result<(), Fail> {
+    let now = ctx.now;
+    let image_hidden = |i: &str| {
+        st.find_image(i, now)
+            .is_some_and(|img| !crate::glance::readable(img, ctx))
+    };
+    if let Some(i) = image.filter(|i| image_hidden(i)) {
+        return Err(Fail::bad_request(format!("Image {i} could not be found.")));
+    }
+    for b in bdms {
+        let hidden = match &b.source {
+            BdmSource::Volume(v) => st
+                .volume(v, now)
+                .filter(|x| !ctx.caller.may_read(&x.project_id))
+                .map(|_| format!("failed to get volume {v}.")),
+            BdmSource::Snapshot(s) => st
+                .snapshot(s, now)
+                .filter(|x| !ctx.caller.may_read(&x.project_id))
+                .map(|_| format!("failed to get snapshot {s}.")),
+            BdmSource::Image(i) => image_hidden(i).then(|| format!("failed to get image {i}.")),
+            BdmSource::Blank => None,
+        };
+        if let Some(what) = hidden {
+            return Err(Fail::bad_request(format!(
+                "Block Device Mapping is Invalid: {what}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Nova's `user_data`: base64 of at most 65535 bytes.
