@@ -258,6 +258,15 @@ async fn nova_scopes_servers_and_members_see_only_the_hostname_at_2_90() {
             Some("compute 2.96"),
         )
         .await;
+    let member_all = t
+        .call_as(
+            &demo,
+            Method::GET,
+            "/compute/v2.1/servers?all_tenants=1",
+            Some("compute 2.96"),
+            None,
+        )
+        .await;
 
     // Assert
     assert_eq!(by_alt.status(), StatusCode::NOT_FOUND);
@@ -269,6 +278,7 @@ async fn nova_scopes_servers_and_members_see_only_the_hostname_at_2_90() {
     assert!(by_admin.get("OS-EXT-SRV-ATTR:instance_name").is_some());
     assert_eq!(admin_list["servers"], json!([]));
     assert_eq!(admin_all["servers"][0]["id"], id);
+    assert_eq!(member_all.status(), StatusCode::FORBIDDEN);
     // The volume Nova made for it belongs to the same project.
     let volume = by_admin["os-extended-volumes:volumes_attached"][0]["id"]
         .as_str()

@@ -214,6 +214,13 @@ fn name_matches(name: &str, pattern: &str) -> bool {
 }
 
 fn list(st: &State, ctx: &Ctx, detail: bool) -> Reply {
+    let all_tenants = all_tenants(ctx.q("all_tenants"));
+    if all_tenants && !ctx.caller.admin {
+        return Err(Fail::new(
+            StatusCode::FORBIDDEN,
+            "Policy doesn't allow os_compute_api:servers:index:get_all_tenants to be performed.",
+        ));
+    }
     let split = |k: &str| -> Option<Vec<&str>> {
         ctx.q(k).map(|v| {
             v.split(',')
@@ -236,10 +243,7 @@ fn list(st: &State, ctx: &Ctx, detail: bool) -> Reply {
         .filter(|s| s.vm_state.at(ctx.now) != GONE)
         // A member lists its project's servers; an admin every project's
         // only with all_tenants.
-        .filter(|s| {
-            ctx.caller
-                .lists(all_tenants(ctx.q("all_tenants")), &s.project_id)
-        })
+        .filter(|s| ctx.caller.lists(all_tenants, &s.project_id))
         .filter(|s| ctx.q("name").is_none_or(|n| name_matches(&s.name, n)))
         .filter(|s| {
             ctx.q("status")
