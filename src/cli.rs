@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::{
-    clock::{Clock, SystemClock},
+    clock::{Clock, SystemClock, replica_clock},
     config::{LogFormat, Settings},
     openstack::{CloudConfig, OpenStack, SessionOptions},
     startup::{self, Dependencies, cancel_on_signal},
@@ -102,7 +102,10 @@ async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     let connections = settings.db_max_connections.max(settings.workers as u32 + 5);
     let pool = store::connect(settings.database_url.as_deref(), connections).await?;
     migrate(&pool).await?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // Leases and deadlines are compared across replicas: read the database's clock.
+    let clock: Arc<dyn Clock> = replica_clock(&pool, Arc::new(SystemClock))
+        .await
+        .context("cannot read the database's clock")?;
     let demo_cloud = if demo {
         crate::demo::seed(&pool, clock.now()).await?;
         Some(crate::demo::start_cloud()?)

@@ -18,9 +18,15 @@ pub struct Settings {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
-    /// Largest number of PostgreSQL connections in the pool.
+    /// Largest number of PostgreSQL connections in the engine's pool (at least
+    /// one per worker, plus five).
     #[arg(long, env = "STACKSNAP_DB_MAX_CONNECTIONS", default_value_t = 10)]
     pub db_max_connections: u32,
+
+    /// Largest number of PostgreSQL connections in the API's own pool (one more
+    /// is held for LISTEN): requests cannot starve the engine, nor it them.
+    #[arg(long, env = "STACKSNAP_API_DB_MAX_CONNECTIONS", default_value_t = 5)]
+    pub api_db_max_connections: u32,
 
     /// Longest time one HTTP request may take, e.g. `30s` or `2m`.
     #[arg(long, env = "STACKSNAP_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
@@ -41,6 +47,22 @@ pub struct Settings {
     /// Most snapshots in flight at once across all replicas (protects the cloud's control plane).
     #[arg(long, env = "STACKSNAP_MAX_IN_FLIGHT", default_value_t = 50)]
     pub max_in_flight: i64,
+
+    /// The orphan finder never looks at a Cinder snapshot younger than this, e.g. `1h`.
+    #[arg(long, env = "STACKSNAP_ORPHAN_GRACE", default_value = "1h", value_parser = parse_duration)]
+    pub orphan_grace: Duration,
+
+    /// Finished runs with their jobs, and the rows of deleted snapshots, are purged
+    /// once older than this, e.g. `90d`.
+    #[arg(long, env = "STACKSNAP_HISTORY_RETENTION", default_value = "90d", value_parser = parse_duration)]
+    pub history_retention: Duration,
+
+    /// How often a waiting `POST /v1/snapshots?wait=` reads its job when nothing
+    /// wakes it: the engine of this replica wakes it at once, LISTEN/NOTIFY when
+    /// another replica ends the job; this is the fallback behind a pooler that
+    /// drops LISTEN.
+    #[arg(long, env = "STACKSNAP_WAIT_POLL_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub wait_poll_interval: Duration,
 }
 
 /// Log line format.

@@ -3,6 +3,7 @@
 //! Nothing here performs I/O or knows about HTTP, SQL or OpenStack.
 
 pub mod adhoc;
+pub mod deletion;
 pub mod duration;
 pub mod firing;
 pub mod job;

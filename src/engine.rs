@@ -5,6 +5,8 @@
 //! replicas can come and go at any moment.
 
 pub mod health;
+pub mod history;
+pub mod job_events;
 pub mod orphans;
 pub mod pruner;
 pub mod resolver;
@@ -20,6 +22,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use health::{EngineHealth, RestartBackoff, TaskName};
+pub use job_events::JobEvents;
 pub use worker::Outcome;
 
 use crate::{clock::Clock, openstack::OpenStack, openstack::retry::RetryPolicy};
@@ -50,6 +53,19 @@ pub struct EngineConfig {
     pub prune_interval: Duration,
     /// How a task that panicked or failed is started again.
     pub restart: RestartBackoff,
+    /// Finished runs (with their jobs) and deleted snapshot rows older than this are purged.
+    pub history_retention: TimeDelta,
+    /// How often the history is purged.
+    pub history_interval: Duration,
+    /// Rows deleted per statement when purging history.
+    pub history_batch: i64,
+    /// How long after a create request whose outcome is unknown (a timeout, a
+    /// 5xx, a lost answer) a look-up that finds nothing is believed: a
+    /// volume-backed `createImage` makes its image last and can take longer
+    /// than the client waits. Until then the job waits instead of sending again.
+    pub create_settle: TimeDelta,
+    /// Most create requests one job sends; then it fails with `create_attempts_exhausted`.
+    pub max_create_attempts: i32,
 }
 
 impl Default for EngineConfig {
@@ -71,6 +87,11 @@ impl Default for EngineConfig {
             drain_timeout: Duration::from_secs(30),
             prune_interval: Duration::from_secs(30),
             restart: RestartBackoff::default(),
+            history_retention: TimeDelta::days(90),
+            history_interval: Duration::from_secs(3600),
+            history_batch: 500,
+            create_settle: TimeDelta::minutes(3),
+            max_create_attempts: 5,
         }
     }
 }
@@ -84,6 +105,8 @@ pub struct Engine {
     pub(crate) config: EngineConfig,
     /// Shared by all the loops of this replica: whoever finds work wakes the others.
     wake: Arc<Notify>,
+    /// Told when a job ends here, for the requests of this replica waiting on it.
+    pub(crate) job_events: JobEvents,
 }
 
 impl Engine {
@@ -95,7 +118,15 @@ impl Engine {
             clock,
             config,
             wake: Arc::new(Notify::new()),
+            job_events: JobEvents::default(),
         }
+    }
+
+    /// The same engine telling `events` (shared with the API) when it ends a job.
+    #[must_use]
+    pub fn with_job_events(mut self, events: JobEvents) -> Self {
+        self.job_events = events;
+        self
     }
 
     /// Fires what is due now; the scheduler loop calls this on every tick.
@@ -107,9 +138,14 @@ impl Engine {
     }
 
     /// The loops this replica runs: the LISTEN connection, the scheduler, the
-    /// pruner and every worker. The start-up code runs each as a supervised task.
+    /// pruner, the history purge and every worker. The start-up code runs each as a supervised task.
     pub fn tasks(&self) -> Vec<TaskName> {
-        let mut tasks = vec![TaskName::Listen, TaskName::Scheduler, TaskName::Pruner];
+        let mut tasks = vec![
+            TaskName::Listen,
+            TaskName::Scheduler,
+            TaskName::Pruner,
+            TaskName::History,
+        ];
         tasks.extend((0..self.config.workers).map(TaskName::Worker));
         tasks
     }
@@ -126,6 +162,7 @@ impl Engine {
             TaskName::Listen => listen(self.db, self.wake, shutdown).await,
             TaskName::Scheduler => self.scheduler_loop(shutdown).await,
             TaskName::Pruner => self.pruner_loop(shutdown).await,
+            TaskName::History => self.history_loop(shutdown).await,
             TaskName::Worker(_) => self.worker_loop(shutdown).await,
         }
         Ok(())
@@ -169,6 +206,24 @@ impl Engine {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(self.config.prune_interval) => {}
+            }
+        }
+    }
+
+    async fn history_loop(self, shutdown: CancellationToken) {
+        loop {
+            match self.purge_history().await {
+                Ok(purged) if purged.runs + purged.snapshots > 0 => tracing::info!(
+                    runs = purged.runs,
+                    snapshots = purged.snapshots,
+                    "purged history older than the retention"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "history purge failed; retrying"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(self.config.history_interval) => {}
             }
         }
     }

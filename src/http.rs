@@ -54,6 +54,12 @@ pub struct AppState {
     pub body_limit: usize,
     /// Cancelled when the server shuts down: long waits answer at once.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Cinder snapshots younger than this are never taken for orphans.
+    pub orphan_grace: chrono::TimeDelta,
+    /// How often a waiting request reads its job when nothing wakes it.
+    pub wait_poll_interval: Duration,
+    /// Wakes waiting requests when their job ends (shared with this replica's engine).
+    pub job_events: crate::engine::JobEvents,
 }
 
 /// The complete application router with its middleware.

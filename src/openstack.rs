@@ -80,6 +80,21 @@ fn more_pages(page_len: usize, asked: usize, links: &[Link]) -> bool {
     page_len > 0 && (page_len >= asked || links.iter().any(|l| l.rel == "next"))
 }
 
+/// The characters an id keeps as they are in a URL path: RFC 3986's unreserved set.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// An id (read from an answer, or given by a user) as one URL path segment:
+/// percent-encoded, so that `/`, `?` or `#` in it cannot change which resource
+/// a call reaches. An id that is empty, `.` or `..` is still no segment: the
+/// session refuses to send a path holding one.
+pub(crate) fn segment(id: &str) -> String {
+    percent_encoding::utf8_percent_encode(id, SEGMENT).to_string()
+}
+
 /// Reads a JSON answer into `T`.
 fn decode<T: DeserializeOwned>(call: &Call, reply: &Reply) -> Result<T, OpenStackError> {
     serde_json::from_slice(&reply.body).map_err(|e| {

@@ -4,10 +4,10 @@
 
 pub mod supervisor;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use sqlx::PgPool;
+use sqlx::{PgPool, postgres::PgPoolOptions};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -15,7 +15,7 @@ use self::supervisor::Supervisor;
 use crate::{
     clock::Clock,
     config::Settings,
-    engine::{Engine, EngineConfig, EngineHealth},
+    engine::{Engine, EngineConfig, EngineHealth, JobEvents, job_events},
     http::{self, AppState},
     openstack::OpenStack,
 };
@@ -36,6 +36,8 @@ pub fn engine_config(settings: &Settings) -> EngineConfig {
     EngineConfig {
         workers: settings.workers.max(1),
         max_in_flight: settings.max_in_flight.max(1),
+        history_retention: chrono::TimeDelta::from_std(settings.history_retention)
+            .unwrap_or(chrono::TimeDelta::MAX),
         ..EngineConfig::default()
     }
 }
@@ -62,23 +64,36 @@ pub async fn start(
         .local_addr()
         .context("the listener has no local address")?;
     let shutdown = CancellationToken::new();
+    let job_events = JobEvents::default();
     let supervisor = match (&deps.cloud, settings.no_engine) {
         (Some(cloud), false) => {
-            let engine = Engine::new(deps.db.clone(), cloud.clone(), deps.clock.clone(), engine);
+            let engine = Engine::new(deps.db.clone(), cloud.clone(), deps.clock.clone(), engine)
+                .with_job_events(job_events.clone());
             Some(Supervisor::start_engine(engine, shutdown.clone()))
         }
         _ => None,
     };
+    let api_db = api_pool(&deps.db, settings.api_db_max_connections);
+    // Wakes this replica's waiting requests when another replica ends their job.
+    let listening = tokio::spawn(job_events::listen(
+        api_db.clone(),
+        job_events.clone(),
+        shutdown.clone(),
+    ));
     let engine = supervisor.as_ref().map(Supervisor::health);
     // Handed to handlers so that long waits end when the server stops.
     let requests_stopping = CancellationToken::new();
     let state = AppState {
-        db: deps.db,
+        db: api_db.clone(),
         clock: deps.clock,
         cloud: deps.cloud,
         engine: engine.clone(),
         body_limit: settings.body_limit,
         shutdown: requests_stopping.clone(),
+        orphan_grace: chrono::TimeDelta::from_std(settings.orphan_grace)
+            .unwrap_or(chrono::TimeDelta::MAX),
+        wait_poll_interval: settings.wait_poll_interval,
+        job_events,
     };
     let router = http::router(state, settings.request_timeout);
     let stopping = shutdown.clone();
@@ -97,7 +112,20 @@ pub async fn start(
         engine,
         server: Some(server),
         supervisor,
+        listening: Some(listening),
+        api_db,
     })
+}
+
+/// The API's own pool on the engine's database, so that requests (a burst of
+/// `?wait=`, a slow listing) cannot take the connections the engine needs, nor
+/// the engine theirs. One connection more than `max_connections` is for the
+/// LISTEN that wakes waiting requests. Connections open when first needed.
+fn api_pool(engine_db: &PgPool, max_connections: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(max_connections.max(1) + 1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(engine_db.connect_options().as_ref().clone())
 }
 
 /// The service started by [`start`]. Dropping it cancels its shutdown token.
@@ -108,6 +136,9 @@ pub struct RunningService {
     engine: Option<EngineHealth>,
     server: Option<JoinHandle<std::io::Result<()>>>,
     supervisor: Option<Supervisor>,
+    /// The LISTEN for ended jobs; it ends with the shutdown token.
+    listening: Option<JoinHandle<()>>,
+    api_db: PgPool,
 }
 
 impl RunningService {
@@ -142,6 +173,10 @@ impl RunningService {
         if let Some(supervisor) = self.supervisor.take() {
             supervisor.stopped().await;
         }
+        if let Some(listening) = self.listening.take() {
+            listening.await.ok();
+        }
+        self.api_db.close().await;
         served
             .context("the HTTP server task failed")?
             .context("the HTTP server failed")?;

@@ -3,8 +3,10 @@
 //! Functions here run SQL and map rows; they make no decisions.
 
 pub mod database;
+pub mod history;
 pub mod jobs;
 pub mod lifecycle;
+pub mod orphans;
 pub mod policies;
 pub mod row;
 pub mod runs;

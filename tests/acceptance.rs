@@ -5,8 +5,10 @@
 //! It builds its own servers through the standard APIs (an image-backed one and a
 //! volume-backed one with two volumes), runs a policy and a one-off snapshot with
 //! the real engine, checks the artefacts in Glance and Cinder, and cleans up.
+//! `groups` does the same for a volume-group policy.
 
 mod cloud;
+mod groups;
 
 use std::{sync::Arc, time::Duration};
 

@@ -2,7 +2,17 @@
 //! test, an injected clock, and steps driven one at a time.
 
 mod api;
+mod clock;
+mod creates;
+mod database_outage;
+mod deletion;
+mod history;
+mod orphans;
+mod poison;
+mod policies;
 mod retention;
 mod scheduling;
 mod snapshots;
 mod supervision;
+mod tenant;
+mod waiting;

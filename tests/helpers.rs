@@ -3,6 +3,8 @@
 //! step at a time against the simulator.
 
 mod engine;
+mod groups;
+mod private_pg;
 mod service;
 
-pub use self::{engine::*, service::*};
+pub use self::{engine::*, groups::*, private_pg::PrivateCluster, service::*};

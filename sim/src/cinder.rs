@@ -1,10 +1,13 @@
 //! Cinder v3 (volumev3 / block-storage): version discovery, volumes, quota
-//! and limits here; snapshots, groups and group snapshots in `snapshots`.
-//! URLs with and without the project id are both accepted.
+//! and limits here; snapshots in `snapshots`, groups and group snapshots in
+//! `groups`, the list-filter rules for non-admin tokens in `filters`, volume
+//! and group types in `types`, resource filters, zones and extensions in
+//! `info`, project scoping in `scope`. URLs with and without the project id are both accepted.
 //!
 //! Over 400 lines: Cinder's volume endpoints share one set of request
 //! checks and JSON shapes; split further, each piece would re-import them.
 
+mod filters;
 mod groups;
 mod info;
 mod scope;
@@ -21,6 +24,7 @@ use axum::{
 };
 use serde_json::{Value, json};
 
+use self::filters::Resource;
 use super::{
     http::{Ctx, Mv, empty, fault_body, json},
     state::{Fail, GONE, Shared, State, Volume},
@@ -267,20 +271,43 @@ pub(crate) fn parse_metadata_filter(raw: &str) -> Result<BTreeMap<String, String
         .collect())
 }
 
+/// Cinder's `limit` parameter, capped at its `osapi_max_limit`.
+pub(crate) fn limit_param(ctx: &Ctx, max_limit: usize) -> Result<usize, Fail> {
+    match ctx.q("limit") {
+        None => Ok(max_limit),
+        Some(l) => l
+            .parse::<usize>()
+            .map(|l| l.min(max_limit))
+            .map_err(|_| Fail::bad_request("limit param must be an integer")),
+    }
+}
+
+/// The `*_links` value pointing at the page after `last`.
+pub(crate) fn next_link(ctx: &Ctx, last: &str) -> Value {
+    let mut q: Vec<(String, String)> = ctx
+        .query
+        .iter()
+        .filter(|(k, _)| k != "marker")
+        .cloned()
+        .collect();
+    q.push(("marker".into(), last.to_owned()));
+    let qs = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(q)
+        .finish();
+    let path = ctx.segs.join("/");
+    json!([{"href": format!("{}/volume/{path}?{qs}", ctx.base), "rel": "next"}])
+}
+
 /// Applies `limit` and `marker` to a newest-first list; adds the next link.
+/// As Cinder's `_get_collection_links`: a page as long as the limit (the
+/// request's, capped at `max_limit`) gets a next link, even when it is the last.
 pub(crate) fn page<T>(
     items: Vec<T>,
     id_of: impl Fn(&T) -> &str,
     ctx: &Ctx,
-    collection: &str,
+    max_limit: usize,
 ) -> Result<(Vec<T>, Option<Value>), Fail> {
-    let limit = match ctx.q("limit") {
-        None => None,
-        Some(l) => Some(
-            l.parse::<usize>()
-                .map_err(|_| Fail::bad_request("limit param must be an integer"))?,
-        ),
-    };
+    let max = limit_param(ctx, max_limit)?;
     let mut items = items;
     if let Some(marker) = ctx.q("marker") {
         let pos = items
@@ -289,46 +316,29 @@ pub(crate) fn page<T>(
             .ok_or_else(|| Fail::not_found(format!("Marker {marker} could not be found.")))?;
         items.drain(..=pos);
     }
-    let max = limit.unwrap_or(1000).min(1000);
-    let full = items.len() > max || (limit.is_some() && items.len() == max);
     items.truncate(max);
-    let next = if full && !items.is_empty() {
-        let last = id_of(items.last().expect("non-empty")).to_owned();
-        let mut q: Vec<(String, String)> = ctx
-            .query
-            .iter()
-            .filter(|(k, _)| k != "marker")
-            .cloned()
-            .collect();
-        q.push(("marker".into(), last));
-        let qs = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(q)
-            .finish();
-        let path = ctx.segs.join("/");
-        Some(json!([{"href": format!("{}/volume/{path}?{qs}", ctx.base), "rel": "next"}]))
-    } else {
-        None
+    let next = match items.last() {
+        Some(last) if items.len() >= max => Some(next_link(ctx, id_of(last))),
+        _ => None,
     };
-    let _ = collection;
     Ok((items, next))
 }
 
 fn list_volumes(st: &State, ctx: &Ctx, detail: bool) -> Reply {
-    let metadata = ctx.q("metadata").map(parse_metadata_filter).transpose()?;
+    let filters = filters::applied(Resource::Volume, &ctx.query, ctx.mv, ctx.caller.admin)?;
+    let q = |key: &str| filters::get(&filters, key);
+    let metadata = q("metadata").map(parse_metadata_filter).transpose()?;
     let matching: Vec<&Volume> = st
         .volumes
         .iter()
         .rev()
         .filter(|v| v.status.at(ctx.now) != GONE)
         .filter(|v| scope::listed(ctx, &v.project_id))
-        .filter(|v| ctx.q("name").is_none_or(|n| v.name.as_deref() == Some(n)))
-        .filter(|v| ctx.q("status").is_none_or(|s| v.status.at(ctx.now) == s))
+        .filter(|v| q("name").is_none_or(|n| v.name.as_deref() == Some(n)))
+        .filter(|v| q("status").is_none_or(|s| v.status.at(ctx.now) == s))
+        .filter(|v| q("group_id").is_none_or(|g| v.group_id.as_deref() == Some(g)))
         .filter(|v| {
-            ctx.q("group_id")
-                .is_none_or(|g| v.group_id.as_deref() == Some(g))
-        })
-        .filter(|v| {
-            ctx.q("bootable").is_none_or(|b| {
+            q("bootable").is_none_or(|b| {
                 v.bootable == matches!(b.to_ascii_lowercase().as_str(), "true" | "1")
             })
         })
@@ -338,7 +348,7 @@ fn list_volumes(st: &State, ctx: &Ctx, detail: bool) -> Reply {
                 .is_none_or(|m| m.iter().all(|(k, val)| v.metadata.get(k) == Some(val)))
         })
         .collect();
-    let (items, next) = page(matching, |v| v.id.as_str(), ctx, "volumes")?;
+    let (items, next) = page(matching, |v| v.id.as_str(), ctx, st.cinder_max_limit)?;
     let list: Vec<Value> = items
         .iter()
         .map(|v| {

@@ -22,8 +22,10 @@ pub struct SimConfig {
     pub region: String,
     /// The admin user (password authentication).
     pub admin: AdminUser,
-    /// Project members: each a user with the `member` and `reader` roles in
-    /// a project of its own (default `demo` and `alt`, as on the rig).
+    /// Project members: users with the `member` and `reader` roles but not
+    /// `admin`. By default `member` in the admin's project (a tenant's own
+    /// credentials on the admin's resources) and `demo` and `alt`, each in a
+    /// project of its own, as on the rig.
     pub members: Vec<MemberUser>,
     /// The one application credential, owned by the admin user.
     pub application_credential: ApplicationCredential,
@@ -34,6 +36,8 @@ pub struct SimConfig {
     pub nova_max_microversion: String,
     /// Highest volume microversion, e.g. `"3.71"`.
     pub cinder_max_microversion: String,
+    /// Cinder's `osapi_max_limit`: the most items one page of a Cinder list holds.
+    pub cinder_max_limit: usize,
     /// Cinder's snapshot quota per project; -1 is unlimited.
     pub snapshot_quota: i64,
     /// The duration of every transition.
@@ -90,9 +94,11 @@ impl MemberUser {
         }
     }
 
-    /// `demo` / `demo` in project `demo` and `alt` / `alt` in project `alt`.
+    /// `member` / `member-secret` in the admin's project `admin`, `demo` /
+    /// `demo` in project `demo` and `alt` / `alt` in project `alt`.
     pub fn defaults() -> Vec<Self> {
         vec![
+            Self::new("member", "member-secret", "admin"),
             Self::new("demo", "demo", "demo"),
             Self::new("alt", "alt", "alt"),
         ]
@@ -158,9 +164,10 @@ pub struct Durations {
     /// task_state `image_uploading` (image `saving`), then null and `active`.
     #[serde(with = "millis")]
     pub image_uploading: Duration,
-    /// Image delete latency is none; this is how long a volume-backed
-    /// createImage call blocks in the API (Nova quiesces and creates the
-    /// Cinder snapshots before it answers).
+    /// How long a volume-backed createImage call blocks in the API: Nova
+    /// quiesces and creates the Cinder snapshots at once, the image at the
+    /// end of this, and answers after it. On a real cloud it can outlast a
+    /// client's timeout; set it longer than the client's to see that.
     #[serde(with = "millis")]
     pub volume_backed_create_image_call: Duration,
 }
@@ -297,6 +304,7 @@ impl Default for SimConfig {
             token_ttl: Duration::from_secs(3600),
             nova_max_microversion: "2.96".into(),
             cinder_max_microversion: "3.71".into(),
+            cinder_max_limit: 1000,
             snapshot_quota: 1000,
             durations: Durations::fast(),
             faults: Vec::new(),
@@ -332,6 +340,13 @@ impl SimConfig {
     #[must_use]
     pub fn with_cinder_max_microversion(mut self, v: &str) -> Self {
         self.cinder_max_microversion = v.into();
+        self
+    }
+
+    /// Sets Cinder's `osapi_max_limit` (the largest page of a list).
+    #[must_use]
+    pub fn with_cinder_max_limit(mut self, limit: usize) -> Self {
+        self.cinder_max_limit = limit;
         self
     }
 

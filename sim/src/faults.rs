@@ -1,6 +1,6 @@
 //! Fault injection: rules that match an operation name (`nova.create_image`,
-//! `cinder.*`, `*`) and add latency, answer an error, or spoil the artefact
-//! the operation makes. Decisions use the simulator's seeded generator.
+//! `cinder.*`, `*`) and add latency, answer an error, lose the answer of a
+//! call that was carried out, or spoil the artefact the operation makes. Decisions use the simulator's seeded generator.
 
 use std::time::Duration;
 
@@ -47,8 +47,17 @@ pub enum Fault {
     SnapshotStuck,
     /// Cinder snapshots made by the call go to `error`.
     SnapshotError,
-    /// A deleted Cinder snapshot goes to `error_deleting`.
+    /// A deleted Cinder snapshot goes to `error_deleting` (the backend failed;
+    /// Cinder then refuses another delete from a project member).
     SnapshotDeleteError,
+    /// A deleted Cinder snapshot goes back to `available`, as Cinder's volume
+    /// manager does when the backend raises `SnapshotIsBusy`. With
+    /// `dependants_only` it hits only a snapshot that a live volume was made
+    /// from (a clone the backend cannot flatten, as with RBD, 3PAR or NetApp).
+    SnapshotDeleteBusy {
+        #[serde(default)]
+        dependants_only: bool,
+    },
     /// The image of an image-backed createImage ends `killed`.
     ImageKilled,
     /// The image-backed createImage fails in the compute service: Nova
@@ -56,6 +65,16 @@ pub enum Fault {
     ImageSnapshotFails,
     /// The guest agent does not answer, so quiescing fails.
     QuiesceUnresponsive,
+    /// The call is carried out, then its answer is lost on the way back, as
+    /// when a proxy or the network fails after the service committed: the
+    /// answer is replaced by `status` (a proxy's 503, say) when set, else held
+    /// back `hang_ms` (past the client's timeout) before it is sent.
+    LoseReply {
+        #[serde(default)]
+        status: Option<u16>,
+        #[serde(default)]
+        hang_ms: Option<u64>,
+    },
 }
 
 impl FaultRule {
@@ -86,6 +105,28 @@ impl FaultRule {
     /// A 503 from a proxy in front of the service.
     pub fn unavailable(operation: &str) -> Self {
         Self::error(operation, 503)
+    }
+
+    /// `operation` is carried out, then its answer is replaced by `status`.
+    pub fn reply_lost(operation: &str, status: u16) -> Self {
+        Self::new(
+            operation,
+            Fault::LoseReply {
+                status: Some(status),
+                hang_ms: None,
+            },
+        )
+    }
+
+    /// `operation` is carried out, then its answer is held back for `hang`.
+    pub fn reply_held(operation: &str, hang: Duration) -> Self {
+        Self::new(
+            operation,
+            Fault::LoseReply {
+                status: None,
+                hang_ms: Some(u64::try_from(hang.as_millis()).unwrap_or(u64::MAX)),
+            },
+        )
     }
 
     /// Added latency.
@@ -130,11 +171,22 @@ impl FaultRule {
     }
 }
 
+/// How the answer of a call that was carried out is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LostReply {
+    /// Replaced by this status.
+    Status(u16),
+    /// Held back this long.
+    Hang(Duration),
+}
+
 /// What the rules decided for one call.
 #[derive(Debug, Default)]
 pub(crate) struct Decision {
     pub latency: Duration,
     pub error: Option<(u16, Option<u64>, Option<String>)>,
+    /// The call is served, then its answer is lost.
+    pub lost_reply: Option<LostReply>,
     /// Names of the rules that fired, for the request log.
     pub fired: Vec<String>,
 }
@@ -152,7 +204,9 @@ pub(crate) fn decide(
         }
         let hit = match &rule.fault {
             Fault::Latency { .. } => true,
-            Fault::Error { .. } if d.error.is_none() => true,
+            // One call is either refused or carried out with its answer lost: the first rule decides.
+            Fault::Error { .. } if d.error.is_none() && d.lost_reply.is_none() => true,
+            Fault::LoseReply { .. } if d.error.is_none() && d.lost_reply.is_none() => true,
             _ => false,
         };
         if !hit || !roll(rng, rule.rate) {
@@ -165,6 +219,12 @@ pub(crate) fn decide(
                 retry_after,
                 message,
             } => d.error = Some((*status, *retry_after, message.clone())),
+            Fault::LoseReply { status, hang_ms } => {
+                d.lost_reply = Some(match status {
+                    Some(status) => LostReply::Status(*status),
+                    None => LostReply::Hang(Duration::from_millis(hang_ms.unwrap_or(60_000))),
+                });
+            }
             _ => {}
         }
         consume(rule);
@@ -209,6 +269,13 @@ fn describe(fault: &Fault) -> String {
     match fault {
         Fault::Error { status, .. } => format!("error {status}"),
         Fault::Latency { ms } => format!("latency {ms}ms"),
+        Fault::LoseReply {
+            status: Some(status),
+            ..
+        } => format!("reply lost: {status}"),
+        Fault::LoseReply { hang_ms, .. } => {
+            format!("reply lost: held {}ms", hang_ms.unwrap_or(60_000))
+        }
         other => format!("{other:?}"),
     }
 }
@@ -231,6 +298,30 @@ mod tests {
         assert_eq!(first.error.map(|e| e.0), Some(409));
         assert!(second.error.is_none());
         assert!(rules.is_empty());
+    }
+
+    #[test]
+    fn a_lost_reply_is_decided_besides_the_call_not_instead_of_it() {
+        let mut rules = vec![
+            FaultRule::reply_lost("nova.create_image", 503).times(1),
+            FaultRule::reply_held("cinder.create_snapshot", Duration::from_secs(5)),
+        ];
+        let mut rng = SplitMix64::new(1);
+
+        let nova = decide(&mut rules, &mut rng, "nova.create_image");
+        let cinder = decide(&mut rules, &mut rng, "cinder.create_snapshot");
+        let again = decide(&mut rules, &mut rng, "nova.create_image");
+
+        assert!(nova.error.is_none(), "the call itself is served");
+        assert_eq!(nova.lost_reply, Some(LostReply::Status(503)));
+        assert_eq!(
+            cinder.lost_reply,
+            Some(LostReply::Hang(Duration::from_secs(5)))
+        );
+        assert!(again.lost_reply.is_none());
+        let json = serde_json::to_value(FaultRule::reply_lost("x", 503)).unwrap();
+        assert_eq!(json["fault"], "lose_reply");
+        assert_eq!(json["status"], 503);
     }
 
     #[test]

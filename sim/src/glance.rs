@@ -278,6 +278,9 @@ fn list(st: &State, ctx: &Ctx) -> Response {
         .filter(|(k, _)| !reserved.contains(&k.as_str()))
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
+    if let Some(message) = filters.iter().find_map(|(k, v)| filter_values(k, v).err()) {
+        return html_error(StatusCode::BAD_REQUEST, &message);
+    }
     let community = ctx.q("visibility") == Some("community");
     let matching: Vec<&Image> = st
         .images
@@ -334,10 +337,29 @@ fn list(st: &State, ctx: &Ctx) -> Response {
     json(StatusCode::OK, &body)
 }
 
+/// The keys whose filter value Glance reads as `operator:value` (`split_filter_op`).
+const OPERATOR_KEYS: [&str; 5] = ["name", "id", "status", "container_format", "disk_format"];
+
+/// The values a filter accepts. On the core keys Glance splits the value at its
+/// first colon: `eq:x` is exactly `x` (so a name with a colon can be asked for),
+/// `in:a,b` is a list, any other operator is a 400; on other keys the value is literal.
+fn filter_values<'a>(key: &str, want: &'a str) -> Result<Vec<&'a str>, String> {
+    if !OPERATOR_KEYS.contains(&key) {
+        return Ok(vec![want]);
+    }
+    match want.split_once(':') {
+        None => Ok(vec![want]),
+        Some(("eq", value)) => Ok(vec![value]),
+        Some(("in", list)) => Ok(list.split(',').map(|s| s.trim_matches('"')).collect()),
+        Some((operator, _)) => Err(format!(
+            "Unable to filter by unknown operator '{operator}'."
+        )),
+    }
+}
+
 fn image_matches(img: &Image, now: Instant, key: &str, want: &str) -> bool {
-    let values: Vec<&str> = match want.strip_prefix("in:") {
-        Some(list) => list.split(',').map(|s| s.trim_matches('"')).collect(),
-        None => vec![want],
+    let Ok(values) = filter_values(key, want) else {
+        return false;
     };
     let actual: Option<String> = match key {
         "id" => Some(img.id.clone()),

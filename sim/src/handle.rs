@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     cinder,
-    config::{ImageSeed, ServerSeed, SimConfig, VolumeSeed},
+    config::{Durations, ImageSeed, ServerSeed, SimConfig, VolumeSeed},
     faults::FaultRule,
     http,
     inventory::NewVolume,
@@ -127,7 +127,7 @@ impl SimHandle {
     /// A clouds.yaml with the cloud `stacksnap-sim` (admin user, password
     /// auth), `stacksnap-sim-appcred` (the application credential),
     /// `stacksnap-sim-system-admin` (the admin user, system scope) and one
-    /// `stacksnap-sim-<user>` per project member (`-demo`, `-alt`).
+    /// `stacksnap-sim-<user>` per project member (`-member`, `-demo`, `-alt`).
     pub fn clouds_yaml(&self) -> String {
         let c = &self.shared.config;
         let auth_url = self.auth_url();
@@ -211,6 +211,11 @@ impl SimHandle {
         self.shared.lock().tokens.clear();
     }
 
+    /// Changes the duration of transitions from now on (what `PATCH /_sim/durations` does).
+    pub fn update_durations(&self, change: impl FnOnce(&mut Durations)) {
+        change(&mut self.shared.lock().durations);
+    }
+
     /// Sets Cinder's snapshot quota (-1: unlimited).
     pub fn set_snapshot_quota(&self, quota: i64) {
         self.shared.lock().snapshot_quota = quota;
@@ -236,6 +241,27 @@ impl SimHandle {
             .lock()
             .create_volume(Instant::now(), spec, true)
             .expect("an empty volume has no source to miss")
+    }
+
+    /// Adds an `available` volume made from Cinder snapshot `snapshot_id`
+    /// (a dependant of that snapshot) and returns its id.
+    ///
+    /// # Errors
+    /// The snapshot does not exist or is not `available`.
+    pub fn create_volume_from_snapshot(
+        &self,
+        name: &str,
+        snapshot_id: &str,
+    ) -> anyhow::Result<String> {
+        let spec = NewVolume {
+            name: Some(name.into()),
+            snapshot_id: Some(snapshot_id.into()),
+            ..NewVolume::default()
+        };
+        self.shared
+            .lock()
+            .create_volume(Instant::now(), spec, true)
+            .map_err(|f| anyhow::anyhow!("{}", f.message))
     }
 
     /// Adds an `ACTIVE` server from a seed (image- or volume-backed).

@@ -132,7 +132,22 @@ impl Ctx {
     }
 }
 
+/// Serves one request in a task of its own: a client that gives up (a
+/// timeout) does not stop the call, which is carried out, answered into the
+/// void and logged, as a real service does.
 async fn dispatch(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    tokio::spawn(serve_request(shared, request))
+        .await
+        .unwrap_or_else(|e| {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the simulator failed: {e}"),
+            )
+                .into_response()
+        })
+}
+
+async fn serve_request(shared: Arc<Shared>, request: Request) -> Response {
     let started = Instant::now();
     let at = Utc::now();
     let (parts, body) = request.into_parts();
@@ -199,7 +214,10 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: Request) -> Respon
                 Some((status, retry_after, message)) => {
                     injected_error(service, &shared.base_url, status, retry_after, message)
                 }
-                None => serve(&shared, service, operation, ctx).await,
+                None => {
+                    let served = serve(&shared, service, operation, ctx).await;
+                    lose_reply(&shared, service, served, decision.lost_reply).await
+                }
             }
         }
     };
@@ -456,6 +474,26 @@ fn injected_error(
         insert(r.headers_mut(), "retry-after", &secs.to_string());
     }
     r
+}
+
+/// The answer of a call that was carried out, as the client gets it when the
+/// way back fails: replaced by a proxy's status, or held back past its timeout.
+async fn lose_reply(
+    shared: &Shared,
+    service: Service,
+    served: Response,
+    lost: Option<faults::LostReply>,
+) -> Response {
+    match lost {
+        None => served,
+        Some(faults::LostReply::Status(status)) => {
+            injected_error(service, &shared.base_url, status, None, None)
+        }
+        Some(faults::LostReply::Hang(delay)) => {
+            tokio::time::sleep(delay).await;
+            served
+        }
+    }
 }
 
 /// Decodes `%XX` escapes in one path segment.

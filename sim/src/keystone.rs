@@ -1,6 +1,8 @@
 //! Keystone v3, as far as clients need it: version discovery, tokens by
 //! password or application credential (with a catalog pointing back at the
 //! simulator), token validation. Tokens expire after the configured TTL.
+//! The admin user's tokens (and the application credential's) carry the
+//! `admin` role; the members' (`SimConfig::members`) only `member` and `reader`.
 
 use axum::{
     http::{HeaderMap, HeaderValue, Method, StatusCode, header::LOCATION},

@@ -21,11 +21,13 @@
 //! (`SimConfig::admin`), also with a system-scoped token; application
 //! credential id `0a1b2c3d4e5f40718293a4b5c6d7e8f9`, secret
 //! `stacksnap-secret` (`SimConfig::application_credential`); project
-//! members `demo`/`demo` (project `demo`) and `alt`/`alt` (project `alt`),
-//! with the roles `member` and `reader` (`SimConfig::members`), as on the
-//! rig. [`SimHandle::clouds_yaml`] writes the clouds `stacksnap-sim`,
-//! `stacksnap-sim-appcred`, `stacksnap-sim-system-admin`,
-//! `stacksnap-sim-demo` and `stacksnap-sim-alt`.
+//! members, with the roles `member` and `reader` (`SimConfig::members`):
+//! `member`/`member-secret` in the admin's own project (a tenant's own
+//! credentials: Cinder and Nova apply their non-admin list-filter rules to
+//! its tokens), and `demo`/`demo` (project `demo`) and `alt`/`alt` (project
+//! `alt`), as on the rig. [`SimHandle::clouds_yaml`] writes the clouds
+//! `stacksnap-sim`, `stacksnap-sim-appcred`, `stacksnap-sim-system-admin`,
+//! `stacksnap-sim-member`, `stacksnap-sim-demo` and `stacksnap-sim-alt`.
 //!
 //! Nova, Cinder and Glance scope resources to the token's project as the
 //! real services do (`tenancy`); seeded resources belong to `admin`.
@@ -89,7 +91,7 @@ pub struct SimArgs {
     #[arg(long, env = "STACKSNAP_SIM_LISTEN", default_value = "127.0.0.1:5000")]
     pub listen: SocketAddr,
     /// Write a clouds.yaml here: the admin user (cloud `stacksnap-sim`), its
-    /// application credential, its system scope and the members `demo` and `alt`.
+    /// application credential, its system scope and the members `member`, `demo`, `alt`.
     #[arg(long)]
     pub clouds_yaml: Option<PathBuf>,
     /// Seed the inventory from this JSON file (default: the public image `tiny`).
@@ -138,7 +140,7 @@ pub async fn run(args: SimArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
     }
     tracing::info!(url = %sim.base_url(), auth_url = %sim.auth_url(), "OpenStack simulator listening");
     println!(
-        "OpenStack simulator on {base}\n  auth_url: {auth}\n  user admin / password {pw}, project admin, domain Default; members demo/demo and alt/alt{yaml}\n  request log: {base}/_sim/requests, faults: {base}/_sim/faults\nPress Ctrl-C to stop.",
+        "OpenStack simulator on {base}\n  auth_url: {auth}\n  user admin / password {pw}, project admin, domain Default; members member/member-secret, demo/demo and alt/alt{yaml}\n  request log: {base}/_sim/requests, faults: {base}/_sim/faults\nPress Ctrl-C to stop.",
         base = sim.base_url(),
         auth = sim.auth_url(),
         pw = sim.config().admin.password,

@@ -320,6 +320,8 @@ pub(crate) struct State {
     pub faults: Vec<FaultRule>,
     pub log: Vec<LoggedRequest>,
     pub snapshot_quota: i64,
+    /// Cinder's `osapi_max_limit`.
+    pub cinder_max_limit: usize,
     pub durations: Durations,
     pub instance_counter: u64,
 }
@@ -355,6 +357,7 @@ impl State {
             faults: config.faults.clone(),
             log: Vec::new(),
             snapshot_quota: config.snapshot_quota,
+            cinder_max_limit: config.cinder_max_limit,
             durations: config.durations.clone(),
             instance_counter: 0,
         }
@@ -461,8 +464,10 @@ impl State {
     pub(crate) fn collect_garbage(&mut self, now: Instant) {
         let keep = Duration::from_secs(60);
         let old = |since: Instant| now.saturating_duration_since(since) > keep;
-        self.images
-            .retain(|i| !(i.status.at(now) == GONE && old(i.status.since(now))));
+        // An image still to appear (a volume-backed createImage under way) is not garbage.
+        self.images.retain(|i| {
+            !(i.status.at(now) == GONE && old(i.status.since(now)) && !i.status.pending(now))
+        });
         self.volumes
             .retain(|v| !(v.status.at(now) == GONE && old(v.status.since(now))));
         self.snapshots

@@ -144,12 +144,18 @@ mod tests {
         let demo = users.iter().find(|u| u.name == "demo").unwrap();
         assert!(!demo.admin);
         assert_eq!(demo.project_id, projects[1].id);
-        let (_, again) = identities(&config, "u0", "p0");
-        assert_eq!(again[1].id, demo.id);
-        assert_ne!(
-            identities(&config.clone().with_seed(2), "u0", "p0").1[1].id,
-            demo.id
+        let id_of =
+            |users: &[User], name: &str| users.iter().find(|u| u.name == name).unwrap().id.clone();
+        let member = users.iter().find(|u| u.name == "member").unwrap();
+        assert!(!member.admin);
+        assert_eq!(
+            member.project_id, "p0",
+            "`member` is in the admin's project"
         );
+        let (_, again) = identities(&config, "u0", "p0");
+        assert_eq!(id_of(&again, "demo"), demo.id);
+        let (_, reseeded) = identities(&config.clone().with_seed(2), "u0", "p0");
+        assert_ne!(id_of(&reseeded, "demo"), demo.id);
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{eventually, spawn};
+use stacksnap_sim::SimConfig;
+
+use crate::helpers::{eventually, member_token, observable_durations, spawn, spawn_with};
 
 /// An in-use volume (the root of a volume-backed server).
 async fn in_use_volume(t: &crate::helpers::TestSim) -> String {
@@ -357,4 +359,187 @@ async fn volume_from_image_carries_volume_image_metadata_and_lists_filter_by_met
         .get_json(&format!("/volume/v3/{project}/volumes/{id}"), None)
         .await;
     assert_eq!(with_project["volume"]["id"], id.as_str());
+}
+
+/// A group holding `volumes`, once it is `available` (as the admin).
+async fn available_group(t: &crate::helpers::TestSim, volumes: &[&str]) -> String {
+    let r = t
+        .call(Method::POST, "/volume/v3/groups", Some("volume 3.71"), Some(json!({"group": {"name": "g", "group_type": "default_group_type", "volume_types": ["__DEFAULT__"]}})))
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let group = r.json::<Value>().await.unwrap()["group"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually(Duration::from_secs(5), || async {
+        (t.get_json(&format!("/volume/v3/groups/{group}"), Some("volume 3.71"))
+            .await["group"]["status"]
+            == "available")
+            .then_some(())
+    })
+    .await;
+    let r = t
+        .call(
+            Method::PUT,
+            &format!("/volume/v3/groups/{group}"),
+            Some("volume 3.71"),
+            Some(json!({"group": {"add_volumes": volumes.join(",")}})),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    group
+}
+
+#[tokio::test]
+async fn a_members_disallowed_list_filter_is_400_from_3_31_and_silently_dropped_below() {
+    // Arrange: two snapshots, neither in a group snapshot.
+    let t = spawn().await;
+    let member = member_token(&t.http, &t.sim).await;
+    for name in ["a", "b"] {
+        let volume = t.sim.create_volume(name, 1, &[]);
+        let r = t
+            .create_snapshot(json!({"volume_id": volume, "name": name}), "3.71")
+            .await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+    }
+    let path = "/volume/v3/snapshots/detail?group_snapshot_id=0d2c1f3e-0000-4000-8000-000000000000";
+
+    // Act
+    let refused = t.get_with(&member, path, "volume 3.71").await;
+    let refused_at_3_31 = t.get_with(&member, path, "volume 3.31").await;
+    let dropped = t.get_with(&member, path, "volume 3.30").await;
+    let as_admin = t.get_with(&t.token, path, "volume 3.71").await;
+    let all_tenants = t
+        .get_with(
+            &member,
+            "/volume/v3/snapshots/detail?all_tenants=1",
+            "volume 3.71",
+        )
+        .await;
+
+    // Assert: Cinder's own answer, word for word (checked on the rig as project demo).
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        refused.json::<Value>().await.unwrap(),
+        json!({"badRequest": {"code": 400, "message": "Invalid filters group_snapshot_id are found in query options."}})
+    );
+    assert_eq!(refused_at_3_31.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(dropped.status(), StatusCode::OK);
+    let dropped: Value = dropped.json().await.unwrap();
+    assert_eq!(
+        dropped["snapshots"].as_array().unwrap().len(),
+        2,
+        "below 3.31 the filter is ignored and every snapshot of the project comes back"
+    );
+    assert_eq!(as_admin.status(), StatusCode::OK);
+    let as_admin: Value = as_admin.json().await.unwrap();
+    assert!(as_admin["snapshots"].as_array().unwrap().is_empty());
+    assert_eq!(all_tenants.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_member_may_list_a_groups_volumes_and_each_volumes_snapshots() {
+    // Arrange
+    let t = spawn().await;
+    let member = member_token(&t.http, &t.sim).await;
+    let (a, b) = (
+        t.sim.create_volume("a", 1, &[]),
+        t.sim.create_volume("b", 1, &[]),
+    );
+    let group = available_group(&t, &[&a]).await;
+    let r = t
+        .create_snapshot(json!({"volume_id": b, "name": "b"}), "3.71")
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+
+    // Act
+    let volumes = t
+        .get_with(
+            &member,
+            &format!("/volume/v3/volumes/detail?group_id={group}"),
+            "volume 3.71",
+        )
+        .await;
+    let snapshots = t
+        .get_with(
+            &member,
+            &format!("/volume/v3/snapshots/detail?volume_id={b}&limit=500"),
+            "volume 3.71",
+        )
+        .await;
+
+    // Assert
+    assert_eq!(volumes.status(), StatusCode::OK);
+    let volumes: Value = volumes.json().await.unwrap();
+    assert_eq!(volumes["volumes"].as_array().unwrap().len(), 1);
+    assert_eq!(volumes["volumes"][0]["id"], a.as_str());
+    assert_eq!(snapshots.status(), StatusCode::OK);
+    let snapshots: Value = snapshots.json().await.unwrap();
+    assert_eq!(snapshots["snapshots"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn group_snapshots_page_from_3_29_with_group_snapshot_links_and_come_whole_below() {
+    // Arrange: three group snapshots, pages of at most two.
+    let t = spawn_with(
+        SimConfig::default()
+            .with_durations(observable_durations())
+            .with_cinder_max_limit(2),
+    )
+    .await;
+    let volume = t.sim.create_volume("a", 1, &[]);
+    let group = available_group(&t, &[&volume]).await;
+    for i in 0..3 {
+        let r = t
+            .call(
+                Method::POST,
+                "/volume/v3/group_snapshots",
+                Some("volume 3.71"),
+                Some(json!({"group_snapshot": {"group_id": group, "name": format!("gs{i}")}})),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+    }
+    let names = |v: &Value| -> Vec<String> {
+        v["group_snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // Act
+    let first = t
+        .get_json(
+            "/volume/v3/group_snapshots/detail?limit=500",
+            Some("volume 3.71"),
+        )
+        .await;
+    let next = first["group_snapshot_links"][0]["href"]
+        .as_str()
+        .expect("a next link named as Cinder names it")
+        .to_owned();
+    let second = t
+        .get_json(
+            next.strip_prefix(&t.sim.base_url()).unwrap(),
+            Some("volume 3.71"),
+        )
+        .await;
+    let old = t
+        .get_json(
+            "/volume/v3/group_snapshots/detail?limit=500&marker=ignored",
+            Some("volume 3.28"),
+        )
+        .await;
+
+    // Assert
+    assert_eq!(names(&first), ["gs2", "gs1"]);
+    assert_eq!(names(&second), ["gs0"]);
+    assert!(second.get("group_snapshot_links").is_none());
+    assert_eq!(
+        names(&old),
+        ["gs2", "gs1", "gs0"],
+        "below 3.29 Cinder ignores limit and marker"
+    );
 }

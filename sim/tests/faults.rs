@@ -223,3 +223,163 @@ async fn faults_can_be_managed_through_the_admin_endpoint() {
         StatusCode::OK
     );
 }
+
+/// Creates an `available` Cinder snapshot of a fresh volume and returns its id.
+async fn settled_snapshot(t: &crate::helpers::TestSim) -> String {
+    let vol = t.sim.create_volume("v", 1, &[]);
+    let r = t.create_snapshot(json!({"volume_id": vol}), "3.66").await;
+    let id = r.json::<Value>().await.unwrap()["snapshot"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually(Duration::from_secs(5), || async {
+        (t.snapshot(&id).await["status"] == "available").then_some(())
+    })
+    .await;
+    id
+}
+
+async fn delete_snapshot(t: &crate::helpers::TestSim, id: &str) -> StatusCode {
+    t.call(
+        Method::DELETE,
+        &format!("/volume/v3/snapshots/{id}"),
+        None,
+        None,
+    )
+    .await
+    .status()
+}
+
+#[tokio::test]
+async fn a_busy_snapshot_goes_deleting_then_back_to_available_as_cinder_resets_it() {
+    // Arrange: deletions slow enough to see `deleting`.
+    let durations = stacksnap_sim::Durations {
+        snapshot_delete: Duration::from_millis(300),
+        ..crate::helpers::observable_durations()
+    };
+    let t = spawn_with(SimConfig::default().with_durations(durations)).await;
+    let id = settled_snapshot(&t).await;
+    t.sim.inject(FaultRule::new(
+        "cinder.delete_snapshot",
+        Fault::SnapshotDeleteBusy {
+            dependants_only: false,
+        },
+    ));
+
+    // Act
+    let accepted = delete_snapshot(&t, &id).await;
+
+    // Assert: accepted, `deleting` for a while, then `available` again, never gone.
+    assert_eq!(accepted, StatusCode::ACCEPTED);
+    assert_eq!(t.snapshot(&id).await["status"], "deleting");
+    eventually(Duration::from_secs(5), || async {
+        (t.snapshot(&id).await["status"] == "available").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn with_dependants_only_the_busy_fault_hits_a_snapshot_a_volume_was_made_from() {
+    // Arrange: two snapshots, a volume made from the first.
+    let t = spawn().await;
+    let (cloned, plain) = (settled_snapshot(&t).await, settled_snapshot(&t).await);
+    let clone = t.sim.create_volume_from_snapshot("clone", &cloned).unwrap();
+    assert_eq!(t.volume(&clone).await["snapshot_id"], cloned.as_str());
+    t.sim.inject(FaultRule::new(
+        "cinder.delete_snapshot",
+        Fault::SnapshotDeleteBusy {
+            dependants_only: true,
+        },
+    ));
+
+    // Act
+    assert_eq!(delete_snapshot(&t, &cloned).await, StatusCode::ACCEPTED);
+    assert_eq!(delete_snapshot(&t, &plain).await, StatusCode::ACCEPTED);
+
+    // Assert: the one with a dependant comes back, the other goes.
+    eventually(Duration::from_secs(5), || async {
+        (t.snapshot(&cloned).await["status"] == "available").then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(5), || async {
+        let r = t
+            .call(
+                Method::GET,
+                &format!("/volume/v3/snapshots/{plain}"),
+                None,
+                None,
+            )
+            .await;
+        (r.status() == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_snapshot_in_error_deleting_cannot_be_deleted_again_by_a_member() {
+    // Arrange
+    let t = spawn().await;
+    let id = settled_snapshot(&t).await;
+    t.sim
+        .inject(FaultRule::new("cinder.delete_snapshot", Fault::SnapshotDeleteError).times(1));
+    assert_eq!(delete_snapshot(&t, &id).await, StatusCode::ACCEPTED);
+    eventually(Duration::from_secs(5), || async {
+        (t.snapshot(&id).await["status"] == "error_deleting").then_some(())
+    })
+    .await;
+
+    // Act / Assert: Cinder's API takes a delete only from `available` or `error`.
+    assert_eq!(delete_snapshot(&t, &id).await, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_lost_reply_fault_carries_the_call_out_and_then_answers_503() {
+    let t = spawn().await;
+    let server = t.sim.create_image_backed_server("web-1", &[], &[], false);
+    t.sim
+        .inject(FaultRule::reply_lost("nova.create_image", 503).times(1));
+
+    let r = t
+        .create_image(&server, "lost", "2.45", json!({"k": "lost"}))
+        .await;
+
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let images = t.get_json("/image/v2/images?k=lost", None).await["images"].clone();
+    assert_eq!(
+        images.as_array().map(Vec::len),
+        Some(1),
+        "the image was made all the same: {images}"
+    );
+    // Once: the next call is answered normally (and refused: a snapshot is under way).
+    let again = t.create_image(&server, "again", "2.45", json!({})).await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn a_held_reply_fault_carries_the_call_out_past_the_clients_timeout() {
+    let t = spawn().await;
+    let volume = t.sim.create_volume("data", 1, &[]);
+    t.http
+        .post(format!("{}/_sim/faults", t.sim.base_url()))
+        .json(
+            &json!({"operation": "cinder.create_snapshot", "fault": "lose_reply", "hang_ms": 2000}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+
+    let sent = impatient
+        .post(format!("{}/volume/v3/snapshots", t.sim.base_url()))
+        .header("x-auth-token", &t.token)
+        .json(&json!({"snapshot": {"volume_id": volume, "name": "held"}}))
+        .send()
+        .await;
+
+    assert!(sent.unwrap_err().is_timeout());
+    let listed = t.get_json("/volume/v3/snapshots?name=held", None).await["snapshots"].clone();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+}

@@ -85,6 +85,42 @@ async fn list_filters_on_arbitrary_properties_and_pages_with_next_links() {
 }
 
 #[tokio::test]
+async fn a_core_filter_reads_an_operator_before_its_first_colon_as_glance_does() {
+    // Arrange: a name with a colon can only be asked for with `eq:`.
+    let t = spawn().await;
+    for name in ["db:nightly", "web"] {
+        let r = t
+            .call(
+                Method::POST,
+                "/image/v2/images",
+                None,
+                Some(json!({"name": name})),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+
+    // Act
+    let exact = t
+        .get_json("/image/v2/images?name=eq:db:nightly", None)
+        .await;
+    let listed = t.get_json("/image/v2/images?name=in:web,nope", None).await;
+    let bare = t
+        .call(Method::GET, "/image/v2/images?name=db:nightly", None, None)
+        .await;
+
+    // Assert
+    assert_eq!(exact["images"].as_array().unwrap().len(), 1, "{exact}");
+    assert_eq!(exact["images"][0]["name"], "db:nightly");
+    assert_eq!(listed["images"][0]["name"], "web");
+    assert_eq!(
+        bare.status(),
+        StatusCode::BAD_REQUEST,
+        "operator `db` is unknown"
+    );
+}
+
+#[tokio::test]
 async fn deleted_image_answers_404_with_glances_html_body() {
     let t = spawn().await;
     let r = t

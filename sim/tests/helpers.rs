@@ -67,7 +67,38 @@ pub async fn user_token(
     r.headers()["x-subject-token"].to_str().unwrap().to_owned()
 }
 
+/// A token for the member user `member` (roles `member` and `reader`, no
+/// `admin`), in the admin's project.
+pub async fn member_token(http: &reqwest::Client, sim: &SimHandle) -> String {
+    let member = sim
+        .config()
+        .members
+        .iter()
+        .find(|m| m.username == "member")
+        .expect("the default members include `member`")
+        .clone();
+    user_token(
+        http,
+        sim,
+        &member.username,
+        &member.password,
+        &member.project_name,
+    )
+    .await
+}
+
 impl TestSim {
+    /// Sends a GET with `token` instead of the admin's, at microversion `mv`.
+    pub async fn get_with(&self, token: &str, path: &str, mv: &str) -> Response {
+        self.http
+            .get(format!("{}{path}", self.sim.base_url()))
+            .header("x-auth-token", token)
+            .header("openstack-api-version", mv)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Sends a request to `path` under the base URL, with the token and an
     /// optional `OpenStack-API-Version` header.
     pub async fn call(

@@ -186,3 +186,33 @@ async fn version_discovery_needs_no_token() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn the_member_users_token_has_member_and_reader_but_not_admin() {
+    // Arrange
+    let t = spawn().await;
+    let member = crate::helpers::member_token(&t.http, &t.sim).await;
+
+    // Act
+    let r = t
+        .http
+        .get(format!("{}/auth/tokens", t.sim.auth_url()))
+        .header("x-auth-token", &t.token)
+        .header("x-subject-token", &member)
+        .send()
+        .await
+        .unwrap();
+
+    // Assert
+    assert_eq!(r.status(), StatusCode::OK);
+    let token: Value = r.json().await.unwrap();
+    let roles: Vec<&str> = token["token"]["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["member", "reader"]);
+    assert_eq!(token["token"]["user"]["name"], "member");
+    assert_eq!(token["token"]["project"]["id"], t.sim.project_id().as_str());
+}

@@ -6,7 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use stacksnap_sim::{Fault, FaultRule, ImageSeed, ServerSeed, SimConfig};
 
-use crate::helpers::{eventually, observable_durations, record, spawn, spawn_with};
+use crate::helpers::{eventually, member_token, observable_durations, record, spawn, spawn_with};
 
 #[tokio::test]
 async fn image_backed_create_image_walks_every_task_state_and_image_status() {
@@ -505,4 +505,130 @@ async fn unknown_server_gets_item_not_found() {
         body,
         json!({"itemNotFound": {"code": 404, "message": "Instance nope could not be found."}})
     );
+}
+
+#[tokio::test]
+async fn nova_silently_drops_server_list_filters_a_member_may_not_use() {
+    // Arrange: one tagged server and one without tags.
+    let t = spawn().await;
+    let member = member_token(&t.http, &t.sim).await;
+    let tagged = t
+        .sim
+        .create_image_backed_server("tagged", &["backup"], &[], false);
+    t.sim.create_image_backed_server("plain", &[], &[], false);
+    let ids = |v: &Value| -> Vec<String> {
+        v["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let path = "/compute/v2.1/servers/detail?tags=backup";
+
+    // Act
+    let member_old = t.get_with(&member, path, "compute 2.25").await;
+    let member_new = t.get_with(&member, path, "compute 2.26").await;
+    let admin_old = t.get_with(&t.token, path, "compute 2.25").await;
+
+    // Assert: no error, the filter is just not applied for a member below 2.26.
+    assert_eq!(member_old.status(), StatusCode::OK);
+    assert_eq!(ids(&member_old.json().await.unwrap()).len(), 2);
+    assert_eq!(
+        ids(&member_new.json().await.unwrap()),
+        std::slice::from_ref(&tagged)
+    );
+    assert_eq!(ids(&admin_old.json().await.unwrap()), [tagged]);
+}
+
+#[tokio::test]
+async fn a_volume_backed_create_image_makes_the_snapshots_first_and_the_image_last() {
+    // Arrange: the call takes longer than the client waits.
+    let t = spawn().await;
+    t.sim
+        .update_durations(|d| d.volume_backed_create_image_call = Duration::from_millis(1500));
+    let server = t.sim.create_volume_backed_server("db-1", 2, false);
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+
+    // Act
+    let sent = impatient
+        .post(format!(
+            "{}/compute/v2.1/servers/{server}/action",
+            t.sim.base_url()
+        ))
+        .header("x-auth-token", &t.token)
+        .header("openstack-api-version", "compute 2.96")
+        .json(&json!({"createImage": {"name": "db-1-slow", "metadata": {"k": "v"}}}))
+        .send()
+        .await;
+
+    // Assert: the client gave up; Nova has made the snapshots, not yet the image.
+    assert!(sent.unwrap_err().is_timeout());
+    let snapshots = t
+        .get_json(
+            "/volume/v3/snapshots/detail?name=snapshot%20for%20db-1-slow",
+            None,
+        )
+        .await["snapshots"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(snapshots.len(), 2, "one per volume, before the image");
+    assert!(snapshots.iter().all(|s| s["metadata"] == json!({})));
+    let images = t.get_json("/image/v2/images?k=v", None).await["images"].clone();
+    assert_eq!(images, json!([]), "no image yet");
+    // The image appears when the call would have answered, listing the snapshots.
+    let image = eventually(Duration::from_secs(5), || async {
+        t.get_json("/image/v2/images?k=v", None).await["images"]
+            .as_array()
+            .and_then(|list| list.first().cloned())
+    })
+    .await;
+    let bdm: Vec<Value> =
+        serde_json::from_str(image["block_device_mapping"].as_str().unwrap()).unwrap();
+    let mut listed: Vec<&str> = bdm
+        .iter()
+        .filter_map(|b| b["snapshot_id"].as_str())
+        .collect();
+    let mut made: Vec<&str> = snapshots.iter().filter_map(|s| s["id"].as_str()).collect();
+    listed.sort_unstable();
+    made.sort_unstable();
+    assert_eq!(listed, made);
+    assert_eq!(t.sim.count("nova.create_image"), 1);
+}
+
+#[tokio::test]
+async fn the_volume_backed_create_image_call_duration_is_set_through_the_admin_api() {
+    let t = spawn().await;
+    let url = format!("{}/_sim/durations", t.sim.base_url());
+
+    let changed: Value = t
+        .http
+        .patch(&url)
+        .json(&json!({"volume_backed_create_image_call": 45000}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let unknown = t
+        .http
+        .patch(&url)
+        .json(&json!({"no_such_step": 1}))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(changed["volume_backed_create_image_call"], 45000);
+    assert_eq!(
+        changed["snapshot_create"], 500,
+        "the other durations keep their value"
+    );
+    assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
+    let read: Value = t.http.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(read, changed);
 }

@@ -32,7 +32,7 @@ pub const MAX_WAIT_SECS: u64 = 3600;
 pub struct AdhocSnapshotRequest {
     pub resource_type: ResourceType,
     pub resource_id: Uuid,
-    /// The artefact's name; default `<resource name>-adhoc-<time>`.
+    /// The artefact's name, followed by `-<job id>`; default `<resource name>-adhoc-<time>-<job id>`.
     #[serde(default)]
     pub name: Option<String>,
     /// Properties stamped on the image or volume snapshot.

@@ -156,7 +156,8 @@ pub struct JobOptions {
 #[schema(example = json!({"code": "snapshot_error", "message": "snapshot 0b2e… of volume 6a2f… (/dev/vdb) went to error"}))]
 pub struct JobError {
     /// A stable identifier: `resource_not_found`, `quota_exceeded`, `quiesce_unavailable`,
-    /// `snapshot_error`, `image_failed`, `image_deleted`, `start_window_passed`, `timed_out`, ...
+    /// `snapshot_error`, `image_failed`, `image_deleted`, `start_window_passed`, `timed_out`,
+    /// `policy_deleted`, `policy_disabled`, `internal_error`, ...
     pub code: String,
     pub message: String,
 }

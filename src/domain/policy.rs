@@ -6,12 +6,17 @@
 //! [`ValidPolicy`] (`types`), the only form the rest of the service acts on.
 //! A `ValidPolicy` is stored, and shown, in the same JSON shape the client
 //! wrote, so reading it back parses it again and never falls back to a default.
+//! A stored policy is read back as a [`StoredPolicy`] (`stored`): parsed and
+//! validated again against today's rules, so one that no longer passes is
+//! `broken`, with the reason, instead of failing whoever reads it.
 
 mod spec;
+mod stored;
 mod types;
 mod validate;
 
 pub use spec::{PolicyOptions, PolicySpec, Retention, ScheduleSpec};
+pub use stored::{PolicyError, PolicyState, StoredPolicy, check_stored};
 pub use types::{
     Consistency, MissedRun, Policy, ResourceType, RetentionRules, Selector, SnapshotOptions,
     Targets, ValidPolicy,

@@ -132,6 +132,17 @@ impl CronSchedule {
     }
 }
 
+impl CronSchedule {
+    /// The last fire time strictly before `before`, or `None` when there is none.
+    pub fn previous_before(&self, before: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let local = before.with_timezone(&self.timezone);
+        self.cron
+            .find_previous_occurrence(&local, false)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+}
+
 /// Why a schedule was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
@@ -201,6 +212,14 @@ impl ScheduleSet {
             })
             // min_by_key keeps the first of equal instants: the lowest schedule index.
             .min_by_key(|f| f.at)
+    }
+
+    /// The last fire time strictly before `before` across all schedules.
+    pub fn previous_before(&self, before: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.0
+            .iter()
+            .filter_map(|s| s.previous_before(before))
+            .max()
     }
 
     /// Up to `count` fire times strictly after `after`, in order, without repeats.

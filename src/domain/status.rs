@@ -103,6 +103,8 @@ pub enum SnapshotState {
     Deleted,
     /// Deletion failed repeatedly; it is tried again later.
     DeleteFailed,
+    /// Cinder keeps a piece because volumes were made from it; retried daily.
+    DeleteBlocked,
 }
 
 /// The consistency a server snapshot actually got.

@@ -63,6 +63,8 @@ pub enum TaskName {
     Scheduler,
     /// The loop that applies retention.
     Pruner,
+    /// The loop that purges old runs, jobs and deleted snapshot rows.
+    History,
     /// One of the workers, numbered from 0.
     Worker(usize),
 }
@@ -73,6 +75,7 @@ impl fmt::Display for TaskName {
             Self::Listen => f.write_str("listen"),
             Self::Scheduler => f.write_str("scheduler"),
             Self::Pruner => f.write_str("pruner"),
+            Self::History => f.write_str("history"),
             Self::Worker(n) => write!(f, "worker-{n}"),
         }
     }

@@ -1,16 +1,23 @@
 //! Retention: decides which snapshots a policy keeps, and deletes every piece of
 //! the rest — the image and each Cinder snapshot behind it — but only artefacts
-//! stacksnap made (their `stacksnap_job_id` is checked first).
+//! stacksnap made (their `stacksnap_job_id` is checked first). Which pieces a
+//! snapshot has, and whether each is ours, is in `pieces`; what each look at a
+//! piece comes to (wait, retry, fail, blocked) is in `deletion`.
+
+mod deletion;
+mod pieces;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
+use self::{deletion::Sweep, pieces::ImageFacts};
 use super::{
     Engine, Outcome,
     snapshot::{JOB_ID_KEY, group_description},
+    worker::Leased,
 };
 use crate::{
-    domain::{job::JobError, policy::ResourceType, retention::plan},
+    domain::{job::JobError, retention::plan},
     openstack::OpenStackError,
     store::{
         policies,
@@ -18,10 +25,6 @@ use crate::{
     },
 };
 
-/// Attempts per deletion before it is marked `delete_failed` (and retried after [`FAILED_RETRY`]).
-const DELETE_ATTEMPTS: i32 = 5;
-/// How long a `delete_failed` snapshot rests before it is tried again.
-const FAILED_RETRY: TimeDelta = TimeDelta::hours(1);
 /// How long incomplete artefacts of failed jobs are kept for inspection.
 pub const INCOMPLETE_GRACE: TimeDelta = TimeDelta::hours(24);
 /// Every policy is re-pruned at least this often (time passing moves `keep_within` and the calendar).
@@ -88,34 +91,20 @@ impl Engine {
         else {
             return Ok(Outcome::Idle);
         };
-        let step = match self.delete_pieces(&snapshot, now).await {
-            Ok(step) => step,
-            Err(error) => self.deletion_failed(&snapshot, error, now),
+        // A step can outlast the lease (a slow Cinder, many pieces): renew it as
+        // job steps do, and abandon the step if another worker took it over.
+        let step = tokio::select! {
+            step = self.delete_step(&snapshot, now) => step,
+            () = self.keep_lease(Leased::Snapshot(snapshot.snapshot_id), token) => return Ok(Outcome::Worked),
         };
         snapshots::record_deletion(&self.db, snapshot.snapshot_id, token, now, &step).await?;
         Ok(Outcome::Worked)
     }
 
-    fn deletion_failed(
-        &self,
-        snapshot: &ManagedSnapshot,
-        error: OpenStackError,
-        now: DateTime<Utc>,
-    ) -> DeletionStep {
-        let error = JobError::new("delete_error", error.to_string());
-        if snapshot.delete_attempts + 1 >= DELETE_ATTEMPTS {
-            tracing::warn!(snapshot_id = %snapshot.snapshot_id, error = %error.message, "deletion failed; will retry later");
-            DeletionStep::Failed {
-                not_before: now + FAILED_RETRY,
-                error,
-            }
-        } else {
-            let pause =
-                self.config.retry_delay * 2_i32.pow(snapshot.delete_attempts.clamp(0, 6) as u32);
-            DeletionStep::Retry {
-                not_before: now + pause,
-                error,
-            }
+    async fn delete_step(&self, snapshot: &ManagedSnapshot, now: DateTime<Utc>) -> DeletionStep {
+        match self.delete_pieces(snapshot, now).await {
+            Ok(step) => step,
+            Err(error) => self.deletion_failed(snapshot, &error, now),
         }
     }
 
@@ -127,7 +116,7 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<DeletionStep, OpenStackError> {
         let cinder = self.cloud.cinder();
-        match cinder.get_group_snapshot(id).await {
+        let found = match cinder.get_group_snapshot(id).await {
             Err(e) if e.is_not_found() => return Ok(DeletionStep::Deleted),
             Err(e) => return Err(e),
             Ok(found)
@@ -136,17 +125,20 @@ impl Engine {
             {
                 return Ok(refuse(now, format!("group snapshot {id}")));
             }
-            Ok(found) if matches!(found.status.as_str(), "creating" | "deleting") => {}
-            Ok(_) => match cinder.delete_group_snapshot(id).await {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => return Ok(DeletionStep::Deleted),
-                Err(e) => return Err(e),
-            },
+            Ok(found) => found,
+        };
+        let mut members = snapshot.volume_snapshots.0.clone();
+        let mut sweep = Sweep::default();
+        if !self
+            .group_snapshot_step(id, &found.status, &mut members, &mut sweep)
+            .await?
+        {
+            return Ok(DeletionStep::Deleted);
         }
-        Ok(DeletionStep::InProgress {
-            not_before: now + self.config.poll_interval,
-            pieces: snapshot.volume_snapshots.0.clone(),
-        })
+        Ok(self
+            .settle(snapshot, members, sweep, now)
+            .await?
+            .unwrap_or(DeletionStep::Deleted))
     }
 
     /// Deletes the Cinder snapshots first, then the image, checking ownership.
@@ -160,58 +152,58 @@ impl Engine {
                 .delete_group_snapshot(snapshot, group_snapshot_id, now)
                 .await;
         }
+        if pieces::needs_search(snapshot) {
+            // The job's create had an unknown outcome: find what it made, if anything.
+            let found = pieces::search(&self.cloud, snapshot).await?;
+            if found.is_empty() {
+                return Ok(DeletionStep::Deleted);
+            }
+            return Ok(DeletionStep::InProgress {
+                not_before: now,
+                pieces: found,
+            });
+        }
         let job_id = snapshot.job_id.to_string();
-        let ours = |value: Option<&str>| value == Some(job_id.as_str());
+        let mut pieces = snapshot.volume_snapshots.0.clone();
+        let mut image_facts = ImageFacts::default();
         if let Some(image_id) = &snapshot.image_id {
             match self.cloud.glance().get_image(image_id).await {
-                Ok(image) if !ours(image.property(JOB_ID_KEY)) => {
+                Ok(image) if image.property(JOB_ID_KEY) != Some(job_id.as_str()) => {
                     return Ok(refuse(now, format!("image {image_id}")));
                 }
-                Ok(_) => {}
+                Ok(image) => {
+                    // Read before the image goes: the job may have ended before it recorded them.
+                    let listed = pieces::from_mapping(&image)?;
+                    for piece in &listed {
+                        if !pieces.iter().any(|p| p.snapshot_id == piece.snapshot_id) {
+                            pieces.push(piece.clone());
+                        }
+                    }
+                    image_facts = ImageFacts {
+                        name: image.name.clone(),
+                        listed: listed.into_iter().map(|p| p.snapshot_id).collect(),
+                    };
+                }
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e),
             }
         }
-        let mut pieces = snapshot.volume_snapshots.0.clone();
-        let mut waiting = false;
+        let mut sweep = Sweep::default();
         for piece in pieces.iter_mut().filter(|p| p.status != "deleted") {
             match self.cloud.cinder().get_snapshot(&piece.snapshot_id).await {
                 Err(e) if e.is_not_found() => piece.status = "deleted".into(),
                 Err(e) => return Err(e),
-                // A volume policy's snapshot carries our id; a server's pieces were made by Nova for our image.
-                Ok(found)
-                    if snapshot.resource_type == ResourceType::Volume
-                        && !ours(found.metadata.get(JOB_ID_KEY).map(String::as_str)) =>
-                {
+                Ok(found) if !pieces::is_ours(snapshot, &found, piece, &image_facts) => {
                     return Ok(refuse(
                         now,
                         format!("volume snapshot {}", piece.snapshot_id),
                     ));
                 }
-                Ok(found) if matches!(found.status.as_str(), "creating" | "deleting") => {
-                    piece.status = found.status;
-                    waiting = true;
-                }
-                Ok(_) => match self
-                    .cloud
-                    .cinder()
-                    .delete_snapshot(&piece.snapshot_id)
-                    .await
-                {
-                    Ok(()) => {
-                        piece.status = "deleting".into();
-                        waiting = true;
-                    }
-                    Err(e) if e.is_not_found() => piece.status = "deleted".into(),
-                    Err(e) => return Err(e),
-                },
+                Ok(found) => self.piece_step(piece, found.status, &mut sweep).await?,
             }
         }
-        if waiting {
-            return Ok(DeletionStep::InProgress {
-                not_before: now + self.config.poll_interval,
-                pieces,
-            });
+        if let Some(step) = self.settle(snapshot, pieces, sweep, now).await? {
+            return Ok(step);
         }
         if let Some(image_id) = &snapshot.image_id {
             match self.cloud.glance().delete_image(image_id).await {
@@ -227,10 +219,11 @@ impl Engine {
 fn refuse(now: DateTime<Utc>, what: String) -> DeletionStep {
     DeletionStep::Failed {
         not_before: now + TimeDelta::days(3650),
+        pieces: None,
         error: JobError::new(
             "not_ours",
             format!(
-                "{what} does not carry this snapshot's stacksnap_job_id; stacksnap deletes only what it made"
+                "{what} carries neither this snapshot's stacksnap_job_id nor (a server's volume snapshot) Nova's name for its image; stacksnap deletes only what it made"
             ),
         ),
     }

@@ -45,11 +45,14 @@ pub async fn resolve_targets(
                 ..ServerFilter::default()
             };
             for server in cloud.nova().list_servers(&filter).await? {
-                // Nova filters tags; metadata is matched here.
-                if selector
-                    .metadata
-                    .iter()
-                    .all(|(k, v)| server.metadata.get(k) == Some(v))
+                // Metadata is matched here, and tags too: Nova silently drops
+                // a non-admin's `tags` filter below compute microversion 2.26
+                // (and shows no tags there), so its answer alone proves nothing.
+                if selector.tags.iter().all(|t| server.tags.contains(t))
+                    && selector
+                        .metadata
+                        .iter()
+                        .all(|(k, v)| server.metadata.get(k) == Some(v))
                 {
                     explicit.retain(|id| *id != server.id);
                     targets.insert(Target {

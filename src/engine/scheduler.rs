@@ -43,11 +43,13 @@ pub async fn fire_due(db: &PgPool, clock: &dyn Clock) -> Result<Fired, sqlx::Err
         for policy in &due {
             let policy = match policy {
                 Ok(policy) => policy,
-                Err(unreadable) => {
-                    // One policy's bad data must not stop the others: it stops firing, loudly.
-                    tracing::error!(policy_id = %unreadable.id, reason = %unreadable.reason,
-                        "a stored policy cannot be read; it will not fire until it is fixed or replaced");
-                    policies::set_next_run_at(&mut tx, unreadable.id, None).await?;
+                Err(set_aside) => {
+                    // One policy's bad data must not stop the others: it is marked
+                    // broken (the API shows why) and stops firing until it is fixed.
+                    tracing::error!(policy_id = %set_aside.id, code = %set_aside.error.code,
+                        reason = %set_aside.error.message,
+                        "a stored policy cannot be fired; it is broken until a PATCH fixes it");
+                    policies::mark_broken(&mut tx, set_aside.id, &set_aside.error).await?;
                     continue;
                 }
             };
@@ -91,8 +93,9 @@ async fn fire_policy(
         };
         fired.missed += usize::from(runs::insert_run(conn, &missed).await?);
     }
-    if plan.missed_unrecorded > 0 {
-        tracing::warn!(policy_id = %policy.id, count = plan.missed_unrecorded, "older missed fire times not recorded");
+    if plan.more_missed {
+        tracing::warn!(policy_id = %policy.id, since = %due, recorded = plan.missed.len(),
+            "more fire times were missed than are recorded; the older ones are not");
     }
     if let Some(instant) = plan.fire {
         let run = NewRun {

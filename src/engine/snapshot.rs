@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 mod group;
+mod nova_pieces;
 mod server;
 mod volume;
 
@@ -19,13 +20,16 @@ use crate::{
         job::{
             JobError, JobOptions, ObtainedConsistency, TimelineEntry, Verdict, VolumeSnapshotState,
         },
-        name_template::NameContext,
+        name_template::{MAX_NAME_CHARS, NameContext},
         policy::ResourceType,
     },
     openstack::{ErrorKind, OpenStack, OpenStackError, cinder::Snapshot},
 };
 
 pub use group::group_description;
+pub(crate) use nova_pieces::{
+    find_for_job as find_nova_pieces, is_ours as nova_piece_is_ours, stamp,
+};
 
 /// The metadata key that ties every artefact to the job that made it.
 pub const JOB_ID_KEY: &str = "stacksnap_job_id";
@@ -39,6 +43,8 @@ pub struct JobContext<'a> {
     pub resource_type: ResourceType,
     pub resource_id: &'a str,
     pub options: &'a JobOptions,
+    /// When the job was made: what the cloud made for it is younger.
+    pub since: DateTime<Utc>,
 }
 
 /// The result of trying to start a snapshot.
@@ -46,10 +52,15 @@ pub struct JobContext<'a> {
 pub enum StartResult {
     /// The request was accepted: these artefacts now exist.
     Started(Artefacts),
-    /// The cloud is busy or throttling: try again later (within the start window).
+    /// No create request was sent (the cloud could not be read, or the
+    /// resource is busy): try again later (within the start window).
     Retry(OpenStackError),
-    /// The create request itself timed out or met a server error: it may have
-    /// been carried out. Look the artefact up before sending again.
+    /// The create request was refused without being carried out (409, 429):
+    /// try again later, counting the attempt.
+    Refused(OpenStackError),
+    /// The create request timed out, met a 5xx (a proxy's 503 included) or
+    /// was answered unreadably: it may have been carried out. Look the
+    /// artefact up before sending again.
     Unclear(OpenStackError),
     /// It cannot work: fail the job.
     Fail(JobError),
@@ -77,16 +88,28 @@ pub fn artefact_metadata(ctx: &JobContext<'_>) -> BTreeMap<String, String> {
     metadata
 }
 
+/// The name of the job's artefact, unique per job. A server snapshot's is
+/// shorter: Nova names its Cinder snapshots "snapshot for <name>", which
+/// Cinder caps at 255 characters.
 pub(super) fn artefact_name(ctx: &JobContext<'_>, resource_name: &str) -> String {
-    ctx.options.name_template.render(&NameContext {
+    let max_chars = match ctx.resource_type {
+        ResourceType::Server => MAX_NAME_CHARS - nova_pieces::NOVA_PREFIX.len(),
+        ResourceType::Volume | ResourceType::VolumeGroup => MAX_NAME_CHARS,
+    };
+    let job_id = ctx.job_id.to_string();
+    let context = NameContext {
         policy: &ctx.options.policy_name,
         policy_id: &ctx.policy_id.map(|p| p.to_string()).unwrap_or_default(),
         resource_name,
         resource_id: ctx.resource_id,
         resource_type: ctx.resource_type.as_str(),
         run_id: &ctx.run_id.to_string(),
+        job_id: &job_id,
         scheduled_at: ctx.options.scheduled_at,
-    })
+    };
+    ctx.options
+        .name_template
+        .render_for_job(&context, max_chars)
 }
 
 /// Turns a failed start call into what the job does next.
@@ -107,13 +130,52 @@ pub(super) fn start_failure(error: OpenStackError, what: &str) -> StartResult {
 }
 
 /// Turns a failed create call into what the job does next. A timeout, a lost
-/// connection or a 5xx other than 503 leave it open whether the cloud acted.
+/// connection, a 5xx (a proxy's 503 too: the service behind it may have
+/// committed) or a success answer that cannot be read leave it open whether the
+/// cloud acted; a 409 or a 429 refused the request before it was carried out.
 pub(super) fn create_failure(error: OpenStackError, what: &str) -> StartResult {
     match error.kind {
-        ErrorKind::Timeout | ErrorKind::Transport | ErrorKind::ServerError => {
-            StartResult::Unclear(error)
-        }
+        ErrorKind::Timeout
+        | ErrorKind::Transport
+        | ErrorKind::ServerError
+        | ErrorKind::Unavailable
+        | ErrorKind::Decode => StartResult::Unclear(error),
+        ErrorKind::RateLimited if error.status == Some(503) => StartResult::Unclear(error),
+        ErrorKind::RateLimited | ErrorKind::Conflict => StartResult::Refused(error),
         _ => start_failure(error, what),
+    }
+}
+
+/// What a look-up for the artefacts of a job's earlier attempts found.
+#[derive(Debug)]
+pub enum Lookup {
+    /// What an earlier attempt made; `duplicates` are further images carrying
+    /// the job's id (made by another attempt), to be deleted.
+    Made {
+        artefacts: Artefacts,
+        duplicates: Vec<String>,
+    },
+    /// The cloud is still carrying an attempt out: Nova has made the Cinder
+    /// snapshots for the job's image, not yet the image. They are stamped with
+    /// the job's id.
+    Underway {
+        what: String,
+        pieces: Vec<VolumeSnapshotState>,
+        calls: i32,
+    },
+    /// Nothing of an earlier attempt (yet).
+    Nothing { calls: i32 },
+}
+
+impl Lookup {
+    fn from_found(found: Option<Artefacts>) -> Self {
+        match found {
+            Some(artefacts) => Self::Made {
+                artefacts,
+                duplicates: Vec::new(),
+            },
+            None => Self::Nothing { calls: 1 },
+        }
     }
 }
 
@@ -135,18 +197,39 @@ pub async fn start(cloud: &OpenStack, ctx: &JobContext<'_>) -> StartResult {
     }
 }
 
-/// Looks for the artefact an earlier attempt of this job made, by the job id it carries.
+/// Looks for what an earlier attempt of this job made, by the job id it carries
+/// (and, for a volume-backed server, by Nova's name for the job's image).
 ///
 /// # Errors
 /// The lookup itself failed; try again later.
 pub async fn find_started(
     cloud: &OpenStack,
     ctx: &JobContext<'_>,
-) -> Result<Option<Artefacts>, OpenStackError> {
+) -> Result<Lookup, OpenStackError> {
     match ctx.resource_type {
         ResourceType::Server => server::find_started(cloud, ctx).await,
-        ResourceType::Volume => volume::find_started(cloud, ctx).await,
-        ResourceType::VolumeGroup => group::find_started(cloud, ctx).await,
+        ResourceType::Volume => volume::find_started(cloud, ctx)
+            .await
+            .map(Lookup::from_found),
+        ResourceType::VolumeGroup => group::find_started(cloud, ctx)
+            .await
+            .map(Lookup::from_found),
+    }
+}
+
+/// Further images carrying the job's id besides `kept`: an earlier create
+/// whose outcome was unknown may have made one. Returns them and the calls made.
+///
+/// # Errors
+/// The lookup failed; try again later.
+pub async fn find_duplicates(
+    cloud: &OpenStack,
+    ctx: &JobContext<'_>,
+    kept: &str,
+) -> Result<(Vec<String>, i32), OpenStackError> {
+    match ctx.resource_type {
+        ResourceType::Server => server::find_duplicates(cloud, ctx, kept).await,
+        ResourceType::Volume | ResourceType::VolumeGroup => Ok((Vec::new(), 0)),
     }
 }
 
@@ -163,9 +246,7 @@ pub async fn poll(
     let seen = recorded.timeline;
     match ctx.resource_type {
         ResourceType::Server => match recorded.image_id {
-            Some(image_id) => {
-                server::poll(cloud, ctx, image_id, recorded.volume_snapshots, seen, now).await
-            }
+            Some(image_id) => server::poll(cloud, ctx, image_id, recorded, now).await,
             None => Ok(Progress::failed(
                 "image_missing",
                 "the job recorded no image",
@@ -173,7 +254,17 @@ pub async fn poll(
         },
         ResourceType::Volume => volume::poll(cloud, recorded.volume_snapshots, seen, now).await,
         ResourceType::VolumeGroup => match recorded.group_snapshot_id {
-            Some(id) => group::poll(cloud, id, seen, now).await,
+            Some(id) => {
+                group::poll(
+                    cloud,
+                    ctx.resource_id,
+                    id,
+                    recorded.volume_snapshots,
+                    seen,
+                    now,
+                )
+                .await
+            }
             None => Ok(Progress::failed(
                 "snapshot_missing",
                 "the job recorded no group snapshot",
@@ -183,7 +274,7 @@ pub async fn poll(
 }
 
 /// A Cinder snapshot as a job records it.
-pub(super) fn snapshot_state(
+pub(crate) fn snapshot_state(
     snapshot: &Snapshot,
     device: Option<String>,
     boot_index: Option<i64>,

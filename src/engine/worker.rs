@@ -4,22 +4,28 @@
 //! No transaction is held across an OpenStack call: a job is leased, the call
 //! is made, and the result is written in a new transaction.
 //!
-//! Over 400 lines: a job's state machine (start, retry, recover, track, time
-//! out, set aside) reads best as one sequence; the cloud calls are in `snapshot`.
+//! Starting a job and recovering one whose create may have reached the cloud
+//! are in `create`; the cloud calls are in `snapshot`.
+
+mod create;
 
 use super::{
     Engine, resolver,
-    snapshot::{self, JobContext, Recorded, StartResult},
+    snapshot::{self, JobContext, Recorded},
 };
 use crate::{
-    domain::job::{JobError, JobStatus, Verdict},
-    openstack::OpenStackError,
+    domain::{
+        job::{JobError, JobStatus, Verdict},
+        policy::ResourceType,
+    },
     store::{
-        jobs::{self, Claimed, Job, JobUpdate, StartOutcome},
-        lifecycle, runs,
+        jobs::{self, Claimed, Job, JobUpdate},
+        lifecycle, runs, snapshots,
     },
 };
 use chrono::{DateTime, TimeDelta, Utc};
+use futures_util::FutureExt as _;
+use std::{any::Any, panic::AssertUnwindSafe};
 use uuid::Uuid;
 
 /// How long a job in flight that cannot be read waits before it is looked at again.
@@ -57,7 +63,14 @@ impl Engine {
                 self.config.retry_delay,
             );
             tokio::select! {
-                resolved = resolve => resolved?,
+                resolved = AssertUnwindSafe(resolve).catch_unwind() => match resolved {
+                    Ok(resolved) => resolved?,
+                    Err(panic) => {
+                        let error = panicked("resolving the run's targets", &*panic);
+                        tracing::error!(run_id = %run.run_id, error = %error.message, "a run's step panicked; the run is failed");
+                        runs::fail_run(&self.db, run.run_id, token, self.clock.now(), &error).await?;
+                    }
+                },
                 () = self.keep_lease(Leased::Run(run.run_id), token) => {}
             }
             return Ok(Outcome::Worked);
@@ -83,14 +96,26 @@ impl Engine {
                 return Ok(Outcome::Worked);
             }
         };
+        // One job's data must never end a worker: a step that panics fails its job
+        // (which would otherwise be claimed again and panic on the next worker).
+        let step = AssertUnwindSafe(self.step(&job, token, now)).catch_unwind();
         let update = tokio::select! {
-            update = self.step(&job, token, now) => update?,
+            update = step => match update {
+                Ok(update) => update?,
+                Err(panic) => {
+                    let error = panicked("a step of the job", &*panic);
+                    tracing::error!(job_id = %job.job_id, error = %error.message, "a job's step panicked; the job is failed");
+                    Some(fail(error))
+                }
+            },
             () = self.keep_lease(Leased::Job(job.job_id), token) => return Ok(Outcome::Worked),
         };
         if let Some(update) = update {
             let now = self.clock.now();
             if !lifecycle::record_step(&self.db, job.job_id, token, now, &update).await? {
                 tracing::info!(job_id = %job.job_id, "job changed meanwhile (cancelled or taken over); step discarded");
+            } else if update.status.is_some_and(JobStatus::is_terminal) {
+                self.job_events.ended(job.job_id);
             }
         }
         Ok(Outcome::Worked)
@@ -112,7 +137,9 @@ impl Engine {
         tracing::error!(%job_id, %status, %reason, "a job row cannot be read");
         let error = JobError::new("unreadable_job", reason);
         if status == JobStatus::Pending.as_str() {
-            lifecycle::record_step(&self.db, job_id, token, now, &fail(error)).await?;
+            if lifecycle::record_step(&self.db, job_id, token, now, &fail(error)).await? {
+                self.job_events.ended(job_id);
+            }
         } else {
             jobs::put_off_unreadable(&self.db, job_id, token, now + UNREADABLE_RETRY, &error)
                 .await?;
@@ -123,7 +150,7 @@ impl Engine {
     /// Renews a lease while a step runs. Returns (abandoning the step) when the
     /// lease is lost, or when renewals have failed for so long that it may have
     /// expired: another worker may then own the work.
-    async fn keep_lease(&self, leased: Leased, token: Uuid) {
+    pub(super) async fn keep_lease(&self, leased: Leased, token: Uuid) {
         let every = (self.config.lease / 3)
             .to_std()
             .unwrap_or(std::time::Duration::from_secs(10));
@@ -134,6 +161,7 @@ impl Engine {
             let result = match leased {
                 Leased::Job(id) => jobs::renew_lease(&self.db, id, token, until).await,
                 Leased::Run(id) => runs::renew_lease(&self.db, id, token, until).await,
+                Leased::Snapshot(id) => snapshots::renew_lease(&self.db, id, token, until).await,
             };
             match result {
                 Ok(true) => renewed = tokio::time::Instant::now(),
@@ -166,160 +194,22 @@ impl Engine {
             resource_type: job.resource_type,
             resource_id: &job.resource_id,
             options: &job.options.0,
+            since: job.created_at,
         };
         match job.status {
             JobStatus::Pending => self.start(job, &ctx, token, now).await,
             JobStatus::Creating => self.recover(job, &ctx, token, now).await,
-            JobStatus::Tracking => Ok(Some(self.track(job, &ctx, now).await)),
+            JobStatus::Tracking => self.track(job, &ctx, now).await.map(Some),
             _ => Ok(None),
         }
     }
 
-    async fn start(
+    async fn track(
         &self,
         job: &Job,
         ctx: &JobContext<'_>,
-        token: Uuid,
         now: DateTime<Utc>,
-    ) -> Result<Option<JobUpdate>, sqlx::Error> {
-        if now > job.start_by {
-            return Ok(Some(start_window_passed(job)));
-        }
-        let policy_limit = job.options.0.max_concurrent.map(i64::from);
-        match jobs::start_job(
-            &self.db,
-            job,
-            token,
-            now,
-            self.config.max_in_flight,
-            policy_limit,
-        )
-        .await?
-        {
-            StartOutcome::Started => {}
-            StartOutcome::AtCapacity => return Ok(Some(later(now + self.config.capacity_wait))),
-            StartOutcome::ResourceBusy => {
-                let mut update = later(now + self.config.retry_delay);
-                update.error = Some(Some(JobError::new(
-                    "resource_busy",
-                    "another snapshot of this resource is still in progress; waiting for it",
-                )));
-                return Ok(Some(update));
-            }
-            StartOutcome::Lost => return Ok(None),
-        }
-        Ok(Some(self.send_create(job, ctx, now).await))
-    }
-
-    /// Sends the create request of a job already marked `creating` with its attempt.
-    async fn send_create(&self, job: &Job, ctx: &JobContext<'_>, now: DateTime<Utc>) -> JobUpdate {
-        let result = snapshot::start(&self.cloud, ctx).await;
-        match result {
-            StartResult::Started(artefacts) => {
-                let mut update = JobUpdate {
-                    status: Some(JobStatus::Tracking),
-                    calls: artefacts.calls,
-                    error: Some(None),
-                    image_id: artefacts.image_id,
-                    group_snapshot_id: artefacts.group_snapshot_id,
-                    consistency: artefacts.consistency,
-                    resource_name: artefacts.resource_name,
-                    not_before: Some(now + self.poll_delay(job, now)),
-                    ..JobUpdate::default()
-                };
-                if !artefacts.volume_snapshots.is_empty() {
-                    update.volume_snapshots = Some(artefacts.volume_snapshots);
-                }
-                update
-            }
-            StartResult::Retry(error) => self.retry_start(job, &error, now),
-            StartResult::Unclear(error) => {
-                // The request may have been carried out: stay in `creating`, so the
-                // next step looks the artefact up before it would ever send again.
-                tracing::warn!(job_id = %job.job_id, error = %error, "unclear outcome of the snapshot request");
-                let mut update = later(now + self.config.retry_delay);
-                update.error = Some(Some(JobError::new("unclear", error.to_string())));
-                update
-            }
-            StartResult::Fail(error) => fail(error),
-        }
-    }
-
-    /// The cloud was busy: back to `pending`, to try again after a pause.
-    fn retry_start(&self, job: &Job, error: &OpenStackError, now: DateTime<Utc>) -> JobUpdate {
-        let attempt = u32::try_from(job.attempt.max(1)).unwrap_or(1);
-        let pause = self
-            .config
-            .retry
-            .delay(attempt, error.retry_after, fastrand::f64().max(0.5));
-        let pause = TimeDelta::from_std(pause)
-            .unwrap_or(self.config.retry_delay)
-            .max(TimeDelta::milliseconds(1));
-        tracing::info!(job_id = %job.job_id, error = %error, "the cloud is busy; will retry the snapshot");
-        JobUpdate {
-            status: Some(JobStatus::Pending),
-            error: Some(Some(JobError::new("retrying", error.to_string()))),
-            calls: 1,
-            not_before: Some(now + pause),
-            ..JobUpdate::default()
-        }
-    }
-
-    /// A job left in `creating`: its worker died after counting the attempt, or
-    /// the request's outcome was unclear. Adopt what that attempt made; send
-    /// again only when it made nothing, counting the new attempt first.
-    async fn recover(
-        &self,
-        job: &Job,
-        ctx: &JobContext<'_>,
-        token: Uuid,
-        now: DateTime<Utc>,
-    ) -> Result<Option<JobUpdate>, sqlx::Error> {
-        let found = snapshot::find_started(&self.cloud, ctx).await;
-        match found {
-            Ok(Some(artefacts)) => {
-                tracing::info!(job_id = %job.job_id, "adopted the artefact of an interrupted attempt");
-                Ok(Some(JobUpdate {
-                    status: Some(JobStatus::Tracking),
-                    image_id: artefacts.image_id,
-                    group_snapshot_id: artefacts.group_snapshot_id,
-                    volume_snapshots: (!artefacts.volume_snapshots.is_empty())
-                        .then_some(artefacts.volume_snapshots),
-                    consistency: artefacts.consistency,
-                    calls: artefacts.calls,
-                    error: Some(None),
-                    not_before: Some(now + self.poll_delay(job, now)),
-                    ..JobUpdate::default()
-                }))
-            }
-            Ok(None) if now > job.start_by => Ok(Some(start_window_passed(job))),
-            Ok(None) => {
-                if !jobs::count_attempt(&self.db, job.job_id, token).await? {
-                    return Ok(None);
-                }
-                tracing::info!(job_id = %job.job_id, "an interrupted attempt made nothing; sending again");
-                let mut update = self.send_create(job, ctx, now).await;
-                update.calls += 1;
-                Ok(Some(update))
-            }
-            Err(e) if job.deadline.is_some_and(|d| now >= d) => Ok(Some(timed_out(JobError::new(
-                "timed_out",
-                format!("could not find out whether the snapshot was made: {e}"),
-            )))),
-            Err(e) if !e.is_retryable() => Ok(Some(fail(JobError::new(
-                "recovery_failed",
-                format!("could not look up the artefact of an interrupted attempt: {e}"),
-            )))),
-            Err(e) => {
-                let mut update = later(now + self.config.retry_delay);
-                update.calls = 1;
-                update.error = Some(Some(JobError::new("recovering", e.to_string())));
-                Ok(Some(update))
-            }
-        }
-    }
-
-    async fn track(&self, job: &Job, ctx: &JobContext<'_>, now: DateTime<Utc>) -> JobUpdate {
+    ) -> Result<JobUpdate, sqlx::Error> {
         let recorded = Recorded {
             image_id: job.image_id.as_deref(),
             group_snapshot_id: job.group_snapshot_id.as_deref(),
@@ -330,17 +220,27 @@ impl Engine {
         let deadline_passed = job.deadline.is_some_and(|d| now >= d);
         let progress = match progress {
             Ok(progress) => progress,
+            // Asked again, the cloud gives the same answer: waiting for the
+            // deadline would only turn its reason into a timeout.
+            Err(e) if e.is_refused() => {
+                let mut update = fail(JobError::new(
+                    "request_refused",
+                    format!("the cloud refused a request while following the snapshot: {e}"),
+                ));
+                update.calls = 1;
+                return Ok(update);
+            }
             Err(e) if deadline_passed => {
-                return timed_out(JobError::new(
+                return Ok(timed_out(JobError::new(
                     "timed_out",
                     format!("not finished in time; last error: {e}"),
-                ));
+                )));
             }
             Err(e) => {
                 let mut update = later(now + self.poll_delay(job, now));
                 update.calls = 1;
                 update.error = Some(Some(JobError::new("polling", e.to_string())));
-                return update;
+                return Ok(update);
             }
         };
         let mut update = JobUpdate {
@@ -351,6 +251,27 @@ impl Engine {
             ..JobUpdate::default()
         };
         match progress.verdict {
+            // A create whose outcome was unknown may have made a second image:
+            // look once, before the job is called done.
+            Verdict::Done
+                if job.create_unclear_at.is_some() && job.resource_type == ResourceType::Server =>
+            {
+                let kept = job.image_id.as_deref().unwrap_or_default();
+                match snapshot::find_duplicates(&self.cloud, ctx, kept).await {
+                    Ok((duplicates, calls)) => {
+                        update.calls += calls;
+                        self.discard_duplicates(job, &duplicates, now, &mut update)
+                            .await?;
+                        update.status = Some(JobStatus::Succeeded);
+                        update.error = Some(None);
+                    }
+                    Err(e) => {
+                        update.calls += 1;
+                        update.not_before = Some(now + self.poll_delay(job, now));
+                        update.error = Some(Some(JobError::new("polling", e.to_string())));
+                    }
+                }
+            }
             Verdict::Done => {
                 update.status = Some(JobStatus::Succeeded);
                 update.error = Some(None);
@@ -371,7 +292,7 @@ impl Engine {
             }
             Verdict::InProgress => update.not_before = Some(now + self.poll_delay(job, now)),
         }
-        update
+        Ok(update)
     }
 
     /// Polls often at first and less often as a snapshot takes longer.
@@ -391,9 +312,11 @@ impl Engine {
 
 /// What a lease is held on.
 #[derive(Debug, Clone, Copy)]
-enum Leased {
+pub(super) enum Leased {
     Job(Uuid),
     Run(Uuid),
+    /// A managed snapshot being deleted.
+    Snapshot(Uuid),
 }
 
 fn start_window_passed(job: &Job) -> JobUpdate {
@@ -406,6 +329,19 @@ fn start_window_passed(job: &Job) -> JobUpdate {
         "start_window_passed",
         format!("could not start within the start window{last}"),
     ))
+}
+
+/// The error of work that panicked, naming what panicked and the panic's message.
+fn panicked(what: &str, panic: &(dyn Any + Send)) -> JobError {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    JobError::new(
+        "internal_error",
+        format!("{what} panicked (a bug in stacksnap; please report it): {message}"),
+    )
 }
 
 fn fail(error: JobError) -> JobUpdate {

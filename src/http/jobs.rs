@@ -220,7 +220,10 @@ pub async fn cancel_job(
 ) -> Result<Json<JobResponse>> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("job"))?;
     match lifecycle::cancel_job(&state.db, &project, id, state.clock.now()).await? {
-        CancelOutcome::Cancelled(job) => Ok(Json(JobResponse::from(job))),
+        CancelOutcome::Cancelled(job) => {
+            state.job_events.ended(id);
+            Ok(Json(JobResponse::from(job)))
+        }
         CancelOutcome::AlreadyEnded(job) => Err(ApiError::Conflict(format!(
             "the job has already ended: it is {}",
             job.status.as_str()

@@ -22,6 +22,7 @@ use super::{
 };
 use crate::{
     domain::{
+        deletion::Dependant,
         job::{JobError, VolumeSnapshotState},
         policy::ResourceType,
         retention::{KeepReason, plan},
@@ -42,7 +43,8 @@ use crate::{
     "image_id": "b92d4c1e-5f6a-4b7c-8d9e-0f1a2b3c4d5e",
     "volume_snapshot_ids": ["0b2e7c1d-9a8f-4e3d-b2c1-a0f9e8d7c6b5"],
     "complete": true, "state": "available", "kept_by": ["last", "daily"],
-    "taken_at": "2026-11-26T01:00:00Z", "created_at": "2026-11-26T01:00:09Z", "deleted_at": null, "delete_error": null
+    "taken_at": "2026-11-26T01:00:00Z", "created_at": "2026-11-26T01:00:09Z", "deleted_at": null, "delete_error": null,
+    "delete_blocked_by": null
 }))]
 pub struct SnapshotResponse {
     pub id: Uuid,
@@ -63,7 +65,8 @@ pub struct SnapshotResponse {
     pub size_gb: Option<i64>,
     /// False for the leftovers of a job that failed: cleaned up after a grace period.
     pub complete: bool,
-    /// `available`, `deleting`, `deleted` or `delete_failed`.
+    /// `available`, `deleting`, `deleted`, `delete_failed` (retried hourly) or
+    /// `delete_blocked` (Cinder keeps a piece that volumes were made from; retried daily).
     pub state: SnapshotState,
     /// Why retention keeps it; `[]` when it is due for deletion; `null` when no policy's retention applies.
     pub kept_by: Option<Vec<KeepReason>>,
@@ -71,7 +74,11 @@ pub struct SnapshotResponse {
     pub taken_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
+    /// Why the last deletion attempt failed or is blocked.
     pub delete_error: Option<JobError>,
+    /// While `delete_blocked`: the volumes made from its pieces. Delete or flatten
+    /// them (then `DELETE` it again, or wait for the daily retry).
+    pub delete_blocked_by: Option<Vec<Dependant>>,
 }
 
 impl SnapshotResponse {
@@ -101,13 +108,25 @@ impl SnapshotResponse {
             created_at: snapshot.created_at,
             deleted_at: snapshot.deleted_at,
             delete_error: snapshot.delete_error.map(|e| e.0),
+            delete_blocked_by: snapshot.delete_blocked_by.map(|d| d.0),
         }
     }
 }
 
 /// One page of snapshots, newest first.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"items": [], "next_cursor": "Y3MBAZq5ohERfB6NKhssPU5fYA"}))]
+#[schema(example = json!({"items": [{
+    "id": "019ab9a2-1111-7c1e-8d2a-1b2c3d4e5f60", "policy_id": "019ab8f0-6c1e-7d2a-9f3b-2a4c5d6e7f80",
+    "run_id": "019ab9a1-0c1e-7d2a-9f3b-2a4c5d6e7f80", "job_id": "019ab9a1-2f00-7c1e-8d2a-1b2c3d4e5f60",
+    "resource_type": "volume", "resource_id": "3c9e2a10-7b52-4a8e-9c43-1d0c8e3f2a10", "resource_name": "db-data",
+    "image_id": null, "group_snapshot_id": null,
+    "volume_snapshot_ids": ["0b2e7c1d-9a8f-4e3d-b2c1-a0f9e8d7c6b5"], "image_size_bytes": null, "size_gb": 10,
+    "complete": true, "state": "delete_blocked", "kept_by": null,
+    "taken_at": "2026-11-26T01:00:00Z", "created_at": "2026-11-26T01:00:09Z", "deleted_at": null,
+    "delete_error": {"code": "dependent_volumes", "message": "Cinder keeps what other volumes depend on: volume snapshot 0b2e7c1d-9a8f-4e3d-b2c1-a0f9e8d7c6b5 has volumes made from it: 6a2f0c1e-3b4d-4e5f-8a9b-0c1d2e3f4a5b (restore-test). Delete or flatten those volumes; stacksnap tries again daily"},
+    "delete_blocked_by": [{"volume_snapshot_id": "0b2e7c1d-9a8f-4e3d-b2c1-a0f9e8d7c6b5",
+        "volume_id": "6a2f0c1e-3b4d-4e5f-8a9b-0c1d2e3f4a5b", "volume_name": "restore-test"}]
+}], "next_cursor": "Y3MBAZq5ohERfB6NKhssPU5fYA"}))]
 pub struct SnapshotList {
     pub items: Vec<SnapshotResponse>,
     /// Pass as `cursor` to get the next page; `null` on the last page.
@@ -259,7 +278,8 @@ pub async fn get_snapshot(
 /// Delete a snapshot: the image and every volume snapshot behind it.
 ///
 /// The pieces are deleted in the background (202); follow `state` to `deleted`.
-/// A snapshot whose deletion failed can be deleted again.
+/// A snapshot whose deletion failed or is blocked can be deleted again (at once,
+/// without waiting for the next retry).
 #[utoipa::path(
     delete,
     path = "/v1/snapshots/{id}",

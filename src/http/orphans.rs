@@ -2,8 +2,6 @@
 //! is gone. The finding and deleting is in `engine::orphans`, the record of what
 //! stacksnap made in `store::snapshots`; this module only answers HTTP.
 
-use std::collections::HashSet;
-
 use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -11,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{ApiError, AppState, Problem, Result, error::openstack_summary, extract::AppQuery};
-use crate::{engine::orphans, openstack::OpenStack, store::snapshots};
+use crate::{engine::orphans, openstack::OpenStack};
 
 /// A Cinder snapshot whose image no longer exists.
 #[derive(Debug, Serialize, ToSchema)]
@@ -51,11 +49,24 @@ pub struct OrphanQuery {
 
 /// What a cleanup did.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"deleted": ["0b2e7c1d-9a8f-4e3d-b2c1-a0f9e8d7c6b5"], "failed": []}))]
+#[schema(example = json!({"deleted": ["0b2e7c1d-9a8f-4e3d-b2c1-a0f9e8d7c6b5"],
+    "kept": [{"snapshot_id": "5d1c9a7e-2b3f-4c8d-9e0a-1b2c3d4e5f60", "reason": "an image refers to it"}], "failed": []}))]
 pub struct CleanupReport {
     /// Snapshots whose deletion Cinder accepted (or that were already gone).
     pub deleted: Vec<String>,
+    /// Snapshots found, then left alone: checked again right before deletion,
+    /// something may still need them.
+    pub kept: Vec<KeptOrphan>,
     pub failed: Vec<CleanupFailure>,
+}
+
+/// A snapshot the cleanup found but did not delete.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"snapshot_id": "5d1c9a7e-2b3f-4c8d-9e0a-1b2c3d4e5f60", "reason": "an image refers to it"}))]
+pub struct KeptOrphan {
+    pub snapshot_id: String,
+    /// Why it was kept.
+    pub reason: String,
 }
 
 /// A snapshot that could not be deleted.
@@ -74,12 +85,21 @@ fn cloud(state: &AppState) -> Result<&OpenStack> {
     })
 }
 
-async fn find(state: &AppState, include_foreign: bool) -> Result<Vec<orphans::Orphan>> {
-    let ours: HashSet<String> = snapshots::server_volume_snapshot_ids(&state.db)
-        .await?
-        .into_iter()
-        .collect();
-    Ok(orphans::find_orphans(cloud(state)?, &ours, include_foreign).await?)
+fn search(state: &AppState, query: &OrphanQuery) -> orphans::Search {
+    orphans::Search {
+        now: state.clock.now(),
+        grace: state.orphan_grace,
+        include_foreign: query.include_foreign.unwrap_or(false),
+    }
+}
+
+impl From<orphans::OrphanError> for ApiError {
+    fn from(e: orphans::OrphanError) -> Self {
+        match e {
+            orphans::OrphanError::Cloud(e) => Self::OpenStack(e),
+            orphans::OrphanError::Database(e) => Self::Database(e),
+        }
+    }
 }
 
 impl From<orphans::Orphan> for Orphan {
@@ -105,6 +125,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// List Cinder snapshots left behind by deleted instance snapshot images.
+///
+/// Only snapshots older than the service's orphan grace period (`--orphan-grace`,
+/// `STACKSNAP_ORPHAN_GRACE`, default `1h`) are looked at: Nova makes an image's
+/// snapshots before the image, and a job in flight may not have recorded them yet.
+/// A snapshot that an image with an unreadable `block_device_mapping` may refer to
+/// is not listed.
 #[utoipa::path(
     get,
     path = "/v1/orphans",
@@ -121,16 +147,17 @@ pub async fn list_orphans(
     State(state): State<AppState>,
     AppQuery(query): AppQuery<OrphanQuery>,
 ) -> Result<Json<OrphanList>> {
+    let search = search(&state, &query);
+    let found = orphans::find_orphans(cloud(&state)?, &state.db, &search).await?;
     Ok(Json(OrphanList {
-        items: find(&state, query.include_foreign.unwrap_or(false))
-            .await?
-            .into_iter()
-            .map(Orphan::from)
-            .collect(),
+        items: found.into_iter().map(Orphan::from).collect(),
     }))
 }
-
 /// Delete orphaned Cinder snapshots: those of stacksnap's images, and others only with `include_foreign=true`.
+///
+/// Finds the orphans as the listing does (the same grace period, `--orphan-grace`),
+/// then reads each one again, with its records and every image that may refer to
+/// it, right before deleting it; one that is no longer an orphan is reported in `kept`.
 #[utoipa::path(
     post,
     path = "/v1/orphans/cleanup",
@@ -147,19 +174,32 @@ pub async fn cleanup_orphans(
     State(state): State<AppState>,
     AppQuery(query): AppQuery<OrphanQuery>,
 ) -> Result<Json<CleanupReport>> {
-    let found = find(&state, query.include_foreign.unwrap_or(false)).await?;
-    let cleanup = orphans::delete_orphans(cloud(&state)?, &found).await;
+    let search = search(&state, &query);
+    let cloud = cloud(&state)?;
+    let found = orphans::find_orphans(cloud, &state.db, &search).await?;
+    let cleanup = orphans::delete_orphans(cloud, &state.db, &search, &found).await;
     let report = CleanupReport {
         deleted: cleanup.deleted,
+        kept: cleanup
+            .kept
+            .into_iter()
+            .map(|(snapshot_id, reason)| KeptOrphan {
+                snapshot_id,
+                reason,
+            })
+            .collect(),
         failed: cleanup
             .failed
             .into_iter()
             .map(|(snapshot_id, e)| {
                 tracing::warn!(%snapshot_id, error = %e, "an orphan could not be deleted");
-                CleanupFailure {
-                    snapshot_id,
-                    error: openstack_summary(&e),
-                }
+                let error = match &e {
+                    orphans::OrphanError::Cloud(e) => openstack_summary(e),
+                    orphans::OrphanError::Database(_) => {
+                        "the database could not be read; it was not deleted".to_owned()
+                    }
+                };
+                CleanupFailure { snapshot_id, error }
             })
             .collect(),
     };

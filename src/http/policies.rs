@@ -29,7 +29,7 @@ use super::{
 };
 use crate::{
     domain::{
-        policy::{Policy, PolicySpec, ValidPolicy},
+        policy::{PolicyError, PolicySpec, PolicyState, StoredPolicy, ValidPolicy},
         validation::FieldError,
     },
     store::policies::{self as store, PolicyFilter},
@@ -88,7 +88,7 @@ pub async fn create_policy(
         .await
         .map_err(conflict_on(NAME_TAKEN, || name_taken(&valid.name)))?;
     let location = format!("/v1/policies/{}", policy.id);
-    let mut response = policy_response(StatusCode::CREATED, policy);
+    let mut response = policy_response(StatusCode::CREATED, policy.into());
     response.headers_mut().insert(
         header::LOCATION,
         location.parse().expect("a path is a valid header"),
@@ -124,11 +124,12 @@ pub async fn list_policies(
         enabled: query.enabled,
         resource_type: query.resource_type,
     };
+    let now = state.clock.now();
     let page = fetch_page(
         List::Policies,
         query.limit,
         query.cursor.as_deref(),
-        |after, n| store::list_policies(&state.db, &project, &filter, after, n),
+        |after, n| store::list_policies(&state.db, &project, &filter, after, n, now),
         |p| p.id,
     )
     .await?
@@ -168,6 +169,10 @@ pub async fn get_policy(
 ///
 /// `null` removes a field, which then takes its default. Read-only fields may be
 /// sent only with their current values. With `If-Match`, a stale version gets 412.
+/// The patch applies to the policy as stored, so a patch that makes a `broken`
+/// policy valid makes it `active` (or `disabled`) again, with its next fire time
+/// counted from now. Disabling a policy cancels its pending jobs and its runs not
+/// yet resolved; jobs already creating or tracking finish.
 #[utoipa::path(
     patch,
     path = "/v1/policies/{id}",
@@ -214,12 +219,13 @@ pub async fn update_policy(
         let current_json =
             serde_json::to_value(PolicyResponse::from(current.clone())).expect("serialisable");
         let read_only = take_read_only_fields(&mut patch, Some(&current_json));
-        let mut spec_json = serde_json::to_value(&current.spec).expect("serialisable");
+        let mut spec_json = current.written();
         merge_patch(&mut spec_json, patch);
         // A body that is wrong whatever the version is a 422 before a stale If-Match is a 412.
         let valid = parse_policy(spec_json, read_only, now)?;
         check_if_match(&headers, current.version)?;
-        if valid == current.spec {
+        // A broken policy is written even unchanged: that is what makes it fire again.
+        if current.state() != PolicyState::Broken && current.spec.as_ref() == Ok(&valid) {
             return Ok(policy_response(StatusCode::OK, current));
         }
         let next_run_at = next_run_after_change(&current, &valid, now);
@@ -230,11 +236,12 @@ pub async fn update_policy(
             current.version,
             &valid,
             next_run_at,
+            now,
         )
         .await
         .map_err(conflict_on(NAME_TAKEN, || name_taken(&valid.name)))?;
         if let Some(policy) = updated {
-            return Ok(policy_response(StatusCode::OK, policy));
+            return Ok(policy_response(StatusCode::OK, policy.into()));
         }
         // Another writer changed the policy between our read and write.
         if has_if_match(&headers) {
@@ -250,6 +257,11 @@ pub async fn update_policy(
 }
 
 /// Delete a policy.
+///
+/// Its pending jobs are cancelled and its runs not yet resolved are failed, in
+/// the same transaction. Jobs already creating or tracking finish; what they make
+/// follows `snapshots`: deleted as soon as it is recorded, or kept like the
+/// policy's other snapshots (listed, no longer pruned, deleted one by one).
 #[utoipa::path(
     delete,
     path = "/v1/policies/{id}",
@@ -291,12 +303,20 @@ pub async fn delete_policy(
     }
 }
 
-/// Loads a policy by the id in the path; a malformed id is simply not found.
-async fn load(state: &AppState, project: &str, id: &str) -> Result<Policy> {
+/// Loads a policy by the id in the path, broken or not; a malformed id is simply not found.
+async fn load(state: &AppState, project: &str, id: &str) -> Result<StoredPolicy> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("policy"))?;
-    store::fetch_policy(&state.db, project, id)
+    store::fetch_stored_policy(&state.db, project, id, state.clock.now())
         .await?
         .ok_or(ApiError::NotFound("policy"))
+}
+
+/// The answer to acting on a broken policy (running it, previewing its schedule).
+pub(super) fn broken(error: PolicyError) -> ApiError {
+    ApiError::Conflict(format!(
+        "the policy is broken ({}): {}; fix it with a PATCH",
+        error.code, error.message
+    ))
 }
 
 /// Parses and validates a policy document, reporting `earlier` problems together with its own.
@@ -321,7 +341,7 @@ fn parse_policy(
     }
 }
 
-fn policy_response(status: StatusCode, policy: Policy) -> Response {
+fn policy_response(status: StatusCode, policy: StoredPolicy) -> Response {
     let tag = etag(policy.version);
     (
         status,
@@ -351,16 +371,20 @@ fn take_read_only_fields(body: &mut Value, current: Option<&Value>) -> Vec<Field
         .collect()
 }
 
-/// Keeps a pending fire time unless the change moves it: new schedules or
-/// re-enabling count from now, so a disabled spell's misses are not caught up.
+/// Keeps a pending fire time unless the change moves it: new schedules,
+/// re-enabling or repairing a broken policy count from now, so the misses of a
+/// disabled or broken spell are not caught up.
 fn next_run_after_change(
-    current: &Policy,
+    current: &StoredPolicy,
     updated: &ValidPolicy,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
     let unchanged = updated.enabled
-        && current.spec.enabled
-        && updated.schedules == current.spec.schedules
+        && current.state() == PolicyState::Active
+        && current
+            .spec
+            .as_ref()
+            .is_ok_and(|spec| spec.schedules == updated.schedules)
         && current.next_run_at.is_some();
     if unchanged {
         current.next_run_at

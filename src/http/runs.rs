@@ -123,7 +123,8 @@ pub fn router() -> OpenApiRouter<AppState> {
             ("GetRun" = (operation_id = "get_run", parameters(("id" = "$response.body#/id")))),
             ("ListJobs" = (operation_id = "list_jobs", parameters(("run_id" = "$response.body#/id"))))
          )),
-        (status = 404, description = "No such policy", body = Problem, content_type = "application/problem+json")
+        (status = 404, description = "No such policy", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The policy is broken: fix it first", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn run_policy(
@@ -132,10 +133,13 @@ pub async fn run_policy(
     Path(id): Path<String>,
 ) -> Result<Response> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("policy"))?;
-    let policy = policy_store::fetch_policy(&state.db, &project, id)
+    let now = state.clock.now();
+    let policy = policy_store::fetch_stored_policy(&state.db, &project, id, now)
         .await?
-        .ok_or(ApiError::NotFound("policy"))?;
-    let run_id = runs::insert_manual_run(&state.db, &policy, state.clock.now()).await?;
+        .ok_or(ApiError::NotFound("policy"))?
+        .into_policy()
+        .map_err(super::policies::broken)?;
+    let run_id = runs::insert_manual_run(&state.db, &policy, now).await?;
     let run = runs::fetch_run(&state.db, &project, run_id)
         .await?
         .ok_or(ApiError::NotFound("run"))?;

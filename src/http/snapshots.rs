@@ -22,9 +22,6 @@ use crate::{
     store::{jobs, lifecycle},
 };
 
-/// How often a waiting request looks at its job.
-const WAIT_POLL: Duration = Duration::from_millis(200);
-
 /// `?wait=` for `POST /v1/snapshots`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -91,6 +88,8 @@ pub async fn create_snapshot(
     let now = state.clock.now();
     let job = request.job(timeout_secs, now);
     let job_id = job.job_id;
+    // Watched from before the job exists, so its end cannot slip between a read and the wait.
+    let mut ended = wait.map(|_| state.job_events.watch(job_id));
     lifecycle::insert_adhoc_run(&state.db, &project, &job, now).await?;
 
     let deadline = tokio::time::Instant::now() + wait.unwrap_or_default();
@@ -110,8 +109,19 @@ pub async fn create_snapshot(
             )
                 .into_response());
         }
+        // Woken when the job ends (this replica's engine, or NOTIFY from another);
+        // the slow poll only matters where neither reaches (a pooler without LISTEN).
+        let poll = state
+            .wait_poll_interval
+            .min(deadline - tokio::time::Instant::now());
         tokio::select! {
-            () = tokio::time::sleep(WAIT_POLL.min(deadline - tokio::time::Instant::now())) => {}
+            () = async {
+                match ended.as_mut() {
+                    Some(watch) => watch.ended().await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+            () = tokio::time::sleep(poll) => {}
             () = state.shutdown.cancelled() => {}
         }
     }

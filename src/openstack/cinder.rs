@@ -18,6 +18,10 @@ use super::{
 pub const FORCE_NOT_NEEDED: Microversion = Microversion(3, 66);
 /// Group snapshots need at least this microversion.
 pub const GROUP_SNAPSHOTS: Microversion = Microversion(3, 14);
+/// From this microversion on, the group-snapshot list reads `marker` and
+/// `limit`; below it Cinder returns every one at once and ignores both (yet
+/// still sends a next link that leads to the same page).
+pub const GROUP_SNAPSHOT_PAGINATION: Microversion = Microversion(3, 29);
 
 /// A volume.
 #[derive(Debug, Clone, Deserialize)]
@@ -38,6 +42,12 @@ pub struct Volume {
     /// Cinder sends `"true"`/`"false"` as strings.
     #[serde(default)]
     pub bootable: Value,
+    /// The snapshot it was made from: while it lives, some backends cannot delete that snapshot.
+    #[serde(default)]
+    pub snapshot_id: Option<String>,
+    /// The volume group it belongs to (microversion 3.13 or later).
+    #[serde(default)]
+    pub group_id: Option<String>,
 }
 
 /// Where a volume is attached.
@@ -95,21 +105,25 @@ pub struct GroupSnapshot {
     pub group_id: Option<String>,
 }
 
-/// Which snapshots to list.
+/// Which snapshots to list. Only filters Cinder's default
+/// `resource_filters.json` lets a project member use: from microversion 3.31
+/// any other is a 400 for a non-admin, and below it is silently dropped (so
+/// the list would hold every snapshot of the project). `group_snapshot_id` is
+/// not one of them: find a group snapshot's members by their volumes.
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotFilter {
     pub metadata: BTreeMap<String, String>,
-    /// The members of one group snapshot.
-    pub group_snapshot_id: Option<String>,
     pub status: Option<String>,
     pub volume_id: Option<String>,
     pub all_tenants: bool,
 }
 
-/// Which volumes to list.
+/// Which volumes to list (filters a project member may use, as for snapshots).
 #[derive(Debug, Clone, Default)]
 pub struct VolumeFilter {
     pub metadata: BTreeMap<String, String>,
+    /// The volumes of one group (microversion 3.10 or later).
+    pub group_id: Option<String>,
     pub all_tenants: bool,
 }
 
@@ -140,6 +154,9 @@ struct GroupSnapshotBody {
 #[derive(Deserialize)]
 struct GroupSnapshotsBody {
     group_snapshots: Vec<GroupSnapshot>,
+    /// Cinder's group-snapshot view names it in the singular.
+    #[serde(default)]
+    group_snapshot_links: Vec<super::Link>,
 }
 #[derive(Deserialize)]
 struct GroupBody {
@@ -162,7 +179,7 @@ impl Cinder<'_> {
             Service::Volume,
             "get_volume",
             Method::GET,
-            format!("/volumes/{id}"),
+            format!("/volumes/{}", super::segment(id)),
         );
         decode::<VolumeBody>(&call, &self.0.send(&call).await?).map(|b| b.volume)
     }
@@ -173,6 +190,9 @@ impl Cinder<'_> {
     /// Typed failures of any page.
     pub async fn list_volumes(&self, filter: &VolumeFilter) -> Result<Vec<Volume>, OpenStackError> {
         let mut base = metadata_query(&filter.metadata);
+        if let Some(group_id) = &filter.group_id {
+            base.push(("group_id".into(), group_id.clone()));
+        }
         if filter.all_tenants {
             base.push(("all_tenants".into(), "1".into()));
         }
@@ -232,7 +252,7 @@ impl Cinder<'_> {
             Service::Volume,
             "get_snapshot",
             Method::GET,
-            format!("/snapshots/{id}"),
+            format!("/snapshots/{}", super::segment(id)),
         );
         decode::<SnapshotBody>(&call, &self.0.send(&call).await?).map(|b| b.snapshot)
     }
@@ -248,9 +268,6 @@ impl Cinder<'_> {
         let mut base = metadata_query(&filter.metadata);
         if let Some(status) = &filter.status {
             base.push(("status".into(), status.clone()));
-        }
-        if let Some(group_snapshot_id) = &filter.group_snapshot_id {
-            base.push(("group_snapshot_id".into(), group_snapshot_id.clone()));
         }
         if let Some(volume_id) = &filter.volume_id {
             base.push(("volume_id".into(), volume_id.clone()));
@@ -277,6 +294,26 @@ impl Cinder<'_> {
         }
     }
 
+    /// Adds `metadata` to a snapshot's own (keys it names are replaced, others
+    /// kept): `POST /snapshots/{id}/metadata`, which a project member may call.
+    ///
+    /// # Errors
+    /// `NotFound` when it does not exist; other typed failures.
+    pub async fn add_snapshot_metadata(
+        &self,
+        id: &str,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<(), OpenStackError> {
+        let call = Call::new(
+            Service::Volume,
+            "add_snapshot_metadata",
+            Method::POST,
+            format!("/snapshots/{}/metadata", super::segment(id)),
+        )
+        .json(json!({"metadata": metadata}));
+        self.0.send(&call).await.map(|_| ())
+    }
+
     /// Deletes a snapshot (Cinder accepts this only from `available` or `error`).
     ///
     /// # Errors
@@ -286,7 +323,7 @@ impl Cinder<'_> {
             Service::Volume,
             "delete_snapshot",
             Method::DELETE,
-            format!("/snapshots/{id}"),
+            format!("/snapshots/{}", super::segment(id)),
         );
         self.0.send(&call).await.map(|_| ())
     }
@@ -300,23 +337,57 @@ impl Cinder<'_> {
             Service::Volume,
             "get_group",
             Method::GET,
-            format!("/groups/{id}"),
+            format!("/groups/{}", super::segment(id)),
         );
         decode::<GroupBody>(&call, &self.0.send(&call).await?).map(|b| b.group)
     }
 
-    /// Lists the project's group snapshots.
+    /// Lists the project's group snapshots (of one group when `group_id` is
+    /// set), following pages by marker from microversion 3.29 on; below it
+    /// Cinder answers every one at once.
     ///
     /// # Errors
-    /// Typed failures.
-    pub async fn list_group_snapshots(&self) -> Result<Vec<GroupSnapshot>, OpenStackError> {
-        let call = Call::new(
-            Service::Volume,
-            "list_group_snapshots",
-            Method::GET,
-            "/group_snapshots/detail",
-        );
-        decode::<GroupSnapshotsBody>(&call, &self.0.send(&call).await?).map(|b| b.group_snapshots)
+    /// Typed failures of any page.
+    pub async fn list_group_snapshots(
+        &self,
+        group_id: Option<&str>,
+    ) -> Result<Vec<GroupSnapshot>, OpenStackError> {
+        let pages = self
+            .0
+            .microversion(Service::Volume)
+            .await?
+            .is_some_and(|v| v >= GROUP_SNAPSHOT_PAGINATION);
+        // A filter every token may use; below 3.29 Cinder ignores it, so
+        // callers match the group themselves.
+        let base: Vec<(String, String)> = group_id
+            .map(|g| vec![("group_id".to_owned(), g.to_owned())])
+            .unwrap_or_default();
+        let mut found: Vec<GroupSnapshot> = Vec::new();
+        loop {
+            let query = if pages {
+                page_query(&base, found.last().map(|g| g.id.as_str()))
+            } else {
+                base.clone()
+            };
+            let call = Call::new(
+                Service::Volume,
+                "list_group_snapshots",
+                Method::GET,
+                "/group_snapshots/detail",
+            )
+            .query(query);
+            let body = decode::<GroupSnapshotsBody>(&call, &self.0.send(&call).await?)?;
+            let more = pages
+                && super::more_pages(
+                    body.group_snapshots.len(),
+                    PAGE_SIZE,
+                    &body.group_snapshot_links,
+                );
+            found.extend(body.group_snapshots);
+            if !more {
+                return Ok(found);
+            }
+        }
     }
 
     /// Snapshots every volume of a group at once (microversion 3.14 or later).
@@ -343,7 +414,7 @@ impl Cinder<'_> {
             Service::Volume,
             "get_group_snapshot",
             Method::GET,
-            format!("/group_snapshots/{id}"),
+            format!("/group_snapshots/{}", super::segment(id)),
         );
         decode::<GroupSnapshotBody>(&call, &self.0.send(&call).await?).map(|b| b.group_snapshot)
     }
@@ -357,7 +428,7 @@ impl Cinder<'_> {
             Service::Volume,
             "delete_group_snapshot",
             Method::DELETE,
-            format!("/group_snapshots/{id}"),
+            format!("/group_snapshots/{}", super::segment(id)),
         );
         self.0.send(&call).await.map(|_| ())
     }

@@ -19,7 +19,9 @@ pub enum ErrorKind {
     Unauthorized,
     /// 403 that is not about a quota.
     Forbidden,
-    /// 400 and other 4xx: the request itself is wrong.
+    /// 400 and other 4xx: the request itself is wrong (for instance a list
+    /// filter Cinder does not allow the token: "Invalid filters ... are found
+    /// in query options."). Sending it again gets the same answer.
     BadRequest,
     /// 5xx other than 503.
     ServerError,
@@ -90,6 +92,14 @@ impl OpenStackError {
                 | ErrorKind::Timeout
                 | ErrorKind::Transport
         )
+    }
+
+    /// Whether the cloud refused the request itself: a 400, or a 403 that is
+    /// not about a quota (a policy the credentials do not pass). The same
+    /// request gets the same answer however long one waits, so a job that
+    /// meets it ends at once with the cloud's message.
+    pub fn is_refused(&self) -> bool {
+        matches!(self.kind, ErrorKind::BadRequest | ErrorKind::Forbidden)
     }
 
     /// Whether the resource is gone.
@@ -198,6 +208,34 @@ mod tests {
         assert!(!err(ErrorKind::QuotaExceeded).is_retryable());
         assert!(!err(ErrorKind::Conflict).is_retryable());
         assert!(!err(ErrorKind::NotFound).is_retryable());
+    }
+
+    #[test]
+    fn a_bad_request_is_a_refusal_that_is_never_retried() {
+        let error = OpenStackError::new(
+            classify(
+                400,
+                "Invalid filters group_snapshot_id are found in query options.",
+                false,
+            ),
+            "cinder",
+            "list_snapshots",
+            "Invalid filters group_snapshot_id are found in query options.",
+        );
+        assert_eq!(error.kind, ErrorKind::BadRequest);
+        assert!(error.is_refused());
+        assert!(!error.is_retryable());
+        let forbidden = OpenStackError::new(ErrorKind::Forbidden, "nova", "create_image", "policy");
+        assert!(forbidden.is_refused());
+        for kind in [
+            ErrorKind::QuotaExceeded,
+            ErrorKind::NotFound,
+            ErrorKind::Conflict,
+            ErrorKind::Unavailable,
+            ErrorKind::Timeout,
+        ] {
+            assert!(!OpenStackError::new(kind, "cinder", "x", "y").is_refused());
+        }
     }
 
     #[test]

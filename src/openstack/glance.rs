@@ -91,7 +91,7 @@ impl Glance<'_> {
             Service::Image,
             "get_image",
             Method::GET,
-            format!("/v2/images/{id}"),
+            format!("/v2/images/{}", super::segment(id)),
         );
         let reply = self.0.send(&call).await?;
         decode(&call, &reply)
@@ -138,7 +138,7 @@ impl Glance<'_> {
             Service::Image,
             "delete_image",
             Method::DELETE,
-            format!("/v2/images/{id}"),
+            format!("/v2/images/{}", super::segment(id)),
         );
         self.0.send(&call).await.map(|_| ())
     }

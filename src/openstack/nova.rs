@@ -105,7 +105,7 @@ impl Nova<'_> {
             Service::Compute,
             "get_server",
             Method::GET,
-            format!("/servers/{id}"),
+            format!("/servers/{}", super::segment(id)),
         );
         let reply = self.0.send(&call).await?;
         decode::<ServerBody>(&call, &reply).map(|b| b.server)
@@ -167,7 +167,7 @@ impl Nova<'_> {
             Service::Compute,
             "create_image",
             Method::POST,
-            format!("/servers/{server_id}/action"),
+            format!("/servers/{}/action", super::segment(server_id)),
         )
         .json(json!({"createImage": {"name": name, "metadata": metadata}}));
         let reply = self.0.send(&call).await?;

@@ -123,6 +123,16 @@ impl Call {
         self
     }
 
+    /// A path segment that cannot stand for an id: empty, `.` or `..` (which a
+    /// URL parser would fold into the path around it, reaching another resource).
+    fn unusable_segment(&self) -> Option<&str> {
+        let path = self.path.split('?').next().unwrap_or_default();
+        path.strip_prefix('/')
+            .unwrap_or(path)
+            .split('/')
+            .find(|s| matches!(*s, "" | "." | ".."))
+    }
+
     /// Safe to repeat after a failure whose effect is unknown (a timeout, a 5xx).
     fn is_idempotent(&self) -> bool {
         matches!(
@@ -225,6 +235,17 @@ impl Session {
     /// # Errors
     /// The typed failure of the last attempt.
     pub async fn send(&self, call: &Call) -> Result<Reply, OpenStackError> {
+        if let Some(segment) = call.unusable_segment() {
+            return Err(OpenStackError::new(
+                ErrorKind::BadRequest,
+                call.service.name(),
+                call.operation,
+                format!(
+                    "refusing to send {}: {segment:?} is no usable id",
+                    call.path
+                ),
+            ));
+        }
         let mut attempt = 1;
         let mut reauthenticated = false;
         loop {
@@ -466,12 +487,21 @@ fn base_version(major: &str) -> Microversion {
 }
 
 fn should_retry(call: &Call, error: &OpenStackError) -> bool {
-    match error.kind {
-        // Throttled requests were not processed: any method may repeat them.
-        ErrorKind::RateLimited | ErrorKind::Unavailable => true,
-        ErrorKind::ServerError | ErrorKind::Timeout | ErrorKind::Transport => call.is_idempotent(),
-        _ => false,
+    if !call.is_idempotent() {
+        // A POST creates: after a 503 (a proxy's, even with `Retry-After`), a
+        // timeout or a 5xx it may have been carried out, and only the engine,
+        // after looking the artefact up, may send it again. A 429 was refused
+        // before it was processed.
+        return error.status == Some(429);
     }
+    matches!(
+        error.kind,
+        ErrorKind::RateLimited
+            | ErrorKind::Unavailable
+            | ErrorKind::ServerError
+            | ErrorKind::Timeout
+            | ErrorKind::Transport
+    )
 }
 
 fn transport_error(call: &Call, error: &reqwest::Error) -> OpenStackError {
@@ -505,6 +535,51 @@ fn is_version_segment(segment: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn failure(kind: ErrorKind, status: Option<u16>) -> OpenStackError {
+        let mut error = OpenStackError::new(kind, "nova", "x", "failed");
+        error.status = status;
+        error
+    }
+
+    #[test]
+    fn a_post_is_repeated_only_after_a_429() {
+        let post = Call::new(
+            Service::Compute,
+            "create_image",
+            Method::POST,
+            "/servers/s/action",
+        );
+        let get = Call::new(Service::Compute, "get_server", Method::GET, "/servers/s");
+        for unclear in [
+            failure(ErrorKind::Unavailable, Some(503)),
+            failure(ErrorKind::RateLimited, Some(503)),
+            failure(ErrorKind::ServerError, Some(500)),
+            failure(ErrorKind::Timeout, None),
+            failure(ErrorKind::Transport, None),
+        ] {
+            assert!(!should_retry(&post, &unclear), "{unclear}");
+            assert!(should_retry(&get, &unclear), "{unclear}");
+        }
+        assert!(should_retry(
+            &post,
+            &failure(ErrorKind::RateLimited, Some(429))
+        ));
+        assert!(!should_retry(
+            &get,
+            &failure(ErrorKind::Conflict, Some(409))
+        ));
+    }
+
+    #[test]
+    fn paths_with_an_empty_or_dot_segment_are_unusable() {
+        let call = |path: &str| Call::new(Service::Image, "x", Method::GET, path);
+        assert_eq!(call("/v2/images/..").unusable_segment(), Some(".."));
+        assert_eq!(call("/v2/images/").unusable_segment(), Some(""));
+        assert_eq!(call("/v2/images/./x").unusable_segment(), Some("."));
+        assert_eq!(call("/v2/images/a%2F..").unusable_segment(), None);
+        assert_eq!(call("/v2/images?marker=..").unusable_segment(), None);
+    }
 
     #[test]
     fn service_roots_strip_the_version_and_project() {

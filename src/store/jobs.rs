@@ -36,6 +36,9 @@ pub struct Job {
     pub not_before: DateTime<Utc>,
     pub start_by: DateTime<Utc>,
     pub deadline: Option<DateTime<Utc>>,
+    /// When the last create request whose outcome is unknown was sent; while
+    /// set, every further create is preceded by a look-up.
+    pub create_unclear_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -50,7 +53,7 @@ macro_rules! job_columns {
     () => {
         "job_id, run_id, project_id, policy_id, resource_type, resource_id, resource_name, status, attempt, \
          options, image_id, group_snapshot_id, volume_snapshots, consistency, error, timeline, openstack_calls, not_before, \
-         start_by, deadline, created_at, started_at, finished_at"
+         start_by, deadline, create_unclear_at, created_at, started_at, finished_at"
     };
 }
 
@@ -308,7 +311,9 @@ pub enum StartOutcome {
 }
 
 /// Moves a leased pending job to `creating` and counts the attempt, within the
-/// concurrency limits. This happens before the create request is sent.
+/// concurrency limits. This happens before the create request is sent, so the
+/// request counts as unclear until its outcome is recorded (a worker may die
+/// while sending it).
 ///
 /// # Errors
 /// The query fails.
@@ -337,7 +342,8 @@ pub async fn start_job(
     let deadline = now + TimeDelta::seconds(job.options.timeout_secs as i64);
     let updated = sqlx::query(
         "update job set status = 'creating', attempt = attempt + 1, started_at = coalesce(started_at, $3), \
-         deadline = coalesce(deadline, $4) where job_id = $1 and lease_owner = $2 and status = 'pending'",
+         deadline = coalesce(deadline, $4), create_unclear_at = $3 \
+         where job_id = $1 and lease_owner = $2 and status = 'pending'",
     )
     .bind(job.job_id)
     .bind(owner)
@@ -376,19 +382,33 @@ pub struct JobUpdate {
     pub resource_name: Option<String>,
     /// When to look at the job again; `None` keeps it due now.
     pub not_before: Option<DateTime<Utc>>,
+    /// The step sent no create after all (it failed before): the attempt
+    /// counted for it is given back.
+    pub create_not_sent: bool,
+    /// `Some(t)` sets when the last create with an unknown outcome was sent;
+    /// `Some(None)` clears it; `None` leaves it.
+    pub create_unclear_at: Option<Option<DateTime<Utc>>>,
 }
 
-/// Counts a new attempt of a job in `creating` that is about to be sent again.
-/// Returns `false` when the job was cancelled or taken over meanwhile.
+/// Counts a new attempt of a job in `creating` that is about to be sent again
+/// (unclear until its outcome is recorded). Returns `false` when the job was
+/// cancelled or taken over meanwhile.
 ///
 /// # Errors
 /// The query fails.
-pub async fn count_attempt(pool: &PgPool, job_id: Uuid, owner: Uuid) -> Result<bool, sqlx::Error> {
+pub async fn count_attempt(
+    pool: &PgPool,
+    job_id: Uuid,
+    owner: Uuid,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
     let result = sqlx::query(
-        "update job set attempt = attempt + 1 where job_id = $1 and lease_owner = $2 and status = 'creating'",
+        "update job set attempt = attempt + 1, create_unclear_at = $3 \
+         where job_id = $1 and lease_owner = $2 and status = 'creating'",
     )
     .bind(job_id)
     .bind(owner)
+    .bind(now)
     .execute(pool)
     .await?;
     Ok(result.rows_affected() == 1)

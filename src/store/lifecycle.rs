@@ -1,10 +1,10 @@
 //! Transactions that span the run, job and snapshot tables: a job's step and
-//! end (with its snapshot record and its run's completion), a cancel, and a
-//! one-off run inserted with its job. They live here so that `jobs` and `runs`
-//! need not call each other.
+//! end (with its snapshot record and its run's completion), a cancel, the work
+//! a deleted or disabled policy leaves, and a one-off run inserted with its job.
+//! They live here so that `jobs` and `runs` need not call each other.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, types::Json};
+use sqlx::{PgConnection, PgPool, types::Json};
 use uuid::Uuid;
 
 use super::{
@@ -45,6 +45,8 @@ pub async fn record_step(
            finished_at = case when $14 then $13 else finished_at end, \
            group_snapshot_id = coalesce($15, group_snapshot_id), \
            image_size_bytes = coalesce($16, image_size_bytes), \
+           attempt = attempt - case when $17 then 1 else 0 end, \
+           create_unclear_at = case when $18 then $19 else create_unclear_at end, \
            lease_owner = null, lease_expires_at = null \
          where job_id = $1 and lease_owner = $2 and status in ('pending', 'creating', 'tracking')",
     )
@@ -64,6 +66,9 @@ pub async fn record_step(
     .bind(terminal)
     .bind(&update.group_snapshot_id)
     .bind(update.image_size_bytes.and_then(|b| i64::try_from(b).ok()))
+    .bind(update.create_not_sent)
+    .bind(update.create_unclear_at.is_some())
+    .bind(update.create_unclear_at.flatten())
     .execute(&mut *tx)
     .await?;
     if result.rows_affected() != 1 {
@@ -140,6 +145,96 @@ pub async fn cancel_job(
             (_, None) => CancelOutcome::NotFound,
         },
     )
+}
+
+/// Why a policy's work not yet started stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyStop {
+    /// The policy is being deleted; `delete_snapshots` is the `snapshots=delete` choice.
+    Deleted { delete_snapshots: bool },
+    /// The policy is being disabled.
+    Disabled,
+}
+
+impl PolicyStop {
+    fn error(self, what: &str) -> JobError {
+        match self {
+            Self::Deleted { .. } => JobError::new(
+                "policy_deleted",
+                format!("the policy was deleted before {what}"),
+            ),
+            Self::Disabled => JobError::new(
+                "policy_disabled",
+                format!("the policy was disabled before {what}"),
+            ),
+        }
+    }
+}
+
+/// Stops the work of a policy that has not started, inside the transaction that
+/// deletes or disables it: pending jobs are cancelled, runs not yet resolved into
+/// jobs are failed, and runs left without open jobs end. Jobs already creating or
+/// tracking finish (the cloud may be making their artefacts); when the policy is
+/// deleted with its snapshots, what they make is deleted as soon as it is recorded.
+///
+/// # Errors
+/// The query fails.
+pub async fn stop_policy_work(
+    conn: &mut PgConnection,
+    policy_id: Uuid,
+    stop: PolicyStop,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    // Pending jobs before those in flight: a job that starts meanwhile is then
+    // in flight by the second statement, and is not missed by both.
+    let cancelled: Vec<(Uuid, Uuid, bool)> = sqlx::query_as(
+        "update job set status = 'cancelled', finished_at = $2, cancel_requested = true, error = $3 \
+         where policy_id = $1 and status = 'pending' \
+         returning job_id, run_id, \
+             (image_id is not null or group_snapshot_id is not null or volume_snapshots <> '[]')",
+    )
+    .bind(policy_id)
+    .bind(now)
+    .bind(Json(stop.error("this job started")))
+    .fetch_all(&mut *conn)
+    .await?;
+    if stop
+        == (PolicyStop::Deleted {
+            delete_snapshots: true,
+        })
+    {
+        sqlx::query(
+            "update job set delete_on_record = true \
+             where policy_id = $1 and status in ('creating', 'tracking')",
+        )
+        .bind(policy_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    // A pending job that went back to wait after an attempt may hold artefacts: keep them, to be cleaned up.
+    for (job_id, _, made) in &cancelled {
+        if *made {
+            snapshots::record_from_job(conn, *job_id).await?;
+        }
+    }
+    let mut run_ids: Vec<Uuid> = cancelled.iter().map(|(_, run_id, _)| *run_id).collect();
+    run_ids.sort_unstable();
+    run_ids.dedup();
+    for run_id in run_ids {
+        runs::complete_run_if_done(conn, run_id, now).await?;
+    }
+    // A worker resolving one of these runs now finds its lease gone and inserts no jobs.
+    sqlx::query(
+        "update run set status = 'failed', error = $3, finished_at = $2, \
+             resolved_at = coalesce(resolved_at, $2), lease_owner = null, lease_expires_at = null \
+         where policy_id = $1 and status = 'running' and resolved_at is null",
+    )
+    .bind(policy_id)
+    .bind(now)
+    .bind(Json(stop.error("this run's targets were resolved")))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Inserts a resolved one-off run with its single job, in one transaction.

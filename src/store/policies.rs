@@ -1,14 +1,24 @@
 //! The `policy` table.
+//!
+//! Rows are read raw (the spec parts as JSON) and parsed afterwards, so that a
+//! row this build cannot parse is one broken policy, not a failed query: the
+//! API shows it `broken`, the scheduler sets it aside and fires the others.
+//!
+//! Over 400 lines: every query of one table, sharing its column list and raw
+//! row type, and the two transactions (update, delete) that stop a policy's work.
 
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use sqlx::{PgPool, types::Json};
 use uuid::Uuid;
 
-use super::row::{self, Keyed, Named, Unreadable};
+use super::{
+    lifecycle::{self, PolicyStop},
+    row::{self, Keyed, Named},
+};
 
-use crate::domain::{
-    policy::{Policy, ResourceType, RetentionRules, SnapshotOptions, Targets, ValidPolicy},
-    schedule::ScheduleSet,
+use crate::domain::policy::{
+    Policy, PolicyError, ResourceType, StoredPolicy, ValidPolicy, check_stored,
 };
 
 /// Filters for [`list_policies`]; `None` matches everything.
@@ -25,36 +35,68 @@ struct PolicyRow {
     name: String,
     description: String,
     enabled: bool,
-    resource_type: ResourceType,
-    targets: Json<Targets>,
-    schedules: Json<ScheduleSet>,
-    retention: Json<RetentionRules>,
-    options: Json<SnapshotOptions>,
+    resource_type: String,
+    targets: Value,
+    schedules: Value,
+    retention: Value,
+    options: Value,
     next_run_at: Option<DateTime<Utc>>,
     version: i64,
+    broken_error: Option<Value>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
 
-impl From<PolicyRow> for Policy {
-    fn from(row: PolicyRow) -> Self {
-        Policy {
-            id: row.policy_id,
-            project_id: row.project_id,
-            spec: ValidPolicy {
-                name: row.name,
-                description: row.description,
-                enabled: row.enabled,
-                resource_type: row.resource_type,
-                targets: row.targets.0,
-                schedules: row.schedules.0,
-                retention: row.retention.0,
-                options: row.options.0,
-            },
-            next_run_at: row.next_run_at,
-            version: row.version,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
+impl PolicyRow {
+    /// The stored spec in the shape a client writes it.
+    fn document(&self) -> Value {
+        serde_json::json!({
+            "name": self.name,
+            "description": self.description,
+            "enabled": self.enabled,
+            "resource_type": self.resource_type,
+            "targets": self.targets,
+            "schedules": self.schedules,
+            "retention": self.retention,
+            "options": self.options,
+        })
+    }
+
+    /// The policy parsed as stored (no check against newer rules): what retention
+    /// and the writes read.
+    fn into_policy(self) -> Result<Policy, sqlx::Error> {
+        let spec: ValidPolicy = serde_json::from_value(self.document()).map_err(|e| {
+            sqlx::Error::Decode(format!("policy {} cannot be read: {e}", self.policy_id).into())
+        })?;
+        Ok(Policy {
+            id: self.policy_id,
+            project_id: self.project_id,
+            spec,
+            next_run_at: self.next_run_at,
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+
+    /// The policy read against today's rules, as the API shows it and the scheduler fires it.
+    fn into_stored(self, now: DateTime<Utc>) -> StoredPolicy {
+        let document = self.document();
+        let set_aside = self.broken_error.map(|error| {
+            serde_json::from_value(error.clone())
+                .unwrap_or_else(|_| PolicyError::new("unreadable_policy", error.to_string()))
+        });
+        StoredPolicy {
+            id: self.policy_id,
+            project_id: self.project_id,
+            enabled: self.enabled,
+            spec: check_stored(&document, now),
+            document,
+            set_aside,
+            next_run_at: self.next_run_at,
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
         }
     }
 }
@@ -68,8 +110,15 @@ impl Keyed for PolicyRow {
 macro_rules! policy_columns {
     () => {
         "policy_id, project_id, name, description, enabled, resource_type, targets, \
-         schedules, retention, options, next_run_at, version, created_at, updated_at"
+         schedules, retention, options, next_run_at, version, broken_error, created_at, updated_at"
     };
+}
+
+/// A policy the scheduler cannot fire, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetAside {
+    pub id: Uuid,
+    pub error: PolicyError,
 }
 
 /// Inserts a new policy at version 1.
@@ -104,7 +153,7 @@ pub async fn insert_policy(
     .fetch_one(pool)
     .await
     .map(Named::into_inner)?;
-    Ok(row.into())
+    row.into_policy()
 }
 
 /// Reads one policy of a project.
@@ -126,10 +175,35 @@ pub async fn fetch_policy(
     .fetch_optional(pool)
     .await
     .map(|row| row.map(Named::into_inner))?;
-    Ok(row.map(Policy::from))
+    row.map(PolicyRow::into_policy).transpose()
 }
 
-/// Lists up to `limit` policies of a project with ids after `after`, in id order.
+/// Reads one policy of a project as the API shows it: checked against the rules
+/// of `now`, and readable even when it is broken.
+///
+/// # Errors
+/// The query fails.
+pub async fn fetch_stored_policy(
+    pool: &PgPool,
+    project_id: &str,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Option<StoredPolicy>, sqlx::Error> {
+    let row: Option<PolicyRow> = sqlx::query_as::<_, Named<PolicyRow>>(concat!(
+        "select ",
+        policy_columns!(),
+        " from policy where project_id = $1 and policy_id = $2"
+    ))
+    .bind(project_id)
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map(|row| row.map(Named::into_inner))?;
+    Ok(row.map(|row| row.into_stored(now)))
+}
+
+/// Lists up to `limit` policies of a project with ids after `after`, in id order,
+/// each checked against the rules of `now` (a broken one is listed as such).
 ///
 /// # Errors
 /// The query fails.
@@ -139,7 +213,8 @@ pub async fn list_policies(
     filter: &PolicyFilter,
     after: Option<Uuid>,
     limit: i64,
-) -> Result<Vec<Policy>, sqlx::Error> {
+    now: DateTime<Utc>,
+) -> Result<Vec<StoredPolicy>, sqlx::Error> {
     let rows: Vec<PolicyRow> = sqlx::query_as::<_, Named<PolicyRow>>(concat!(
         "select ",
         policy_columns!(),
@@ -159,10 +234,12 @@ pub async fn list_policies(
     .fetch_all(pool)
     .await
     .map(row::values)?;
-    Ok(rows.into_iter().map(Policy::from).collect())
+    Ok(rows.into_iter().map(|row| row.into_stored(now)).collect())
 }
 
-/// Replaces a policy's spec if it is still at `expected_version`, bumping the version.
+/// Replaces a policy's spec if it is still at `expected_version`, bumping the
+/// version and clearing what the scheduler recorded when it set the policy aside.
+/// Disabling a policy cancels its work not yet started, in the same transaction.
 ///
 /// Returns `None` when the policy is gone or another writer got there first.
 ///
@@ -175,11 +252,27 @@ pub async fn update_policy(
     expected_version: i64,
     spec: &ValidPolicy,
     next_run_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
 ) -> Result<Option<Policy>, sqlx::Error> {
-    let row: Option<PolicyRow> = sqlx::query_as::<_, Named<PolicyRow>>(concat!(
+    let mut tx = pool.begin().await?;
+    // `no key update`: a job recording its snapshot of this policy meanwhile only
+    // needs a key-share lock on it, and must not wait for this transaction.
+    let was_enabled: Option<bool> = sqlx::query_scalar(
+        "select enabled from policy where project_id = $1 and policy_id = $2 and version = $3 \
+         for no key update",
+    )
+    .bind(project_id)
+    .bind(id)
+    .bind(expected_version)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(was_enabled) = was_enabled else {
+        return Ok(None);
+    };
+    let row: PolicyRow = sqlx::query_as::<_, Named<PolicyRow>>(concat!(
         "update policy set name = $4, description = $5, enabled = $6, resource_type = $7, \
          targets = $8, schedules = $9, retention = $10, options = $11, next_run_at = $12, \
-         version = version + 1 \
+         broken_error = null, version = version + 1 \
          where project_id = $1 and policy_id = $2 and version = $3 \
          returning ",
         policy_columns!()
@@ -196,15 +289,21 @@ pub async fn update_policy(
     .bind(Json(&spec.retention))
     .bind(Json(&spec.options))
     .bind(next_run_at)
-    .fetch_optional(pool)
+    .fetch_one(&mut *tx)
     .await
-    .map(|row| row.map(Named::into_inner))?;
-    Ok(row.map(Policy::from))
+    .map(Named::into_inner)?;
+    if was_enabled && !spec.enabled {
+        lifecycle::stop_policy_work(&mut tx, id, PolicyStop::Disabled, now).await?;
+    }
+    tx.commit().await?;
+    row.into_policy().map(Some)
 }
 
-/// Deletes a policy if it is still at `expected_version` (any version when `None`).
-/// With `delete_snapshots`, its live snapshots are set to be deleted in the same
-/// transaction; otherwise they stay, no longer pruned by any policy.
+/// Deletes a policy if it is still at `expected_version` (any version when `None`),
+/// stopping its work in the same transaction: pending jobs are cancelled and runs
+/// not yet resolved are failed; jobs in flight finish. With `delete_snapshots`, its
+/// live snapshots are set to be deleted, and so is what its jobs in flight make,
+/// once recorded; otherwise they all stay, unmanaged (no policy prunes them).
 ///
 /// Returns whether a row was deleted.
 ///
@@ -219,6 +318,10 @@ pub async fn delete_policy(
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    // Jobs first, then snapshots, then the policy: the order in which a job that
+    // ends records its snapshot, so the two never wait on each other in a cycle.
+    let stop = PolicyStop::Deleted { delete_snapshots };
+    lifecycle::stop_policy_work(&mut tx, id, stop, now).await?;
     if delete_snapshots {
         super::snapshots::delete_all_of_policy(&mut tx, id, now).await?;
     }
@@ -241,6 +344,8 @@ pub async fn delete_policy(
 
 /// Locks up to `limit` enabled policies due at `now`, skipping rows other
 /// replicas (or writers) hold; call inside the transaction that fires them.
+/// Each is checked against the rules of `now`: one that cannot be read or no
+/// longer passes comes back [`SetAside`], for the caller to mark broken.
 ///
 /// # Errors
 /// The query fails.
@@ -248,8 +353,8 @@ pub async fn lock_due_policies(
     conn: &mut sqlx::PgConnection,
     now: DateTime<Utc>,
     limit: i64,
-) -> Result<Vec<Result<Policy, Unreadable>>, sqlx::Error> {
-    let rows = sqlx::query(concat!(
+) -> Result<Vec<Result<Policy, SetAside>>, sqlx::Error> {
+    let rows: Vec<PolicyRow> = sqlx::query_as::<_, Named<PolicyRow>>(concat!(
         "select ",
         policy_columns!(),
         " from policy where enabled and next_run_at <= $1 \
@@ -258,10 +363,35 @@ pub async fn lock_due_policies(
     .bind(now)
     .bind(limit)
     .fetch_all(conn)
-    .await?;
-    rows.iter()
-        .map(|row| Ok(row::decode_or_set_aside::<PolicyRow>(row)?.map(Policy::from)))
-        .collect()
+    .await
+    .map(row::values)?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let id = row.policy_id;
+            row.into_stored(now)
+                .into_policy()
+                .map_err(|error| SetAside { id, error })
+        })
+        .collect())
+}
+
+/// Records why a policy cannot fire and stops it firing, until it is written
+/// again (the scheduler's own write: no version bump).
+///
+/// # Errors
+/// The query fails.
+pub async fn mark_broken(
+    conn: &mut sqlx::PgConnection,
+    id: Uuid,
+    error: &PolicyError,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("update policy set broken_error = $2, next_run_at = null where policy_id = $1")
+        .bind(id)
+        .bind(Json(error))
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// A policy's version, read without decoding its spec (so that a policy this
@@ -312,5 +442,5 @@ pub async fn fetch_policy_by_id(pool: &PgPool, id: Uuid) -> Result<Option<Policy
     .fetch_optional(pool)
     .await
     .map(|row| row.map(Named::into_inner))?;
-    Ok(row.map(Policy::from))
+    row.map(PolicyRow::into_policy).transpose()
 }

@@ -301,7 +301,7 @@ async fn a_stored_policy_that_cannot_be_read_can_still_be_deleted(pool: PgPool) 
     .await
     .unwrap();
 
-    // Act and assert: it cannot be shown, but it can be deleted, honouring If-Match.
+    // Act and assert: it can be deleted, honouring If-Match.
     problem(app.delete_policy(&id, Some("\"7\"")).await, 412).await;
     assert_eq!(app.delete_policy(&id, Some("\"1\"")).await.status(), 204);
     problem(app.delete_policy(&id, None).await, 404).await;
@@ -328,4 +328,127 @@ async fn an_invalid_patch_is_a_422_even_with_a_stale_if_match(pool: PgPool) {
         .unwrap();
     let body = problem(response, 422).await;
     assert_eq!(error_fields(&body), ["schedules[0].cron"]);
+}
+
+#[sqlx::test]
+async fn a_name_template_chrono_cannot_write_is_a_422_naming_the_field(pool: PgPool) {
+    // Arrange: `%#z` parses in chrono but panics when written.
+    let app = spawn_app(pool).await;
+    let mut body = policy_body("odd-zone");
+    body["options"] = json!({"name_template": "{policy}-{scheduled_at:%#z}"});
+
+    // Act
+    let response = app.post_policy(&body).await;
+
+    // Assert
+    let problem = problem(response, 422).await;
+    assert_eq!(error_fields(&problem), ["options.name_template"]);
+    assert!(
+        problem["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("%#z"),
+        "{problem}"
+    );
+}
+
+#[sqlx::test]
+async fn a_stored_policy_with_a_now_refused_metadata_key_shows_broken_and_cannot_be_run(
+    pool: PgPool,
+) {
+    // Arrange: a policy stored before `os_glance_*` property names were refused.
+    let app = spawn_app(pool).await;
+    let created = app.create_policy(&policy_body("older")).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    sqlx::query(
+        "update policy set options = jsonb_set(options, '{metadata}', '{\"os_glance_import\": \"x\"}') \
+         where policy_id = $1::uuid",
+    )
+    .bind(&id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+
+    // Act
+    let read = app.get(&format!("/v1/policies/{id}")).await;
+    let run = app
+        .post_json(&format!("/v1/policies/{id}/run"), &json!({}))
+        .await;
+
+    // Assert: shown broken, naming the field; running it is refused with the reason.
+    assert_eq!(read.status(), 200);
+    let read: Value = read.json().await.unwrap();
+    assert_eq!(read["state"], "broken", "{read}");
+    assert_eq!(read["error"]["code"], "invalid_policy");
+    let message = read["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("options.metadata.os_glance_import: is reserved"),
+        "{message}"
+    );
+    assert_eq!(
+        read["options"]["metadata"],
+        json!({"os_glance_import": "x"})
+    );
+    assert_eq!(read["next_run_at"], Value::Null);
+    let problem = problem(run, 409).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("os_glance_import"),
+        "{problem}"
+    );
+}
+
+#[sqlx::test]
+async fn an_unreadable_policy_is_listed_as_broken_and_a_patch_that_fixes_it_makes_it_active(
+    pool: PgPool,
+) {
+    // Arrange: two policies; the first one's stored zone is unknown to this build.
+    let app = spawn_app(pool).await;
+    let broken = app.create_policy(&policy_body("broken")).await;
+    let fine = app.create_policy(&policy_body("fine")).await;
+    let id = broken["id"].as_str().unwrap().to_owned();
+    sqlx::query(
+        "update policy set schedules = '[{\"cron\": \"0 2 * * *\", \"timezone\": \"Mars/Olympus\"}]' \
+         where policy_id = $1::uuid",
+    )
+    .bind(&id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+
+    // Act
+    let list = app.get("/v1/policies").await;
+
+    // Assert: the page is served, the bad row shown broken as stored.
+    assert_eq!(list.status(), 200);
+    let list: Value = list.json().await.unwrap();
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{list}");
+    assert_eq!(items[0]["id"], broken["id"]);
+    assert_eq!(items[0]["state"], "broken");
+    assert_eq!(items[0]["error"]["code"], "invalid_policy");
+    let message = items[0]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("schedules[0].timezone"), "{message}");
+    assert_eq!(items[0]["schedules"][0]["timezone"], "Mars/Olympus");
+    assert_eq!(items[1]["id"], fine["id"]);
+    assert_eq!(items[1]["state"], "active");
+
+    // Act: a patch names a zone that exists.
+    let response = app
+        .patch_policy(
+            &id,
+            &json!({"schedules": [{"cron": "0 2 * * *", "timezone": "Europe/Berlin"}]}),
+            Some("\"1\""),
+        )
+        .await;
+
+    // Assert: active again, its next fire time counted from now.
+    assert_eq!(response.status(), 200);
+    let repaired: Value = response.json().await.unwrap();
+    assert_eq!(repaired["state"], "active", "{repaired}");
+    assert_eq!(repaired["error"], Value::Null);
+    assert_eq!(repaired["version"], 2);
+    assert_eq!(repaired["next_run_at"], "2026-11-26T01:00:00Z");
 }

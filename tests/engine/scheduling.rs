@@ -131,6 +131,44 @@ async fn after_downtime_skip_only_records_the_misses(pool: PgPool) {
 }
 
 #[sqlx::test]
+async fn thirty_days_of_downtime_fire_a_minutely_policy_once_and_record_a_bounded_number_of_misses(
+    pool: PgPool,
+) {
+    // Arrange: a minutely policy, then 30 days (43,200 fire times) without a replica.
+    let h = harness(pool).await;
+    let minute = h.clock.now().duration_trunc(TimeDelta::minutes(1)).unwrap();
+    h.clock.set(minute + TimeDelta::seconds(30));
+    let server = h.sim.create_image_backed_server("s", &[], &[], false);
+    h.policy(every_minute_policy("p", &[server], "run_once"))
+        .await;
+    h.clock
+        .set(minute + TimeDelta::days(30) + TimeDelta::seconds(30));
+
+    // Act
+    let fired = h.engine.fire_due().await.unwrap();
+
+    // Assert: one run for the newest instant, the newest misses, and nothing left due.
+    assert_eq!((fired.runs, fired.policies), (1, 1));
+    assert_eq!(fired.missed, stacksnap::domain::firing::MAX_RECORDED_MISSES);
+    let (running, newest_miss): (i64, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+        "select count(*) filter (where status = 'running'), max(scheduled_for) filter (where status = 'missed') from run",
+    )
+    .fetch_one(&h.pool)
+    .await
+    .unwrap();
+    assert_eq!(running, 1);
+    assert_eq!(
+        newest_miss,
+        minute + TimeDelta::days(30) - TimeDelta::minutes(1)
+    );
+    assert_eq!(
+        h.engine.fire_due().await.unwrap().policies,
+        0,
+        "not due again"
+    );
+}
+
+#[sqlx::test]
 async fn a_run_resolves_selectors_and_a_missing_id_fails_only_its_own_job(pool: PgPool) {
     let h = harness(pool).await;
     let tagged = h

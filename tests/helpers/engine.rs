@@ -56,13 +56,20 @@ pub fn engine_config() -> EngineConfig {
         },
         tick: Duration::from_millis(50),
         drain_timeout: Duration::from_secs(5),
+        // The simulator answers at once: a look-up that finds nothing is believed soon.
+        create_settle: TimeDelta::seconds(5),
         ..EngineConfig::default()
     }
 }
 
 pub fn cloud_for(sim: &SimHandle) -> OpenStack {
-    let config =
-        CloudConfig::from_clouds_yaml(&sim.clouds_yaml(), "stacksnap-sim", "simulator").unwrap();
+    cloud_named(sim, "stacksnap-sim")
+}
+
+/// A client of `sim` with the credentials of one of its clouds.yaml entries:
+/// `stacksnap-sim` (admin) or `stacksnap-sim-member` (a project member).
+pub fn cloud_named(sim: &SimHandle, cloud: &str) -> OpenStack {
+    let config = CloudConfig::from_clouds_yaml(&sim.clouds_yaml(), cloud, "simulator").unwrap();
     OpenStack::new(config, quick_session()).unwrap()
 }
 
@@ -89,8 +96,18 @@ pub async fn harness(pool: PgPool) -> Harness {
 }
 
 pub async fn harness_with(pool: PgPool, config: SimConfig) -> Harness {
+    harness_as(pool, config, "stacksnap-sim").await
+}
+
+/// A harness whose engine uses the simulator's project member, as a tenant's
+/// own credentials would: Cinder's and Nova's non-admin list rules apply.
+pub async fn member_harness(pool: PgPool, config: SimConfig) -> Harness {
+    harness_as(pool, config, "stacksnap-sim-member").await
+}
+
+async fn harness_as(pool: PgPool, config: SimConfig, cloud: &str) -> Harness {
     let sim = Simulator::start(config, "127.0.0.1:0".parse().unwrap()).unwrap();
-    let cloud = cloud_for(&sim);
+    let cloud = cloud_named(&sim, cloud);
     let clock = ManualClock::new(Utc::now());
     let engine = Engine::new(
         pool.clone(),

@@ -39,6 +39,10 @@ pub fn test_settings() -> Settings {
         no_engine: true,
         workers: 1,
         max_in_flight: 50,
+        orphan_grace: Duration::from_secs(3600),
+        history_retention: Duration::from_secs(90 * 86400),
+        api_db_max_connections: 3,
+        wait_poll_interval: Duration::from_millis(200),
     }
 }
 
@@ -51,9 +55,20 @@ pub async fn start_service(
     cloud: Option<OpenStack>,
     engine: EngineConfig,
 ) -> RunningService {
+    start_service_with(test_settings(), pool, clock, cloud, engine).await
+}
+
+/// [`start_service`] with `settings` (the engine runs when there is a `cloud`).
+pub async fn start_service_with(
+    settings: Settings,
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
+    cloud: Option<OpenStack>,
+    engine: EngineConfig,
+) -> RunningService {
     let settings = Settings {
         no_engine: cloud.is_none(),
-        ..test_settings()
+        ..settings
     };
     let deps = Dependencies {
         db: pool,
@@ -90,8 +105,17 @@ pub async fn spawn_app_with_cloud(pool: PgPool) -> (TestApp, SimHandle) {
     (start(pool, Some(cloud)).await, sim)
 }
 
+/// Starts the API alone (`--no-engine`) on `pool` and `clock`: for a test that
+/// drives an engine step by step on the same database and clock.
+pub async fn spawn_app_on(pool: PgPool, clock: ManualClock) -> TestApp {
+    start_on(pool, None, clock).await
+}
+
 async fn start(pool: PgPool, cloud: Option<OpenStack>) -> TestApp {
-    let clock = ManualClock::new(TEST_NOW.parse().unwrap());
+    start_on(pool, cloud, ManualClock::new(TEST_NOW.parse().unwrap())).await
+}
+
+async fn start_on(pool: PgPool, cloud: Option<OpenStack>, clock: ManualClock) -> TestApp {
     let service = start_service(
         pool.clone(),
         Arc::new(clock.clone()),

@@ -1,11 +1,15 @@
 //! Cinder generic volume groups (microversion >= 3.13) and group snapshots
-//! (>= 3.14): one crash-consistent snapshot of every volume in a group.
+//! (>= 3.14): one crash-consistent snapshot of every volume in a group. Lists
+//! filter as `filters` allows the token and page like Cinder (group snapshots
+//! only from 3.29), with `group_links` and `group_snapshot_links`.
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::{
-    Reply, page, stamp,
+    Reply,
+    filters::{self, GROUP_SNAPSHOT_PAGINATION, Resource},
+    limit_param, next_link, page, stamp,
     types::{CGSNAPSHOT_TYPE_NAME, group_type_by_name_or_id, volume_type_id},
 };
 use crate::{
@@ -25,32 +29,7 @@ pub(super) fn handle(st: &mut State, operation: &str, ctx: &Ctx, id: &str) -> Re
         return Err(Fail::not_found("The resource could not be found."));
     }
     match operation {
-        "cinder.list_groups" | "cinder.list_groups_detail" => {
-            let items: Vec<&Group> = st
-                .groups
-                .iter()
-                .rev()
-                .filter(|g| g.status.at(ctx.now) != GONE)
-                .filter(|g| super::scope::listed(ctx, &g.project_id))
-                .collect();
-            let (items, next) = page(items, |g| g.id.as_str(), ctx, "groups")?;
-            let detail = operation.ends_with("detail");
-            let list: Vec<Value> = items
-                .iter()
-                .map(|g| {
-                    if detail {
-                        render_group(st, g, ctx)
-                    } else {
-                        json!({"id": g.id, "name": g.name})
-                    }
-                })
-                .collect();
-            let mut body = json!({ "groups": list });
-            if let Some(n) = next {
-                body["groups_links"] = n;
-            }
-            Ok((StatusCode::OK, body))
-        }
+        "cinder.list_groups" | "cinder.list_groups_detail" => list_groups(st, operation, ctx),
         "cinder.create_group" => create_group(st, ctx),
         "cinder.get_group" => {
             let g = group(st, ctx, id)?;
@@ -59,31 +38,7 @@ pub(super) fn handle(st: &mut State, operation: &str, ctx: &Ctx, id: &str) -> Re
         "cinder.update_group" => update_group(st, ctx, id),
         "cinder.group_action" => delete_group(st, ctx, id),
         "cinder.list_group_snapshots" | "cinder.list_group_snapshots_detail" => {
-            let items: Vec<&GroupSnapshot> = st
-                .group_snapshots
-                .iter()
-                .rev()
-                .filter(|g| g.status.at(ctx.now) != GONE)
-                .filter(|g| super::scope::listed(ctx, &g.project_id))
-                .filter(|g| ctx.q("group_id").is_none_or(|x| g.group_id == x))
-                .collect();
-            let (items, next) = page(items, |g| g.id.as_str(), ctx, "group_snapshots")?;
-            let detail = operation.ends_with("detail");
-            let list: Vec<Value> = items
-                .iter()
-                .map(|g| {
-                    if detail {
-                        render_group_snapshot(st, g, ctx)
-                    } else {
-                        json!({"id": g.id, "name": g.name, "group_type_id": g.group_type_id})
-                    }
-                })
-                .collect();
-            let mut body = json!({ "group_snapshots": list });
-            if let Some(n) = next {
-                body["group_snapshots_links"] = n;
-            }
-            Ok((StatusCode::OK, body))
+            list_group_snapshots(st, operation, ctx)
         }
         "cinder.create_group_snapshot" => create_group_snapshot(st, ctx),
         "cinder.get_group_snapshot" => {
@@ -100,6 +55,85 @@ pub(super) fn handle(st: &mut State, operation: &str, ctx: &Ctx, id: &str) -> Re
         "cinder.delete_group_snapshot" => delete_group_snapshot(st, ctx, id),
         _ => Err(Fail::not_found("The resource could not be found.")),
     }
+}
+
+fn list_groups(st: &State, operation: &str, ctx: &Ctx) -> Reply {
+    let filters = filters::applied(Resource::Group, &ctx.query, ctx.mv, ctx.caller.admin)?;
+    let items: Vec<&Group> = st
+        .groups
+        .iter()
+        .rev()
+        .filter(|g| g.status.at(ctx.now) != GONE)
+        .filter(|g| super::scope::listed(ctx, &g.project_id))
+        .filter(|g| filters::get(&filters, "name").is_none_or(|n| g.name.as_deref() == Some(n)))
+        .collect();
+    let (items, next) = page(items, |g| g.id.as_str(), ctx, st.cinder_max_limit)?;
+    let detail = operation.ends_with("detail");
+    let list: Vec<Value> = items
+        .iter()
+        .map(|g| {
+            if detail {
+                render_group(st, g, ctx)
+            } else {
+                json!({"id": g.id, "name": g.name})
+            }
+        })
+        .collect();
+    let mut body = json!({ "groups": list });
+    if let Some(n) = next {
+        // Cinder's groups view names it in the singular.
+        body["group_links"] = n;
+    }
+    Ok((StatusCode::OK, body))
+}
+
+/// Group snapshots page (and filter) only from 3.29; below, every one comes
+/// back at once, with a next link all the same when there are at least `limit`.
+fn list_group_snapshots(st: &State, operation: &str, ctx: &Ctx) -> Reply {
+    let filters = filters::applied(
+        Resource::GroupSnapshot,
+        &ctx.query,
+        ctx.mv,
+        ctx.caller.admin,
+    )?;
+    let q = |key: &str| filters::get(&filters, key);
+    let items: Vec<&GroupSnapshot> = st
+        .group_snapshots
+        .iter()
+        .rev()
+        .filter(|g| g.status.at(ctx.now) != GONE)
+        .filter(|g| super::scope::listed(ctx, &g.project_id))
+        .filter(|g| q("group_id").is_none_or(|x| g.group_id == x))
+        .filter(|g| q("name").is_none_or(|x| g.name.as_deref() == Some(x)))
+        .filter(|g| q("status").is_none_or(|x| g.status.at(ctx.now) == x))
+        .collect();
+    let (items, next) = if ctx.mv >= GROUP_SNAPSHOT_PAGINATION {
+        page(items, |g| g.id.as_str(), ctx, st.cinder_max_limit)?
+    } else {
+        let limit = limit_param(ctx, st.cinder_max_limit)?;
+        let next = match items.last() {
+            Some(last) if items.len() >= limit => Some(next_link(ctx, &last.id)),
+            _ => None,
+        };
+        (items, next)
+    };
+    let detail = operation.ends_with("detail");
+    let list: Vec<Value> = items
+        .iter()
+        .map(|g| {
+            if detail {
+                render_group_snapshot(st, g, ctx)
+            } else {
+                json!({"id": g.id, "name": g.name})
+            }
+        })
+        .collect();
+    let mut body = json!({ "group_snapshots": list });
+    if let Some(n) = next {
+        // Cinder's group-snapshots view names it in the singular.
+        body["group_snapshot_links"] = n;
+    }
+    Ok((StatusCode::OK, body))
 }
 
 fn group<'a>(st: &'a State, ctx: &Ctx, id: &str) -> Result<&'a Group, Fail> {

@@ -1,5 +1,6 @@
 //! Cinder snapshots: create (with the `force` rules around microversion
-//! 3.66 and the snapshot quota), list with filters and paging, show,
+//! 3.66 and the snapshot quota), list with filters (as `filters` lets the
+//! token use them) and paging, show,
 //! update, metadata, delete (only from `available` or `error`).
 
 use std::collections::BTreeMap;
@@ -7,7 +8,11 @@ use std::collections::BTreeMap;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use super::{Reply, links, page, parse_metadata_filter, stamp, volume_not_found};
+use super::{
+    Reply,
+    filters::{self, Resource},
+    links, page, parse_metadata_filter, stamp, volume_not_found,
+};
 use crate::{
     faults::Fault,
     http::{Ctx, Mv},
@@ -105,19 +110,20 @@ pub(crate) fn render(st: &State, s: &Snapshot, ctx: &Ctx, extended: bool) -> Val
 }
 
 fn list(st: &State, ctx: &Ctx, detail: bool) -> Reply {
-    let metadata = ctx.q("metadata").map(parse_metadata_filter).transpose()?;
+    let filters = filters::applied(Resource::Snapshot, &ctx.query, ctx.mv, ctx.caller.admin)?;
+    let q = |key: &str| filters::get(&filters, key);
+    let metadata = q("metadata").map(parse_metadata_filter).transpose()?;
     let matching: Vec<&Snapshot> = st
         .snapshots
         .iter()
         .rev()
         .filter(|s| s.status.at(ctx.now) != GONE)
         .filter(|s| super::scope::listed(ctx, &s.project_id))
-        .filter(|s| ctx.q("name").is_none_or(|n| s.name.as_deref() == Some(n)))
-        .filter(|s| ctx.q("status").is_none_or(|x| s.status.at(ctx.now) == x))
-        .filter(|s| ctx.q("volume_id").is_none_or(|v| s.volume_id == v))
+        .filter(|s| q("name").is_none_or(|n| s.name.as_deref() == Some(n)))
+        .filter(|s| q("status").is_none_or(|x| s.status.at(ctx.now) == x))
+        .filter(|s| q("volume_id").is_none_or(|v| s.volume_id == v))
         .filter(|s| {
-            ctx.q("group_snapshot_id")
-                .is_none_or(|g| s.group_snapshot_id.as_deref() == Some(g))
+            q("group_snapshot_id").is_none_or(|g| s.group_snapshot_id.as_deref() == Some(g))
         })
         .filter(|s| {
             metadata
@@ -125,7 +131,7 @@ fn list(st: &State, ctx: &Ctx, detail: bool) -> Reply {
                 .is_none_or(|m| m.iter().all(|(k, v)| s.metadata.get(k) == Some(v)))
         })
         .collect();
-    let (items, next) = page(matching, |s| s.id.as_str(), ctx, "snapshots")?;
+    let (items, next) = page(matching, |s| s.id.as_str(), ctx, st.cinder_max_limit)?;
     let list: Vec<Value> = items.iter().map(|s| render(st, s, ctx, detail)).collect();
     let mut body = json!({ "snapshots": list });
     if let Some(next) = next {
@@ -220,21 +226,47 @@ fn create(st: &mut State, ctx: &Ctx) -> Reply {
 
 fn delete(st: &mut State, ctx: &Ctx, id: &str) -> Reply {
     let now = ctx.now;
-    let fails = st.fault("cinder.delete_snapshot", |f| {
-        matches!(f, Fault::SnapshotDeleteError)
-    });
-    let d = st.durations.snapshot_delete;
-    let s = st.snapshot_mut(id, now).ok_or_else(|| not_found(id))?;
-    let status = s.status.at(now);
-    if !matches!(status, "available" | "error" | "error_deleting") || s.group_snapshot_id.is_some()
-    {
+    let status = st
+        .snapshot(id, now)
+        .ok_or_else(|| not_found(id))?
+        .status
+        .at(now);
+    // Cinder's API takes a member's delete only from `available` or `error`
+    // (`error_deleting` needs an administrator's reset-state first).
+    let grouped = st
+        .snapshot(id, now)
+        .is_some_and(|s| s.group_snapshot_id.is_some());
+    if !matches!(status, "available" | "error") || grouped {
         return Err(Fail::bad_request(format!(
             "Invalid snapshot: Volume Snapshot status must be available or error and must not be part of a group, but current status is: {status}."
         )));
     }
+    let has_dependants = has_dependants(st, id, now);
+    let busy = st.fault("cinder.delete_snapshot", |f| {
+        matches!(f, Fault::SnapshotDeleteBusy { dependants_only } if !dependants_only || has_dependants)
+    });
+    let fails = !busy
+        && st.fault("cinder.delete_snapshot", |f| {
+            matches!(f, Fault::SnapshotDeleteError)
+        });
+    let d = st.durations.snapshot_delete;
+    let s = st.snapshot_mut(id, now).ok_or_else(|| not_found(id))?;
     s.status.rewrite(now, "deleting");
-    s.status
-        .push_after_last(d, if fails { "error_deleting" } else { GONE });
+    let outcome = if busy {
+        "available"
+    } else if fails {
+        "error_deleting"
+    } else {
+        GONE
+    };
+    s.status.push_after_last(d, outcome);
     let _ = links;
     Ok((StatusCode::ACCEPTED, Value::Null))
+}
+
+/// Whether a live volume was made from snapshot `id`.
+fn has_dependants(st: &State, id: &str, now: std::time::Instant) -> bool {
+    st.volumes
+        .iter()
+        .any(|v| v.snapshot_id.as_deref() == Some(id) && v.status.at(now) != GONE)
 }

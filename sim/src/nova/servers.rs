@@ -1,6 +1,7 @@
 //! Nova servers: create (image- or volume-backed, `networks: "none"`), list
-//! with filters and paging, show, rename, delete, stop/start, tags,
-//! metadata and volume attachments.
+//! with filters (a non-admin's disallowed ones silently dropped, its
+//! `all_tenants` refused) and paging, show, rename, delete, stop/start, tags
+//! and metadata (volume attachments in `attachments`).
 //!
 //! Over 400 lines: Nova's server endpoints as the CLI calls them, sharing the
 //! server JSON renderer and the state checks.
@@ -198,6 +199,64 @@ pub(crate) fn render(st: &State, s: &Server, ctx: &Ctx) -> Value {
     body
 }
 
+/// The server-list filters a non-admin may use at `mv`
+/// (`ServersController._get_server_search_options`).
+fn member_filters(mv: Mv) -> Vec<&'static str> {
+    let mut allowed = vec![
+        "reservation_id",
+        "name",
+        "status",
+        "image",
+        "flavor",
+        "ip",
+        "changes-since",
+        "all_tenants",
+    ];
+    if mv >= Mv(2, 5) {
+        allowed.push("ip6");
+    }
+    if mv >= Mv(2, 26) {
+        allowed.extend(["tags", "tags-any", "not-tags", "not-tags-any"]);
+    }
+    if mv >= Mv(2, 66) {
+        allowed.push("changes-before");
+    }
+    if mv >= Mv(2, 73) {
+        allowed.push("locked");
+    }
+    if mv >= Mv(2, 83) {
+        allowed.extend([
+            "availability_zone",
+            "config_drive",
+            "key_name",
+            "created_at",
+            "launched_at",
+            "terminated_at",
+            "power_state",
+            "task_state",
+            "vm_state",
+            "progress",
+            "user_id",
+        ]);
+    }
+    if mv >= Mv(2, 90) {
+        allowed.push("hostname");
+    }
+    allowed
+}
+
+/// The filters Nova applies to a server list: every one for an admin, and for
+/// anyone else only those [`member_filters`] allows; the rest are dropped
+/// without an error (`remove_invalid_options`). Paging and sorting are read apart.
+fn applied_filters(ctx: &Ctx) -> Vec<(String, String)> {
+    let allowed = member_filters(ctx.mv);
+    ctx.query
+        .iter()
+        .filter(|(k, _)| ctx.caller.admin || allowed.contains(&k.as_str()))
+        .cloned()
+        .collect()
+}
+
 /// Nova's `name` filter is a regular expression; `^` and `$` anchors are
 /// honoured, anything else matches as a substring.
 fn name_matches(name: &str, pattern: &str) -> bool {
@@ -221,8 +280,15 @@ fn list(st: &State, ctx: &Ctx, detail: bool) -> Reply {
             "Policy doesn't allow os_compute_api:servers:index:get_all_tenants to be performed.",
         ));
     }
+    let filters = applied_filters(ctx);
+    let q = |key: &str| {
+        filters
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
     let split = |k: &str| -> Option<Vec<&str>> {
-        ctx.q(k).map(|v| {
+        q(k).map(|v| {
             v.split(',')
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
@@ -244,19 +310,15 @@ fn list(st: &State, ctx: &Ctx, detail: bool) -> Reply {
         // A member lists its project's servers; an admin every project's
         // only with all_tenants.
         .filter(|s| ctx.caller.lists(all_tenants, &s.project_id))
-        .filter(|s| ctx.q("name").is_none_or(|n| name_matches(&s.name, n)))
+        .filter(|s| q("name").is_none_or(|n| name_matches(&s.name, n)))
         .filter(|s| {
-            ctx.q("status")
-                .is_none_or(|x| status_of(s.vm_state.at(ctx.now)).eq_ignore_ascii_case(x))
+            q("status").is_none_or(|x| status_of(s.vm_state.at(ctx.now)).eq_ignore_ascii_case(x))
         })
+        .filter(|s| q("image").is_none_or(|i| s.image_id.as_deref() == Some(i)))
+        .filter(|s| q("flavor").is_none_or(|f| s.flavor_id == f))
         .filter(|s| {
-            ctx.q("image")
-                .is_none_or(|i| s.image_id.as_deref() == Some(i))
-        })
-        .filter(|s| ctx.q("flavor").is_none_or(|f| s.flavor_id == f))
-        .filter(|s| {
-            ctx.q("project_id")
-                .or(ctx.q("tenant_id"))
+            q("project_id")
+                .or(q("tenant_id"))
                 .is_none_or(|p| s.project_id == p)
         })
         .filter(|s| tags.as_ref().is_none_or(|t| t.iter().all(|x| has(s, x))))
@@ -604,5 +666,25 @@ fn metadata(st: &mut State, op: &str, ctx: &Ctx, id: &str, key: &str) -> Reply {
             .map(|_| (StatusCode::NO_CONTENT, Value::Null))
             .ok_or_else(|| Fail::not_found("Metadata item was not found")),
         _ => Err(Fail::not_found("The resource could not be found.")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_filters_are_a_members_only_from_2_26() {
+        assert!(!member_filters(Mv(2, 25)).contains(&"tags"));
+        assert!(member_filters(Mv(2, 26)).contains(&"tags"));
+        assert!(member_filters(Mv(2, 96)).contains(&"not-tags-any"));
+    }
+
+    #[test]
+    fn a_member_may_never_filter_by_host_or_project() {
+        for mv in [Mv(2, 1), Mv(2, 96)] {
+            let allowed = member_filters(mv);
+            assert!(!allowed.contains(&"host") && !allowed.contains(&"project_id"));
+        }
     }
 }

@@ -5,9 +5,13 @@
 //!   while the Glance image goes `queued` → `saving` → `active`; a second
 //!   request meanwhile gets 409; on failure the image is deleted.
 //! * volume-backed: quota check, quiesce (if the guest agent is enabled),
-//!   one Cinder snapshot per volume named "snapshot for <image name>", and a
-//!   zero-size image, `active` at once, whose `block_device_mapping`
-//!   property lists them; the task_state does not change.
+//!   one Cinder snapshot per volume named "snapshot for <image name>" (no
+//!   metadata of the caller's), and last, once the call's duration
+//!   (`volume_backed_create_image_call`) has passed, a zero-size image,
+//!   `active` at once, whose `block_device_mapping` property lists them; the
+//!   task_state does not change. The answer comes after the image, so a
+//!   client whose timeout is shorter than the call finds the snapshots but
+//!   not yet the image, as on a real cloud.
 //!
 //! The answer is `{"image_id": …}` from microversion 2.45, else a `Location`.
 //!
@@ -48,7 +52,8 @@ const NON_INHERITABLE: [&str; 8] = [
 struct Accepted {
     image_id: String,
     notes: Vec<String>,
-    volume_backed: bool,
+    /// When the answer is sent: a volume-backed call blocks until its image exists.
+    reply_at: Instant,
 }
 
 pub(super) async fn create_image(shared: &Shared, ctx: &Ctx, server_id: &str) -> Response {
@@ -60,10 +65,9 @@ pub(super) async fn create_image(shared: &Shared, ctx: &Ctx, server_id: &str) ->
         Ok(a) => a,
         Err(fail) => return error(&fail),
     };
-    if accepted.volume_backed {
-        let delay = shared.lock().durations.volume_backed_create_image_call;
-        hold(delay).await;
-    }
+    // Nothing below touches the state: a client that gives up meanwhile
+    // changes nothing, the image still appears when its time comes.
+    hold(accepted.reply_at.saturating_duration_since(Instant::now())).await;
     let mut response = if ctx.mv >= Mv(2, 45) {
         json(
             StatusCode::ACCEPTED,
@@ -291,7 +295,7 @@ fn image_backed(
     Accepted {
         image_id,
         notes,
-        volume_backed: false,
+        reply_at: now,
     }
 }
 
@@ -382,8 +386,15 @@ fn volume_backed(
         );
         props.insert("bdm_v2".into(), json!("True"));
     }
+    // Nova creates the image last, after every snapshot, and answers after it.
+    let image_at = now + st.durations.volume_backed_create_image_call;
     let mut img = new_image(st, now, server, name, props);
-    img.status = Timeline::new(now, "active");
+    img.created = image_at;
+    img.status = if image_at > now {
+        Timeline::new(now, GONE).then(image_at - now, "active")
+    } else {
+        Timeline::new(now, "active")
+    };
     img.size = Some(0);
     img.disk_format = Some("raw".into());
     img.container_format = Some("bare".into());
@@ -394,7 +405,7 @@ fn volume_backed(
     Ok(Accepted {
         image_id,
         notes,
-        volume_backed: true,
+        reply_at: image_at,
     })
 }
 

@@ -1,5 +1,13 @@
 //! Volume-group snapshots: one Cinder group snapshot, crash-consistent across
 //! the group's volumes, tied to its job by its description.
+//!
+//! Every call here is one a project member may make. Cinder's default
+//! `resource_filters.json` does not let a non-admin filter snapshots by
+//! `group_snapshot_id` (a 400 from microversion 3.31; below it the filter is
+//! silently dropped and every snapshot of the project comes back), so the
+//! members are found through the group's volumes and matched here.
+
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -10,7 +18,10 @@ use super::{
 };
 use crate::{
     domain::job::{JobError, ObtainedConsistency, TimelineEntry, Verdict, VolumeSnapshotState},
-    openstack::{OpenStack, OpenStackError, cinder::SnapshotFilter},
+    openstack::{
+        OpenStack, OpenStackError,
+        cinder::{SnapshotFilter, VolumeFilter},
+    },
 };
 
 /// Group snapshots need this volume microversion.
@@ -72,10 +83,16 @@ pub(super) async fn find_started(
     ctx: &JobContext<'_>,
 ) -> Result<Option<Artefacts>, OpenStackError> {
     let description = group_description(ctx.job_id);
-    let found = cloud.cinder().list_group_snapshots().await?;
+    let found = cloud
+        .cinder()
+        .list_group_snapshots(Some(ctx.resource_id))
+        .await?;
     Ok(found
         .into_iter()
-        .find(|g| g.description.as_deref() == Some(description.as_str()))
+        .find(|g| {
+            g.description.as_deref() == Some(description.as_str())
+                && g.group_id.as_deref().is_none_or(|id| id == ctx.resource_id)
+        })
         .map(|g| Artefacts {
             group_snapshot_id: Some(g.id),
             consistency: Some(ObtainedConsistency::CrashConsistent),
@@ -90,7 +107,9 @@ pub(super) async fn find_started(
 /// A lookup failed for a reason other than the group snapshot being gone.
 pub(super) async fn poll(
     cloud: &OpenStack,
+    group_id: &str,
     group_snapshot_id: &str,
+    known: &[VolumeSnapshotState],
     seen: &[TimelineEntry],
     now: DateTime<Utc>,
 ) -> Result<Progress, OpenStackError> {
@@ -110,18 +129,7 @@ pub(super) async fn poll(
     );
     let (verdict, members, calls) = match status.as_str() {
         "available" => {
-            let filter = SnapshotFilter {
-                group_snapshot_id: Some(group_snapshot_id.to_owned()),
-                ..SnapshotFilter::default()
-            };
-            let members: Vec<VolumeSnapshotState> = cloud
-                .cinder()
-                .list_snapshots(&filter)
-                .await?
-                .iter()
-                .filter(|s| s.group_snapshot_id.as_deref() == Some(group_snapshot_id))
-                .map(|s| snapshot_state(s, None, None))
-                .collect();
+            let (members, calls) = members(cloud, group_id, group_snapshot_id, known).await?;
             for member in &members {
                 note(
                     &mut timeline,
@@ -148,7 +156,7 @@ pub(super) async fn poll(
                 None if members.iter().all(|m| m.status == "available") => Verdict::Done,
                 None => Verdict::InProgress,
             };
-            (verdict, members, 2)
+            (verdict, members, 1 + calls)
         }
         "error" => (
             Verdict::Failed {
@@ -177,4 +185,53 @@ pub(super) async fn poll(
         timeline,
         calls,
     })
+}
+
+/// The member snapshots of a group snapshot, and the calls it took: the
+/// group's volumes (Cinder lets every token filter volumes by `group_id`),
+/// then each volume's snapshots (by `volume_id`), kept when their
+/// `group_snapshot_id` is this one. Volumes an earlier look recorded are asked
+/// too, in case one has left the group since.
+async fn members(
+    cloud: &OpenStack,
+    group_id: &str,
+    group_snapshot_id: &str,
+    known: &[VolumeSnapshotState],
+) -> Result<(Vec<VolumeSnapshotState>, i32), OpenStackError> {
+    let filter = VolumeFilter {
+        group_id: Some(group_id.to_owned()),
+        ..VolumeFilter::default()
+    };
+    let mut volumes: BTreeSet<String> = cloud
+        .cinder()
+        .list_volumes(&filter)
+        .await?
+        .into_iter()
+        // A cloud that ignored the filter would list every volume of the project.
+        .filter(|v| v.group_id.as_deref() == Some(group_id))
+        .map(|v| v.id)
+        .collect();
+    volumes.extend(known.iter().filter_map(|s| s.volume_id.clone()));
+    let mut calls = 1;
+    let mut members = Vec::new();
+    for volume_id in &volumes {
+        let filter = SnapshotFilter {
+            volume_id: Some(volume_id.clone()),
+            ..SnapshotFilter::default()
+        };
+        calls += 1;
+        members.extend(
+            cloud
+                .cinder()
+                .list_snapshots(&filter)
+                .await?
+                .iter()
+                .filter(|s| {
+                    s.volume_id == *volume_id
+                        && s.group_snapshot_id.as_deref() == Some(group_snapshot_id)
+                })
+                .map(|s| snapshot_state(s, None, None)),
+        );
+    }
+    Ok((members, calls))
 }

@@ -4,18 +4,17 @@
 use chrono::{DateTime, Utc};
 
 use super::{
-    Artefacts, JOB_ID_KEY, JobContext, Progress, StartResult, artefact_metadata, artefact_name,
-    create_failure, note, start_failure,
+    Artefacts, JOB_ID_KEY, JobContext, Lookup, Progress, Recorded, StartResult, artefact_metadata,
+    artefact_name, create_failure, note, nova_pieces, snapshot_state, start_failure,
 };
 use crate::{
     domain::{
         job::{
-            JobError, ObtainedConsistency, TimelineEntry, VolumeSnapshotState, is_truthy,
-            judge_server_snapshot,
+            JobError, ObtainedConsistency, VolumeSnapshotState, is_truthy, judge_server_snapshot,
         },
         policy::Consistency,
     },
-    openstack::{ErrorKind, OpenStack, OpenStackError, nova::Server},
+    openstack::{ErrorKind, OpenStack, OpenStackError, glance::Image, nova::Server},
 };
 
 /// Nova accepts `createImage` only in these states.
@@ -117,31 +116,88 @@ async fn server_consistency(
     Ok((ObtainedConsistency::CrashConsistent, calls))
 }
 
-/// Finds the image an earlier attempt made, by the job id among its properties.
+/// The images carrying the job's id, oldest first (ties by id, so every
+/// replica picks the same first one).
+async fn images_of_job(
+    cloud: &OpenStack,
+    ctx: &JobContext<'_>,
+) -> Result<Vec<Image>, OpenStackError> {
+    let job_id = ctx.job_id.to_string();
+    let images = cloud.glance().list_images(&[(JOB_ID_KEY, &job_id)]).await?;
+    // Checked here too: a cloud that ignores the filter must not make us adopt a stranger's image.
+    let mut ours: Vec<Image> = images
+        .into_iter()
+        .filter(|i| i.property(JOB_ID_KEY) == Some(job_id.as_str()))
+        .collect();
+    ours.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    Ok(ours)
+}
+
+/// Finds what an earlier attempt made: the image, by the job id among its
+/// properties (the first one; any other is a duplicate). Without an image, a
+/// volume-backed server's createImage may still be under way, for Nova makes
+/// the image last: Nova's Cinder snapshots for the job's image say so.
 ///
 /// # Errors
 /// The lookup itself failed; try again later.
 pub(super) async fn find_started(
     cloud: &OpenStack,
     ctx: &JobContext<'_>,
-) -> Result<Option<Artefacts>, OpenStackError> {
-    let job_id = ctx.job_id.to_string();
-    let images = cloud.glance().list_images(&[(JOB_ID_KEY, &job_id)]).await?;
-    // Checked here too: a cloud that ignores the filter must not make us adopt a stranger's image.
-    let newest = images
-        .into_iter()
-        .filter(|i| i.property(JOB_ID_KEY) == Some(job_id.as_str()))
-        .max_by_key(|i| i.created_at);
-    Ok(newest.map(|image| Artefacts {
-        image_id: Some(image.id),
-        calls: 1,
-        ..Artefacts::default()
-    }))
+) -> Result<Lookup, OpenStackError> {
+    let mut images = images_of_job(cloud, ctx).await?.into_iter();
+    if let Some(first) = images.next() {
+        return Ok(Lookup::Made {
+            artefacts: Artefacts {
+                image_id: Some(first.id),
+                calls: 1,
+                ..Artefacts::default()
+            },
+            duplicates: images.map(|i| i.id).collect(),
+        });
+    }
+    let (made, calls) =
+        nova_pieces::find_for_job(cloud, ctx.job_id, ctx.resource_id, ctx.since).await?;
+    let calls = calls + 1;
+    if made.is_empty() {
+        return Ok(Lookup::Nothing { calls });
+    }
+    let ids: Vec<&str> = made.iter().map(|s| s.id.as_str()).collect();
+    let stamped = nova_pieces::stamp(cloud, ctx.job_id, &ids).await?;
+    Ok(Lookup::Underway {
+        what: format!(
+            "Nova has made {} volume snapshot(s) for the job's image ({}) but not yet the image",
+            made.len(),
+            ids.join(", ")
+        ),
+        pieces: made.iter().map(|s| snapshot_state(s, None, None)).collect(),
+        calls: calls + stamped,
+    })
+}
+
+/// Images carrying the job's id other than `kept`.
+///
+/// # Errors
+/// The lookup failed; try again later.
+pub(super) async fn find_duplicates(
+    cloud: &OpenStack,
+    ctx: &JobContext<'_>,
+    kept: &str,
+) -> Result<(Vec<String>, i32), OpenStackError> {
+    let images = images_of_job(cloud, ctx).await?;
+    Ok((
+        images
+            .into_iter()
+            .map(|i| i.id)
+            .filter(|id| id != kept)
+            .collect(),
+        1,
+    ))
 }
 
 /// Looks at a server snapshot: the image, the server's task_state while the image
 /// is not active, and every Cinder snapshot the image's mapping lists that is not
-/// yet available. Transient failures are returned for the caller to retry later.
+/// yet available (stamped with the job's id when the mapping is first read).
+/// Transient failures are returned for the caller to retry later.
 ///
 /// # Errors
 /// A lookup failed for a reason other than the artefact being gone.
@@ -149,10 +205,10 @@ pub(super) async fn poll(
     cloud: &OpenStack,
     ctx: &JobContext<'_>,
     image_id: &str,
-    known: &[VolumeSnapshotState],
-    seen: &[TimelineEntry],
+    recorded: Recorded<'_>,
     now: DateTime<Utc>,
 ) -> Result<Progress, OpenStackError> {
+    let (known, seen) = (recorded.volume_snapshots, recorded.timeline);
     let mut calls = 1;
     let mut timeline = Vec::new();
     let image = match cloud.glance().get_image(image_id).await {
@@ -197,6 +253,10 @@ pub(super) async fn poll(
                 })
             })
             .collect();
+        // Nova's snapshots carry nothing of ours: the stamp lets deletion (and
+        // anyone reading Cinder) tell them from hand-made ones.
+        let ids: Vec<&str> = snapshots.iter().map(|s| s.snapshot_id.as_str()).collect();
+        calls += nova_pieces::stamp(cloud, ctx.job_id, &ids).await?;
     }
     for snapshot in snapshots.iter_mut().filter(|s| s.status != "available") {
         calls += 1;

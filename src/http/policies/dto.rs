@@ -2,19 +2,25 @@
 
 use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::domain::{
-    policy::{Policy, PolicyOptions, PolicySpec, ResourceType, Retention, ScheduleSpec, Targets},
+    policy::{
+        PolicyError, PolicyOptions, PolicyState, ResourceType, Retention, ScheduleSpec,
+        StoredPolicy, Targets,
+    },
     schedule::CronSchedule,
     schedule::FireTime,
 };
 
 /// Fields the service maintains; clients may not set them.
-pub const READ_ONLY_FIELDS: [&str; 6] = [
+pub const READ_ONLY_FIELDS: [&str; 8] = [
     "id",
     "project_id",
+    "state",
+    "error",
     "next_run_at",
     "version",
     "created_at",
@@ -36,6 +42,8 @@ pub const READ_ONLY_FIELDS: [&str; 6] = [
     "options": {"consistency": "quiesce_preferred", "name_template": "{policy}-{resource_name}-{scheduled_at:%Y%m%dT%H%MZ}",
                 "metadata": {"team": "web"}, "timeout": "2h", "max_concurrent": 10,
                 "missed_run": "run_once", "start_window": "1h"},
+    "state": "active",
+    "error": null,
     "next_run_at": "2026-11-26T01:00:00Z",
     "version": 3,
     "created_at": "2026-11-20T09:12:44.512Z",
@@ -47,20 +55,37 @@ pub struct PolicyResponse {
     pub project_id: String,
     // The writable fields one by one rather than a flattened `PolicySpec`: that
     // schema refuses properties it does not name, so a composition with it
-    // would refuse every stored policy.
+    // would refuse every stored policy. The spec's parts are JSON values so that
+    // a broken policy can be shown as it is stored.
     /// Unique within the project, 1 to 255 characters.
     #[schema(example = "nightly-web")]
     pub name: String,
     pub description: String,
     /// A disabled policy keeps its snapshots but fires no runs.
     pub enabled: bool,
-    pub resource_type: ResourceType,
-    pub targets: Targets,
+    #[schema(value_type = ResourceType)]
+    pub resource_type: Value,
+    #[schema(value_type = Targets)]
+    pub targets: Value,
     /// The policy fires at the union of their times, once per instant.
-    pub schedules: Vec<ScheduleSpec>,
-    pub retention: Retention,
-    pub options: PolicyOptions,
-    /// When the policy fires next; `null` when disabled.
+    #[schema(value_type = Vec<ScheduleSpec>)]
+    pub schedules: Value,
+    #[schema(value_type = Retention)]
+    pub retention: Value,
+    #[schema(value_type = PolicyOptions)]
+    pub options: Value,
+    /// `active` (fires on its schedules), `disabled`, or `broken`: what is stored
+    /// cannot be read or no longer passes validation (say, a rule added since it
+    /// was written), so it fires nothing until a PATCH makes it valid. A broken
+    /// policy shows its fields as stored, which may break the rules above: that is
+    /// why it is broken.
+    #[schema(example = "broken")]
+    pub state: PolicyState,
+    /// Why the policy is broken; `null` unless `state` is `broken`.
+    #[schema(example = json!({"code": "invalid_policy",
+        "message": "the stored policy no longer passes validation: options.name_template: strftime format \"%#z\" in {scheduled_at} cannot be written (e.g. %#z only reads offsets): use %z or %:z"}))]
+    pub error: Option<PolicyError>,
+    /// When the policy fires next; `null` when disabled or broken.
     pub next_run_at: Option<DateTime<Utc>>,
     /// Bumped by every change; the `ETag` is this number in quotes.
     pub version: i64,
@@ -68,21 +93,32 @@ pub struct PolicyResponse {
     pub updated_at: DateTime<Utc>,
 }
 
-impl From<Policy> for PolicyResponse {
-    fn from(policy: Policy) -> Self {
-        let spec = PolicySpec::from(&policy.spec);
+impl From<StoredPolicy> for PolicyResponse {
+    fn from(policy: StoredPolicy) -> Self {
+        let written = policy.written();
+        let field = |name: &str| written.get(name).cloned().unwrap_or(Value::Null);
+        let text = |name: &str| {
+            written
+                .get(name)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let state = policy.state();
         Self {
             id: policy.id,
-            project_id: policy.project_id,
-            name: spec.name,
-            description: spec.description,
-            enabled: spec.enabled,
-            resource_type: spec.resource_type,
-            targets: spec.targets,
-            schedules: spec.schedules,
-            retention: spec.retention,
-            options: spec.options,
-            next_run_at: policy.next_run_at,
+            project_id: policy.project_id.clone(),
+            name: text("name"),
+            description: text("description"),
+            enabled: policy.enabled,
+            resource_type: field("resource_type"),
+            targets: field("targets"),
+            schedules: field("schedules"),
+            retention: field("retention"),
+            options: field("options"),
+            state,
+            error: policy.error().cloned(),
+            next_run_at: policy.next_run_at.filter(|_| state != PolicyState::Broken),
             version: policy.version,
             created_at: policy.created_at,
             updated_at: policy.updated_at,

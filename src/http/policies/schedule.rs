@@ -6,6 +6,7 @@ use axum::{
 };
 
 use super::{
+    broken,
     dto::{FireTimeResponse, ScheduleQuery, ScheduleResponse},
     load,
 };
@@ -23,6 +24,7 @@ use crate::http::{
     responses(
         (status = 200, description = "Upcoming fire times", body = ScheduleResponse),
         (status = 404, description = "No such policy", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The policy is broken", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid query parameters", body = Problem, content_type = "application/problem+json")
     )
 )]
@@ -39,7 +41,10 @@ pub async fn get_policy_schedule(
             format!("must be between 1 and 100, found {count}"),
         ));
     }
-    let policy = load(&state, &project, &id).await?;
+    let policy = load(&state, &project, &id)
+        .await?
+        .into_policy()
+        .map_err(broken)?;
     let from = query
         .from
         .unwrap_or_else(|| state.clock.now().fixed_offset());

@@ -1,0 +1,152 @@
+//! Which Cinder snapshots a deletion removes with a snapshot, and whether each
+//! is ours: the pieces an image's `block_device_mapping` lists (read before the
+//! image is deleted, also when the job never recorded them), and for a job
+//! whose create had an unknown outcome, whatever that create made.
+
+use std::collections::BTreeSet;
+
+use crate::{
+    domain::{job::VolumeSnapshotState, policy::ResourceType},
+    engine::snapshot::{JOB_ID_KEY, find_nova_pieces, nova_piece_is_ours, stamp},
+    openstack::{
+        ErrorKind, OpenStack, OpenStackError,
+        cinder::{Snapshot, SnapshotFilter},
+        glance::Image,
+    },
+    store::snapshots::ManagedSnapshot,
+};
+
+/// The Cinder snapshots an image's `block_device_mapping` lists.
+///
+/// # Errors
+/// The mapping is present but unreadable: deleting the image would lose the
+/// only list of its snapshots.
+pub(super) fn from_mapping(image: &Image) -> Result<Vec<VolumeSnapshotState>, OpenStackError> {
+    let mapping = image
+        .block_device_mapping()
+        .map_err(|m| OpenStackError::new(ErrorKind::Decode, "glance", "get_image", m))?;
+    Ok(mapping
+        .into_iter()
+        .filter_map(|entry| {
+            Some(VolumeSnapshotState {
+                volume_id: entry.volume_id,
+                device: entry.device_name,
+                boot_index: entry.boot_index,
+                snapshot_id: entry.snapshot_id?,
+                status: "unknown".into(),
+                progress: None,
+                size_gb: entry.volume_size,
+            })
+        })
+        .collect())
+}
+
+/// What the deleter knows of the image a server snapshot's pieces belong to.
+#[derive(Debug, Default)]
+pub(super) struct ImageFacts {
+    /// The image's name, when it still exists.
+    pub name: Option<String>,
+    /// The snapshots its mapping lists.
+    pub listed: BTreeSet<String>,
+}
+
+/// Whether a Cinder snapshot recorded as `piece` of `snapshot` is ours to
+/// delete. A volume snapshot's carries the job's id; a server snapshot's was
+/// made by Nova for the job's image: it carries the stamp the job put on it,
+/// is listed in the image's mapping, or has Nova's name for the image on the
+/// volume recorded for it.
+pub(super) fn is_ours(
+    snapshot: &ManagedSnapshot,
+    found: &Snapshot,
+    piece: &VolumeSnapshotState,
+    image: &ImageFacts,
+) -> bool {
+    let job_id = snapshot.job_id.to_string();
+    match snapshot.resource_type {
+        ResourceType::Volume | ResourceType::VolumeGroup => {
+            found.metadata.get(JOB_ID_KEY) == Some(&job_id)
+        }
+        ResourceType::Server => {
+            image.listed.contains(&found.id)
+                || nova_piece_is_ours(
+                    found,
+                    snapshot.job_id,
+                    image.name.as_deref(),
+                    piece.volume_id.as_deref(),
+                )
+        }
+    }
+}
+
+/// Whether a snapshot row has nothing recorded although its job sent a create:
+/// the create's outcome was unknown when the job ended.
+pub(super) fn needs_search(snapshot: &ManagedSnapshot) -> bool {
+    snapshot.image_id.is_none()
+        && snapshot.group_snapshot_id.is_none()
+        && snapshot.volume_snapshots.0.is_empty()
+}
+
+/// Finds what a job whose create had an unknown outcome made after all: every
+/// image carrying its id with the snapshots its mapping lists, and Nova's
+/// snapshots for its image (a server's); the Cinder snapshots carrying its id (a
+/// volume's). Server pieces are stamped with the job's id and the images deleted
+/// (their mappings are read); the pieces are returned for the deleter to remove.
+///
+/// # Errors
+/// A look-up, a stamp or an image deletion failed.
+pub(super) async fn search(
+    cloud: &OpenStack,
+    snapshot: &ManagedSnapshot,
+) -> Result<Vec<VolumeSnapshotState>, OpenStackError> {
+    let job_id = snapshot.job_id.to_string();
+    match snapshot.resource_type {
+        ResourceType::VolumeGroup => Ok(Vec::new()),
+        ResourceType::Volume => {
+            let filter = SnapshotFilter {
+                metadata: [(JOB_ID_KEY.to_owned(), job_id.clone())].into(),
+                ..SnapshotFilter::default()
+            };
+            let found = cloud.cinder().list_snapshots(&filter).await?;
+            Ok(found
+                .iter()
+                .filter(|s| s.metadata.get(JOB_ID_KEY) == Some(&job_id))
+                .map(|s| crate::engine::snapshot::snapshot_state(s, None, None))
+                .collect())
+        }
+        ResourceType::Server => {
+            let images: Vec<Image> = cloud
+                .glance()
+                .list_images(&[(JOB_ID_KEY, &job_id)])
+                .await?
+                .into_iter()
+                .filter(|i| i.property(JOB_ID_KEY) == Some(job_id.as_str()))
+                .collect();
+            let mut pieces = Vec::new();
+            for image in &images {
+                pieces.extend(from_mapping(image)?);
+            }
+            let (named, _) = find_nova_pieces(
+                cloud,
+                snapshot.job_id,
+                &snapshot.resource_id,
+                snapshot.taken_at,
+            )
+            .await?;
+            for found in &named {
+                if !pieces.iter().any(|p| p.snapshot_id == found.id) {
+                    pieces.push(crate::engine::snapshot::snapshot_state(found, None, None));
+                }
+            }
+            let ids: Vec<&str> = pieces.iter().map(|p| p.snapshot_id.as_str()).collect();
+            stamp(cloud, snapshot.job_id, &ids).await?;
+            for image in &images {
+                match cloud.glance().delete_image(&image.id).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(pieces)
+        }
+    }
+}

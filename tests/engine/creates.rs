@@ -1,0 +1,485 @@
+//! Create requests: sent once, looked up before any resend once an earlier one
+//! may have reached the cloud, capped, and nothing they made is ever leaked
+//! (issue 9, items 2 and 5).
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::TimeDelta;
+use serde_json::json;
+use sqlx::PgPool;
+use stacksnap::{
+    clock::Clock as _,
+    domain::job::JobStatus,
+    engine::{Engine, EngineConfig, Outcome},
+    openstack::{
+        CloudConfig, OpenStack,
+        cinder::{Snapshot, SnapshotFilter},
+    },
+    store::{jobs, lifecycle, snapshots},
+};
+use stacksnap_sim::{FaultRule, SimConfig};
+use uuid::Uuid;
+
+use crate::helpers::{Harness, engine_config, harness, harness_with, quick_session};
+
+/// A client whose requests give up after `timeout`.
+fn impatient_cloud(h: &Harness, timeout: Duration) -> OpenStack {
+    let config =
+        CloudConfig::from_clouds_yaml(&h.sim.clouds_yaml(), "stacksnap-sim", "simulator").unwrap();
+    let mut options = quick_session();
+    options.request_timeout = timeout;
+    OpenStack::new(config, options).unwrap()
+}
+
+/// Works with `engine`, letting time pass, until `done` holds for the job.
+async fn drive_with(
+    h: &Harness,
+    engine: &Engine,
+    job_id: Uuid,
+    done: impl Fn(&jobs::Job) -> bool,
+) -> jobs::Job {
+    for _ in 0..400 {
+        while engine.execute_next().await.unwrap() == Outcome::Worked {}
+        let job = h.job(job_id).await;
+        if done(&job) {
+            return job;
+        }
+        h.clock.advance(TimeDelta::milliseconds(200));
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    panic!("job {job_id} did not get there: {:?}", h.job(job_id).await);
+}
+
+/// Every Cinder snapshot of the server's volumes that still exists.
+async fn cinder_snapshots_of(h: &Harness, server: &str) -> Vec<Snapshot> {
+    let server = h.cloud.nova().get_server(server).await.unwrap();
+    let mut found = Vec::new();
+    for volume in &server.volumes_attached {
+        let filter = SnapshotFilter {
+            volume_id: Some(volume.id.clone()),
+            ..SnapshotFilter::default()
+        };
+        found.extend(h.cloud.cinder().list_snapshots(&filter).await.unwrap());
+    }
+    found
+}
+
+async fn images_of(h: &Harness, job_id: Uuid) -> Vec<String> {
+    h.cloud
+        .glance()
+        .list_images(&[("stacksnap_job_id", &job_id.to_string())])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect()
+}
+
+/// The managed snapshot rows of a job: (id, state), oldest first.
+async fn snapshot_rows(h: &Harness, job_id: Uuid) -> Vec<(Uuid, String)> {
+    sqlx::query_as("select snapshot_id, state from snapshot where job_id = $1 order by created_at")
+        .bind(job_id)
+        .fetch_all(&h.pool)
+        .await
+        .unwrap()
+}
+
+/// Works (deletions included) until no snapshot row of the job is being deleted.
+async fn settle_deletions(h: &Harness, job_id: Uuid) -> Vec<(Uuid, String)> {
+    for _ in 0..200 {
+        h.work().await;
+        let rows = snapshot_rows(h, job_id).await;
+        if rows.iter().all(|(_, state)| state != "deleting") {
+            return rows;
+        }
+        h.clock.advance(TimeDelta::milliseconds(500));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "deletions of job {job_id} did not end: {:?}",
+        snapshot_rows(h, job_id).await
+    );
+}
+
+#[sqlx::test]
+async fn a_create_image_whose_answer_is_lost_to_a_503_is_sent_once_and_adopted(pool: PgPool) {
+    // Arrange: Nova makes the image, then a proxy answers 503.
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("web-1", &[], &[], false);
+    h.sim
+        .inject(FaultRule::reply_lost("nova.create_image", 503).times(1));
+
+    // Act
+    let job_id = h.adhoc("server", &server, json!({})).await;
+    let job = h.finish(job_id).await;
+
+    // Assert
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    assert_eq!(
+        h.sim.count("nova.create_image"),
+        1,
+        "a POST that may have been carried out is never sent again blindly"
+    );
+    assert_eq!(images_of(&h, job_id).await, vec![job.image_id.unwrap()]);
+}
+
+#[sqlx::test]
+async fn a_resend_that_meets_a_503_is_looked_up_before_anything_is_sent_again(pool: PgPool) {
+    // Arrange: the first createImage fails with a 500 that made nothing (unclear);
+    // the resend is carried out but its answer is lost to a 503.
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("web-2", &[], &[], false);
+    h.sim
+        .inject(FaultRule::error("nova.create_image", 500).times(1));
+    let job_id = h.adhoc("server", &server, json!({})).await;
+    h.drive(job_id, |j| {
+        j.attempt == 1 && j.status == JobStatus::Creating
+    })
+    .await;
+    h.sim
+        .inject(FaultRule::reply_lost("nova.create_image", 503).times(1));
+
+    // Act
+    let job = h.finish(job_id).await;
+
+    // Assert
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    assert_eq!(
+        h.sim.count("nova.create_image"),
+        2,
+        "the first, and one resend after a look-up found nothing; none after the lost answer"
+    );
+    assert_eq!(job.attempt, 2);
+    assert_eq!(images_of(&h, job_id).await, vec![job.image_id.unwrap()]);
+}
+
+#[sqlx::test]
+async fn a_volume_backed_create_image_that_outlasts_the_client_is_adopted_not_sent_again(
+    pool: PgPool,
+) {
+    // Arrange: Nova takes 1.5 s to answer (snapshots first, the image last); the client waits 0.4 s.
+    let mut config = SimConfig::default();
+    config.durations.volume_backed_create_image_call = Duration::from_millis(1500);
+    let h = harness_with(pool, config).await;
+    let server = h.sim.create_volume_backed_server("db-1", 2, false);
+    let engine = Engine::new(
+        h.pool.clone(),
+        impatient_cloud(&h, Duration::from_millis(400)),
+        Arc::new(h.clock.clone()),
+        EngineConfig {
+            create_settle: TimeDelta::minutes(3),
+            ..engine_config()
+        },
+    );
+
+    // Act
+    let job_id = h.adhoc("server", &server, json!({})).await;
+    let job = drive_with(&h, &engine, job_id, |j| j.status.is_terminal()).await;
+
+    // Assert
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    assert_eq!(
+        h.sim.count("nova.create_image"),
+        1,
+        "Nova's snapshots for the image were found: the call was under way"
+    );
+    assert_eq!(images_of(&h, job_id).await, vec![job.image_id.unwrap()]);
+    let made = cinder_snapshots_of(&h, &server).await;
+    assert_eq!(made.len(), 2, "one per volume, once: {made:?}");
+    for snapshot in &made {
+        assert_eq!(
+            snapshot.metadata.get("stacksnap_job_id"),
+            Some(&job_id.to_string()),
+            "Nova's snapshot {} is stamped with the job once found",
+            snapshot.id
+        );
+    }
+}
+
+#[sqlx::test]
+async fn create_attempts_are_capped_with_a_readable_error(pool: PgPool) {
+    // Arrange: every createImage fails with a 500, which leaves open whether it was carried out.
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("web-3", &[], &[], false);
+    h.sim.inject(FaultRule::error("nova.create_image", 500));
+
+    // Act
+    let job = h.finish(h.adhoc("server", &server, json!({})).await).await;
+
+    // Assert
+    let max = EngineConfig::default().max_create_attempts;
+    assert_eq!(job.status, JobStatus::Failed);
+    let error = job.error.unwrap().0;
+    assert_eq!(error.code, "create_attempts_exhausted", "{}", error.message);
+    assert!(
+        error.message.contains(&format!("{max} create requests")) && error.message.contains("500"),
+        "{}",
+        error.message
+    );
+    assert_eq!(h.sim.count("nova.create_image"), max as usize);
+    assert_eq!(job.attempt, max);
+}
+
+#[sqlx::test]
+async fn a_job_outlasts_a_40s_outage_of_the_cloud_with_every_token_expiring(pool: PgPool) {
+    // Arrange: every service, Keystone included, answers 503; every token is revoked.
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("web-4", &[], &[], false);
+    let job_id = h.adhoc("server", &server, json!({})).await;
+    h.sim.inject(FaultRule::unavailable("*"));
+    h.sim.expire_tokens();
+
+    // Act: 40 s of engine time pass in the outage, then the cloud is back.
+    let outage_ends = h.clock.now() + TimeDelta::seconds(40);
+    while h.clock.now() < outage_ends {
+        h.work().await;
+        h.clock.advance(TimeDelta::milliseconds(500));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let during = h.job(job_id).await;
+    h.sim.clear_faults();
+    let job = h.finish(job_id).await;
+
+    // Assert
+    assert!(!during.status.is_terminal(), "{during:?}");
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    assert_eq!(h.sim.count("nova.create_image"), 1);
+    assert_eq!(
+        job.attempt, 1,
+        "calls that never sent the create are not attempts"
+    );
+}
+
+#[sqlx::test]
+async fn a_create_image_answer_without_an_image_id_is_looked_up_not_failed(pool: PgPool) {
+    // Arrange: Nova accepts, but the answer that arrives names no image.
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("web-5", &[], &[], false);
+    h.sim
+        .inject(FaultRule::reply_lost("nova.create_image", 202).times(1));
+
+    // Act
+    let job_id = h.adhoc("server", &server, json!({})).await;
+    let job = h.finish(job_id).await;
+
+    // Assert
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    assert_eq!(h.sim.count("nova.create_image"), 1);
+    assert_eq!(images_of(&h, job_id).await, vec![job.image_id.unwrap()]);
+}
+
+#[sqlx::test]
+async fn a_second_image_carrying_the_job_id_is_deleted_and_reported(pool: PgPool) {
+    // Arrange: a worker died after two createImage requests for one job both went through.
+    let h = harness(pool).await;
+    let server = h.sim.create_volume_backed_server("db-2", 2, false);
+    let job_id = h.adhoc("server", &server, json!({})).await;
+    let dead = Uuid::new_v4();
+    let Some(jobs::Claimed::Job(claimed)) =
+        jobs::claim_job(&h.pool, dead, h.clock.now(), TimeDelta::seconds(60), 50)
+            .await
+            .unwrap()
+    else {
+        panic!("the job is claimable")
+    };
+    jobs::start_job(&h.pool, &claimed, dead, h.clock.now(), 50, None)
+        .await
+        .unwrap();
+    let metadata =
+        std::collections::BTreeMap::from([("stacksnap_job_id".to_owned(), job_id.to_string())]);
+    let first = h
+        .cloud
+        .nova()
+        .create_image(&server, "db-2-first", &metadata)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second = h
+        .cloud
+        .nova()
+        .create_image(&server, "db-2-second", &metadata)
+        .await
+        .unwrap();
+
+    // Act
+    h.clock.advance(TimeDelta::seconds(61));
+    let job = h.finish(job_id).await;
+    settle_deletions(&h, job_id).await;
+
+    // Assert: the first is the job's; the second is gone with its Cinder snapshots, and said so.
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    assert_eq!(job.image_id.as_deref(), Some(first.as_str()));
+    assert_eq!(images_of(&h, job_id).await, vec![first.clone()]);
+    assert!(
+        job.timeline
+            .0
+            .iter()
+            .any(|e| e.what == "duplicate" && e.id == second),
+        "{:?}",
+        job.timeline.0
+    );
+    let kept: Vec<&str> = job
+        .volume_snapshots
+        .0
+        .iter()
+        .map(|s| s.snapshot_id.as_str())
+        .collect();
+    let left = cinder_snapshots_of(&h, &server).await;
+    assert_eq!(left.len(), 2, "only the kept image's snapshots: {left:?}");
+    assert!(left.iter().all(|s| kept.contains(&s.id.as_str())));
+}
+
+#[sqlx::test]
+async fn deleting_a_volume_backed_snapshot_recorded_before_its_first_poll_deletes_its_cinder_snapshots(
+    pool: PgPool,
+) {
+    // Arrange: the job recorded its image, then was cancelled before a poll read the mapping.
+    let h = harness(pool).await;
+    let server = h.sim.create_volume_backed_server("db-3", 2, false);
+    let job_id = h.adhoc("server", &server, json!({})).await;
+    let started = h.drive(job_id, |j| j.status == JobStatus::Tracking).await;
+    assert!(started.volume_snapshots.0.is_empty(), "{started:?}");
+    lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now())
+        .await
+        .unwrap();
+    let rows = snapshot_rows(&h, job_id).await;
+    assert_eq!(rows.len(), 1);
+
+    // Act
+    snapshots::request_delete(&h.pool, "default", rows[0].0, h.clock.now())
+        .await
+        .unwrap();
+    let rows = settle_deletions(&h, job_id).await;
+
+    // Assert
+    assert_eq!(rows[0].1, "deleted");
+    assert!(images_of(&h, job_id).await.is_empty());
+    let left = cinder_snapshots_of(&h, &server).await;
+    assert!(left.is_empty(), "Nova's snapshots leaked: {left:?}");
+}
+
+#[sqlx::test]
+async fn a_cinder_snapshot_not_made_for_the_servers_image_is_never_deleted_with_it(pool: PgPool) {
+    // Arrange: a finished server snapshot whose record also lists someone's own snapshot.
+    let h = harness(pool).await;
+    let server = h.sim.create_volume_backed_server("db-4", 1, false);
+    let job = h.finish(h.adhoc("server", &server, json!({})).await).await;
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    let volume = job.volume_snapshots.0[0].volume_id.clone().unwrap();
+    let foreign = h
+        .cloud
+        .cinder()
+        .create_snapshot(&volume, "hand-made", "", &Default::default(), true)
+        .await
+        .unwrap();
+    let mut listed = job.volume_snapshots.0.clone();
+    let mut stranger = listed[0].clone();
+    stranger.snapshot_id = foreign.id.clone();
+    listed.push(stranger);
+    sqlx::query("update snapshot set volume_snapshots = $2 where job_id = $1")
+        .bind(job.job_id)
+        .bind(sqlx::types::Json(&listed))
+        .execute(&h.pool)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rows = snapshot_rows(&h, job.job_id).await;
+
+    // Act
+    snapshots::request_delete(&h.pool, "default", rows[0].0, h.clock.now())
+        .await
+        .unwrap();
+    let rows = settle_deletions(&h, job.job_id).await;
+
+    // Assert
+    assert_eq!(rows[0].1, "delete_failed");
+    let error = snapshots::fetch_snapshot(&h.pool, "default", rows[0].0)
+        .await
+        .unwrap()
+        .unwrap()
+        .delete_error
+        .unwrap()
+        .0;
+    assert_eq!(error.code, "not_ours", "{}", error.message);
+    assert!(error.message.contains(&foreign.id), "{}", error.message);
+    let still = h.cloud.cinder().get_snapshot(&foreign.id).await.unwrap();
+    assert_eq!(still.status, "available");
+}
+
+#[sqlx::test]
+async fn two_jobs_with_one_fixed_name_give_their_images_different_names(pool: PgPool) {
+    // Nova names a volume-backed server's Cinder snapshots after the image: the
+    // name must tell the jobs apart, or one job's look-up finds the other's.
+    let h = harness(pool).await;
+    let server = h.sim.create_volume_backed_server("db-5", 1, false);
+
+    let first = h
+        .finish(
+            h.adhoc("server", &server, json!({"name": "pre-deploy"}))
+                .await,
+        )
+        .await;
+    let second = h
+        .finish(
+            h.adhoc("server", &server, json!({"name": "pre-deploy"}))
+                .await,
+        )
+        .await;
+
+    let name = |image: &str| {
+        let glance = h.cloud.glance();
+        let image = image.to_owned();
+        async move { glance.get_image(&image).await.unwrap().name.unwrap() }
+    };
+    let (a, b) = (
+        name(first.image_id.as_deref().unwrap()).await,
+        name(second.image_id.as_deref().unwrap()).await,
+    );
+    assert_ne!(a, b);
+    assert!(
+        a.starts_with("pre-deploy") && a.contains(&first.job_id.to_string()),
+        "{a}"
+    );
+    assert!(b.contains(&second.job_id.to_string()), "{b}");
+}
+
+#[sqlx::test]
+async fn a_job_cancelled_while_its_create_was_unclear_leaves_nothing_behind(pool: PgPool) {
+    // Arrange: a volume-backed createImage outlasts the client, and the job is
+    // cancelled before a look-up found its image.
+    let mut config = SimConfig::default();
+    config.durations.volume_backed_create_image_call = Duration::from_millis(1000);
+    let h = harness_with(pool, config).await;
+    let server = h.sim.create_volume_backed_server("db-6", 2, false);
+    let impatient = Engine::new(
+        h.pool.clone(),
+        impatient_cloud(&h, Duration::from_millis(300)),
+        Arc::new(h.clock.clone()),
+        engine_config(),
+    );
+    let job_id = h.adhoc("server", &server, json!({})).await;
+    let unclear = drive_with(&h, &impatient, job_id, |j| {
+        j.error.as_ref().is_some_and(|e| e.0.code == "unclear")
+    })
+    .await;
+    assert_eq!(unclear.status, JobStatus::Creating);
+    lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(images_of(&h, job_id).await.len(), 1, "Nova finished it");
+    let rows = snapshot_rows(&h, job_id).await;
+    assert_eq!(rows.len(), 1, "the job's unclear create is recorded");
+
+    // Act
+    snapshots::request_delete(&h.pool, "default", rows[0].0, h.clock.now())
+        .await
+        .unwrap();
+    let rows = settle_deletions(&h, job_id).await;
+
+    // Assert
+    assert_eq!(rows[0].1, "deleted");
+    assert!(images_of(&h, job_id).await.is_empty());
+    let left = cinder_snapshots_of(&h, &server).await;
+    assert!(left.is_empty(), "{left:?}");
+}
