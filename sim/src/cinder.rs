@@ -1,14 +1,20 @@
 //! Cinder v3 (volumev3 / block-storage): version discovery, volumes, quota
 //! and limits here; snapshots in `snapshots`, groups and group snapshots in
-//! `groups`, the list-filter rules for non-admin tokens in `filters`.
-//! URLs with and without the project id are both accepted.
+//! `groups`, the list-filter rules for non-admin tokens in `filters`, volume
+//! and group types in `types`, resource filters, zones and extensions in
+//! `info`, project scoping in `scope`. URLs with and without the project id are both accepted.
 //!
 //! Over 400 lines: Cinder's volume endpoints share one set of request
 //! checks and JSON shapes; split further, each piece would re-import them.
 
 mod filters;
 mod groups;
+mod info;
+mod scope;
 mod snapshots;
+mod types;
+
+pub(crate) use types::{DEFAULT_TYPE_ID, seed};
 
 use std::{collections::BTreeMap, time::Instant};
 
@@ -25,7 +31,7 @@ use super::{
 };
 
 /// The collections Cinder serves under `/v3/`.
-const COLLECTIONS: [&str; 10] = [
+const COLLECTIONS: [&str; 12] = [
     "volumes",
     "snapshots",
     "groups",
@@ -36,6 +42,8 @@ const COLLECTIONS: [&str; 10] = [
     "limits",
     "attachments",
     "extensions",
+    "resource_filters",
+    "os-availability-zone",
 ];
 
 /// The operation name of a Cinder request.
@@ -53,6 +61,13 @@ pub(crate) fn operation(method: &Method, segs: &[&str]) -> &'static str {
         ("DELETE", ["v3", "volumes", _]) => "cinder.delete_volume",
         ("POST", ["v3", "volumes", _, "action"]) => "cinder.volume_action",
         ("GET", ["v3", "types"]) => "cinder.list_volume_types",
+        ("POST", ["v3", "types"]) => "cinder.create_volume_type",
+        ("GET", ["v3", "types", _]) => "cinder.get_volume_type",
+        ("PUT", ["v3", "types", _]) => "cinder.update_volume_type",
+        ("DELETE", ["v3", "types", _]) => "cinder.delete_volume_type",
+        ("GET", ["v3", "resource_filters"]) => "cinder.list_resource_filters",
+        ("GET", ["v3", "os-availability-zone"]) => "cinder.list_availability_zones",
+        ("GET", ["v3", "extensions"]) => "cinder.list_extensions",
         ("GET", ["v3", "limits"]) => "cinder.get_limits",
         ("GET", ["v3", "os-quota-sets", _]) => "cinder.get_quota",
         ("PUT", ["v3", "os-quota-sets", _]) => "cinder.update_quota",
@@ -65,6 +80,15 @@ pub(crate) fn operation(method: &Method, segs: &[&str]) -> &'static str {
         ("GET", ["v3", "snapshots", _, "metadata"]) => "cinder.get_snapshot_metadata",
         ("POST" | "PUT", ["v3", "snapshots", _, "metadata"]) => "cinder.update_snapshot_metadata",
         ("GET", ["v3", "group_types"]) => "cinder.list_group_types",
+        ("POST", ["v3", "group_types"]) => "cinder.create_group_type",
+        ("GET", ["v3", "group_types", _]) => "cinder.get_group_type",
+        ("PUT", ["v3", "group_types", _]) => "cinder.update_group_type",
+        ("DELETE", ["v3", "group_types", _]) => "cinder.delete_group_type",
+        ("GET", ["v3", "group_types", _, "group_specs"]) => "cinder.list_group_type_specs",
+        ("POST", ["v3", "group_types", _, "group_specs"]) => "cinder.create_group_type_specs",
+        ("GET", ["v3", "group_types", _, "group_specs", _]) => "cinder.get_group_type_spec",
+        ("PUT", ["v3", "group_types", _, "group_specs", _]) => "cinder.update_group_type_spec",
+        ("DELETE", ["v3", "group_types", _, "group_specs", _]) => "cinder.delete_group_type_spec",
         ("GET", ["v3", "groups"]) => "cinder.list_groups",
         ("GET", ["v3", "groups", "detail"]) => "cinder.list_groups_detail",
         ("POST", ["v3", "groups"]) => "cinder.create_group",
@@ -101,6 +125,9 @@ pub(crate) fn handle(shared: &Shared, operation: &str, ctx: &Ctx) -> Response {
     let id = segs.get(2).copied().unwrap_or("").to_owned();
     let mut st = shared.lock();
     let st = &mut *st;
+    if let Some(fail) = scope::hidden(st, ctx, segs.get(1).copied().unwrap_or(""), &id) {
+        return error(&fail);
+    }
     let result = match operation {
         "cinder.versions" => {
             return json(StatusCode::MULTIPLE_CHOICES, &versions(shared, &ctx.base));
@@ -116,13 +143,13 @@ pub(crate) fn handle(shared: &Shared, operation: &str, ctx: &Ctx) -> Response {
         "cinder.update_volume" => update_volume(st, ctx, &id),
         "cinder.delete_volume" => delete_volume(st, ctx, &id),
         "cinder.volume_action" => Err(Fail::bad_request("There is no such action")),
-        "cinder.list_volume_types" => Ok((
-            StatusCode::OK,
-            json!({"volume_types": [{"id": DEFAULT_TYPE_ID, "name": "__DEFAULT__", "description": "Default Volume Type", "is_public": true, "extra_specs": {}, "os-volume-type-access:is_public": true}]}),
-        )),
-        "cinder.get_limits" => Ok((StatusCode::OK, limits(st, ctx.now))),
+        "cinder.get_limits" => Ok((StatusCode::OK, limits(st, ctx))),
+        "cinder.list_resource_filters"
+        | "cinder.list_availability_zones"
+        | "cinder.list_extensions" => info::handle(operation, ctx),
         "cinder.get_quota" => Ok((StatusCode::OK, quota(st, ctx, &id))),
         "cinder.update_quota" => update_quota(st, ctx, &id),
+        op if op.contains("_type") => types::handle(st, op, ctx, &id),
         op if op.contains("group") => groups::handle(st, op, ctx, &id),
         op => snapshots::handle(st, op, ctx, &id),
     };
@@ -135,8 +162,6 @@ pub(crate) fn handle(shared: &Shared, operation: &str, ctx: &Ctx) -> Response {
 
 /// A result of a Cinder handler: status and body, or a failure.
 pub(crate) type Reply = Result<(StatusCode, Value), Fail>;
-
-pub(crate) const DEFAULT_TYPE_ID: &str = "4800ddd8-0a6f-4b1c-9b00-4bbacd4d1f7c";
 
 fn versions(shared: &Shared, base: &str) -> Value {
     json!({"versions": [{
@@ -165,6 +190,7 @@ pub(crate) fn volume_not_found(id: &str) -> Fail {
 /// A volume as `GET /volumes/{id}` shows it.
 pub(crate) fn render_volume(st: &State, v: &Volume, ctx: &Ctx) -> Value {
     let status = v.status.at(ctx.now);
+    let volume_type = v.volume_type.as_deref().unwrap_or(DEFAULT_TYPE_ID);
     let attachments: Vec<Value> = if status == "in-use" {
         v.attachments
             .iter()
@@ -188,7 +214,7 @@ pub(crate) fn render_volume(st: &State, v: &Volume, ctx: &Ctx) -> Value {
         "updated_at": stamp(st, v.status.since(ctx.now)),
         "name": v.name,
         "description": v.description,
-        "volume_type": "__DEFAULT__",
+        "volume_type": types::volume_type_name(st, volume_type),
         "snapshot_id": v.snapshot_id,
         "source_volid": v.source_volid,
         "metadata": v.metadata,
@@ -213,7 +239,7 @@ pub(crate) fn render_volume(st: &State, v: &Volume, ctx: &Ctx) -> Value {
         body["provider_id"] = Value::Null;
     }
     if ctx.mv >= Mv(3, 63) {
-        body["volume_type_id"] = json!(DEFAULT_TYPE_ID);
+        body["volume_type_id"] = json!(volume_type);
     }
     if ctx.mv >= Mv(3, 65) {
         body["consumes_quota"] = json!(true);
@@ -299,7 +325,7 @@ pub(crate) fn page<T>(
 }
 
 fn list_volumes(st: &State, ctx: &Ctx, detail: bool) -> Reply {
-    let filters = filters::applied(Resource::Volume, &ctx.query, ctx.mv, ctx.admin)?;
+    let filters = filters::applied(Resource::Volume, &ctx.query, ctx.mv, ctx.caller.admin)?;
     let q = |key: &str| filters::get(&filters, key);
     let metadata = q("metadata").map(parse_metadata_filter).transpose()?;
     let matching: Vec<&Volume> = st
@@ -307,6 +333,7 @@ fn list_volumes(st: &State, ctx: &Ctx, detail: bool) -> Reply {
         .iter()
         .rev()
         .filter(|v| v.status.at(ctx.now) != GONE)
+        .filter(|v| scope::listed(ctx, &v.project_id))
         .filter(|v| q("name").is_none_or(|n| v.name.as_deref() == Some(n)))
         .filter(|v| q("status").is_none_or(|s| v.status.at(ctx.now) == s))
         .filter(|v| q("group_id").is_none_or(|g| v.group_id.as_deref() == Some(g)))
@@ -355,6 +382,19 @@ fn create_volume(st: &mut State, ctx: &Ctx) -> Reply {
         _ if v["snapshot_id"].is_string() || v["source_volid"].is_string() => 0,
         _ => return Err(Fail::bad_request("Invalid input for field/attribute size.")),
     };
+    // Sources and the group are read with the caller's project scope.
+    for (collection, field) in [
+        ("snapshots", "snapshot_id"),
+        ("volumes", "source_volid"),
+        ("groups", "group_id"),
+    ] {
+        if let Some(hidden) = v[field]
+            .as_str()
+            .and_then(|id| scope::hidden(st, ctx, collection, id))
+        {
+            return Err(hidden);
+        }
+    }
     let spec = super::inventory::NewVolume {
         name: v["name"].as_str().map(str::to_owned),
         description: v["description"].as_str().map(str::to_owned),
@@ -364,6 +404,11 @@ fn create_volume(st: &mut State, ctx: &Ctx) -> Reply {
         source_volid: v["source_volid"].as_str().map(str::to_owned),
         metadata,
         group_id: v["group_id"].as_str().map(str::to_owned),
+        volume_type: v["volume_type"]
+            .as_str()
+            .map(|t| types::volume_type_id(st, t))
+            .transpose()?,
+        owner: Some(ctx.caller.owner()),
     };
     let id = st.create_volume(ctx.now, spec, false)?;
     let vol = st.volume(&id, ctx.now).expect("just created");
@@ -430,19 +475,23 @@ fn delete_volume(st: &mut State, ctx: &Ctx, id: &str) -> Reply {
     Ok((StatusCode::ACCEPTED, Value::Null))
 }
 
-fn limits(st: &State, now: Instant) -> Value {
-    let used = st.snapshots_used(&st.project_id, now);
-    let volumes = st
-        .volumes
-        .iter()
-        .filter(|v| v.status.at(now) != GONE)
-        .count();
-    let gigabytes: u64 = st
-        .volumes
-        .iter()
-        .filter(|v| v.status.at(now) != GONE)
-        .map(|v| v.size)
-        .sum();
+/// `GET /limits`: the quotas and what the project uses; from 3.39 an admin
+/// may name another project (`project_id` or `tenant_id`), taken as given.
+fn limits(st: &State, ctx: &Ctx) -> Value {
+    let now = ctx.now;
+    let asked = ctx.q("project_id").or_else(|| ctx.q("tenant_id"));
+    let project = match asked {
+        Some(p) if ctx.caller.admin && ctx.mv >= Mv(3, 39) => p,
+        _ => ctx.caller.project_id.as_str(),
+    };
+    let used = st.snapshots_used(project, now);
+    let live = || {
+        st.volumes
+            .iter()
+            .filter(move |v| v.status.at(now) != GONE && v.project_id == project)
+    };
+    let volumes = live().count();
+    let gigabytes: u64 = live().map(|v| v.size).sum();
     json!({"limits": {"rate": [], "absolute": {
         "totalSnapshotsUsed": used,
         "maxTotalBackups": 10,
@@ -458,7 +507,7 @@ fn limits(st: &State, now: Instant) -> Value {
 }
 
 fn quota(st: &State, ctx: &Ctx, project: &str) -> Value {
-    let used = st.snapshots_used(&st.project_id, ctx.now);
+    let used = st.snapshots_used(project, ctx.now);
     if ctx
         .q("usage")
         .is_some_and(|u| u.eq_ignore_ascii_case("true"))

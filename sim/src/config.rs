@@ -22,9 +22,11 @@ pub struct SimConfig {
     pub region: String,
     /// The admin user (password authentication).
     pub admin: AdminUser,
-    /// A user with only the `member` (and `reader`) role in the admin's project:
-    /// what a tenant's own credentials may do.
-    pub member: MemberUser,
+    /// Project members: users with the `member` and `reader` roles but not
+    /// `admin`. By default `member` in the admin's project (a tenant's own
+    /// credentials on the admin's resources) and `demo` and `alt`, each in a
+    /// project of its own, as on the rig.
+    pub members: Vec<MemberUser>,
     /// The one application credential, owned by the admin user.
     pub application_credential: ApplicationCredential,
     /// How long a token lives.
@@ -67,21 +69,39 @@ impl Default for AdminUser {
     }
 }
 
-/// A project member: user `member`, password `member-secret`, in the admin's
-/// project and domain, with the roles `member` and `reader` but not `admin`.
+/// A project member (no admin role), in domain `Default`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MemberUser {
     pub username: String,
     pub password: String,
+    pub project_name: String,
 }
 
 impl Default for MemberUser {
     fn default() -> Self {
+        Self::new("demo", "demo", "demo")
+    }
+}
+
+impl MemberUser {
+    /// A member `username` / `password` of `project_name`.
+    pub fn new(username: &str, password: &str, project_name: &str) -> Self {
         Self {
-            username: "member".into(),
-            password: "member-secret".into(),
+            username: username.into(),
+            password: password.into(),
+            project_name: project_name.into(),
         }
+    }
+
+    /// `member` / `member-secret` in the admin's project `admin`, `demo` /
+    /// `demo` in project `demo` and `alt` / `alt` in project `alt`.
+    pub fn defaults() -> Vec<Self> {
+        vec![
+            Self::new("member", "member-secret", "admin"),
+            Self::new("demo", "demo", "demo"),
+            Self::new("alt", "alt", "alt"),
+        ]
     }
 }
 
@@ -279,7 +299,7 @@ impl Default for SimConfig {
             seed: 1,
             region: "RegionOne".into(),
             admin: AdminUser::default(),
-            member: MemberUser::default(),
+            members: MemberUser::defaults(),
             application_credential: ApplicationCredential::default(),
             token_ttl: Duration::from_secs(3600),
             nova_max_microversion: "2.96".into(),

@@ -72,6 +72,27 @@ pub(crate) fn handle(shared: &Shared, operation: &str, ctx: &Ctx) -> Response {
     let mut st = shared.lock();
     let st = &mut *st;
     let id = ctx.seg(2).to_owned();
+    if let Some(img) = st.image(&id, ctx.now) {
+        if !readable(img, ctx) {
+            return not_found(&id);
+        }
+        let action = match operation {
+            "glance.delete_image" => Some("delete_image"),
+            "glance.upload_image" => Some("upload_image"),
+            "glance.update_image" | "glance.add_tag" | "glance.delete_tag" => Some("modify_image"),
+            "glance.deactivate_image" => Some("deactivate"),
+            "glance.reactivate_image" => Some("reactivate"),
+            _ => None,
+        };
+        if let Some(action) =
+            action.filter(|_| !ctx.caller.admin && img.owner != ctx.caller.project_id)
+        {
+            return html_error(
+                StatusCode::FORBIDDEN,
+                &format!("You are not authorized to complete {action} action."),
+            );
+        }
+    }
     match operation {
         "glance.versions" => versions(&ctx.base),
         "glance.list_images" => list(st, ctx),
@@ -132,6 +153,33 @@ pub(crate) fn handle(shared: &Shared, operation: &str, ctx: &Ctx) -> Response {
     }
 }
 
+/// Whether the caller may read an image: admins any, others public and
+/// community images and their project's.
+pub(crate) fn readable(img: &Image, ctx: &Ctx) -> bool {
+    ctx.caller.admin
+        || img.owner == ctx.caller.project_id
+        || matches!(img.visibility.as_str(), "public" | "community")
+}
+
+/// The properties of an image beyond Glance's base ones (what Nova calls
+/// its metadata), with those its snapshot upload set once uploading.
+pub(crate) fn extra_properties(img: &Image, now: Instant) -> Map<String, Value> {
+    let uploading = matches!(
+        img.status.at(now),
+        "saving" | "active" | "killed" | "deactivated"
+    );
+    let mut m = Map::new();
+    for (k, v) in &img.properties {
+        m.insert(k.clone(), v.clone());
+    }
+    if let Some(u) = img.upload.as_ref().filter(|_| uploading) {
+        for (k, v) in &u.properties {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    m
+}
+
 fn not_found(id: &str) -> Response {
     html_error(
         StatusCode::NOT_FOUND,
@@ -167,15 +215,7 @@ pub(crate) fn render(st: &State, img: &Image, now: Instant) -> Value {
     let active = matches!(status, "active" | "deactivated");
     let uploading = matches!(status, "saving" | "active" | "killed" | "deactivated");
     let upload = img.upload.as_ref().filter(|_| uploading);
-    let mut m = Map::new();
-    for (k, v) in &img.properties {
-        m.insert(k.clone(), v.clone());
-    }
-    if let Some(u) = upload {
-        for (k, v) in &u.properties {
-            m.insert(k.clone(), v.clone());
-        }
-    }
+    let mut m = extra_properties(img, now);
     let disk_format = upload
         .map(|u| u.disk_format.clone())
         .or_else(|| img.disk_format.clone());
@@ -241,11 +281,20 @@ fn list(st: &State, ctx: &Ctx) -> Response {
     if let Some(message) = filters.iter().find_map(|(k, v)| filter_values(k, v).err()) {
         return html_error(StatusCode::BAD_REQUEST, &message);
     }
+    let community = ctx.q("visibility") == Some("community");
     let matching: Vec<&Image> = st
         .images
         .iter()
         .rev()
         .filter(|img| img.status.at(ctx.now) != GONE)
+        // Glance lists every image to admins; to others their project's,
+        // the public ones, and community ones only when asked for.
+        .filter(|img| {
+            ctx.caller.admin
+                || img.owner == ctx.caller.project_id
+                || img.visibility == "public"
+                || (community && img.visibility == "community")
+        })
         .filter(|img| {
             filters
                 .iter()
@@ -362,7 +411,7 @@ fn create(st: &mut State, ctx: &Ctx) -> Response {
     let img = Image {
         id,
         name: get_str("name"),
-        owner: st.project_id.clone(),
+        owner: ctx.caller.project_id.clone(),
         visibility: get_str("visibility").unwrap_or_else(|| "shared".into()),
         protected: body
             .get("protected")

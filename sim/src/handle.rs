@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    cinder,
     config::{Durations, ImageSeed, ServerSeed, SimConfig, VolumeSeed},
     faults::FaultRule,
     http,
@@ -74,6 +75,7 @@ impl Simulator {
 
 fn seed(st: &mut State, config: &SimConfig) -> anyhow::Result<()> {
     let now = Instant::now();
+    cinder::seed(st);
     for image in &config.inventory.images {
         st.seed_image(now, image);
     }
@@ -123,23 +125,55 @@ impl SimHandle {
     }
 
     /// A clouds.yaml with the cloud `stacksnap-sim` (admin user, password
-    /// auth), `stacksnap-sim-appcred` (the application credential) and
-    /// `stacksnap-sim-member` (the member user: a tenant's own credentials).
+    /// auth), `stacksnap-sim-appcred` (the application credential),
+    /// `stacksnap-sim-system-admin` (the admin user, system scope) and one
+    /// `stacksnap-sim-<user>` per project member (`-member`, `-demo`, `-alt`).
     pub fn clouds_yaml(&self) -> String {
         let c = &self.shared.config;
         let auth_url = self.auth_url();
-        format!(
-            "clouds:\n  stacksnap-sim:\n    auth:\n      auth_url: {auth_url}\n      username: {user}\n      password: {password}\n      project_name: {project}\n      user_domain_name: {domain}\n      project_domain_name: {domain}\n    region_name: {region}\n    interface: public\n    identity_api_version: 3\n  stacksnap-sim-member:\n    auth:\n      auth_url: {auth_url}\n      username: {member}\n      password: {member_password}\n      project_name: {project}\n      user_domain_name: {domain}\n      project_domain_name: {domain}\n    region_name: {region}\n    interface: public\n    identity_api_version: 3\n  stacksnap-sim-appcred:\n    auth_type: v3applicationcredential\n    auth:\n      auth_url: {auth_url}\n      application_credential_id: {ac_id}\n      application_credential_secret: {ac_secret}\n    region_name: {region}\n    interface: public\n    identity_api_version: 3\n",
-            user = c.admin.username,
-            password = c.admin.password,
-            member = c.member.username,
-            member_password = c.member.password,
-            project = c.admin.project_name,
-            domain = c.admin.domain_name,
-            region = c.region,
+        let tail = format!(
+            "    region_name: {region}\n    interface: public\n    identity_api_version: 3\n",
+            region = c.region
+        );
+        let password_cloud = |cloud: &str, user: &str, password: &str, scope: &str| {
+            format!(
+                "  {cloud}:\n    auth:\n      auth_url: {auth_url}\n      username: {user}\n      password: {password}\n{scope}      user_domain_name: {domain}\n{tail}",
+                domain = c.admin.domain_name,
+            )
+        };
+        let project_scope = |project: &str| {
+            format!(
+                "      project_name: {project}\n      project_domain_name: {domain}\n",
+                domain = c.admin.domain_name
+            )
+        };
+        let mut yaml = String::from("clouds:\n");
+        yaml += &password_cloud(
+            "stacksnap-sim",
+            &c.admin.username,
+            &c.admin.password,
+            &project_scope(&c.admin.project_name),
+        );
+        yaml += &format!(
+            "  stacksnap-sim-appcred:\n    auth_type: v3applicationcredential\n    auth:\n      auth_url: {auth_url}\n      application_credential_id: {ac_id}\n      application_credential_secret: {ac_secret}\n{tail}",
             ac_id = c.application_credential.id,
             ac_secret = c.application_credential.secret,
-        )
+        );
+        yaml += &password_cloud(
+            "stacksnap-sim-system-admin",
+            &c.admin.username,
+            &c.admin.password,
+            "      system_scope: all\n",
+        );
+        for m in &c.members {
+            yaml += &password_cloud(
+                &format!("stacksnap-sim-{}", m.username),
+                &m.username,
+                &m.password,
+                &project_scope(&m.project_name),
+            );
+        }
+        yaml
     }
 
     /// Every request answered so far, in order.

@@ -30,6 +30,7 @@ use super::{
     log::LoggedRequest,
     nova,
     state::{Fail, Shared},
+    tenancy::Caller,
 };
 
 /// The most requests the log keeps; the older half goes when it is full.
@@ -107,8 +108,8 @@ pub(crate) struct Ctx {
     pub mv: Mv,
     pub now: Instant,
     pub base: String,
-    /// Whether the request's token has the `admin` role (set once the token is checked).
-    pub admin: bool,
+    /// Who the token stands for (the default, no one, where none is needed).
+    pub caller: Caller,
 }
 
 impl Ctx {
@@ -207,7 +208,7 @@ async fn serve_request(shared: Arc<Shared>, request: Request) -> Response {
                 mv: Mv(0, 0),
                 now: Instant::now(),
                 base: shared.base_url.clone(),
-                admin: false,
+                caller: Caller::default(),
             };
             match decision.error {
                 Some((status, retry_after, message)) => {
@@ -246,10 +247,11 @@ async fn body_bytes(body: Body) -> Result<Bytes, Response> {
 
 /// Authenticates, negotiates the microversion and calls the service.
 async fn serve(shared: &Shared, service: Service, operation: &str, mut ctx: Ctx) -> Response {
-    if needs_token(operation) && !keystone::token_valid(shared, &ctx.headers) {
-        return unauthorized(service, &shared.base_url);
+    match keystone::caller(shared, &ctx.headers) {
+        Some(caller) => ctx.caller = caller,
+        None if needs_token(operation) => return unauthorized(service, &shared.base_url),
+        None => {}
     }
-    ctx.admin = keystone::token_is_admin(shared, &ctx.headers);
     match service {
         Service::Keystone => keystone::handle(shared, operation, &ctx),
         Service::Glance => glance::handle(shared, operation, &ctx),

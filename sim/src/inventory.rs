@@ -14,6 +14,7 @@ use super::{
     digest,
     faults::Fault,
     state::{Bdm, Fail, Image, Outcome, Server, Snapshot, State, Volume, VolumeAttachment},
+    tenancy::Owner,
     timeline::Timeline,
 };
 
@@ -29,6 +30,10 @@ pub(crate) struct NewVolume {
     pub source_volid: Option<String>,
     pub metadata: BTreeMap<String, String>,
     pub group_id: Option<String>,
+    /// The volume type's id; the default type when `None`.
+    pub volume_type: Option<String>,
+    /// The admin project when `None` (seeds and helpers).
+    pub owner: Option<Owner>,
 }
 
 /// A Cinder snapshot to create.
@@ -73,6 +78,11 @@ pub(crate) struct NewServer {
     pub bdms: Vec<NewBdm>,
     pub tags: Vec<String>,
     pub metadata: BTreeMap<String, String>,
+    /// Base64 user data (Nova's `user_data`).
+    pub user_data: Option<String>,
+    /// The admin project when `None` (seeds and helpers); the volumes it
+    /// boots from get the same owner.
+    pub owner: Option<Owner>,
 }
 
 /// A property value as a string, as Glance and Cinder store them.
@@ -91,6 +101,14 @@ pub(crate) fn truthy(v: Option<&Value>) -> bool {
 }
 
 impl State {
+    /// The admin user in the admin project: the owner of seeded resources.
+    pub(crate) fn admin_owner(&self) -> Owner {
+        Owner {
+            project_id: self.project_id.clone(),
+            user_id: self.user_id.clone(),
+        }
+    }
+
     /// Adds a settled (`active`) image.
     pub(crate) fn seed_image(&mut self, now: Instant, seed: &ImageSeed) -> String {
         let id = seed.id.clone().unwrap_or_else(|| self.uuid());
@@ -236,13 +254,14 @@ impl State {
             Timeline::new(now, "creating").then(d.volume_create, "available")
         };
         let id = self.uuid();
+        let owner = spec.owner.unwrap_or_else(|| self.admin_owner());
         self.volumes.push(Volume {
             id: id.clone(),
             name: spec.name,
             description: spec.description,
             size: size.max(1),
-            project_id: self.project_id.clone(),
-            user_id: self.user_id.clone(),
+            project_id: owner.project_id,
+            user_id: owner.user_id,
             created: now,
             status,
             attachments: Vec::new(),
@@ -252,6 +271,7 @@ impl State {
             snapshot_id: spec.snapshot_id,
             source_volid: spec.source_volid,
             group_id: spec.group_id,
+            volume_type: spec.volume_type,
         });
         Ok(id)
     }
@@ -280,7 +300,18 @@ impl State {
         } else {
             Timeline::new(now, "creating").then(d, if error { "error" } else { "available" })
         };
-        let size = self.volume(volume_id, now).map_or(1, |v| v.size);
+        // A snapshot belongs to its volume's project: only that project's
+        // members (or an admin) can reach the volume to snapshot it.
+        let (size, owner) = self.volume(volume_id, now).map_or_else(
+            || (1, self.admin_owner()),
+            |v| {
+                let owner = Owner {
+                    project_id: v.project_id.clone(),
+                    user_id: v.user_id.clone(),
+                };
+                (v.size, owner)
+            },
+        );
         let id = self.uuid();
         self.snapshots.push(Snapshot {
             id: id.clone(),
@@ -288,8 +319,8 @@ impl State {
             description,
             volume_id: volume_id.to_owned(),
             size,
-            project_id: self.project_id.clone(),
-            user_id: self.user_id.clone(),
+            project_id: owner.project_id,
+            user_id: owner.user_id,
             created: now,
             status,
             metadata,
@@ -350,6 +381,7 @@ impl State {
             }
         }
         let d = self.durations.clone();
+        let owner = spec.owner.clone().unwrap_or_else(|| self.admin_owner());
         let server_id = self.uuid();
         let mut volumes_ready = now;
         let mut bdms = Vec::new();
@@ -363,6 +395,7 @@ impl State {
                 size,
                 description: Some(String::new()),
                 name: Some(String::new()),
+                owner: Some(owner.clone()),
                 ..NewVolume::default()
             };
             let volume_id = match &b.source {
@@ -462,8 +495,8 @@ impl State {
         self.servers.push(Server {
             id: server_id.clone(),
             name: spec.name,
-            project_id: self.project_id.clone(),
-            user_id: self.user_id.clone(),
+            project_id: owner.project_id,
+            user_id: owner.user_id,
             created: now,
             flavor_id: flavor.id.to_owned(),
             image_id,
@@ -474,6 +507,7 @@ impl State {
             task_state,
             image_meta,
             instance_number: self.instance_counter,
+            user_data: spec.user_data,
         });
         Ok(server_id)
     }
@@ -505,6 +539,7 @@ impl State {
             bdms,
             tags: seed.tags.clone(),
             metadata: seed.metadata.clone(),
+            ..NewServer::default()
         };
         let id = self.create_server(now, spec, true)?;
         if let Some(want) = &seed.id {

@@ -2,7 +2,7 @@
 //! password or application credential (with a catalog pointing back at the
 //! simulator), token validation. Tokens expire after the configured TTL.
 //! The admin user's tokens (and the application credential's) carry the
-//! `admin` role; the member user's only `member` and `reader`.
+//! `admin` role; the members' (`SimConfig::members`) only `member` and `reader`.
 
 use axum::{
     http::{HeaderMap, HeaderValue, Method, StatusCode, header::LOCATION},
@@ -12,9 +12,12 @@ use base64::Engine as _;
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
 
+mod projects;
+
 use super::{
     http::{Ctx, json},
     state::{Shared, State, Token},
+    tenancy::{Caller, User},
 };
 
 /// The operation name of a Keystone request.
@@ -24,6 +27,8 @@ pub(crate) fn operation(method: &Method, segs: &[&str]) -> &'static str {
         ("GET", ["v3"]) => "keystone.version",
         ("POST", ["v3", "auth", "tokens"]) => "keystone.create_token",
         ("GET" | "HEAD", ["v3", "auth", "tokens"]) => "keystone.validate_token",
+        ("GET", ["v3", "projects"]) => "keystone.list_projects",
+        ("GET", ["v3", "projects", _]) => "keystone.get_project",
         _ => "keystone.unknown",
     }
 }
@@ -42,22 +47,17 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Response {
 
 /// Whether the `X-Auth-Token` of a request is a live token.
 pub(crate) fn token_valid(shared: &Shared, headers: &HeaderMap) -> bool {
-    live_token(shared, headers).is_some()
+    caller(shared, headers).is_some()
 }
 
-/// Whether the `X-Auth-Token` of a request is a live token with the `admin`
-/// role: Cinder and Nova exempt such tokens from their list-filter rules.
-pub(crate) fn token_is_admin(shared: &Shared, headers: &HeaderMap) -> bool {
-    live_token(shared, headers).is_some_and(|t| t.admin)
-}
-
-fn live_token(shared: &Shared, headers: &HeaderMap) -> Option<Token> {
+/// Who the live `X-Auth-Token` of a request stands for.
+pub(crate) fn caller(shared: &Shared, headers: &HeaderMap) -> Option<Caller> {
     let token = headers.get("x-auth-token").and_then(|v| v.to_str().ok())?;
     let st = shared.lock();
     st.tokens
         .get(token)
         .filter(|t| t.expires > Utc::now())
-        .cloned()
+        .map(|t| t.caller.clone())
 }
 
 pub(crate) fn handle(shared: &Shared, operation: &str, ctx: &Ctx) -> Response {
@@ -75,6 +75,9 @@ pub(crate) fn handle(shared: &Shared, operation: &str, ctx: &Ctx) -> Response {
         "keystone.version" => json(StatusCode::OK, &json!({"version": version(&ctx.base)})),
         "keystone.create_token" => create_token(shared, ctx),
         "keystone.validate_token" => validate_token(shared, ctx),
+        "keystone.list_projects" | "keystone.get_project" => {
+            projects::handle(shared, operation, ctx)
+        }
         _ => error(StatusCode::NOT_FOUND, "The resource could not be found."),
     }
 }
@@ -96,6 +99,13 @@ fn unauthorized() -> Response {
     )
 }
 
+/// What a token is scoped to.
+enum Scope {
+    Unscoped,
+    Project(String),
+    System,
+}
+
 fn create_token(shared: &Shared, ctx: &Ctx) -> Response {
     let Ok(body) = ctx.json::<Value>() else {
         return error(StatusCode::BAD_REQUEST, "Malformed request body.");
@@ -106,37 +116,39 @@ fn create_token(shared: &Shared, ctx: &Ctx) -> Response {
         .map(|m| m.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     let cfg = &shared.config;
-    let (method, app_cred, admin) = if methods.contains(&"application_credential") {
+    let mut st = shared.lock();
+    let (method, app_cred, user) = if methods.contains(&"application_credential") {
         let ac = &identity["application_credential"];
         let want = &cfg.application_credential;
+        // The one application credential belongs to the admin user.
+        let admin = st.users[0].clone();
         let id_ok = ac["id"].as_str() == Some(want.id.as_str())
             || (ac["name"].as_str() == Some(want.name.as_str())
-                && user_matches(&ac["user"], shared));
+                && find_user(&st, &ac["user"], &cfg.admin.domain_name)
+                    .is_some_and(|u| u.id == admin.id));
         if !id_ok || ac["secret"].as_str() != Some(want.secret.as_str()) {
             return unauthorized();
         }
-        ("application_credential", true, true)
+        ("application_credential", true, admin)
     } else if methods.contains(&"password") {
-        let user = &identity["password"]["user"];
-        let password = user["password"].as_str();
-        if user_matches(user, shared) && password == Some(cfg.admin.password.as_str()) {
-            ("password", false, true)
-        } else if member_matches(user, shared) && password == Some(cfg.member.password.as_str()) {
-            ("password", false, false)
-        } else {
-            return unauthorized();
+        let given = &identity["password"]["user"];
+        match find_user(&st, given, &cfg.admin.domain_name) {
+            Some(u) if given["password"].as_str() == Some(u.password.as_str()) => {
+                ("password", false, u.clone())
+            }
+            _ => return unauthorized(),
         }
     } else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "The request you have made requires authentication.",
-        );
-    };
-    let scoped = app_cred || scope_matches(&body["auth"]["scope"], shared);
-    if !scoped && !body["auth"]["scope"].is_null() {
         return unauthorized();
-    }
-    let mut st = shared.lock();
+    };
+    let scope = if app_cred {
+        Scope::Project(user.project_id.clone())
+    } else {
+        match resolve_scope(&st, &body["auth"]["scope"], &user, &cfg.admin.domain_name) {
+            Some(scope) => scope,
+            None => return unauthorized(),
+        }
+    };
     let token_id = format!(
         "gAAAAAB{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(st.rng.bytes(120))
@@ -144,14 +156,23 @@ fn create_token(shared: &Shared, ctx: &Ctx) -> Response {
     let now = Utc::now();
     let ttl =
         chrono::Duration::from_std(cfg.token_ttl).unwrap_or_else(|_| chrono::Duration::hours(1));
+    let scoped = !matches!(scope, Scope::Unscoped);
     let token = Token {
         issued: now,
         expires: now + ttl,
         methods: vec![method],
         application_credential: app_cred,
-        admin,
+        system: matches!(scope, Scope::System),
+        caller: Caller {
+            user_id: user.id.clone(),
+            project_id: match scope {
+                Scope::Project(p) => p,
+                Scope::Unscoped | Scope::System => String::new(),
+            },
+            admin: user.admin && scoped,
+        },
     };
-    let body = token_body(shared, &mut st, &token, scoped);
+    let body = token_body(shared, &mut st, &token);
     st.tokens.insert(token_id.clone(), token);
     drop(st);
     let mut r = json(StatusCode::CREATED, &body);
@@ -183,7 +204,7 @@ fn validate_token(shared: &Shared, ctx: &Ctx) -> Response {
             &format!("Could not find token: {subject}."),
         );
     };
-    let body = token_body(shared, &mut st, &token, true);
+    let body = token_body(shared, &mut st, &token);
     let mut r = json(StatusCode::OK, &body);
     if let Ok(v) = HeaderValue::from_str(&subject) {
         r.headers_mut().insert("x-subject-token", v);
@@ -191,27 +212,13 @@ fn validate_token(shared: &Shared, ctx: &Ctx) -> Response {
     r
 }
 
-fn user_matches(user: &Value, shared: &Shared) -> bool {
-    let admin = &shared.config.admin;
-    let st = shared.lock();
-    let by_id = user["id"].as_str() == Some(st.user_id.as_str());
-    let by_name = user["name"].as_str() == Some(admin.username.as_str())
-        && domain_matches(&user["domain"], &admin.domain_name);
-    by_id || by_name
-}
-
-/// The member user, by name in its domain or by id.
-fn member_matches(user: &Value, shared: &Shared) -> bool {
-    let cfg = &shared.config;
-    user["id"].as_str() == Some(member_user_id().as_str())
-        || (user["name"].as_str() == Some(cfg.member.username.as_str())
-            && domain_matches(&user["domain"], &cfg.admin.domain_name))
-}
-
-/// The member user's id: stable, and drawn from no seeded generator so that the
-/// ids of everything else stay what they were.
-fn member_user_id() -> String {
-    stable_id("user-member")
+/// The user a request names, by id or by name in the one domain.
+fn find_user<'a>(st: &'a State, user: &Value, domain: &str) -> Option<&'a User> {
+    st.users.iter().find(|u| {
+        user["id"].as_str() == Some(u.id.as_str())
+            || (user["name"].as_str() == Some(u.name.as_str())
+                && domain_matches(&user["domain"], domain))
+    })
 }
 
 fn domain_matches(domain: &Value, name: &str) -> bool {
@@ -219,42 +226,57 @@ fn domain_matches(domain: &Value, name: &str) -> bool {
         || domain["id"].as_str().is_some_and(|id| id == "default")
 }
 
-fn scope_matches(scope: &Value, shared: &Shared) -> bool {
+/// The scope a user asked for, if it holds a role there: its own project,
+/// or the system for an admin.
+fn resolve_scope(st: &State, scope: &Value, user: &User, domain: &str) -> Option<Scope> {
+    if scope.is_null() {
+        return Some(Scope::Unscoped);
+    }
+    if scope["system"]["all"].as_bool() == Some(true) {
+        return user.admin.then_some(Scope::System);
+    }
     let project = &scope["project"];
-    let st = shared.lock();
-    project["id"].as_str() == Some(st.project_id.as_str())
-        || (project["name"].as_str() == Some(shared.config.admin.project_name.as_str())
-            && domain_matches(&project["domain"], &shared.config.admin.domain_name))
+    let p = st.projects.iter().find(|p| {
+        project["id"].as_str() == Some(p.id.as_str())
+            || (project["name"].as_str() == Some(p.name.as_str())
+                && domain_matches(&project["domain"], domain))
+    })?;
+    (p.id == user.project_id).then(|| Scope::Project(p.id.clone()))
 }
 
-fn token_body(shared: &Shared, st: &mut State, token: &Token, scoped: bool) -> Value {
+fn token_body(shared: &Shared, st: &mut State, token: &Token) -> Value {
     let cfg = &shared.config;
     let stamp = |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Micros, true);
     let domain = json!({"id": "default", "name": cfg.admin.domain_name});
-    let (user_id, user_name) = if token.admin {
-        (st.user_id.clone(), cfg.admin.username.as_str())
-    } else {
-        (member_user_id(), cfg.member.username.as_str())
-    };
+    let user_name = st
+        .users
+        .iter()
+        .find(|u| u.id == token.caller.user_id)
+        .map(|u| u.name.clone())
+        .unwrap_or_default();
     let mut body = json!({
         "methods": token.methods,
-        "user": {"domain": domain, "id": user_id, "name": user_name, "password_expires_at": null},
+        "user": {"domain": domain, "id": token.caller.user_id, "name": user_name, "password_expires_at": null},
         "audit_ids": [base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(st.rng.bytes(16))],
         "expires_at": stamp(token.expires),
         "issued_at": stamp(token.issued),
     });
-    if scoped {
-        body["project"] =
-            json!({"domain": domain, "id": st.project_id, "name": cfg.admin.project_name});
+    let project = st.projects.iter().find(|p| p.id == token.caller.project_id);
+    if let Some(p) = project {
+        body["project"] = json!({"domain": domain, "id": p.id, "name": p.name});
         body["is_domain"] = json!(false);
+    } else if token.system {
+        body["system"] = json!({"all": true});
+    }
+    if project.is_some() || token.system {
         let mut roles = vec![
             json!({"id": stable_id("role-member"), "name": "member"}),
             json!({"id": stable_id("role-reader"), "name": "reader"}),
         ];
-        if token.admin {
+        if token.caller.admin {
             roles.insert(0, json!({"id": stable_id("role-admin"), "name": "admin"}));
         }
-        body["roles"] = json!(roles);
+        body["roles"] = Value::Array(roles);
         body["catalog"] = catalog(&shared.base_url, &cfg.region);
     }
     if token.application_credential {

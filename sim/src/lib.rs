@@ -18,13 +18,19 @@
 //! # Credentials
 //!
 //! User `admin`, password `secret`, project `admin`, domain `Default`
-//! (`SimConfig::admin`); application credential id
-//! `0a1b2c3d4e5f40718293a4b5c6d7e8f9`, secret `stacksnap-secret`
-//! (`SimConfig::application_credential`). User `member`, password
-//! `member-secret` (`SimConfig::member`) has the roles `member` and `reader`
-//! in the same project: Cinder and Nova apply their non-admin list-filter rules
-//! to its tokens. [`SimHandle::clouds_yaml`] writes the three as the clouds
-//! `stacksnap-sim`, `stacksnap-sim-appcred` and `stacksnap-sim-member`.
+//! (`SimConfig::admin`), also with a system-scoped token; application
+//! credential id `0a1b2c3d4e5f40718293a4b5c6d7e8f9`, secret
+//! `stacksnap-secret` (`SimConfig::application_credential`); project
+//! members, with the roles `member` and `reader` (`SimConfig::members`):
+//! `member`/`member-secret` in the admin's own project (a tenant's own
+//! credentials: Cinder and Nova apply their non-admin list-filter rules to
+//! its tokens), and `demo`/`demo` (project `demo`) and `alt`/`alt` (project
+//! `alt`), as on the rig. [`SimHandle::clouds_yaml`] writes the clouds
+//! `stacksnap-sim`, `stacksnap-sim-appcred`, `stacksnap-sim-system-admin`,
+//! `stacksnap-sim-member`, `stacksnap-sim-demo` and `stacksnap-sim-alt`.
+//!
+//! Nova, Cinder and Glance scope resources to the token's project as the
+//! real services do (`tenancy`); seeded resources belong to `admin`.
 //!
 //! # Time
 //!
@@ -62,6 +68,7 @@ mod nova;
 mod reply;
 mod rng;
 mod state;
+mod tenancy;
 mod timeline;
 
 use std::{net::SocketAddr, path::PathBuf};
@@ -83,7 +90,8 @@ pub struct SimArgs {
     /// Address to listen on.
     #[arg(long, env = "STACKSNAP_SIM_LISTEN", default_value = "127.0.0.1:5000")]
     pub listen: SocketAddr,
-    /// Write a clouds.yaml for the admin user (cloud `stacksnap-sim`) here.
+    /// Write a clouds.yaml here: the admin user (cloud `stacksnap-sim`), its
+    /// application credential, its system scope and the members `member`, `demo`, `alt`.
     #[arg(long)]
     pub clouds_yaml: Option<PathBuf>,
     /// Seed the inventory from this JSON file (default: the public image `tiny`).
@@ -132,7 +140,7 @@ pub async fn run(args: SimArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
     }
     tracing::info!(url = %sim.base_url(), auth_url = %sim.auth_url(), "OpenStack simulator listening");
     println!(
-        "OpenStack simulator on {base}\n  auth_url: {auth}\n  user admin / password {pw}, project admin, domain Default{yaml}\n  request log: {base}/_sim/requests, faults: {base}/_sim/faults\nPress Ctrl-C to stop.",
+        "OpenStack simulator on {base}\n  auth_url: {auth}\n  user admin / password {pw}, project admin, domain Default; members member/member-secret, demo/demo and alt/alt{yaml}\n  request log: {base}/_sim/requests, faults: {base}/_sim/faults\nPress Ctrl-C to stop.",
         base = sim.base_url(),
         auth = sim.auth_url(),
         pw = sim.config().admin.password,

@@ -1,7 +1,11 @@
-//! Nova (compute v2.1): version discovery, flavors, limits and routing here;
-//! servers, tags, metadata and volume attachments in `servers`; the
-//! `createImage` action in `snapshot`.
+//! Nova (compute v2.1): version discovery, limits, extensions and routing
+//! here; servers, tags, metadata and volume attachments in `servers`; the
+//! `createImage` action in `snapshot`; flavors in `flavors`; the image
+//! proxy in `images`.
 
+mod attachments;
+mod flavors;
+mod images;
 mod servers;
 mod snapshot;
 
@@ -13,8 +17,11 @@ use serde_json::{Value, json};
 
 use super::{
     http::{Ctx, Mv, fault_body, json},
-    state::{Fail, Flavor, Shared},
+    state::{Fail, Shared, State},
 };
+
+/// Nova's `extension_info.py` list, as the rig answers `GET /extensions` (Nova 34).
+const EXTENSIONS: &str = include_str!("nova/extensions.json");
 
 /// The operation name of a Nova request; actions are named by their body.
 pub(crate) fn operation(method: &Method, segs: &[&str], body: &[u8]) -> &'static str {
@@ -32,6 +39,9 @@ pub(crate) fn operation(method: &Method, segs: &[&str], body: &[u8]) -> &'static
         ("GET", ["v2.1", "servers", _, "os-volume_attachments"]) => "nova.list_volume_attachments",
         ("POST", ["v2.1", "servers", _, "os-volume_attachments"]) => "nova.attach_volume",
         ("GET", ["v2.1", "servers", _, "os-volume_attachments", _]) => "nova.get_volume_attachment",
+        ("PUT", ["v2.1", "servers", _, "os-volume_attachments", _]) => {
+            "nova.update_volume_attachment"
+        }
         ("DELETE", ["v2.1", "servers", _, "os-volume_attachments", _]) => "nova.detach_volume",
         ("GET", ["v2.1", "servers", _, "tags"]) => "nova.list_tags",
         ("PUT", ["v2.1", "servers", _, "tags"]) => "nova.replace_tags",
@@ -47,8 +57,28 @@ pub(crate) fn operation(method: &Method, segs: &[&str], body: &[u8]) -> &'static
         ("DELETE", ["v2.1", "servers", _, "metadata", _]) => "nova.delete_metadata_item",
         ("GET", ["v2.1", "flavors"]) => "nova.list_flavors",
         ("GET", ["v2.1", "flavors", "detail"]) => "nova.list_flavors_detail",
+        ("POST", ["v2.1", "flavors"]) => "nova.create_flavor",
         ("GET", ["v2.1", "flavors", _]) => "nova.get_flavor",
+        ("PUT", ["v2.1", "flavors", _]) => "nova.update_flavor",
+        ("DELETE", ["v2.1", "flavors", _]) => "nova.delete_flavor",
+        ("POST", ["v2.1", "flavors", _, "action"]) => "nova.flavor_action",
+        ("GET", ["v2.1", "flavors", _, "os-flavor-access"]) => "nova.list_flavor_access",
         ("GET", ["v2.1", "flavors", _, "os-extra_specs"]) => "nova.get_flavor_extra_specs",
+        ("POST", ["v2.1", "flavors", _, "os-extra_specs"]) => "nova.create_flavor_extra_specs",
+        ("GET", ["v2.1", "flavors", _, "os-extra_specs", _]) => "nova.get_flavor_extra_spec",
+        ("PUT", ["v2.1", "flavors", _, "os-extra_specs", _]) => "nova.update_flavor_extra_spec",
+        ("DELETE", ["v2.1", "flavors", _, "os-extra_specs", _]) => "nova.delete_flavor_extra_spec",
+        ("GET", ["v2.1", "images"]) => "nova.list_images",
+        ("GET", ["v2.1", "images", "detail"]) => "nova.list_images_detail",
+        ("GET", ["v2.1", "images", _]) => "nova.get_image",
+        ("DELETE", ["v2.1", "images", _]) => "nova.delete_image",
+        ("GET", ["v2.1", "images", _, "metadata"]) => "nova.list_image_metadata",
+        ("POST", ["v2.1", "images", _, "metadata"]) => "nova.update_image_metadata",
+        ("PUT", ["v2.1", "images", _, "metadata"]) => "nova.replace_image_metadata",
+        ("GET", ["v2.1", "images", _, "metadata", _]) => "nova.get_image_metadata_item",
+        ("PUT", ["v2.1", "images", _, "metadata", _]) => "nova.set_image_metadata_item",
+        ("DELETE", ["v2.1", "images", _, "metadata", _]) => "nova.delete_image_metadata_item",
+        ("GET", ["v2.1", "extensions"]) => "nova.list_extensions",
         ("GET", ["v2.1", "limits"]) => "nova.get_limits",
         _ => "nova.unknown",
     }
@@ -72,7 +102,10 @@ fn strip_project<'a>(segs: &[&'a str]) -> Vec<&'a str> {
     let mut v = segs.to_vec();
     if v.len() >= 2
         && v[0] == "v2.1"
-        && !matches!(v[1], "servers" | "flavors" | "limits")
+        && !matches!(
+            v[1],
+            "servers" | "flavors" | "limits" | "images" | "extensions"
+        )
         && v[1].len() == 32
     {
         v.remove(1);
@@ -90,6 +123,19 @@ pub(crate) async fn handle(shared: &Shared, operation: &str, ctx: &Ctx) -> Respo
     let segs = strip_project(&segs);
     let id = segs.get(2).copied().unwrap_or("").to_owned();
     let sub = segs.get(4).copied().unwrap_or("").to_owned();
+    if segs.get(1) == Some(&"servers") {
+        let st = shared.lock();
+        // Nova answers another project's server as "not found" to members.
+        if let Some(s) = st
+            .server(&id, ctx.now)
+            .filter(|s| !ctx.caller.may_read(&s.project_id))
+        {
+            return error(&Fail::not_found(format!(
+                "Instance {} could not be found.",
+                s.id
+            )));
+        }
+    }
     if operation == "nova.create_image" {
         return snapshot::create_image(shared, ctx, &id).await;
     }
@@ -101,28 +147,14 @@ pub(crate) async fn handle(shared: &Shared, operation: &str, ctx: &Ctx) -> Respo
             StatusCode::OK,
             json!({"version": version(shared, &ctx.base)}),
         )),
-        "nova.list_flavors" | "nova.list_flavors_detail" => {
-            let detail = operation.ends_with("detail");
-            let list: Vec<Value> = st
-                .flavors
-                .iter()
-                .map(|f| render_flavor(f, ctx, detail))
-                .collect();
-            Ok((StatusCode::OK, json!({ "flavors": list })))
+        op if op.contains("flavor") => flavors::handle(st, op, ctx, &id),
+        op if op.contains("_image") && op != "nova.create_image" => {
+            images::handle(st, op, ctx, &id)
         }
-        "nova.get_flavor" => st
-            .flavors
-            .iter()
-            .find(|f| f.id == id)
-            .map(|f| {
-                (
-                    StatusCode::OK,
-                    json!({"flavor": render_flavor(f, ctx, true)}),
-                )
-            })
-            .ok_or_else(|| Fail::not_found(format!("Flavor {id} could not be found."))),
-        "nova.get_flavor_extra_specs" => Ok((StatusCode::OK, json!({"extra_specs": {}}))),
-        "nova.get_limits" => Ok((StatusCode::OK, limits(st, ctx))),
+        "nova.list_extensions" => serde_json::from_str(EXTENSIONS)
+            .map(|body| (StatusCode::OK, body))
+            .map_err(|e| Fail::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        "nova.get_limits" => limits(st, ctx),
         "nova.unknown" => Err(Fail::not_found("The resource could not be found.")),
         op => servers::handle(st, op, ctx, &id, &sub),
     };
@@ -177,38 +209,55 @@ pub(crate) fn links(base: &str, collection: &str, id: &str) -> Value {
     ])
 }
 
-fn render_flavor(f: &Flavor, ctx: &Ctx, detail: bool) -> Value {
-    let mut body = json!({"id": f.id, "name": f.name, "links": links(&ctx.base, "flavors", f.id)});
-    if ctx.mv >= Mv(2, 55) {
-        body["description"] = Value::Null;
-    }
-    if detail {
-        body["ram"] = json!(f.ram);
-        body["disk"] = json!(f.disk);
-        body["swap"] = json!("");
-        body["OS-FLV-EXT-DATA:ephemeral"] = json!(0);
-        body["OS-FLV-DISABLED:disabled"] = json!(false);
-        body["vcpus"] = json!(f.vcpus);
-        body["os-flavor-access:is_public"] = json!(true);
-        body["rxtx_factor"] = json!(1.0);
-        if ctx.mv >= Mv(2, 61) {
-            body["extra_specs"] = json!({});
+/// `GET /limits` (limits.py and its view): the project's quotas and usage;
+/// floating IPs and security groups go at 2.36, `maxImageMeta` at 2.39,
+/// personality at 2.57. `tenant_id` names another project (admins only).
+fn limits(st: &State, ctx: &Ctx) -> Reply {
+    let project = match ctx.q("tenant_id") {
+        Some(p) if ctx.caller.admin => p,
+        Some(_) => {
+            return Err(Fail::new(
+                StatusCode::FORBIDDEN,
+                "Policy doesn't allow os_compute_api:limits:other_project to be performed.",
+            ));
         }
-    }
-    body
-}
-
-fn limits(st: &super::state::State, ctx: &Ctx) -> Value {
-    let servers = st
+        None => ctx.caller.project_id.as_str(),
+    };
+    let mut servers = 0_u64;
+    let (mut cores, mut ram) = (0_u64, 0_u64);
+    for s in st
         .servers
         .iter()
-        .filter(|s| s.vm_state.at(ctx.now) != super::state::GONE)
-        .count();
-    json!({"limits": {"rate": [], "absolute": {
+        .filter(|s| s.vm_state.at(ctx.now) != super::state::GONE && s.project_id == project)
+    {
+        servers += 1;
+        if let Some(f) = st.flavors.iter().find(|f| f.id == s.flavor_id) {
+            cores += u64::from(f.vcpus);
+            ram += u64::from(f.ram);
+        }
+    }
+    let mut absolute = json!({
         "maxServerMeta": 128, "maxTotalInstances": 1000, "maxTotalCores": 4000, "maxTotalRAMSize": 4_096_000,
-        "maxServerGroups": 1000, "maxServerGroupMembers": 1000, "maxTotalKeypairs": 100, "maxPersonality": 5,
-        "maxPersonalitySize": 10240, "maxImageMeta": 128,
-        "totalInstancesUsed": servers, "totalCoresUsed": servers, "totalRAMUsed": servers * 256,
+        "maxServerGroups": 1000, "maxServerGroupMembers": 1000, "maxTotalKeypairs": 100,
+        "totalInstancesUsed": servers, "totalCoresUsed": cores, "totalRAMUsed": ram,
         "totalServerGroupsUsed": 0,
-    }}})
+    });
+    if ctx.mv < Mv(2, 36) {
+        absolute["maxTotalFloatingIps"] = json!(-1);
+        absolute["maxSecurityGroups"] = json!(-1);
+        absolute["maxSecurityGroupRules"] = json!(-1);
+        absolute["totalFloatingIpsUsed"] = json!(0);
+        absolute["totalSecurityGroupsUsed"] = json!(0);
+    }
+    if ctx.mv < Mv(2, 39) {
+        absolute["maxImageMeta"] = json!(128);
+    }
+    if ctx.mv < Mv(2, 57) {
+        absolute["maxPersonality"] = json!(5);
+        absolute["maxPersonalitySize"] = json!(10240);
+    }
+    Ok((
+        StatusCode::OK,
+        json!({"limits": {"rate": [], "absolute": absolute}}),
+    ))
 }

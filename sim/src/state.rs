@@ -21,6 +21,7 @@ use super::{
     faults::FaultRule,
     log::LoggedRequest,
     rng::SplitMix64,
+    tenancy::{Caller, Project, User},
     timeline::Timeline,
 };
 
@@ -78,19 +79,48 @@ pub(crate) struct Token {
     pub expires: DateTime<Utc>,
     pub methods: Vec<&'static str>,
     pub application_credential: bool,
-    /// Whether the token carries the `admin` role (the admin user's) or only
-    /// `member` and `reader` (the member user's).
-    pub admin: bool,
+    /// Who the token stands for (an empty project: system scope).
+    pub caller: Caller,
+    /// Scoped to the system (`{"system": {"all": true}}`).
+    pub system: bool,
 }
 
 /// A flavor.
 #[derive(Clone, Debug)]
 pub(crate) struct Flavor {
-    pub id: &'static str,
-    pub name: &'static str,
+    pub id: String,
+    pub name: String,
     pub vcpus: u32,
     pub ram: u32,
     pub disk: u32,
+    pub ephemeral: u32,
+    pub swap: u32,
+    pub rxtx_factor: f64,
+    pub is_public: bool,
+    pub description: Option<String>,
+    pub extra_specs: BTreeMap<String, String>,
+    /// The projects a private flavor is shared with.
+    pub access: Vec<String>,
+}
+
+impl Flavor {
+    /// A public flavor with no extra specs.
+    pub(crate) fn public(id: &str, name: &str, vcpus: u32, ram: u32, disk: u32) -> Self {
+        Self {
+            id: id.into(),
+            name: name.into(),
+            vcpus,
+            ram,
+            disk,
+            ephemeral: 0,
+            swap: 0,
+            rxtx_factor: 1.0,
+            is_public: true,
+            description: None,
+            extra_specs: BTreeMap::new(),
+            access: Vec::new(),
+        }
+    }
 }
 
 /// A Glance image.
@@ -156,6 +186,8 @@ pub(crate) struct Volume {
     pub snapshot_id: Option<String>,
     pub source_volid: Option<String>,
     pub group_id: Option<String>,
+    /// The volume type's id; the default type when `None`.
+    pub volume_type: Option<String>,
 }
 
 /// A Cinder snapshot.
@@ -173,6 +205,26 @@ pub(crate) struct Snapshot {
     pub status: Timeline<&'static str>,
     pub metadata: BTreeMap<String, String>,
     pub group_snapshot_id: Option<String>,
+}
+
+/// A Cinder volume type.
+#[derive(Clone, Debug)]
+pub(crate) struct VolumeType {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub is_public: bool,
+    pub extra_specs: BTreeMap<String, String>,
+}
+
+/// A Cinder group type.
+#[derive(Clone, Debug)]
+pub(crate) struct GroupType {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub is_public: bool,
+    pub group_specs: BTreeMap<String, String>,
 }
 
 /// A Cinder generic volume group.
@@ -233,6 +285,8 @@ pub(crate) struct Server {
     pub image_meta: BTreeMap<String, Value>,
     /// The n of `instance-0000000n`.
     pub instance_number: u64,
+    /// Base64 user data as given at create (admins read it from 2.3 on).
+    pub user_data: Option<String>,
 }
 
 impl Server {
@@ -246,8 +300,13 @@ pub(crate) struct State {
     pub rng: SplitMix64,
     /// Anchors `Instant`s to wall-clock time for timestamps.
     pub epoch: (Instant, DateTime<Utc>),
+    /// The admin user's id.
     pub user_id: String,
+    /// The admin project's id (the owner of seeded resources).
     pub project_id: String,
+    /// Keystone's projects and users (the admin's first).
+    pub projects: Vec<Project>,
+    pub users: Vec<User>,
     pub tokens: HashMap<String, Token>,
     pub flavors: Vec<Flavor>,
     pub images: Vec<Image>,
@@ -255,6 +314,8 @@ pub(crate) struct State {
     pub snapshots: Vec<Snapshot>,
     pub groups: Vec<Group>,
     pub group_snapshots: Vec<GroupSnapshot>,
+    pub volume_types: Vec<VolumeType>,
+    pub group_types: Vec<GroupType>,
     pub servers: Vec<Server>,
     pub faults: Vec<FaultRule>,
     pub log: Vec<LoggedRequest>,
@@ -271,40 +332,27 @@ impl State {
         let mut rng = SplitMix64::new(config.seed);
         let user_id = rng.hex_id();
         let project_id = rng.hex_id();
+        let (projects, users) = super::tenancy::identities(config, &user_id, &project_id);
         Self {
             rng,
             epoch: (Instant::now(), Utc::now()),
             user_id,
             project_id,
+            projects,
+            users,
             tokens: HashMap::new(),
             flavors: vec![
-                Flavor {
-                    id: "1",
-                    name: "m1.tiny",
-                    vcpus: 1,
-                    ram: 256,
-                    disk: 1,
-                },
-                Flavor {
-                    id: "2",
-                    name: "m1.small",
-                    vcpus: 1,
-                    ram: 512,
-                    disk: 2,
-                },
-                Flavor {
-                    id: "3",
-                    name: "m1.medium",
-                    vcpus: 2,
-                    ram: 4096,
-                    disk: 40,
-                },
+                Flavor::public("1", "m1.tiny", 1, 256, 1),
+                Flavor::public("2", "m1.small", 1, 512, 2),
+                Flavor::public("3", "m1.medium", 2, 4096, 40),
             ],
             images: Vec::new(),
             volumes: Vec::new(),
             snapshots: Vec::new(),
             groups: Vec::new(),
             group_snapshots: Vec::new(),
+            volume_types: Vec::new(),
+            group_types: Vec::new(),
             servers: Vec::new(),
             faults: config.faults.clone(),
             log: Vec::new(),

@@ -42,9 +42,20 @@ pub async fn spawn() -> TestSim {
 
 /// A token for the admin user.
 pub async fn password_token(http: &reqwest::Client, sim: &SimHandle) -> String {
+    user_token(http, sim, "admin", "secret", "admin").await
+}
+
+/// A project-scoped token for `user` in `project`.
+pub async fn user_token(
+    http: &reqwest::Client,
+    sim: &SimHandle,
+    user: &str,
+    password: &str,
+    project: &str,
+) -> String {
     let body = json!({"auth": {
-        "identity": {"methods": ["password"], "password": {"user": {"name": "admin", "domain": {"name": "Default"}, "password": "secret"}}},
-        "scope": {"project": {"name": "admin", "domain": {"name": "Default"}}},
+        "identity": {"methods": ["password"], "password": {"user": {"name": user, "domain": {"name": "Default"}, "password": password}}},
+        "scope": {"project": {"name": project, "domain": {"name": "Default"}}},
     }});
     let r = http
         .post(format!("{}/auth/tokens", sim.auth_url()))
@@ -56,21 +67,24 @@ pub async fn password_token(http: &reqwest::Client, sim: &SimHandle) -> String {
     r.headers()["x-subject-token"].to_str().unwrap().to_owned()
 }
 
-/// A token for the member user (roles `member` and `reader`, no `admin`).
+/// A token for the member user `member` (roles `member` and `reader`, no
+/// `admin`), in the admin's project.
 pub async fn member_token(http: &reqwest::Client, sim: &SimHandle) -> String {
-    let member = &sim.config().member;
-    let body = json!({"auth": {
-        "identity": {"methods": ["password"], "password": {"user": {"name": member.username, "domain": {"name": "Default"}, "password": member.password}}},
-        "scope": {"project": {"name": "admin", "domain": {"name": "Default"}}},
-    }});
-    let r = http
-        .post(format!("{}/auth/tokens", sim.auth_url()))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    r.headers()["x-subject-token"].to_str().unwrap().to_owned()
+    let member = sim
+        .config()
+        .members
+        .iter()
+        .find(|m| m.username == "member")
+        .expect("the default members include `member`")
+        .clone();
+    user_token(
+        http,
+        sim,
+        &member.username,
+        &member.password,
+        &member.project_name,
+    )
+    .await
 }
 
 impl TestSim {
@@ -105,6 +119,38 @@ impl TestSim {
             req = req.json(&body);
         }
         req.send().await.unwrap()
+    }
+
+    /// Sends a request with another token (e.g. a project member's).
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        mv: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.sim.base_url()))
+            .header("x-auth-token", token);
+        if let Some(mv) = mv {
+            req = req.header("openstack-api-version", mv);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// A token for the member `demo` (project `demo`).
+    pub async fn demo_token(&self) -> String {
+        user_token(&self.http, &self.sim, "demo", "demo", "demo").await
+    }
+
+    /// A token for the member `alt` (project `alt`).
+    pub async fn alt_token(&self) -> String {
+        user_token(&self.http, &self.sim, "alt", "alt", "alt").await
     }
 
     pub async fn get_json(&self, path: &str, mv: Option<&str>) -> Value {

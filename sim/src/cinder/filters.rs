@@ -6,7 +6,10 @@
 //! silently removed (`remove_invalid_filter_options`), so the list answers as
 //! if they had not been sent. Admin tokens may use every filter.
 
-use super::super::{http::Mv, state::Fail};
+use super::{
+    super::{http::Mv, state::Fail},
+    info::RESOURCE_FILTERS,
+};
 
 /// A Cinder resource that lists with filters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,33 +26,24 @@ const RESOURCE_FILTER: Mv = Mv(3, 31);
 pub(crate) const GROUP_SNAPSHOT_PAGINATION: Mv = Mv(3, 29);
 
 impl Resource {
-    /// Cinder's default `etc/cinder/resource_filters.json`.
-    fn allowed(self) -> &'static [&'static str] {
+    /// The name of the resource in `resource_filters.json`.
+    fn name(self) -> &'static str {
         match self {
-            Self::Volume => &[
-                "name",
-                "status",
-                "metadata",
-                "bootable",
-                "migration_status",
-                "availability_zone",
-                "group_id",
-                "size",
-                "created_at",
-                "updated_at",
-                "consumes_quota",
-            ],
-            Self::Snapshot => &[
-                "name",
-                "status",
-                "volume_id",
-                "metadata",
-                "availability_zone",
-                "consumes_quota",
-            ],
-            Self::Group => &["name"],
-            Self::GroupSnapshot => &["name", "status", "group_id"],
+            Self::Volume => "volume",
+            Self::Snapshot => "snapshot",
+            Self::Group => "group",
+            Self::GroupSnapshot => "group_snapshot",
         }
+    }
+
+    /// What a non-admin may filter on: Cinder's default
+    /// `etc/cinder/resource_filters.json`, the one table `GET /resource_filters`
+    /// also answers with.
+    fn allowed(self) -> &'static [&'static str] {
+        RESOURCE_FILTERS
+            .iter()
+            .find(|(resource, _)| *resource == self.name())
+            .map_or(&[], |(_, filters)| *filters)
     }
 
     /// What a non-admin may filter on below 3.31, where unknown filters are

@@ -7,9 +7,10 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::{
-    DEFAULT_TYPE_ID, Reply,
+    Reply,
     filters::{self, GROUP_SNAPSHOT_PAGINATION, Resource},
     limit_param, next_link, page, stamp,
+    types::{CGSNAPSHOT_TYPE_NAME, group_type_by_name_or_id, volume_type_id},
 };
 use crate::{
     http::{Ctx, Mv},
@@ -17,9 +18,6 @@ use crate::{
     state::{Fail, GONE, Group, GroupSnapshot, State},
     timeline::Timeline,
 };
-
-/// The one group type the simulator offers.
-pub(crate) const GROUP_TYPE_ID: &str = "7270c56e-6354-4528-8e8b-f54dee2232c8";
 
 pub(super) fn handle(st: &mut State, operation: &str, ctx: &Ctx, id: &str) -> Reply {
     let needed = if operation.contains("group_snapshot") {
@@ -31,10 +29,6 @@ pub(super) fn handle(st: &mut State, operation: &str, ctx: &Ctx, id: &str) -> Re
         return Err(Fail::not_found("The resource could not be found."));
     }
     match operation {
-        "cinder.list_group_types" => Ok((
-            StatusCode::OK,
-            json!({"group_types": [{"id": GROUP_TYPE_ID, "name": "default_group_type", "description": "Default group type", "is_public": true, "group_specs": {}}]}),
-        )),
         "cinder.list_groups" | "cinder.list_groups_detail" => list_groups(st, operation, ctx),
         "cinder.create_group" => create_group(st, ctx),
         "cinder.get_group" => {
@@ -64,12 +58,13 @@ pub(super) fn handle(st: &mut State, operation: &str, ctx: &Ctx, id: &str) -> Re
 }
 
 fn list_groups(st: &State, operation: &str, ctx: &Ctx) -> Reply {
-    let filters = filters::applied(Resource::Group, &ctx.query, ctx.mv, ctx.admin)?;
+    let filters = filters::applied(Resource::Group, &ctx.query, ctx.mv, ctx.caller.admin)?;
     let items: Vec<&Group> = st
         .groups
         .iter()
         .rev()
         .filter(|g| g.status.at(ctx.now) != GONE)
+        .filter(|g| super::scope::listed(ctx, &g.project_id))
         .filter(|g| filters::get(&filters, "name").is_none_or(|n| g.name.as_deref() == Some(n)))
         .collect();
     let (items, next) = page(items, |g| g.id.as_str(), ctx, st.cinder_max_limit)?;
@@ -95,13 +90,19 @@ fn list_groups(st: &State, operation: &str, ctx: &Ctx) -> Reply {
 /// Group snapshots page (and filter) only from 3.29; below, every one comes
 /// back at once, with a next link all the same when there are at least `limit`.
 fn list_group_snapshots(st: &State, operation: &str, ctx: &Ctx) -> Reply {
-    let filters = filters::applied(Resource::GroupSnapshot, &ctx.query, ctx.mv, ctx.admin)?;
+    let filters = filters::applied(
+        Resource::GroupSnapshot,
+        &ctx.query,
+        ctx.mv,
+        ctx.caller.admin,
+    )?;
     let q = |key: &str| filters::get(&filters, key);
     let items: Vec<&GroupSnapshot> = st
         .group_snapshots
         .iter()
         .rev()
         .filter(|g| g.status.at(ctx.now) != GONE)
+        .filter(|g| super::scope::listed(ctx, &g.project_id))
         .filter(|g| q("group_id").is_none_or(|x| g.group_id == x))
         .filter(|g| q("name").is_none_or(|x| g.name.as_deref() == Some(x)))
         .filter(|g| q("status").is_none_or(|x| g.status.at(ctx.now) == x))
@@ -207,28 +208,32 @@ fn create_group(st: &mut State, ctx: &Ctx) -> Reply {
     let group_type = g["group_type"]
         .as_str()
         .ok_or_else(|| Fail::bad_request("'group_type' is a required property"))?;
-    if group_type != GROUP_TYPE_ID && group_type != "default_group_type" {
-        return Err(Fail::not_found(format!(
-            "Group type {group_type} could not be found."
+    // By id or by name (cinder/api/v3/groups.py), never Cinder's reserved type.
+    let gt = group_type_by_name_or_id(st, group_type)?;
+    if gt.name == CGSNAPSHOT_TYPE_NAME {
+        return Err(Fail::bad_request(format!(
+            "Group_type {} is reserved for migrating CGs to groups. Migrated group can only be operated by CG APIs.",
+            gt.id
         )));
     }
-    let volume_types: Vec<String> = g["volume_types"]
+    let group_type = gt.id.clone();
+    let volume_types = g["volume_types"]
         .as_array()
         .filter(|a| !a.is_empty())
         .ok_or_else(|| Fail::bad_request("'volume_types' is a required property"))?
         .iter()
-        .map(|_| DEFAULT_TYPE_ID.to_owned())
-        .collect();
+        .map(|t| volume_type_id(st, t.as_str().unwrap_or_default()))
+        .collect::<Result<Vec<String>, Fail>>()?;
     let id = st.uuid();
     let d = st.durations.volume_create;
     st.groups.push(Group {
         id: id.clone(),
         name: g["name"].as_str().map(str::to_owned),
         description: g["description"].as_str().map(str::to_owned),
-        project_id: st.project_id.clone(),
+        project_id: ctx.caller.project_id.clone(),
         created: ctx.now,
         status: Timeline::new(ctx.now, "creating").then(d, "available"),
-        group_type: GROUP_TYPE_ID.to_owned(),
+        group_type,
         volume_types,
     });
     Ok((
@@ -255,6 +260,7 @@ fn update_group(st: &mut State, ctx: &Ctx, id: &str) -> Reply {
     for vid in split("add_volumes") {
         let vol = st
             .volume_mut(&vid, ctx.now)
+            .filter(|v| ctx.caller.may_read(&v.project_id))
             .ok_or_else(|| Fail::bad_request(format!("Invalid volume: Cannot add volume {vid} to group {id} because volume cannot be found.")))?;
         vol.group_id = Some(id.to_owned());
     }
@@ -312,6 +318,9 @@ fn create_group_snapshot(st: &mut State, ctx: &Ctx) -> Reply {
         .as_str()
         .ok_or_else(|| Fail::bad_request("'group_id' is a required property"))?
         .to_owned();
+    if let Some(hidden) = super::scope::hidden(st, ctx, "groups", &group_id) {
+        return Err(hidden);
+    }
     let grp = group(st, ctx, &group_id)?;
     if grp.status.at(ctx.now) != "available" {
         return Err(Fail::bad_request(format!(
@@ -319,6 +328,7 @@ fn create_group_snapshot(st: &mut State, ctx: &Ctx) -> Reply {
             grp.status.at(ctx.now)
         )));
     }
+    let group_type_id = grp.group_type.clone();
     let now = ctx.now;
     let members: Vec<String> = st
         .volumes
@@ -326,7 +336,7 @@ fn create_group_snapshot(st: &mut State, ctx: &Ctx) -> Reply {
         .filter(|v| v.group_id.as_deref() == Some(group_id.as_str()) && v.status.at(now) != GONE)
         .map(|v| v.id.clone())
         .collect();
-    let used = st.snapshots_used(&st.project_id, now);
+    let used = st.snapshots_used(&ctx.caller.project_id, now);
     let n = i64::try_from(members.len()).unwrap_or(i64::MAX);
     if st.snapshot_quota >= 0 && used + n > st.snapshot_quota {
         return Err(Fail::new(
@@ -361,15 +371,15 @@ fn create_group_snapshot(st: &mut State, ctx: &Ctx) -> Reply {
         name: name.clone(),
         description: gs["description"].as_str().map(str::to_owned),
         group_id,
-        group_type_id: GROUP_TYPE_ID.to_owned(),
-        project_id: st.project_id.clone(),
+        group_type_id: group_type_id.clone(),
+        project_id: ctx.caller.project_id.clone(),
         created: now,
         status: Timeline::new(now, "creating")
             .then(end - now, if error { "error" } else { "available" }),
     });
     Ok((
         StatusCode::ACCEPTED,
-        json!({"group_snapshot": {"id": id, "name": name, "group_type_id": GROUP_TYPE_ID}}),
+        json!({"group_snapshot": {"id": id, "name": name, "group_type_id": group_type_id}}),
     ))
 }
 

@@ -110,7 +110,7 @@ pub(crate) fn render(st: &State, s: &Snapshot, ctx: &Ctx, extended: bool) -> Val
 }
 
 fn list(st: &State, ctx: &Ctx, detail: bool) -> Reply {
-    let filters = filters::applied(Resource::Snapshot, &ctx.query, ctx.mv, ctx.admin)?;
+    let filters = filters::applied(Resource::Snapshot, &ctx.query, ctx.mv, ctx.caller.admin)?;
     let q = |key: &str| filters::get(&filters, key);
     let metadata = q("metadata").map(parse_metadata_filter).transpose()?;
     let matching: Vec<&Snapshot> = st
@@ -118,6 +118,7 @@ fn list(st: &State, ctx: &Ctx, detail: bool) -> Reply {
         .iter()
         .rev()
         .filter(|s| s.status.at(ctx.now) != GONE)
+        .filter(|s| super::scope::listed(ctx, &s.project_id))
         .filter(|s| q("name").is_none_or(|n| s.name.as_deref() == Some(n)))
         .filter(|s| q("status").is_none_or(|x| s.status.at(ctx.now) == x))
         .filter(|s| q("volume_id").is_none_or(|v| s.volume_id == v))
@@ -175,6 +176,7 @@ fn create(st: &mut State, ctx: &Ctx) -> Reply {
     }
     let vol = st
         .volume(&volume_id, ctx.now)
+        .filter(|v| ctx.caller.may_read(&v.project_id))
         .ok_or_else(|| volume_not_found(&volume_id))?;
     let status = vol.status.at(ctx.now);
     let allowed = if ctx.mv >= Mv(3, 66) || force == Some(true) {

@@ -1,6 +1,7 @@
 //! Nova servers: create (image- or volume-backed, `networks: "none"`), list
-//! with filters (a non-admin's disallowed ones silently dropped) and paging, show, rename, delete, stop/start, tags,
-//! metadata and volume attachments.
+//! with filters (a non-admin's disallowed ones silently dropped, its
+//! `all_tenants` refused) and paging, show, rename, delete, stop/start, tags
+//! and metadata (volume attachments in `attachments`).
 //!
 //! Over 400 lines: Nova's server endpoints as the CLI calls them, sharing the
 //! server JSON renderer and the state checks.
@@ -14,7 +15,8 @@ use super::{Reply, links};
 use crate::{
     http::{Ctx, Mv},
     inventory::{BdmSource, NewBdm, NewServer},
-    state::{Fail, GONE, Server, State, VolumeAttachment},
+    state::{Fail, GONE, Server, State},
+    tenancy::all_tenants,
 };
 
 pub(super) fn handle(st: &mut State, operation: &str, ctx: &Ctx, id: &str, sub: &str) -> Reply {
@@ -42,34 +44,22 @@ pub(super) fn handle(st: &mut State, operation: &str, ctx: &Ctx, id: &str, sub: 
         "nova.server_action" => Err(Fail::bad_request(
             "The simulator does not support this server action.",
         )),
-        "nova.list_volume_attachments" => {
-            let s = find(st, ctx.now, id)?;
-            let list: Vec<Value> = s.bdms.iter().map(|b| attachment(s, b)).collect();
-            Ok((StatusCode::OK, json!({"volumeAttachments": list})))
-        }
-        "nova.get_volume_attachment" => {
-            let s = find(st, ctx.now, id)?;
-            let b = s.bdms.iter().find(|b| b.volume_id == sub).ok_or_else(|| {
-                Fail::not_found(format!("Volume {sub} is not attached to the instance {id}"))
-            })?;
-            Ok((
-                StatusCode::OK,
-                json!({"volumeAttachment": attachment(s, b)}),
-            ))
-        }
-        "nova.attach_volume" => attach(st, ctx, id),
-        "nova.detach_volume" => detach(st, ctx, id, sub),
+        op if op.contains("volume") => super::attachments::handle(st, op, ctx, id, sub),
         op if op.contains("tag") => tags(st, op, ctx, id, sub),
         op => metadata(st, op, ctx, id, sub),
     }
 }
 
-fn find<'a>(st: &'a State, now: Instant, id: &str) -> Result<&'a Server, Fail> {
+pub(super) fn find<'a>(st: &'a State, now: Instant, id: &str) -> Result<&'a Server, Fail> {
     st.server(id, now)
         .ok_or_else(|| Fail::not_found(format!("Instance {id} could not be found.")))
 }
 
-fn find_mut<'a>(st: &'a mut State, now: Instant, id: &str) -> Result<&'a mut Server, Fail> {
+pub(super) fn find_mut<'a>(
+    st: &'a mut State,
+    now: Instant,
+    id: &str,
+) -> Result<&'a mut Server, Fail> {
     st.server_mut(id, now)
         .ok_or_else(|| Fail::not_found(format!("Instance {id} could not be found.")))
 }
@@ -158,7 +148,10 @@ pub(crate) fn render(st: &State, s: &Server, ctx: &Ctx) -> Value {
         "os-extended-volumes:volumes_attached": volumes,
         "security_groups": [{"name": "default"}],
     });
-    if ctx.mv >= Mv(2, 3) {
+    // Extended server attributes and host_status are for admins
+    // (os-extended-server-attributes, servers:show:host_status); 2.90 shows
+    // the hostname to everyone.
+    if ctx.caller.admin && ctx.mv >= Mv(2, 3) {
         body["OS-EXT-SRV-ATTR:hostname"] = json!(s.name);
         body["OS-EXT-SRV-ATTR:kernel_id"] = json!("");
         body["OS-EXT-SRV-ATTR:launch_index"] = json!(0);
@@ -166,12 +159,20 @@ pub(crate) fn render(st: &State, s: &Server, ctx: &Ctx) -> Value {
         body["OS-EXT-SRV-ATTR:reservation_id"] = json!(format!("r-{}", &s.id[..8]));
         body["OS-EXT-SRV-ATTR:root_device_name"] =
             json!(if active { Some("/dev/vda") } else { None });
-        body["OS-EXT-SRV-ATTR:user_data"] = Value::Null;
+        body["OS-EXT-SRV-ATTR:user_data"] = json!(s.user_data);
+    }
+    if !ctx.caller.admin {
+        if let Some(o) = body.as_object_mut() {
+            o.retain(|k, _| !k.starts_with("OS-EXT-SRV-ATTR:"));
+        }
+        if ctx.mv >= Mv(2, 90) {
+            body["OS-EXT-SRV-ATTR:hostname"] = json!(s.name);
+        }
     }
     if ctx.mv >= Mv(2, 9) {
         body["locked"] = json!(false);
     }
-    if ctx.mv >= Mv(2, 16) {
+    if ctx.caller.admin && ctx.mv >= Mv(2, 16) {
         body["host_status"] = json!(if active { "UP" } else { "" });
     }
     if ctx.mv >= Mv(2, 19) {
@@ -251,7 +252,7 @@ fn applied_filters(ctx: &Ctx) -> Vec<(String, String)> {
     let allowed = member_filters(ctx.mv);
     ctx.query
         .iter()
-        .filter(|(k, _)| ctx.admin || allowed.contains(&k.as_str()))
+        .filter(|(k, _)| ctx.caller.admin || allowed.contains(&k.as_str()))
         .cloned()
         .collect()
 }
@@ -272,6 +273,13 @@ fn name_matches(name: &str, pattern: &str) -> bool {
 }
 
 fn list(st: &State, ctx: &Ctx, detail: bool) -> Reply {
+    let all_tenants = all_tenants(ctx.q("all_tenants"));
+    if all_tenants && !ctx.caller.admin {
+        return Err(Fail::new(
+            StatusCode::FORBIDDEN,
+            "Policy doesn't allow os_compute_api:servers:index:get_all_tenants to be performed.",
+        ));
+    }
     let filters = applied_filters(ctx);
     let q = |key: &str| {
         filters
@@ -299,6 +307,9 @@ fn list(st: &State, ctx: &Ctx, detail: bool) -> Reply {
         .iter()
         .rev()
         .filter(|s| s.vm_state.at(ctx.now) != GONE)
+        // A member lists its project's servers; an admin every project's
+        // only with all_tenants.
+        .filter(|s| ctx.caller.lists(all_tenants, &s.project_id))
         .filter(|s| q("name").is_none_or(|n| name_matches(&s.name, n)))
         .filter(|s| {
             q("status").is_none_or(|x| status_of(s.vm_state.at(ctx.now)).eq_ignore_ascii_case(x))
@@ -436,6 +447,9 @@ fn create(st: &mut State, ctx: &Ctx) -> Reply {
             delete_on_termination: b["delete_on_termination"].as_bool().unwrap_or(false),
         });
     }
+    // Nova reads the image, volumes and snapshots with the caller's token:
+    // another project's private ones are not found.
+    check_sources(st, ctx, image_ref.as_deref(), &bdms)?;
     let volume_backed = bdms.iter().any(|b| b.boot_index == Some(0));
     if !volume_backed && image_ref.is_none() {
         return Err(Fail::bad_request(
@@ -452,6 +466,8 @@ fn create(st: &mut State, ctx: &Ctx) -> Reply {
         bdms,
         tags,
         metadata,
+        user_data: user_data(&s["user_data"])?,
+        owner: Some(ctx.caller.owner()),
     };
     let id = st.create_server(ctx.now, spec, false)?;
     let password: String = st.uuid().replace('-', "")[..12].to_owned();
@@ -465,6 +481,61 @@ fn create(st: &mut State, ctx: &Ctx) -> Reply {
             "adminPass": password,
         }}),
     ))
+}
+
+fn check_sources(
+    st: &State,
+    ctx: &Ctx,
+    image: Option<&str>,
+    bdms: &[crate::inventory::NewBdm],
+) -> Result<(), Fail> {
+    let now = ctx.now;
+    let image_hidden = |i: &str| {
+        st.find_image(i, now)
+            .is_some_and(|img| !crate::glance::readable(img, ctx))
+    };
+    if let Some(i) = image.filter(|i| image_hidden(i)) {
+        return Err(Fail::bad_request(format!("Image {i} could not be found.")));
+    }
+    for b in bdms {
+        let hidden = match &b.source {
+            BdmSource::Volume(v) => st
+                .volume(v, now)
+                .filter(|x| !ctx.caller.may_read(&x.project_id))
+                .map(|_| format!("failed to get volume {v}.")),
+            BdmSource::Snapshot(s) => st
+                .snapshot(s, now)
+                .filter(|x| !ctx.caller.may_read(&x.project_id))
+                .map(|_| format!("failed to get snapshot {s}.")),
+            BdmSource::Image(i) => image_hidden(i).then(|| format!("failed to get image {i}.")),
+            BdmSource::Blank => None,
+        };
+        if let Some(what) = hidden {
+            return Err(Fail::bad_request(format!(
+                "Block Device Mapping is Invalid: {what}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Nova's `user_data`: base64 of at most 65535 bytes.
+fn user_data(v: &Value) -> Result<Option<String>, Fail> {
+    use base64::Engine as _;
+    match v {
+        Value::Null => Ok(None),
+        Value::String(text)
+            if text.len() <= 65535
+                && base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .is_ok() =>
+        {
+            Ok(Some(text.clone()))
+        }
+        _ => Err(Fail::bad_request(
+            "Invalid input for field/attribute user_data. Value: ... is not a 'base64'",
+        )),
+    }
 }
 
 fn delete(st: &mut State, ctx: &Ctx, id: &str) -> Reply {
@@ -506,84 +577,6 @@ fn power(st: &mut State, ctx: &Ctx, id: &str, stop: bool) -> Reply {
         )));
     }
     s.vm_state.rewrite(now, to);
-    Ok((StatusCode::ACCEPTED, Value::Null))
-}
-
-fn attachment(s: &Server, b: &crate::state::Bdm) -> Value {
-    json!({
-        "device": b.device_name, "id": b.volume_id, "serverId": s.id, "volumeId": b.volume_id,
-        "tag": null, "delete_on_termination": b.delete_on_termination,
-    })
-}
-
-fn attach(st: &mut State, ctx: &Ctx, id: &str) -> Reply {
-    let body: Value = ctx.json()?;
-    let volume_id = body["volumeAttachment"]["volumeId"]
-        .as_str()
-        .ok_or_else(|| Fail::bad_request("'volumeId' is a required property"))?
-        .to_owned();
-    let now = ctx.now;
-    find(st, now, id)?;
-    let vol = st
-        .volume(&volume_id, now)
-        .ok_or_else(|| Fail::not_found(format!("Volume {volume_id} could not be found.")))?;
-    if vol.status.at(now) != "available" {
-        return Err(Fail::bad_request(format!(
-            "Invalid volume: volume '{volume_id}' status must be 'available'. Currently in '{}'",
-            vol.status.at(now)
-        )));
-    }
-    let size = vol.size;
-    let n = find(st, now, id)?.bdms.len();
-    let device = format!(
-        "/dev/vd{}",
-        (b'a' + u8::try_from(n).unwrap_or(25).min(25)) as char
-    );
-    let attachment_id = st.uuid();
-    let attached_at = st.utc(now);
-    let d = st.durations.volume_create;
-    let vol = st.volume_mut(&volume_id, now).expect("exists");
-    vol.status.rewrite(now, "attaching");
-    vol.status.push_after_last(d, "in-use");
-    vol.attachments.push(VolumeAttachment {
-        id: attachment_id,
-        server_id: id.to_owned(),
-        device: device.clone(),
-        attached_at,
-    });
-    let s = find_mut(st, now, id)?;
-    s.bdms.push(crate::state::Bdm {
-        volume_id,
-        device_name: device,
-        boot_index: None,
-        delete_on_termination: false,
-        volume_size: size,
-    });
-    let b = s.bdms.last().expect("just pushed");
-    Ok((
-        StatusCode::OK,
-        json!({"volumeAttachment": attachment(s, b)}),
-    ))
-}
-
-fn detach(st: &mut State, ctx: &Ctx, id: &str, volume_id: &str) -> Reply {
-    let now = ctx.now;
-    let s = find_mut(st, now, id)?;
-    let Some(pos) = s.bdms.iter().position(|b| b.volume_id == volume_id) else {
-        return Err(Fail::not_found(format!(
-            "Volume {volume_id} is not attached to the instance {id}"
-        )));
-    };
-    if s.bdms[pos].boot_index == Some(0) {
-        return Err(Fail::bad_request("Cannot detach a root device volume"));
-    }
-    s.bdms.remove(pos);
-    let d = st.durations.volume_create;
-    if let Some(v) = st.volume_mut(volume_id, now) {
-        v.attachments.retain(|a| a.server_id != id);
-        v.status.rewrite(now, "detaching");
-        v.status.push_after_last(d, "available");
-    }
     Ok((StatusCode::ACCEPTED, Value::Null))
 }
 

@@ -1,0 +1,44 @@
+//! Cinder's project scoping: a project member reaches only its project's
+//! volumes, snapshots, groups and group snapshots (another project's are
+//! "not found", as in Cinder's `get` with `project_only`); an admin reaches
+//! any by id and lists other projects' only with `all_tenants`.
+
+use crate::{
+    http::Ctx,
+    state::{Fail, GONE, State},
+    tenancy,
+};
+
+/// The 404 for a request naming (in `segs[1]`, `segs[2]`) a resource of a
+/// project the caller may not read, if it does.
+pub(super) fn hidden(st: &State, ctx: &Ctx, collection: &str, id: &str) -> Option<Fail> {
+    let now = ctx.now;
+    let (project, kind) = match collection {
+        "volumes" => (st.volume(id, now).map(|v| &v.project_id), "Volume"),
+        "snapshots" => (st.snapshot(id, now).map(|s| &s.project_id), "Snapshot"),
+        "groups" => (
+            st.groups
+                .iter()
+                .find(|g| g.id == id && g.status.at(now) != GONE)
+                .map(|g| &g.project_id),
+            "Group",
+        ),
+        "group_snapshots" => (
+            st.group_snapshots
+                .iter()
+                .find(|g| g.id == id && g.status.at(now) != GONE)
+                .map(|g| &g.project_id),
+            "GroupSnapshot",
+        ),
+        _ => return None,
+    };
+    project
+        .filter(|p| !ctx.caller.may_read(p))
+        .map(|_| Fail::not_found(format!("{kind} {id} could not be found.")))
+}
+
+/// Whether a list shows a resource of `project` to the caller.
+pub(crate) fn listed(ctx: &Ctx, project: &str) -> bool {
+    ctx.caller
+        .lists(tenancy::all_tenants(ctx.q("all_tenants")), project)
+}
