@@ -13,7 +13,7 @@ use uuid::Uuid;
 use self::{deletion::Sweep, pieces::ImageFacts};
 use super::{
     Engine, Outcome,
-    snapshot::{JOB_ID_KEY, group_description},
+    snapshot::{JOB_ID_KEY, group_description, pieces_from_mapping},
     worker::Leased,
 };
 use crate::{
@@ -173,7 +173,7 @@ impl Engine {
                 }
                 Ok(image) => {
                     // Read before the image goes: the job may have ended before it recorded them.
-                    let listed = pieces::from_mapping(&image)?;
+                    let listed = pieces_from_mapping(&image)?;
                     for piece in &listed {
                         if !pieces.iter().any(|p| p.snapshot_id == piece.snapshot_id) {
                             pieces.push(piece.clone());

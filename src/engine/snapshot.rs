@@ -30,6 +30,7 @@ pub use group::group_description;
 pub(crate) use nova_pieces::{
     find_for_job as find_nova_pieces, is_ours as nova_piece_is_ours, stamp,
 };
+pub use server::pieces_from_mapping;
 
 /// The metadata key that ties every artefact to the job that made it.
 pub const JOB_ID_KEY: &str = "stacksnap_job_id";

@@ -7,39 +7,16 @@ use std::collections::BTreeSet;
 
 use crate::{
     domain::{job::VolumeSnapshotState, policy::ResourceType},
-    engine::snapshot::{JOB_ID_KEY, find_nova_pieces, nova_piece_is_ours, stamp},
+    engine::snapshot::{
+        JOB_ID_KEY, find_nova_pieces, nova_piece_is_ours, pieces_from_mapping, stamp,
+    },
     openstack::{
-        ErrorKind, OpenStack, OpenStackError,
+        OpenStack, OpenStackError,
         cinder::{Snapshot, SnapshotFilter},
         glance::Image,
     },
     store::snapshots::ManagedSnapshot,
 };
-
-/// The Cinder snapshots an image's `block_device_mapping` lists.
-///
-/// # Errors
-/// The mapping is present but unreadable: deleting the image would lose the
-/// only list of its snapshots.
-pub(super) fn from_mapping(image: &Image) -> Result<Vec<VolumeSnapshotState>, OpenStackError> {
-    let mapping = image
-        .block_device_mapping()
-        .map_err(|m| OpenStackError::new(ErrorKind::Decode, "glance", "get_image", m))?;
-    Ok(mapping
-        .into_iter()
-        .filter_map(|entry| {
-            Some(VolumeSnapshotState {
-                volume_id: entry.volume_id,
-                device: entry.device_name,
-                boot_index: entry.boot_index,
-                snapshot_id: entry.snapshot_id?,
-                status: "unknown".into(),
-                progress: None,
-                size_gb: entry.volume_size,
-            })
-        })
-        .collect())
-}
 
 /// What the deleter knows of the image a server snapshot's pieces belong to.
 #[derive(Debug, Default)]
@@ -123,7 +100,7 @@ pub(super) async fn search(
                 .collect();
             let mut pieces = Vec::new();
             for image in &images {
-                pieces.extend(from_mapping(image)?);
+                pieces.extend(pieces_from_mapping(image)?);
             }
             let (named, _) = find_nova_pieces(
                 cloud,

@@ -236,23 +236,7 @@ pub(super) async fn poll(
     if let Some(image) = image.as_ref().filter(|i| i.status == "active")
         && snapshots.is_empty()
     {
-        let mapping = image
-            .block_device_mapping()
-            .map_err(|m| OpenStackError::new(ErrorKind::Decode, "glance", "get_image", m))?;
-        snapshots = mapping
-            .into_iter()
-            .filter_map(|entry| {
-                Some(VolumeSnapshotState {
-                    volume_id: entry.volume_id,
-                    device: entry.device_name,
-                    boot_index: entry.boot_index,
-                    snapshot_id: entry.snapshot_id?,
-                    status: "unknown".into(),
-                    progress: None,
-                    size_gb: entry.volume_size,
-                })
-            })
-            .collect();
+        snapshots = pieces_from_mapping(image)?;
         // Nova's snapshots carry nothing of ours: the stamp lets deletion (and
         // anyone reading Cinder) tell them from hand-made ones.
         let ids: Vec<&str> = snapshots.iter().map(|s| s.snapshot_id.as_str()).collect();
@@ -287,4 +271,28 @@ pub(super) async fn poll(
         timeline,
         calls,
     })
+}
+
+/// The Cinder snapshots an image's `block_device_mapping` lists, status unknown.
+///
+/// # Errors
+/// The mapping is present but unreadable.
+pub fn pieces_from_mapping(image: &Image) -> Result<Vec<VolumeSnapshotState>, OpenStackError> {
+    let mapping = image
+        .block_device_mapping()
+        .map_err(|m| OpenStackError::new(ErrorKind::Decode, "glance", "get_image", m))?;
+    Ok(mapping
+        .into_iter()
+        .filter_map(|entry| {
+            Some(VolumeSnapshotState {
+                volume_id: entry.volume_id,
+                device: entry.device_name,
+                boot_index: entry.boot_index,
+                snapshot_id: entry.snapshot_id?,
+                status: "unknown".into(),
+                progress: None,
+                size_gb: entry.volume_size,
+            })
+        })
+        .collect())
 }
