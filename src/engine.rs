@@ -17,7 +17,7 @@ pub mod worker;
 use std::{sync::Arc, time::Duration};
 
 use chrono::TimeDelta;
-use sqlx::{PgPool, postgres::PgListener};
+use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -253,30 +253,6 @@ impl Engine {
 /// Wakes the loops on NOTIFY. Only a shortcut: without it (a pooler in
 /// transaction mode) the loops still poll.
 async fn listen(db: PgPool, wake: Arc<Notify>, shutdown: CancellationToken) {
-    loop {
-        let listener = async {
-            let mut listener = PgListener::connect_with(&db).await?;
-            listener
-                .listen_all(["stacksnap_policy", "stacksnap_work"])
-                .await?;
-            loop {
-                listener.recv().await?;
-                wake.notify_waiters();
-            }
-            #[allow(unreachable_code)]
-            Ok::<(), sqlx::Error>(())
-        };
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            result = listener => {
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, "LISTEN connection lost; polling until it is back");
-                }
-            }
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(5)) => {}
-        }
-    }
+    let channels = ["stacksnap_policy", "stacksnap_work"];
+    crate::store::notices::listen(&db, &channels, &shutdown, |_| wake.notify_waiters()).await;
 }

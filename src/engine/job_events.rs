@@ -8,10 +8,9 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
 };
 
-use sqlx::{PgPool, postgres::PgListener};
+use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -94,36 +93,16 @@ impl Drop for JobWatch {
 /// Passes the database's `stacksnap_job_done` notices to `events` until
 /// `shutdown`, connecting again after a pause when the connection is lost.
 pub async fn listen(db: PgPool, events: JobEvents, shutdown: CancellationToken) {
-    loop {
-        let listener = async {
-            let mut listener = PgListener::connect_with(&db).await?;
-            listener.listen(JOB_DONE_CHANNEL).await?;
-            loop {
-                let notice = listener.recv().await?;
-                match notice.payload().parse::<Uuid>() {
-                    Ok(job_id) => events.ended(job_id),
-                    Err(_) => tracing::warn!(
-                        payload = notice.payload(),
-                        "a job-done notice without a job id"
-                    ),
-                }
-            }
-            #[allow(unreachable_code)]
-            Ok::<(), sqlx::Error>(())
-        };
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            result = listener => {
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, "LISTEN for ended jobs lost; waits fall back to polling until it is back");
-                }
-            }
+    crate::store::notices::listen(&db, &[JOB_DONE_CHANNEL], &shutdown, |notice| {
+        match notice.payload().parse::<Uuid>() {
+            Ok(job_id) => events.ended(job_id),
+            Err(_) => tracing::warn!(
+                payload = notice.payload(),
+                "a job-done notice without a job id"
+            ),
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(5)) => {}
-        }
-    }
+    })
+    .await;
 }
 
 #[cfg(test)]
