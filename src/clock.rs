@@ -93,9 +93,11 @@ impl DatabaseClock {
     /// # Errors
     /// The database does not answer.
     pub async fn sync(&self, db: &PgPool) -> Result<(), sqlx::Error> {
+        // Only the query is timed: waiting for a connection is not round trip.
+        let mut connection = db.acquire().await?;
         let before = self.local.now();
         let database: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
-            .fetch_one(db)
+            .fetch_one(&mut *connection)
             .await?;
         let after = self.local.now();
         let local = before + (after - before) / 2;

@@ -52,3 +52,28 @@ async fn a_replica_whose_clock_runs_ahead_does_not_take_over_a_live_lease(pool: 
         "a replica 40 s ahead took over a lease that has 30 s to run"
     );
 }
+
+/// Waiting for a pool connection is not round-trip time: counted as such, half
+/// of it would become a false offset and the replica's clock would run ahead.
+#[sqlx::test(migrator = "stacksnap::store::MIGRATOR")]
+async fn the_database_clock_is_not_skewed_by_waiting_for_a_connection(pool: PgPool) {
+    let options = (*pool.connect_options()).clone();
+    let small = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let held = small.acquire().await.unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        drop(held);
+    });
+    let clock = replica_clock(&small, Arc::new(SystemClock)).await.unwrap();
+    release.await.unwrap();
+    // The database runs on this machine: the true offset is about zero.
+    let skew = clock.now() - Utc::now();
+    assert!(
+        skew.num_milliseconds().abs() < 500,
+        "replica clock off by {skew}"
+    );
+}
