@@ -17,8 +17,18 @@ use crate::openstack::{
     cinder::{Snapshot, SnapshotFilter},
 };
 
-/// How Nova begins the name of each Cinder snapshot of a volume-backed server's image.
+/// How Nova begins the name of each Cinder snapshot of a volume-backed server's
+/// image in English. nova-api translates it (`_('snapshot for %s')`) with its
+/// process locale, so names are never parsed by it: a name is Nova's for an
+/// image when it holds the image's name and more ([`names_for`]).
 pub const NOVA_PREFIX: &str = "snapshot for ";
+
+/// Whether `snapshot_name` is Nova's name, in any language, for a snapshot made
+/// for an image whose name holds `image_part` (the image name, or the job id
+/// every one of a job's image names holds).
+fn names_for(snapshot_name: &str, image_part: &str) -> bool {
+    snapshot_name != image_part && snapshot_name.contains(image_part)
+}
 
 /// How far the cloud's clock may lag ours when comparing `created_at` with the job's start.
 const CLOCK_SKEW: TimeDelta = TimeDelta::minutes(10);
@@ -28,8 +38,7 @@ fn named_for_job(snapshot: &Snapshot, job_id: &str, since: DateTime<Utc>) -> boo
     let for_job = snapshot
         .name
         .as_deref()
-        .and_then(|n| n.strip_prefix(NOVA_PREFIX))
-        .is_some_and(|image_name| image_name.contains(job_id));
+        .is_some_and(|name| names_for(name, job_id));
     for_job && snapshot.created_at.is_none_or(|t| t >= since - CLOCK_SKEW)
 }
 
@@ -114,8 +123,7 @@ pub fn is_ours(
     let nova_name = snapshot
         .name
         .as_deref()
-        .and_then(|n| n.strip_prefix(NOVA_PREFIX))
-        .is_some_and(|name| image_name.map_or(name.contains(&job_id), |image| name == image));
+        .is_some_and(|name| names_for(name, image_name.unwrap_or(&job_id)));
     nova_name && recorded_volume.is_none_or(|v| v == snapshot.volume_id)
 }
 
@@ -146,6 +154,31 @@ mod tests {
             since
         ));
         assert!(!named_for_job(&snapshot(JOB, &[]), JOB, since));
+    }
+
+    /// nova-api translates the name (`_('snapshot for %s')`), with its locale:
+    /// German puts the image name last, Japanese first.
+    #[test]
+    fn nova_snapshots_are_recognised_whatever_language_nova_names_them_in() {
+        let since: DateTime<Utc> = "2026-12-01T10:05:00Z".parse().unwrap();
+        let job: Uuid = JOB.parse().unwrap();
+        for name in [
+            format!("Momentaufnahme für db-1-{JOB}"),
+            format!("db-1-{JOB} のスナップショット"),
+        ] {
+            let piece = snapshot(&name, &[]);
+            assert!(named_for_job(&piece, JOB, since), "{name}");
+            assert!(
+                is_ours(&piece, job, Some(&format!("db-1-{JOB}")), Some("v1")),
+                "{name}"
+            );
+            assert!(is_ours(&piece, job, None, Some("v1")), "{name}");
+        }
+        let image = snapshot(&format!("db-1-{JOB}"), &[]);
+        assert!(
+            !is_ours(&image, job, Some(&format!("db-1-{JOB}")), None),
+            "a snapshot named as the image itself is not Nova's name for it"
+        );
     }
 
     #[test]
