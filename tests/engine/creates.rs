@@ -285,6 +285,12 @@ async fn a_second_image_carrying_the_job_id_is_deleted_and_reported(pool: PgPool
     jobs::start_job(&h.pool, &claimed, dead, h.clock.now(), 50, None)
         .await
         .unwrap();
+    // As a worker does right before it sends.
+    assert!(
+        jobs::mark_sending(&h.pool, job_id, dead, h.clock.now())
+            .await
+            .unwrap()
+    );
     let metadata =
         std::collections::BTreeMap::from([("stacksnap_job_id".to_owned(), job_id.to_string())]);
     let first = h
@@ -531,7 +537,11 @@ async fn a_volume_backed_create_refused_midway_leaves_nothing_unrecorded(pool: P
         error.message.contains("backing-up"),
         "the cloud's reason is kept: {error:?}"
     );
-    assert_eq!(h.sim.count("nova.create_image"), 1, "a refusal is not resent");
+    assert_eq!(
+        h.sim.count("nova.create_image"),
+        1,
+        "a refusal is not resent"
+    );
 
     let rows = snapshot_rows(&h, job_id).await;
     assert_eq!(rows.len(), 1, "the leftovers are one incomplete snapshot");
@@ -659,7 +669,11 @@ async fn an_adopted_snapshot_reports_its_consistency_and_resource_name(pool: PgP
 
     assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
     assert_eq!(h.sim.count("nova.create_image"), 1, "adopted, not resent");
-    assert!(job.consistency.is_some(), "consistency: {:?}", job.consistency);
+    assert!(
+        job.consistency.is_some(),
+        "consistency: {:?}",
+        job.consistency
+    );
     assert_eq!(job.resource_name.as_deref(), Some("web-11"));
 }
 
@@ -744,12 +758,10 @@ async fn a_group_with_a_volume_in_maintenance_is_waited_for(pool: PgPool) {
 async fn the_unclear_create_is_stamped_when_it_is_sent(pool: PgPool) {
     let h = harness(pool).await;
     let server = h.sim.create_image_backed_server("web-12", &[], &[], false);
-    h.sim.inject(
-        FaultRule::latency("nova.get_server", Duration::from_millis(600)).times(1),
-    );
-    h.sim.inject(
-        FaultRule::reply_held("nova.create_image", Duration::from_millis(1500)).times(1),
-    );
+    h.sim
+        .inject(FaultRule::latency("nova.get_server", Duration::from_millis(600)).times(1));
+    h.sim
+        .inject(FaultRule::reply_held("nova.create_image", Duration::from_millis(1500)).times(1));
     let job_id = h.adhoc("server", &server, json!({})).await;
     let claimed_at = h.clock.now();
     let engine = h.engine.clone();
@@ -765,7 +777,8 @@ async fn the_unclear_create_is_stamped_when_it_is_sent(pool: PgPool) {
     assert_eq!(sending.status, JobStatus::Creating);
     let stamped = sending.create_unclear_at.expect("a create is under way");
     assert!(
-        stamped >= claimed_at + TimeDelta::minutes(1),
+        // The database keeps microseconds.
+        stamped >= claimed_at + TimeDelta::minutes(1) - TimeDelta::milliseconds(1),
         "stamped at {stamped}, claimed at {claimed_at}: the stamp is older than the send"
     );
 }
