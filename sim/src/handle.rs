@@ -6,7 +6,7 @@ use std::{
     collections::BTreeMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
@@ -214,6 +214,27 @@ impl SimHandle {
     /// Changes the duration of transitions from now on (what `PATCH /_sim/durations` does).
     pub fn update_durations(&self, change: impl FnOnce(&mut Durations)) {
         change(&mut self.shared.lock().durations);
+    }
+
+    /// Puts a volume into `status` from now on (e.g. `backing-up`, `error`).
+    pub fn set_volume_status(&self, id: &str, status: &'static str) {
+        let now = Instant::now();
+        let mut st = self.shared.lock();
+        if let Some(v) = st.volume_mut(id, now) {
+            v.status.rewrite(now, status);
+        }
+    }
+
+    /// Puts a volume into a passing `status` (e.g. `backing-up`) for `how_long`,
+    /// after which it is back in the status it had.
+    pub fn set_volume_status_for(&self, id: &str, status: &'static str, how_long: Duration) {
+        let now = Instant::now();
+        let mut st = self.shared.lock();
+        if let Some(v) = st.volume_mut(id, now) {
+            let before = v.status.at(now);
+            v.status.rewrite(now, status);
+            v.status.push_after_last(how_long, before);
+        }
     }
 
     /// Sets Cinder's snapshot quota (-1: unlimited).

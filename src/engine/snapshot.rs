@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 mod group;
@@ -65,6 +66,46 @@ pub enum StartResult {
     Unclear(OpenStackError),
     /// It cannot work: fail the job.
     Fail(JobError),
+    /// A volume-backed `createImage` was refused after Nova had made some of
+    /// its Cinder snapshots (Nova snapshots the volumes one by one and keeps
+    /// those made when a later one is refused): fail the job, recording them
+    /// to be cleaned up. `None`: they could not be looked up, so the create is
+    /// marked unclear and deletion searches for them.
+    Leftovers {
+        error: JobError,
+        pieces: Option<Vec<VolumeSnapshotState>>,
+        calls: i32,
+    },
+}
+
+/// Called by a kind right before it sends its create request, so the moment a
+/// create may reach the cloud is recorded when it is sent (not when the job
+/// was claimed). `false`: the job could not be marked (lost, or the database
+/// failed); nothing is sent.
+pub trait BeforeSend: Sync {
+    fn sending(&self) -> BoxFuture<'_, bool>;
+}
+
+/// What a kind answers when [`BeforeSend`] says not to send.
+pub(super) fn not_sent() -> StartResult {
+    StartResult::Retry(OpenStackError::new(
+        ErrorKind::Transport,
+        "stacksnap",
+        "before_send",
+        "the job could not be marked as sending its create request; nothing was sent",
+    ))
+}
+
+/// A resource in a passing state (a server's task, a volume backing up): no
+/// create is sent; the job waits for it within its start window.
+pub(super) fn waiting_for(
+    service: &'static str,
+    operation: &'static str,
+    what: String,
+) -> StartResult {
+    let mut busy = OpenStackError::new(ErrorKind::Conflict, service, operation, what);
+    busy.status = Some(409);
+    StartResult::Retry(busy)
 }
 
 /// What a started snapshot consists of.
@@ -189,12 +230,13 @@ pub struct Recorded<'a> {
     pub timeline: &'a [TimelineEntry],
 }
 
-/// Starts the snapshot of the job's resource.
-pub async fn start(cloud: &OpenStack, ctx: &JobContext<'_>) -> StartResult {
+/// Starts the snapshot of the job's resource; `gate` is told right before the
+/// create request is sent.
+pub async fn start(cloud: &OpenStack, ctx: &JobContext<'_>, gate: &dyn BeforeSend) -> StartResult {
     match ctx.resource_type {
-        ResourceType::Server => server::start(cloud, ctx).await,
-        ResourceType::Volume => volume::start(cloud, ctx).await,
-        ResourceType::VolumeGroup => group::start(cloud, ctx).await,
+        ResourceType::Server => server::start(cloud, ctx, gate).await,
+        ResourceType::Volume => volume::start(cloud, ctx, gate).await,
+        ResourceType::VolumeGroup => group::start(cloud, ctx, gate).await,
     }
 }
 

@@ -265,6 +265,23 @@ impl Engine {
                         update.status = Some(JobStatus::Succeeded);
                         update.error = Some(None);
                     }
+                    // The snapshot is complete (every artefact available); only
+                    // the check for a second image failed. Once asking again
+                    // cannot help (refused, or the job's time is up) the job
+                    // ends succeeded, as users expect of a complete snapshot,
+                    // with the unchecked duplicate noted; the orphan finder
+                    // lists any such image.
+                    Err(e) if e.is_refused() || deadline_passed => {
+                        update.calls += 1;
+                        update.status = Some(JobStatus::Succeeded);
+                        update.error = Some(Some(JobError::new(
+                            "duplicates_not_checked",
+                            format!(
+                                "the snapshot is complete, but whether an earlier create request made a second \
+                                 image could not be checked: {e}; the orphan finder lists any such image"
+                            ),
+                        )));
+                    }
                     Err(e) => {
                         update.calls += 1;
                         update.not_before = Some(now + self.poll_delay(job, now));

@@ -311,9 +311,9 @@ pub enum StartOutcome {
 }
 
 /// Moves a leased pending job to `creating` and counts the attempt, within the
-/// concurrency limits. This happens before the create request is sent, so the
-/// request counts as unclear until its outcome is recorded (a worker may die
-/// while sending it).
+/// concurrency limits. The create request is marked unclear by
+/// [`mark_sending`] right before it is sent, not here: the reads before it
+/// can take long, and the settle time is measured from the send.
 ///
 /// # Errors
 /// The query fails.
@@ -342,7 +342,7 @@ pub async fn start_job(
     let deadline = now + TimeDelta::seconds(job.options.timeout_secs as i64);
     let updated = sqlx::query(
         "update job set status = 'creating', attempt = attempt + 1, started_at = coalesce(started_at, $3), \
-         deadline = coalesce(deadline, $4), create_unclear_at = $3 \
+         deadline = coalesce(deadline, $4) \
          where job_id = $1 and lease_owner = $2 and status = 'pending'",
     )
     .bind(job.job_id)
@@ -391,19 +391,38 @@ pub struct JobUpdate {
 }
 
 /// Counts a new attempt of a job in `creating` that is about to be sent again
-/// (unclear until its outcome is recorded). Returns `false` when the job was
-/// cancelled or taken over meanwhile.
+/// (marked unclear by [`mark_sending`] when it is sent). Returns `false` when
+/// the job was cancelled or taken over meanwhile.
 ///
 /// # Errors
 /// The query fails.
-pub async fn count_attempt(
+pub async fn count_attempt(pool: &PgPool, job_id: Uuid, owner: Uuid) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query(
+        "update job set attempt = attempt + 1 \
+         where job_id = $1 and lease_owner = $2 and status = 'creating'",
+    )
+    .bind(job_id)
+    .bind(owner)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Records that the job's create request is being sent now: its outcome is
+/// unknown until recorded (a worker may die while sending it), and a look-up
+/// that finds nothing is believed only some time after `now`. Returns `false`
+/// when the job was cancelled or taken over meanwhile (then nothing is sent).
+///
+/// # Errors
+/// The query fails.
+pub async fn mark_sending(
     pool: &PgPool,
     job_id: Uuid,
     owner: Uuid,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     let result = sqlx::query(
-        "update job set attempt = attempt + 1, create_unclear_at = $3 \
+        "update job set create_unclear_at = $3 \
          where job_id = $1 and lease_owner = $2 and status = 'creating'",
     )
     .bind(job_id)

@@ -285,6 +285,12 @@ async fn a_second_image_carrying_the_job_id_is_deleted_and_reported(pool: PgPool
     jobs::start_job(&h.pool, &claimed, dead, h.clock.now(), 50, None)
         .await
         .unwrap();
+    // As a worker does right before it sends.
+    assert!(
+        jobs::mark_sending(&h.pool, job_id, dead, h.clock.now())
+            .await
+            .unwrap()
+    );
     let metadata =
         std::collections::BTreeMap::from([("stacksnap_job_id".to_owned(), job_id.to_string())]);
     let first = h
@@ -482,4 +488,297 @@ async fn a_job_cancelled_while_its_create_was_unclear_leaves_nothing_behind(pool
     assert!(images_of(&h, job_id).await.is_empty());
     let left = cinder_snapshots_of(&h, &server).await;
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// Nova's volume-backed createImage makes one Cinder snapshot per volume and
+/// only then meets a refusal for a later volume (Cinder InvalidVolume -> Nova
+/// InvalidInput, 400; Cinder OverLimit -> Nova OverQuota, 403): the snapshots
+/// made before it stay. They are looked up, recorded and cleaned up.
+#[sqlx::test]
+async fn a_volume_backed_create_refused_midway_leaves_nothing_unrecorded(pool: PgPool) {
+    let h = harness(pool).await;
+    let server = h.sim.create_volume_backed_server("db-9", 2, false);
+    let attached = h
+        .cloud
+        .nova()
+        .get_server(&server)
+        .await
+        .unwrap()
+        .volumes_attached;
+    h.sim.set_volume_status(&attached[1].id, "backing-up");
+
+    let job_id = h.adhoc("server", &server, json!({})).await;
+    let job = h.finish(job_id).await;
+
+    let left = cinder_snapshots_of(&h, &server).await;
+    assert!(!left.is_empty(), "Nova made the first volume's snapshot");
+    let recorded: Vec<String> = sqlx::query_scalar(
+        "select piece ->> 'snapshot_id' from snapshot, jsonb_array_elements(volume_snapshots) piece \
+         where job_id = $1",
+    )
+    .bind(job_id)
+    .fetch_all(&h.pool)
+    .await
+    .unwrap();
+    let leaked: Vec<&str> = left
+        .iter()
+        .filter(|s| !recorded.contains(&s.id))
+        .map(|s| s.id.as_str())
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "job ended {:?} ({:?}); Cinder snapshots made for it and recorded nowhere: {leaked:?}",
+        job.status,
+        job.error
+    );
+    assert_eq!(job.status, JobStatus::Failed);
+    let error = job.error.unwrap().0;
+    assert!(
+        error.message.contains("backing-up"),
+        "the cloud's reason is kept: {error:?}"
+    );
+    assert_eq!(
+        h.sim.count("nova.create_image"),
+        1,
+        "a refusal is not resent"
+    );
+
+    let rows = snapshot_rows(&h, job_id).await;
+    assert_eq!(rows.len(), 1, "the leftovers are one incomplete snapshot");
+    snapshots::request_delete(&h.pool, "default", rows[0].0, h.clock.now())
+        .await
+        .unwrap();
+    let rows = settle_deletions(&h, job_id).await;
+    assert_eq!(rows[0].1, "deleted");
+    let left = cinder_snapshots_of(&h, &server).await;
+    assert!(left.is_empty(), "left in Cinder: {left:?}");
+}
+
+/// Once a job with an unclear create is done, `track` looks for duplicates;
+/// a look-up that keeps failing must not keep the job `tracking` past its deadline.
+#[sqlx::test]
+async fn a_done_job_whose_duplicate_look_up_keeps_failing_still_ends(pool: PgPool) {
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("web-7", &[], &[], false);
+    h.sim
+        .inject(FaultRule::reply_lost("nova.create_image", 503).times(1));
+    let job_id = h.adhoc("server", &server, json!({"timeout": "1m"})).await;
+    let tracking = h.drive(job_id, |j| j.status == JobStatus::Tracking).await;
+    assert!(tracking.create_unclear_at.is_some());
+    h.sim.inject(FaultRule::error("glance.list_images", 500));
+    h.clock.advance(TimeDelta::minutes(5));
+
+    let job = h.finish(job_id).await;
+
+    assert_eq!(
+        job.status,
+        JobStatus::Succeeded,
+        "the image is available: {:?}",
+        job.error
+    );
+    let note = job.error.expect("the skipped duplicate check is noted").0;
+    assert_eq!(note.code, "duplicates_not_checked", "{note:?}");
+}
+
+/// A duplicate look-up the cloud refuses (403) ends the job at once: asked
+/// again, it gives the same answer.
+#[sqlx::test]
+async fn a_done_job_whose_duplicate_look_up_is_refused_ends_at_once(pool: PgPool) {
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("web-8", &[], &[], false);
+    h.sim
+        .inject(FaultRule::reply_lost("nova.create_image", 503).times(1));
+    let job_id = h.adhoc("server", &server, json!({"timeout": "1h"})).await;
+    h.drive(job_id, |j| j.status == JobStatus::Tracking).await;
+    h.sim.inject(FaultRule::error("glance.list_images", 403));
+
+    let job = h.finish(job_id).await;
+
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    assert_eq!(job.error.unwrap().0.code, "duplicates_not_checked");
+}
+
+/// A job whose create was unclear and whose look-up found nothing does not
+/// wait for the create to settle past its deadline, nor send a new create
+/// after it.
+#[sqlx::test]
+async fn no_create_is_sent_after_the_deadline_and_the_settle_wait_ends_at_it(pool: PgPool) {
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("web-9", &[], &[], false);
+    // Every createImage meets a 500 that made nothing: each outcome is unclear.
+    h.sim.inject(FaultRule::error("nova.create_image", 500));
+    let engine = Engine::new(
+        h.pool.clone(),
+        h.cloud.clone(),
+        Arc::new(h.clock.clone()),
+        EngineConfig {
+            create_settle: TimeDelta::minutes(3),
+            ..engine_config()
+        },
+    );
+    let job_id = h.adhoc("server", &server, json!({"timeout": "1m"})).await;
+    let unclear = drive_with(&h, &engine, job_id, |j| {
+        j.error.as_ref().is_some_and(|e| e.0.code == "unclear")
+    })
+    .await;
+    assert_eq!(unclear.attempt, 1);
+    // Past the deadline, before the create would have settled.
+    h.clock.advance(TimeDelta::minutes(2));
+
+    let job = drive_with(&h, &engine, job_id, |j| j.status.is_terminal()).await;
+
+    assert_eq!(job.status, JobStatus::TimedOut, "{:?}", job.error);
+    assert_eq!(
+        h.sim.count("nova.create_image"),
+        1,
+        "no create is sent after the job's deadline"
+    );
+}
+
+/// The same once the create has settled: a look-up that finds nothing past
+/// the deadline ends the job instead of sending again.
+#[sqlx::test]
+async fn a_look_up_that_finds_nothing_past_the_deadline_sends_nothing(pool: PgPool) {
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("web-10", &[], &[], false);
+    h.sim.inject(FaultRule::error("nova.create_image", 500));
+    let job_id = h.adhoc("server", &server, json!({"timeout": "1m"})).await;
+    h.drive(job_id, |j| {
+        j.error.as_ref().is_some_and(|e| e.0.code == "unclear")
+    })
+    .await;
+    h.clock.advance(TimeDelta::minutes(5));
+
+    let job = h.finish(job_id).await;
+
+    assert_eq!(job.status, JobStatus::TimedOut, "{:?}", job.error);
+    assert_eq!(h.sim.count("nova.create_image"), 1);
+}
+
+/// A job that adopts what an earlier attempt made reports the same as one
+/// whose create was answered: the consistency obtained and the server's name.
+#[sqlx::test]
+async fn an_adopted_snapshot_reports_its_consistency_and_resource_name(pool: PgPool) {
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("web-11", &[], &[], false);
+    h.sim
+        .inject(FaultRule::reply_lost("nova.create_image", 503).times(1));
+
+    let job_id = h.adhoc("server", &server, json!({})).await;
+    let job = h.finish(job_id).await;
+
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    assert_eq!(h.sim.count("nova.create_image"), 1, "adopted, not resent");
+    assert!(
+        job.consistency.is_some(),
+        "consistency: {:?}",
+        job.consistency
+    );
+    assert_eq!(job.resource_name.as_deref(), Some("web-11"));
+}
+
+/// A volume in a passing state (here `backing-up`) is waited for within the
+/// start window, as a server's task state is; the create is sent once it is
+/// available again.
+#[sqlx::test]
+async fn a_volume_backing_up_is_waited_for_then_snapshotted(pool: PgPool) {
+    let h = harness(pool).await;
+    let volume = h.sim.create_volume("data-1", 1, &[]);
+    h.sim
+        .set_volume_status_for(&volume, "backing-up", Duration::from_millis(1500));
+
+    let job_id = h.adhoc("volume", &volume, json!({})).await;
+    let waiting = h
+        .drive(job_id, |j| {
+            j.error
+                .as_ref()
+                .is_some_and(|e| e.0.message.contains("backing-up"))
+        })
+        .await;
+    assert_eq!(waiting.status, JobStatus::Pending);
+    let job = h.finish(job_id).await;
+
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    assert_eq!(
+        h.sim.count("cinder.create_snapshot"),
+        1,
+        "nothing is sent while the volume is busy"
+    );
+}
+
+/// A volume in `error` cannot be snapshotted: the job fails at once, saying why.
+#[sqlx::test]
+async fn a_volume_in_error_fails_readably(pool: PgPool) {
+    let h = harness(pool).await;
+    let volume = h.sim.create_volume("data-2", 1, &[]);
+    h.sim.set_volume_status(&volume, "error");
+
+    let job_id = h.adhoc("volume", &volume, json!({})).await;
+    let job = h.finish(job_id).await;
+
+    assert_eq!(job.status, JobStatus::Failed);
+    let error = job.error.unwrap().0;
+    assert_eq!(error.code, "resource_unusable", "{error:?}");
+    assert!(error.message.contains("error"), "{error:?}");
+    assert_eq!(h.sim.count("cinder.create_snapshot"), 0);
+}
+
+/// A group whose member volume is in a passing state Cinder refuses
+/// (`maintenance`) is waited for, then snapshotted.
+#[sqlx::test]
+async fn a_group_with_a_volume_in_maintenance_is_waited_for(pool: PgPool) {
+    let h = harness(pool).await;
+    let (a, b) = (
+        h.sim.create_volume("ga", 1, &[]),
+        h.sim.create_volume("gb", 1, &[]),
+    );
+    let group = crate::helpers::volume_group(&h.cloud, "default_group_type", &[&a, &b]).await;
+    h.sim
+        .set_volume_status_for(&b, "maintenance", Duration::from_millis(1500));
+
+    let job_id = h.adhoc("volume_group", &group, json!({})).await;
+    let waiting = h
+        .drive(job_id, |j| {
+            j.error
+                .as_ref()
+                .is_some_and(|e| e.0.message.contains("maintenance"))
+        })
+        .await;
+    assert_eq!(waiting.status, JobStatus::Pending);
+    let job = h.finish(job_id).await;
+
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    assert_eq!(h.sim.count("cinder.create_group_snapshot"), 1);
+}
+
+/// The moment a create's outcome becomes unknown is when it is sent, not when
+/// the job was claimed: the reads before it (here slowed, while time passes)
+/// must not count towards the settle time of a create still under way.
+#[sqlx::test]
+async fn the_unclear_create_is_stamped_when_it_is_sent(pool: PgPool) {
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("web-12", &[], &[], false);
+    h.sim
+        .inject(FaultRule::latency("nova.get_server", Duration::from_millis(600)).times(1));
+    h.sim
+        .inject(FaultRule::reply_held("nova.create_image", Duration::from_millis(1500)).times(1));
+    let job_id = h.adhoc("server", &server, json!({})).await;
+    let claimed_at = h.clock.now();
+    let engine = h.engine.clone();
+    let step = tokio::spawn(async move { engine.execute_next().await.unwrap() });
+    // While the server is being read, a minute passes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.clock.advance(TimeDelta::minutes(1));
+    // The create is under way (held).
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let sending = h.job(job_id).await;
+    step.await.unwrap();
+
+    assert_eq!(sending.status, JobStatus::Creating);
+    let stamped = sending.create_unclear_at.expect("a create is under way");
+    assert!(
+        // The database keeps microseconds.
+        stamped >= claimed_at + TimeDelta::minutes(1) - TimeDelta::milliseconds(1),
+        "stamped at {stamped}, claimed at {claimed_at}: the stamp is older than the send"
+    );
 }

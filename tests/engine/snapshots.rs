@@ -355,6 +355,12 @@ async fn a_worker_that_died_after_sending_is_succeeded_by_one_that_adopts_the_im
         .await
         .unwrap();
     assert_eq!(started, jobs::StartOutcome::Started);
+    // As a worker does right before it sends.
+    assert!(
+        jobs::mark_sending(&h.pool, job_id, dead, h.clock.now())
+            .await
+            .unwrap()
+    );
     let metadata =
         std::collections::BTreeMap::from([("stacksnap_job_id".to_owned(), job_id.to_string())]);
     let sent = h

@@ -336,6 +336,21 @@ fn create_group_snapshot(st: &mut State, ctx: &Ctx) -> Reply {
         .filter(|v| v.group_id.as_deref() == Some(group_id.as_str()) && v.status.at(now) != GONE)
         .map(|v| v.id.clone())
         .collect();
+    // Cinder validates each member before making any snapshot
+    // (volume/api.py `_create_snapshot_in_db_validate`): InvalidVolume, a 400.
+    for id in &members {
+        let status = st.volume(id, now).map_or("", |v| v.status.at(now));
+        if status == "maintenance" {
+            return Err(Fail::bad_request(
+                "Invalid volume: The snapshot cannot be created when the volume is in maintenance mode.",
+            ));
+        }
+        if status == "error" {
+            return Err(Fail::bad_request(
+                "Invalid volume: The snapshot cannot be created when the volume is in error status.",
+            ));
+        }
+    }
     let used = st.snapshots_used(&ctx.caller.project_id, now);
     let n = i64::try_from(members.len()).unwrap_or(i64::MAX);
     if st.snapshot_quota >= 0 && used + n > st.snapshot_quota {

@@ -345,6 +345,17 @@ fn volume_backed(
     }
     let mut mapping = Vec::new();
     for b in &server.bdms {
+        // Cinder refuses to snapshot a volume that is not available/in-use
+        // (InvalidVolume, 400); Nova turns it into InvalidInput (400), after the
+        // snapshots of the earlier volumes were made (nova/compute/api.py).
+        let status = st.volume(&b.volume_id, now).map(|v| v.status.at(now));
+        if matches!(status, Some("backing-up" | "error" | "maintenance")) {
+            return Err(Fail::bad_request(format!(
+                "Invalid input received: Invalid volume: Volume {} status must be available, in-use, but current status is: {}.",
+                b.volume_id,
+                status.unwrap_or_default()
+            )));
+        }
         let description = st
             .volume(&b.volume_id, now)
             .and_then(|v| v.description.clone());

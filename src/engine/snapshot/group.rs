@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    Artefacts, JOB_ID_KEY, JobContext, Progress, StartResult, artefact_name, create_failure, note,
-    snapshot_state, start_failure,
+    Artefacts, BeforeSend, JOB_ID_KEY, JobContext, Progress, StartResult, artefact_name,
+    create_failure, not_sent, note, snapshot_state, start_failure, waiting_for,
 };
 use crate::{
     domain::job::{JobError, ObtainedConsistency, TimelineEntry, Verdict, VolumeSnapshotState},
@@ -33,8 +33,72 @@ pub fn group_description(job_id: Uuid) -> String {
     format!("{JOB_ID_KEY}={job_id}")
 }
 
+/// Cinder makes a group snapshot only of an `available` group whose volumes
+/// are neither in maintenance nor in error (`group/api.py`
+/// `create_group_snapshot`, `volume/api.py` `_create_snapshot_in_db_validate`):
+/// a group or volume passing through another state is waited for (nothing is
+/// sent), one in error fails the job. `None`: ready.
+async fn group_not_ready(cloud: &OpenStack, group_id: &str, status: &str) -> Option<StartResult> {
+    let unusable = |what: String| {
+        Some(StartResult::Fail(JobError::new(
+            "resource_unusable",
+            format!("{what}: Cinder cannot snapshot the group; nothing was sent"),
+        )))
+    };
+    match status {
+        "available" => {}
+        s if s.starts_with("error") || s == "deleting" => {
+            return unusable(format!("volume group {group_id} is {s}"));
+        }
+        s => {
+            return Some(waiting_for(
+                "cinder",
+                "get_group",
+                format!("volume group is {s}; waiting for it to settle"),
+            ));
+        }
+    }
+    let filter = VolumeFilter {
+        group_id: Some(group_id.to_owned()),
+        ..VolumeFilter::default()
+    };
+    let volumes = match cloud.cinder().list_volumes(&filter).await {
+        Ok(volumes) => volumes,
+        Err(e) => {
+            return Some(start_failure(
+                e,
+                &format!("the volumes of group {group_id}"),
+            ));
+        }
+    };
+    for volume in volumes
+        .iter()
+        .filter(|v| v.group_id.as_deref() == Some(group_id))
+    {
+        match volume.status.as_str() {
+            "error" => return unusable(format!("volume {} of the group is in error", volume.id)),
+            "maintenance" => {
+                return Some(waiting_for(
+                    "cinder",
+                    "list_volumes",
+                    format!(
+                        "volume {} of the group is in maintenance; waiting for it to settle",
+                        volume.id
+                    ),
+                ));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Starts a Cinder group snapshot of a volume group.
-pub(super) async fn start(cloud: &OpenStack, ctx: &JobContext<'_>) -> StartResult {
+pub(super) async fn start(
+    cloud: &OpenStack,
+    ctx: &JobContext<'_>,
+    gate: &dyn BeforeSend,
+) -> StartResult {
     match cloud
         .session()
         .microversion(crate::openstack::session::Service::Volume)
@@ -56,8 +120,14 @@ pub(super) async fn start(cloud: &OpenStack, ctx: &JobContext<'_>) -> StartResul
         Ok(group) => group,
         Err(e) => return start_failure(e, &format!("volume group {}", ctx.resource_id)),
     };
+    if let Some(not_now) = group_not_ready(cloud, ctx.resource_id, &group.status).await {
+        return not_now;
+    }
     let resource_name = group.name.clone().unwrap_or_default();
     let name = artefact_name(ctx, &resource_name);
+    if !gate.sending().await {
+        return not_sent();
+    }
     match cloud
         .cinder()
         .create_group_snapshot(ctx.resource_id, &name, &group_description(ctx.job_id))
@@ -87,18 +157,25 @@ pub(super) async fn find_started(
         .cinder()
         .list_group_snapshots(Some(ctx.resource_id))
         .await?;
-    Ok(found
-        .into_iter()
-        .find(|g| {
-            g.description.as_deref() == Some(description.as_str())
-                && g.group_id.as_deref().is_none_or(|id| id == ctx.resource_id)
-        })
-        .map(|g| Artefacts {
-            group_snapshot_id: Some(g.id),
-            consistency: Some(ObtainedConsistency::CrashConsistent),
-            calls: 1,
-            ..Artefacts::default()
-        }))
+    let Some(ours) = found.into_iter().find(|g| {
+        g.description.as_deref() == Some(description.as_str())
+            && g.group_id.as_deref().is_none_or(|id| id == ctx.resource_id)
+    }) else {
+        return Ok(None);
+    };
+    // Reported as when the create was answered: the group's name.
+    let resource_name = match cloud.cinder().get_group(ctx.resource_id).await {
+        Ok(group) => Some(group.name.unwrap_or_default()),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(e),
+    };
+    Ok(Some(Artefacts {
+        group_snapshot_id: Some(ours.id),
+        consistency: Some(ObtainedConsistency::CrashConsistent),
+        resource_name,
+        calls: 2,
+        ..Artefacts::default()
+    }))
 }
 
 /// Looks at a group snapshot and, once it is available, its member snapshots.

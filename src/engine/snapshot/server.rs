@@ -4,8 +4,9 @@
 use chrono::{DateTime, Utc};
 
 use super::{
-    Artefacts, JOB_ID_KEY, JobContext, Lookup, Progress, Recorded, StartResult, artefact_metadata,
-    artefact_name, create_failure, note, nova_pieces, snapshot_state, start_failure,
+    Artefacts, BeforeSend, JOB_ID_KEY, JobContext, Lookup, Progress, Recorded, StartResult,
+    artefact_metadata, artefact_name, create_failure, not_sent, note, nova_pieces, snapshot_state,
+    start_failure, waiting_for,
 };
 use crate::{
     domain::{
@@ -21,15 +22,18 @@ use crate::{
 const SNAPSHOTTABLE: [&str; 4] = ["ACTIVE", "SHUTOFF", "PAUSED", "SUSPENDED"];
 
 /// Starts a server snapshot with `createImage`.
-pub(super) async fn start(cloud: &OpenStack, ctx: &JobContext<'_>) -> StartResult {
+pub(super) async fn start(
+    cloud: &OpenStack,
+    ctx: &JobContext<'_>,
+    gate: &dyn BeforeSend,
+) -> StartResult {
     let mut calls = 1;
     let server = match cloud.nova().get_server(ctx.resource_id).await {
         Ok(server) => server,
         Err(e) => return start_failure(e, &format!("server {}", ctx.resource_id)),
     };
     if !SNAPSHOTTABLE.contains(&server.status.as_str()) || server.task_state.is_some() {
-        let mut busy = OpenStackError::new(
-            ErrorKind::Conflict,
+        return waiting_for(
             "nova",
             "get_server",
             format!(
@@ -42,8 +46,6 @@ pub(super) async fn start(cloud: &OpenStack, ctx: &JobContext<'_>) -> StartResul
                     .unwrap_or_default()
             ),
         );
-        busy.status = Some(409);
-        return StartResult::Retry(busy);
     }
     let (consistency, checked) = match server_consistency(cloud, &server).await {
         Ok(found) => found,
@@ -60,6 +62,9 @@ pub(super) async fn start(cloud: &OpenStack, ctx: &JobContext<'_>) -> StartResul
         ));
     }
     let name = artefact_name(ctx, &server.name);
+    if !gate.sending().await {
+        return not_sent();
+    }
     calls += 1;
     match cloud
         .nova()
@@ -74,7 +79,72 @@ pub(super) async fn start(cloud: &OpenStack, ctx: &JobContext<'_>) -> StartResul
             resource_name: Some(server.name),
             calls,
         }),
+        // Nova snapshots a volume-backed server's volumes one by one and, when
+        // a later one is refused, keeps those already made (`snapshot_volume_backed`
+        // only unquiesces): a refusal does not mean nothing was made.
+        Err(e) if server.is_volume_backed() && matches!(e.status, Some(400 | 403 | 409)) => {
+            refused_part_way(cloud, ctx, e, calls).await
+        }
         Err(e) => create_failure(e, &format!("server {}", ctx.resource_id)),
+    }
+}
+
+/// A volume-backed `createImage` was refused: looks for the Cinder snapshots
+/// Nova made for the job's image before it refused. None: the refusal stands
+/// as it is. Some: the job fails, recording them (stamped with the job's id)
+/// to be cleaned up. The look-up failed: a 409 is treated as unclear (the next
+/// step looks up before any resend); a 400/403 fails the job with the create
+/// marked unclear, so deletion searches for them.
+async fn refused_part_way(
+    cloud: &OpenStack,
+    ctx: &JobContext<'_>,
+    error: OpenStackError,
+    calls: i32,
+) -> StartResult {
+    let what = format!("server {}", ctx.resource_id);
+    let refused = match create_failure(error.clone(), &what) {
+        StartResult::Fail(e) => e,
+        _ => JobError::new("create_refused", error.to_string()),
+    };
+    match nova_pieces::find_for_job(cloud, ctx.job_id, ctx.resource_id, ctx.since).await {
+        Ok((made, _)) if made.is_empty() => create_failure(error, &what),
+        Ok((made, looked)) => {
+            let ids: Vec<&str> = made.iter().map(|s| s.id.as_str()).collect();
+            let stamped = match nova_pieces::stamp(cloud, ctx.job_id, &ids).await {
+                Ok(stamped) => stamped,
+                // Deletion still knows them: Nova's name for the job's image, on their volume.
+                Err(e) => {
+                    tracing::warn!(job_id = %ctx.job_id, error = %e, "cannot stamp Nova's snapshots of a refused createImage");
+                    i32::try_from(ids.len()).unwrap_or(i32::MAX)
+                }
+            };
+            StartResult::Leftovers {
+                error: JobError::new(
+                    refused.code,
+                    format!(
+                        "{}; Nova had made {} volume snapshot(s) for the image before it refused ({}); they are cleaned up",
+                        refused.message,
+                        made.len(),
+                        ids.join(", ")
+                    ),
+                ),
+                pieces: Some(made.iter().map(|s| snapshot_state(s, None, None)).collect()),
+                calls: calls + looked + stamped,
+            }
+        }
+        Err(_) if error.status == Some(409) => StartResult::Unclear(error),
+        Err(lookup) => StartResult::Leftovers {
+            error: JobError::new(
+                refused.code,
+                format!(
+                    "{}; whether Nova had made volume snapshots before it refused could not be looked up \
+                     ({lookup}); deletion looks for them",
+                    refused.message
+                ),
+            ),
+            pieces: None,
+            calls: calls + 1,
+        },
     }
 }
 
@@ -146,10 +216,23 @@ pub(super) async fn find_started(
 ) -> Result<Lookup, OpenStackError> {
     let mut images = images_of_job(cloud, ctx).await?.into_iter();
     if let Some(first) = images.next() {
+        // Reported as when the create was answered: the server's name and the
+        // consistency Nova gives it (unknown once the server is gone).
+        let (consistency, resource_name, read) =
+            match cloud.nova().get_server(ctx.resource_id).await {
+                Ok(server) => {
+                    let (consistency, checked) = server_consistency(cloud, &server).await?;
+                    (Some(consistency), Some(server.name), 1 + checked)
+                }
+                Err(e) if e.is_not_found() => (None, None, 1),
+                Err(e) => return Err(e),
+            };
         return Ok(Lookup::Made {
             artefacts: Artefacts {
                 image_id: Some(first.id),
-                calls: 1,
+                consistency,
+                resource_name,
+                calls: 1 + read,
                 ..Artefacts::default()
             },
             duplicates: images.map(|i| i.id).collect(),

@@ -5,26 +5,77 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Artefacts, JOB_ID_KEY, JobContext, Progress, StartResult, artefact_metadata, artefact_name,
-    create_failure, note, snapshot_state, start_failure,
+    Artefacts, BeforeSend, JOB_ID_KEY, JobContext, Progress, StartResult, artefact_metadata,
+    artefact_name, create_failure, not_sent, note, snapshot_state, start_failure, waiting_for,
 };
 use crate::{
     domain::job::{
-        ObtainedConsistency, TimelineEntry, Verdict, VolumeSnapshotState, judge_volume_snapshot,
+        JobError, ObtainedConsistency, TimelineEntry, Verdict, VolumeSnapshotState,
+        judge_volume_snapshot,
     },
     openstack::{OpenStack, OpenStackError, cinder::SnapshotFilter},
 };
 
-/// Starts a volume snapshot in Cinder.
-pub(super) async fn start(cloud: &OpenStack, ctx: &JobContext<'_>) -> StartResult {
+/// What Cinder's status of a volume means for snapshotting it.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum VolumeState {
+    /// Cinder snapshots it now (`in-use` with `force`).
+    Ready,
+    /// A state it leaves by itself (backing-up, attaching, extending, ...): wait.
+    Passing,
+    /// It will not get better by waiting (error, deleting): fail.
+    Unusable,
+}
+
+/// Cinder snapshots a single volume only when it is `available` (or `in-use`,
+/// with `force`): `volume/api.py` `create_snapshot_in_db` refuses any other
+/// status with InvalidVolume. Most are passing states; the error states and
+/// deletion are not.
+pub(super) fn volume_state(status: &str) -> VolumeState {
+    match status {
+        "available" | "in-use" => VolumeState::Ready,
+        s if s.starts_with("error") || matches!(s, "deleting" | "deleted") => VolumeState::Unusable,
+        _ => VolumeState::Passing,
+    }
+}
+
+/// Starts a volume snapshot in Cinder, once the volume is in a state Cinder
+/// snapshots; while it is passing through another, nothing is sent.
+pub(super) async fn start(
+    cloud: &OpenStack,
+    ctx: &JobContext<'_>,
+    gate: &dyn BeforeSend,
+) -> StartResult {
     let volume = match cloud.cinder().get_volume(ctx.resource_id).await {
         Ok(volume) => volume,
         Err(e) => return start_failure(e, &format!("volume {}", ctx.resource_id)),
     };
+    match volume_state(&volume.status) {
+        VolumeState::Ready => {}
+        VolumeState::Passing => {
+            return waiting_for(
+                "cinder",
+                "get_volume",
+                format!("volume is {}; waiting for it to settle", volume.status),
+            );
+        }
+        VolumeState::Unusable => {
+            return StartResult::Fail(JobError::new(
+                "resource_unusable",
+                format!(
+                    "volume {} is {}: Cinder cannot snapshot it; nothing was sent",
+                    ctx.resource_id, volume.status
+                ),
+            ));
+        }
+    }
     let resource_name = volume.name.clone().unwrap_or_default();
     let name = artefact_name(ctx, &resource_name);
     let in_use = volume.status == "in-use";
     let description = format!("stacksnap job {}", ctx.job_id);
+    if !gate.sending().await {
+        return not_sent();
+    }
     match cloud
         .cinder()
         .create_snapshot(
@@ -62,13 +113,23 @@ pub(super) async fn find_started(
         ..SnapshotFilter::default()
     };
     let snapshots = cloud.cinder().list_snapshots(&filter).await?;
-    let ours = snapshots
+    let Some(ours) = snapshots
         .iter()
-        .find(|s| s.metadata.get(JOB_ID_KEY) == Some(&job_id));
-    Ok(ours.map(|snapshot| Artefacts {
-        volume_snapshots: vec![snapshot_state(snapshot, None, None)],
+        .find(|s| s.metadata.get(JOB_ID_KEY) == Some(&job_id))
+    else {
+        return Ok(None);
+    };
+    // Reported as when the create was answered: the volume's name.
+    let resource_name = match cloud.cinder().get_volume(ctx.resource_id).await {
+        Ok(volume) => Some(volume.name.unwrap_or_default()),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(e),
+    };
+    Ok(Some(Artefacts {
+        volume_snapshots: vec![snapshot_state(ours, None, None)],
         consistency: Some(ObtainedConsistency::CrashConsistent),
-        calls: 1,
+        resource_name,
+        calls: 2,
         ..Artefacts::default()
     }))
 }
@@ -122,4 +183,40 @@ pub(super) async fn poll(
         timeline,
         calls: 1,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_volume_is_snapshotted_when_available_or_in_use_waited_for_while_passing_and_failed_in_error()
+     {
+        assert_eq!(volume_state("available"), VolumeState::Ready);
+        assert_eq!(volume_state("in-use"), VolumeState::Ready);
+        for passing in [
+            "backing-up",
+            "creating",
+            "downloading",
+            "uploading",
+            "attaching",
+            "detaching",
+            "extending",
+            "retyping",
+            "restoring-backup",
+            "maintenance",
+            "reserved",
+        ] {
+            assert_eq!(volume_state(passing), VolumeState::Passing, "{passing}");
+        }
+        for unusable in [
+            "error",
+            "error_restoring",
+            "error_extending",
+            "error_managing",
+            "deleting",
+        ] {
+            assert_eq!(volume_state(unusable), VolumeState::Unusable, "{unusable}");
+        }
+    }
 }

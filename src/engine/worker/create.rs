@@ -11,6 +11,7 @@
 //! capped; the start window bounds the time spent retrying.
 
 use chrono::{DateTime, TimeDelta, Utc};
+use futures_util::{FutureExt as _, future::BoxFuture};
 use uuid::Uuid;
 
 use super::{fail, later, start_window_passed, timed_out};
@@ -18,7 +19,7 @@ use crate::{
     domain::job::{JobError, JobStatus, TimelineEntry, VolumeSnapshotState},
     engine::{
         Engine,
-        snapshot::{self, Artefacts, JobContext, Lookup, StartResult},
+        snapshot::{self, Artefacts, BeforeSend, JobContext, Lookup, StartResult},
     },
     openstack::OpenStackError,
     store::{
@@ -39,6 +40,9 @@ impl Engine {
     ) -> Result<Option<JobUpdate>, sqlx::Error> {
         if now > job.start_by {
             return Ok(Some(start_window_passed(job)));
+        }
+        if let Some(over) = deadline_passed(job, now) {
+            return Ok(Some(over));
         }
         if let Some(exhausted) = self.attempts_exhausted(job) {
             return Ok(Some(exhausted));
@@ -66,13 +70,25 @@ impl Engine {
             }
             StartOutcome::Lost => return Ok(None),
         }
-        Ok(Some(self.send_create(job, ctx, now).await))
+        Ok(Some(self.send_create(job, ctx, token, now).await))
     }
 
     /// Sends the create request of a job already marked `creating` with its
-    /// attempt (and, until its outcome is known, an unclear create).
-    async fn send_create(&self, job: &Job, ctx: &JobContext<'_>, now: DateTime<Utc>) -> JobUpdate {
-        let result = snapshot::start(&self.cloud, ctx).await;
+    /// attempt; right before the request goes out, the job is marked as having
+    /// an unclear create, until its outcome is known.
+    async fn send_create(
+        &self,
+        job: &Job,
+        ctx: &JobContext<'_>,
+        token: Uuid,
+        now: DateTime<Utc>,
+    ) -> JobUpdate {
+        let gate = MarkSending {
+            engine: self,
+            job_id: job.job_id,
+            token,
+        };
+        let result = snapshot::start(&self.cloud, ctx, &gate).await;
         let mut update = match result {
             StartResult::Started(artefacts) => self.adopt(job, artefacts, now),
             StartResult::Retry(error) => JobUpdate {
@@ -83,13 +99,28 @@ impl Engine {
             StartResult::Unclear(error) => {
                 // The request may have been carried out: stay in `creating`, so the
                 // next step looks the artefact up before it would ever send again.
+                // The job was marked unclear when the request was sent.
                 tracing::warn!(job_id = %job.job_id, error = %error, "unclear outcome of the snapshot request");
                 let mut update = later(now + self.config.retry_delay);
                 update.error = Some(Some(JobError::new("unclear", error.to_string())));
-                update.create_unclear_at = Some(Some(self.clock.now()));
-                update
+                return update;
             }
             StartResult::Fail(error) => fail(error),
+            StartResult::Leftovers {
+                error,
+                pieces,
+                calls,
+            } => {
+                tracing::warn!(job_id = %job.job_id, error = %error.message, "the create was refused after Nova had made some of its snapshots");
+                let mut update = fail(error);
+                update.calls = calls;
+                match pieces {
+                    Some(pieces) => update.volume_snapshots = Some(pieces),
+                    // Recorded with nothing but an unclear create: deletion searches for them.
+                    None => update.create_unclear_at = Some(Some(self.clock.now())),
+                }
+                update
+            }
         };
         if update.create_unclear_at.is_none() {
             // This send's outcome is known (or nothing was sent): an earlier unclear one still stands.
@@ -232,6 +263,12 @@ impl Engine {
         now: DateTime<Utc>,
         calls: i32,
     ) -> Result<Option<JobUpdate>, sqlx::Error> {
+        // No create is sent, nor waited for, once the job's time is up. What a
+        // create still under way makes is recorded (the job's row carries the
+        // unclear create) and found by deletion.
+        if let Some(over) = deadline_passed(job, now) {
+            return Ok(Some(JobUpdate { calls, ..over }));
+        }
         if let Some(unclear_at) = job.create_unclear_at.filter(|_| !self.settled(job, now)) {
             // Too early to believe: the cloud may still be carrying that create out.
             return Ok(Some(JobUpdate {
@@ -245,11 +282,11 @@ impl Engine {
         if let Some(exhausted) = self.attempts_exhausted(job) {
             return Ok(Some(exhausted));
         }
-        if !jobs::count_attempt(&self.db, job.job_id, token, now).await? {
+        if !jobs::count_attempt(&self.db, job.job_id, token).await? {
             return Ok(None);
         }
         tracing::info!(job_id = %job.job_id, "an earlier attempt made nothing; sending again");
-        let mut update = self.send_create(job, ctx, now).await;
+        let mut update = self.send_create(job, ctx, token, now).await;
         update.calls += calls;
         Ok(Some(update))
     }
@@ -300,5 +337,46 @@ impl Engine {
             });
         }
         Ok(())
+    }
+}
+
+/// The job's end once its deadline has passed before a snapshot was made.
+fn deadline_passed(job: &Job, now: DateTime<Utc>) -> Option<JobUpdate> {
+    job.deadline.filter(|d| now >= *d).map(|_| {
+        let last = job
+            .error
+            .as_ref()
+            .map(|e| format!("; last: {}", e.0.message))
+            .unwrap_or_default();
+        timed_out(JobError::new(
+            "timed_out",
+            format!(
+                "no snapshot was made within {}s{last}",
+                job.options.0.timeout_secs
+            ),
+        ))
+    })
+}
+
+/// Marks the job as sending its create, right before the request goes out.
+struct MarkSending<'a> {
+    engine: &'a Engine,
+    job_id: Uuid,
+    token: Uuid,
+}
+
+impl BeforeSend for MarkSending<'_> {
+    fn sending(&self) -> BoxFuture<'_, bool> {
+        async move {
+            let now = self.engine.clock.now();
+            match jobs::mark_sending(&self.engine.db, self.job_id, self.token, now).await {
+                Ok(marked) => marked,
+                Err(e) => {
+                    tracing::warn!(job_id = %self.job_id, error = %e, "cannot mark the job as sending; nothing is sent");
+                    false
+                }
+            }
+        }
+        .boxed()
     }
 }
