@@ -19,6 +19,8 @@ use uuid::Uuid;
 
 use crate::helpers::{Harness, engine_config, harness, spawn_app};
 
+mod unrecorded;
+
 /// What the database says about one snapshot's deletion.
 #[derive(Debug, sqlx::FromRow)]
 struct Deletion {

@@ -284,3 +284,42 @@ pub async fn renew_lease(
     .await?;
     Ok(result.rows_affected() == 1)
 }
+
+/// When the job of a snapshot sent its last create whose outcome is unknown, if it did.
+///
+/// # Errors
+/// The query fails.
+pub async fn create_unclear_at(
+    pool: &PgPool,
+    job_id: Uuid,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar("select create_unclear_at from job where job_id = $1")
+        .bind(job_id)
+        .fetch_optional(pool)
+        .await
+        .map(Option::flatten)
+}
+
+/// Records on a snapshot what the search for its job's unclear create found,
+/// before anything of it is deleted: from then on it is deleted like any
+/// recorded artefact, and a crash in between loses nothing.
+///
+/// # Errors
+/// The query fails.
+pub async fn record_found(
+    pool: &PgPool,
+    id: Uuid,
+    image_id: Option<&str>,
+    group_snapshot_id: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update snapshot set image_id = coalesce(image_id, $2), \
+             group_snapshot_id = coalesce(group_snapshot_id, $3) where snapshot_id = $1",
+    )
+    .bind(id)
+    .bind(image_id)
+    .bind(group_snapshot_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
