@@ -307,7 +307,7 @@ fn refuse(now: DateTime<Utc>, what: String) -> DeletionStep {
         error: JobError::new(
             "not_ours",
             format!(
-                "{what} carries neither this snapshot's stacksnap_job_id nor (a server's volume snapshot) Nova's name for its image; stacksnap deletes only what it made"
+                "{what} is not this snapshot's: an image must carry its stacksnap_job_id and be named for its job, a volume snapshot carry the id or (a server's) have Nova's name for its image; stacksnap deletes only what it made"
             ),
         ),
     }

@@ -382,3 +382,49 @@ async fn a_group_snapshot_answered_after_a_cancel_is_deleted(pool: PgPool) {
     let left = group_snapshots_of(&h, &group).await;
     assert!(left.is_empty(), "leaked group snapshot(s): {left:?}");
 }
+
+/// What the search for an unclear create finds is recorded on the row before
+/// anything of it is deleted: a crash after the search loses nothing.
+#[sqlx::test]
+async fn what_the_search_finds_is_recorded_before_it_is_deleted(pool: PgPool) {
+    // Arrange: Nova makes the image, then a proxy answers 503; the job is cancelled.
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("web-s", &[], &[], false);
+    h.sim
+        .inject(FaultRule::reply_lost("nova.create_image", 503).times(1));
+    let job_id = h.adhoc("server", &server, json!({})).await;
+    h.engine.execute_next().await.unwrap();
+    assert_eq!(h.job(job_id).await.status, JobStatus::Creating);
+    lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now())
+        .await
+        .unwrap();
+    let made = images_of(&h, job_id).await;
+    assert_eq!(made.len(), 1, "Nova made the image");
+    let rows = snapshot_rows(&h, job_id).await;
+    snapshots::request_delete(&h.pool, "default", rows[0].0, h.clock.now())
+        .await
+        .unwrap();
+    h.clock
+        .advance(engine_config().create_settle + TimeDelta::seconds(1));
+
+    // Act: one deletion step, the search.
+    assert_eq!(h.engine.delete_next().await.unwrap(), Outcome::Worked);
+
+    // Assert
+    let recorded: Option<String> =
+        sqlx::query_scalar("select image_id from snapshot where snapshot_id = $1")
+            .bind(rows[0].0)
+            .fetch_one(&h.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        recorded.as_ref(),
+        made.first(),
+        "the image found is recorded"
+    );
+    assert_eq!(images_of(&h, job_id).await, made, "and not yet deleted");
+    // The next steps delete it.
+    let rows = settle_deletions(&h, job_id).await;
+    assert_eq!(rows[0].1, "deleted");
+    assert!(images_of(&h, job_id).await.is_empty());
+}
