@@ -58,6 +58,9 @@ pub enum Fault {
         #[serde(default)]
         dependants_only: bool,
     },
+    /// A deleted group snapshot goes to `error` with its members, as Cinder's
+    /// volume manager does when the backend fails `delete_group_snapshot`.
+    GroupSnapshotDeleteError,
     /// The image of an image-backed createImage ends `killed`.
     ImageKilled,
     /// The image-backed createImage fails in the compute service: Nova

@@ -132,9 +132,37 @@ pub fn blocked_message(dependants: &[Dependant]) -> String {
     )
 }
 
+/// Whether an image is job `job_id`'s: it carries the job's `stacksnap_job_id`
+/// (`carried`). Nova copies the boot image's properties into every snapshot of a
+/// server, so an image made by hand from a server booted from one of our images
+/// carries that old job's id too: the property alone proves nothing. Our
+/// artefact names always hold the job id, so the name must as well.
+pub fn image_is_jobs(job_id: &str, carried: Option<&str>, name: Option<&str>) -> bool {
+    carried == Some(job_id) && name.is_some_and(|n| n.contains(job_id))
+}
+
+/// The readable error of a deletion Glance's `protected` flag stops.
+pub fn protected_message(image_id: &str) -> String {
+    format!(
+        "image {image_id} is protected in Glance; unprotect it to delete it (its Cinder snapshots are kept meanwhile); stacksnap tries again daily"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_image_is_a_jobs_only_when_it_carries_the_job_and_is_named_for_it() {
+        let job = "01a22f9b-c4f0-727a-8db5-d24e8041982a";
+        let ours = format!("nightly-web-{job}");
+        assert!(image_is_jobs(job, Some(job), Some(&ours)));
+        // Nova copied the boot image's stacksnap_job_id into a hand-made snapshot.
+        assert!(!image_is_jobs(job, Some(job), Some("before-upgrade")));
+        assert!(!image_is_jobs(job, Some(job), None));
+        assert!(!image_is_jobs(job, Some("another"), Some(&ours)));
+        assert!(!image_is_jobs(job, None, Some(&ours)));
+    }
 
     #[test]
     fn a_piece_cinder_gives_back_after_our_delete_is_undone_not_deleted_again() {

@@ -17,7 +17,12 @@ use super::{
     worker::Leased,
 };
 use crate::{
-    domain::{job::JobError, retention::plan},
+    domain::{
+        deletion::{BLOCKED_RETRY, image_is_jobs, protected_message, wait_delay, wait_expired},
+        job::JobError,
+        policy::ResourceType,
+        retention::plan,
+    },
     openstack::OpenStackError,
     store::{
         policies,
@@ -94,18 +99,90 @@ impl Engine {
         // A step can outlast the lease (a slow Cinder, many pieces): renew it as
         // job steps do, and abandon the step if another worker took it over.
         let step = tokio::select! {
-            step = self.delete_step(&snapshot, now) => step,
+            step = self.delete_step(&snapshot, now) => step?,
             () = self.keep_lease(Leased::Snapshot(snapshot.snapshot_id), token) => return Ok(Outcome::Worked),
         };
         snapshots::record_deletion(&self.db, snapshot.snapshot_id, token, now, &step).await?;
         Ok(Outcome::Worked)
     }
 
-    async fn delete_step(&self, snapshot: &ManagedSnapshot, now: DateTime<Utc>) -> DeletionStep {
-        match self.delete_pieces(snapshot, now).await {
+    async fn delete_step(
+        &self,
+        snapshot: &ManagedSnapshot,
+        now: DateTime<Utc>,
+    ) -> Result<DeletionStep, sqlx::Error> {
+        if pieces::needs_search(snapshot) {
+            return self.search_step(snapshot, now).await;
+        }
+        Ok(match self.delete_pieces(snapshot, now).await {
             Ok(step) => step,
             Err(error) => self.deletion_failed(snapshot, &error, now),
+        })
+    }
+
+    /// The job's create had an unknown outcome and nothing is recorded: find
+    /// what it made, if anything, once the cloud has had the time the job
+    /// itself gives it (`create_settle` after the unclear create): a search
+    /// sooner may miss what Nova is still making. What is found is recorded
+    /// first and deleted from the next step on, so nothing found is lost.
+    async fn search_step(
+        &self,
+        snapshot: &ManagedSnapshot,
+        now: DateTime<Utc>,
+    ) -> Result<DeletionStep, sqlx::Error> {
+        let unclear_at = snapshots::create_unclear_at(&self.db, snapshot.job_id).await?;
+        if let Some(settled) = unclear_at
+            .map(|at| at + self.config.create_settle)
+            .filter(|settled| now < *settled)
+        {
+            return Ok(DeletionStep::InProgress {
+                not_before: settled,
+                pieces: Vec::new(),
+            });
         }
+        let found = match pieces::search(&self.cloud, snapshot).await {
+            Ok(found) => found,
+            Err(error) => return Ok(self.deletion_failed(snapshot, &error, now)),
+        };
+        if found.is_empty() {
+            return Ok(DeletionStep::Deleted);
+        }
+        if found.images.is_empty() && snapshot.resource_type == ResourceType::Server {
+            // Nova makes a volume-backed server's Cinder snapshots first and its
+            // image last, after a call that may outlast any settle window: while
+            // only the snapshots exist the image may still come. Wait for it (as
+            // any deletion waits, with a deadline) before deleting the pieces.
+            let since = snapshot.delete_waiting_since.unwrap_or(now);
+            if !wait_expired(since, now) {
+                let delay = wait_delay(
+                    since,
+                    now,
+                    self.config.poll_interval,
+                    self.config.max_poll_interval,
+                );
+                return Ok(DeletionStep::Waiting {
+                    not_before: now + delay,
+                    pieces: Vec::new(),
+                    since,
+                });
+            }
+        }
+        let mut images = found.images.iter();
+        snapshots::record_found(
+            &self.db,
+            snapshot.snapshot_id,
+            images.next().map(String::as_str),
+            found.group_snapshot_id.as_deref(),
+        )
+        .await?;
+        // A second image of the same job is a duplicate: deleted on its own row.
+        for image_id in images {
+            snapshots::record_duplicate(&self.db, snapshot.job_id, image_id, now).await?;
+        }
+        Ok(DeletionStep::InProgress {
+            not_before: now,
+            pieces: found.pieces,
+        })
     }
 
     /// Deletes a group snapshot (Cinder deletes its members with it), checking ownership.
@@ -152,24 +229,31 @@ impl Engine {
                 .delete_group_snapshot(snapshot, group_snapshot_id, now)
                 .await;
         }
-        if pieces::needs_search(snapshot) {
-            // The job's create had an unknown outcome: find what it made, if anything.
-            let found = pieces::search(&self.cloud, snapshot).await?;
-            if found.is_empty() {
-                return Ok(DeletionStep::Deleted);
-            }
-            return Ok(DeletionStep::InProgress {
-                not_before: now,
-                pieces: found,
-            });
-        }
         let job_id = snapshot.job_id.to_string();
         let mut pieces = snapshot.volume_snapshots.0.clone();
         let mut image_facts = ImageFacts::default();
         if let Some(image_id) = &snapshot.image_id {
             match self.cloud.glance().get_image(image_id).await {
-                Ok(image) if image.property(JOB_ID_KEY) != Some(job_id.as_str()) => {
+                Ok(image)
+                    if !image_is_jobs(
+                        &job_id,
+                        image.property(JOB_ID_KEY),
+                        image.name.as_deref(),
+                    ) =>
+                {
                     return Ok(refuse(now, format!("image {image_id}")));
+                }
+                Ok(image) if image.protected => {
+                    // Glance would refuse to delete the image after its Cinder
+                    // snapshots (its data) were gone: touch nothing.
+                    let error = JobError::new("image_protected", protected_message(image_id));
+                    tracing::warn!(snapshot_id = %snapshot.snapshot_id, error = %error.message, "deletion blocked");
+                    return Ok(DeletionStep::Blocked {
+                        not_before: now + BLOCKED_RETRY,
+                        error,
+                        pieces,
+                        dependants: Vec::new(),
+                    });
                 }
                 Ok(image) => {
                     // Read before the image goes: the job may have ended before it recorded them.
@@ -223,7 +307,7 @@ fn refuse(now: DateTime<Utc>, what: String) -> DeletionStep {
         error: JobError::new(
             "not_ours",
             format!(
-                "{what} carries neither this snapshot's stacksnap_job_id nor (a server's volume snapshot) Nova's name for its image; stacksnap deletes only what it made"
+                "{what} is not this snapshot's: an image must carry its stacksnap_job_id and be named for its job, a volume snapshot carry the id or (a server's) have Nova's name for its image; stacksnap deletes only what it made"
             ),
         ),
     }

@@ -25,6 +25,9 @@ pub struct Image {
     pub size: Option<u64>,
     #[serde(default, deserialize_with = "super::timestamp::optional")]
     pub created_at: Option<DateTime<Utc>>,
+    /// Glance refuses to delete a protected image (403).
+    #[serde(default)]
+    pub protected: bool,
     /// Every other field: Nova's and our own properties among them.
     #[serde(flatten)]
     pub properties: BTreeMap<String, Value>,

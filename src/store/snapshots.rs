@@ -76,12 +76,16 @@ macro_rules! snapshot_columns {
 // After `snapshot_columns!`, which the deletion queue reads too.
 mod deletion;
 
-pub use deletion::{DeletionStep, claim_deletion, record_deletion, renew_lease};
+pub use deletion::{
+    DeletionStep, claim_deletion, create_unclear_at, record_deletion, record_found, renew_lease,
+};
 
 /// Records what an ended job produced: a complete snapshot when it succeeded,
 /// incomplete artefacts (to be cleaned up) when it failed, timed out or was
 /// cancelled after making some, or after sending a create whose outcome is
-/// unknown (the deletion then looks for what it made). Idempotent per job. A
+/// unknown (the deletion then looks for what it made). Idempotent per job,
+/// except that a step's answer arriving after a cancel recorded the job adds
+/// what it made to the row (a row already `deleted` is deleted again). A
 /// job whose policy was deleted with `snapshots=delete` while it ran records
 /// its snapshot already `deleting`; with `keep`, it lands kept and unmanaged (no policy).
 ///
@@ -101,7 +105,16 @@ pub async fn record_from_job(conn: &mut PgConnection, job_id: Uuid) -> Result<()
          where j.job_id = $1 and (j.status = 'succeeded' or j.image_id is not null \
              or j.group_snapshot_id is not null or j.volume_snapshots <> '[]' \
              or j.create_unclear_at is not null) \
-         on conflict (job_id) where not duplicate do nothing",
+         on conflict (job_id) where not duplicate do update set \
+             image_id = coalesce(snapshot.image_id, excluded.image_id), \
+             group_snapshot_id = coalesce(snapshot.group_snapshot_id, excluded.group_snapshot_id), \
+             volume_snapshots = case when snapshot.volume_snapshots = '[]' \
+                 then excluded.volume_snapshots else snapshot.volume_snapshots end, \
+             state = case when snapshot.state = 'deleted' then 'deleting' else snapshot.state end, \
+             deleted_at = case when snapshot.state = 'deleted' then null else snapshot.deleted_at end \
+         where (snapshot.image_id is null and excluded.image_id is not null) \
+             or (snapshot.group_snapshot_id is null and excluded.group_snapshot_id is not null) \
+             or (snapshot.volume_snapshots = '[]' and excluded.volume_snapshots <> '[]')",
     )
     .bind(job_id)
     .bind(Uuid::now_v7())

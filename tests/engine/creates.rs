@@ -270,7 +270,8 @@ async fn a_create_image_answer_without_an_image_id_is_looked_up_not_failed(pool:
 
 #[sqlx::test]
 async fn a_second_image_carrying_the_job_id_is_deleted_and_reported(pool: PgPool) {
-    // Arrange: a worker died after two createImage requests for one job both went through.
+    // Arrange: a worker died after two createImage requests for one job both went
+    // through (named, as every artefact is, with the job's id).
     let h = harness(pool).await;
     let server = h.sim.create_volume_backed_server("db-2", 2, false);
     let job_id = h.adhoc("server", &server, json!({})).await;
@@ -296,14 +297,14 @@ async fn a_second_image_carrying_the_job_id_is_deleted_and_reported(pool: PgPool
     let first = h
         .cloud
         .nova()
-        .create_image(&server, "db-2-first", &metadata)
+        .create_image(&server, &format!("db-2-first-{job_id}"), &metadata)
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let second = h
         .cloud
         .nova()
-        .create_image(&server, "db-2-second", &metadata)
+        .create_image(&server, &format!("db-2-second-{job_id}"), &metadata)
         .await
         .unwrap();
 

@@ -19,6 +19,8 @@ use uuid::Uuid;
 
 use crate::helpers::{Harness, engine_config, harness, spawn_app};
 
+mod unrecorded;
+
 /// What the database says about one snapshot's deletion.
 #[derive(Debug, sqlx::FromRow)]
 struct Deletion {
@@ -394,4 +396,50 @@ async fn a_deletion_step_slower_than_its_lease_keeps_the_lease(pool: PgPool) {
     );
     assert_eq!(step.await.unwrap().unwrap(), Outcome::Worked);
     assert_eq!(h.sim.count("cinder.delete_snapshot"), 1, "one delete sent");
+}
+
+#[sqlx::test]
+async fn a_deletion_backing_off_after_a_failed_attempt_does_not_hold_up_a_fresh_one(pool: PgPool) {
+    // Arrange: room for one deletion in flight; the first one's delete is refused
+    // once, so it waits out a long back-off before its next attempt.
+    let h = harness(pool).await;
+    let engine = Engine::new(
+        h.pool.clone(),
+        h.cloud.clone(),
+        Arc::new(h.clock.clone()),
+        EngineConfig {
+            max_in_flight: 1,
+            retry_delay: TimeDelta::minutes(10),
+            ..engine_config()
+        },
+    );
+    let (first, _) = volume_snapshot(&h).await;
+    let (fresh, _) = volume_snapshot(&h).await;
+    h.sim
+        .inject(FaultRule::error("cinder.delete_snapshot", 403).times(1));
+    snapshots::request_delete(&h.pool, "default", first, h.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(engine.delete_next().await.unwrap(), Outcome::Worked);
+    let backing_off = deletion(&h, first).await;
+    assert_eq!(
+        backing_off.code.as_deref(),
+        Some("delete_error"),
+        "{backing_off:?}"
+    );
+    assert!(backing_off.not_before > h.clock.now() + TimeDelta::minutes(5));
+    snapshots::request_delete(&h.pool, "default", fresh, h.clock.now())
+        .await
+        .unwrap();
+
+    // Act
+    let outcome = engine.delete_next().await.unwrap();
+
+    // Assert: the fresh deletion started while the first one backs off.
+    assert_eq!(
+        outcome,
+        Outcome::Worked,
+        "the fresh deletion was not started"
+    );
+    assert_eq!(h.sim.count("cinder.delete_snapshot"), 2);
 }

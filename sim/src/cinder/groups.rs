@@ -412,15 +412,25 @@ fn delete_group_snapshot(st: &mut State, ctx: &Ctx, id: &str) -> Reply {
             "Invalid GroupSnapshot: Group snapshot status must be available or error, but current status is: {status}."
         )));
     }
+    let _ = gs;
+    let fails = st.fault("cinder.delete_group_snapshot", |f| {
+        matches!(f, crate::faults::Fault::GroupSnapshotDeleteError)
+    });
+    let outcome = if fails { "error" } else { GONE };
+    let gs = st
+        .group_snapshots
+        .iter_mut()
+        .find(|g| g.id == id && g.status.at(now) != GONE)
+        .ok_or_else(|| group_snapshot_not_found(id))?;
     gs.status.rewrite(now, "deleting");
-    gs.status.push_after_last(d, GONE);
+    gs.status.push_after_last(d, outcome);
     for s in st
         .snapshots
         .iter_mut()
         .filter(|s| s.group_snapshot_id.as_deref() == Some(id) && s.status.at(now) != GONE)
     {
         s.status.rewrite(now, "deleting");
-        s.status.push_after_last(d, GONE);
+        s.status.push_after_last(d, outcome);
     }
     Ok((StatusCode::ACCEPTED, Value::Null))
 }

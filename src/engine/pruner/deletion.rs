@@ -116,6 +116,17 @@ impl Engine {
                 found
             }
             PieceAction::Delete => match self.cloud.cinder().delete_group_snapshot(id).await {
+                Ok(()) if found == "error" && !sent => {
+                    // Cinder's backend failing a delete leaves the group snapshot
+                    // `error`; without recorded members nothing tells that from a
+                    // first delete, so each delete from `error` counts as an attempt.
+                    sweep.undone.push(Undone {
+                        what: format!("group snapshot {id}"),
+                        status: found.to_owned(),
+                        pieces: Vec::new(),
+                    });
+                    "deleting"
+                }
                 Ok(()) => {
                     sweep.pending = true;
                     sweep.moved = true;

@@ -31,13 +31,16 @@ macro_rules! claim_deletion_where {
     };
 }
 
-/// Whether deletion `x` is in flight at `now`: started, and not waiting for
-/// longer than `stalled` (a stuck deletion loads nothing and must not hold up others).
+/// Whether deletion `x` is in flight at `now`: started, not pausing after a
+/// failed attempt, and not waiting for longer than `stalled` (a stuck or
+/// pausing deletion loads nothing and must not hold up others).
 macro_rules! in_flight {
     ($x:literal, $now:literal, $stalled:literal) => {
         concat!(
             $x,
-            ".state = 'deleting' and ",
+            ".state = 'deleting' and not ",
+            $x,
+            ".delete_backing_off and ",
             $x,
             ".delete_started_at is not null and (",
             $x,
@@ -245,7 +248,8 @@ pub async fn record_deletion(
                  else delete_attempts + $6 end, \
              volume_snapshots = coalesce($7, volume_snapshots), \
              deleted_at = case when $3 = 'deleted' then $8 end, delete_waiting_since = $9, \
-             delete_blocked_by = $10, lease_owner = null, lease_expires_at = null \
+             delete_blocked_by = $10, delete_backing_off = $11, \
+             lease_owner = null, lease_expires_at = null \
          where snapshot_id = $1 and lease_owner = $2",
     )
     .bind(id)
@@ -258,6 +262,7 @@ pub async fn record_deletion(
     .bind(now)
     .bind(write.waiting_since)
     .bind(write.blocked_by.map(Json))
+    .bind(matches!(step, DeletionStep::Retry { .. }))
     .execute(pool)
     .await?;
     Ok(())
@@ -283,4 +288,43 @@ pub async fn renew_lease(
     .execute(pool)
     .await?;
     Ok(result.rows_affected() == 1)
+}
+
+/// When the job of a snapshot sent its last create whose outcome is unknown, if it did.
+///
+/// # Errors
+/// The query fails.
+pub async fn create_unclear_at(
+    pool: &PgPool,
+    job_id: Uuid,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar("select create_unclear_at from job where job_id = $1")
+        .bind(job_id)
+        .fetch_optional(pool)
+        .await
+        .map(Option::flatten)
+}
+
+/// Records on a snapshot what the search for its job's unclear create found,
+/// before anything of it is deleted: from then on it is deleted like any
+/// recorded artefact, and a crash in between loses nothing.
+///
+/// # Errors
+/// The query fails.
+pub async fn record_found(
+    pool: &PgPool,
+    id: Uuid,
+    image_id: Option<&str>,
+    group_snapshot_id: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update snapshot set image_id = coalesce(image_id, $2), \
+             group_snapshot_id = coalesce(group_snapshot_id, $3) where snapshot_id = $1",
+    )
+    .bind(id)
+    .bind(image_id)
+    .bind(group_snapshot_id)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
