@@ -318,28 +318,33 @@ pub async fn delete_policy(
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    // Jobs first, then snapshots, then the policy: the order in which a job that
-    // ends records its snapshot, so the two never wait on each other in a cycle.
+    // The policy first, then its runs, then their jobs (DESIGN.md, lock order):
+    // a job that ends takes the policy (key share) and its run before its own
+    // row, and a worker resolving a run holds the run, so none of them waits on
+    // this transaction in a cycle.
+    let found: Option<Uuid> = sqlx::query_scalar(
+        "select policy_id from policy where project_id = $1 and policy_id = $2 \
+         and ($3::bigint is null or version = $3) for update",
+    )
+    .bind(project_id)
+    .bind(id)
+    .bind(expected_version)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if found.is_none() {
+        return Ok(false);
+    }
     let stop = PolicyStop::Deleted { delete_snapshots };
     lifecycle::stop_policy_work(&mut tx, id, stop, now).await?;
     if delete_snapshots {
         super::snapshots::delete_all_of_policy(&mut tx, id, now).await?;
     }
-    let result = sqlx::query(
-        "delete from policy where project_id = $1 and policy_id = $2 \
-         and ($3::bigint is null or version = $3)",
-    )
-    .bind(project_id)
-    .bind(id)
-    .bind(expected_version)
-    .execute(&mut *tx)
-    .await?;
-    if result.rows_affected() == 1 {
-        tx.commit().await?;
-        Ok(true)
-    } else {
-        Ok(false)
-    }
+    sqlx::query("delete from policy where policy_id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Locks up to `limit` enabled policies due at `now`, skipping rows other
