@@ -544,3 +544,33 @@ async fn a_policy_an_old_replica_stopped_is_not_shown_active_and_silent(pool: Pg
         stored.next_run_at
     );
 }
+
+/// Until the scheduler's next pass replans it, a policy an older replica stopped
+/// is shown with the fire time it resumes at, never `active` with none.
+#[sqlx::test]
+async fn a_policy_an_old_replica_stopped_is_shown_with_the_fire_time_it_resumes_at(pool: PgPool) {
+    let (h, app) = setup(pool).await;
+    let volume = h.sim.create_volume("a", 1, &[]);
+    let policy = volume_policy(&h, "nightly", &[volume], 1).await;
+    let planned = policy.next_run_at.expect("an enabled policy is planned");
+    sqlx::query("update policy set next_run_at = null where policy_id = $1")
+        .bind(policy.id)
+        .execute(&h.pool)
+        .await
+        .unwrap();
+
+    let shown: Value = app
+        .get(&format!("/v1/policies/{}", policy.id))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["state"], "active", "{shown}");
+    assert_eq!(
+        shown["next_run_at"]
+            .as_str()
+            .map(|t| t.parse::<chrono::DateTime<chrono::Utc>>().unwrap()),
+        Some(planned),
+        "{shown}"
+    );
+}
