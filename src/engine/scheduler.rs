@@ -34,6 +34,7 @@ pub struct Fired {
 /// # Errors
 /// The database fails; what was committed stays committed.
 pub async fn fire_due(db: &PgPool, clock: &dyn Clock) -> Result<Fired, sqlx::Error> {
+    replan_unplanned(db, clock).await?;
     let mut total = Fired::default();
     loop {
         // Read per batch: a run records the instant it was really fired.
@@ -61,6 +62,41 @@ pub async fn fire_due(db: &PgPool, clock: &dyn Clock) -> Result<Fired, sqlx::Err
         total.policies += due.len();
         if (due.len() as i64) < BATCH {
             return Ok(total);
+        }
+    }
+}
+
+/// Gives a next fire time back to every enabled policy that lost it without
+/// being set aside (an older replica's answer to a row it could not parse, during
+/// a rolling upgrade), in batches, before the due policies are fired: it resumes
+/// after its last scheduled run or write, so what it slept through is fired or
+/// recorded missed by the pass that follows. One that cannot fire is marked broken.
+///
+/// # Errors
+/// The database fails; what was committed stays committed.
+async fn replan_unplanned(db: &PgPool, clock: &dyn Clock) -> Result<(), sqlx::Error> {
+    loop {
+        let now = clock.now();
+        let mut tx = db.begin().await?;
+        let unplanned = policies::lock_unplanned_policies(&mut tx, now, BATCH).await?;
+        for policy in &unplanned {
+            match policy {
+                Ok(policy) => {
+                    tracing::warn!(policy_id = %policy.id, next_run_at = ?policy.next_run_at,
+                        "an enabled policy had no next fire time (cleared by an older replica?); replanned");
+                    policies::set_next_run_at(&mut tx, policy.id, policy.next_run_at).await?;
+                }
+                Err(set_aside) => {
+                    tracing::error!(policy_id = %set_aside.id, code = %set_aside.error.code,
+                        reason = %set_aside.error.message,
+                        "a stored policy cannot be fired; it is broken until a PATCH fixes it");
+                    policies::mark_broken(&mut tx, set_aside.id, &set_aside.error).await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        if (unplanned.len() as i64) < BATCH {
+            return Ok(());
         }
     }
 }

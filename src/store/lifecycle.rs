@@ -31,6 +31,11 @@ pub async fn record_step(
 ) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let terminal = update.status.is_some_and(JobStatus::is_terminal);
+    if terminal {
+        // An end records a snapshot and may end the run: take the policy and the
+        // run before the job (the lock order of `delete_policy`, DESIGN.md).
+        lock_job_owners(&mut tx, job_id).await?;
+    }
     let result = sqlx::query(
         "update job set \
            status = coalesce($3, status), \
@@ -73,6 +78,10 @@ pub async fn record_step(
     .await?;
     if result.rows_affected() != 1 {
         // Cancelled while this step ran: keep what the step made, so it is cleaned up, not lost.
+        // The failed update locked nothing: take the policy and run before the job here too.
+        if !terminal {
+            lock_job_owners(&mut tx, job_id).await?;
+        }
         let kept = sqlx::query(
             "update job set image_id = coalesce(image_id, $3), volume_snapshots = coalesce($4, volume_snapshots), \
                  group_snapshot_id = coalesce(group_snapshot_id, $5), lease_owner = null, lease_expires_at = null \
@@ -103,6 +112,37 @@ pub async fn record_step(
     Ok(true)
 }
 
+/// Takes, in the service's lock order (policy, run, job: see DESIGN.md), the
+/// locks a job's end needs before it touches the job row: the policy `FOR KEY
+/// SHARE` (what the snapshot row's foreign key takes; a policy being deleted
+/// makes this wait, and the snapshot is then recorded without a policy) and the
+/// run `FOR UPDATE` (what `complete_run_if_done` takes). The ids are read
+/// without a lock: a job never changes run, and its policy only goes away.
+///
+/// # Errors
+/// The query fails.
+async fn lock_job_owners(conn: &mut PgConnection, job_id: Uuid) -> Result<(), sqlx::Error> {
+    let owners: Option<(Uuid, Option<Uuid>)> =
+        sqlx::query_as("select run_id, policy_id from job where job_id = $1")
+            .bind(job_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some((run_id, policy_id)) = owners else {
+        return Ok(());
+    };
+    if let Some(policy_id) = policy_id {
+        sqlx::query("select 1 from policy where policy_id = $1 for key share")
+            .bind(policy_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query("select 1 from run where run_id = $1 for update")
+        .bind(run_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// What a cancel request found.
 #[derive(Debug)]
 pub enum CancelOutcome {
@@ -122,6 +162,7 @@ pub async fn cancel_job(
     now: DateTime<Utc>,
 ) -> Result<CancelOutcome, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    lock_job_owners(&mut tx, job_id).await?;
     let cancelled: Option<Uuid> = sqlx::query_scalar(
         "update job set status = 'cancelled', finished_at = $3, cancel_requested = true, \
          error = $4 \
@@ -172,10 +213,17 @@ impl PolicyStop {
 }
 
 /// Stops the work of a policy that has not started, inside the transaction that
-/// deletes or disables it: pending jobs are cancelled, runs not yet resolved into
-/// jobs are failed, and runs left without open jobs end. Jobs already creating or
-/// tracking finish (the cloud may be making their artefacts); when the policy is
-/// deleted with its snapshots, what they make is deleted as soon as it is recorded.
+/// deletes or disables it: runs not yet resolved into jobs are failed, pending
+/// jobs are cancelled, and runs left without open jobs end. Jobs already creating
+/// or tracking finish (the cloud may be making their artefacts); when the policy
+/// is deleted with its snapshots, what they make is deleted as soon as it is
+/// recorded.
+///
+/// The caller holds the policy's row lock. Locks are then taken in the service's
+/// order (policy, run, job: see DESIGN.md): the policy's open runs first, then
+/// their jobs. A worker resolving one of these runs holds the run until it has
+/// inserted the run's jobs, so the run lock waits for it, and the job statements,
+/// which read after it committed, cancel the jobs it made.
 ///
 /// # Errors
 /// The query fails.
@@ -185,6 +233,23 @@ pub async fn stop_policy_work(
     stop: PolicyStop,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
+    let open_runs: Vec<Uuid> = sqlx::query_scalar(
+        "select run_id from run where policy_id = $1 and status = 'running' order by run_id for update",
+    )
+    .bind(policy_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    // A worker resolving one of these runs later finds its lease gone and inserts no jobs.
+    sqlx::query(
+        "update run set status = 'failed', error = $3, finished_at = $2, \
+             resolved_at = coalesce(resolved_at, $2), lease_owner = null, lease_expires_at = null \
+         where run_id = any($1) and status = 'running' and resolved_at is null",
+    )
+    .bind(&open_runs)
+    .bind(now)
+    .bind(Json(stop.error("this run's targets were resolved")))
+    .execute(&mut *conn)
+    .await?;
     // Pending jobs before those in flight: a job that starts meanwhile is then
     // in flight by the second statement, and is not missed by both.
     let cancelled: Vec<(Uuid, Uuid, bool)> = sqlx::query_as(
@@ -223,17 +288,6 @@ pub async fn stop_policy_work(
     for run_id in run_ids {
         runs::complete_run_if_done(conn, run_id, now).await?;
     }
-    // A worker resolving one of these runs now finds its lease gone and inserts no jobs.
-    sqlx::query(
-        "update run set status = 'failed', error = $3, finished_at = $2, \
-             resolved_at = coalesce(resolved_at, $2), lease_owner = null, lease_expires_at = null \
-         where policy_id = $1 and status = 'running' and resolved_at is null",
-    )
-    .bind(policy_id)
-    .bind(now)
-    .bind(Json(stop.error("this run's targets were resolved")))
-    .execute(&mut *conn)
-    .await?;
     Ok(())
 }
 

@@ -45,6 +45,11 @@ struct PolicyRow {
     broken_error: Option<Value>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// For an enabled policy with no `next_run_at`: the later of its last
+    /// scheduled run and its last write, which it resumes after. Only the
+    /// queries that show or replan policies select it ([`replan_since_column`]).
+    #[sqlx(default)]
+    replan_since: Option<DateTime<Utc>>,
 }
 
 impl PolicyRow {
@@ -81,6 +86,7 @@ impl PolicyRow {
 
     /// The policy read against today's rules, as the API shows it and the scheduler fires it.
     fn into_stored(self, now: DateTime<Utc>) -> StoredPolicy {
+        let since = self.replan_since.unwrap_or(self.updated_at);
         let document = self.document();
         let set_aside = self.broken_error.map(|error| {
             serde_json::from_value(error.clone())
@@ -98,6 +104,7 @@ impl PolicyRow {
             created_at: self.created_at,
             updated_at: self.updated_at,
         }
+        .replanned(since)
     }
 }
 
@@ -111,6 +118,17 @@ macro_rules! policy_columns {
     () => {
         "policy_id, project_id, name, description, enabled, resource_type, targets, \
          schedules, retention, options, next_run_at, version, broken_error, created_at, updated_at"
+    };
+}
+
+/// [`PolicyRow::replan_since`], selected after the [`policy_columns`] by the
+/// queries that show policies or replan them (`run_scheduled_once_idx` serves
+/// the look-up of the last scheduled run).
+macro_rules! replan_since_column {
+    () => {
+        ", case when enabled and next_run_at is null then greatest(updated_at, \
+             (select max(r.scheduled_for) from run r \
+              where r.policy_id = policy.policy_id and r.trigger = 'schedule')) end as replan_since"
     };
 }
 
@@ -192,6 +210,7 @@ pub async fn fetch_stored_policy(
     let row: Option<PolicyRow> = sqlx::query_as::<_, Named<PolicyRow>>(concat!(
         "select ",
         policy_columns!(),
+        replan_since_column!(),
         " from policy where project_id = $1 and policy_id = $2"
     ))
     .bind(project_id)
@@ -218,6 +237,7 @@ pub async fn list_policies(
     let rows: Vec<PolicyRow> = sqlx::query_as::<_, Named<PolicyRow>>(concat!(
         "select ",
         policy_columns!(),
+        replan_since_column!(),
         " from policy \
          where project_id = $1 \
            and ($2::uuid is null or policy_id > $2) \
@@ -318,28 +338,33 @@ pub async fn delete_policy(
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    // Jobs first, then snapshots, then the policy: the order in which a job that
-    // ends records its snapshot, so the two never wait on each other in a cycle.
+    // The policy first, then its runs, then their jobs (DESIGN.md, lock order):
+    // a job that ends takes the policy (key share) and its run before its own
+    // row, and a worker resolving a run holds the run, so none of them waits on
+    // this transaction in a cycle.
+    let found: Option<Uuid> = sqlx::query_scalar(
+        "select policy_id from policy where project_id = $1 and policy_id = $2 \
+         and ($3::bigint is null or version = $3) for update",
+    )
+    .bind(project_id)
+    .bind(id)
+    .bind(expected_version)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if found.is_none() {
+        return Ok(false);
+    }
     let stop = PolicyStop::Deleted { delete_snapshots };
     lifecycle::stop_policy_work(&mut tx, id, stop, now).await?;
     if delete_snapshots {
         super::snapshots::delete_all_of_policy(&mut tx, id, now).await?;
     }
-    let result = sqlx::query(
-        "delete from policy where project_id = $1 and policy_id = $2 \
-         and ($3::bigint is null or version = $3)",
-    )
-    .bind(project_id)
-    .bind(id)
-    .bind(expected_version)
-    .execute(&mut *tx)
-    .await?;
-    if result.rows_affected() == 1 {
-        tx.commit().await?;
-        Ok(true)
-    } else {
-        Ok(false)
-    }
+    sqlx::query("delete from policy where policy_id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Locks up to `limit` enabled policies due at `now`, skipping rows other
@@ -361,6 +386,42 @@ pub async fn lock_due_policies(
          order by next_run_at limit $2 for update skip locked"
     ))
     .bind(now)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+    .map(row::values)?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let id = row.policy_id;
+            row.into_stored(now)
+                .into_policy()
+                .map_err(|error| SetAside { id, error })
+        })
+        .collect())
+}
+
+/// Locks up to `limit` enabled policies that have no next fire time and were not
+/// set aside (an older replica cleared `next_run_at` of a row it could not
+/// parse), skipping rows others hold. Each comes back replanned
+/// ([`StoredPolicy::replanned`]): with the `next_run_at` to store, or
+/// [`SetAside`] when it cannot fire. Walks `policy_unplanned_idx`, so the work
+/// is proportional to such policies, and each leaves the set once written.
+///
+/// # Errors
+/// The query fails.
+pub async fn lock_unplanned_policies(
+    conn: &mut sqlx::PgConnection,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Result<Policy, SetAside>>, sqlx::Error> {
+    let rows: Vec<PolicyRow> = sqlx::query_as::<_, Named<PolicyRow>>(concat!(
+        "select ",
+        policy_columns!(),
+        replan_since_column!(),
+        " from policy where enabled and next_run_at is null and broken_error is null \
+         order by policy_id limit $1 for update skip locked"
+    ))
     .bind(limit)
     .fetch_all(conn)
     .await

@@ -9,13 +9,17 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use stacksnap::{
     clock::Clock as _,
-    domain::{job::JobStatus, policy::Policy},
-    store::runs,
+    domain::{
+        job::{JobStatus, NewJob},
+        policy::Policy,
+    },
+    engine::resolver::job_options,
+    store::{jobs, policies, runs, snapshots},
 };
 use stacksnap_sim::SimConfig;
 use uuid::Uuid;
 
-use crate::helpers::{Harness, TestApp, harness_with, spawn_app_on};
+use crate::helpers::{Harness, TestApp, harness, harness_with, spawn_app_on};
 
 /// A harness whose Cinder snapshots take 1.5s, so a job can be caught in flight,
 /// and the API on the same database and clock.
@@ -344,4 +348,229 @@ async fn policies_the_scheduler_cannot_fire_are_shown_broken_and_the_others_fire
     h.engine.fire_due().await.unwrap();
     assert_eq!(runs_of(reserved.id).await.unwrap(), 1);
     assert_eq!(runs_of(unreadable.id).await.unwrap(), 0);
+}
+
+/// A worker's resolution (insert jobs + mark_resolved, one transaction) that
+/// commits while the policy is being deleted must not leave its jobs `pending`:
+/// they would run after the policy is gone, and what they make would land with
+/// no policy although the user chose `snapshots=delete`.
+#[sqlx::test]
+async fn a_run_resolved_while_its_policy_is_deleted_leaves_no_pending_job(pool: PgPool) {
+    let h = harness(pool).await;
+    let volume = h.sim.create_volume("a", 1, &[]);
+    let policy = h
+        .policy(json!({
+            "name": "doomed",
+            "resource_type": "volume",
+            "targets": {"ids": [volume]},
+            "schedules": [{"cron": "0 3 * * *"}],
+            "retention": {"keep_last": 3}
+        }))
+        .await;
+    let now = h.clock.now();
+    let run_id = runs::insert_manual_run(&h.pool, &policy, now)
+        .await
+        .unwrap();
+    // A worker claims the run and resolves it, as `resolver::resolve_run` does.
+    let owner = Uuid::new_v4();
+    let run = runs::claim_unresolved_run(&h.pool, owner, now, TimeDelta::minutes(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.run_id, run_id);
+    let job = NewJob {
+        job_id: Uuid::now_v7(),
+        resource_type: policy.spec.resource_type,
+        resource_id: volume.clone(),
+        resource_name: Some("a".into()),
+        options: job_options(&policy.spec, now),
+        start_by: now + TimeDelta::hours(1),
+    };
+    let mut tx = h.pool.begin().await.unwrap();
+    jobs::insert_jobs(&mut tx, run_id, "default", Some(policy.id), &[job], now)
+        .await
+        .unwrap();
+    assert!(
+        runs::mark_resolved(&mut tx, run_id, owner, now)
+            .await
+            .unwrap()
+    );
+
+    // Meanwhile the user deletes the policy with its snapshots.
+    let pool2 = h.pool.clone();
+    let id = policy.id;
+    let deleting = tokio::spawn(async move {
+        policies::delete_policy(&pool2, "default", id, None, true, now).await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tx.commit().await.unwrap();
+    assert!(deleting.await.unwrap().unwrap(), "the policy is deleted");
+
+    let pending: Vec<(Uuid, String)> =
+        sqlx::query_as("select job_id, status from job where run_id = $1")
+            .bind(run_id)
+            .fetch_all(&h.pool)
+            .await
+            .unwrap();
+    // Let the engine run what is left.
+    for _ in 0..40 {
+        h.work().await;
+        h.clock.advance(TimeDelta::seconds(1));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let recorded: Vec<(String, Option<Uuid>)> = sqlx::query_as(
+        "select s.state, s.policy_id from snapshot s join job j on j.job_id = s.job_id where j.run_id = $1",
+    )
+    .bind(run_id)
+    .fetch_all(&h.pool)
+    .await
+    .unwrap();
+    assert!(
+        pending.iter().all(|(_, status)| status != "pending"),
+        "a job of the deleted policy stayed pending: {pending:?}; later it recorded {recorded:?}"
+    );
+}
+
+/// Deleting a policy and a job of its run ending take their locks in one order
+/// (policy, run, jobs), so a run with one job ending and one pending job does
+/// not deadlock the two transactions.
+#[sqlx::test]
+async fn deleting_a_policy_while_a_job_of_its_run_ends_does_not_deadlock(pool: PgPool) {
+    let h = harness(pool).await;
+    let volumes = [
+        h.sim.create_volume("a", 1, &[]),
+        h.sim.create_volume("b", 1, &[]),
+    ];
+    let policy = h
+        .policy(json!({
+            "name": "doomed",
+            "resource_type": "volume",
+            "targets": {"ids": volumes},
+            "schedules": [{"cron": "0 3 * * *"}],
+            "retention": {"keep_last": 3}
+        }))
+        .await;
+    let now = h.clock.now();
+    let run_id = runs::insert_manual_run(&h.pool, &policy, now)
+        .await
+        .unwrap();
+    h.engine.execute_next().await.unwrap(); // resolves: two pending jobs
+    let ids: Vec<Uuid> =
+        sqlx::query_scalar("select job_id from job where run_id = $1 order by job_id")
+            .bind(run_id)
+            .fetch_all(&h.pool)
+            .await
+            .unwrap();
+    assert_eq!(ids.len(), 2);
+    // Job A is tracking (its artefact is being made); job B still waits.
+    sqlx::query("update job set status = 'tracking' where job_id = $1")
+        .bind(ids[0])
+        .execute(&h.pool)
+        .await
+        .unwrap();
+
+    // Job A ends, as `lifecycle::record_step` ends it: job, then snapshot, then run.
+    let mut ending = h.pool.begin().await.unwrap();
+    sqlx::query("update job set status = 'succeeded', finished_at = $2 where job_id = $1")
+        .bind(ids[0])
+        .bind(now)
+        .execute(&mut *ending)
+        .await
+        .unwrap();
+    snapshots::record_from_job(&mut ending, ids[0])
+        .await
+        .unwrap();
+    // Meanwhile the user deletes the policy (keeping its snapshots).
+    let pool2 = h.pool.clone();
+    let id = policy.id;
+    let deleting = tokio::spawn(async move {
+        policies::delete_policy(&pool2, "default", id, None, false, now).await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ended = runs::complete_run_if_done(&mut ending, run_id, now).await;
+    let ended = match ended {
+        Ok(()) => ending.commit().await,
+        Err(e) => Err(e),
+    };
+    let deleted = deleting.await.unwrap();
+    assert!(
+        ended.is_ok() && deleted.is_ok(),
+        "the job's end: {ended:?}; the policy's delete: {deleted:?}"
+    );
+}
+
+/// A policy whose `next_run_at` an older replica cleared (the old
+/// scheduler's answer to a row it could not parse, e.g. one written by a new
+/// replica with the new `{job_id}` placeholder during the rolling upgrade) is
+/// re-planned: it fires, and is never shown `active` while it cannot.
+#[sqlx::test]
+async fn a_policy_an_old_replica_stopped_is_not_shown_active_and_silent(pool: PgPool) {
+    use stacksnap::domain::policy::PolicyState;
+    let h = harness(pool).await;
+    let volume = h.sim.create_volume("a", 1, &[]);
+    let policy = h
+        .policy(json!({
+            "name": "nightly",
+            "resource_type": "volume",
+            "targets": {"ids": [volume]},
+            "schedules": [{"cron": "0 3 * * *"}],
+            "retention": {"keep_last": 3},
+            "options": {"name_template": "{policy}-{job_id}"}
+        }))
+        .await;
+    // What the pre-change scheduler did with a row it could not parse.
+    sqlx::query("update policy set next_run_at = null where policy_id = $1")
+        .bind(policy.id)
+        .execute(&h.pool)
+        .await
+        .unwrap();
+
+    h.clock.advance(TimeDelta::days(3));
+    h.engine.fire_due().await.unwrap();
+
+    let runs: i64 = sqlx::query_scalar("select count(*) from run where policy_id = $1")
+        .bind(policy.id)
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+    let stored = policies::fetch_stored_policy(&h.pool, "default", policy.id, h.clock.now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        runs > 0 || stored.state() != PolicyState::Active,
+        "three days without a run, yet the policy is shown {:?} (next_run_at {:?})",
+        stored.state(),
+        stored.next_run_at
+    );
+}
+
+/// Until the scheduler's next pass replans it, a policy an older replica stopped
+/// is shown with the fire time it resumes at, never `active` with none.
+#[sqlx::test]
+async fn a_policy_an_old_replica_stopped_is_shown_with_the_fire_time_it_resumes_at(pool: PgPool) {
+    let (h, app) = setup(pool).await;
+    let volume = h.sim.create_volume("a", 1, &[]);
+    let policy = volume_policy(&h, "nightly", &[volume], 1).await;
+    let planned = policy.next_run_at.expect("an enabled policy is planned");
+    sqlx::query("update policy set next_run_at = null where policy_id = $1")
+        .bind(policy.id)
+        .execute(&h.pool)
+        .await
+        .unwrap();
+
+    let shown: Value = app
+        .get(&format!("/v1/policies/{}", policy.id))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["state"], "active", "{shown}");
+    assert_eq!(
+        shown["next_run_at"]
+            .as_str()
+            .map(|t| t.parse::<chrono::DateTime<chrono::Utc>>().unwrap()),
+        Some(planned),
+        "{shown}"
+    );
 }

@@ -123,6 +123,34 @@ impl StoredPolicy {
             .unwrap_or_else(|| self.document.clone())
     }
 
+    /// The policy with a next fire time planned again when it is enabled and
+    /// valid but has none: an older replica stopped it (it could not parse a row
+    /// a newer one wrote, and cleared `next_run_at` with only a log line). It
+    /// resumes at its first fire time after `since` (its last scheduled run or
+    /// last write, whichever is later), so the instants it slept through are
+    /// fired or recorded missed as after any downtime; one that has no fire time
+    /// left is set aside as broken. Anything else comes back unchanged: an enabled
+    /// policy is never `active` without a next fire time.
+    #[must_use]
+    pub fn replanned(mut self, since: DateTime<Utc>) -> Self {
+        if !self.enabled || self.next_run_at.is_some() || self.set_aside.is_some() {
+            return self;
+        }
+        let Ok(spec) = &self.spec else {
+            return self;
+        };
+        match spec.schedules.next_after(since) {
+            Some(fire) => self.next_run_at = Some(fire.at),
+            None => {
+                self.set_aside = Some(PolicyError::new(
+                    "invalid_policy",
+                    format!("the policy's schedules have no fire time after {since}"),
+                ));
+            }
+        }
+        self
+    }
+
     /// The policy parsed, when it can fire (or could, once enabled).
     ///
     /// # Errors
@@ -239,5 +267,56 @@ mod tests {
         assert_eq!(set_aside.error().unwrap().message, "y");
         assert!(set_aside.into_policy().is_err());
         assert!(policy(false, true, false).into_policy().is_ok());
+    }
+
+    fn unplanned(enabled: bool) -> StoredPolicy {
+        StoredPolicy {
+            id: Uuid::nil(),
+            project_id: "p".into(),
+            enabled,
+            document: document(),
+            spec: check_stored(&document(), now()),
+            set_aside: None,
+            next_run_at: None,
+            version: 1,
+            created_at: now(),
+            updated_at: now(),
+        }
+    }
+
+    #[test]
+    fn an_enabled_policy_without_a_next_fire_time_resumes_after_its_last_fire() {
+        let since: DateTime<Utc> = "2026-11-20T02:00:00Z".parse().unwrap();
+        let replanned = unplanned(true).replanned(since);
+        assert_eq!(
+            replanned.next_run_at,
+            Some("2026-11-21T02:00:00Z".parse().unwrap())
+        );
+        assert_eq!(replanned.state(), PolicyState::Active);
+    }
+
+    #[test]
+    fn replanning_leaves_disabled_planned_and_set_aside_policies_alone() {
+        let since = now();
+        assert_eq!(unplanned(false).replanned(since), unplanned(false));
+        let mut planned = unplanned(true);
+        planned.next_run_at = Some(now());
+        assert_eq!(planned.clone().replanned(since), planned);
+        let mut set_aside = unplanned(true);
+        set_aside.set_aside = Some(PolicyError::new("invalid_policy", "x"));
+        assert_eq!(set_aside.clone().replanned(since), set_aside);
+    }
+
+    #[test]
+    fn a_policy_with_no_fire_time_left_is_broken_not_active() {
+        use crate::domain::schedule::{CronSchedule, ScheduleSet};
+        let mut stored = unplanned(true);
+        // Set past today's check (it refuses such a cron), as an old row could be.
+        let mut spec = stored.spec.clone().unwrap();
+        spec.schedules = ScheduleSet::new(vec![CronSchedule::parse("0 0 30 2 *", "UTC").unwrap()]);
+        stored.spec = Ok(spec);
+        let replanned = stored.replanned(now());
+        assert_eq!(replanned.state(), PolicyState::Broken);
+        assert_eq!(replanned.next_run_at, None);
     }
 }
