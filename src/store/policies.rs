@@ -390,15 +390,7 @@ pub async fn lock_due_policies(
     .fetch_all(conn)
     .await
     .map(row::values)?;
-    Ok(rows
-        .into_iter()
-        .map(|row| {
-            let id = row.policy_id;
-            row.into_stored(now)
-                .into_policy()
-                .map_err(|error| SetAside { id, error })
-        })
-        .collect())
+    Ok(parse_locked(rows, now))
 }
 
 /// Locks up to `limit` enabled policies that have no next fire time and were not
@@ -426,15 +418,19 @@ pub async fn lock_unplanned_policies(
     .fetch_all(conn)
     .await
     .map(row::values)?;
-    Ok(rows
-        .into_iter()
+    Ok(parse_locked(rows, now))
+}
+
+/// Parses locked rows: each a policy that can fire, or set aside with its reason.
+fn parse_locked(rows: Vec<PolicyRow>, now: DateTime<Utc>) -> Vec<Result<Policy, SetAside>> {
+    rows.into_iter()
         .map(|row| {
             let id = row.policy_id;
             row.into_stored(now)
                 .into_policy()
                 .map_err(|error| SetAside { id, error })
         })
-        .collect())
+        .collect()
 }
 
 /// Records why a policy cannot fire and stops it firing, until it is written
