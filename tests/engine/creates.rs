@@ -75,32 +75,6 @@ async fn images_of(h: &Harness, job_id: Uuid) -> Vec<String> {
         .collect()
 }
 
-/// The managed snapshot rows of a job: (id, state), oldest first.
-async fn snapshot_rows(h: &Harness, job_id: Uuid) -> Vec<(Uuid, String)> {
-    sqlx::query_as("select snapshot_id, state from snapshot where job_id = $1 order by created_at")
-        .bind(job_id)
-        .fetch_all(&h.pool)
-        .await
-        .unwrap()
-}
-
-/// Works (deletions included) until no snapshot row of the job is being deleted.
-async fn settle_deletions(h: &Harness, job_id: Uuid) -> Vec<(Uuid, String)> {
-    for _ in 0..200 {
-        h.work().await;
-        let rows = snapshot_rows(h, job_id).await;
-        if rows.iter().all(|(_, state)| state != "deleting") {
-            return rows;
-        }
-        h.clock.advance(TimeDelta::milliseconds(500));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!(
-        "deletions of job {job_id} did not end: {:?}",
-        snapshot_rows(h, job_id).await
-    );
-}
-
 #[sqlx::test]
 async fn a_create_image_whose_answer_is_lost_to_a_503_is_sent_once_and_adopted(pool: PgPool) {
     // Arrange: Nova makes the image, then a proxy answers 503.
@@ -311,7 +285,7 @@ async fn a_second_image_carrying_the_job_id_is_deleted_and_reported(pool: PgPool
     // Act
     h.clock.advance(TimeDelta::seconds(61));
     let job = h.finish(job_id).await;
-    settle_deletions(&h, job_id).await;
+    h.settle_deletions(job_id).await;
 
     // Assert: the first is the job's; the second is gone with its Cinder snapshots, and said so.
     assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
@@ -349,14 +323,14 @@ async fn deleting_a_volume_backed_snapshot_recorded_before_its_first_poll_delete
     lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now())
         .await
         .unwrap();
-    let rows = snapshot_rows(&h, job_id).await;
+    let rows = h.snapshot_rows(job_id).await;
     assert_eq!(rows.len(), 1);
 
     // Act
     snapshots::request_delete(&h.pool, "default", rows[0].0, h.clock.now())
         .await
         .unwrap();
-    let rows = settle_deletions(&h, job_id).await;
+    let rows = h.settle_deletions(job_id).await;
 
     // Assert
     assert_eq!(rows[0].1, "deleted");
@@ -390,13 +364,13 @@ async fn a_cinder_snapshot_not_made_for_the_servers_image_is_never_deleted_with_
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let rows = snapshot_rows(&h, job.job_id).await;
+    let rows = h.snapshot_rows(job.job_id).await;
 
     // Act
     snapshots::request_delete(&h.pool, "default", rows[0].0, h.clock.now())
         .await
         .unwrap();
-    let rows = settle_deletions(&h, job.job_id).await;
+    let rows = h.settle_deletions(job.job_id).await;
 
     // Assert
     assert_eq!(rows[0].1, "delete_failed");
@@ -475,14 +449,14 @@ async fn a_job_cancelled_while_its_create_was_unclear_leaves_nothing_behind(pool
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(images_of(&h, job_id).await.len(), 1, "Nova finished it");
-    let rows = snapshot_rows(&h, job_id).await;
+    let rows = h.snapshot_rows(job_id).await;
     assert_eq!(rows.len(), 1, "the job's unclear create is recorded");
 
     // Act
     snapshots::request_delete(&h.pool, "default", rows[0].0, h.clock.now())
         .await
         .unwrap();
-    let rows = settle_deletions(&h, job_id).await;
+    let rows = h.settle_deletions(job_id).await;
 
     // Assert
     assert_eq!(rows[0].1, "deleted");
@@ -544,12 +518,12 @@ async fn a_volume_backed_create_refused_midway_leaves_nothing_unrecorded(pool: P
         "a refusal is not resent"
     );
 
-    let rows = snapshot_rows(&h, job_id).await;
+    let rows = h.snapshot_rows(job_id).await;
     assert_eq!(rows.len(), 1, "the leftovers are one incomplete snapshot");
     snapshots::request_delete(&h.pool, "default", rows[0].0, h.clock.now())
         .await
         .unwrap();
-    let rows = settle_deletions(&h, job_id).await;
+    let rows = h.settle_deletions(job_id).await;
     assert_eq!(rows[0].1, "deleted");
     let left = cinder_snapshots_of(&h, &server).await;
     assert!(left.is_empty(), "left in Cinder: {left:?}");

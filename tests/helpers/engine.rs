@@ -201,6 +201,34 @@ impl Harness {
         );
     }
 
+    /// The managed snapshot rows of a job: (id, state), oldest first.
+    pub async fn snapshot_rows(&self, job_id: Uuid) -> Vec<(Uuid, String)> {
+        sqlx::query_as(
+            "select snapshot_id, state from snapshot where job_id = $1 order by created_at",
+        )
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
+    }
+
+    /// Works (deletions included) until no snapshot row of the job is being deleted.
+    pub async fn settle_deletions(&self, job_id: Uuid) -> Vec<(Uuid, String)> {
+        for _ in 0..200 {
+            self.work().await;
+            let rows = self.snapshot_rows(job_id).await;
+            if rows.iter().all(|(_, state)| state != "deleting") {
+                return rows;
+            }
+            self.clock.advance(TimeDelta::milliseconds(500));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "deletions of job {job_id} did not end: {:?}",
+            self.snapshot_rows(job_id).await
+        );
+    }
+
     /// Drives a job to its end.
     pub async fn finish(&self, job_id: Uuid) -> Job {
         self.drive(job_id, |j| j.status.is_terminal()).await

@@ -24,30 +24,6 @@ use uuid::Uuid;
 
 use crate::helpers::{Harness, engine_config, harness, harness_with, quick_session, volume_group};
 
-async fn snapshot_rows(h: &Harness, job_id: Uuid) -> Vec<(Uuid, String)> {
-    sqlx::query_as("select snapshot_id, state from snapshot where job_id = $1 order by created_at")
-        .bind(job_id)
-        .fetch_all(&h.pool)
-        .await
-        .unwrap()
-}
-
-async fn settle_deletions(h: &Harness, job_id: Uuid) -> Vec<(Uuid, String)> {
-    for _ in 0..200 {
-        h.work().await;
-        let rows = snapshot_rows(h, job_id).await;
-        if rows.iter().all(|(_, state)| state != "deleting") {
-            return rows;
-        }
-        h.clock.advance(TimeDelta::milliseconds(500));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!(
-        "deletions of job {job_id} did not end: {:?}",
-        snapshot_rows(h, job_id).await
-    );
-}
-
 async fn live_cinder_snapshots_of(h: &Harness, server: &str) -> Vec<String> {
     let server = h.cloud.nova().get_server(server).await.unwrap();
     let mut found = Vec::new();
@@ -112,12 +88,12 @@ async fn a_protected_images_cinder_snapshots_are_not_deleted(pool: PgPool) {
     )
     .json(json!([{"op": "replace", "path": "/protected", "value": true}]));
     h.cloud.session().send(&protect).await.unwrap();
-    let rows = snapshot_rows(&h, job.job_id).await;
+    let rows = h.snapshot_rows(job.job_id).await;
     snapshots::request_delete(&h.pool, "default", rows[0].0, h.clock.now())
         .await
         .unwrap();
 
-    let rows = settle_deletions(&h, job.job_id).await;
+    let rows = h.settle_deletions(job.job_id).await;
 
     assert_eq!(
         images_of(&h, job.job_id).await,
@@ -166,12 +142,12 @@ async fn an_unclear_create_deleted_at_once_leaks_nothing(pool: PgPool) {
     lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now())
         .await
         .unwrap();
-    let rows = snapshot_rows(&h, job_id).await;
+    let rows = h.snapshot_rows(job_id).await;
     assert_eq!(rows.len(), 1, "the job's unclear create is recorded");
     snapshots::request_delete(&h.pool, "default", rows[0].0, h.clock.now())
         .await
         .unwrap();
-    let rows = settle_deletions(&h, job_id).await;
+    let rows = h.settle_deletions(job_id).await;
     // Nova finishes its call.
     tokio::time::sleep(Duration::from_millis(2000)).await;
 
@@ -210,7 +186,7 @@ async fn a_group_snapshot_whose_delete_fails_is_not_retried_for_ever(pool: PgPoo
         "cinder.delete_group_snapshot",
         Fault::GroupSnapshotDeleteError,
     ));
-    let rows = snapshot_rows(&h, job.job_id).await;
+    let rows = h.snapshot_rows(job.job_id).await;
     snapshots::request_delete(&h.pool, "default", rows[0].0, h.clock.now())
         .await
         .unwrap();
@@ -219,7 +195,7 @@ async fn a_group_snapshot_whose_delete_fails_is_not_retried_for_ever(pool: PgPoo
     let mut state = String::new();
     for _ in 0..180 {
         h.work().await;
-        state = snapshot_rows(&h, job.job_id).await[0].1.clone();
+        state = h.snapshot_rows(job.job_id).await[0].1.clone();
         if state != "deleting" {
             break;
         }
@@ -264,7 +240,7 @@ async fn a_group_jobs_unclear_create_is_found_and_deleted(pool: PgPool) {
     lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now())
         .await
         .unwrap();
-    let rows = snapshot_rows(&h, job_id).await;
+    let rows = h.snapshot_rows(job_id).await;
     assert_eq!(
         rows.len(),
         1,
@@ -273,7 +249,7 @@ async fn a_group_jobs_unclear_create_is_found_and_deleted(pool: PgPool) {
     snapshots::request_delete(&h.pool, "default", rows[0].0, h.clock.now())
         .await
         .unwrap();
-    let rows = settle_deletions(&h, job_id).await;
+    let rows = h.settle_deletions(job_id).await;
 
     let description = group_description(job_id);
     let left: Vec<String> = h
@@ -323,13 +299,13 @@ async fn a_group_snapshot_of_a_cancelled_unclear_create_is_deleted(pool: PgPool)
         1,
         "Cinder made it"
     );
-    let rows = snapshot_rows(&h, job_id).await;
+    let rows = h.snapshot_rows(job_id).await;
     assert_eq!(rows.len(), 1, "the unclear create is recorded");
 
     snapshots::request_delete(&h.pool, "default", rows[0].0, h.clock.now())
         .await
         .unwrap();
-    let rows = settle_deletions(&h, job_id).await;
+    let rows = h.settle_deletions(job_id).await;
 
     assert_eq!(rows[0].1, "deleted");
     let left = group_snapshots_of(&h, &group).await;
@@ -370,13 +346,13 @@ async fn a_group_snapshot_answered_after_a_cancel_is_deleted(pool: PgPool) {
         job.group_snapshot_id.is_some(),
         "the job kept what the step made"
     );
-    let rows = snapshot_rows(&h, job_id).await;
+    let rows = h.snapshot_rows(job_id).await;
     assert_eq!(rows.len(), 1);
 
     snapshots::request_delete(&h.pool, "default", rows[0].0, h.clock.now())
         .await
         .unwrap();
-    let rows = settle_deletions(&h, job_id).await;
+    let rows = h.settle_deletions(job_id).await;
 
     assert_eq!(rows[0].1, "deleted");
     let left = group_snapshots_of(&h, &group).await;
@@ -400,7 +376,7 @@ async fn what_the_search_finds_is_recorded_before_it_is_deleted(pool: PgPool) {
         .unwrap();
     let made = images_of(&h, job_id).await;
     assert_eq!(made.len(), 1, "Nova made the image");
-    let rows = snapshot_rows(&h, job_id).await;
+    let rows = h.snapshot_rows(job_id).await;
     snapshots::request_delete(&h.pool, "default", rows[0].0, h.clock.now())
         .await
         .unwrap();
@@ -424,7 +400,7 @@ async fn what_the_search_finds_is_recorded_before_it_is_deleted(pool: PgPool) {
     );
     assert_eq!(images_of(&h, job_id).await, made, "and not yet deleted");
     // The next steps delete it.
-    let rows = settle_deletions(&h, job_id).await;
+    let rows = h.settle_deletions(job_id).await;
     assert_eq!(rows[0].1, "deleted");
     assert!(images_of(&h, job_id).await.is_empty());
 }
