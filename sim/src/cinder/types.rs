@@ -230,39 +230,60 @@ fn create_volume_type(st: &mut State, ctx: &Ctx) -> Reply {
     Ok((StatusCode::OK, json!({ "volume_type": shown })))
 }
 
+/// What an update of a volume or group type changes, checked as Cinder checks it.
+struct TypeUpdate {
+    name: Option<String>,
+    description: Option<String>,
+    is_public: Option<bool>,
+}
+
+impl TypeUpdate {
+    fn read(t: &Value, empty_name: &str, nothing_given: &str) -> Result<Self, Fail> {
+        let update = Self {
+            name: t["name"].as_str().map(str::to_owned),
+            description: t["description"].as_str().map(str::to_owned),
+            is_public: t
+                .get("is_public")
+                .map(|v| strict_bool(v, "is_public"))
+                .transpose()?,
+        };
+        if update.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            return Err(Fail::bad_request(empty_name));
+        }
+        if update.name.is_none() && update.description.is_none() && update.is_public.is_none() {
+            return Err(Fail::bad_request(nothing_given));
+        }
+        Ok(update)
+    }
+
+    fn apply(self, name: &mut String, description: &mut Option<String>, is_public: &mut bool) {
+        if let Some(n) = self.name {
+            *name = n;
+        }
+        if let Some(d) = self.description {
+            *description = Some(d);
+        }
+        if let Some(p) = self.is_public {
+            *is_public = p;
+        }
+    }
+}
+
 fn update_volume_type(st: &mut State, ctx: &Ctx, id: &str) -> Reply {
     admin_only(ctx, "volume_extension:type_update")?;
     let body: Value = ctx.json()?;
-    let t = &body["volume_type"];
-    let name = t["name"].as_str().map(str::to_owned);
-    let description = t["description"].as_str().map(str::to_owned);
-    let is_public = t
-        .get("is_public")
-        .map(|v| strict_bool(v, "is_public"))
-        .transpose()?;
-    if name.as_deref().is_some_and(|n| n.trim().is_empty()) {
-        return Err(Fail::bad_request("Volume type name can not be empty."));
-    }
-    if name.is_none() && description.is_none() && is_public.is_none() {
-        return Err(Fail::bad_request(
-            "Specify volume type name, description, is_public or a combination thereof.",
-        ));
-    }
+    let update = TypeUpdate::read(
+        &body["volume_type"],
+        "Volume type name can not be empty.",
+        "Specify volume type name, description, is_public or a combination thereof.",
+    )?;
     volume_type(st, ctx, id)?;
     let vt = st
         .volume_types
         .iter_mut()
         .find(|t| t.id == id)
         .expect("found above");
-    if let Some(n) = name {
-        vt.name = n;
-    }
-    if let Some(d) = description {
-        vt.description = Some(d);
-    }
-    if let Some(p) = is_public {
-        vt.is_public = p;
-    }
+    update.apply(&mut vt.name, &mut vt.description, &mut vt.is_public);
     let vt = vt.clone();
     Ok((
         StatusCode::OK,
@@ -400,36 +421,18 @@ fn create_group_type(st: &mut State, ctx: &Ctx) -> Reply {
 fn update_group_type(st: &mut State, ctx: &Ctx, id: &str) -> Reply {
     admin_only(ctx, "group:group_types:update")?;
     let body: Value = ctx.json()?;
-    let t = &body["group_type"];
-    let name = t["name"].as_str().map(str::to_owned);
-    let description = t["description"].as_str().map(str::to_owned);
-    let is_public = t
-        .get("is_public")
-        .map(|v| strict_bool(v, "is_public"))
-        .transpose()?;
-    if name.as_deref().is_some_and(|n| n.trim().is_empty()) {
-        return Err(Fail::bad_request("Group type name can not be empty."));
-    }
-    if name.is_none() && description.is_none() && is_public.is_none() {
-        return Err(Fail::bad_request(
-            "Specify group type name, description or a combination thereof.",
-        ));
-    }
+    let update = TypeUpdate::read(
+        &body["group_type"],
+        "Group type name can not be empty.",
+        "Specify group type name, description or a combination thereof.",
+    )?;
     group_type(st, ctx, id)?;
     let gt = st
         .group_types
         .iter_mut()
         .find(|t| t.id == id)
         .expect("found above");
-    if let Some(n) = name {
-        gt.name = n;
-    }
-    if let Some(d) = description {
-        gt.description = Some(d);
-    }
-    if let Some(p) = is_public {
-        gt.is_public = p;
-    }
+    update.apply(&mut gt.name, &mut gt.description, &mut gt.is_public);
     let gt = gt.clone();
     Ok((
         StatusCode::OK,
