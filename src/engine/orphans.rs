@@ -18,7 +18,6 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-pub use evidence::NOVA_PREFIX;
 use evidence::{Evidence, Verdict, classify, image_name, job_of, records_of, settled_and_old};
 
 use crate::{

@@ -28,6 +28,7 @@ use crate::{
 };
 
 pub use group::group_description;
+pub use nova_pieces::NOVA_PREFIX;
 pub(crate) use nova_pieces::{
     find_for_job as find_nova_pieces, is_ours as nova_piece_is_ours, stamp,
 };

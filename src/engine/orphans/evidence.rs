@@ -8,13 +8,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
 use crate::{
-    engine::snapshot::JOB_ID_KEY,
+    engine::snapshot::{JOB_ID_KEY, NOVA_PREFIX},
     openstack::{cinder::Snapshot, glance::Image},
     store::orphans::Recorded,
 };
-
-/// Nova names the Cinder snapshots of a volume-backed server's image "snapshot for <image name>".
-pub const NOVA_PREFIX: &str = "snapshot for ";
 
 /// Cinder states in which a snapshot is being worked on: never an orphan then.
 const BUSY: [&str; 5] = [
@@ -36,7 +33,9 @@ pub enum Verdict {
     Ignored,
 }
 
-/// The image a snapshot was made for, read from the name Nova gave it.
+/// The image a snapshot was made for, read from the name Nova gave it (in
+/// English: a translated name gives none, and the snapshot is tied to images by
+/// mapping and job id only).
 pub fn image_name(snapshot: &Snapshot) -> Option<&str> {
     snapshot.name.as_deref()?.strip_prefix(NOVA_PREFIX)
 }
