@@ -3,6 +3,7 @@
 //!
 //! Only the dozen calls the engine needs, typed; errors are [`OpenStackError`].
 
+pub mod authority;
 pub mod cinder;
 pub mod config;
 pub mod error;
@@ -13,10 +14,15 @@ pub mod retry;
 pub mod session;
 pub mod version;
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use serde::de::DeserializeOwned;
 
+pub use authority::{Authority, TrustId};
 pub use config::CloudConfig;
 pub use error::{ErrorKind, OpenStackError};
 pub use session::{Session, SessionOptions};
@@ -29,10 +35,21 @@ use self::{
 };
 
 /// One cloud: a shared session and the three service clients on it.
+///
+/// Cloning is cheap. [`OpenStack::acting_as`] gives a client on the same
+/// cloud that acts with a user's delegated authority.
 #[derive(Debug, Clone)]
 pub struct OpenStack {
+    /// The session calls are made with.
     session: Arc<Session>,
+    /// The service's own session (the same as `session` unless delegated).
+    service: Arc<Session>,
+    /// Trust-scoped sessions, kept so that each trust authenticates once per token.
+    trusts: Arc<Mutex<HashMap<String, (Arc<Session>, Instant)>>>,
 }
+
+/// A trust's session unused this long is dropped (its token would need renewing anyway).
+const TRUST_SESSION_IDLE: Duration = Duration::from_secs(3600);
 
 impl OpenStack {
     /// A client for the cloud described by `config`.
@@ -40,9 +57,47 @@ impl OpenStack {
     /// # Errors
     /// The TLS settings cannot be used.
     pub fn new(config: CloudConfig, options: SessionOptions) -> Result<Self, OpenStackError> {
+        let session = Arc::new(Session::new(config, options)?);
         Ok(Self {
-            session: Arc::new(Session::new(config, options)?),
+            service: session.clone(),
+            session,
+            trusts: Arc::default(),
         })
+    }
+
+    /// A client on the same cloud acting with `authority`.
+    pub fn acting_as(&self, authority: &Authority) -> Self {
+        let session = match authority {
+            Authority::Service => self.service.clone(),
+            Authority::Trust(trust) => {
+                let now = Instant::now();
+                let mut trusts = self.trusts.lock().unwrap_or_else(|e| e.into_inner());
+                trusts.retain(|_, (_, used)| now.duration_since(*used) < TRUST_SESSION_IDLE);
+                let (session, used) = trusts
+                    .entry(trust.expose().to_owned())
+                    .or_insert_with(|| {
+                        (
+                            Arc::new(Session::acting_as(&self.service, authority.clone())),
+                            now,
+                        )
+                    });
+                *used = now;
+                session.clone()
+            }
+            Authority::UserToken { .. } => {
+                Arc::new(Session::acting_as(&self.service, authority.clone()))
+            }
+        };
+        Self {
+            session,
+            service: self.service.clone(),
+            trusts: self.trusts.clone(),
+        }
+    }
+
+    /// The service's own session (Keystone calls made with the service's authority).
+    pub(crate) fn service_session(&self) -> &Session {
+        &self.service
     }
 
     /// The compute API.

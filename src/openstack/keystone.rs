@@ -5,6 +5,8 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+pub mod trusts;
+
 use super::{
     config::{AuthMethod, CloudConfig, NamedInDomain},
     error::{ErrorKind, OpenStackError, classify, error_message},
@@ -18,6 +20,8 @@ pub struct Token {
     pub issued_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub project_id: Option<String>,
+    /// The user the token stands for (the trustor, for an impersonating trust).
+    pub user_id: Option<String>,
     pub catalog: Vec<CatalogEntry>,
 }
 
@@ -51,6 +55,8 @@ struct TokenFields {
     expires_at: DateTime<Utc>,
     #[serde(default)]
     project: Option<IdOnly>,
+    #[serde(default)]
+    user: Option<IdOnly>,
     #[serde(default)]
     catalog: Vec<CatalogEntry>,
 }
@@ -95,6 +101,25 @@ pub fn auth_request(method: &AuthMethod) -> Value {
     }
 }
 
+/// The `POST /v3/auth/tokens` body of the service user scoped to a trust.
+/// Keystone scopes only a password login to a trust (an application
+/// credential carries its own fixed scope).
+///
+/// # Errors
+/// The configured credential is not a password.
+pub fn trust_auth_request(method: &AuthMethod, trust_id: &str) -> Result<Value, String> {
+    let AuthMethod::Password { user, password, .. } = method else {
+        return Err("acting with a trust needs the service user to log in with a password \
+                    (Keystone does not scope an application credential to a trust)"
+            .into());
+    };
+    Ok(json!({"auth": {
+        "identity": {"methods": ["password"],
+            "password": {"user": named(user, Some(password.expose_secret()))}},
+        "scope": {"OS-TRUST:trust": {"id": trust_id}}
+    }}))
+}
+
 fn named(who: &NamedInDomain, password: Option<&str>) -> Value {
     let mut value = match (&who.id, &who.name) {
         (Some(id), _) => json!({"id": id}),
@@ -136,6 +161,7 @@ pub fn parse_token(subject_token: Option<&str>, body: &str) -> Result<Token, Str
         issued_at: Utc::now(),
         expires_at: parsed.token.expires_at,
         project_id: parsed.token.project.map(|p| p.id),
+        user_id: parsed.token.user.map(|u| u.id),
         catalog: parsed.token.catalog,
     })
 }
@@ -171,11 +197,42 @@ pub async fn authenticate(
     http: &reqwest::Client,
     config: &CloudConfig,
 ) -> Result<Token, OpenStackError> {
-    const OPERATION: &str = "authenticate";
-    let fail = |kind, message: String| OpenStackError::new(kind, "keystone", OPERATION, message);
+    request_token(http, config, &auth_request(&config.auth), "authenticate").await
+}
+
+/// Asks Keystone for a token of the service user scoped to a trust.
+///
+/// # Errors
+/// Keystone refuses (the trust is gone, or its trustor lost a delegated role),
+/// the service does not log in with a password, or Keystone cannot be reached.
+/// No error names the trust.
+pub async fn authenticate_with_trust(
+    http: &reqwest::Client,
+    config: &CloudConfig,
+    trust_id: &str,
+) -> Result<Token, OpenStackError> {
+    const OPERATION: &str = "authenticate_with_trust";
+    let body = trust_auth_request(&config.auth, trust_id)
+        .map_err(|m| OpenStackError::new(ErrorKind::Config, "keystone", OPERATION, m))?;
+    request_token(http, config, &body, OPERATION)
+        .await
+        .map_err(|mut error| {
+            // Keystone's own messages name the trust ("Could not find trust: <id>").
+            error.message = error.message.replace(trust_id, "[redacted]");
+            error
+        })
+}
+
+async fn request_token(
+    http: &reqwest::Client,
+    config: &CloudConfig,
+    body: &Value,
+    operation: &'static str,
+) -> Result<Token, OpenStackError> {
+    let fail = |kind, message: String| OpenStackError::new(kind, "keystone", operation, message);
     let response = http
         .post(tokens_url(&config.auth_url))
-        .json(&auth_request(&config.auth))
+        .json(body)
         .send()
         .await
         .map_err(|e| {

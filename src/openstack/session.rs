@@ -6,7 +6,10 @@
 
 use std::{
     collections::HashMap,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -17,6 +20,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use super::{
+    authority::Authority,
     config::CloudConfig,
     error::{ErrorKind, OpenStackError, classify, error_message},
     keystone::{self, Token},
@@ -165,6 +169,11 @@ pub struct Session {
     http: reqwest::Client,
     config: CloudConfig,
     options: SessionOptions,
+    /// Whose authority the calls carry.
+    authority: Authority,
+    /// The service's own session, whose endpoints a user-token session uses
+    /// (a user's token comes without a catalog).
+    parent: Option<Arc<Session>>,
     token: Mutex<Option<Token>>,
     endpoints: Mutex<HashMap<Service, Endpoint>>,
     calls: AtomicU64,
@@ -200,10 +209,45 @@ impl Session {
             http,
             config,
             options,
+            authority: Authority::Service,
+            parent: None,
             token: Mutex::new(None),
             endpoints: Mutex::new(HashMap::new()),
             calls: AtomicU64::new(0),
         })
+    }
+
+    /// A session on the same cloud acting with another authority. It shares
+    /// the HTTP client; a user-token session also shares the endpoints.
+    pub fn acting_as(service: &Arc<Self>, authority: Authority) -> Self {
+        Self {
+            http: service.http.clone(),
+            config: service.config.clone(),
+            options: service.options,
+            parent: matches!(authority, Authority::UserToken { .. }).then(|| service.clone()),
+            authority,
+            token: Mutex::new(None),
+            endpoints: Mutex::new(HashMap::new()),
+            calls: AtomicU64::new(0),
+        }
+    }
+
+    /// The configured cloud.
+    pub(crate) fn config(&self) -> &CloudConfig {
+        &self.config
+    }
+
+    /// The HTTP client, for the few Keystone calls outside [`Session::send`].
+    pub(crate) fn http_client(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// This session's token, authenticating when needed.
+    ///
+    /// # Errors
+    /// Authentication fails.
+    pub(crate) async fn current_token(&self) -> Result<Token, OpenStackError> {
+        self.token().await
     }
 
     /// How many HTTP requests this session has sent to OpenStack services (Keystone included).
@@ -253,7 +297,11 @@ impl Session {
             let endpoint = self.endpoint(call.service).await?;
             match self.send_once(call, &token, &endpoint).await {
                 Ok(reply) => return Ok(reply),
-                Err(error) if error.kind == ErrorKind::Unauthorized && !reauthenticated => {
+                Err(error)
+                    if error.kind == ErrorKind::Unauthorized
+                        && !reauthenticated
+                        && !matches!(self.authority, Authority::UserToken { .. }) =>
+                {
                     // The token was revoked or expired early: get a new one, once.
                     tracing::info!(
                         service = call.service.name(),
@@ -381,9 +429,40 @@ impl Session {
         if let Some(token) = cached.as_ref().filter(fresh) {
             return Ok(token.clone());
         }
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        let token = keystone::authenticate(&self.http, &self.config).await?;
-        tracing::info!(expires_at = %token.expires_at, "authenticated to Keystone");
+        let token = match &self.authority {
+            Authority::Service => {
+                self.calls.fetch_add(1, Ordering::Relaxed);
+                keystone::authenticate(&self.http, &self.config).await?
+            }
+            Authority::Trust(trust) => {
+                self.calls.fetch_add(1, Ordering::Relaxed);
+                keystone::authenticate_with_trust(&self.http, &self.config, trust.expose()).await?
+            }
+            Authority::UserToken {
+                token,
+                project_id,
+                expires_at,
+            } => {
+                if *expires_at <= chrono::Utc::now() {
+                    return Err(OpenStackError::new(
+                        ErrorKind::Unauthorized,
+                        "keystone",
+                        "authenticate",
+                        "the caller's token has expired",
+                    ));
+                }
+                // Used as it is until it expires: never "renewed".
+                return Ok(Token {
+                    value: token.clone(),
+                    issued_at: chrono::Utc::now() - (*expires_at - chrono::Utc::now()),
+                    expires_at: *expires_at,
+                    project_id: Some(project_id.clone()),
+                    user_id: None,
+                    catalog: Vec::new(),
+                });
+            }
+        };
+        tracing::info!(expires_at = %token.expires_at, delegated = self.authority.is_delegated(), "authenticated to Keystone");
         *cached = Some(token.clone());
         Ok(token)
     }
@@ -392,6 +471,17 @@ impl Session {
     async fn endpoint(&self, service: Service) -> Result<Endpoint, OpenStackError> {
         if let Some(endpoint) = self.endpoints.lock().await.get(&service) {
             return Ok(endpoint.clone());
+        }
+        if let (Some(parent), Authority::UserToken { project_id, .. }) =
+            (&self.parent, &self.authority)
+        {
+            let mut endpoint = Box::pin(parent.endpoint(service)).await?;
+            // A catalog URL may hold the service's own project (`/v3/<project>`).
+            if let Some(own) = parent.token().await?.project_id {
+                endpoint.url = replace_project_segment(&endpoint.url, &own, project_id);
+            }
+            self.endpoints.lock().await.insert(service, endpoint.clone());
+            return Ok(endpoint);
         }
         let token = self.token().await?;
         let url = keystone::endpoint_url(
@@ -513,6 +603,18 @@ fn transport_error(call: &Call, error: &reqwest::Error) -> OpenStackError {
     OpenStackError::new(kind, call.service.name(), call.operation, error.to_string())
 }
 
+/// `url` with a path segment equal to `from` (a project id in a catalog URL)
+/// replaced by `to`.
+fn replace_project_segment(url: &str, from: &str, to: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let replaced: Vec<&str> = rest
+        .split('/')
+        .enumerate()
+        .map(|(i, s)| if i > 0 && s == from { to } else { s })
+        .collect();
+    format!("{scheme}://{}", replaced.join("/"))
+}
+
 /// The URL of a service's version list: the endpoint up to its version segment
 /// (`http://h:8774/v2.1/abc` → `http://h:8774/`).
 pub fn service_root(url: &str) -> String {
@@ -579,6 +681,18 @@ mod tests {
         assert_eq!(call("/v2/images/./x").unusable_segment(), Some("."));
         assert_eq!(call("/v2/images/a%2F..").unusable_segment(), None);
         assert_eq!(call("/v2/images?marker=..").unusable_segment(), None);
+    }
+
+    #[test]
+    fn a_project_in_a_catalog_url_is_replaced_by_the_callers() {
+        assert_eq!(
+            replace_project_segment("http://h:8776/v3/adminp", "adminp", "demop"),
+            "http://h:8776/v3/demop"
+        );
+        assert_eq!(
+            replace_project_segment("http://adminp/v3", "adminp", "demop"),
+            "http://adminp/v3"
+        );
     }
 
     #[test]
