@@ -4,6 +4,7 @@
 //! between replicas is in PostgreSQL (row locks, leases, unique constraints), so
 //! replicas can come and go at any moment.
 
+pub mod authority;
 pub mod health;
 pub mod history;
 pub mod job_events;
@@ -12,6 +13,7 @@ pub mod pruner;
 pub mod resolver;
 pub mod scheduler;
 pub mod snapshot;
+pub mod trusts;
 pub mod worker;
 
 use std::{sync::Arc, time::Duration};
@@ -96,6 +98,9 @@ impl Default for EngineConfig {
     }
 }
 
+/// How often trusts nothing refers to are looked for.
+const TRUSTS_INTERVAL: Duration = Duration::from_secs(60);
+
 /// One replica's engine.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -122,6 +127,14 @@ impl Engine {
         }
     }
 
+    /// The same engine acting on the cloud with another authority.
+    pub(crate) fn acting_with(&self, cloud: OpenStack) -> Self {
+        Self {
+            cloud,
+            ..self.clone()
+        }
+    }
+
     /// The same engine telling `events` (shared with the API) when it ends a job.
     #[must_use]
     pub fn with_job_events(mut self, events: JobEvents) -> Self {
@@ -145,6 +158,7 @@ impl Engine {
             TaskName::Scheduler,
             TaskName::Pruner,
             TaskName::History,
+            TaskName::Trusts,
         ];
         tasks.extend((0..self.config.workers).map(TaskName::Worker));
         tasks
@@ -163,6 +177,7 @@ impl Engine {
             TaskName::Scheduler => self.scheduler_loop(shutdown).await,
             TaskName::Pruner => self.pruner_loop(shutdown).await,
             TaskName::History => self.history_loop(shutdown).await,
+            TaskName::Trusts => self.trusts_loop(shutdown).await,
             TaskName::Worker(_) => self.worker_loop(shutdown).await,
         }
         Ok(())
@@ -224,6 +239,25 @@ impl Engine {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(self.config.history_interval) => {}
+            }
+        }
+    }
+
+    async fn trusts_loop(self, shutdown: CancellationToken) {
+        loop {
+            match self.retire_trusts().await {
+                Ok(r) if r.deleted + r.failed + r.tokens_dropped > 0 => tracing::info!(
+                    deleted = r.deleted,
+                    failed = r.failed,
+                    tokens_dropped = r.tokens_dropped,
+                    "retired trusts nothing refers to any more"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "trust retirement failed; retrying"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(TRUSTS_INTERVAL) => {}
             }
         }
     }

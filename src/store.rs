@@ -12,5 +12,6 @@ pub mod policies;
 pub mod row;
 pub mod runs;
 pub mod snapshots;
+pub mod trusts;
 
 pub use database::{MIGRATOR, connect, migrations_applied};

@@ -91,7 +91,7 @@ async fn exercise(pool: PgPool, cloud: OpenStack, fixture: Fixture) {
     )
     .unwrap();
     let adhoc = request.job(request.validate().unwrap(), now);
-    stacksnap::store::lifecycle::insert_adhoc_run(pool, "default", &adhoc, now)
+    stacksnap::store::lifecycle::insert_adhoc_run(pool, "default", &adhoc, Default::default(), now)
         .await
         .unwrap();
 

@@ -65,6 +65,8 @@ pub enum TaskName {
     Pruner,
     /// The loop that purges old runs, jobs and deleted snapshot rows.
     History,
+    /// The loop that deletes trusts nothing refers to any more.
+    Trusts,
     /// One of the workers, numbered from 0.
     Worker(usize),
 }
@@ -76,6 +78,7 @@ impl fmt::Display for TaskName {
             Self::Scheduler => f.write_str("scheduler"),
             Self::Pruner => f.write_str("pruner"),
             Self::History => f.write_str("history"),
+            Self::Trusts => f.write_str("trusts"),
             Self::Worker(n) => write!(f, "worker-{n}"),
         }
     }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use self::{deletion::Sweep, pieces::ImageFacts};
 use super::{
-    Engine, Outcome,
+    Engine, Outcome, authority,
     snapshot::{JOB_ID_KEY, group_description, pieces_from_mapping},
     worker::Leased,
 };
@@ -27,6 +27,7 @@ use crate::{
     store::{
         policies,
         snapshots::{self, DeletionStep, ManagedSnapshot},
+        trusts,
     },
 };
 
@@ -106,7 +107,29 @@ impl Engine {
         Ok(Outcome::Worked)
     }
 
+    /// One step of a deletion, acting with the authority stored for the
+    /// snapshot: its policy's trust, else its run's. Where Keystone refuses
+    /// that trust (a broken policy, or a trust deleted once its policy's work
+    /// ended), the service's own credentials delete: its `admin` role may.
     async fn delete_step(
+        &self,
+        snapshot: &ManagedSnapshot,
+        now: DateTime<Utc>,
+    ) -> Result<DeletionStep, sqlx::Error> {
+        let stored = trusts::for_snapshot(&self.db, snapshot.snapshot_id).await?;
+        let delegated = authority::for_work(&stored, now);
+        let cloud = self.cloud.acting_as(&delegated);
+        let acting = match authority::check(&cloud, &delegated).await {
+            Ok(()) => self.acting_with(cloud),
+            Err(refusal) => {
+                tracing::info!(snapshot_id = %snapshot.snapshot_id, error = %refusal, "the snapshot's trust is refused; deleting with the service's credentials");
+                self.clone()
+            }
+        };
+        acting.delete_step_acting(snapshot, now).await
+    }
+
+    async fn delete_step_acting(
         &self,
         snapshot: &ManagedSnapshot,
         now: DateTime<Utc>,

@@ -10,12 +10,15 @@ use uuid::Uuid;
 use crate::{
     domain::{
         job::{JobError, JobOptions},
-        policy::{ResourceType, ValidPolicy},
+        policy::{PolicyError, ResourceType, ValidPolicy},
     },
+    engine::authority,
     openstack::{OpenStack, OpenStackError, cinder::VolumeFilter, nova::ServerFilter},
     store::{
         jobs::{self, NewJob},
+        policies,
         runs::{self, Run},
+        trusts,
     },
 };
 
@@ -130,7 +133,21 @@ pub async fn resolve_run(
     };
     let window = spec.options.start_window.as_chrono();
     let start_by = run.scheduled_for.max(run.created_at) + window;
-    let targets = match resolve_targets(cloud, &spec).await {
+    // Targets are resolved with the policy's own authority: inside its project.
+    let stored = trusts::for_run(db, run.run_id).await?;
+    let delegated = authority::for_work(&stored, now);
+    let cloud = cloud.acting_as(&delegated);
+    if let Err(refusal) = authority::check(&cloud, &delegated).await {
+        let message = authority::trust_refused(stored.policy_name.as_deref(), &refusal);
+        if let Some(policy_id) = run.policy_id {
+            let error = PolicyError::new("trust_refused", message.clone());
+            let mut conn = db.acquire().await?;
+            policies::mark_broken(&mut conn, policy_id, &error).await?;
+        }
+        let error = JobError::new("trust_refused", message);
+        return runs::fail_run(db, run.run_id, owner, now, &error).await;
+    }
+    let targets = match resolve_targets(&cloud, &spec).await {
         Ok(targets) => targets,
         Err(e) if now + retry_in < start_by => {
             tracing::warn!(run_id = %run.run_id, error = %e, "cannot resolve targets yet");

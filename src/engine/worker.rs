@@ -10,7 +10,7 @@
 mod create;
 
 use super::{
-    Engine, resolver,
+    Engine, authority, resolver,
     snapshot::{self, JobContext, Recorded},
 };
 use crate::{
@@ -20,7 +20,7 @@ use crate::{
     },
     store::{
         jobs::{self, Claimed, Job, JobUpdate},
-        lifecycle, runs, snapshots,
+        lifecycle, runs, snapshots, trusts,
     },
 };
 use chrono::{DateTime, TimeDelta, Utc};
@@ -180,8 +180,48 @@ impl Engine {
         }
     }
 
-    /// One step of a job. `None` means the step already wrote what it had to.
+    /// One step of a job, acting with the authority stored for its run.
     async fn step(
+        &self,
+        job: &Job,
+        token: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<JobUpdate>, sqlx::Error> {
+        let stored = trusts::for_run(&self.db, job.run_id).await?;
+        let delegated = authority::for_work(&stored, now);
+        let cloud = self.cloud.acting_as(&delegated);
+        let acting = match authority::check(&cloud, &delegated).await {
+            Ok(()) => self.acting_with(cloud),
+            Err(refusal) => match (job.policy_id, job.status) {
+                (Some(policy_id), _) => {
+                    let message = authority::trust_refused(stored.policy_name.as_deref(), &refusal);
+                    tracing::warn!(job_id = %job.job_id, %policy_id, "Keystone refuses the policy's trust; the policy is broken");
+                    let error = crate::domain::policy::PolicyError::new("trust_refused", message.clone());
+                    let mut conn = self.db.acquire().await?;
+                    crate::store::policies::mark_broken(&mut conn, policy_id, &error).await?;
+                    return Ok(Some(fail(JobError::new("trust_refused", message))));
+                }
+                // A one-off job outlived its caller's token and its trust: what
+                // it made may still be followed with the service's own
+                // credentials, but nothing is created with them.
+                (None, JobStatus::Tracking) => self.clone(),
+                (None, _) => {
+                    return Ok(Some(fail(JobError::new(
+                        "authority_ended",
+                        format!(
+                            "the caller's token expired before the snapshot started, and Keystone refuses \
+                             the trust made when it was asked for (HTTP {}); ask again",
+                            refusal.status.map_or_else(|| "-".to_owned(), |s| s.to_string())
+                        ),
+                    ))));
+                }
+            },
+        };
+        acting.step_acting(job, token, now).await
+    }
+
+    /// One step of a job. `None` means the step already wrote what it had to.
+    async fn step_acting(
         &self,
         job: &Job,
         token: Uuid,

@@ -90,7 +90,7 @@ pub async fn create_snapshot(
     let job_id = job.job_id;
     // Watched from before the job exists, so its end cannot slip between a read and the wait.
     let mut ended = wait.map(|_| state.job_events.watch(job_id));
-    lifecycle::insert_adhoc_run(&state.db, &project, &job, now).await?;
+    lifecycle::insert_adhoc_run(&state.db, &project, &job, Default::default(), now).await?;
 
     let deadline = tokio::time::Instant::now() + wait.unwrap_or_default();
     loop {

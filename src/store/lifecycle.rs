@@ -299,6 +299,7 @@ pub async fn insert_adhoc_run(
     pool: &PgPool,
     project_id: &str,
     job: &NewJob,
+    authority: runs::RunAuthority<'_>,
     now: DateTime<Utc>,
 ) -> Result<Uuid, sqlx::Error> {
     let run_id = Uuid::now_v7();
@@ -315,6 +316,7 @@ pub async fn insert_adhoc_run(
         spec: &spec,
         now,
         resolved: true,
+        authority,
     };
     runs::insert_run(&mut tx, &run).await?;
     jobs::insert_jobs(

@@ -73,6 +73,16 @@ pub struct NewRun<'a> {
     pub spec: &'a Value,
     pub now: DateTime<Utc>,
     pub resolved: bool,
+    /// What the run's jobs act with, beyond the policy's trust (copied by the
+    /// insert): a one-off run's trust and its caller's token with its expiry.
+    pub authority: RunAuthority<'a>,
+}
+
+/// The delegated authority a run is inserted with.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunAuthority<'a> {
+    pub trust_id: Option<&'a str>,
+    pub user_token: Option<(&'a str, DateTime<Utc>)>,
 }
 
 /// Inserts a run; a scheduled instant already fired is skipped. Returns whether it was inserted.
@@ -83,9 +93,10 @@ pub async fn insert_run(conn: &mut PgConnection, run: &NewRun<'_>) -> Result<boo
     let finished = run.status != RunStatus::Running;
     let result = sqlx::query(
         "insert into run (run_id, project_id, policy_id, policy_name, trigger, scheduled_for, status, spec, \
-         resolved_at, not_before, started_at, finished_at, created_at) \
+         resolved_at, not_before, started_at, finished_at, created_at, trust_id, user_token, user_token_expires_at) \
          values ($1, $2, $3, $4, $5, $6, $7, $8, case when $9 then $10 end, $10, \
-                 case when $11 then null else $10 end, case when $11 then $10 end, $10) \
+                 case when $11 then null else $10 end, case when $11 then $10 end, $10, \
+                 coalesce($12, (select trust_id from policy where policy_id = $3)), $13, $14) \
          on conflict do nothing",
     )
     .bind(run.run_id)
@@ -99,6 +110,9 @@ pub async fn insert_run(conn: &mut PgConnection, run: &NewRun<'_>) -> Result<boo
     .bind(run.resolved || finished)
     .bind(run.now)
     .bind(finished)
+    .bind(run.authority.trust_id)
+    .bind(run.authority.user_token.map(|(token, _)| token))
+    .bind(run.authority.user_token.map(|(_, expires)| expires))
     .execute(conn)
     .await?;
     Ok(result.rows_affected() == 1)
@@ -313,7 +327,11 @@ pub async fn complete_run_if_done(
     .fetch_one(&mut *conn)
     .await?;
     let status = crate::domain::job::run_outcome(succeeded as usize, unsuccessful as usize);
-    sqlx::query("update run set status = $2, finished_at = $3 where run_id = $1")
+    // The caller's token is kept only while the run's jobs may need it.
+    sqlx::query(
+        "update run set status = $2, finished_at = $3, user_token = null, user_token_expires_at = null \
+         where run_id = $1",
+    )
         .bind(run_id)
         .bind(status)
         .bind(now)
@@ -345,6 +363,7 @@ pub async fn insert_manual_run(
         spec: &spec,
         now,
         resolved: false,
+        authority: RunAuthority::default(),
     };
     insert_run(&mut conn, &run).await?;
     Ok(run_id)

@@ -153,6 +153,7 @@ impl Harness {
             &self.pool,
             "default",
             &job,
+            Default::default(),
             self.clock.now(),
         )
         .await

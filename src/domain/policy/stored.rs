@@ -34,8 +34,10 @@ pub enum PolicyState {
 #[schema(example = json!({"code": "invalid_policy",
     "message": "the stored policy no longer passes validation: options.metadata.owner: is reserved: stacksnap and Nova set this property themselves"}))]
 pub struct PolicyError {
-    /// `unreadable_policy` (this build cannot parse what is stored) or
-    /// `invalid_policy` (it parses, but breaks a rule; the message names each field).
+    /// `unreadable_policy` (this build cannot parse what is stored),
+    /// `invalid_policy` (it parses, but breaks a rule; the message names each
+    /// field) or `trust_refused` (Keystone no longer honours the authority
+    /// its creator delegated).
     pub code: String,
     pub message: String,
 }
