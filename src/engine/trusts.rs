@@ -28,7 +28,7 @@ pub struct Retired {
 
 /// The pause after a failed deletion: doubling from a minute, at most a day.
 fn backoff(attempts: u32) -> TimeDelta {
-    TimeDelta::minutes(1i64 << attempts.min(10)).min(TimeDelta::days(1))
+    TimeDelta::minutes(1i64 << attempts.min(11)).min(TimeDelta::days(1))
 }
 
 impl Engine {
