@@ -43,6 +43,8 @@ pub struct JobContext<'a> {
     pub job_id: Uuid,
     pub run_id: Uuid,
     pub policy_id: Option<Uuid>,
+    /// The project the job acts in (stamped on its artefacts).
+    pub project_id: &'a str,
     pub resource_type: ResourceType,
     pub resource_id: &'a str,
     pub options: &'a JobOptions,
@@ -125,6 +127,7 @@ pub fn artefact_metadata(ctx: &JobContext<'_>) -> BTreeMap<String, String> {
     let mut metadata = ctx.options.metadata.clone();
     metadata.insert(JOB_ID_KEY.into(), ctx.job_id.to_string());
     metadata.insert("stacksnap_run_id".into(), ctx.run_id.to_string());
+    metadata.insert("stacksnap_project_id".into(), ctx.project_id.to_owned());
     if let Some(policy_id) = ctx.policy_id {
         metadata.insert("stacksnap_policy_id".into(), policy_id.to_string());
     }

@@ -231,6 +231,7 @@ impl Engine {
             job_id: job.job_id,
             run_id: job.run_id,
             policy_id: job.policy_id,
+            project_id: &job.project_id,
             resource_type: job.resource_type,
             resource_id: &job.resource_id,
             options: &job.options.0,
