@@ -54,6 +54,8 @@ pub enum OrphanError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Orphan {
     pub snapshot_id: String,
+    /// The project that owns it (orphans are looked for in every project).
+    pub project_id: Option<String>,
     pub volume_id: String,
     pub name: Option<String>,
     /// The name of the image it was made for, read from its own name.
@@ -91,7 +93,11 @@ pub async fn find_orphans(
 ) -> Result<Vec<Orphan>, OrphanError> {
     let candidates: Vec<Snapshot> = cloud
         .cinder()
-        .list_snapshots(&SnapshotFilter::default())
+        // Every project's: tenants' policies make their snapshots in their own projects.
+        .list_snapshots(&SnapshotFilter {
+            all_tenants: true,
+            ..SnapshotFilter::default()
+        })
         .await?
         .into_iter()
         .filter(|s| settled_and_old(s, search.now, search.grace))
@@ -238,6 +244,7 @@ fn orphan(s: Snapshot, made_by_stacksnap: bool) -> Orphan {
         image_name: image_name(&s).map(str::to_owned),
         job_id: job_of(&s),
         snapshot_id: s.id,
+        project_id: s.project_id,
         volume_id: s.volume_id,
         name: s.name,
         status: s.status,

@@ -78,6 +78,9 @@ pub struct Snapshot {
     pub progress: Option<String>,
     #[serde(default)]
     pub group_snapshot_id: Option<String>,
+    /// The owning project (shown to admins).
+    #[serde(rename = "os-extended-snapshot-attributes:project_id", default)]
+    pub project_id: Option<String>,
 }
 
 /// A volume group.
