@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod delegation;
 pub mod demo;
 pub mod domain;
 pub mod engine;

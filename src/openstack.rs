@@ -73,9 +73,8 @@ impl OpenStack {
                 let now = Instant::now();
                 let mut trusts = self.trusts.lock().unwrap_or_else(|e| e.into_inner());
                 trusts.retain(|_, (_, used)| now.duration_since(*used) < TRUST_SESSION_IDLE);
-                let (session, used) = trusts
-                    .entry(trust.expose().to_owned())
-                    .or_insert_with(|| {
+                let (session, used) =
+                    trusts.entry(trust.expose().to_owned()).or_insert_with(|| {
                         (
                             Arc::new(Session::acting_as(&self.service, authority.clone())),
                             now,

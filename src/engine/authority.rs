@@ -40,7 +40,11 @@ mod tests {
         DateTime::UNIX_EPOCH + TimeDelta::minutes(minutes)
     }
 
-    fn stored(policy: Option<&str>, run: Option<&str>, token_until: Option<i64>) -> StoredAuthority {
+    fn stored(
+        policy: Option<&str>,
+        run: Option<&str>,
+        token_until: Option<i64>,
+    ) -> StoredAuthority {
         StoredAuthority {
             policy_trust: policy.map(TrustId::new),
             run_trust: run.map(TrustId::new),
@@ -115,13 +119,18 @@ pub async fn check(
 
 /// The error of a policy whose trust Keystone refuses: it names the policy,
 /// never the trust.
-pub fn trust_refused(policy_name: Option<&str>, error: &crate::openstack::OpenStackError) -> String {
+pub fn trust_refused(
+    policy_name: Option<&str>,
+    error: &crate::openstack::OpenStackError,
+) -> String {
     format!(
         "the policy {:?} can no longer act in its project: Keystone refused the authority delegated \
          when it was created (HTTP {}: {}); the user who made it may have lost their role in the \
          project or been removed. A project member renews it by updating the policy (PATCH)",
         policy_name.unwrap_or("(deleted)"),
-        error.status.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+        error
+            .status
+            .map_or_else(|| "-".to_owned(), |s| s.to_string()),
         error.message
     )
 }

@@ -196,7 +196,8 @@ impl Engine {
                 (Some(policy_id), _) => {
                     let message = authority::trust_refused(stored.policy_name.as_deref(), &refusal);
                     tracing::warn!(job_id = %job.job_id, %policy_id, "Keystone refuses the policy's trust; the policy is broken");
-                    let error = crate::domain::policy::PolicyError::new("trust_refused", message.clone());
+                    let error =
+                        crate::domain::policy::PolicyError::new("trust_refused", message.clone());
                     let mut conn = self.db.acquire().await?;
                     crate::store::policies::mark_broken(&mut conn, policy_id, &error).await?;
                     return Ok(Some(fail(JobError::new("trust_refused", message))));
@@ -211,7 +212,9 @@ impl Engine {
                         format!(
                             "the caller's token expired before the snapshot started, and Keystone refuses \
                              the trust made when it was asked for (HTTP {}); ask again",
-                            refusal.status.map_or_else(|| "-".to_owned(), |s| s.to_string())
+                            refusal
+                                .status
+                                .map_or_else(|| "-".to_owned(), |s| s.to_string())
                         ),
                     ))));
                 }

@@ -109,9 +109,11 @@ pub fn auth_request(method: &AuthMethod) -> Value {
 /// The configured credential is not a password.
 pub fn trust_auth_request(method: &AuthMethod, trust_id: &str) -> Result<Value, String> {
     let AuthMethod::Password { user, password, .. } = method else {
-        return Err("acting with a trust needs the service user to log in with a password \
+        return Err(
+            "acting with a trust needs the service user to log in with a password \
                     (Keystone does not scope an application credential to a trust)"
-            .into());
+                .into(),
+        );
     };
     Ok(json!({"auth": {
         "identity": {"methods": ["password"],

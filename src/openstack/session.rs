@@ -480,7 +480,10 @@ impl Session {
             if let Some(own) = parent.token().await?.project_id {
                 endpoint.url = replace_project_segment(&endpoint.url, &own, project_id);
             }
-            self.endpoints.lock().await.insert(service, endpoint.clone());
+            self.endpoints
+                .lock()
+                .await
+                .insert(service, endpoint.clone());
             return Ok(endpoint);
         }
         let token = self.token().await?;

@@ -199,3 +199,21 @@ pub async fn drop_spent_tokens(pool: &PgPool, now: DateTime<Utc>) -> Result<u64,
     .await?;
     Ok(done.rows_affected())
 }
+
+/// Gives a policy a new trust (its first, or one renewing a refused trust).
+/// The trust it held stays recorded and is deleted once its runs' work ends.
+///
+/// # Errors
+/// The query fails.
+pub async fn set_policy_trust(
+    pool: &PgPool,
+    policy_id: Uuid,
+    trust: &TrustId,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("update policy set trust_id = $2 where policy_id = $1")
+        .bind(policy_id)
+        .bind(trust.expose())
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}

@@ -51,14 +51,18 @@ impl OpenStack {
     /// # Errors
     /// Authentication fails, or Keystone's token names no user.
     pub async fn service_user_id(&self) -> Result<String, OpenStackError> {
-        self.service_session().current_token().await?.user_id.ok_or_else(|| {
-            OpenStackError::new(
-                ErrorKind::Decode,
-                "keystone",
-                "authenticate",
-                "the service's token names no user",
-            )
-        })
+        self.service_session()
+            .current_token()
+            .await?
+            .user_id
+            .ok_or_else(|| {
+                OpenStackError::new(
+                    ErrorKind::Decode,
+                    "keystone",
+                    "authenticate",
+                    "the service's token names no user",
+                )
+            })
     }
 
     /// Creates a trust from the caller (whose token this is) to the service
@@ -82,7 +86,10 @@ impl OpenStack {
             "impersonation": true,
         }});
         let session = self.service_session();
-        let url = format!("{}/OS-TRUST/trusts", identity_v3(&session.config().auth_url));
+        let url = format!(
+            "{}/OS-TRUST/trusts",
+            identity_v3(&session.config().auth_url)
+        );
         let response = session
             .http_client()
             .post(url)
@@ -145,7 +152,11 @@ async fn read(response: reqwest::Response) -> (u16, String, Option<String>) {
         .get("x-openstack-request-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    (status, response.text().await.unwrap_or_default(), request_id)
+    (
+        status,
+        response.text().await.unwrap_or_default(),
+        request_id,
+    )
 }
 
 fn transport(operation: &'static str, error: reqwest::Error) -> OpenStackError {
