@@ -68,6 +68,11 @@ pub struct EngineConfig {
     pub create_settle: TimeDelta,
     /// Most create requests one job sends; then it fails with `create_attempts_exhausted`.
     pub max_create_attempts: i32,
+    /// How often trusts nothing refers to any more are looked for and deleted.
+    pub trusts_interval: Duration,
+    /// A trust is never deleted younger than this: its policy or run may
+    /// still be being stored.
+    pub trust_grace: TimeDelta,
 }
 
 impl Default for EngineConfig {
@@ -94,12 +99,11 @@ impl Default for EngineConfig {
             history_batch: 500,
             create_settle: TimeDelta::minutes(3),
             max_create_attempts: 5,
+            trusts_interval: Duration::from_secs(60),
+            trust_grace: TimeDelta::minutes(10),
         }
     }
 }
-
-/// How often trusts nothing refers to are looked for.
-const TRUSTS_INTERVAL: Duration = Duration::from_secs(60);
 
 /// One replica's engine.
 #[derive(Debug, Clone)]
@@ -257,7 +261,7 @@ impl Engine {
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(TRUSTS_INTERVAL) => {}
+                () = tokio::time::sleep(self.config.trusts_interval) => {}
             }
         }
     }

@@ -8,10 +8,6 @@ use chrono::TimeDelta;
 
 use super::Engine;
 use crate::store::trusts;
-
-/// A trust is never taken younger than this: its policy or run may still be
-/// being stored.
-const GRACE: TimeDelta = TimeDelta::minutes(10);
 /// Trusts one pass deletes at most.
 const BATCH: i64 = 50;
 
@@ -42,7 +38,7 @@ impl Engine {
             tokens_dropped: trusts::drop_spent_tokens(&self.db, now).await?,
             ..Retired::default()
         };
-        for (trust, attempts) in trusts::unreferenced(&self.db, now, GRACE, BATCH).await? {
+        for (trust, attempts) in trusts::unreferenced(&self.db, now, self.config.trust_grace, BATCH).await? {
             match self.cloud.delete_trust(&trust).await {
                 Ok(()) => {
                     trusts::forget(&self.db, &trust).await?;
