@@ -1,11 +1,24 @@
 //! The simulator's own admin endpoints under `/_sim` (no token needed, not
-//! logged): the request log, fault rules and token expiry.
+//! logged): the request log, fault rules, token expiry, role assignments and
+//! trusts.
 //!
 //! * `GET /_sim/requests`, `DELETE /_sim/requests`
 //! * `GET /_sim/faults`, `POST /_sim/faults` (one rule or an array), `DELETE /_sim/faults`
 //! * `POST /_sim/expire-tokens`
 //! * `GET /_sim/durations`, `PATCH /_sim/durations` (the fields to change, in
 //!   milliseconds, e.g. `{"volume_backed_create_image_call": 45000}`)
+//! * `PUT /_sim/users/{user}/projects/{project}/roles/{role}` gives a user a
+//!   role on a project, `DELETE` the same path takes it away (names or ids;
+//!   204, or 404 naming what is missing). Tokens lose the role at once, and
+//!   a trust its user made that delegates the role stops working: new
+//!   trust-scoped tokens get Keystone's 403, validating existing ones 403,
+//!   and the services answer them 503, as keystonemiddleware does when
+//!   Keystone refuses a validation.
+//! * `GET /_sim/trusts` (the live ones), `DELETE /_sim/trusts/{id}` (204 or
+//!   404): deletes a trust as its trustor or an admin can through Keystone
+//!   (`DELETE /identity/v3/OS-TRUST/trusts/{id}` with an admin token does
+//!   the same). Its tokens stop working at once: 401 at every service, 404
+//!   on validation, 401 when authenticating with it again.
 //! * `GET /_sim/health`
 
 use axum::{
@@ -13,12 +26,14 @@ use axum::{
     http::{Method, StatusCode},
     response::Response,
 };
+use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::{
     config::Durations,
     faults::FaultRule,
     http::{empty, json},
+    roles::Role,
     state::Shared,
 };
 
@@ -55,6 +70,45 @@ pub(crate) fn handle(shared: &Shared, method: &Method, segs: &[String], body: &B
             st.tokens.clear();
             empty(StatusCode::NO_CONTENT)
         }
+        ("PUT" | "DELETE", ["users", user, "projects", project, "roles", role]) => {
+            let Some(role) = Role::from_name(role) else {
+                return json(
+                    StatusCode::NOT_FOUND,
+                    &json!({"error": format!("no role {role:?}")}),
+                );
+            };
+            match st.set_role(user, project, role, method == Method::PUT) {
+                Ok(()) => empty(StatusCode::NO_CONTENT),
+                Err(e) => json(StatusCode::NOT_FOUND, &json!({ "error": e })),
+            }
+        }
+        ("GET", ["trusts"]) => {
+            let now = Utc::now();
+            let trusts: Vec<Value> = st
+                .trusts
+                .iter()
+                .filter(|t| t.live(now))
+                .map(|t| {
+                    json!({
+                        "id": t.id, "trustor_user_id": t.trustor_user_id,
+                        "trustee_user_id": t.trustee_user_id, "project_id": t.project_id,
+                        "impersonation": t.impersonation,
+                        "roles": t.roles.iter().map(|r| r.name()).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            json(StatusCode::OK, &json!({ "trusts": trusts }))
+        }
+        ("DELETE", ["trusts", id]) => {
+            if st.delete_trust(id) {
+                empty(StatusCode::NO_CONTENT)
+            } else {
+                json(
+                    StatusCode::NOT_FOUND,
+                    &json!({"error": format!("no trust {id:?}")}),
+                )
+            }
+        }
         ("GET", ["durations"]) => json(StatusCode::OK, &json!(st.durations)),
         ("PATCH", ["durations"]) => match merge_durations(&st.durations, body) {
             Ok(durations) => {
@@ -70,7 +124,8 @@ pub(crate) fn handle(shared: &Shared, method: &Method, segs: &[String], body: &B
             StatusCode::NOT_FOUND,
             &json!({"error": "unknown admin endpoint", "endpoints": Value::from(vec![
                 "GET|DELETE /_sim/requests", "GET|POST|DELETE /_sim/faults", "POST /_sim/expire-tokens",
-                "GET|PATCH /_sim/durations", "GET /_sim/health",
+                "GET|PATCH /_sim/durations", "PUT|DELETE /_sim/users/{user}/projects/{project}/roles/{role}",
+                "GET /_sim/trusts", "DELETE /_sim/trusts/{id}", "GET /_sim/health",
             ])}),
         ),
     }

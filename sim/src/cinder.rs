@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 use self::filters::Resource;
 use super::{
     http::{Ctx, Mv, empty, fault_body, json},
+    rbac,
     state::{Fail, GONE, Shared, State, Volume},
 };
 
@@ -125,7 +126,16 @@ pub(crate) fn handle(shared: &Shared, operation: &str, ctx: &Ctx) -> Response {
     let id = segs.get(2).copied().unwrap_or("").to_owned();
     let mut st = shared.lock();
     let st = &mut *st;
-    if let Some(fail) = scope::hidden(st, ctx, segs.get(1).copied().unwrap_or(""), &id) {
+    let collection = segs.get(1).copied().unwrap_or("");
+    if let Some(fail) = scope::hidden(st, ctx, collection, &id) {
+        return error(&fail);
+    }
+    // Then the policy: a write needs `member` (or `admin`); Cinder finds the
+    // resource first, so a missing one stays a 404.
+    let target_known = id.is_empty() || scope::exists(st, ctx.now, collection, &id);
+    if let Some(fail) =
+        rbac::refuse(&ctx.caller, rbac::cinder_policy(operation)).filter(|_| target_known)
+    {
         return error(&fail);
     }
     let result = match operation {
@@ -325,7 +335,7 @@ pub(crate) fn page<T>(
 }
 
 fn list_volumes(st: &State, ctx: &Ctx, detail: bool) -> Reply {
-    let filters = filters::applied(Resource::Volume, &ctx.query, ctx.mv, ctx.caller.admin)?;
+    let filters = filters::applied(Resource::Volume, &ctx.query, ctx.mv, ctx.caller.admin())?;
     let q = |key: &str| filters::get(&filters, key);
     let metadata = q("metadata").map(parse_metadata_filter).transpose()?;
     let matching: Vec<&Volume> = st
@@ -481,7 +491,7 @@ fn limits(st: &State, ctx: &Ctx) -> Value {
     let now = ctx.now;
     let asked = ctx.q("project_id").or_else(|| ctx.q("tenant_id"));
     let project = match asked {
-        Some(p) if ctx.caller.admin && ctx.mv >= Mv(3, 39) => p,
+        Some(p) if ctx.caller.admin() && ctx.mv >= Mv(3, 39) => p,
         _ => ctx.caller.project_id.as_str(),
     };
     let used = st.snapshots_used(project, now);

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::faults::FaultRule;
+use super::{faults::FaultRule, roles::Role};
 
 /// Everything a simulator run is made of. `SimConfig::default()` has
 /// millisecond transitions for tests; [`SimConfig::demo`] has the seconds a
@@ -22,10 +22,11 @@ pub struct SimConfig {
     pub region: String,
     /// The admin user (password authentication).
     pub admin: AdminUser,
-    /// Project members: users with the `member` and `reader` roles but not
-    /// `admin`. By default `member` in the admin's project (a tenant's own
-    /// credentials on the admin's resources) and `demo` and `alt`, each in a
-    /// project of its own, as on the rig.
+    /// Project users without `admin`, each with one role (`member`, which
+    /// implies `reader`, or `reader` alone) in one project. By default
+    /// `member` in the admin's project (a tenant's own credentials on the
+    /// admin's resources), `demo` and `alt`, each in a project of its own,
+    /// and the readers `demo_reader` and `alt_reader` in those, as on the rig.
     pub members: Vec<MemberUser>,
     /// The one application credential, owned by the admin user.
     pub application_credential: ApplicationCredential,
@@ -69,13 +70,15 @@ impl Default for AdminUser {
     }
 }
 
-/// A project member (no admin role), in domain `Default`.
+/// A project user without the admin role, in domain `Default`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MemberUser {
     pub username: String,
     pub password: String,
     pub project_name: String,
+    /// Its one role in the project: `member` (the default) or `reader`.
+    pub role: Role,
 }
 
 impl Default for MemberUser {
@@ -91,16 +94,28 @@ impl MemberUser {
             username: username.into(),
             password: password.into(),
             project_name: project_name.into(),
+            role: Role::Member,
+        }
+    }
+
+    /// A user with only the `reader` role in `project_name`.
+    pub fn reader(username: &str, password: &str, project_name: &str) -> Self {
+        Self {
+            role: Role::Reader,
+            ..Self::new(username, password, project_name)
         }
     }
 
     /// `member` / `member-secret` in the admin's project `admin`, `demo` /
-    /// `demo` in project `demo` and `alt` / `alt` in project `alt`.
+    /// `demo` in project `demo` and `alt` / `alt` in project `alt`, and the
+    /// readers `demo_reader` / `demo` and `alt_reader` / `alt` (the rig's).
     pub fn defaults() -> Vec<Self> {
         vec![
             Self::new("member", "member-secret", "admin"),
             Self::new("demo", "demo", "demo"),
             Self::new("alt", "alt", "alt"),
+            Self::reader("demo_reader", "demo", "demo"),
+            Self::reader("alt_reader", "alt", "alt"),
         ]
     }
 }

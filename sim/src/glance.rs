@@ -84,14 +84,13 @@ pub(crate) fn handle(shared: &Shared, operation: &str, ctx: &Ctx) -> Response {
             "glance.reactivate_image" => Some("reactivate"),
             _ => None,
         };
-        if let Some(action) =
-            action.filter(|_| !ctx.caller.admin && img.owner != ctx.caller.project_id)
-        {
-            return html_error(
-                StatusCode::FORBIDDEN,
-                &format!("You are not authorized to complete {action} action."),
-            );
+        // The default policies: `admin`, or `member` of the owning project.
+        if let Some(action) = action.filter(|_| !ctx.caller.may_write(&img.owner)) {
+            return forbidden(action);
         }
+    }
+    if operation == "glance.create_image" && !ctx.caller.may_write(&ctx.caller.project_id) {
+        return forbidden("add_image");
     }
     match operation {
         "glance.versions" => versions(&ctx.base),
@@ -153,12 +152,21 @@ pub(crate) fn handle(shared: &Shared, operation: &str, ctx: &Ctx) -> Response {
     }
 }
 
+/// Glance's refusal by policy (`glance.common.exception.Forbidden`).
+fn forbidden(action: &str) -> Response {
+    html_error(
+        StatusCode::FORBIDDEN,
+        &format!("You are not authorized to complete {action} action."),
+    )
+}
+
 /// Whether the caller may read an image: admins any, others public and
-/// community images and their project's.
+/// community images, their project's and those shared with it.
 pub(crate) fn readable(img: &Image, ctx: &Ctx) -> bool {
-    ctx.caller.admin
+    ctx.caller.admin()
         || img.owner == ctx.caller.project_id
         || matches!(img.visibility.as_str(), "public" | "community")
+        || (img.visibility == "shared" && img.members.contains(&ctx.caller.project_id))
 }
 
 /// The properties of an image beyond Glance's base ones (what Nova calls
@@ -290,7 +298,7 @@ fn list(st: &State, ctx: &Ctx) -> Response {
         // Glance lists every image to admins; to others their project's,
         // the public ones, and community ones only when asked for.
         .filter(|img| {
-            ctx.caller.admin
+            ctx.caller.admin()
                 || img.owner == ctx.caller.project_id
                 || img.visibility == "public"
                 || (community && img.visibility == "community")
@@ -413,6 +421,7 @@ fn create(st: &mut State, ctx: &Ctx) -> Response {
         name: get_str("name"),
         owner: ctx.caller.project_id.clone(),
         visibility: get_str("visibility").unwrap_or_else(|| "shared".into()),
+        members: Vec::new(),
         protected: body
             .get("protected")
             .and_then(Value::as_bool)

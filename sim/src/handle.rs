@@ -92,7 +92,7 @@ fn seed(st: &mut State, config: &SimConfig) -> anyhow::Result<()> {
 
 /// A running simulator.
 pub struct SimHandle {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     addr: SocketAddr,
     token: CancellationToken,
     task: Mutex<Option<JoinHandle<()>>>,
@@ -127,7 +127,8 @@ impl SimHandle {
     /// A clouds.yaml with the cloud `stacksnap-sim` (admin user, password
     /// auth), `stacksnap-sim-appcred` (the application credential),
     /// `stacksnap-sim-system-admin` (the admin user, system scope) and one
-    /// `stacksnap-sim-<user>` per project member (`-member`, `-demo`, `-alt`).
+    /// `stacksnap-sim-<user>` per project user, `_` written `-` (`-member`,
+    /// `-demo`, `-alt`, `-demo-reader`, `-alt-reader`).
     pub fn clouds_yaml(&self) -> String {
         let c = &self.shared.config;
         let auth_url = self.auth_url();
@@ -167,7 +168,7 @@ impl SimHandle {
         );
         for m in &c.members {
             yaml += &password_cloud(
-                &format!("stacksnap-sim-{}", m.username),
+                &format!("stacksnap-sim-{}", m.username.replace('_', "-")),
                 &m.username,
                 &m.password,
                 &project_scope(&m.project_name),

@@ -247,10 +247,21 @@ async fn body_bytes(body: Body) -> Result<Bytes, Response> {
 
 /// Authenticates, negotiates the microversion and calls the service.
 async fn serve(shared: &Shared, service: Service, operation: &str, mut ctx: Ctx) -> Response {
-    match keystone::caller(shared, &ctx.headers) {
-        Some(caller) => ctx.caller = caller,
-        None if needs_token(operation) => return unauthorized(service, &shared.base_url),
-        None => {}
+    match keystone::authenticate(shared, &ctx.headers) {
+        Ok(caller) => ctx.caller = caller,
+        Err(_) if !needs_token(operation) => {}
+        // Keystone answered the validation with 403: keystonemiddleware
+        // reports it as Keystone being unavailable; Keystone itself refuses.
+        Err(keystone::Rejected::Forbidden) if service == Service::Keystone => {
+            return keystone::generic_forbidden();
+        }
+        Err(keystone::Rejected::Forbidden) => {
+            return html_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The Keystone service is temporarily unavailable.",
+            );
+        }
+        Err(keystone::Rejected::NotFound(_)) => return unauthorized(service, &shared.base_url),
     }
     match service {
         Service::Keystone => keystone::handle(shared, operation, &ctx),
@@ -287,7 +298,6 @@ fn needs_token(operation: &str) -> bool {
             | "keystone.versions"
             | "keystone.version"
             | "keystone.create_token"
-            | "keystone.validate_token"
     )
 }
 

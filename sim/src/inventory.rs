@@ -44,6 +44,9 @@ pub(crate) struct NewSnapshot {
     pub description: Option<String>,
     pub metadata: BTreeMap<String, String>,
     pub group_snapshot_id: Option<String>,
+    /// The caller whose project it is in (Cinder stamps `context.project_id`);
+    /// the volume's owner when `None` (seeds and helpers).
+    pub owner: Option<Owner>,
 }
 
 /// Where a server's block device comes from.
@@ -83,6 +86,8 @@ pub(crate) struct NewServer {
     /// The admin project when `None` (seeds and helpers); the volumes it
     /// boots from get the same owner.
     pub owner: Option<Owner>,
+    /// The creator's roles, comma-joined; the admin's when `None`.
+    pub boot_roles: Option<String>,
 }
 
 /// A property value as a string, as Glance and Cinder store them.
@@ -109,6 +114,14 @@ impl State {
         }
     }
 
+    /// The admin user's roles on its project, comma-joined (the
+    /// `boot_roles` of seeded servers).
+    pub(crate) fn admin_roles(&self) -> String {
+        self.user(&self.user_id)
+            .map(|u| u.roles_on(&self.project_id).joined())
+            .unwrap_or_default()
+    }
+
     /// Adds a settled (`active`) image.
     pub(crate) fn seed_image(&mut self, now: Instant, seed: &ImageSeed) -> String {
         let id = seed.id.clone().unwrap_or_else(|| self.uuid());
@@ -118,6 +131,7 @@ impl State {
             name: Some(seed.name.clone()),
             owner: self.project_id.clone(),
             visibility: seed.visibility.clone(),
+            members: Vec::new(),
             protected: false,
             created: now,
             status: Timeline::new(now, "active"),
@@ -290,6 +304,7 @@ impl State {
             description,
             metadata,
             group_snapshot_id,
+            owner: caller,
         } = spec;
         let volume_id = volume_id.as_str();
         let stuck = self.fault(operation, |f| matches!(f, Fault::SnapshotStuck));
@@ -300,9 +315,9 @@ impl State {
         } else {
             Timeline::new(now, "creating").then(d, if error { "error" } else { "available" })
         };
-        // A snapshot belongs to its volume's project: only that project's
-        // members (or an admin) can reach the volume to snapshot it.
-        let (size, owner) = self.volume(volume_id, now).map_or_else(
+        // Cinder puts a snapshot in the caller's project; seeds and helpers
+        // name no caller and get the volume's.
+        let (size, volume_owner) = self.volume(volume_id, now).map_or_else(
             || (1, self.admin_owner()),
             |v| {
                 let owner = Owner {
@@ -312,6 +327,7 @@ impl State {
                 (v.size, owner)
             },
         );
+        let owner = caller.unwrap_or(volume_owner);
         let id = self.uuid();
         self.snapshots.push(Snapshot {
             id: id.clone(),
@@ -508,6 +524,7 @@ impl State {
             image_meta,
             instance_number: self.instance_counter,
             user_data: spec.user_data,
+            boot_roles: spec.boot_roles.unwrap_or_else(|| self.admin_roles()),
         });
         Ok(server_id)
     }

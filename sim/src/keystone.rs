@@ -1,23 +1,29 @@
-//! Keystone v3, as far as clients need it: version discovery, tokens by
-//! password or application credential (with a catalog pointing back at the
-//! simulator), token validation. Tokens expire after the configured TTL.
-//! The admin user's tokens (and the application credential's) carry the
-//! `admin` role; the members' (`SimConfig::members`) only `member` and `reader`.
+//! Keystone v3, as far as clients and services need it: version discovery,
+//! tokens (`tokens`), trusts (`OS-TRUST`, `trusts`), projects (`projects`),
+//! and what the `X-Auth-Token` of any request stands for. Roles come from
+//! role assignments with the implications `keystone-manage bootstrap` makes
+//! (`roles`): the admin user holds `admin` and `service` on its project and
+//! `admin` on the system; the other users one role in one project.
 
 use axum::{
     http::{HeaderMap, HeaderValue, Method, StatusCode, header::LOCATION},
     response::Response,
 };
-use base64::Engine as _;
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use serde_json::{Value, json};
 
 mod projects;
+mod tokens;
+mod trust_schema;
+mod trusts;
+
+pub(crate) use tokens::Rejected;
 
 use super::{
     http::{Ctx, json},
-    state::{Shared, State, Token},
-    tenancy::{Caller, User},
+    roles::{Role, Roles},
+    state::Shared,
+    tenancy::Caller,
 };
 
 /// The operation name of a Keystone request.
@@ -29,6 +35,10 @@ pub(crate) fn operation(method: &Method, segs: &[&str]) -> &'static str {
         ("GET" | "HEAD", ["v3", "auth", "tokens"]) => "keystone.validate_token",
         ("GET", ["v3", "projects"]) => "keystone.list_projects",
         ("GET", ["v3", "projects", _]) => "keystone.get_project",
+        ("POST", ["v3", "OS-TRUST", "trusts"]) => "keystone.create_trust",
+        ("GET", ["v3", "OS-TRUST", "trusts"]) => "keystone.list_trusts",
+        ("GET", ["v3", "OS-TRUST", "trusts", _]) => "keystone.get_trust",
+        ("DELETE", ["v3", "OS-TRUST", "trusts", _]) => "keystone.delete_trust",
         _ => "keystone.unknown",
     }
 }
@@ -45,19 +55,19 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Response {
     )
 }
 
-/// Whether the `X-Auth-Token` of a request is a live token.
-pub(crate) fn token_valid(shared: &Shared, headers: &HeaderMap) -> bool {
-    caller(shared, headers).is_some()
-}
-
-/// Who the live `X-Auth-Token` of a request stands for.
-pub(crate) fn caller(shared: &Shared, headers: &HeaderMap) -> Option<Caller> {
-    let token = headers.get("x-auth-token").and_then(|v| v.to_str().ok())?;
+/// What the live `X-Auth-Token` of a request stands for now.
+///
+/// # Errors
+/// [`Rejected`] when there is no token or Keystone would not validate it.
+pub(crate) fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Caller, Rejected> {
+    let unknown = || Rejected::NotFound("Could not recognize Fernet token".into());
+    let token_id = headers
+        .get("x-auth-token")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(unknown)?;
     let st = shared.lock();
-    st.tokens
-        .get(token)
-        .filter(|t| t.expires > Utc::now())
-        .map(|t| t.caller.clone())
+    let token = st.tokens.get(token_id).ok_or_else(unknown)?;
+    tokens::resolve(&st, token_id, token, Utc::now()).map(|r| r.caller)
 }
 
 pub(crate) fn handle(shared: &Shared, operation: &str, ctx: &Ctx) -> Response {
@@ -73,11 +83,12 @@ pub(crate) fn handle(shared: &Shared, operation: &str, ctx: &Ctx) -> Response {
             r
         }
         "keystone.version" => json(StatusCode::OK, &json!({"version": version(&ctx.base)})),
-        "keystone.create_token" => create_token(shared, ctx),
-        "keystone.validate_token" => validate_token(shared, ctx),
+        "keystone.create_token" => tokens::create(shared, ctx),
+        "keystone.validate_token" => tokens::validate(shared, ctx),
         "keystone.list_projects" | "keystone.get_project" => {
             projects::handle(shared, operation, ctx)
         }
+        op if op.contains("_trust") => trusts::handle(shared, op, ctx),
         _ => error(StatusCode::NOT_FOUND, "The resource could not be found."),
     }
 }
@@ -92,6 +103,7 @@ fn version(base: &str) -> Value {
     })
 }
 
+/// Keystone's 401 (an `Unauthorized`, whose details it hides).
 fn unauthorized() -> Response {
     error(
         StatusCode::UNAUTHORIZED,
@@ -99,194 +111,42 @@ fn unauthorized() -> Response {
     )
 }
 
-/// What a token is scoped to.
-enum Scope {
-    Unscoped,
-    Project(String),
-    System,
+/// Keystone's 403 for a policy or rule that refuses `action`
+/// (`ForbiddenAction`, which names it).
+pub(crate) fn forbidden(action: &str) -> Response {
+    error(
+        StatusCode::FORBIDDEN,
+        &format!("You are not authorized to perform the requested action: {action}."),
+    )
 }
 
-fn create_token(shared: &Shared, ctx: &Ctx) -> Response {
-    let Ok(body) = ctx.json::<Value>() else {
-        return error(StatusCode::BAD_REQUEST, "Malformed request body.");
-    };
-    let identity = &body["auth"]["identity"];
-    let methods: Vec<&str> = identity["methods"]
-        .as_array()
-        .map(|m| m.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    let cfg = &shared.config;
-    let mut st = shared.lock();
-    let (method, app_cred, user) = if methods.contains(&"application_credential") {
-        let ac = &identity["application_credential"];
-        let want = &cfg.application_credential;
-        // The one application credential belongs to the admin user.
-        let admin = st.users[0].clone();
-        let id_ok = ac["id"].as_str() == Some(want.id.as_str())
-            || (ac["name"].as_str() == Some(want.name.as_str())
-                && find_user(&st, &ac["user"], &cfg.admin.domain_name)
-                    .is_some_and(|u| u.id == admin.id));
-        if !id_ok || ac["secret"].as_str() != Some(want.secret.as_str()) {
-            return unauthorized();
-        }
-        ("application_credential", true, admin)
-    } else if methods.contains(&"password") {
-        let given = &identity["password"]["user"];
-        match find_user(&st, given, &cfg.admin.domain_name) {
-            Some(u) if given["password"].as_str() == Some(u.password.as_str()) => {
-                ("password", false, u.clone())
-            }
-            _ => return unauthorized(),
-        }
-    } else {
-        return unauthorized();
-    };
-    let scope = if app_cred {
-        Scope::Project(user.project_id.clone())
-    } else {
-        match resolve_scope(&st, &body["auth"]["scope"], &user, &cfg.admin.domain_name) {
-            Some(scope) => scope,
-            None => return unauthorized(),
-        }
-    };
-    let token_id = format!(
-        "gAAAAAB{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(st.rng.bytes(120))
-    );
-    let now = Utc::now();
-    let ttl =
-        chrono::Duration::from_std(cfg.token_ttl).unwrap_or_else(|_| chrono::Duration::hours(1));
-    let scoped = !matches!(scope, Scope::Unscoped);
-    let token = Token {
-        issued: now,
-        expires: now + ttl,
-        methods: vec![method],
-        application_credential: app_cred,
-        system: matches!(scope, Scope::System),
-        caller: Caller {
-            user_id: user.id.clone(),
-            project_id: match scope {
-                Scope::Project(p) => p,
-                Scope::Unscoped | Scope::System => String::new(),
-            },
-            admin: user.admin && scoped,
-        },
-    };
-    let body = token_body(shared, &mut st, &token);
-    st.tokens.insert(token_id.clone(), token);
-    drop(st);
-    let mut r = json(StatusCode::CREATED, &body);
-    if let Ok(v) = HeaderValue::from_str(&token_id) {
-        r.headers_mut().insert("x-subject-token", v);
-    }
-    r
+/// Keystone's 403 for a `Forbidden` raised with a message: a security
+/// error, whose message Keystone hides unless `insecure_debug` is on.
+pub(crate) fn generic_forbidden() -> Response {
+    error(
+        StatusCode::FORBIDDEN,
+        "You are not authorized to perform the requested action.",
+    )
 }
 
-fn validate_token(shared: &Shared, ctx: &Ctx) -> Response {
-    if !token_valid(shared, &ctx.headers) {
-        return unauthorized();
-    }
-    let subject = ctx
-        .headers
-        .get("x-subject-token")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let mut st = shared.lock();
-    let Some(token) = st
-        .tokens
-        .get(&subject)
-        .filter(|t| t.expires > Utc::now())
-        .cloned()
-    else {
-        return error(
-            StatusCode::NOT_FOUND,
-            &format!("Could not find token: {subject}."),
-        );
-    };
-    let body = token_body(shared, &mut st, &token);
-    let mut r = json(StatusCode::OK, &body);
-    if let Ok(v) = HeaderValue::from_str(&subject) {
-        r.headers_mut().insert("x-subject-token", v);
-    }
-    r
+/// A role's id (stable across runs, like the rig's own).
+pub(crate) fn role_id(role: Role) -> String {
+    stable_id(&format!("role-{}", role.name()))
 }
 
-/// The user a request names, by id or by name in the one domain.
-fn find_user<'a>(st: &'a State, user: &Value, domain: &str) -> Option<&'a User> {
-    st.users.iter().find(|u| {
-        user["id"].as_str() == Some(u.id.as_str())
-            || (user["name"].as_str() == Some(u.name.as_str())
-                && domain_matches(&user["domain"], domain))
-    })
+/// The role with id `id`.
+fn role_by_id(id: &str) -> Option<Role> {
+    Role::ALL.into_iter().find(|r| role_id(*r) == id)
 }
 
-fn domain_matches(domain: &Value, name: &str) -> bool {
-    domain["name"].as_str().is_some_and(|n| n == name)
-        || domain["id"].as_str().is_some_and(|id| id == "default")
-}
-
-/// The scope a user asked for, if it holds a role there: its own project,
-/// or the system for an admin.
-fn resolve_scope(st: &State, scope: &Value, user: &User, domain: &str) -> Option<Scope> {
-    if scope.is_null() {
-        return Some(Scope::Unscoped);
-    }
-    if scope["system"]["all"].as_bool() == Some(true) {
-        return user.admin.then_some(Scope::System);
-    }
-    let project = &scope["project"];
-    let p = st.projects.iter().find(|p| {
-        project["id"].as_str() == Some(p.id.as_str())
-            || (project["name"].as_str() == Some(p.name.as_str())
-                && domain_matches(&project["domain"], domain))
-    })?;
-    (p.id == user.project_id).then(|| Scope::Project(p.id.clone()))
-}
-
-fn token_body(shared: &Shared, st: &mut State, token: &Token) -> Value {
-    let cfg = &shared.config;
-    let stamp = |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Micros, true);
-    let domain = json!({"id": "default", "name": cfg.admin.domain_name});
-    let user_name = st
-        .users
-        .iter()
-        .find(|u| u.id == token.caller.user_id)
-        .map(|u| u.name.clone())
-        .unwrap_or_default();
-    let mut body = json!({
-        "methods": token.methods,
-        "user": {"domain": domain, "id": token.caller.user_id, "name": user_name, "password_expires_at": null},
-        "audit_ids": [base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(st.rng.bytes(16))],
-        "expires_at": stamp(token.expires),
-        "issued_at": stamp(token.issued),
-    });
-    let project = st.projects.iter().find(|p| p.id == token.caller.project_id);
-    if let Some(p) = project {
-        body["project"] = json!({"domain": domain, "id": p.id, "name": p.name});
-        body["is_domain"] = json!(false);
-    } else if token.system {
-        body["system"] = json!({"all": true});
-    }
-    if project.is_some() || token.system {
-        let mut roles = vec![
-            json!({"id": stable_id("role-member"), "name": "member"}),
-            json!({"id": stable_id("role-reader"), "name": "reader"}),
-        ];
-        if token.caller.admin {
-            roles.insert(0, json!({"id": stable_id("role-admin"), "name": "admin"}));
-        }
-        body["roles"] = Value::Array(roles);
-        body["catalog"] = catalog(&shared.base_url, &cfg.region);
-    }
-    if token.application_credential {
-        body["application_credential"] = json!({
-            "id": cfg.application_credential.id,
-            "name": cfg.application_credential.name,
-            "restricted": true,
-        });
-    }
-    json!({ "token": body })
+/// Roles as tokens list them: `[{"id", "name"}]`.
+fn role_refs(roles: &Roles) -> Value {
+    Value::Array(
+        roles
+            .iter()
+            .map(|r| json!({"id": role_id(r), "name": r.name()}))
+            .collect(),
+    )
 }
 
 /// The service catalog: every endpoint points back at the simulator.

@@ -13,24 +13,36 @@
 //! | Nova | `/compute/v2.1` | `compute` |
 //! | Glance | `/image` (`/image/v2`) | `image` |
 //! | Cinder | `/volume/v3` (also `/volume/v3/{project_id}`) | `volumev3`, `block-storage` |
-//! | admin | `/_sim/requests`, `/_sim/faults`, `/_sim/expire-tokens` | — |
+//! | admin | `/_sim/requests`, `/_sim/faults`, `/_sim/expire-tokens`, `/_sim/users/…/roles/…`, `/_sim/trusts` (see `admin`) | — |
 //!
 //! # Credentials
 //!
 //! User `admin`, password `secret`, project `admin`, domain `Default`
-//! (`SimConfig::admin`), also with a system-scoped token; application
-//! credential id `0a1b2c3d4e5f40718293a4b5c6d7e8f9`, secret
-//! `stacksnap-secret` (`SimConfig::application_credential`); project
-//! members, with the roles `member` and `reader` (`SimConfig::members`):
+//! (`SimConfig::admin`), with the roles `admin` and `service` on its project
+//! (a service user, as stacksnap runs: it may validate others' tokens and
+//! delete their trusts) and `admin` on the system; application credential id
+//! `0a1b2c3d4e5f40718293a4b5c6d7e8f9`, secret `stacksnap-secret`
+//! (`SimConfig::application_credential`, restricted, as Keystone makes them
+//! by default); project users (`SimConfig::members`), each with one role:
 //! `member`/`member-secret` in the admin's own project (a tenant's own
 //! credentials: Cinder and Nova apply their non-admin list-filter rules to
-//! its tokens), and `demo`/`demo` (project `demo`) and `alt`/`alt` (project
-//! `alt`), as on the rig. [`SimHandle::clouds_yaml`] writes the clouds
-//! `stacksnap-sim`, `stacksnap-sim-appcred`, `stacksnap-sim-system-admin`,
-//! `stacksnap-sim-member`, `stacksnap-sim-demo` and `stacksnap-sim-alt`.
+//! its tokens), `demo`/`demo` (project `demo`) and `alt`/`alt` (project
+//! `alt`) with `member`, and `demo_reader`/`demo` and `alt_reader`/`alt`
+//! with `reader` in those projects, as on the rig. Roles imply others as
+//! `keystone-manage bootstrap` makes them (admin → manager → member →
+//! reader), and tokens list them expanded. [`SimHandle::clouds_yaml`]
+//! writes the clouds `stacksnap-sim`, `stacksnap-sim-appcred`,
+//! `stacksnap-sim-system-admin`, `stacksnap-sim-member`,
+//! `stacksnap-sim-demo`, `stacksnap-sim-alt`, `stacksnap-sim-demo-reader`
+//! and `stacksnap-sim-alt-reader`.
 //!
-//! Nova, Cinder and Glance scope resources to the token's project as the
-//! real services do (`tenancy`); seeded resources belong to `admin`.
+//! Keystone validates tokens (`GET /v3/auth/tokens`) and keeps trusts
+//! (`OS-TRUST`: create, get, list, delete, trust-scoped tokens with
+//! impersonation) by Keystone 30's rules. Nova, Cinder and Glance scope
+//! resources to the token's project as the real services do (`tenancy`),
+//! act as the token's user (the trustor of an impersonating trust), and
+//! refuse writes to tokens without `member` or `admin` (`rbac`); seeded
+//! resources belong to `admin`.
 //!
 //! # Time
 //!
@@ -61,12 +73,15 @@ mod faults;
 mod glance;
 mod handle;
 mod http;
+mod identity;
 mod inventory;
 mod keystone;
 mod log;
 mod nova;
+mod rbac;
 mod reply;
 mod rng;
+mod roles;
 mod state;
 mod tenancy;
 mod timeline;
@@ -82,7 +97,9 @@ pub use config::{
 };
 pub use faults::{Fault, FaultRule};
 pub use handle::{SimHandle, Simulator};
+pub use identity::TrustInfo;
 pub use log::LoggedRequest;
+pub use roles::Role;
 
 /// `stacksnap sim`: serve the OpenStack simulator.
 #[derive(Debug, Clone, Args)]
@@ -91,7 +108,8 @@ pub struct SimArgs {
     #[arg(long, env = "STACKSNAP_SIM_LISTEN", default_value = "127.0.0.1:5000")]
     pub listen: SocketAddr,
     /// Write a clouds.yaml here: the admin user (cloud `stacksnap-sim`), its
-    /// application credential, its system scope and the members `member`, `demo`, `alt`.
+    /// application credential, its system scope, the members `member`,
+    /// `demo`, `alt` and the readers `demo_reader`, `alt_reader`.
     #[arg(long)]
     pub clouds_yaml: Option<PathBuf>,
     /// Seed the inventory from this JSON file (default: the public image `tiny`).
@@ -140,7 +158,7 @@ pub async fn run(args: SimArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
     }
     tracing::info!(url = %sim.base_url(), auth_url = %sim.auth_url(), "OpenStack simulator listening");
     println!(
-        "OpenStack simulator on {base}\n  auth_url: {auth}\n  user admin / password {pw}, project admin, domain Default; members member/member-secret, demo/demo and alt/alt{yaml}\n  request log: {base}/_sim/requests, faults: {base}/_sim/faults\nPress Ctrl-C to stop.",
+        "OpenStack simulator on {base}\n  auth_url: {auth}\n  user admin / password {pw}, project admin, domain Default; members member/member-secret, demo/demo and alt/alt, readers demo_reader/demo and alt_reader/alt{yaml}\n  request log: {base}/_sim/requests, faults: {base}/_sim/faults\nPress Ctrl-C to stop.",
         base = sim.base_url(),
         auth = sim.auth_url(),
         pw = sim.config().admin.password,

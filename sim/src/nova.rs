@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use super::{
     http::{Ctx, Mv, fault_body, json},
+    rbac,
     state::{Fail, Shared, State},
 };
 
@@ -125,15 +126,20 @@ pub(crate) async fn handle(shared: &Shared, operation: &str, ctx: &Ctx) -> Respo
     let sub = segs.get(4).copied().unwrap_or("").to_owned();
     if segs.get(1) == Some(&"servers") {
         let st = shared.lock();
+        let server = st.server(&id, ctx.now);
         // Nova answers another project's server as "not found" to members.
-        if let Some(s) = st
-            .server(&id, ctx.now)
-            .filter(|s| !ctx.caller.may_read(&s.project_id))
-        {
+        if let Some(s) = server.filter(|s| !ctx.caller.may_read(&s.project_id)) {
             return error(&Fail::not_found(format!(
                 "Instance {} could not be found.",
                 s.id
             )));
+        }
+        // Then its policy: a write needs `member` (or `admin`).
+        let target_known = server.is_some() || operation == "nova.create_server";
+        if let Some(fail) =
+            rbac::refuse(&ctx.caller, rbac::nova_policy(operation)).filter(|_| target_known)
+        {
+            return error(&fail);
         }
     }
     if operation == "nova.create_image" {
@@ -214,7 +220,7 @@ pub(crate) fn links(base: &str, collection: &str, id: &str) -> Value {
 /// personality at 2.57. `tenant_id` names another project (admins only).
 fn limits(st: &State, ctx: &Ctx) -> Reply {
     let project = match ctx.q("tenant_id") {
-        Some(p) if ctx.caller.admin => p,
+        Some(p) if ctx.caller.admin() => p,
         Some(_) => {
             return Err(Fail::new(
                 StatusCode::FORBIDDEN,

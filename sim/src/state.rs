@@ -1,4 +1,4 @@
-//! The simulator's in-memory cloud: identities, tokens, images, volumes,
+//! The simulator's in-memory cloud: identities, tokens, trusts, images, volumes,
 //! snapshots, groups, servers, flavors, faults and the request log, behind
 //! one mutex. Statuses are timelines read lazily. It renders no JSON and
 //! knows nothing of HTTP beyond the status code of a failure.
@@ -21,7 +21,8 @@ use super::{
     faults::FaultRule,
     log::LoggedRequest,
     rng::SplitMix64,
-    tenancy::{Caller, Project, User},
+    roles::Role,
+    tenancy::{Project, User},
     timeline::Timeline,
 };
 
@@ -72,17 +73,56 @@ impl Shared {
     }
 }
 
-/// A Keystone token.
+/// What a token is scoped to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Scope {
+    Unscoped,
+    /// A project, by id.
+    Project(String),
+    /// `{"system": {"all": true}}`.
+    System,
+    /// A trust, by id (its project is the token's).
+    Trust(String),
+}
+
+/// A Keystone token. Like a Fernet token it carries no roles: they are
+/// read from the assignments (or the trust) each time it is used.
 #[derive(Clone, Debug)]
 pub(crate) struct Token {
     pub issued: DateTime<Utc>,
     pub expires: DateTime<Utc>,
     pub methods: Vec<&'static str>,
     pub application_credential: bool,
-    /// Who the token stands for (an empty project: system scope).
-    pub caller: Caller,
-    /// Scoped to the system (`{"system": {"all": true}}`).
-    pub system: bool,
+    /// The user who authenticated (a trust's trustee).
+    pub user_id: String,
+    pub scope: Scope,
+    pub audit_id: String,
+}
+
+/// A Keystone trust (`OS-TRUST`). Deleted trusts stay, as Keystone keeps
+/// the row with `deleted_at`, and still count for the duplicate check.
+#[derive(Clone, Debug)]
+pub(crate) struct Trust {
+    pub id: String,
+    pub trustor_user_id: String,
+    pub trustee_user_id: String,
+    pub project_id: Option<String>,
+    pub impersonation: bool,
+    /// The delegated roles as requested (not expanded).
+    pub roles: Vec<Role>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub remaining_uses: Option<u64>,
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+impl Trust {
+    /// Whether Keystone's `get_trust` finds it: not deleted, not expired,
+    /// uses left.
+    pub(crate) fn live(&self, now: DateTime<Utc>) -> bool {
+        self.deleted_at.is_none()
+            && self.expires_at.is_none_or(|e| now <= e)
+            && self.remaining_uses.is_none_or(|n| n > 0)
+    }
 }
 
 /// A flavor.
@@ -130,6 +170,9 @@ pub(crate) struct Image {
     pub name: Option<String>,
     pub owner: String,
     pub visibility: String,
+    /// Projects the image is shared with (Glance image members; Nova adds
+    /// the server's project when someone else snapshots it).
+    pub members: Vec<String>,
     pub protected: bool,
     pub created: Instant,
     /// `queued`, `saving`, `active`, `killed`, `deactivated` or [`GONE`].
@@ -287,6 +330,8 @@ pub(crate) struct Server {
     pub instance_number: u64,
     /// Base64 user data as given at create (admins read it from 2.3 on).
     pub user_data: Option<String>,
+    /// The creator's roles, comma-joined (Nova's `boot_roles` system metadata).
+    pub boot_roles: String,
 }
 
 impl Server {
@@ -308,6 +353,7 @@ pub(crate) struct State {
     pub projects: Vec<Project>,
     pub users: Vec<User>,
     pub tokens: HashMap<String, Token>,
+    pub trusts: Vec<Trust>,
     pub flavors: Vec<Flavor>,
     pub images: Vec<Image>,
     pub volumes: Vec<Volume>,
@@ -341,6 +387,7 @@ impl State {
             projects,
             users,
             tokens: HashMap::new(),
+            trusts: Vec::new(),
             flavors: vec![
                 Flavor::public("1", "m1.tiny", 1, 256, 1),
                 Flavor::public("2", "m1.small", 1, 512, 2),
@@ -384,6 +431,16 @@ impl State {
         pred: impl Fn(&super::faults::Fault) -> bool,
     ) -> bool {
         super::faults::take(&mut self.faults, &mut self.rng, operation, pred)
+    }
+
+    /// A trust Keystone's `get_trust` finds.
+    pub(crate) fn live_trust(&self, id: &str) -> Option<&Trust> {
+        let now = Utc::now();
+        self.trusts.iter().find(|t| t.id == id && t.live(now))
+    }
+
+    pub(crate) fn user(&self, id: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.id == id)
     }
 
     pub(crate) fn image(&self, id: &str, now: Instant) -> Option<&Image> {
@@ -474,7 +531,9 @@ impl State {
             .retain(|s| !(s.status.at(now) == GONE && old(s.status.since(now))));
         self.servers
             .retain(|s| !(s.vm_state.at(now) == GONE && old(s.vm_state.since(now))));
-        let now_utc = Utc::now();
-        self.tokens.retain(|_, t| t.expires > now_utc);
+        // An expired token is kept a while: Keystone still recognises it
+        // ("Failed to validate token", not an unknown token).
+        let keep_tokens = Utc::now() - chrono::Duration::seconds(60);
+        self.tokens.retain(|_, t| t.expires > keep_tokens);
     }
 }

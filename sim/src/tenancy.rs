@@ -1,11 +1,19 @@
 //! Who is calling and what they may see: the simulated Keystone's users and
-//! projects, and the caller a token stands for. Nova and Cinder scope their
-//! resources to the caller's project as the real services do: a project
-//! member reads and lists only its own project's resources; an admin reads
-//! any one by id, but lists only its own project's unless it asks with
-//! `all_tenants`. Plain data and rules; no HTTP.
+//! projects with their role assignments, and the caller a token stands for.
+//! Nova and Cinder scope their resources to the caller's project as the real
+//! services do: a project member reads and lists only its own project's
+//! resources; an admin reads any one by id, but lists only its own project's
+//! unless it asks with `all_tenants`. Writes need `member` in the resource's
+//! project or `admin` (the services' default policies). Plain data and
+//! rules; no HTTP.
 
-use super::{config::SimConfig, rng::SplitMix64};
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{
+    config::SimConfig,
+    rng::SplitMix64,
+    roles::{Role, Roles},
+};
 
 /// A Keystone project (all in domain `Default`).
 #[derive(Clone, Debug)]
@@ -15,25 +23,55 @@ pub(crate) struct Project {
     pub description: String,
 }
 
-/// A Keystone user with a role in one project.
+/// A Keystone user and its direct role assignments.
 #[derive(Clone, Debug)]
 pub(crate) struct User {
     pub id: String,
     pub name: String,
     pub password: String,
+    /// Its home project (the one the configuration names).
     pub project_id: String,
-    /// Holds the `admin` role (on its project and on the system).
-    pub admin: bool,
+    /// Direct roles per project id (`keystone-manage bootstrap` and
+    /// `openstack role add` make these).
+    pub project_roles: BTreeMap<String, BTreeSet<Role>>,
+    /// Direct roles on the system (`admin` for the admin user).
+    pub system_roles: BTreeSet<Role>,
 }
 
-/// The identity behind a request's token.
+impl User {
+    /// The effective roles on `project` (none: no access).
+    pub(crate) fn roles_on(&self, project: &str) -> Roles {
+        Roles::effective(
+            self.project_roles
+                .get(project)
+                .into_iter()
+                .flatten()
+                .copied(),
+        )
+    }
+
+    /// The effective roles on the system.
+    pub(crate) fn roles_on_system(&self) -> Roles {
+        Roles::effective(self.system_roles.iter().copied())
+    }
+}
+
+/// The identity behind a request's token, as keystonemiddleware hands it to
+/// a service (and Keystone to its own policies).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Caller {
+    /// The token's user: the trustor of an impersonating trust.
     pub user_id: String,
-    /// The token's project; empty for a system-scoped token.
+    /// The token's project; empty for a system-scoped or unscoped token.
     pub project_id: String,
-    /// The token carries the `admin` role (the services' `context.is_admin`).
-    pub admin: bool,
+    /// The token's effective roles.
+    pub roles: Roles,
+    /// A system-scoped token.
+    pub system: bool,
+    /// The trust of a trust-scoped token.
+    pub trust_id: Option<String>,
+    /// The token came from an application credential.
+    pub application_credential: bool,
 }
 
 /// Who owns a resource: its project and the user who made it.
@@ -44,6 +82,17 @@ pub(crate) struct Owner {
 }
 
 impl Caller {
+    /// The token carries the `admin` role (the services' `context.is_admin`).
+    pub(crate) fn admin(&self) -> bool {
+        self.roles.has(Role::Admin)
+    }
+
+    /// Whether the caller may change a resource of `project`: Nova's,
+    /// Cinder's and Glance's default `admin or (member and project_id)`.
+    pub(crate) fn may_write(&self, project: &str) -> bool {
+        self.admin() || (self.roles.has(Role::Member) && self.project_id == project)
+    }
+
     /// The owner of what the caller creates.
     pub(crate) fn owner(&self) -> Owner {
         Owner {
@@ -54,13 +103,13 @@ impl Caller {
 
     /// Whether the caller may read a resource of `project` by id.
     pub(crate) fn may_read(&self, project: &str) -> bool {
-        self.admin || self.project_id == project
+        self.admin() || self.project_id == project
     }
 
     /// Whether a list answered with `all_tenants` (already parsed) shows a
     /// resource of `project`.
     pub(crate) fn lists(&self, all_tenants: bool, project: &str) -> bool {
-        (self.admin && all_tenants) || self.project_id == project
+        (self.admin() && all_tenants) || self.project_id == project
     }
 }
 
@@ -77,7 +126,9 @@ pub(crate) fn all_tenants(value: Option<&str>) -> bool {
 }
 
 /// The identities of a configuration: the admin (ids from the state's
-/// generator, drawn first as before members existed) and each member, whose
+/// generator, drawn first as before members existed), with `admin` and
+/// `service` on its project (a service user, as stacksnap runs) and `admin`
+/// on the system, and each member with its one role in its project, whose
 /// ids derive from the seed and its name so that adding members does not
 /// shift any other generated id.
 pub(crate) fn identities(
@@ -95,7 +146,11 @@ pub(crate) fn identities(
         name: config.admin.username.clone(),
         password: config.admin.password.clone(),
         project_id: admin_project_id.to_owned(),
-        admin: true,
+        project_roles: BTreeMap::from([(
+            admin_project_id.to_owned(),
+            BTreeSet::from([Role::Admin, Role::Service]),
+        )]),
+        system_roles: BTreeSet::from([Role::Admin]),
     }];
     for m in &config.members {
         let project_id = match projects.iter().find(|p| p.name == m.project_name) {
@@ -114,8 +169,9 @@ pub(crate) fn identities(
             id: derived_id(config.seed, &format!("user:{}", m.username)),
             name: m.username.clone(),
             password: m.password.clone(),
+            project_roles: BTreeMap::from([(project_id.clone(), BTreeSet::from([m.role]))]),
             project_id,
-            admin: false,
+            system_roles: BTreeSet::new(),
         });
     }
     (projects, users)
@@ -142,12 +198,21 @@ mod tests {
         let names: Vec<&str> = projects.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["admin", "demo", "alt"]);
         let demo = users.iter().find(|u| u.name == "demo").unwrap();
-        assert!(!demo.admin);
+        assert_eq!(demo.roles_on(&projects[1].id).joined(), "member,reader");
+        assert!(demo.roles_on("p0").is_empty() && demo.roles_on_system().is_empty());
         assert_eq!(demo.project_id, projects[1].id);
+        let reader = users.iter().find(|u| u.name == "demo_reader").unwrap();
+        assert_eq!(reader.roles_on(&projects[1].id).joined(), "reader");
+        let admin = &users[0];
+        assert_eq!(
+            admin.roles_on("p0").joined(),
+            "admin,manager,member,reader,service"
+        );
+        assert!(admin.roles_on_system().has(Role::Admin));
         let id_of =
             |users: &[User], name: &str| users.iter().find(|u| u.name == name).unwrap().id.clone();
         let member = users.iter().find(|u| u.name == "member").unwrap();
-        assert!(!member.admin);
+        assert!(!member.roles_on("p0").has(Role::Admin));
         assert_eq!(
             member.project_id, "p0",
             "`member` is in the admin's project"
@@ -163,10 +228,11 @@ mod tests {
         let member = Caller {
             user_id: "u".into(),
             project_id: "p1".into(),
-            admin: false,
+            roles: Roles::effective([Role::Member]),
+            ..Caller::default()
         };
         let admin = Caller {
-            admin: true,
+            roles: Roles::effective([Role::Admin]),
             project_id: "p0".into(),
             ..member.clone()
         };
@@ -175,6 +241,20 @@ mod tests {
         assert!(!member.lists(true, "p0"));
         assert!(!admin.lists(false, "p1") && admin.lists(true, "p1"));
         assert!(all_tenants(Some("")) && all_tenants(Some("True")));
+    }
+
+    #[test]
+    fn members_write_in_their_project_readers_nowhere_admins_anywhere() {
+        let as_role = |role: Role| Caller {
+            project_id: "p1".into(),
+            roles: Roles::effective([role]),
+            ..Caller::default()
+        };
+        assert!(as_role(Role::Member).may_write("p1"));
+        assert!(!as_role(Role::Member).may_write("p2"));
+        assert!(!as_role(Role::Reader).may_write("p1"));
+        assert!(!as_role(Role::Service).may_write("p1"));
+        assert!(as_role(Role::Admin).may_write("p2"));
         assert!(!all_tenants(None) && !all_tenants(Some("0")));
     }
 }

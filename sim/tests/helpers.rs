@@ -153,6 +153,145 @@ impl TestSim {
         user_token(&self.http, &self.sim, "alt", "alt", "alt").await
     }
 
+    /// A token for `user` / `password` in `project` (e.g. a reader's).
+    pub async fn token_of(&self, user: &str, password: &str, project: &str) -> String {
+        user_token(&self.http, &self.sim, user, password, project).await
+    }
+
+    /// A Keystone call with `token`: the status and the JSON body (`Null`
+    /// when there is none).
+    pub async fn keystone(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let r = self
+            .call_as(token, method, &format!("/identity/v3{path}"), None, body)
+            .await;
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `GET /v3/auth/tokens` of `subject` with `caller`'s token.
+    pub async fn validate(&self, caller: &str, subject: &str) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .get(format!("{}/auth/tokens", self.sim.auth_url()))
+            .header("x-auth-token", caller)
+            .header("x-subject-token", subject)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The id of the user named `name`.
+    pub fn user_id(&self, name: &str) -> String {
+        self.sim.user_id(name).expect("a configured user")
+    }
+
+    /// The id of the project named `name`.
+    pub fn project(&self, name: &str) -> String {
+        self.sim
+            .project_id_named(name)
+            .expect("a configured project")
+    }
+
+    /// `POST /v3/OS-TRUST/trusts` with `token`: `trustor` delegates `roles`
+    /// on `project` (names) to `trustee` (user names), impersonating.
+    pub async fn create_trust(
+        &self,
+        token: &str,
+        trustor: &str,
+        trustee: &str,
+        project: &str,
+        roles: &[&str],
+    ) -> (StatusCode, Value) {
+        let roles: Vec<Value> = roles.iter().map(|r| json!({ "name": r })).collect();
+        let body = json!({"trust": {
+            "trustor_user_id": self.user_id(trustor), "trustee_user_id": self.user_id(trustee),
+            "project_id": self.project(project), "roles": roles, "impersonation": true,
+        }});
+        self.keystone(token, Method::POST, "/OS-TRUST/trusts", Some(body))
+            .await
+    }
+
+    /// `demo` trusts the admin user with `member` on project `demo`: the trust id.
+    pub async fn demo_trust(&self) -> String {
+        let demo = self.demo_token().await;
+        let (status, body) = self
+            .create_trust(&demo, "demo", "admin", "demo", &["member"])
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["trust"]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Authenticates `user` / `password` scoped to `trust`: the status, the
+    /// token (empty when refused) and the body.
+    pub async fn trust_token(
+        &self,
+        user: &str,
+        password: &str,
+        trust: &str,
+    ) -> (StatusCode, String, Value) {
+        let body = json!({"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {"name": user, "domain": {"name": "Default"}, "password": password}}},
+            "scope": {"OS-TRUST:trust": {"id": trust}},
+        }});
+        let r = self
+            .http
+            .post(format!("{}/auth/tokens", self.sim.auth_url()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let token = r
+            .headers()
+            .get("x-subject-token")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (status, token, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A server of project `demo` made by `demo` through Nova, `ACTIVE`:
+    /// image-backed, or booted from a new 1 GiB volume.
+    pub async fn demo_server(&self, demo: &str, volume_backed: bool) -> String {
+        let mut server = json!({"name": "demo-srv", "flavorRef": "1", "networks": "none"});
+        if volume_backed {
+            server["block_device_mapping_v2"] = json!([{"source_type": "blank",
+                "destination_type": "volume", "boot_index": 0, "volume_size": 1}]);
+        } else {
+            let image = self.sim.create_image(&stacksnap_sim::ImageSeed {
+                name: "cirros".into(),
+                ..stacksnap_sim::ImageSeed::default()
+            });
+            server["imageRef"] = json!(image);
+        }
+        let r = self
+            .call_as(
+                demo,
+                Method::POST,
+                "/compute/v2.1/servers",
+                Some("compute 2.96"),
+                Some(json!({ "server": server })),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let id = r.json::<Value>().await.unwrap()["server"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        eventually(Duration::from_secs(5), || async {
+            (self.server(&id).await["status"] == "ACTIVE").then_some(())
+        })
+        .await;
+        id
+    }
+
     pub async fn get_json(&self, path: &str, mv: Option<&str>) -> Value {
         let r = self.call(Method::GET, path, mv, None).await;
         assert_eq!(r.status(), StatusCode::OK, "GET {path}");

@@ -9,4 +9,6 @@ mod keystone;
 mod log;
 mod nova;
 mod nova_catalog;
+mod roles;
 mod tenancy;
+mod trusts;

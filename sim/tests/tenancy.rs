@@ -103,6 +103,8 @@ async fn clouds_yaml_names_the_members_and_the_system_admin() {
         "stacksnap-sim-system-admin:",
         "stacksnap-sim-demo:",
         "stacksnap-sim-alt:",
+        "stacksnap-sim-demo-reader:",
+        "stacksnap-sim-alt-reader:",
     ] {
         assert!(
             yaml.contains(&format!("\n  {cloud}\n")),
@@ -112,6 +114,11 @@ async fn clouds_yaml_names_the_members_and_the_system_admin() {
     assert!(yaml.contains("      system_scope: all\n"));
     assert!(
         yaml.contains("      username: demo\n      password: demo\n      project_name: demo\n")
+    );
+    assert!(
+        yaml.contains(
+            "      username: demo_reader\n      password: demo\n      project_name: demo\n"
+        )
     );
 }
 

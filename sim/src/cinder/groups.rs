@@ -58,7 +58,7 @@ pub(super) fn handle(st: &mut State, operation: &str, ctx: &Ctx, id: &str) -> Re
 }
 
 fn list_groups(st: &State, operation: &str, ctx: &Ctx) -> Reply {
-    let filters = filters::applied(Resource::Group, &ctx.query, ctx.mv, ctx.caller.admin)?;
+    let filters = filters::applied(Resource::Group, &ctx.query, ctx.mv, ctx.caller.admin())?;
     let items: Vec<&Group> = st
         .groups
         .iter()
@@ -94,7 +94,7 @@ fn list_group_snapshots(st: &State, operation: &str, ctx: &Ctx) -> Reply {
         Resource::GroupSnapshot,
         &ctx.query,
         ctx.mv,
-        ctx.caller.admin,
+        ctx.caller.admin(),
     )?;
     let q = |key: &str| filters::get(&filters, key);
     let items: Vec<&GroupSnapshot> = st
@@ -371,6 +371,7 @@ fn create_group_snapshot(st: &mut State, ctx: &Ctx) -> Reply {
             volume_id: vid.clone(),
             name: Some(format!("snapshot-{id}")),
             group_snapshot_id: Some(id.clone()),
+            owner: Some(ctx.caller.owner()),
             ..NewSnapshot::default()
         };
         let sid = st.create_snapshot(now, "cinder.create_group_snapshot", spec);

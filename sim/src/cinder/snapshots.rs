@@ -110,7 +110,7 @@ pub(crate) fn render(st: &State, s: &Snapshot, ctx: &Ctx, extended: bool) -> Val
 }
 
 fn list(st: &State, ctx: &Ctx, detail: bool) -> Reply {
-    let filters = filters::applied(Resource::Snapshot, &ctx.query, ctx.mv, ctx.caller.admin)?;
+    let filters = filters::applied(Resource::Snapshot, &ctx.query, ctx.mv, ctx.caller.admin())?;
     let q = |key: &str| filters::get(&filters, key);
     let metadata = q("metadata").map(parse_metadata_filter).transpose()?;
     let matching: Vec<&Snapshot> = st
@@ -194,7 +194,7 @@ fn create(st: &mut State, ctx: &Ctx) -> Reply {
             "Invalid volume: Volume {volume_id} status must be {expected}, but current status is: {status}."
         )));
     }
-    let used = st.snapshots_used(&st.project_id, ctx.now);
+    let used = st.snapshots_used(&ctx.caller.project_id, ctx.now);
     if st.snapshot_quota >= 0 && used + 1 > st.snapshot_quota {
         return Err(Fail::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -215,6 +215,7 @@ fn create(st: &mut State, ctx: &Ctx) -> Reply {
         description: snap["description"].as_str().map(str::to_owned),
         metadata,
         group_snapshot_id: None,
+        owner: Some(ctx.caller.owner()),
     };
     let id = st.create_snapshot(ctx.now, "cinder.create_snapshot", spec);
     let s = st.snapshot(&id, ctx.now).expect("just created");

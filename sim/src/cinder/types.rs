@@ -82,7 +82,7 @@ pub(super) fn handle(st: &mut State, operation: &str, ctx: &Ctx, id: &str) -> Re
         "cinder.get_volume_type" => {
             let t = volume_type(st, ctx, id)?;
             let mut body = render_volume_type(t, ctx);
-            if ctx.caller.admin {
+            if ctx.caller.admin() {
                 body["os-volume-type-access:is_public"] = json!(t.is_public);
             }
             Ok((StatusCode::OK, json!({ "volume_type": body })))
@@ -97,7 +97,7 @@ pub(super) fn handle(st: &mut State, operation: &str, ctx: &Ctx, id: &str) -> Re
 /// Cinder's `_parse_is_public` for admins (`none` lists every type, no
 /// value only the public ones); everyone else sees the public ones.
 fn listed(ctx: &Ctx, is_public: bool) -> bool {
-    if !ctx.caller.admin {
+    if !ctx.caller.admin() {
         return is_public;
     }
     match ctx.q("is_public").map(str::to_ascii_lowercase).as_deref() {
@@ -115,7 +115,7 @@ fn forbidden(policy: &str) -> Fail {
 }
 
 fn admin_only(ctx: &Ctx, policy: &str) -> Result<(), Fail> {
-    if ctx.caller.admin {
+    if ctx.caller.admin() {
         Ok(())
     } else {
         Err(forbidden(policy))
@@ -161,7 +161,7 @@ fn volume_type<'a>(st: &'a State, ctx: &Ctx, id: &str) -> Result<&'a VolumeType,
     let id = if id == "default" { DEFAULT_TYPE_ID } else { id };
     st.volume_types
         .iter()
-        .find(|t| t.id == id && (t.is_public || ctx.caller.admin))
+        .find(|t| t.id == id && (t.is_public || ctx.caller.admin()))
         .ok_or_else(|| Fail::not_found(format!("Volume type {id} could not be found.")))
 }
 
@@ -193,7 +193,7 @@ fn render_volume_type(t: &VolumeType, ctx: &Ctx) -> Value {
         "id": t.id, "name": t.name, "is_public": t.is_public, "description": t.description,
         "extra_specs": t.extra_specs,
     });
-    if ctx.caller.admin {
+    if ctx.caller.admin() {
         body["qos_specs_id"] = Value::Null;
     }
     body
@@ -323,7 +323,7 @@ fn group_type<'a>(st: &'a State, ctx: &Ctx, id: &str) -> Result<&'a GroupType, F
     }
     st.group_types
         .iter()
-        .find(|t| t.id == id && (t.is_public || ctx.caller.admin))
+        .find(|t| t.id == id && (t.is_public || ctx.caller.admin()))
         .ok_or_else(|| Fail::not_found(format!("Group type {id} could not be found.")))
 }
 
@@ -350,7 +350,7 @@ pub(crate) fn group_type_by_name_or_id<'a>(
 fn render_group_type(t: &GroupType, ctx: &Ctx) -> Value {
     let mut body =
         json!({"id": t.id, "name": t.name, "description": t.description, "is_public": t.is_public});
-    if ctx.caller.admin {
+    if ctx.caller.admin() {
         body["group_specs"] = json!(t.group_specs);
     }
     body

@@ -6,7 +6,7 @@
 use axum::{http::StatusCode, response::Response};
 use serde_json::{Value, json};
 
-use super::error;
+use super::{error, forbidden};
 use crate::{
     http::{Ctx, json},
     state::Shared,
@@ -19,7 +19,7 @@ pub(super) fn handle(shared: &Shared, operation: &str, ctx: &Ctx) -> Response {
         let id = ctx.seg(2);
         let found = st.projects.iter().find(|p| p.id == id);
         return match found {
-            Some(p) if ctx.caller.admin || ctx.caller.project_id == p.id => {
+            Some(p) if ctx.caller.admin() || ctx.caller.project_id == p.id => {
                 json(StatusCode::OK, &json!({"project": render(&ctx.base, p)}))
             }
             Some(_) => forbidden("identity:get_project"),
@@ -29,7 +29,7 @@ pub(super) fn handle(shared: &Shared, operation: &str, ctx: &Ctx) -> Response {
             ),
         };
     }
-    if !ctx.caller.admin {
+    if !ctx.caller.admin() {
         return forbidden("identity:list_projects");
     }
     // The rig answers `domain_id=None` (what openstacksdk sends when no
@@ -63,11 +63,4 @@ fn render(base: &str, p: &Project) -> Value {
         "enabled": true, "parent_id": "default", "is_domain": false, "tags": [], "options": {},
         "links": {"self": format!("{base}/identity/v3/projects/{}", p.id)},
     })
-}
-
-fn forbidden(action: &str) -> Response {
-    error(
-        StatusCode::FORBIDDEN,
-        &format!("You are not authorized to perform the requested action: {action}."),
-    )
 }

@@ -170,7 +170,7 @@ fn update(st: &mut State, ctx: &Ctx, id: &str, volume_id: &str) -> Reply {
     find(st, ctx.now, id)?;
     let swap = ctx.mv < Mv(2, 85) || new_volume != volume_id;
     if swap {
-        if !ctx.caller.admin {
+        if !ctx.caller.admin() {
             return Err(Fail::new(
                 StatusCode::FORBIDDEN,
                 "Policy doesn't allow os_compute_api:os-volumes-attachments:swap to be performed.",

@@ -77,7 +77,7 @@ fn forbidden(policy: &str) -> Fail {
 }
 
 fn admin_only(ctx: &Ctx, policy: &str) -> Result<(), Fail> {
-    if ctx.caller.admin {
+    if ctx.caller.admin() {
         Ok(())
     } else {
         Err(forbidden(policy))
@@ -87,7 +87,7 @@ fn admin_only(ctx: &Ctx, policy: &str) -> Result<(), Fail> {
 /// Whether the caller may see a flavor: admins all, others public ones
 /// and those shared with their project.
 fn sees(ctx: &Ctx, f: &Flavor) -> bool {
-    ctx.caller.admin || f.is_public || f.access.contains(&ctx.caller.project_id)
+    ctx.caller.admin() || f.is_public || f.access.contains(&ctx.caller.project_id)
 }
 
 fn not_found(id: &str) -> Fail {
@@ -152,7 +152,7 @@ fn parse_is_public(v: Option<&str>) -> Result<Option<bool>, Fail> {
 }
 
 fn list(st: &State, ctx: &Ctx, detail: bool) -> Reply {
-    let is_public = if ctx.caller.admin {
+    let is_public = if ctx.caller.admin() {
         parse_is_public(ctx.q("is_public"))?
     } else {
         Some(true)

@@ -43,13 +43,9 @@ pub(super) fn handle(st: &mut State, operation: &str, ctx: &Ctx, id: &str) -> Re
         }
         "nova.delete_image" => {
             let img = image(st, ctx, id)?;
-            if !ctx.caller.admin && img.owner != ctx.caller.project_id {
-                return Err(Fail::new(
-                    StatusCode::FORBIDDEN,
-                    "You are not allowed to delete the image.",
-                ));
-            }
-            if img.protected {
+            // Glance refuses (policy or protection); Nova's proxy answers
+            // ImageNotAuthorized with its own words.
+            if !ctx.caller.may_write(&img.owner) || img.protected {
                 return Err(Fail::new(
                     StatusCode::FORBIDDEN,
                     "You are not allowed to delete the image.",
@@ -164,7 +160,7 @@ fn list(st: &State, ctx: &Ctx, detail: bool) -> Reply {
     // Glance's default listing for the caller, newest first.
     for img in st.images.iter().rev() {
         if img.status.at(ctx.now) == GONE
-            || !(ctx.caller.admin
+            || !(ctx.caller.admin()
                 || img.owner == ctx.caller.project_id
                 || img.visibility == "public")
         {
@@ -279,8 +275,9 @@ fn metadata(st: &mut State, operation: &str, ctx: &Ctx, id: &str) -> Reply {
             "Quota exceeded for metadata items (maxImageMeta).",
         ));
     }
-    // Glance answers Nova's update with 403 unless the caller owns the image.
-    if !ctx.caller.admin && owner != ctx.caller.project_id {
+    // Glance answers Nova's update with 403 unless the caller is an admin
+    // or a member of the owning project.
+    if !ctx.caller.may_write(&owner) {
         return Err(Fail::new(
             StatusCode::FORBIDDEN,
             format!("Not authorized for image {id}."),

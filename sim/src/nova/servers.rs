@@ -151,7 +151,7 @@ pub(crate) fn render(st: &State, s: &Server, ctx: &Ctx) -> Value {
     // Extended server attributes and host_status are for admins
     // (os-extended-server-attributes, servers:show:host_status); 2.90 shows
     // the hostname to everyone.
-    if ctx.caller.admin && ctx.mv >= Mv(2, 3) {
+    if ctx.caller.admin() && ctx.mv >= Mv(2, 3) {
         body["OS-EXT-SRV-ATTR:hostname"] = json!(s.name);
         body["OS-EXT-SRV-ATTR:kernel_id"] = json!("");
         body["OS-EXT-SRV-ATTR:launch_index"] = json!(0);
@@ -161,7 +161,7 @@ pub(crate) fn render(st: &State, s: &Server, ctx: &Ctx) -> Value {
             json!(if active { Some("/dev/vda") } else { None });
         body["OS-EXT-SRV-ATTR:user_data"] = json!(s.user_data);
     }
-    if !ctx.caller.admin {
+    if !ctx.caller.admin() {
         if let Some(o) = body.as_object_mut() {
             o.retain(|k, _| !k.starts_with("OS-EXT-SRV-ATTR:"));
         }
@@ -172,7 +172,7 @@ pub(crate) fn render(st: &State, s: &Server, ctx: &Ctx) -> Value {
     if ctx.mv >= Mv(2, 9) {
         body["locked"] = json!(false);
     }
-    if ctx.caller.admin && ctx.mv >= Mv(2, 16) {
+    if ctx.caller.admin() && ctx.mv >= Mv(2, 16) {
         body["host_status"] = json!(if active { "UP" } else { "" });
     }
     if ctx.mv >= Mv(2, 19) {
@@ -252,7 +252,7 @@ fn applied_filters(ctx: &Ctx) -> Vec<(String, String)> {
     let allowed = member_filters(ctx.mv);
     ctx.query
         .iter()
-        .filter(|(k, _)| ctx.caller.admin || allowed.contains(&k.as_str()))
+        .filter(|(k, _)| ctx.caller.admin() || allowed.contains(&k.as_str()))
         .cloned()
         .collect()
 }
@@ -274,7 +274,7 @@ fn name_matches(name: &str, pattern: &str) -> bool {
 
 fn list(st: &State, ctx: &Ctx, detail: bool) -> Reply {
     let all_tenants = all_tenants(ctx.q("all_tenants"));
-    if all_tenants && !ctx.caller.admin {
+    if all_tenants && !ctx.caller.admin() {
         return Err(Fail::new(
             StatusCode::FORBIDDEN,
             "Policy doesn't allow os_compute_api:servers:index:get_all_tenants to be performed.",
@@ -468,6 +468,7 @@ fn create(st: &mut State, ctx: &Ctx) -> Reply {
         metadata,
         user_data: user_data(&s["user_data"])?,
         owner: Some(ctx.caller.owner()),
+        boot_roles: Some(ctx.caller.roles.joined()),
     };
     let id = st.create_server(ctx.now, spec, false)?;
     let password: String = st.uuid().replace('-', "")[..12].to_owned();

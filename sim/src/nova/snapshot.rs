@@ -59,7 +59,7 @@ struct Accepted {
 pub(super) async fn create_image(shared: &Shared, ctx: &Ctx, server_id: &str) -> Response {
     let accepted = {
         let mut st = shared.lock();
-        start(&mut st, shared, ctx, server_id)
+        start(&mut st, ctx, server_id)
     };
     let accepted = match accepted {
         Ok(a) => a,
@@ -89,7 +89,7 @@ pub(super) async fn create_image(shared: &Shared, ctx: &Ctx, server_id: &str) ->
     response
 }
 
-fn start(st: &mut State, shared: &Shared, ctx: &Ctx, server_id: &str) -> Result<Accepted, Fail> {
+fn start(st: &mut State, ctx: &Ctx, server_id: &str) -> Result<Accepted, Fail> {
     let body: Value = ctx.json()?;
     let entity = &body["createImage"];
     let name = entity["name"]
@@ -120,15 +120,17 @@ fn start(st: &mut State, shared: &Shared, ctx: &Ctx, server_id: &str) -> Result<
         )));
     }
     let mut props = inherited(&server);
-    props.insert(
-        "owner_user_name".into(),
-        json!(shared.config.admin.username),
-    );
-    props.insert(
-        "owner_project_name".into(),
-        json!(shared.config.admin.project_name),
-    );
-    props.insert("boot_roles".into(), json!("admin,member,reader"));
+    // Nova keeps the creator's names and roles in the server's system
+    // metadata at boot, and a snapshot inherits them.
+    let user_name = st.user(&server.user_id).map(|u| u.name.clone());
+    let project_name = st
+        .projects
+        .iter()
+        .find(|p| p.id == server.project_id)
+        .map(|p| p.name.clone());
+    props.insert("owner_user_name".into(), json!(user_name));
+    props.insert("owner_project_name".into(), json!(project_name));
+    props.insert("boot_roles".into(), json!(server.boot_roles));
     if server.volume_backed() {
         props.insert("base_image_ref".into(), json!(""));
         for (k, v) in &metadata {
@@ -163,13 +165,24 @@ fn inherited(server: &Server) -> BTreeMap<String, Value> {
         .collect()
 }
 
+/// The snapshot image as Nova asks Glance for it, with the caller's token:
+/// Glance makes it the caller's project's, and when that is not the
+/// server's project Nova makes it `shared` with the server's project
+/// (nova/compute/utils.py `initialize_instance_snapshot_metadata`).
 fn new_image(
     st: &mut State,
-    now: Instant,
+    ctx: &Ctx,
     server: &Server,
     name: &str,
     props: BTreeMap<String, Value>,
 ) -> Image {
+    let now = ctx.now;
+    let owner = ctx.caller.project_id.clone();
+    let (visibility, members) = if owner == server.project_id {
+        ("private", Vec::new())
+    } else {
+        ("shared", vec![server.project_id.clone()])
+    };
     let min_disk = server
         .image_meta
         .get("min_disk")
@@ -186,8 +199,9 @@ fn new_image(
     Image {
         id: st.uuid(),
         name: Some(name.to_owned()),
-        owner: server.project_id.clone(),
-        visibility: "private".into(),
+        owner,
+        visibility: visibility.into(),
+        members,
         protected: false,
         created: now,
         status: Timeline::new(now, "queued"),
@@ -236,7 +250,7 @@ fn image_backed(
             .to_owned(),
         );
     }
-    let mut img = new_image(st, now, server, name, props);
+    let mut img = new_image(st, ctx, server, name, props);
     let base_size = server
         .image_id
         .as_ref()
@@ -312,7 +326,8 @@ fn volume_backed(
 ) -> Result<Accepted, Fail> {
     let now = ctx.now;
     let mut notes = Vec::new();
-    let used = st.snapshots_used(&server.project_id, now);
+    // Cinder counts the quota of the project the snapshots go to: the caller's.
+    let used = st.snapshots_used(&ctx.caller.project_id, now);
     let wanted = i64::try_from(server.bdms.len()).unwrap_or(i64::MAX);
     if st.snapshot_quota > -1 && used + wanted > st.snapshot_quota {
         return Err(Fail::new(
@@ -363,6 +378,7 @@ fn volume_backed(
             volume_id: b.volume_id.clone(),
             name: Some(format!("snapshot for {name}")),
             description,
+            owner: Some(ctx.caller.owner()),
             ..NewSnapshot::default()
         };
         let snapshot_id = st.create_snapshot(now, "nova.create_image", spec);
@@ -399,7 +415,7 @@ fn volume_backed(
     }
     // Nova creates the image last, after every snapshot, and answers after it.
     let image_at = now + st.durations.volume_backed_create_image_call;
-    let mut img = new_image(st, now, server, name, props);
+    let mut img = new_image(st, ctx, server, name, props);
     img.created = image_at;
     img.status = if image_at > now {
         Timeline::new(now, GONE).then(image_at - now, "active")
