@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::{
     clock::{Clock, SystemClock, replica_clock},
-    config::{LogFormat, Settings},
+    config::{DatabaseUrl, LogFormat, Settings},
     openstack::{CloudConfig, OpenStack, SessionOptions},
     startup::{self, Dependencies, cancel_on_signal},
     store, telemetry,
@@ -43,6 +43,9 @@ pub enum Command {
         /// The address the service listens on.
         #[arg(long, env = "STACKSNAP_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// When set the service serves HTTPS, and the probe speaks TLS.
+        #[arg(long, env = "STACKSNAP_TLS_CERT")]
+        tls_cert: Option<std::path::PathBuf>,
     },
 }
 
@@ -64,7 +67,10 @@ impl Cli {
                 print!("{}", crate::http::docs::openapi_json());
                 Ok(())
             }
-            Command::Healthcheck { listen } => healthcheck(listen).await,
+            Command::Healthcheck { listen, tls_cert } => match tls_cert {
+                None => healthcheck(listen).await,
+                Some(_) => healthcheck_tls(listen).await,
+            },
             Command::Sim(args) => {
                 telemetry::init(format);
                 let token = tokio_util::sync::CancellationToken::new();
@@ -73,7 +79,9 @@ impl Cli {
             }
             Command::Migrate(settings) => {
                 telemetry::init(format);
-                let pool = store::connect(settings.database_url.as_deref(), 2).await?;
+                let pool =
+                    store::connect(settings.database_url.as_ref().map(DatabaseUrl::expose), 2)
+                        .await?;
                 migrate(&pool).await
             }
             Command::Serve(settings) => {
@@ -98,9 +106,17 @@ async fn migrate(pool: &sqlx::PgPool) -> anyhow::Result<()> {
 }
 
 async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !demo || (settings.tls_cert.is_none() && settings.tls_key.is_none()),
+        "the demo serves plain HTTP on a local port: --tls-cert and --tls-key are for `serve`"
+    );
     // Every worker may hold a connection; the listener holds one; the API needs some.
     let connections = settings.db_max_connections.max(settings.workers as u32 + 5);
-    let pool = store::connect(settings.database_url.as_deref(), connections).await?;
+    let pool = store::connect(
+        settings.database_url.as_ref().map(DatabaseUrl::expose),
+        connections,
+    )
+    .await?;
     migrate(&pool).await?;
     // Leases and deadlines are compared across replicas: read the database's clock.
     let clock: Arc<dyn Clock> = replica_clock(&pool, Arc::new(SystemClock))
@@ -147,8 +163,8 @@ async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Asks `/healthz` on the local service with a bare HTTP/1.1 request.
-async fn healthcheck(listen: SocketAddr) -> anyhow::Result<()> {
+/// The address to probe: a wildcard listen address is reached on loopback.
+fn probe_address(listen: SocketAddr) -> SocketAddr {
     let mut addr = listen;
     if addr.ip().is_unspecified() {
         addr.set_ip(if addr.is_ipv4() {
@@ -157,6 +173,35 @@ async fn healthcheck(listen: SocketAddr) -> anyhow::Result<()> {
             std::net::Ipv6Addr::LOCALHOST.into()
         });
     }
+    addr
+}
+
+/// Asks `/healthz` on the local service over HTTPS. The certificate is not
+/// checked: this probes our own port for liveness and sends no credential, and a
+/// certificate rarely names the loopback address.
+async fn healthcheck_tls(listen: SocketAddr) -> anyhow::Result<()> {
+    let addr = probe_address(listen);
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(3))
+        .build()
+        .context("cannot build the HTTPS client")?;
+    let response = client
+        .get(format!("https://{addr}/healthz"))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {addr} over HTTPS"))?;
+    anyhow::ensure!(
+        response.status() == reqwest::StatusCode::OK,
+        "/healthz on {addr} answered {}",
+        response.status()
+    );
+    Ok(())
+}
+
+/// Asks `/healthz` on the local service with a bare HTTP/1.1 request.
+async fn healthcheck(listen: SocketAddr) -> anyhow::Result<()> {
+    let addr = probe_address(listen);
     let probe = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
         stream

@@ -1,10 +1,10 @@
 //! Settings from flags and environment variables.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{convert::Infallible, fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use clap::{Args, ValueEnum};
 
-use crate::domain::duration::HumanDuration;
+use crate::{domain::duration::HumanDuration, redact};
 
 /// How the service listens and where it keeps its state.
 #[derive(Debug, Clone, Args)]
@@ -13,10 +13,19 @@ pub struct Settings {
     #[arg(long, env = "STACKSNAP_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Serve HTTPS with this certificate chain (PEM, the server's certificate
+    /// first); needs `--tls-key`. For deployments without a TLS-terminating proxy.
+    #[arg(long, env = "STACKSNAP_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of `--tls-cert`.
+    #[arg(long, env = "STACKSNAP_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
     /// PostgreSQL URL. Without it, the local server on 127.0.0.1:5432 (user
     /// `postgres`, database `stacksnap`, created when missing).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    pub database_url: Option<DatabaseUrl>,
 
     /// Largest number of PostgreSQL connections in the engine's pool (at least
     /// one per worker, plus five).
@@ -65,6 +74,39 @@ pub struct Settings {
     pub wait_poll_interval: Duration,
 }
 
+/// A PostgreSQL URL as given. Printed (`Debug`, `Display`) with its password
+/// `[redacted]`, e.g. `postgres://user:[redacted]@host/db`; only
+/// [`DatabaseUrl::expose`] gives the URL itself, for connecting.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL with its password, to connect with. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = Infallible;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        Ok(Self(url.to_owned()))
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", redact::url(&self.0))
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact::url(&self.0))
+    }
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -78,4 +120,80 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     text.parse::<HumanDuration>()
         .map(|d| d.as_std())
         .map_err(|e| format!("{e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, Parser};
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Command {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    #[test]
+    fn a_database_url_prints_its_password_redacted() {
+        let url: DatabaseUrl = "postgres://stacksnap:hunter2@db:5432/stacksnap"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            url.expose(),
+            "postgres://stacksnap:hunter2@db:5432/stacksnap"
+        );
+        assert_eq!(
+            url.to_string(),
+            "postgres://stacksnap:[redacted]@db:5432/stacksnap"
+        );
+        assert_eq!(
+            format!("{url:?}"),
+            "\"postgres://stacksnap:[redacted]@db:5432/stacksnap\""
+        );
+    }
+
+    #[test]
+    fn settings_debug_output_shows_no_database_password() {
+        let command = Command::try_parse_from([
+            "serve",
+            "--database-url",
+            "postgres://stacksnap:hunter2@db/stacksnap?password=hunter3",
+        ])
+        .unwrap();
+        let printed = format!("{command:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains("hunter3"), "{printed}");
+        assert!(printed.contains("stacksnap:[redacted]@db"), "{printed}");
+    }
+
+    #[test]
+    fn help_never_shows_the_database_url_from_the_environment() {
+        // `hide_env_values`: clap would otherwise print `[env: DATABASE_URL=...]`.
+        let database_url = Command::command()
+            .get_arguments()
+            .find(|a| a.get_id() == "database_url")
+            .map(|a| a.is_hide_env_values_set());
+        assert_eq!(database_url, Some(true));
+    }
+
+    #[test]
+    fn tls_files_are_read_from_their_flags() {
+        let command = Command::try_parse_from([
+            "serve",
+            "--tls-cert",
+            "/etc/stacksnap/cert.pem",
+            "--tls-key",
+            "/etc/stacksnap/key.pem",
+        ])
+        .unwrap();
+        assert_eq!(
+            command.settings.tls_cert.as_deref(),
+            Some(std::path::Path::new("/etc/stacksnap/cert.pem"))
+        );
+        assert_eq!(
+            command.settings.tls_key.as_deref(),
+            Some(std::path::Path::new("/etc/stacksnap/key.pem"))
+        );
+    }
 }

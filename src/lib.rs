@@ -11,6 +11,7 @@ pub mod domain;
 pub mod engine;
 pub mod http;
 pub mod openstack;
+pub mod redact;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

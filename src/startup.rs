@@ -3,6 +3,7 @@
 //! `stacksnap demo` and the tests all start it through [`start`].
 
 pub mod supervisor;
+pub mod tls;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -11,7 +12,10 @@ use sqlx::{PgPool, postgres::PgPoolOptions};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-use self::supervisor::Supervisor;
+use self::{
+    supervisor::Supervisor,
+    tls::{TlsFiles, TlsListener},
+};
 use crate::{
     clock::Clock,
     config::Settings,
@@ -42,12 +46,14 @@ pub fn engine_config(settings: &Settings) -> EngineConfig {
     }
 }
 
-/// Binds the listen address, serves the API, and unless `settings.no_engine`
-/// starts the engine's tasks under a supervisor. Both run until the returned
-/// service's shutdown token is cancelled (or it is dropped).
+/// Binds the listen address, serves the API (over TLS when `settings` name a
+/// certificate and key), and unless `settings.no_engine` starts the engine's
+/// tasks under a supervisor. Both run until the returned service's shutdown
+/// token is cancelled (or it is dropped).
 ///
 /// # Errors
-/// The address cannot be bound, or the engine is wanted but there is no cloud.
+/// The address cannot be bound, the TLS files are unusable, or the engine is
+/// wanted but there is no cloud.
 pub async fn start(
     settings: &Settings,
     deps: Dependencies,
@@ -57,6 +63,9 @@ pub async fn start(
         settings.no_engine || deps.cloud.is_some(),
         "the engine needs a cloud (serve with --no-engine to run the API alone)"
     );
+    let tls = TlsFiles::from_options(settings.tls_cert.as_deref(), settings.tls_key.as_deref())?
+        .map(|files| files.acceptor())
+        .transpose()?;
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -96,16 +105,21 @@ pub async fn start(
         job_events,
     };
     let router = http::router(state, settings.request_timeout);
-    let stopping = shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                stopping.cancelled().await;
-                requests_stopping.cancel();
-            })
-            .await
-    });
-    tracing::info!(%addr, engine = engine.is_some(), "listening");
+    let server_tls = tls.is_some();
+    let shutdown_for_server = shutdown.clone();
+    let stopping = async move {
+        shutdown_for_server.cancelled().await;
+        requests_stopping.cancel();
+    };
+    let server = match tls {
+        None => tokio::spawn(serve(listener, router, stopping)),
+        Some(acceptor) => tokio::spawn(serve(
+            TlsListener::new(listener, acceptor),
+            router,
+            stopping,
+        )),
+    };
+    tracing::info!(%addr, tls = server_tls, engine = engine.is_some(), "listening");
     Ok(RunningService {
         addr,
         shutdown,
@@ -115,6 +129,21 @@ pub async fn start(
         listening: Some(listening),
         api_db,
     })
+}
+
+/// Serves `router` on `listener` until `stopping` ends; then requests in flight finish.
+async fn serve<L>(
+    listener: L,
+    router: axum::Router,
+    stopping: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    axum::serve(listener, router)
+        .with_graceful_shutdown(stopping)
+        .await
 }
 
 /// The API's own pool on the engine's database, so that requests (a burst of

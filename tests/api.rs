@@ -7,3 +7,4 @@ mod health;
 mod openapi;
 mod policies;
 mod schedule;
+mod tls;

@@ -12,6 +12,7 @@ mod poison;
 mod policies;
 mod retention;
 mod scheduling;
+mod secrets;
 mod snapshots;
 mod supervision;
 mod tenant;

@@ -212,6 +212,12 @@ impl SimHandle {
         self.shared.lock().tokens.clear();
     }
 
+    /// The tokens issued and still live, so that a test can look for them where
+    /// they must never appear (logs, error bodies).
+    pub fn live_tokens(&self) -> Vec<String> {
+        self.shared.lock().tokens.keys().cloned().collect()
+    }
+
     /// Changes the duration of transitions from now on (what `PATCH /_sim/durations` does).
     pub fn update_durations(&self, change: impl FnOnce(&mut Durations)) {
         change(&mut self.shared.lock().durations);

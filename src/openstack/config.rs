@@ -6,11 +6,14 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    fmt,
     path::{Path, PathBuf},
 };
 
 use secrecy::SecretString;
 use serde::Deserialize;
+
+use crate::redact::{REDACTED, Redacted};
 
 /// Everything needed to authenticate and pick endpoints.
 #[derive(Debug, Clone)]
@@ -26,8 +29,9 @@ pub struct CloudConfig {
     pub insecure: bool,
 }
 
-/// How to prove who we are to Keystone.
-#[derive(Debug, Clone)]
+/// How to prove who we are to Keystone. Its `Debug` prints the password and
+/// the secret as `[redacted]`.
+#[derive(Clone)]
 pub enum AuthMethod {
     Password {
         user: NamedInDomain,
@@ -41,6 +45,26 @@ pub enum AuthMethod {
         user: Option<NamedInDomain>,
         secret: SecretString,
     },
+}
+
+impl fmt::Debug for AuthMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Password { user, project, .. } => f
+                .debug_struct("Password")
+                .field("user", user)
+                .field("password", &Redacted)
+                .field("project", project)
+                .finish(),
+            Self::ApplicationCredential { id, name, user, .. } => f
+                .debug_struct("ApplicationCredential")
+                .field("id", id)
+                .field("name", name)
+                .field("user", user)
+                .field("secret", &Redacted)
+                .finish(),
+        }
+    }
 }
 
 /// A user or project given by id, or by name within a domain (by name or id).
@@ -75,12 +99,13 @@ pub enum ConfigError {
     AuthType(String),
 }
 
-#[derive(Debug, Deserialize)]
+// No `Debug` on the file's shapes: `auth` holds the password as read.
+#[derive(Deserialize)]
 struct CloudsFile {
     clouds: BTreeMap<String, CloudEntry>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 struct CloudEntry {
     #[serde(default)]
     auth: HashMap<String, String>,
@@ -165,12 +190,37 @@ impl CloudConfig {
     /// Invalid YAML, an unknown cloud, or missing fields.
     pub fn from_clouds_yaml(text: &str, cloud: &str, origin: &str) -> Result<Self, ConfigError> {
         let mut file: CloudsFile = yaml_serde::from_str(text)
-            .map_err(|e| ConfigError::Parse(origin.to_owned(), e.to_string()))?;
+            .map_err(|e| ConfigError::Parse(origin.to_owned(), without_values(&e.to_string())))?;
         file.clouds
             .remove(cloud)
             .ok_or_else(|| ConfigError::UnknownCloud(cloud.to_owned(), origin.to_owned()))?
             .into_config()
     }
+}
+
+/// A YAML error with every value it quotes (`invalid type: string "hunter2"`)
+/// replaced by `[redacted]`: the value may be a password in the wrong place.
+/// Keys, line and column stay, so the message still says where to look.
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        if c != '"' && c != '`' {
+            out.push(c);
+            continue;
+        }
+        let mut escaped = false;
+        for inner in chars.by_ref() {
+            match inner {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                _ if inner == c => break,
+                _ => {}
+            }
+        }
+        out.push_str(REDACTED);
+    }
+    out
 }
 
 fn clouds_file(env: &HashMap<String, String>, home: Option<&Path>) -> Option<PathBuf> {
@@ -387,6 +437,55 @@ clouds:
     #[test]
     fn secrets_never_show_in_debug_output() {
         let config = CloudConfig::from_clouds_yaml(CLOUDS, "prod", "test").unwrap();
-        assert!(!format!("{config:?}").contains("hunter2"));
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("password: [redacted]"), "{printed}");
+        assert!(
+            printed.contains("stacksnap"),
+            "the user is shown: {printed}"
+        );
+    }
+
+    #[test]
+    fn an_application_credential_secret_prints_redacted() {
+        let config = CloudConfig::from_clouds_yaml(CLOUDS, "appcred", "test").unwrap();
+        let printed = format!("{config:?} {:#?}", config.auth);
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(printed.contains("secret: [redacted]"), "{printed}");
+        assert!(
+            printed.contains("21dced0fd20347869b93710d2b98aae0"),
+            "{printed}"
+        );
+    }
+
+    #[test]
+    fn a_clouds_yaml_error_does_not_quote_a_misplaced_secret() {
+        for text in [
+            "clouds:\n  prod:\n    auth: hunter2\n",
+            "clouds:\n  prod:\n    verify: \"hunter2 \\\" x\"\n",
+            "clouds:\n  prod:\n    verify: 31337\n",
+        ] {
+            let Err(error) = CloudConfig::from_clouds_yaml(text, "prod", "clouds.yaml") else {
+                panic!("{text} was accepted")
+            };
+            let error = error.to_string();
+            assert!(!error.contains("hunter2"), "{error}");
+            assert!(!error.contains("31337"), "{error}");
+            assert!(error.contains("clouds.prod."), "where to look: {error}");
+            assert!(error.contains("line 3"), "where to look: {error}");
+        }
+    }
+
+    #[test]
+    fn quoted_values_are_taken_out_of_a_message() {
+        assert_eq!(
+            without_values(r#"invalid type: string "a \"b\" c", expected `x` at line 1"#),
+            "invalid type: string [redacted], expected [redacted] at line 1"
+        );
+        assert_eq!(without_values("no quotes here"), "no quotes here");
+        assert_eq!(
+            without_values("unterminated \"secret"),
+            "unterminated [redacted]"
+        );
     }
 }

@@ -403,7 +403,13 @@ impl Session {
                 microversion: endpoint.microversion,
             });
         }
-        let message = error_message(&String::from_utf8_lossy(&body));
+        // A service that echoes the token it was sent (as Keystone's "Could not
+        // find token: ..." does) must not carry it into logs or job errors.
+        let mut message = error_message(&String::from_utf8_lossy(&body));
+        let sent = token.value.expose_secret();
+        if !sent.is_empty() {
+            message = message.replace(sent, crate::redact::REDACTED);
+        }
         let retry_after = headers
             .get("retry-after")
             .and_then(|v| v.to_str().ok())

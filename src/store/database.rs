@@ -19,12 +19,20 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/stack
 ///
 /// # Errors
 /// The URL does not parse, the server is unreachable, or the default database cannot be created.
-pub async fn connect(url: Option<&str>, max_connections: u32) -> anyhow::Result<PgPool> {
+pub async fn connect(given: Option<&str>, max_connections: u32) -> anyhow::Result<PgPool> {
+    let url = given.unwrap_or(DEFAULT_DATABASE_URL);
+    if let Some(unknown) = unknown_parameters(url).first() {
+        // sqlx would only warn, quoting the value: a misspelt `password` in the log.
+        anyhow::bail!(
+            "DATABASE_URL has an unknown parameter {unknown:?} (its value is not shown); \
+             known: {}",
+            KNOWN_PARAMETERS.join(", ")
+        );
+    }
     let options: PgConnectOptions = url
-        .unwrap_or(DEFAULT_DATABASE_URL)
         .parse()
         .context("DATABASE_URL is not a valid PostgreSQL URL")?;
-    if url.is_none() {
+    if given.is_none() {
         create_database_if_missing(&options).await?;
     }
     let target = describe(&options);
@@ -34,6 +42,43 @@ pub async fn connect(url: Option<&str>, max_connections: u32) -> anyhow::Result<
         .connect_with(options)
         .await
         .with_context(|| format!("cannot connect to PostgreSQL at {target}"))
+}
+
+/// The query parameters sqlx's PostgreSQL driver reads (`options[name]` too).
+const KNOWN_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// The names of the query parameters of `url` that sqlx would ignore.
+fn unknown_parameters(url: &str) -> Vec<String> {
+    let Some((_, query)) = url.split_once('?') else {
+        return Vec::new();
+    };
+    let query = query.split('#').next().unwrap_or_default();
+    form_urlencoded::parse(query.as_bytes())
+        .map(|(key, _)| key.into_owned())
+        .filter(|key| {
+            !(KNOWN_PARAMETERS.contains(&key.as_str())
+                || key.starts_with("options[") && key.ends_with(']'))
+        })
+        .collect()
 }
 
 /// `host:port/database`, never the password.
@@ -91,4 +136,34 @@ pub async fn migrations_applied(pool: &PgPool) -> Result<bool, sqlx::Error> {
         .iter()
         .filter(|m| m.migration_type.is_up_migration())
         .all(|m| applied.contains(&m.version)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parameters_sqlx_reads_are_known() {
+        let url = "postgres://u:p@db/x?sslmode=require&application_name=stacksnap&options[search_path]=s&password=p";
+        assert!(unknown_parameters(url).is_empty());
+        assert!(unknown_parameters(DEFAULT_DATABASE_URL).is_empty());
+    }
+
+    #[test]
+    fn a_misspelt_parameter_is_named_without_its_value() {
+        assert_eq!(
+            unknown_parameters("postgres://u@db/x?sslmode=require&pasword=hunter2"),
+            ["pasword"]
+        );
+    }
+
+    #[tokio::test]
+    async fn connecting_with_an_unknown_parameter_fails_without_quoting_its_value() {
+        let error = connect(Some("postgres://u@127.0.0.1:1/x?pasword=hunter2"), 1)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("\"pasword\""), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+    }
 }

@@ -32,6 +32,8 @@ pub struct TestApp {
 pub fn test_settings() -> Settings {
     Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
+        tls_cert: None,
+        tls_key: None,
         database_url: None,
         db_max_connections: 5,
         request_timeout: Duration::from_secs(30),

@@ -1,0 +1,284 @@
+//! No secret reaches the logs or an answer. A whole one-off snapshot (taken,
+//! listed, deleted) and failing cloud calls go through the API with every target
+//! logging at debug level, `log` records (reqwest, sqlx) included; the capture,
+//! the answers and the cloud client's `Debug` are searched for the simulator
+//! admin's password, its application-credential secret and every token it issued.
+
+use std::{
+    io,
+    sync::{Arc, Mutex, Once},
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use stacksnap::{clock::SystemClock, openstack::OpenStack};
+use stacksnap_sim::{Fault, FaultRule, SimConfig, SimHandle, Simulator};
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+use crate::helpers::{cloud_named, engine_config, start_service};
+
+/// Everything the subscriber wrote, in both formats the service logs in.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends the `log` records of reqwest and sqlx to the current tracing subscriber,
+/// as `telemetry::init` does in the service.
+fn bridge_log_records() {
+    static BRIDGE: Once = Once::new();
+    BRIDGE.call_once(|| {
+        tracing_log::LogTracer::init().expect("no other `log` logger in the test binary");
+    });
+}
+
+/// A subscriber for this thread at debug level for every target, writing JSON
+/// (as in production) and the human format (span fields inline) to `captured`.
+/// The test runtime has one thread, so the service's and the simulator's tasks
+/// log here too.
+fn capture_logs(captured: &Captured) -> tracing::subscriber::DefaultGuard {
+    bridge_log_records();
+    let json = captured.clone();
+    let pretty = captured.clone();
+    let subscriber = tracing_subscriber::registry()
+        .with(EnvFilter::new("debug"))
+        .with(
+            fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(true)
+                .with_writer(move || json.clone()),
+        )
+        .with(
+            fmt::layer()
+                .with_ansi(false)
+                .with_writer(move || pretty.clone()),
+        );
+    tracing::subscriber::set_default(subscriber)
+}
+
+/// A simulator whose credentials cannot be mistaken for any other text.
+fn simulator() -> SimHandle {
+    let mut config = SimConfig::default();
+    config.admin.password = format!("admin-pw-{}", uuid::Uuid::new_v4().simple());
+    config.application_credential.secret = format!("appcred-{}", uuid::Uuid::new_v4().simple());
+    Simulator::start(config, "127.0.0.1:0".parse().unwrap()).unwrap()
+}
+
+struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, String) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    async fn snapshot(&self, server: &str) -> (u16, Value) {
+        let body = json!({"resource_type": "server", "resource_id": server});
+        let (status, text) = self
+            .send(reqwest::Method::POST, "/v1/snapshots?wait=30s", Some(body))
+            .await;
+        (status, serde_json::from_str(&text).unwrap())
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (_, text) = self.send(reqwest::Method::GET, path, None).await;
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+/// What the API answered along the way, to be searched as the log is.
+struct Journey {
+    answers: Vec<String>,
+    cloud: OpenStack,
+}
+
+/// A one-off snapshot taken, listed and deleted; then a cloud that echoes the
+/// token in its error messages, and one that refuses the token twice (so the
+/// client authenticates again and fails).
+async fn whole_job(pool: PgPool, sim: &SimHandle, cloud_name: &str) -> Journey {
+    let cloud = cloud_named(sim, cloud_name);
+    let service = start_service(
+        pool,
+        Arc::new(SystemClock),
+        Some(cloud.clone()),
+        engine_config(),
+    )
+    .await;
+    let client = Client {
+        base: format!("http://{}", service.local_addr()),
+        http: reqwest::Client::new(),
+    };
+    let mut answers = Vec::new();
+
+    // A job that succeeds, and its snapshot deleted piece by piece.
+    let server = sim.create_volume_backed_server("logged", 2, false);
+    let (status, job) = client.snapshot(&server).await;
+    assert_eq!(
+        (status, job["status"].as_str()),
+        (200, Some("succeeded")),
+        "{job}"
+    );
+    answers.push(job.to_string());
+    let listed = client
+        .get(&format!("/v1/snapshots?resource_id={server}"))
+        .await;
+    let path = format!(
+        "/v1/snapshots/{}",
+        listed["items"][0]["id"].as_str().unwrap()
+    );
+    let (status, text) = client.send(reqwest::Method::DELETE, &path, None).await;
+    assert_eq!(status, 202, "{text}");
+    let mut deleted = Value::Null;
+    for _ in 0..300 {
+        deleted = client.get(&path).await;
+        if deleted["state"] == "deleted" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(deleted["state"], "deleted", "{deleted}");
+    answers.extend([listed.to_string(), deleted.to_string()]);
+
+    // Nova refuses the snapshot with a message that quotes the token it was sent.
+    let echoed = sim.live_tokens().join(" ");
+    assert!(!echoed.is_empty(), "the simulator issued a token");
+    sim.inject(FaultRule::new(
+        "nova.create_image",
+        Fault::Error {
+            status: 400,
+            retry_after: None,
+            message: Some(format!("Invalid token: {echoed}")),
+        },
+    ));
+    let other = sim.create_image_backed_server("refused", &[], &[], false);
+    let (status, failed) = client.snapshot(&other).await;
+    assert_eq!(
+        (status, failed["status"].as_str()),
+        (200, Some("failed")),
+        "{failed}"
+    );
+    assert!(
+        failed.to_string().contains("Invalid token: [redacted]"),
+        "the cloud's message is kept, its token is not: {failed}"
+    );
+    answers.push(failed.to_string());
+    sim.clear_faults();
+
+    // Glance echoes the token in a 500 (retried, then given up), then refuses
+    // every token (a new one is issued in between).
+    sim.inject(FaultRule::new(
+        "glance.list_images",
+        Fault::Error {
+            status: 500,
+            retry_after: None,
+            message: Some(format!("backend rejected {echoed}")),
+        },
+    ));
+    let (status, text) = client.send(reqwest::Method::GET, "/v1/orphans", None).await;
+    assert_eq!(status, 502, "{text}");
+    answers.push(text);
+    sim.clear_faults();
+    sim.inject(FaultRule::error("glance.list_images", 401));
+    let (status, text) = client.send(reqwest::Method::GET, "/v1/orphans", None).await;
+    assert_eq!(status, 502, "{text}");
+    answers.push(text);
+    sim.clear_faults();
+
+    service.shutdown_token().cancel();
+    service.stopped().await.unwrap();
+    Journey { answers, cloud }
+}
+
+/// Fails the test when any secret of `sim` or token it issued is in `text`.
+fn assert_no_secret(sim: &SimHandle, what: &str, text: &str) {
+    let config = sim.config();
+    let tokens = sim.live_tokens();
+    assert!(
+        tokens.len() >= 2,
+        "a token, and one after re-authentication: {tokens:?}"
+    );
+    let mut secrets = vec![
+        config.admin.password.clone(),
+        config.application_credential.secret.clone(),
+    ];
+    secrets.extend(tokens);
+    for secret in &secrets {
+        assert!(
+            !text.contains(secret.as_str()),
+            "{what} contains the secret {secret:?}"
+        );
+    }
+}
+
+async fn nothing_secret_is_logged_or_answered(pool: PgPool, cloud_name: &str) {
+    // Arrange
+    let captured = Captured::default();
+    let _logging = capture_logs(&captured);
+    let sim = simulator();
+
+    // Act
+    let journey = whole_job(pool, &sim, cloud_name).await;
+
+    // Assert: the capture saw the whole job at debug level, and no secret.
+    let logs = captured.text();
+    for expected in [
+        "authenticated to Keystone",
+        "OpenStack call",
+        "token refused; authenticating again",
+        "a call to the cloud failed",
+        "sqlx::query",
+        "[redacted]",
+    ] {
+        assert!(logs.contains(expected), "{expected:?} was not captured");
+    }
+    assert_no_secret(&sim, "the debug log", &logs);
+    for answer in &journey.answers {
+        assert_no_secret(&sim, "an API answer", answer);
+    }
+    let debug = format!("{:?}", journey.cloud);
+    assert!(
+        debug.contains("Token"),
+        "the client holds its token: {debug}"
+    );
+    assert_no_secret(&sim, "the cloud client's Debug", &debug);
+}
+
+#[sqlx::test]
+async fn a_whole_job_with_a_password_logs_no_secret_or_token_at_debug_level(pool: PgPool) {
+    nothing_secret_is_logged_or_answered(pool, "stacksnap-sim").await;
+}
+
+#[sqlx::test]
+async fn a_whole_job_with_an_application_credential_logs_no_secret_or_token(pool: PgPool) {
+    nothing_secret_is_logged_or_answered(pool, "stacksnap-sim-appcred").await;
+}
