@@ -16,4 +16,5 @@ mod secrets;
 mod snapshots;
 mod supervision;
 mod tenant;
+mod trusts;
 mod waiting;

@@ -38,7 +38,9 @@ impl Engine {
             tokens_dropped: trusts::drop_spent_tokens(&self.db, now).await?,
             ..Retired::default()
         };
-        for (trust, attempts) in trusts::unreferenced(&self.db, now, self.config.trust_grace, BATCH).await? {
+        for (trust, attempts) in
+            trusts::unreferenced(&self.db, now, self.config.trust_grace, BATCH).await?
+        {
             match self.cloud.delete_trust(&trust).await {
                 Ok(()) => {
                     trusts::forget(&self.db, &trust).await?;

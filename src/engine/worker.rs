@@ -13,6 +13,7 @@ use super::{
     Engine, authority, resolver,
     snapshot::{self, JobContext, Recorded},
 };
+use crate::openstack::Authority;
 use crate::{
     domain::{
         job::{JobError, JobStatus, Verdict},
@@ -195,11 +196,7 @@ impl Engine {
             Err(refusal) => match (job.policy_id, job.status) {
                 (Some(policy_id), _) => {
                     let message = authority::trust_refused(stored.policy_name.as_deref(), &refusal);
-                    tracing::warn!(job_id = %job.job_id, %policy_id, "Keystone refuses the policy's trust; the policy is broken");
-                    let error =
-                        crate::domain::policy::PolicyError::new("trust_refused", message.clone());
-                    let mut conn = self.db.acquire().await?;
-                    crate::store::policies::mark_broken(&mut conn, policy_id, &error).await?;
+                    self.break_policy(policy_id, &message).await?;
                     return Ok(Some(fail(JobError::new("trust_refused", message))));
                 }
                 // A one-off job outlived its caller's token and its trust: what
@@ -220,7 +217,32 @@ impl Engine {
                 }
             },
         };
-        acting.step_acting(job, token, now).await
+        let update = acting.step_acting(job, token, now).await?;
+        // A trust deleted or emptied since its token was cached shows up as a
+        // service's 401 whose re-authentication Keystone refuses: the step
+        // then fails with a generic error. Say why, and break the policy.
+        if let (Some(policy_id), Authority::Trust(_), Some(failed)) = (
+            job.policy_id,
+            &delegated,
+            update
+                .as_ref()
+                .filter(|u| u.status == Some(JobStatus::Failed)),
+        ) && let Err(refusal) = authority::check(&acting.cloud, &delegated).await
+        {
+            let message = authority::trust_refused(stored.policy_name.as_deref(), &refusal);
+            self.break_policy(policy_id, &message).await?;
+            let mut failed = failed.clone();
+            failed.error = Some(Some(JobError::new("trust_refused", message)));
+            return Ok(Some(failed));
+        }
+        Ok(update)
+    }
+
+    async fn break_policy(&self, policy_id: Uuid, message: &str) -> Result<(), sqlx::Error> {
+        tracing::warn!(%policy_id, "Keystone refuses the policy's trust; the policy is broken");
+        let error = crate::domain::policy::PolicyError::new("trust_refused", message);
+        let mut conn = self.db.acquire().await?;
+        crate::store::policies::mark_broken(&mut conn, policy_id, &error).await
     }
 
     /// One step of a job. `None` means the step already wrote what it had to.

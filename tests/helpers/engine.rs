@@ -230,6 +230,23 @@ impl Harness {
         );
     }
 
+    /// Drives a job of `project` to its end.
+    pub async fn drive_in(&self, project: &str, job_id: Uuid) -> Job {
+        for _ in 0..300 {
+            self.work().await;
+            let job = jobs::fetch_job(&self.pool, project, job_id)
+                .await
+                .unwrap()
+                .unwrap();
+            if job.status.is_terminal() {
+                return job;
+            }
+            self.clock.advance(TimeDelta::milliseconds(200));
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+        panic!("job {job_id} of {project} did not end");
+    }
+
     /// Drives a job to its end.
     pub async fn finish(&self, job_id: Uuid) -> Job {
         self.drive(job_id, |j| j.status.is_terminal()).await
