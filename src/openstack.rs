@@ -45,8 +45,11 @@ pub struct OpenStack {
     /// The service's own session (the same as `session` unless delegated).
     service: Arc<Session>,
     /// Trust-scoped sessions, kept so that each trust authenticates once per token.
-    trusts: Arc<Mutex<HashMap<String, (Arc<Session>, Instant)>>>,
+    trusts: Arc<Mutex<TrustSessions>>,
 }
+
+/// Each trust's session and when it was last used, by trust id.
+type TrustSessions = HashMap<String, (Arc<Session>, Instant)>;
 
 /// A trust's session unused this long is dropped (its token would need renewing anyway).
 const TRUST_SESSION_IDLE: Duration = Duration::from_secs(3600);

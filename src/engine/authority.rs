@@ -31,6 +31,55 @@ pub fn for_work(stored: &StoredAuthority, now: DateTime<Utc>) -> Authority {
         .map_or(Authority::Service, |trust| Authority::Trust(trust.clone()))
 }
 
+/// Whether an error says Keystone refuses a delegated authority for good (the
+/// trust is gone, or its trustor lost a delegated role), as opposed to
+/// Keystone being unreachable for a while.
+pub fn is_refusal(error: &crate::openstack::OpenStackError) -> bool {
+    use crate::openstack::ErrorKind;
+    error.service == "keystone"
+        && matches!(
+            error.kind,
+            ErrorKind::Unauthorized | ErrorKind::Forbidden | ErrorKind::NotFound
+        )
+}
+
+/// Logs in with `authority` when it is a trust, to learn at once whether
+/// Keystone still honours it. Any other failure is left to the step itself,
+/// which retries it as it retries every unavailable cloud.
+///
+/// # Errors
+/// Keystone refuses the trust.
+pub async fn check(
+    cloud: &crate::openstack::OpenStack,
+    authority: &Authority,
+) -> Result<(), crate::openstack::OpenStackError> {
+    if !matches!(authority, Authority::Trust(_)) {
+        return Ok(());
+    }
+    match cloud.session().current_token().await {
+        Err(error) if is_refusal(&error) => Err(error),
+        _ => Ok(()),
+    }
+}
+
+/// The error of a policy whose trust Keystone refuses: it names the policy,
+/// never the trust.
+pub fn trust_refused(
+    policy_name: Option<&str>,
+    error: &crate::openstack::OpenStackError,
+) -> String {
+    format!(
+        "the policy {:?} can no longer act in its project: Keystone refused the authority delegated \
+         when it was created (HTTP {}: {}); the user who made it may have lost their role in the \
+         project or been removed. A project member renews it by updating the policy (PATCH)",
+        policy_name.unwrap_or("(deleted)"),
+        error
+            .status
+            .map_or_else(|| "-".to_owned(), |s| s.to_string()),
+        error.message
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,53 +133,4 @@ mod tests {
         let deleted_policy = stored(None, Some("old"), None);
         assert_eq!(trust_of(&for_work(&deleted_policy, at(0))), Some("old"));
     }
-}
-
-/// Whether an error says Keystone refuses a delegated authority for good (the
-/// trust is gone, or its trustor lost a delegated role), as opposed to
-/// Keystone being unreachable for a while.
-pub fn is_refusal(error: &crate::openstack::OpenStackError) -> bool {
-    use crate::openstack::ErrorKind;
-    error.service == "keystone"
-        && matches!(
-            error.kind,
-            ErrorKind::Unauthorized | ErrorKind::Forbidden | ErrorKind::NotFound
-        )
-}
-
-/// Logs in with `authority` when it is a trust, to learn at once whether
-/// Keystone still honours it. Any other failure is left to the step itself,
-/// which retries it as it retries every unavailable cloud.
-///
-/// # Errors
-/// Keystone refuses the trust.
-pub async fn check(
-    cloud: &crate::openstack::OpenStack,
-    authority: &Authority,
-) -> Result<(), crate::openstack::OpenStackError> {
-    if !matches!(authority, Authority::Trust(_)) {
-        return Ok(());
-    }
-    match cloud.session().current_token().await {
-        Err(error) if is_refusal(&error) => Err(error),
-        _ => Ok(()),
-    }
-}
-
-/// The error of a policy whose trust Keystone refuses: it names the policy,
-/// never the trust.
-pub fn trust_refused(
-    policy_name: Option<&str>,
-    error: &crate::openstack::OpenStackError,
-) -> String {
-    format!(
-        "the policy {:?} can no longer act in its project: Keystone refused the authority delegated \
-         when it was created (HTTP {}: {}); the user who made it may have lost their role in the \
-         project or been removed. A project member renews it by updating the policy (PATCH)",
-        policy_name.unwrap_or("(deleted)"),
-        error
-            .status
-            .map_or_else(|| "-".to_owned(), |s| s.to_string()),
-        error.message
-    )
 }
