@@ -18,7 +18,7 @@ mod validate;
 pub use spec::{PolicyOptions, PolicySpec, Retention, ScheduleSpec};
 pub use stored::{PolicyError, PolicyState, StoredPolicy, check_stored};
 pub use types::{
-    Consistency, MissedRun, Policy, ResourceType, RetentionRules, Selector, SnapshotOptions,
+    Authors, Consistency, MissedRun, Policy, ResourceType, RetentionRules, Selector, SnapshotOptions,
     Targets, ValidPolicy,
 };
 pub(crate) use validate::check_metadata;

@@ -55,6 +55,8 @@ pub enum OrphanError {
 pub struct Orphan {
     pub snapshot_id: String,
     pub volume_id: String,
+    /// The project that owns it, as Cinder reports it.
+    pub project_id: Option<String>,
     pub name: Option<String>,
     /// The name of the image it was made for, read from its own name.
     pub image_name: Option<String>,
@@ -239,6 +241,7 @@ fn orphan(s: Snapshot, made_by_stacksnap: bool) -> Orphan {
         job_id: job_of(&s),
         snapshot_id: s.id,
         volume_id: s.volume_id,
+        project_id: s.project_id,
         name: s.name,
         status: s.status,
         size_gb: s.size,

@@ -126,6 +126,7 @@ async fn fire_policy(
             spec: &spec,
             now,
             resolved: true,
+            created_by: None,
         };
         fired.missed += usize::from(runs::insert_run(conn, &missed).await?);
     }
@@ -145,6 +146,7 @@ async fn fire_policy(
             spec: &spec,
             now,
             resolved: false,
+            created_by: None,
         };
         fired.runs += usize::from(runs::insert_run(conn, &run).await?);
     }

@@ -1,4 +1,7 @@
-//! Keystone v3: tokens (password and application credential) and the service catalog.
+//! Keystone v3: tokens (password and application credential) and the service
+//! catalog; [`validation`] asks Keystone about the tokens of callers.
+
+pub mod validation;
 
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret as _, SecretString};
@@ -18,6 +21,8 @@ pub struct Token {
     pub issued_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub project_id: Option<String>,
+    /// The user the token stands for.
+    pub user_id: Option<String>,
     pub catalog: Vec<CatalogEntry>,
 }
 
@@ -51,6 +56,8 @@ struct TokenFields {
     expires_at: DateTime<Utc>,
     #[serde(default)]
     project: Option<IdOnly>,
+    #[serde(default)]
+    user: Option<IdOnly>,
     #[serde(default)]
     catalog: Vec<CatalogEntry>,
 }
@@ -136,6 +143,7 @@ pub fn parse_token(subject_token: Option<&str>, body: &str) -> Result<Token, Str
         issued_at: Utc::now(),
         expires_at: parsed.token.expires_at,
         project_id: parsed.token.project.map(|p| p.id),
+        user_id: parsed.token.user.map(|u| u.id),
         catalog: parsed.token.catalog,
     })
 }

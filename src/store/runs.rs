@@ -5,7 +5,10 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool, types::Json};
 use uuid::Uuid;
 
-use super::row::{self, Keyed, Named};
+use super::{
+    Scope,
+    row::{self, Keyed, Named},
+};
 
 use crate::domain::{
     job::JobError,
@@ -29,6 +32,8 @@ pub struct Run {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// The user who started it by hand (or asked for the one-off snapshot); `None` for a scheduled run.
+    pub created_by: Option<String>,
     /// `[[status, count], ...]` for the run's jobs.
     pub job_counts: Json<Vec<(JobStatus, i64)>>,
 }
@@ -52,7 +57,7 @@ impl Keyed for Run {
 macro_rules! run_select {
     () => {
         "select r.run_id, r.project_id, r.policy_id, r.policy_name, r.trigger, r.scheduled_for, r.status, \
-         r.spec, r.resolved_at, r.error, r.started_at, r.finished_at, r.created_at, \
+         r.spec, r.resolved_at, r.error, r.started_at, r.finished_at, r.created_at, r.created_by, \
          coalesce((select jsonb_agg(jsonb_build_array(c.status, c.n)) from \
              (select status, count(*) as n from job where job.run_id = r.run_id group by status) c), '[]') \
              as job_counts \
@@ -73,6 +78,8 @@ pub struct NewRun<'a> {
     pub spec: &'a Value,
     pub now: DateTime<Utc>,
     pub resolved: bool,
+    /// The user who asked for it; `None` for a scheduled run or when no user is known.
+    pub created_by: Option<&'a str>,
 }
 
 /// Inserts a run; a scheduled instant already fired is skipped. Returns whether it was inserted.
@@ -83,9 +90,9 @@ pub async fn insert_run(conn: &mut PgConnection, run: &NewRun<'_>) -> Result<boo
     let finished = run.status != RunStatus::Running;
     let result = sqlx::query(
         "insert into run (run_id, project_id, policy_id, policy_name, trigger, scheduled_for, status, spec, \
-         resolved_at, not_before, started_at, finished_at, created_at) \
+         resolved_at, not_before, started_at, finished_at, created_at, created_by) \
          values ($1, $2, $3, $4, $5, $6, $7, $8, case when $9 then $10 end, $10, \
-                 case when $11 then null else $10 end, case when $11 then $10 end, $10) \
+                 case when $11 then null else $10 end, case when $11 then $10 end, $10, $12) \
          on conflict do nothing",
     )
     .bind(run.run_id)
@@ -99,6 +106,7 @@ pub async fn insert_run(conn: &mut PgConnection, run: &NewRun<'_>) -> Result<boo
     .bind(run.resolved || finished)
     .bind(run.now)
     .bind(finished)
+    .bind(run.created_by)
     .execute(conn)
     .await?;
     Ok(result.rows_affected() == 1)
@@ -110,14 +118,15 @@ pub async fn insert_run(conn: &mut PgConnection, run: &NewRun<'_>) -> Result<boo
 /// The query fails.
 pub async fn fetch_run(
     pool: &PgPool,
-    project_id: &str,
+    scope: impl Into<Scope<'_>>,
     run_id: Uuid,
 ) -> Result<Option<Run>, sqlx::Error> {
+    let scope: Scope<'_> = scope.into();
     sqlx::query_as::<_, Named<Run>>(concat!(
         run_select!(),
-        "where r.project_id = $1 and r.run_id = $2"
+        "where ($1::text is null or r.project_id = $1) and r.run_id = $2"
     ))
-    .bind(project_id)
+    .bind(scope.project())
     .bind(run_id)
     .fetch_optional(pool)
     .await
@@ -130,19 +139,20 @@ pub async fn fetch_run(
 /// The query fails.
 pub async fn list_runs(
     pool: &PgPool,
-    project_id: &str,
+    scope: impl Into<Scope<'_>>,
     policy_id: Option<Uuid>,
     status: Option<RunStatus>,
     before: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Run>, sqlx::Error> {
+    let scope: Scope<'_> = scope.into();
     sqlx::query_as::<_, Named<Run>>(concat!(
         run_select!(),
-        "where r.project_id = $1 and ($2::uuid is null or r.policy_id = $2) \
+        "where ($1::text is null or r.project_id = $1) and ($2::uuid is null or r.policy_id = $2) \
          and ($3::text is null or r.status = $3) and ($4::uuid is null or r.run_id < $4) \
          order by r.run_id desc limit $5"
     ))
-    .bind(project_id)
+    .bind(scope.project())
     .bind(policy_id)
     .bind(status)
     .bind(before)
@@ -322,13 +332,14 @@ pub async fn complete_run_if_done(
     Ok(())
 }
 
-/// Inserts a run of `policy` fired by hand now; its targets are resolved by a worker.
+/// Inserts a run of `policy` fired by hand now by `created_by`; its targets are resolved by a worker.
 ///
 /// # Errors
 /// The query fails.
 pub async fn insert_manual_run(
     pool: &PgPool,
     policy: &crate::domain::policy::Policy,
+    created_by: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Uuid, sqlx::Error> {
     let run_id = Uuid::now_v7();
@@ -345,6 +356,7 @@ pub async fn insert_manual_run(
         spec: &spec,
         now,
         resolved: false,
+        created_by,
     };
     insert_run(&mut conn, &run).await?;
     Ok(run_id)

@@ -152,6 +152,7 @@ impl Harness {
         stacksnap::store::lifecycle::insert_adhoc_run(
             &self.pool,
             "default",
+            None,
             &job,
             self.clock.now(),
         )
@@ -166,7 +167,7 @@ impl Harness {
         let now = self.clock.now();
         let valid = spec.validate(now).unwrap();
         let next = valid.next_run_after(now);
-        policies::insert_policy(&self.pool, "default", Uuid::now_v7(), &valid, next)
+        policies::insert_policy(&self.pool, "default", Uuid::now_v7(), &valid, next, None)
             .await
             .unwrap()
     }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use stacksnap::{
     clock::{Clock, ManualClock},
-    config::Settings,
+    config::{AuthMode, Settings},
     engine::EngineConfig,
     openstack::{CloudConfig, OpenStack, SessionOptions, retry::RetryPolicy},
     startup::{self, Dependencies, RunningService},
@@ -43,6 +43,10 @@ pub fn test_settings() -> Settings {
         history_retention: Duration::from_secs(90 * 86400),
         api_db_max_connections: 3,
         wait_poll_interval: Duration::from_millis(200),
+        // The tests of everything but authentication run without it; those of
+        // authentication start the service with `spawn_app_with_keystone`.
+        auth: AuthMode::None,
+        token_cache_ttl: Duration::from_secs(300),
     }
 }
 
@@ -70,10 +74,12 @@ pub async fn start_service_with(
         no_engine: cloud.is_none(),
         ..settings
     };
+    let auth = startup::authenticator(&settings, cloud.as_ref()).expect("an authenticator");
     let deps = Dependencies {
         db: pool,
         clock,
         cloud,
+        auth,
     };
     startup::start(&settings, deps, engine)
         .await
