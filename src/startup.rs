@@ -38,7 +38,10 @@ pub struct Dependencies {
 ///
 /// # Errors
 /// `--auth keystone` without a cloud.
-pub fn authenticator(settings: &Settings, cloud: Option<&OpenStack>) -> anyhow::Result<Authenticator> {
+pub fn authenticator(
+    settings: &Settings,
+    cloud: Option<&OpenStack>,
+) -> anyhow::Result<Authenticator> {
     match (settings.auth, cloud) {
         (AuthMode::None, _) => Ok(Authenticator::Disabled),
         (AuthMode::Keystone, Some(cloud)) => Ok(Authenticator::keystone(

@@ -84,7 +84,9 @@ async fn exercise(pool: PgPool, cloud: OpenStack, fixture: Fixture) {
     )
     .await
     .unwrap();
-    let run_id = runs::insert_manual_run(pool, &policy, None, now).await.unwrap();
+    let run_id = runs::insert_manual_run(pool, &policy, None, now)
+        .await
+        .unwrap();
 
     // A one-off snapshot of the data volume.
     let request: AdhocSnapshotRequest = serde_json::from_value(

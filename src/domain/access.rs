@@ -85,8 +85,8 @@ mod tests {
         ];
         for (names, expected) in cases {
             let roles = Roles::new(names.clone());
-            let granted = [Permission::Read, Permission::Write, Permission::Admin]
-                .map(|p| roles.allow(p));
+            let granted =
+                [Permission::Read, Permission::Write, Permission::Admin].map(|p| roles.allow(p));
             assert_eq!(granted, expected, "{names:?}");
         }
     }

@@ -80,11 +80,7 @@ impl AdhocSnapshotRequest {
         }
         check_metadata(&mut v, "metadata", &self.metadata, true);
         if let Some(project) = &self.project_id {
-            v.check(
-                !is_project_id(project),
-                "project_id",
-                PROJECT_ID_RULE,
-            );
+            v.check(!is_project_id(project), "project_id", PROJECT_ID_RULE);
         }
         let timeout = match self.timeout.as_deref().map(str::parse::<HumanDuration>) {
             None => 7200,

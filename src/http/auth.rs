@@ -157,18 +157,24 @@ pub fn required_permission(method: &Method, path: &str) -> Option<Permission> {
     if path != "/v1" && !path.starts_with("/v1/") {
         return None;
     }
-    Some(if path == "/v1/orphans" || path.starts_with("/v1/orphans/") {
-        Permission::Admin
-    } else if matches!(*method, Method::GET | Method::HEAD) {
-        Permission::Read
-    } else {
-        Permission::Write
-    })
+    Some(
+        if path == "/v1/orphans" || path.starts_with("/v1/orphans/") {
+            Permission::Admin
+        } else if matches!(*method, Method::GET | Method::HEAD) {
+            Permission::Read
+        } else {
+            Permission::Write
+        },
+    )
 }
 
 /// Authenticates a request under `/v1/` and checks its roles, before any
 /// extractor reads it; hands the [`Caller`] on as an extension.
-pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let Some(needed) = required_permission(request.method(), request.uri().path()) else {
         return next.run(request).await;
     };
@@ -199,7 +205,14 @@ mod tests {
     #[test]
     fn only_the_api_needs_a_token_and_the_orphans_need_an_admin() {
         let need = |method: Method, path: &str| required_permission(&method, path);
-        for open in ["/healthz", "/readyz", "/openapi.json", "/docs", "/docs/", "/v1x"] {
+        for open in [
+            "/healthz",
+            "/readyz",
+            "/openapi.json",
+            "/docs",
+            "/docs/",
+            "/v1x",
+        ] {
             assert_eq!(need(Method::GET, open), None, "{open}");
         }
         assert_eq!(need(Method::GET, "/v1/policies"), Some(Permission::Read));
@@ -218,7 +231,11 @@ mod tests {
             (Method::DELETE, "/v1/snapshots/x"),
             (Method::PUT, "/v1/unknown"),
         ] {
-            assert_eq!(need(method.clone(), path), Some(Permission::Write), "{method} {path}");
+            assert_eq!(
+                need(method.clone(), path),
+                Some(Permission::Write),
+                "{method} {path}"
+            );
         }
         assert_eq!(need(Method::GET, "/v1/orphans"), Some(Permission::Admin));
         assert_eq!(

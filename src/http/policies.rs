@@ -252,8 +252,8 @@ pub async fn update_policy(
             updated_by: caller.user_id(),
         };
         let updated = store::update_policy(&state.db, scope, current.id, &change, now)
-        .await
-        .map_err(conflict_on(NAME_TAKEN, || name_taken(&valid.name)))?;
+            .await
+            .map_err(conflict_on(NAME_TAKEN, || name_taken(&valid.name)))?;
         if let Some(policy) = updated {
             return Ok(policy_response(StatusCode::OK, policy.into()));
         }
@@ -329,7 +329,10 @@ async fn load(state: &AppState, scope: Scope<'_>, id: &str) -> Result<StoredPoli
 
 /// Takes the project a new policy is made in (`project_id`) out of the body.
 fn take_project_id(body: &mut Value) -> Result<Option<String>> {
-    let Some(named) = body.as_object_mut().and_then(|map| map.remove("project_id")) else {
+    let Some(named) = body
+        .as_object_mut()
+        .and_then(|map| map.remove("project_id"))
+    else {
         return Ok(None);
     };
     match named {

@@ -190,16 +190,7 @@ pub async fn list_runs(
         scope,
         query.limit,
         query.cursor.as_deref(),
-        |before, n| {
-            runs::list_runs(
-                &state.db,
-                scope,
-                query.policy_id,
-                query.status,
-                before,
-                n,
-            )
-        },
+        |before, n| runs::list_runs(&state.db, scope, query.policy_id, query.status, before, n),
         |r| r.run_id,
     )
     .await?

@@ -497,11 +497,13 @@ pub async fn fetch_policy_version(
     id: Uuid,
 ) -> Result<Option<i64>, sqlx::Error> {
     let scope: Scope<'_> = scope.into();
-    sqlx::query_scalar("select version from policy where ($1::text is null or project_id = $1) and policy_id = $2")
-        .bind(scope.project())
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_scalar(
+        "select version from policy where ($1::text is null or project_id = $1) and policy_id = $2",
+    )
+    .bind(scope.project())
+    .bind(id)
+    .fetch_optional(pool)
+    .await
 }
 
 /// Moves a policy's next fire time (the scheduler's own write: no version bump).

@@ -178,7 +178,9 @@ async fn exercise(pool: PgPool, cloud: OpenStack, fixture: GroupFixture) {
     )
     .await
     .unwrap();
-    let run_id = runs::insert_manual_run(&pool, &policy, None, now).await.unwrap();
+    let run_id = runs::insert_manual_run(&pool, &policy, None, now)
+        .await
+        .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     let run = loop {
         let run = runs::fetch_run(&pool, "default", run_id)

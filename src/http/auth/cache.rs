@@ -157,12 +157,23 @@ mod tests {
         let cache = TokenCache::new(Duration::from_secs(300), 10);
         let (now, wall) = (Instant::now(), Utc::now());
         cache.put(key("long"), token(wall + TimeDelta::hours(1)), now, wall);
-        cache.put(key("short"), token(wall + TimeDelta::seconds(10)), now, wall);
+        cache.put(
+            key("short"),
+            token(wall + TimeDelta::seconds(10)),
+            now,
+            wall,
+        );
         let at = |secs| now + Duration::from_secs(secs);
         assert!(cache.get(&key("long"), at(299)).is_some());
-        assert!(cache.get(&key("long"), at(300)).is_none(), "the TTL ran out");
+        assert!(
+            cache.get(&key("long"), at(300)).is_none(),
+            "the TTL ran out"
+        );
         assert!(cache.get(&key("short"), at(9)).is_some());
-        assert!(cache.get(&key("short"), at(10)).is_none(), "the token expired");
+        assert!(
+            cache.get(&key("short"), at(10)).is_none(),
+            "the token expired"
+        );
     }
 
     #[test]
@@ -185,7 +196,10 @@ mod tests {
         cache.put(key("c"), token(wall + TimeDelta::seconds(50)), now, wall);
         cache.put(key("d"), None, now, wall);
         assert_eq!(cache.len(), 3);
-        assert!(cache.get(&key("a"), now).is_none(), "the soonest to expire went");
+        assert!(
+            cache.get(&key("a"), now).is_none(),
+            "the soonest to expire went"
+        );
         let later = now + Duration::from_secs(40);
         cache.put(key("e"), None, later, wall);
         assert_eq!(cache.len(), 3, "the expired b was swept");

@@ -42,10 +42,7 @@ pub fn declare(openapi: &mut OpenApi) {
             let Some(needed) = required_permission(&method, path) else {
                 continue;
             };
-            operation.security = Some(vec![SecurityRequirement::new(
-                SCHEME,
-                Vec::<String>::new(),
-            )]);
+            operation.security = Some(vec![SecurityRequirement::new(SCHEME, Vec::<String>::new())]);
             let responses = &mut operation.responses.responses;
             responses.insert("401".into(), RefOr::T(unauthenticated()));
             responses.insert("403".into(), RefOr::T(forbidden(needed)));
