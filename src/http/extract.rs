@@ -321,6 +321,61 @@ mod tests {
 
     use super::*;
 
+    fn caller(roles: &[&str]) -> Caller {
+        Caller {
+            project_id: "demo".into(),
+            roles: Roles::new(roles.iter().copied()),
+            identity: None,
+        }
+    }
+
+    #[test]
+    fn a_member_lists_and_reaches_only_its_project_and_creates_only_there() {
+        let member = caller(&["member", "reader"]);
+        assert_eq!(member.list_scope(None).unwrap(), Scope::Project("demo"));
+        assert_eq!(
+            member.list_scope(Some(false)).unwrap(),
+            Scope::Project("demo")
+        );
+        assert!(matches!(
+            member.list_scope(Some(true)),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert_eq!(member.item_scope(), Scope::Project("demo"));
+        assert_eq!(member.target_project(None).unwrap(), "demo");
+        assert_eq!(member.target_project(Some("demo".into())).unwrap(), "demo");
+        assert!(matches!(
+            member.target_project(Some("alt".into())),
+            Err(ApiError::Forbidden(_))
+        ));
+    }
+
+    #[test]
+    fn an_admin_lists_every_project_when_asked_and_reaches_and_creates_anywhere() {
+        let admin = caller(&["admin"]);
+        assert_eq!(admin.list_scope(None).unwrap(), Scope::Project("demo"));
+        assert_eq!(admin.list_scope(Some(true)).unwrap(), Scope::AllProjects);
+        assert_eq!(admin.item_scope(), Scope::AllProjects);
+        assert_eq!(admin.target_project(Some("alt".into())).unwrap(), "alt");
+    }
+
+    #[test]
+    fn a_callers_debug_output_never_shows_its_token() {
+        let mut with_token = caller(&["member"]);
+        with_token.identity = Some(KeystoneIdentity {
+            user_id: "u".into(),
+            user_name: "demo".into(),
+            project_name: "demo".into(),
+            token: SecretString::from("gAAAAAB-very-secret".to_owned()),
+            expires_at: Utc::now(),
+            application_credential: false,
+            trust_scoped: false,
+        });
+        let shown = format!("{with_token:?}");
+        assert!(!shown.contains("very-secret"), "{shown}");
+        assert_eq!(with_token.user_id(), Some("u"));
+    }
+
     #[test]
     fn integral_floats_become_integers_and_others_stay() {
         let mut value: Value =
