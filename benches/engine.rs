@@ -119,7 +119,7 @@ async fn main() -> anyhow::Result<()> {
         let valid = spec
             .validate(before_due)
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        policies::insert_policy(&pool, "default", Uuid::now_v7(), &valid, Some(due)).await?;
+        policies::insert_policy(&pool, "default", Uuid::now_v7(), &valid, Some(due), None).await?;
     }
     eprintln!(
         "arranged {} servers and {policies_n} policies in {:.1}s",

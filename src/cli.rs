@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::{
     clock::{Clock, SystemClock, replica_clock},
-    config::{DatabaseUrl, LogFormat, Settings},
+    config::{AuthMode, DatabaseUrl, LogFormat, Settings},
     openstack::{CloudConfig, OpenStack, SessionOptions},
     startup::{self, Dependencies, cancel_on_signal},
     store, telemetry,
@@ -123,23 +123,31 @@ async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
         .await
         .context("cannot read the database's clock")?;
     let demo_cloud = if demo {
-        crate::demo::seed(&pool, clock.now()).await?;
-        Some(crate::demo::start_cloud()?)
+        let cloud = crate::demo::start_cloud()?;
+        crate::demo::seed(&pool, &cloud, settings.auth, clock.now()).await?;
+        Some(cloud)
     } else {
         None
     };
-    let cloud = match (&demo_cloud, settings.no_engine) {
-        (_, true) => {
-            tracing::warn!("--no-engine: serving the API only; no policy fires from this replica");
-            None
-        }
-        (Some(demo), false) => Some(demo.cloud.clone()),
-        (None, false) => {
+    // Keystone mode validates tokens with the service's own credentials, even
+    // on a replica that runs no engine.
+    let cloud = match &demo_cloud {
+        Some(demo) => Some(demo.cloud.clone()),
+        None if !settings.no_engine || settings.auth == AuthMode::Keystone => {
             let config = CloudConfig::from_env().context(
-                "cannot find OpenStack credentials (pass --no-engine to serve the API only)",
+                "cannot find OpenStack credentials (the engine and --auth keystone need them; \
+                 pass --no-engine --auth none to serve the API alone, for development)",
             )?;
             Some(OpenStack::new(config, SessionOptions::default())?)
         }
+        None => None,
+    };
+    let auth = startup::authenticator(&settings, cloud.as_ref())?;
+    let cloud = if settings.no_engine {
+        tracing::warn!("--no-engine: serving the API only; no policy fires from this replica");
+        None
+    } else {
+        cloud
     };
     let running = startup::start(
         &settings,
@@ -147,12 +155,13 @@ async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
             db: pool,
             clock,
             cloud,
+            auth,
         },
         startup::engine_config(&settings),
     )
     .await?;
     if let Some(demo) = &demo_cloud {
-        crate::demo::print_welcome(running.local_addr(), demo);
+        crate::demo::print_welcome(running.local_addr(), demo, settings.auth).await;
     }
     tokio::spawn(cancel_on_signal(running.shutdown_token()));
     let stopped = running.stopped().await;

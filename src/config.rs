@@ -72,6 +72,27 @@ pub struct Settings {
     /// drops LISTEN.
     #[arg(long, env = "STACKSNAP_WAIT_POLL_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub wait_poll_interval: Duration,
+
+    /// Who may call the API: `keystone` (a Keystone token in `X-Auth-Token`,
+    /// validated with the service's own credentials) or `none` (no
+    /// authentication: every request acts as an admin of project `default`; for
+    /// development only).
+    #[arg(long, env = "STACKSNAP_AUTH", value_enum, default_value_t = AuthMode::Keystone)]
+    pub auth: AuthMode,
+
+    /// How long a validated token is trusted without asking Keystone again (at
+    /// most until it expires), e.g. `5m`. A revoked token keeps working this long.
+    #[arg(long, env = "STACKSNAP_TOKEN_CACHE_TTL", default_value = "5m", value_parser = parse_duration)]
+    pub token_cache_ttl: Duration,
+}
+
+/// How requests are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// Keystone tokens in `X-Auth-Token`; roles and projects as OpenStack's defaults mean them.
+    Keystone,
+    /// No authentication: every request is an admin of project `default` (development only).
+    None,
 }
 
 /// A PostgreSQL URL as given. Printed (`Debug`, `Display`) with its password

@@ -10,10 +10,18 @@ use uuid::Uuid;
 use stacksnap_sim::{ImageSeed, ServerSeed, SimConfig, SimHandle, Simulator, VolumeSeed};
 
 use crate::{
+    config::AuthMode,
     domain::policy::PolicySpec,
-    openstack::{CloudConfig, OpenStack, SessionOptions},
+    http::auth::UNAUTHENTICATED_PROJECT,
+    openstack::{
+        CloudConfig, OpenStack, SessionOptions,
+        keystone::{self, Token},
+    },
     store::policies as store,
 };
+
+/// The simulator's user whose token the demo prints: a member of project `demo`.
+pub const DEMO_USER: &str = "demo";
 
 /// The demo's cloud: a simulator and a client for it.
 pub struct DemoCloud {
@@ -79,12 +87,45 @@ pub fn start_cloud() -> anyhow::Result<DemoCloud> {
     })
 }
 
-/// Creates the sample policies unless policies of those names exist. They select
-/// by tag and metadata, so they match each new demo simulator.
+impl DemoCloud {
+    /// A token of the simulator's member `user` (scoped to its project), as
+    /// `openstack token issue` would get it.
+    ///
+    /// # Errors
+    /// The simulator has no such user or does not answer.
+    pub async fn member_token(&self, user: &str) -> anyhow::Result<Token> {
+        let config = CloudConfig::from_clouds_yaml(
+            &self.sim.clouds_yaml(),
+            &format!("stacksnap-sim-{user}"),
+            "the demo simulator",
+        )?;
+        Ok(keystone::authenticate(&reqwest::Client::new(), &config).await?)
+    }
+}
+
+/// Creates the sample policies unless policies of those names exist: in the
+/// project of the simulator's `demo` user with `--auth keystone` (so that its
+/// token sees them), in project `default` with `--auth none`. They select by tag
+/// and metadata, so they match each new demo simulator.
 ///
 /// # Errors
-/// The database refuses the insert.
-pub async fn seed(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<()> {
+/// The database refuses the insert, or the simulator's Keystone does not answer.
+pub async fn seed(
+    pool: &PgPool,
+    cloud: &DemoCloud,
+    auth: AuthMode,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let (project, created_by) = match auth {
+        AuthMode::None => (UNAUTHENTICATED_PROJECT.to_owned(), None),
+        AuthMode::Keystone => {
+            let token = cloud.member_token(DEMO_USER).await?;
+            let project = token
+                .project_id
+                .ok_or_else(|| anyhow::anyhow!("the demo user's token has no project"))?;
+            (project, token.user_id)
+        }
+    };
     let policies = [
         serde_json::json!({
             "name": "demo-servers-every-minute",
@@ -109,7 +150,16 @@ pub async fn seed(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<()> {
             .validate(now)
             .map_err(|errors| anyhow::anyhow!("a demo policy is invalid: {errors:?}"))?;
         let next_run_at = valid.next_run_after(now);
-        match store::insert_policy(pool, "default", Uuid::now_v7(), &valid, next_run_at).await {
+        let inserted = store::insert_policy(
+            pool,
+            &project,
+            Uuid::now_v7(),
+            &valid,
+            next_run_at,
+            created_by.as_deref(),
+        )
+        .await;
+        match inserted {
             Ok(policy) => tracing::info!(policy = %policy.spec.name, "created a demo policy"),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {}
             Err(e) => return Err(e.into()),
@@ -118,23 +168,62 @@ pub async fn seed(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints where to look and what to try.
-pub fn print_welcome(addr: SocketAddr, cloud: &DemoCloud) {
+/// Prints where to look and what to try: with `--auth keystone`, a token of the
+/// simulator's `demo` user for the curl lines, and how to get another.
+pub async fn print_welcome(addr: SocketAddr, cloud: &DemoCloud, auth: AuthMode) {
     let server = "{\"resource_type\":\"server\",\"resource_id\":\"<id>\"}";
+    let sim = cloud.sim.base_url();
+    let yaml = cloud.clouds_yaml.display();
+    let (header, token_help) = match auth {
+        AuthMode::None => (
+            String::new(),
+            "\n  Authentication is off (--auth none): every request acts as an admin of project default.\n"
+                .to_owned(),
+        ),
+        AuthMode::Keystone => match cloud.member_token(DEMO_USER).await {
+            Ok(token) => (
+                " -H \"X-Auth-Token: $TOKEN\"".to_owned(),
+                format!(
+                    "\n  Requests need a Keystone token (--auth keystone); this one is the simulator's\
+                     \n  user `demo` (roles member, reader in project demo), valid for {ttl}:\
+                     \n  export TOKEN={token}\
+                     \n  Another (or another user's: alt/alt, member/member-secret, admin/secret):\
+                     \n  export TOKEN=$(OS_CLIENT_CONFIG_FILE={yaml} openstack --os-cloud stacksnap-sim-demo token issue -f value -c id)\
+                     \n  export TOKEN=$(curl -si {sim}/identity/v3/auth/tokens -H 'content-type: application/json' -d '{body}' | sed -n 's/^x-subject-token: //Ip' | tr -d '\\r')\n",
+                    ttl = humane(cloud.sim.config().token_ttl),
+                    token = secrecy::ExposeSecret::expose_secret(&token.value),
+                    body = r#"{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"demo","domain":{"name":"Default"},"password":"demo"}}},"scope":{"project":{"name":"demo","domain":{"name":"Default"}}}}}"#,
+                ),
+            ),
+            Err(e) => (
+                " -H \"X-Auth-Token: $TOKEN\"".to_owned(),
+                format!("\n  (cannot get a token of the demo user from the simulator: {e})\n"),
+            ),
+        },
+    };
     println!(
         "\nstacksnap demo is running against the built-in OpenStack simulator.\n\
          \n  API docs:     http://{addr}/docs\
          \n  Policies:     http://{addr}/v1/policies   (two demo policies fire every minute)\
          \n  Runs, jobs:   http://{addr}/v1/runs   http://{addr}/v1/jobs\
          \n  Simulator:    {sim}  (request log: {sim}/_sim/requests)\
-         \n  clouds.yaml:  {yaml}  (OS_CLOUD=stacksnap-sim, for the openstack CLI)\
-         \n\nTry:\
-         \n  curl -s http://{addr}/v1/jobs | python3 -m json.tool\
-         \n  curl -s 'http://{addr}/v1/jobs?status=succeeded&limit=1' | python3 -m json.tool\
+         \n  clouds.yaml:  {yaml}  (OS_CLOUD=stacksnap-sim, for the openstack CLI)\n\
+         {token_help}\
+         \nTry:\
+         \n  curl -s{header} http://{addr}/v1/jobs | python3 -m json.tool\
+         \n  curl -s{header} 'http://{addr}/v1/jobs?status=succeeded&limit=1' | python3 -m json.tool\
          \n  # a one-off snapshot that waits until it is finished (ids: OS_CLOUD=stacksnap-sim OS_CLIENT_CONFIG_FILE={yaml} openstack server list):\
-         \n  curl -s -X POST 'http://{addr}/v1/snapshots?wait=2m' -H 'content-type: application/json' -d '{server}'\
+         \n  curl -s{header} -X POST 'http://{addr}/v1/snapshots?wait=2m' -H 'content-type: application/json' -d '{server}'\
          \n\nPress Ctrl-C to stop.\n",
-        sim = cloud.sim.base_url(),
-        yaml = cloud.clouds_yaml.display(),
     );
+}
+
+/// `3600s` as `1h`, `90s` as `90s`.
+fn humane(duration: std::time::Duration) -> String {
+    let secs = duration.as_secs();
+    match secs {
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }

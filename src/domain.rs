@@ -2,6 +2,7 @@
 //!
 //! Nothing here performs I/O or knows about HTTP, SQL or OpenStack.
 
+pub mod access;
 pub mod adhoc;
 pub mod deletion;
 pub mod duration;

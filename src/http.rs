@@ -1,6 +1,8 @@
 //! The HTTP API: router, shared state, middleware and the OpenAPI document.
 
+pub mod auth;
 pub mod contract;
+pub mod delegation;
 pub mod docs;
 pub mod error;
 pub mod extract;
@@ -60,6 +62,8 @@ pub struct AppState {
     pub wait_poll_interval: Duration,
     /// Wakes waiting requests when their job ends (shared with this replica's engine).
     pub job_events: crate::engine::JobEvents,
+    /// Who is calling: Keystone tokens, or nobody (`--auth none`).
+    pub auth: auth::Authenticator,
 }
 
 /// The complete application router with its middleware.
@@ -69,6 +73,10 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
     api.merge(docs::docs_router(openapi))
         .fallback(|| async { ApiError::NotFound("resource") })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .with_state(state)
         .layer(
             ServiceBuilder::new()
@@ -135,6 +143,8 @@ fn make_span(request: &Request<Body>) -> Span {
         method = %request.method(),
         route,
         request_id,
+        project_id = tracing::field::Empty,
+        user_id = tracing::field::Empty,
         status = tracing::field::Empty,
         latency_ms = tracing::field::Empty,
     )

@@ -18,9 +18,9 @@ use self::{
 };
 use crate::{
     clock::Clock,
-    config::Settings,
+    config::{AuthMode, Settings},
     engine::{Engine, EngineConfig, EngineHealth, JobEvents, job_events},
-    http::{self, AppState},
+    http::{self, AppState, auth::Authenticator, health::AUTH_OFF_WARNING},
     openstack::OpenStack,
 };
 
@@ -33,6 +33,30 @@ pub struct Dependencies {
     pub clock: Arc<dyn Clock>,
     /// The cloud; without one (`--no-engine`) the API is served alone.
     pub cloud: Option<OpenStack>,
+    /// Who may call the API ([`authenticator`] makes it from the settings).
+    pub auth: Authenticator,
+}
+
+/// The authenticator `--auth` asks for: Keystone validates tokens with the
+/// service's own credentials on `cloud`.
+///
+/// # Errors
+/// `--auth keystone` without a cloud.
+pub fn authenticator(
+    settings: &Settings,
+    cloud: Option<&OpenStack>,
+) -> anyhow::Result<Authenticator> {
+    match (settings.auth, cloud) {
+        (AuthMode::None, _) => Ok(Authenticator::Disabled),
+        (AuthMode::Keystone, Some(cloud)) => Ok(Authenticator::keystone(
+            cloud.clone(),
+            settings.token_cache_ttl,
+        )),
+        (AuthMode::Keystone, None) => anyhow::bail!(
+            "--auth keystone validates tokens with the service's own OpenStack credentials, and \
+             there are none (set OS_CLOUD or OS_*, or --auth none for development)"
+        ),
+    }
 }
 
 /// The engine's settings for `stacksnap serve`: the defaults with the flags applied.
@@ -103,7 +127,11 @@ pub async fn start(
             .unwrap_or(chrono::TimeDelta::MAX),
         wait_poll_interval: settings.wait_poll_interval,
         job_events,
+        auth: deps.auth,
     };
+    if state.auth.mode() == AuthMode::None {
+        tracing::warn!("{AUTH_OFF_WARNING}");
+    }
     let router = http::router(state, settings.request_timeout);
     let server_tls = tls.is_some();
     let shutdown_for_server = shutdown.clone();

@@ -15,3 +15,34 @@ pub mod snapshots;
 pub mod trusts;
 
 pub use database::{MIGRATOR, connect, migrations_applied};
+
+/// Which projects a query of the API reaches: one project, or (for an admin)
+/// every project. Every query that reads or changes what a project owns takes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    Project(&'a str),
+    AllProjects,
+}
+
+impl<'a> Scope<'a> {
+    /// The project to filter on, bound as `$n` in `($n::text is null or project_id = $n)`;
+    /// `None` reaches every project.
+    pub fn project(self) -> Option<&'a str> {
+        match self {
+            Self::Project(project) => Some(project),
+            Self::AllProjects => None,
+        }
+    }
+}
+
+impl<'a> From<&'a str> for Scope<'a> {
+    fn from(project: &'a str) -> Self {
+        Self::Project(project)
+    }
+}
+
+impl<'a> From<&'a String> for Scope<'a> {
+    fn from(project: &'a String) -> Self {
+        Self::Project(project)
+    }
+}

@@ -80,10 +80,13 @@ async fn exercise(pool: PgPool, cloud: OpenStack, fixture: Fixture) {
         Uuid::now_v7(),
         &valid,
         valid.next_run_after(now),
+        None,
     )
     .await
     .unwrap();
-    let run_id = runs::insert_manual_run(pool, &policy, now).await.unwrap();
+    let run_id = runs::insert_manual_run(pool, &policy, None, now)
+        .await
+        .unwrap();
 
     // A one-off snapshot of the data volume.
     let request: AdhocSnapshotRequest = serde_json::from_value(
@@ -91,9 +94,16 @@ async fn exercise(pool: PgPool, cloud: OpenStack, fixture: Fixture) {
     )
     .unwrap();
     let adhoc = request.job(request.validate().unwrap(), now);
-    stacksnap::store::lifecycle::insert_adhoc_run(pool, "default", &adhoc, Default::default(), now)
-        .await
-        .unwrap();
+    stacksnap::store::lifecycle::insert_adhoc_run(
+        pool,
+        "default",
+        None,
+        &adhoc,
+        Default::default(),
+        now,
+    )
+    .await
+    .unwrap();
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     loop {

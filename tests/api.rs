@@ -1,5 +1,6 @@
 //! The HTTP API: requests and answers over a socket, one fresh database per test.
 
+mod auth;
 mod cloud;
 mod contract;
 mod errors;
@@ -7,4 +8,5 @@ mod health;
 mod openapi;
 mod policies;
 mod schedule;
+mod tenancy;
 mod tls;

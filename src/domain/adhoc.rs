@@ -21,6 +21,19 @@ const START_WINDOW: TimeDelta = TimeDelta::hours(1);
 
 const ADHOC_NAME_TEMPLATE: &str = "{resource_name}-adhoc-{scheduled_at:%Y%m%dT%H%M%SZ}";
 
+/// What a project id named in a request must be: Keystone keeps them in 64 characters.
+pub const PROJECT_ID_RULE: &str = "must be a project id: 1 to 64 characters, no white space";
+
+/// The most characters of a Keystone project id.
+pub const MAX_PROJECT_ID_CHARS: usize = 64;
+
+/// Whether `text` can be a Keystone project id.
+pub fn is_project_id(text: &str) -> bool {
+    !text.is_empty()
+        && text.chars().count() <= MAX_PROJECT_ID_CHARS
+        && !text.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
 /// The longest a client may ask `POST /v1/snapshots` to wait.
 pub const MAX_WAIT_SECS: u64 = 3600;
 
@@ -44,6 +57,11 @@ pub struct AdhocSnapshotRequest {
     #[serde(default)]
     #[schema(example = "2h")]
     pub timeout: Option<String>,
+    /// The project to snapshot in; default the token's. Another project's id
+    /// needs the `admin` role.
+    #[serde(default)]
+    #[schema(example = "8d3c1f0b2a4e4b6c9d7e5f1a2b3c4d5e")]
+    pub project_id: Option<String>,
 }
 
 impl AdhocSnapshotRequest {
@@ -61,6 +79,9 @@ impl AdhocSnapshotRequest {
             );
         }
         check_metadata(&mut v, "metadata", &self.metadata, true);
+        if let Some(project) = &self.project_id {
+            v.check(!is_project_id(project), "project_id", PROJECT_ID_RULE);
+        }
         let timeout = match self.timeout.as_deref().map(str::parse::<HumanDuration>) {
             None => 7200,
             Some(Ok(d)) if (60..=7 * 86_400).contains(&d.as_secs()) => d.as_secs(),

@@ -18,8 +18,8 @@ mod validate;
 pub use spec::{PolicyOptions, PolicySpec, Retention, ScheduleSpec};
 pub use stored::{PolicyError, PolicyState, StoredPolicy, check_stored};
 pub use types::{
-    Consistency, MissedRun, Policy, ResourceType, RetentionRules, Selector, SnapshotOptions,
-    Targets, ValidPolicy,
+    Authors, Consistency, MissedRun, Policy, ResourceType, RetentionRules, Selector,
+    SnapshotOptions, Targets, ValidPolicy,
 };
 pub(crate) use validate::check_metadata;
 pub use validate::{RESERVED_METADATA_KEYS, RESERVED_METADATA_PREFIXES};

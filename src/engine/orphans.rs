@@ -54,9 +54,9 @@ pub enum OrphanError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Orphan {
     pub snapshot_id: String,
-    /// The project that owns it (orphans are looked for in every project).
-    pub project_id: Option<String>,
     pub volume_id: String,
+    /// The project that owns it, as Cinder reports it.
+    pub project_id: Option<String>,
     pub name: Option<String>,
     /// The name of the image it was made for, read from its own name.
     pub image_name: Option<String>,
@@ -244,8 +244,8 @@ fn orphan(s: Snapshot, made_by_stacksnap: bool) -> Orphan {
         image_name: image_name(&s).map(str::to_owned),
         job_id: job_of(&s),
         snapshot_id: s.id,
-        project_id: s.project_id,
         volume_id: s.volume_id,
+        project_id: s.project_id,
         name: s.name,
         status: s.status,
         size_gb: s.size,

@@ -127,6 +127,7 @@ async fn fire_policy(
             now,
             resolved: true,
             authority: runs::RunAuthority::default(),
+            created_by: None,
         };
         fired.missed += usize::from(runs::insert_run(conn, &missed).await?);
     }
@@ -147,6 +148,7 @@ async fn fire_policy(
             now,
             resolved: false,
             authority: runs::RunAuthority::default(),
+            created_by: None,
         };
         fired.runs += usize::from(runs::insert_run(conn, &run).await?);
     }

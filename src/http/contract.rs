@@ -22,6 +22,7 @@ use utoipa::openapi::{
 use self::forms::{
     CONTROL, NO_NUL, SPACE, TRIMMED, cron_pattern, duration_pattern, stamped_key_pattern,
 };
+use crate::domain::adhoc::MAX_PROJECT_ID_CHARS;
 use crate::domain::policy::{
     MAX_CONCURRENT, MAX_DESCRIPTION_CHARS, MAX_KEEP_COUNT, MAX_METADATA_CHARS, MAX_METADATA_ITEMS,
     MAX_NAME_CHARS, MAX_SCHEDULES, MAX_SELECTOR_TERMS, MAX_TAG_CHARS, MAX_TARGET_IDS,
@@ -43,6 +44,7 @@ pub fn constrain(openapi: &mut OpenApi) {
         _ => panic!("the document has no object schema {name}"),
     };
     apply("PolicySpec", policy_spec);
+    apply("PolicySpec", created_in_a_project);
     apply("Targets", targets);
     apply("Selector", selector);
     apply("ScheduleSpec", schedule_spec);
@@ -202,6 +204,31 @@ pub fn adhoc_snapshot_request(request: &mut Object) {
     let timeout = object(request, "timeout");
     duration(timeout);
     extend_description(timeout, "Between `1m` and `7d`.");
+    project_id(object(request, "project_id"));
+}
+
+/// A new policy may name the project it is made in (`project_id`, admin only
+/// for another project): the handler takes it out of the body before the rest
+/// is read as a [`PolicySpec`](crate::domain::policy::PolicySpec), which has no
+/// such field (a policy's patch does not take it either).
+fn created_in_a_project(spec: &mut Object) {
+    let mut field = Object::with_type(Type::String);
+    field.description = Some(
+        "The project to create the policy in; default the token's. Another project's id \
+         needs the `admin` role."
+            .to_owned(),
+    );
+    field.example = Some("8d3c1f0b2a4e4b6c9d7e5f1a2b3c4d5e".into());
+    project_id(&mut field);
+    spec.properties
+        .insert("project_id".to_owned(), RefOr::T(Schema::Object(field)));
+}
+
+/// A Keystone project id: 1 to 64 characters, no white space or control characters.
+fn project_id(field: &mut Object) {
+    field.min_length = Some(1);
+    field.max_length = Some(MAX_PROJECT_ID_CHARS);
+    field.pattern = Some(format!("^[^{CONTROL}{SPACE}]+$"));
 }
 
 fn duration(field: &mut Object) {

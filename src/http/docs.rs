@@ -1,5 +1,7 @@
 //! The OpenAPI document (generated from the handlers) and the offline docs page.
 
+pub mod security;
+
 use axum::Router;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -13,7 +15,10 @@ use super::{AppState, health, jobs, managed, orphans, policies, runs, snapshots}
         title = "stacksnap",
         description = "Scheduled, retention-managed snapshots of OpenStack servers and volumes.\n\n\
             Errors are `application/problem+json` (RFC 9457); validation errors (422) list every \
-            invalid field with its path. Lists are paginated with `limit` and an opaque `cursor`.",
+            invalid field with its path. Lists are paginated with `limit` and an opaque `cursor`.\n\n\
+            Every request under `/v1/` carries a Keystone token in `X-Auth-Token` and acts in the \
+            token's project with its roles: `reader` reads, `member` also writes, `admin` may act \
+            on any project. Another project's resources are not found (404).",
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
     tags(
@@ -43,6 +48,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, mut openapi) = api_router().split_for_parts();
     super::contract::constrain(&mut openapi);
+    security::declare(&mut openapi);
     (router, openapi)
 }
 

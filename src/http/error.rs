@@ -37,6 +37,22 @@ pub enum ApiError {
     Unprocessable(Vec<FieldError>),
     #[error("{0}")]
     Unavailable(String),
+    /// 401: no token, or one Keystone does not know. Answered with
+    /// `WWW-Authenticate: Keystone uri="<auth_url>"`.
+    #[error("{reason}")]
+    Unauthenticated {
+        reason: &'static str,
+        auth_url: String,
+    },
+    /// 403: the caller's roles do not allow the operation.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 503: Keystone could not tell whether the token is valid.
+    #[error("the token cannot be validated now: {}", openstack_summary(.0))]
+    IdentityUnavailable(OpenStackError),
+    /// 500: a fault of the service itself (never of the request).
+    #[error("{0}")]
+    Internal(&'static str),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     /// A call to the cloud failed: 502, or 503 when the cloud could not be reached.
@@ -59,7 +75,10 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::IdentityUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::OpenStack(e) if cloud_unreachable(e) => StatusCode::SERVICE_UNAVAILABLE,
             Self::OpenStack(_) => StatusCode::BAD_GATEWAY,
@@ -149,6 +168,8 @@ impl Problem {
             StatusCode::UNPROCESSABLE_ENTITY => "validation",
             StatusCode::BAD_REQUEST => "malformed-request",
             StatusCode::NOT_FOUND => "not-found",
+            StatusCode::UNAUTHORIZED => "unauthenticated",
+            StatusCode::FORBIDDEN => "forbidden",
             StatusCode::CONFLICT => "conflict",
             StatusCode::PRECONDITION_FAILED => "stale-version",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
@@ -184,6 +205,22 @@ impl IntoResponse for ApiError {
         let status = self.status_code();
         if let Self::OpenStack(error) = &self {
             return openstack_problem(status, error).into_response();
+        }
+        if let Self::IdentityUnavailable(error) = &self {
+            tracing::error!(error = %error, kind = ?error.kind, "a token could not be validated");
+            let mut problem = Problem::new(status, self.to_string());
+            problem.openstack = Some(OpenStackFailure::from(error));
+            return problem.into_response();
+        }
+        if let Self::Unauthenticated { auth_url, .. } = &self {
+            let challenge = format!("Keystone uri=\"{auth_url}\"");
+            let mut response = Problem::new(status, self.to_string()).into_response();
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
+            }
+            return response;
         }
         let detail = if status.is_server_error() && !matches!(self, Self::Unavailable(_)) {
             // Internal details stay in the log, never in the response.

@@ -5,23 +5,107 @@ use axum::{
     extract::{FromRequest, FromRequestParts, Request, rejection::BytesRejection},
     http::{header, request::Parts},
 };
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{AppState, error::ApiError};
-use crate::domain::validation::FieldError;
+use crate::{
+    domain::{access::Roles, validation::FieldError},
+    store::Scope,
+};
 
-/// The project a request acts in.
-///
-/// Until authentication arrives every request acts in project `default`.
+/// Who is calling: the project the request acts in, its roles, and the
+/// Keystone user and token behind it. Put on the request by
+/// [`super::auth::authenticate`], which has already checked that the roles
+/// allow the operation.
 #[derive(Debug, Clone)]
-pub struct Project(pub String);
+pub struct Caller {
+    /// The token's project: what the caller's lists, reads and writes reach.
+    pub project_id: String,
+    pub roles: Roles,
+    /// The Keystone user and token; `None` with `--auth none`, where no user is known.
+    pub identity: Option<KeystoneIdentity>,
+}
 
-impl<S: Send + Sync> FromRequestParts<S> for Project {
+/// A Keystone user behind a request, and the token it came with.
+#[derive(Debug, Clone)]
+pub struct KeystoneIdentity {
+    pub user_id: String,
+    pub user_name: String,
+    pub project_name: String,
+    /// The caller's token, to act with the caller's own authority (e.g. to make
+    /// a trust). A secret: it never shows in `Debug` output or logs.
+    pub token: SecretString,
+    pub expires_at: DateTime<Utc>,
+    /// The token was made from an application credential.
+    pub application_credential: bool,
+    /// The token is scoped to a trust.
+    pub trust_scoped: bool,
+}
+
+impl Caller {
+    /// The Keystone user id, recorded as who did it; `None` with `--auth none`.
+    pub fn user_id(&self) -> Option<&str> {
+        self.identity.as_ref().map(|i| i.user_id.as_str())
+    }
+
+    /// Whether the caller acts on any project.
+    pub fn is_admin(&self) -> bool {
+        self.roles.is_admin()
+    }
+
+    /// What a list reaches: the caller's project, or every project with
+    /// `all_projects=true`.
+    ///
+    /// # Errors
+    /// 403 when a caller without the `admin` role asks for every project.
+    pub fn list_scope(&self, all_projects: Option<bool>) -> Result<Scope<'_>, ApiError> {
+        match all_projects {
+            Some(true) if self.is_admin() => Ok(Scope::AllProjects),
+            Some(true) => Err(ApiError::Forbidden(
+                "all_projects=true needs the admin role".into(),
+            )),
+            _ => Ok(Scope::Project(&self.project_id)),
+        }
+    }
+
+    /// What a resource named by its id is looked up in: an admin reaches every
+    /// project, anyone else only the token's (another project's resource is
+    /// simply not found).
+    pub fn item_scope(&self) -> Scope<'_> {
+        if self.is_admin() {
+            Scope::AllProjects
+        } else {
+            Scope::Project(&self.project_id)
+        }
+    }
+
+    /// The project something new is made in: the token's, or the one named by
+    /// `project_id` in the request.
+    ///
+    /// # Errors
+    /// 403 when a caller without the `admin` role names another project.
+    pub fn target_project(&self, named: Option<String>) -> Result<String, ApiError> {
+        match named {
+            None => Ok(self.project_id.clone()),
+            Some(project) if project == self.project_id || self.is_admin() => Ok(project),
+            Some(_) => Err(ApiError::Forbidden(
+                "project_id names another project: only the admin role may create there".into(),
+            )),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self("default".into()))
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Self>().cloned().ok_or_else(|| {
+            // Every route under /v1/ is behind `auth::authenticate`; this one is not.
+            ApiError::Internal("a handler needs a caller on a route without authentication")
+        })
     }
 }
 
@@ -236,6 +320,61 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    fn caller(roles: &[&str]) -> Caller {
+        Caller {
+            project_id: "demo".into(),
+            roles: Roles::new(roles.iter().copied()),
+            identity: None,
+        }
+    }
+
+    #[test]
+    fn a_member_lists_and_reaches_only_its_project_and_creates_only_there() {
+        let member = caller(&["member", "reader"]);
+        assert_eq!(member.list_scope(None).unwrap(), Scope::Project("demo"));
+        assert_eq!(
+            member.list_scope(Some(false)).unwrap(),
+            Scope::Project("demo")
+        );
+        assert!(matches!(
+            member.list_scope(Some(true)),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert_eq!(member.item_scope(), Scope::Project("demo"));
+        assert_eq!(member.target_project(None).unwrap(), "demo");
+        assert_eq!(member.target_project(Some("demo".into())).unwrap(), "demo");
+        assert!(matches!(
+            member.target_project(Some("alt".into())),
+            Err(ApiError::Forbidden(_))
+        ));
+    }
+
+    #[test]
+    fn an_admin_lists_every_project_when_asked_and_reaches_and_creates_anywhere() {
+        let admin = caller(&["admin"]);
+        assert_eq!(admin.list_scope(None).unwrap(), Scope::Project("demo"));
+        assert_eq!(admin.list_scope(Some(true)).unwrap(), Scope::AllProjects);
+        assert_eq!(admin.item_scope(), Scope::AllProjects);
+        assert_eq!(admin.target_project(Some("alt".into())).unwrap(), "alt");
+    }
+
+    #[test]
+    fn a_callers_debug_output_never_shows_its_token() {
+        let mut with_token = caller(&["member"]);
+        with_token.identity = Some(KeystoneIdentity {
+            user_id: "u".into(),
+            user_name: "demo".into(),
+            project_name: "demo".into(),
+            token: SecretString::from("gAAAAAB-very-secret".to_owned()),
+            expires_at: Utc::now(),
+            application_credential: false,
+            trust_scoped: false,
+        });
+        let shown = format!("{with_token:?}");
+        assert!(!shown.contains("very-secret"), "{shown}");
+        assert_eq!(with_token.user_id(), Some("u"));
+    }
 
     #[test]
     fn integral_floats_become_integers_and_others_stay() {

@@ -9,15 +9,22 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{ApiError, AppState, Problem, Result};
-use crate::store;
+use crate::{config::AuthMode, store};
 
 /// A probe's answer.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"status": "ok"}))]
+#[schema(example = json!({"status": "ready", "warning": "authentication is off (--auth none): every request acts as an admin of project default"}))]
 pub struct Health {
     /// `ok` for liveness, `ready` for readiness.
     pub status: &'static str,
+    /// Set when the service runs in a mode unfit for production (`--auth none`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<&'static str>,
 }
+
+/// What `/readyz` says, and the start-up log warns, when authentication is off.
+pub const AUTH_OFF_WARNING: &str =
+    "authentication is off (--auth none): every request acts as an admin of project default";
 
 /// The routes of the probes, with their OpenAPI operations.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -34,7 +41,10 @@ pub fn router() -> OpenApiRouter<AppState> {
     responses((status = 200, description = "The process is alive", body = Health))
 )]
 pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok" })
+    Json(Health {
+        status: "ok",
+        warning: None,
+    })
 }
 
 /// The database answers, every migration is applied, and every engine task is up.
@@ -64,7 +74,10 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>> {
     let check =
         tokio::time::timeout(Duration::from_secs(3), store::migrations_applied(&state.db)).await;
     match check {
-        Ok(Ok(true)) => Ok(Json(Health { status: "ready" })),
+        Ok(Ok(true)) => Ok(Json(Health {
+            status: "ready",
+            warning: (state.auth.mode() == AuthMode::None).then_some(AUTH_OFF_WARNING),
+        })),
         Ok(Ok(false)) => Err(ApiError::Unavailable(
             "database migrations are pending".into(),
         )),

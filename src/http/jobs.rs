@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::{
     ApiError, AppState, Problem, Result,
-    extract::{AppQuery, Project},
+    extract::{AppQuery, Caller},
     pagination::{List, fetch_page},
 };
 use crate::{
@@ -29,7 +29,8 @@ use crate::{
 /// A job: everything known about one resource's snapshot.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = Job, example = json!({
-    "id": "019ab9a1-2f00-7c1e-8d2a-1b2c3d4e5f60", "run_id": "019ab9a1-0c1e-7d2a-9f3b-2a4c5d6e7f80",
+    "id": "019ab9a1-2f00-7c1e-8d2a-1b2c3d4e5f60", "project_id": "8d3c1f0b2a4e4b6c9d7e5f1a2b3c4d5e",
+    "run_id": "019ab9a1-0c1e-7d2a-9f3b-2a4c5d6e7f80",
     "policy_id": "019ab8f0-6c1e-7d2a-9f3b-2a4c5d6e7f80", "resource_type": "server",
     "resource_id": "4f1d6a52-0b52-4a8e-9c43-1d0c8e3f2a10", "resource_name": "web-1", "status": "tracking", "attempt": 1,
     "image_id": "b92d4c1e-5f6a-4b7c-8d9e-0f1a2b3c4d5e",
@@ -42,6 +43,8 @@ use crate::{
 }))]
 pub struct JobResponse {
     pub id: Uuid,
+    /// The project the job acts in.
+    pub project_id: String,
     pub run_id: Uuid,
     pub policy_id: Option<Uuid>,
     pub resource_type: ResourceType,
@@ -75,6 +78,7 @@ impl From<Job> for JobResponse {
             status: job.status,
             consistency: job.consistency,
             id: job.job_id,
+            project_id: job.project_id,
             run_id: job.run_id,
             policy_id: job.policy_id,
             resource_type: job.resource_type,
@@ -97,11 +101,11 @@ impl From<Job> for JobResponse {
 
 /// One page of jobs, newest first.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"items": [], "next_cursor": "Y2oBAZq5oS8AfB6NKhssPU5fYA"}))]
+#[schema(example = json!({"items": [], "next_cursor": "Y2oCAZq5oS8AfB6NKhssPU5fYLTtD_alpFYU"}))]
 pub struct JobList {
     pub items: Vec<JobResponse>,
     /// Pass as `cursor` to get the next page; `null` on the last page.
-    #[schema(pattern = "^Y2oB[A-Za-z0-9_-]{21}[AQgw]$")]
+    #[schema(pattern = "^Y2oC[A-Za-z0-9_-]{32}$")]
     pub next_cursor: Option<String>,
 }
 
@@ -110,6 +114,8 @@ pub struct JobList {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListJobsQuery {
+    /// Every project's jobs, not only the token's project's (admin only; default `false`).
+    pub all_projects: Option<bool>,
     pub policy_id: Option<Uuid>,
     pub run_id: Option<Uuid>,
     #[param(inline)]
@@ -120,7 +126,7 @@ pub struct ListJobsQuery {
     #[param(minimum = 1, maximum = 1000, example = 100)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
-    #[param(pattern = "^Y2oB[A-Za-z0-9_-]{21}[AQgw]$")]
+    #[param(pattern = "^Y2oC[A-Za-z0-9_-]{32}$")]
     pub cursor: Option<String>,
 }
 
@@ -150,9 +156,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 )]
 pub async fn list_jobs(
     State(state): State<AppState>,
-    Project(project): Project,
+    caller: Caller,
     AppQuery(query): AppQuery<ListJobsQuery>,
 ) -> Result<Json<JobList>> {
+    let scope = caller.list_scope(query.all_projects)?;
     let filter = JobFilter {
         policy_id: query.policy_id,
         run_id: query.run_id,
@@ -161,9 +168,10 @@ pub async fn list_jobs(
     };
     let page = fetch_page(
         List::Jobs,
+        scope,
         query.limit,
         query.cursor.as_deref(),
-        |before, n| jobs::list_jobs(&state.db, &project, &filter, before, n),
+        |before, n| jobs::list_jobs(&state.db, scope, &filter, before, n),
         |j| j.job_id,
     )
     .await?
@@ -191,11 +199,11 @@ pub async fn list_jobs(
 )]
 pub async fn get_job(
     State(state): State<AppState>,
-    Project(project): Project,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<JobResponse>> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("job"))?;
-    let job = jobs::fetch_job(&state.db, &project, id)
+    let job = jobs::fetch_job(&state.db, caller.item_scope(), id)
         .await?
         .ok_or(ApiError::NotFound("job"))?;
     Ok(Json(JobResponse::from(job)))
@@ -215,11 +223,11 @@ pub async fn get_job(
 )]
 pub async fn cancel_job(
     State(state): State<AppState>,
-    Project(project): Project,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<JobResponse>> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("job"))?;
-    match lifecycle::cancel_job(&state.db, &project, id, state.clock.now()).await? {
+    match lifecycle::cancel_job(&state.db, caller.item_scope(), id, state.clock.now()).await? {
         CancelOutcome::Cancelled(job) => {
             state.job_events.ended(id);
             Ok(Json(JobResponse::from(job)))

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::{
     ApiError, AppState, Problem, Result,
-    extract::{AppQuery, Project},
+    extract::{AppQuery, Caller},
     pagination::{List, fetch_page},
 };
 use crate::{
@@ -37,7 +37,8 @@ use crate::{
 /// A snapshot stacksnap made and manages: the image and/or every volume snapshot.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = Snapshot, example = json!({
-    "id": "019ab9a2-1111-7c1e-8d2a-1b2c3d4e5f60", "policy_id": "019ab8f0-6c1e-7d2a-9f3b-2a4c5d6e7f80",
+    "id": "019ab9a2-1111-7c1e-8d2a-1b2c3d4e5f60", "project_id": "8d3c1f0b2a4e4b6c9d7e5f1a2b3c4d5e",
+    "policy_id": "019ab8f0-6c1e-7d2a-9f3b-2a4c5d6e7f80",
     "run_id": "019ab9a1-0c1e-7d2a-9f3b-2a4c5d6e7f80", "job_id": "019ab9a1-2f00-7c1e-8d2a-1b2c3d4e5f60",
     "resource_type": "server", "resource_id": "4f1d6a52-0b52-4a8e-9c43-1d0c8e3f2a10", "resource_name": "web-1",
     "image_id": "b92d4c1e-5f6a-4b7c-8d9e-0f1a2b3c4d5e",
@@ -48,6 +49,8 @@ use crate::{
 }))]
 pub struct SnapshotResponse {
     pub id: Uuid,
+    /// The project that owns it.
+    pub project_id: String,
     /// `null` for a one-off snapshot, or once its policy was deleted.
     pub policy_id: Option<Uuid>,
     pub run_id: Option<Uuid>,
@@ -85,6 +88,7 @@ impl SnapshotResponse {
     fn new(snapshot: ManagedSnapshot, kept_by: Option<Vec<KeepReason>>) -> Self {
         Self {
             id: snapshot.snapshot_id,
+            project_id: snapshot.project_id,
             policy_id: snapshot.policy_id,
             run_id: snapshot.run_id,
             job_id: snapshot.job_id,
@@ -116,7 +120,8 @@ impl SnapshotResponse {
 /// One page of snapshots, newest first.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"items": [{
-    "id": "019ab9a2-1111-7c1e-8d2a-1b2c3d4e5f60", "policy_id": "019ab8f0-6c1e-7d2a-9f3b-2a4c5d6e7f80",
+    "id": "019ab9a2-1111-7c1e-8d2a-1b2c3d4e5f60", "project_id": "8d3c1f0b2a4e4b6c9d7e5f1a2b3c4d5e",
+    "policy_id": "019ab8f0-6c1e-7d2a-9f3b-2a4c5d6e7f80",
     "run_id": "019ab9a1-0c1e-7d2a-9f3b-2a4c5d6e7f80", "job_id": "019ab9a1-2f00-7c1e-8d2a-1b2c3d4e5f60",
     "resource_type": "volume", "resource_id": "3c9e2a10-7b52-4a8e-9c43-1d0c8e3f2a10", "resource_name": "db-data",
     "image_id": null, "group_snapshot_id": null,
@@ -126,11 +131,11 @@ impl SnapshotResponse {
     "delete_error": {"code": "dependent_volumes", "message": "Cinder keeps what other volumes depend on: volume snapshot 0b2e7c1d-9a8f-4e3d-b2c1-a0f9e8d7c6b5 has volumes made from it: 6a2f0c1e-3b4d-4e5f-8a9b-0c1d2e3f4a5b (restore-test). Delete or flatten those volumes; stacksnap tries again daily"},
     "delete_blocked_by": [{"volume_snapshot_id": "0b2e7c1d-9a8f-4e3d-b2c1-a0f9e8d7c6b5",
         "volume_id": "6a2f0c1e-3b4d-4e5f-8a9b-0c1d2e3f4a5b", "volume_name": "restore-test"}]
-}], "next_cursor": "Y3MBAZq5ohERfB6NKhssPU5fYA"}))]
+}], "next_cursor": "Y3MCAZq5ohERfB6NKhssPU5fYLTtD_alpFYU"}))]
 pub struct SnapshotList {
     pub items: Vec<SnapshotResponse>,
     /// Pass as `cursor` to get the next page; `null` on the last page.
-    #[schema(pattern = "^Y3MB[A-Za-z0-9_-]{21}[AQgw]$")]
+    #[schema(pattern = "^Y3MC[A-Za-z0-9_-]{32}$")]
     pub next_cursor: Option<String>,
 }
 
@@ -139,6 +144,8 @@ pub struct SnapshotList {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListSnapshotsQuery {
+    /// Every project's snapshots, not only the token's project's (admin only; default `false`).
+    pub all_projects: Option<bool>,
     pub policy_id: Option<Uuid>,
     #[param(pattern = r"^[^\u0000]*$")]
     pub resource_id: Option<String>,
@@ -148,7 +155,7 @@ pub struct ListSnapshotsQuery {
     #[param(minimum = 1, maximum = 1000, example = 100)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
-    #[param(pattern = "^Y3MB[A-Za-z0-9_-]{21}[AQgw]$")]
+    #[param(pattern = "^Y3MC[A-Za-z0-9_-]{32}$")]
     pub cursor: Option<String>,
 }
 
@@ -214,9 +221,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 )]
 pub async fn list_snapshots(
     State(state): State<AppState>,
-    Project(project): Project,
+    caller: Caller,
     AppQuery(query): AppQuery<ListSnapshotsQuery>,
 ) -> Result<Json<SnapshotList>> {
+    let scope = caller.list_scope(query.all_projects)?;
     let filter = SnapshotFilter {
         policy_id: query.policy_id,
         resource_id: query.resource_id,
@@ -224,9 +232,10 @@ pub async fn list_snapshots(
     };
     let page = fetch_page(
         List::Snapshots,
+        scope,
         query.limit,
         query.cursor.as_deref(),
-        |before, n| snapshots::list_snapshots(&state.db, &project, &filter, before, n),
+        |before, n| snapshots::list_snapshots(&state.db, scope, &filter, before, n),
         |s| s.snapshot_id,
     )
     .await?;
@@ -262,11 +271,11 @@ pub async fn list_snapshots(
 )]
 pub async fn get_snapshot(
     State(state): State<AppState>,
-    Project(project): Project,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<SnapshotResponse>> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("snapshot"))?;
-    let snapshot = snapshots::fetch_snapshot(&state.db, &project, id)
+    let snapshot = snapshots::fetch_snapshot(&state.db, caller.item_scope(), id)
         .await?
         .ok_or(ApiError::NotFound("snapshot"))?;
     let kept_by = reasons(&state, std::slice::from_ref(&snapshot))
@@ -292,11 +301,11 @@ pub async fn get_snapshot(
 )]
 pub async fn delete_snapshot(
     State(state): State<AppState>,
-    Project(project): Project,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("snapshot"))?;
-    let snapshot = snapshots::request_delete(&state.db, &project, id, state.clock.now())
+    let snapshot = snapshots::request_delete(&state.db, caller.item_scope(), id, state.clock.now())
         .await?
         .ok_or(ApiError::NotFound("snapshot"))?;
     Ok((
@@ -319,11 +328,11 @@ pub async fn delete_snapshot(
 )]
 pub async fn retention_preview(
     State(state): State<AppState>,
-    Project(project): Project,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<RetentionPreview>> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("policy"))?;
-    let policy = policies::fetch_policy(&state.db, &project, id)
+    let policy = policies::fetch_policy(&state.db, caller.item_scope(), id)
         .await?
         .ok_or(ApiError::NotFound("policy"))?;
     let live = snapshots::live_for_policy(&state.db, id).await?;

@@ -15,12 +15,14 @@ use crate::{engine::orphans, openstack::OpenStack};
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = Orphan, example = json!({
     "snapshot_id": "0b2e7c1d-9a8f-4e3d-b2c1-a0f9e8d7c6b5", "volume_id": "6a2f1b1e-3c8b-4a53-8f4c-0d1e2f3a4b5c",
-    "name": "snapshot for nightly-web-db-1-20261126T0100Z", "image_name": "nightly-web-db-1-20261126T0100Z",
+    "project_id": "8d3c1f0b2a4e4b6c9d7e5f1a2b3c4d5e", "name": "snapshot for nightly-web-db-1-20261126T0100Z", "image_name": "nightly-web-db-1-20261126T0100Z",
     "status": "available", "size_gb": 10, "created_at": "2026-11-26T01:00:03Z", "made_by_stacksnap": true
 }))]
 pub struct Orphan {
     pub snapshot_id: String,
     pub volume_id: String,
+    /// The project that owns it, as Cinder reports it; `null` when Cinder does not say.
+    pub project_id: Option<String>,
     pub name: Option<String>,
     /// The name of the image it was made for, from its own name.
     pub image_name: Option<String>,
@@ -107,6 +109,7 @@ impl From<orphans::Orphan> for Orphan {
         Self {
             snapshot_id: o.snapshot_id,
             volume_id: o.volume_id,
+            project_id: o.project_id,
             name: o.name,
             image_name: o.image_name,
             status: o.status,

@@ -21,18 +21,23 @@ use self::dto::{
 use super::{
     ApiError, AppState, Problem, Result,
     contract::patch::PolicyPatch,
+    delegation,
     error::conflict_on,
-    extract::{AppQuery, JsonDocument, MergePatchDocument, Project, from_value},
+    extract::{AppQuery, Caller, JsonDocument, MergePatchDocument, from_value},
     merge_patch::merge_patch,
     pagination::{List, fetch_page},
     preconditions::{IfMatchHeader, check_if_match, etag, has_if_match},
 };
 use crate::{
     domain::{
+        adhoc::{PROJECT_ID_RULE, is_project_id},
         policy::{PolicyError, PolicySpec, PolicyState, StoredPolicy, ValidPolicy},
         validation::FieldError,
     },
-    store::policies::{self as store, PolicyFilter},
+    store::{
+        Scope,
+        policies::{self as store, PolicyChange, PolicyFilter},
+    },
 };
 
 const NAME_TAKEN: &str = "policy_project_name_key";
@@ -76,17 +81,27 @@ pub fn router() -> OpenApiRouter<AppState> {
 )]
 pub async fn create_policy(
     State(state): State<AppState>,
-    Project(project): Project,
+    caller: Caller,
     JsonDocument(body): JsonDocument,
 ) -> Result<Response> {
     let mut body = body;
+    let project = caller.target_project(take_project_id(&mut body)?)?;
     let read_only = take_read_only_fields(&mut body, None);
     let now = state.clock.now();
     let valid = parse_policy(body, read_only, now)?;
     let next_run_at = valid.next_run_after(now);
-    let policy = store::insert_policy(&state.db, &project, Uuid::now_v7(), &valid, next_run_at)
-        .await
-        .map_err(conflict_on(NAME_TAKEN, || name_taken(&valid.name)))?;
+    let trust = delegation::policy_trust(&state, &caller, &project).await?;
+    let policy = store::insert_delegated_policy(
+        &state.db,
+        &project,
+        Uuid::now_v7(),
+        &valid,
+        next_run_at,
+        caller.user_id(),
+        trust.as_ref(),
+    )
+    .await
+    .map_err(conflict_on(NAME_TAKEN, || name_taken(&valid.name)))?;
     let location = format!("/v1/policies/{}", policy.id);
     let mut response = policy_response(StatusCode::CREATED, policy.into());
     response.headers_mut().insert(
@@ -117,9 +132,10 @@ pub async fn create_policy(
 )]
 pub async fn list_policies(
     State(state): State<AppState>,
-    Project(project): Project,
+    caller: Caller,
     AppQuery(query): AppQuery<ListPoliciesQuery>,
 ) -> Result<Json<PolicyList>> {
+    let scope = caller.list_scope(query.all_projects)?;
     let filter = PolicyFilter {
         enabled: query.enabled,
         resource_type: query.resource_type,
@@ -127,9 +143,10 @@ pub async fn list_policies(
     let now = state.clock.now();
     let page = fetch_page(
         List::Policies,
+        scope,
         query.limit,
         query.cursor.as_deref(),
-        |after, n| store::list_policies(&state.db, &project, &filter, after, n, now),
+        |after, n| store::list_policies(&state.db, scope, &filter, after, n, now),
         |p| p.id,
     )
     .await?
@@ -158,10 +175,10 @@ pub async fn list_policies(
 )]
 pub async fn get_policy(
     State(state): State<AppState>,
-    Project(project): Project,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let policy = load(&state, &project, &id).await?;
+    let policy = load(&state, caller.item_scope(), &id).await?;
     Ok(policy_response(StatusCode::OK, policy))
 }
 
@@ -201,7 +218,7 @@ pub async fn get_policy(
 )]
 pub async fn update_policy(
     State(state): State<AppState>,
-    Project(project): Project,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     MergePatchDocument(patch): MergePatchDocument,
@@ -212,8 +229,9 @@ pub async fn update_policy(
             "a merge patch for a policy must be a JSON object",
         ));
     }
+    let scope = caller.item_scope();
     for _ in 0..PATCH_ATTEMPTS {
-        let current = load(&state, &project, &id).await?;
+        let current = load(&state, scope, &id).await?;
         let now = state.clock.now();
         let mut patch = patch.clone();
         let current_json =
@@ -229,23 +247,28 @@ pub async fn update_policy(
             return Ok(policy_response(StatusCode::OK, current));
         }
         let next_run_at = next_run_after_change(&current, &valid, now);
-        let updated = store::update_policy(
-            &state.db,
-            &project,
-            current.id,
-            current.version,
-            &valid,
+        // A policy whose trust Keystone refuses acts with a new one from whoever fixes it.
+        let renewed = if current.error().is_some_and(|e| e.code == "trust_refused") {
+            delegation::policy_trust(&state, &caller, &current.project_id).await?
+        } else {
+            None
+        };
+        let change = PolicyChange {
+            expected_version: current.version,
+            spec: &valid,
             next_run_at,
-            now,
-        )
-        .await
-        .map_err(conflict_on(NAME_TAKEN, || name_taken(&valid.name)))?;
+            updated_by: caller.user_id(),
+            renewed_trust: renewed.as_ref(),
+        };
+        let updated = store::update_policy(&state.db, scope, current.id, &change, now)
+            .await
+            .map_err(conflict_on(NAME_TAKEN, || name_taken(&valid.name)))?;
         if let Some(policy) = updated {
             return Ok(policy_response(StatusCode::OK, policy.into()));
         }
         // Another writer changed the policy between our read and write.
         if has_if_match(&headers) {
-            let latest = load(&state, &project, &id).await?;
+            let latest = load(&state, scope, &id).await?;
             return Err(ApiError::PreconditionFailed {
                 current_etag: etag(latest.version),
             });
@@ -278,24 +301,25 @@ pub async fn update_policy(
 )]
 pub async fn delete_policy(
     State(state): State<AppState>,
-    Project(project): Project,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     AppQuery(query): AppQuery<DeletePolicyQuery>,
 ) -> Result<StatusCode> {
+    let scope = caller.item_scope();
     // Only the version is read: a policy this build cannot decode can still be deleted.
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("policy"))?;
-    let version = store::fetch_policy_version(&state.db, &project, id)
+    let version = store::fetch_policy_version(&state.db, scope, id)
         .await?
         .ok_or(ApiError::NotFound("policy"))?;
     check_if_match(&headers, version)?;
     let expected = has_if_match(&headers).then_some(version);
     let delete_snapshots = query.snapshots == Some(SnapshotsOnDelete::Delete);
     let now = state.clock.now();
-    if store::delete_policy(&state.db, &project, id, expected, delete_snapshots, now).await? {
+    if store::delete_policy(&state.db, scope, id, expected, delete_snapshots, now).await? {
         return Ok(StatusCode::NO_CONTENT);
     }
-    match store::fetch_policy_version(&state.db, &project, id).await? {
+    match store::fetch_policy_version(&state.db, scope, id).await? {
         Some(latest) => Err(ApiError::PreconditionFailed {
             current_etag: etag(latest),
         }),
@@ -303,12 +327,27 @@ pub async fn delete_policy(
     }
 }
 
-/// Loads a policy by the id in the path, broken or not; a malformed id is simply not found.
-async fn load(state: &AppState, project: &str, id: &str) -> Result<StoredPolicy> {
+/// Loads a policy by the id in the path, broken or not; a malformed id (or one
+/// of a project out of `scope`) is simply not found.
+async fn load(state: &AppState, scope: Scope<'_>, id: &str) -> Result<StoredPolicy> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("policy"))?;
-    store::fetch_stored_policy(&state.db, project, id, state.clock.now())
+    store::fetch_stored_policy(&state.db, scope, id, state.clock.now())
         .await?
         .ok_or(ApiError::NotFound("policy"))
+}
+
+/// Takes the project a new policy is made in (`project_id`) out of the body.
+fn take_project_id(body: &mut Value) -> Result<Option<String>> {
+    let Some(named) = body
+        .as_object_mut()
+        .and_then(|map| map.remove("project_id"))
+    else {
+        return Ok(None);
+    };
+    match named {
+        Value::String(project) if is_project_id(&project) => Ok(Some(project)),
+        _ => Err(ApiError::field("project_id", PROJECT_ID_RULE)),
+    }
 }
 
 /// The answer to acting on a broken policy (running it, previewing its schedule).

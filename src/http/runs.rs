@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::{
     ApiError, AppState, Problem, Result,
-    extract::{AppQuery, Project},
+    extract::{AppQuery, Caller},
     pagination::{List, fetch_page},
 };
 use crate::{
@@ -33,18 +33,25 @@ use crate::{
 /// One firing of a policy, or a one-off snapshot request.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = Run, example = json!({
-    "id": "019ab9a1-0c1e-7d2a-9f3b-2a4c5d6e7f80", "policy_id": "019ab8f0-6c1e-7d2a-9f3b-2a4c5d6e7f80",
-    "policy_name": "nightly-web", "trigger": "schedule", "scheduled_for": "2026-11-26T01:00:00Z",
+    "id": "019ab9a1-0c1e-7d2a-9f3b-2a4c5d6e7f80", "project_id": "8d3c1f0b2a4e4b6c9d7e5f1a2b3c4d5e",
+    "policy_id": "019ab8f0-6c1e-7d2a-9f3b-2a4c5d6e7f80",
+    "policy_name": "nightly-web", "trigger": "schedule", "created_by": null, "scheduled_for": "2026-11-26T01:00:00Z",
     "status": "running", "error": null, "started_at": "2026-11-26T01:00:00.412Z", "finished_at": null,
     "jobs": {"pending": 0, "creating": 1, "tracking": 4, "succeeded": 10, "failed": 0, "timed_out": 0, "cancelled": 0}
 }))]
 pub struct RunResponse {
     pub id: Uuid,
+    /// The project the run acts in.
+    pub project_id: String,
     /// `null` for a one-off snapshot, or once the policy was deleted.
     pub policy_id: Option<Uuid>,
     pub policy_name: Option<String>,
     /// `schedule`, `manual` or `adhoc`.
     pub trigger: RunTrigger,
+    /// The Keystone user id of who started it by hand (`manual`) or asked for
+    /// the one-off snapshot (`adhoc`); `null` for a scheduled run, and when no
+    /// user is known (`--auth none`).
+    pub created_by: Option<String>,
     pub scheduled_for: DateTime<Utc>,
     pub status: RunStatus,
     /// Why the run failed without jobs (no targets, cloud unreachable), or why it is waiting.
@@ -63,6 +70,8 @@ impl From<Run> for RunResponse {
             .collect();
         Self {
             id: run.run_id,
+            project_id: run.project_id,
+            created_by: run.created_by,
             policy_id: run.policy_id,
             policy_name: run.policy_name,
             trigger: run.trigger,
@@ -78,11 +87,11 @@ impl From<Run> for RunResponse {
 
 /// One page of runs, newest first.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"items": [], "next_cursor": "Y3IBAZq5oQwefSqfOypMXW5_gA"}))]
+#[schema(example = json!({"items": [], "next_cursor": "Y3ICAZq5oQwefSqfOypMXW5_gLTtD_alpFYU"}))]
 pub struct RunList {
     pub items: Vec<RunResponse>,
     /// Pass as `cursor` to get the next page; `null` on the last page.
-    #[schema(pattern = "^Y3IB[A-Za-z0-9_-]{21}[AQgw]$")]
+    #[schema(pattern = "^Y3IC[A-Za-z0-9_-]{32}$")]
     pub next_cursor: Option<String>,
 }
 
@@ -91,6 +100,8 @@ pub struct RunList {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListRunsQuery {
+    /// Every project's runs, not only the token's project's (admin only; default `false`).
+    pub all_projects: Option<bool>,
     pub policy_id: Option<Uuid>,
     #[param(inline)]
     pub status: Option<RunStatus>,
@@ -98,7 +109,7 @@ pub struct ListRunsQuery {
     #[param(minimum = 1, maximum = 1000, example = 100)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
-    #[param(pattern = "^Y3IB[A-Za-z0-9_-]{21}[AQgw]$")]
+    #[param(pattern = "^Y3IC[A-Za-z0-9_-]{32}$")]
     pub cursor: Option<String>,
 }
 
@@ -129,18 +140,19 @@ pub fn router() -> OpenApiRouter<AppState> {
 )]
 pub async fn run_policy(
     State(state): State<AppState>,
-    Project(project): Project,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("policy"))?;
     let now = state.clock.now();
-    let policy = policy_store::fetch_stored_policy(&state.db, &project, id, now)
+    let scope = caller.item_scope();
+    let policy = policy_store::fetch_stored_policy(&state.db, scope, id, now)
         .await?
         .ok_or(ApiError::NotFound("policy"))?
         .into_policy()
         .map_err(super::policies::broken)?;
-    let run_id = runs::insert_manual_run(&state.db, &policy, now).await?;
-    let run = runs::fetch_run(&state.db, &project, run_id)
+    let run_id = runs::insert_manual_run(&state.db, &policy, caller.user_id(), now).await?;
+    let run = runs::fetch_run(&state.db, scope, run_id)
         .await?
         .ok_or(ApiError::NotFound("run"))?;
     let location = format!("/v1/runs/{run_id}");
@@ -169,23 +181,16 @@ pub async fn run_policy(
 )]
 pub async fn list_runs(
     State(state): State<AppState>,
-    Project(project): Project,
+    caller: Caller,
     AppQuery(query): AppQuery<ListRunsQuery>,
 ) -> Result<Json<RunList>> {
+    let scope = caller.list_scope(query.all_projects)?;
     let page = fetch_page(
         List::Runs,
+        scope,
         query.limit,
         query.cursor.as_deref(),
-        |before, n| {
-            runs::list_runs(
-                &state.db,
-                &project,
-                query.policy_id,
-                query.status,
-                before,
-                n,
-            )
-        },
+        |before, n| runs::list_runs(&state.db, scope, query.policy_id, query.status, before, n),
         |r| r.run_id,
     )
     .await?
@@ -210,11 +215,11 @@ pub async fn list_runs(
 )]
 pub async fn get_run(
     State(state): State<AppState>,
-    Project(project): Project,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<RunResponse>> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("run"))?;
-    let run = runs::fetch_run(&state.db, &project, id)
+    let run = runs::fetch_run(&state.db, caller.item_scope(), id)
         .await?
         .ok_or(ApiError::NotFound("run"))?;
     Ok(Json(RunResponse::from(run)))

@@ -13,8 +13,8 @@ use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    ApiError, AppState, Problem, Result,
-    extract::{AppQuery, JsonDocument, Project, from_value},
+    ApiError, AppState, Problem, Result, delegation,
+    extract::{AppQuery, Caller, JsonDocument, from_value},
     jobs::JobResponse,
 };
 use crate::{
@@ -67,7 +67,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 )]
 pub async fn create_snapshot(
     State(state): State<AppState>,
-    Project(project): Project,
+    caller: Caller,
     AppQuery(query): AppQuery<WaitQuery>,
     JsonDocument(body): JsonDocument,
 ) -> Result<Response> {
@@ -84,17 +84,21 @@ pub async fn create_snapshot(
         ));
     }
     let request: AdhocSnapshotRequest = from_value(body)?;
+    let project = caller.target_project(request.project_id.clone())?;
     let timeout_secs = request.validate().map_err(ApiError::Unprocessable)?;
     let now = state.clock.now();
     let job = request.job(timeout_secs, now);
     let job_id = job.job_id;
     // Watched from before the job exists, so its end cannot slip between a read and the wait.
     let mut ended = wait.map(|_| state.job_events.watch(job_id));
-    lifecycle::insert_adhoc_run(&state.db, &project, &job, Default::default(), now).await?;
+    let trust = delegation::adhoc_trust(&state, &caller, &project).await?;
+    let authority = delegation::run_authority(&caller, trust.as_ref());
+    lifecycle::insert_adhoc_run(&state.db, &project, caller.user_id(), &job, authority, now)
+        .await?;
 
     let deadline = tokio::time::Instant::now() + wait.unwrap_or_default();
     loop {
-        let job = jobs::fetch_job(&state.db, &project, job_id)
+        let job = jobs::fetch_job(&state.db, project.as_str(), job_id)
             .await?
             .ok_or(ApiError::NotFound("job"))?;
         if job.status.is_terminal() {

@@ -76,11 +76,11 @@ pub struct Snapshot {
     pub created_at: Option<DateTime<Utc>>,
     #[serde(rename = "os-extended-snapshot-attributes:progress", default)]
     pub progress: Option<String>,
-    #[serde(default)]
-    pub group_snapshot_id: Option<String>,
-    /// The owning project (shown to admins).
+    /// The owning project (Cinder shows it to readers of the project and to admins).
     #[serde(rename = "os-extended-snapshot-attributes:project_id", default)]
     pub project_id: Option<String>,
+    #[serde(default)]
+    pub group_snapshot_id: Option<String>,
 }
 
 /// A volume group.

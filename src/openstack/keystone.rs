@@ -1,4 +1,7 @@
-//! Keystone v3: tokens (password and application credential) and the service catalog.
+//! Keystone v3: tokens (password and application credential) and the service
+//! catalog; [`validation`] asks Keystone about the tokens of callers.
+
+pub mod validation;
 
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret as _, SecretString};

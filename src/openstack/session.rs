@@ -15,7 +15,7 @@ use std::{
 
 use bytes::Bytes;
 use reqwest::{Method, header::HeaderMap};
-use secrecy::ExposeSecret as _;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
@@ -37,6 +37,9 @@ pub enum Service {
     Compute,
     Image,
     Volume,
+    /// Keystone, for what the service asks of it besides its own token
+    /// (validating the tokens of callers).
+    Identity,
 }
 
 impl Service {
@@ -46,6 +49,7 @@ impl Service {
             Self::Compute => "nova",
             Self::Image => "glance",
             Self::Volume => "cinder",
+            Self::Identity => "keystone",
         }
     }
 
@@ -54,6 +58,7 @@ impl Service {
             Self::Compute => &["compute"],
             Self::Image => &["image"],
             Self::Volume => &["block-storage", "volumev3", "volume"],
+            Self::Identity => &["identity"],
         }
     }
 
@@ -62,7 +67,7 @@ impl Service {
         match self {
             Self::Compute => Some(("v2.1", "compute", Microversion(2, 96))),
             Self::Volume => Some(("v3", "volume", Microversion(3, 71))),
-            Self::Image => None,
+            Self::Image | Self::Identity => None,
         }
     }
 }
@@ -95,6 +100,9 @@ pub struct Call {
     pub path: String,
     pub query: Vec<(String, String)>,
     pub body: Option<Value>,
+    /// Sent as `X-Subject-Token`: the token Keystone is asked about. A secret,
+    /// so that it never shows in `Debug` output or logs.
+    pub subject_token: Option<SecretString>,
 }
 
 impl Call {
@@ -112,7 +120,14 @@ impl Call {
             path: path.into(),
             query: Vec::new(),
             body: None,
+            subject_token: None,
         }
+    }
+
+    /// Adds the `X-Subject-Token` header.
+    pub fn subject_token(mut self, token: SecretString) -> Self {
+        self.subject_token = Some(token);
+        self
     }
 
     /// Adds a JSON body.
@@ -250,6 +265,11 @@ impl Session {
         self.token().await
     }
 
+    /// The Keystone URL the session authenticates with.
+    pub fn auth_url(&self) -> &str {
+        &self.config.auth_url
+    }
+
     /// How many HTTP requests this session has sent to OpenStack services (Keystone included).
     pub fn call_count(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
@@ -366,6 +386,9 @@ impl Session {
         }
         if let Some(body) = &call.body {
             request = request.json(body);
+        }
+        if let Some(subject) = &call.subject_token {
+            request = request.header("X-Subject-Token", subject.expose_secret());
         }
         let started = Instant::now();
         self.calls.fetch_add(1, Ordering::Relaxed);
@@ -499,6 +522,15 @@ impl Session {
             &self.config.interface,
             self.config.region_name.as_deref(),
         )
+        // Keystone answers at the URL the service authenticates with even when
+        // the catalog does not list it.
+        .or_else(|| (service == Service::Identity).then(|| self.config.auth_url.clone()))
+        // Identity paths carry their version (`/v3/...`): catalogs list Keystone
+        // with or without it.
+        .map(|url| match service {
+            Service::Identity => identity_root(&url),
+            _ => url,
+        })
         .ok_or_else(|| {
             OpenStackError::new(
                 ErrorKind::Config,
@@ -578,6 +610,12 @@ impl Session {
             )
         })
     }
+}
+
+/// Keystone's URL without its version segment: `http://k/identity/v3/` → `http://k/identity`.
+fn identity_root(url: &str) -> String {
+    let url = url.trim_end_matches('/');
+    url.strip_suffix("/v3").unwrap_or(url).to_owned()
 }
 
 fn base_version(major: &str) -> Microversion {
@@ -702,6 +740,13 @@ mod tests {
             replace_project_segment("http://adminp/v3", "adminp", "demop"),
             "http://adminp/v3"
         );
+    }
+
+    #[test]
+    fn identity_urls_lose_their_version_segment() {
+        assert_eq!(identity_root("http://k/identity/v3/"), "http://k/identity");
+        assert_eq!(identity_root("http://k:5000/v3"), "http://k:5000");
+        assert_eq!(identity_root("http://k/identity"), "http://k/identity");
     }
 
     #[test]

@@ -4,7 +4,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::{PgConnection, PgPool, Row as _, types::Json};
 use uuid::Uuid;
 
-use super::row::{self, Keyed, Named};
+use super::{
+    Scope,
+    row::{self, Keyed, Named},
+};
 
 use crate::domain::{
     job::{
@@ -109,15 +112,16 @@ pub async fn insert_jobs(
 /// The query fails.
 pub async fn fetch_job(
     pool: &PgPool,
-    project_id: &str,
+    scope: impl Into<Scope<'_>>,
     job_id: Uuid,
 ) -> Result<Option<Job>, sqlx::Error> {
+    let scope: Scope<'_> = scope.into();
     sqlx::query_as::<_, Named<Job>>(concat!(
         "select ",
         job_columns!(),
-        " from job where project_id = $1 and job_id = $2"
+        " from job where ($1::text is null or project_id = $1) and job_id = $2"
     ))
-    .bind(project_id)
+    .bind(scope.project())
     .bind(job_id)
     .fetch_optional(pool)
     .await
@@ -139,20 +143,21 @@ pub struct JobFilter {
 /// The query fails.
 pub async fn list_jobs(
     pool: &PgPool,
-    project_id: &str,
+    scope: impl Into<Scope<'_>>,
     filter: &JobFilter,
     before: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Job>, sqlx::Error> {
+    let scope: Scope<'_> = scope.into();
     sqlx::query_as::<_, Named<Job>>(concat!(
         "select ",
         job_columns!(),
-        " from job where project_id = $1 and ($2::uuid is null or policy_id = $2) \
+        " from job where ($1::text is null or project_id = $1) and ($2::uuid is null or policy_id = $2) \
          and ($3::uuid is null or run_id = $3) and ($4::text is null or status = $4) \
          and ($5::text is null or resource_id = $5) and ($6::uuid is null or job_id < $6) \
          order by job_id desc limit $7"
     ))
-    .bind(project_id)
+    .bind(scope.project())
     .bind(filter.policy_id)
     .bind(filter.run_id)
     .bind(filter.status)

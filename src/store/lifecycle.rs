@@ -8,6 +8,7 @@ use sqlx::{PgConnection, PgPool, types::Json};
 use uuid::Uuid;
 
 use super::{
+    Scope,
     jobs::{self, Job, JobUpdate, NewJob},
     runs, snapshots,
 };
@@ -157,18 +158,19 @@ pub enum CancelOutcome {
 /// The query fails.
 pub async fn cancel_job(
     pool: &PgPool,
-    project_id: &str,
+    scope: impl Into<Scope<'_>>,
     job_id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<CancelOutcome, sqlx::Error> {
+    let scope: Scope<'_> = scope.into();
     let mut tx = pool.begin().await?;
     lock_job_owners(&mut tx, job_id).await?;
     let cancelled: Option<Uuid> = sqlx::query_scalar(
         "update job set status = 'cancelled', finished_at = $3, cancel_requested = true, \
          error = $4 \
-         where project_id = $1 and job_id = $2 and status in ('pending', 'creating', 'tracking') returning run_id",
+         where ($1::text is null or project_id = $1) and job_id = $2 and status in ('pending', 'creating', 'tracking') returning run_id",
     )
-    .bind(project_id)
+    .bind(scope.project())
     .bind(job_id)
     .bind(now)
     .bind(Json(JobError::new("cancelled", "cancelled on request; artefacts made so far are kept")))
@@ -180,7 +182,7 @@ pub async fn cancel_job(
     }
     tx.commit().await?;
     Ok(
-        match (cancelled, jobs::fetch_job(pool, project_id, job_id).await?) {
+        match (cancelled, jobs::fetch_job(pool, scope, job_id).await?) {
             (Some(_), Some(job)) => CancelOutcome::Cancelled(job),
             (None, Some(job)) => CancelOutcome::AlreadyEnded(job),
             (_, None) => CancelOutcome::NotFound,
@@ -291,13 +293,14 @@ pub async fn stop_policy_work(
     Ok(())
 }
 
-/// Inserts a resolved one-off run with its single job, in one transaction.
+/// Inserts a resolved one-off run asked for by `created_by` with its single job, in one transaction.
 ///
 /// # Errors
 /// The query fails.
 pub async fn insert_adhoc_run(
     pool: &PgPool,
     project_id: &str,
+    created_by: Option<&str>,
     job: &NewJob,
     authority: runs::RunAuthority<'_>,
     now: DateTime<Utc>,
@@ -317,6 +320,7 @@ pub async fn insert_adhoc_run(
         now,
         resolved: true,
         authority,
+        created_by,
     };
     runs::insert_run(&mut tx, &run).await?;
     jobs::insert_jobs(

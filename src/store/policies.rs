@@ -12,13 +12,16 @@ use serde_json::Value;
 use sqlx::{PgPool, types::Json};
 use uuid::Uuid;
 
+use crate::openstack::TrustId;
+
 use super::{
+    Scope,
     lifecycle::{self, PolicyStop},
     row::{self, Keyed, Named},
 };
 
 use crate::domain::policy::{
-    Policy, PolicyError, ResourceType, StoredPolicy, ValidPolicy, check_stored,
+    Authors, Policy, PolicyError, ResourceType, StoredPolicy, ValidPolicy, check_stored,
 };
 
 /// Filters for [`list_policies`]; `None` matches everything.
@@ -45,6 +48,8 @@ struct PolicyRow {
     broken_error: Option<Value>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    created_by: Option<String>,
+    updated_by: Option<String>,
     /// For an enabled policy with no `next_run_at`: the later of its last
     /// scheduled run and its last write, which it resumes after. Only the
     /// queries that show or replan policies select it ([`replan_since_column`]).
@@ -81,6 +86,10 @@ impl PolicyRow {
             version: self.version,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            authors: Authors {
+                created_by: self.created_by,
+                updated_by: self.updated_by,
+            },
         })
     }
 
@@ -103,6 +112,10 @@ impl PolicyRow {
             version: self.version,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            authors: Authors {
+                created_by: self.created_by,
+                updated_by: self.updated_by,
+            },
         }
         .replanned(since)
     }
@@ -117,7 +130,8 @@ impl Keyed for PolicyRow {
 macro_rules! policy_columns {
     () => {
         "policy_id, project_id, name, description, enabled, resource_type, targets, \
-         schedules, retention, options, next_run_at, version, broken_error, created_at, updated_at"
+         schedules, retention, options, next_run_at, version, broken_error, created_at, updated_at, \
+         created_by, updated_by"
     };
 }
 
@@ -132,6 +146,19 @@ macro_rules! replan_since_column {
     };
 }
 
+/// A new version of a policy, for [`update_policy`].
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyChange<'a> {
+    /// The version it replaces; another writer's change in between wins.
+    pub expected_version: i64,
+    pub spec: &'a ValidPolicy,
+    pub next_run_at: Option<DateTime<Utc>>,
+    /// The user making the change; `None` when unknown (`--auth none`).
+    pub updated_by: Option<&'a str>,
+    /// A trust from that user replacing the policy's (one Keystone refuses).
+    pub renewed_trust: Option<&'a TrustId>,
+}
+
 /// A policy the scheduler cannot fire, with the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetAside {
@@ -139,7 +166,7 @@ pub struct SetAside {
     pub error: PolicyError,
 }
 
-/// Inserts a new policy at version 1.
+/// Inserts a new policy at version 1, made (and so last changed) by `created_by`.
 ///
 /// # Errors
 /// `policy_project_name_key` when the project already has a policy of that name.
@@ -149,11 +176,28 @@ pub async fn insert_policy(
     id: Uuid,
     spec: &ValidPolicy,
     next_run_at: Option<DateTime<Utc>>,
+    created_by: Option<&str>,
+) -> Result<Policy, sqlx::Error> {
+    insert_delegated_policy(pool, project_id, id, spec, next_run_at, created_by, None).await
+}
+
+/// Inserts a policy that acts with `trust` (the creator's, made for it), in one statement.
+///
+/// # Errors
+/// `policy_project_name_key` when the project already has a policy of that name.
+pub async fn insert_delegated_policy(
+    pool: &PgPool,
+    project_id: &str,
+    id: Uuid,
+    spec: &ValidPolicy,
+    next_run_at: Option<DateTime<Utc>>,
+    created_by: Option<&str>,
+    trust: Option<&TrustId>,
 ) -> Result<Policy, sqlx::Error> {
     let row: PolicyRow = sqlx::query_as::<_, Named<PolicyRow>>(concat!(
         "insert into policy (policy_id, project_id, name, description, enabled, resource_type, \
-         targets, schedules, retention, options, next_run_at) \
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         targets, schedules, retention, options, next_run_at, created_by, updated_by, trust_id) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13) \
          returning ",
         policy_columns!()
     ))
@@ -168,6 +212,8 @@ pub async fn insert_policy(
     .bind(Json(&spec.retention))
     .bind(Json(&spec.options))
     .bind(next_run_at)
+    .bind(created_by)
+    .bind(trust.map(TrustId::expose))
     .fetch_one(pool)
     .await
     .map(Named::into_inner)?;
@@ -180,15 +226,16 @@ pub async fn insert_policy(
 /// The query fails.
 pub async fn fetch_policy(
     pool: &PgPool,
-    project_id: &str,
+    scope: impl Into<Scope<'_>>,
     id: Uuid,
 ) -> Result<Option<Policy>, sqlx::Error> {
+    let scope: Scope<'_> = scope.into();
     let row: Option<PolicyRow> = sqlx::query_as::<_, Named<PolicyRow>>(concat!(
         "select ",
         policy_columns!(),
-        " from policy where project_id = $1 and policy_id = $2"
+        " from policy where ($1::text is null or project_id = $1) and policy_id = $2"
     ))
-    .bind(project_id)
+    .bind(scope.project())
     .bind(id)
     .fetch_optional(pool)
     .await
@@ -203,17 +250,18 @@ pub async fn fetch_policy(
 /// The query fails.
 pub async fn fetch_stored_policy(
     pool: &PgPool,
-    project_id: &str,
+    scope: impl Into<Scope<'_>>,
     id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<Option<StoredPolicy>, sqlx::Error> {
+    let scope: Scope<'_> = scope.into();
     let row: Option<PolicyRow> = sqlx::query_as::<_, Named<PolicyRow>>(concat!(
         "select ",
         policy_columns!(),
         replan_since_column!(),
-        " from policy where project_id = $1 and policy_id = $2"
+        " from policy where ($1::text is null or project_id = $1) and policy_id = $2"
     ))
-    .bind(project_id)
+    .bind(scope.project())
     .bind(id)
     .fetch_optional(pool)
     .await
@@ -228,25 +276,26 @@ pub async fn fetch_stored_policy(
 /// The query fails.
 pub async fn list_policies(
     pool: &PgPool,
-    project_id: &str,
+    scope: impl Into<Scope<'_>>,
     filter: &PolicyFilter,
     after: Option<Uuid>,
     limit: i64,
     now: DateTime<Utc>,
 ) -> Result<Vec<StoredPolicy>, sqlx::Error> {
+    let scope: Scope<'_> = scope.into();
     let rows: Vec<PolicyRow> = sqlx::query_as::<_, Named<PolicyRow>>(concat!(
         "select ",
         policy_columns!(),
         replan_since_column!(),
         " from policy \
-         where project_id = $1 \
+         where ($1::text is null or project_id = $1) \
            and ($2::uuid is null or policy_id > $2) \
            and ($3::boolean is null or enabled = $3) \
            and ($4::text is null or resource_type = $4) \
          order by policy_id \
          limit $5"
     ))
-    .bind(project_id)
+    .bind(scope.project())
     .bind(after)
     .bind(filter.enabled)
     .bind(filter.resource_type.map(ResourceType::as_str))
@@ -267,21 +316,27 @@ pub async fn list_policies(
 /// `policy_project_name_key` when the new name is taken.
 pub async fn update_policy(
     pool: &PgPool,
-    project_id: &str,
+    scope: impl Into<Scope<'_>>,
     id: Uuid,
-    expected_version: i64,
-    spec: &ValidPolicy,
-    next_run_at: Option<DateTime<Utc>>,
+    change: &PolicyChange<'_>,
     now: DateTime<Utc>,
 ) -> Result<Option<Policy>, sqlx::Error> {
+    let PolicyChange {
+        expected_version,
+        spec,
+        next_run_at,
+        updated_by,
+        renewed_trust,
+    } = *change;
+    let scope: Scope<'_> = scope.into();
     let mut tx = pool.begin().await?;
     // `no key update`: a job recording its snapshot of this policy meanwhile only
     // needs a key-share lock on it, and must not wait for this transaction.
     let was_enabled: Option<bool> = sqlx::query_scalar(
-        "select enabled from policy where project_id = $1 and policy_id = $2 and version = $3 \
+        "select enabled from policy where ($1::text is null or project_id = $1) and policy_id = $2 and version = $3 \
          for no key update",
     )
-    .bind(project_id)
+    .bind(scope.project())
     .bind(id)
     .bind(expected_version)
     .fetch_optional(&mut *tx)
@@ -292,12 +347,12 @@ pub async fn update_policy(
     let row: PolicyRow = sqlx::query_as::<_, Named<PolicyRow>>(concat!(
         "update policy set name = $4, description = $5, enabled = $6, resource_type = $7, \
          targets = $8, schedules = $9, retention = $10, options = $11, next_run_at = $12, \
-         broken_error = null, version = version + 1 \
-         where project_id = $1 and policy_id = $2 and version = $3 \
+         broken_error = null, version = version + 1, updated_by = $13, trust_id = coalesce($14, trust_id) \
+         where ($1::text is null or project_id = $1) and policy_id = $2 and version = $3 \
          returning ",
         policy_columns!()
     ))
-    .bind(project_id)
+    .bind(scope.project())
     .bind(id)
     .bind(expected_version)
     .bind(&spec.name)
@@ -309,6 +364,8 @@ pub async fn update_policy(
     .bind(Json(&spec.retention))
     .bind(Json(&spec.options))
     .bind(next_run_at)
+    .bind(updated_by)
+    .bind(renewed_trust.map(TrustId::expose))
     .fetch_one(&mut *tx)
     .await
     .map(Named::into_inner)?;
@@ -331,22 +388,23 @@ pub async fn update_policy(
 /// The query fails.
 pub async fn delete_policy(
     pool: &PgPool,
-    project_id: &str,
+    scope: impl Into<Scope<'_>>,
     id: Uuid,
     expected_version: Option<i64>,
     delete_snapshots: bool,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
+    let scope: Scope<'_> = scope.into();
     let mut tx = pool.begin().await?;
     // The policy first, then its runs, then their jobs (DESIGN.md, lock order):
     // a job that ends takes the policy (key share) and its run before its own
     // row, and a worker resolving a run holds the run, so none of them waits on
     // this transaction in a cycle.
     let found: Option<Uuid> = sqlx::query_scalar(
-        "select policy_id from policy where project_id = $1 and policy_id = $2 \
+        "select policy_id from policy where ($1::text is null or project_id = $1) and policy_id = $2 \
          and ($3::bigint is null or version = $3) for update",
     )
-    .bind(project_id)
+    .bind(scope.project())
     .bind(id)
     .bind(expected_version)
     .fetch_optional(&mut *tx)
@@ -458,14 +516,17 @@ pub async fn mark_broken(
 /// The query fails.
 pub async fn fetch_policy_version(
     pool: &PgPool,
-    project_id: &str,
+    scope: impl Into<Scope<'_>>,
     id: Uuid,
 ) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar("select version from policy where project_id = $1 and policy_id = $2")
-        .bind(project_id)
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    let scope: Scope<'_> = scope.into();
+    sqlx::query_scalar(
+        "select version from policy where ($1::text is null or project_id = $1) and policy_id = $2",
+    )
+    .bind(scope.project())
+    .bind(id)
+    .fetch_optional(pool)
+    .await
 }
 
 /// Moves a policy's next fire time (the scheduler's own write: no version bump).

@@ -5,7 +5,10 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool, types::Json};
 use uuid::Uuid;
 
-use super::row::{self, Keyed, Named};
+use super::{
+    Scope,
+    row::{self, Keyed, Named},
+};
 
 use crate::domain::{
     job::JobError,
@@ -29,6 +32,8 @@ pub struct Run {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// The user who started it by hand (or asked for the one-off snapshot); `None` for a scheduled run.
+    pub created_by: Option<String>,
     /// `[[status, count], ...]` for the run's jobs.
     pub job_counts: Json<Vec<(JobStatus, i64)>>,
 }
@@ -52,7 +57,7 @@ impl Keyed for Run {
 macro_rules! run_select {
     () => {
         "select r.run_id, r.project_id, r.policy_id, r.policy_name, r.trigger, r.scheduled_for, r.status, \
-         r.spec, r.resolved_at, r.error, r.started_at, r.finished_at, r.created_at, \
+         r.spec, r.resolved_at, r.error, r.started_at, r.finished_at, r.created_at, r.created_by, \
          coalesce((select jsonb_agg(jsonb_build_array(c.status, c.n)) from \
              (select status, count(*) as n from job where job.run_id = r.run_id group by status) c), '[]') \
              as job_counts \
@@ -76,6 +81,8 @@ pub struct NewRun<'a> {
     /// What the run's jobs act with, beyond the policy's trust (copied by the
     /// insert): a one-off run's trust and its caller's token with its expiry.
     pub authority: RunAuthority<'a>,
+    /// The user who asked for it; `None` for a scheduled run or when no user is known.
+    pub created_by: Option<&'a str>,
 }
 
 /// The delegated authority a run is inserted with.
@@ -93,10 +100,10 @@ pub async fn insert_run(conn: &mut PgConnection, run: &NewRun<'_>) -> Result<boo
     let finished = run.status != RunStatus::Running;
     let result = sqlx::query(
         "insert into run (run_id, project_id, policy_id, policy_name, trigger, scheduled_for, status, spec, \
-         resolved_at, not_before, started_at, finished_at, created_at, trust_id, user_token, user_token_expires_at) \
+         resolved_at, not_before, started_at, finished_at, created_at, created_by, trust_id, user_token, user_token_expires_at) \
          values ($1, $2, $3, $4, $5, $6, $7, $8, case when $9 then $10 end, $10, \
-                 case when $11 then null else $10 end, case when $11 then $10 end, $10, \
-                 coalesce($12, (select trust_id from policy where policy_id = $3)), $13, $14) \
+                 case when $11 then null else $10 end, case when $11 then $10 end, $10, $12, \
+                 coalesce($13, (select trust_id from policy where policy_id = $3)), $14, $15) \
          on conflict do nothing",
     )
     .bind(run.run_id)
@@ -110,6 +117,7 @@ pub async fn insert_run(conn: &mut PgConnection, run: &NewRun<'_>) -> Result<boo
     .bind(run.resolved || finished)
     .bind(run.now)
     .bind(finished)
+    .bind(run.created_by)
     .bind(run.authority.trust_id)
     .bind(run.authority.user_token.map(|(token, _)| token))
     .bind(run.authority.user_token.map(|(_, expires)| expires))
@@ -124,14 +132,15 @@ pub async fn insert_run(conn: &mut PgConnection, run: &NewRun<'_>) -> Result<boo
 /// The query fails.
 pub async fn fetch_run(
     pool: &PgPool,
-    project_id: &str,
+    scope: impl Into<Scope<'_>>,
     run_id: Uuid,
 ) -> Result<Option<Run>, sqlx::Error> {
+    let scope: Scope<'_> = scope.into();
     sqlx::query_as::<_, Named<Run>>(concat!(
         run_select!(),
-        "where r.project_id = $1 and r.run_id = $2"
+        "where ($1::text is null or r.project_id = $1) and r.run_id = $2"
     ))
-    .bind(project_id)
+    .bind(scope.project())
     .bind(run_id)
     .fetch_optional(pool)
     .await
@@ -144,19 +153,20 @@ pub async fn fetch_run(
 /// The query fails.
 pub async fn list_runs(
     pool: &PgPool,
-    project_id: &str,
+    scope: impl Into<Scope<'_>>,
     policy_id: Option<Uuid>,
     status: Option<RunStatus>,
     before: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Run>, sqlx::Error> {
+    let scope: Scope<'_> = scope.into();
     sqlx::query_as::<_, Named<Run>>(concat!(
         run_select!(),
-        "where r.project_id = $1 and ($2::uuid is null or r.policy_id = $2) \
+        "where ($1::text is null or r.project_id = $1) and ($2::uuid is null or r.policy_id = $2) \
          and ($3::text is null or r.status = $3) and ($4::uuid is null or r.run_id < $4) \
          order by r.run_id desc limit $5"
     ))
-    .bind(project_id)
+    .bind(scope.project())
     .bind(policy_id)
     .bind(status)
     .bind(before)
@@ -340,13 +350,14 @@ pub async fn complete_run_if_done(
     Ok(())
 }
 
-/// Inserts a run of `policy` fired by hand now; its targets are resolved by a worker.
+/// Inserts a run of `policy` fired by hand now by `created_by`; its targets are resolved by a worker.
 ///
 /// # Errors
 /// The query fails.
 pub async fn insert_manual_run(
     pool: &PgPool,
     policy: &crate::domain::policy::Policy,
+    created_by: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Uuid, sqlx::Error> {
     let run_id = Uuid::now_v7();
@@ -364,6 +375,7 @@ pub async fn insert_manual_run(
         now,
         resolved: false,
         authority: RunAuthority::default(),
+        created_by,
     };
     insert_run(&mut conn, &run).await?;
     Ok(run_id)

@@ -6,7 +6,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::{PgConnection, PgPool, types::Json};
 use uuid::Uuid;
 
-use super::row::{self, Keyed, Named};
+use super::{
+    Scope,
+    row::{self, Keyed, Named},
+};
 
 use crate::domain::{
     deletion::Dependant,
@@ -260,15 +263,16 @@ pub async fn mark_stale_incomplete_deleting(
 /// The query fails.
 pub async fn fetch_snapshot(
     pool: &PgPool,
-    project_id: &str,
+    scope: impl Into<Scope<'_>>,
     id: Uuid,
 ) -> Result<Option<ManagedSnapshot>, sqlx::Error> {
+    let scope: Scope<'_> = scope.into();
     sqlx::query_as::<_, Named<ManagedSnapshot>>(concat!(
         "select ",
         snapshot_columns!(),
-        " from snapshot where project_id = $1 and snapshot_id = $2"
+        " from snapshot where ($1::text is null or project_id = $1) and snapshot_id = $2"
     ))
-    .bind(project_id)
+    .bind(scope.project())
     .bind(id)
     .fetch_optional(pool)
     .await
@@ -289,19 +293,20 @@ pub struct SnapshotFilter {
 /// The query fails.
 pub async fn list_snapshots(
     pool: &PgPool,
-    project_id: &str,
+    scope: impl Into<Scope<'_>>,
     filter: &SnapshotFilter,
     before: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<ManagedSnapshot>, sqlx::Error> {
+    let scope: Scope<'_> = scope.into();
     sqlx::query_as::<_, Named<ManagedSnapshot>>(concat!(
         "select ",
         snapshot_columns!(),
-        " from snapshot where project_id = $1 and ($2::uuid is null or policy_id = $2) \
+        " from snapshot where ($1::text is null or project_id = $1) and ($2::uuid is null or policy_id = $2) \
          and ($3::text is null or resource_id = $3) and ($4::text is null or state = $4) \
          and ($5::uuid is null or snapshot_id < $5) order by snapshot_id desc limit $6"
     ))
-    .bind(project_id)
+    .bind(scope.project())
     .bind(filter.policy_id)
     .bind(&filter.resource_id)
     .bind(filter.state)
@@ -320,21 +325,22 @@ pub async fn list_snapshots(
 /// The query fails.
 pub async fn request_delete(
     pool: &PgPool,
-    project_id: &str,
+    scope: impl Into<Scope<'_>>,
     id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<Option<ManagedSnapshot>, sqlx::Error> {
+    let scope: Scope<'_> = scope.into();
     sqlx::query(
         "update snapshot set state = 'deleting', not_before = $3, delete_attempts = 0, \
              delete_waiting_since = null, delete_blocked_by = null \
-         where project_id = $1 and snapshot_id = $2 and state in ('available', 'delete_failed', 'delete_blocked')",
+         where ($1::text is null or project_id = $1) and snapshot_id = $2 and state in ('available', 'delete_failed', 'delete_blocked')",
     )
-    .bind(project_id)
+    .bind(scope.project())
     .bind(id)
     .bind(now)
     .execute(pool)
     .await?;
-    fetch_snapshot(pool, project_id, id).await
+    fetch_snapshot(pool, scope, id).await
 }
 
 /// Starts deleting every live snapshot of a policy (the policy is being deleted with `snapshots=delete`).

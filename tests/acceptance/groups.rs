@@ -174,10 +174,13 @@ async fn exercise(pool: PgPool, cloud: OpenStack, fixture: GroupFixture) {
         Uuid::now_v7(),
         &valid,
         valid.next_run_after(now),
+        None,
     )
     .await
     .unwrap();
-    let run_id = runs::insert_manual_run(&pool, &policy, now).await.unwrap();
+    let run_id = runs::insert_manual_run(&pool, &policy, None, now)
+        .await
+        .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     let run = loop {
         let run = runs::fetch_run(&pool, "default", run_id)

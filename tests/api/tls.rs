@@ -206,6 +206,7 @@ async fn start_up_error(settings: Settings) -> String {
         db: pool,
         clock: Arc::new(SystemClock),
         cloud: None,
+        auth: stacksnap::http::auth::Authenticator::Disabled,
     };
     let settings = Settings {
         no_engine: true,

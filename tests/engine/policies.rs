@@ -46,7 +46,7 @@ async fn volume_policy(h: &Harness, name: &str, volumes: &[String], max_concurre
 
 /// Fires the policy by hand, as `POST /v1/policies/{id}/run` does.
 async fn run_now(h: &Harness, policy: &Policy) -> Uuid {
-    runs::insert_manual_run(&h.pool, policy, h.clock.now())
+    runs::insert_manual_run(&h.pool, policy, None, h.clock.now())
         .await
         .unwrap()
 }
@@ -368,7 +368,7 @@ async fn a_run_resolved_while_its_policy_is_deleted_leaves_no_pending_job(pool: 
         }))
         .await;
     let now = h.clock.now();
-    let run_id = runs::insert_manual_run(&h.pool, &policy, now)
+    let run_id = runs::insert_manual_run(&h.pool, &policy, None, now)
         .await
         .unwrap();
     // A worker claims the run and resolves it, as `resolver::resolve_run` does.
@@ -451,7 +451,7 @@ async fn deleting_a_policy_while_a_job_of_its_run_ends_does_not_deadlock(pool: P
         }))
         .await;
     let now = h.clock.now();
-    let run_id = runs::insert_manual_run(&h.pool, &policy, now)
+    let run_id = runs::insert_manual_run(&h.pool, &policy, None, now)
         .await
         .unwrap();
     h.engine.execute_next().await.unwrap(); // resolves: two pending jobs

@@ -24,7 +24,7 @@ async fn state_of(h: &Harness, id: Uuid) -> String {
 
 /// Runs `policy` by hand at the harness clock and drives its one job to the end.
 async fn take(h: &Harness, policy: &stacksnap::domain::policy::Policy) -> Uuid {
-    let run_id = runs::insert_manual_run(&h.pool, policy, h.clock.now())
+    let run_id = runs::insert_manual_run(&h.pool, policy, None, h.clock.now())
         .await
         .unwrap();
     h.work().await;

@@ -187,7 +187,7 @@ async fn a_run_resolves_selectors_and_a_missing_id_fails_only_its_own_job(pool: 
         }))
         .await;
 
-    let run_id = stacksnap::store::runs::insert_manual_run(&h.pool, &policy, h.clock.now())
+    let run_id = stacksnap::store::runs::insert_manual_run(&h.pool, &policy, None, h.clock.now())
         .await
         .unwrap();
     h.work().await;
@@ -222,7 +222,7 @@ async fn a_run_with_no_matching_resource_fails_with_a_reason(pool: PgPool) {
             "schedules": [{"cron": "@daily"}], "retention": {"keep_last": 1}
         }))
         .await;
-    let run_id = stacksnap::store::runs::insert_manual_run(&h.pool, &policy, h.clock.now())
+    let run_id = stacksnap::store::runs::insert_manual_run(&h.pool, &policy, None, h.clock.now())
         .await
         .unwrap();
     h.work().await;

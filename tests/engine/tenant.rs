@@ -162,7 +162,7 @@ async fn a_tag_selector_never_takes_servers_nova_did_not_filter_for_a_member(poo
         .await;
 
     // Act
-    let run_id = runs::insert_manual_run(&h.pool, &policy, h.clock.now())
+    let run_id = runs::insert_manual_run(&h.pool, &policy, None, h.clock.now())
         .await
         .unwrap();
     h.work().await;

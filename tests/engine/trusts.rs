@@ -91,9 +91,16 @@ async fn delegated_policy(
     }))
     .unwrap();
     let valid = spec.validate(h.clock.now()).unwrap();
-    let policy = policies::insert_policy(&h.pool, project, Uuid::now_v7(), &valid, None)
-        .await
-        .unwrap();
+    let policy = policies::insert_policy(
+        &h.pool,
+        project,
+        Uuid::now_v7(),
+        &valid,
+        None,
+        Some(user_id),
+    )
+    .await
+    .unwrap();
     assert!(
         trusts::set_policy_trust(&h.pool, policy.id, &trust)
             .await
@@ -108,7 +115,7 @@ async fn run_once(h: &Harness, project: &str, policy_id: Uuid) -> stacksnap::sto
         .await
         .unwrap()
         .unwrap();
-    let run_id = runs::insert_manual_run(&h.pool, &policy, h.clock.now())
+    let run_id = runs::insert_manual_run(&h.pool, &policy, None, h.clock.now())
         .await
         .unwrap();
     for _ in 0..100 {
@@ -178,7 +185,7 @@ async fn a_trust_keystone_refuses_fails_the_job_naming_the_policy_and_breaks_it(
         .await
         .unwrap()
         .unwrap();
-    let run_id = runs::insert_manual_run(&h.pool, &run, h.clock.now())
+    let run_id = runs::insert_manual_run(&h.pool, &run, None, h.clock.now())
         .await
         .unwrap();
     h.work().await;
@@ -225,7 +232,7 @@ async fn a_job_whose_trust_breaks_after_its_run_was_resolved_fails_clearly(pool:
         .await
         .unwrap()
         .unwrap();
-    let run_id = runs::insert_manual_run(&h.pool, &policy, h.clock.now())
+    let run_id = runs::insert_manual_run(&h.pool, &policy, None, h.clock.now())
         .await
         .unwrap();
     // Resolve the run only: its job exists, not started.

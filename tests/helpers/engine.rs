@@ -152,6 +152,7 @@ impl Harness {
         stacksnap::store::lifecycle::insert_adhoc_run(
             &self.pool,
             "default",
+            None,
             &job,
             Default::default(),
             self.clock.now(),
@@ -167,7 +168,7 @@ impl Harness {
         let now = self.clock.now();
         let valid = spec.validate(now).unwrap();
         let next = valid.next_run_after(now);
-        policies::insert_policy(&self.pool, "default", Uuid::now_v7(), &valid, next)
+        policies::insert_policy(&self.pool, "default", Uuid::now_v7(), &valid, next, None)
             .await
             .unwrap()
     }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use stacksnap::{
     clock::{Clock, ManualClock},
-    config::Settings,
+    config::{AuthMode, Settings},
     engine::EngineConfig,
     openstack::{CloudConfig, OpenStack, SessionOptions, retry::RetryPolicy},
     startup::{self, Dependencies, RunningService},
@@ -45,6 +45,10 @@ pub fn test_settings() -> Settings {
         history_retention: Duration::from_secs(90 * 86400),
         api_db_max_connections: 3,
         wait_poll_interval: Duration::from_millis(200),
+        // The tests of everything but authentication run without it; those of
+        // authentication start the service with `spawn_app_with_keystone`.
+        auth: AuthMode::None,
+        token_cache_ttl: Duration::from_secs(300),
     }
 }
 
@@ -72,10 +76,12 @@ pub async fn start_service_with(
         no_engine: cloud.is_none(),
         ..settings
     };
+    let auth = startup::authenticator(&settings, cloud.as_ref()).expect("an authenticator");
     let deps = Dependencies {
         db: pool,
         clock,
         cloud,
+        auth,
     };
     startup::start(&settings, deps, engine)
         .await
@@ -229,4 +235,97 @@ pub fn error_fields(problem: &Value) -> Vec<String> {
         .iter()
         .map(|e| e["field"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// Starts the API with `--auth keystone` against a simulator started with
+/// `sim_config`: tokens are validated by the simulator's Keystone with the
+/// admin's credentials (the service user), trusted for `token_cache_ttl`. The
+/// engine does not run (requests only record work); the orphan finder reads
+/// the simulator.
+pub async fn spawn_app_with_keystone(
+    pool: PgPool,
+    sim_config: SimConfig,
+    token_cache_ttl: Duration,
+) -> (TestApp, SimHandle) {
+    let sim = Simulator::start(sim_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let cloud = sim_cloud(&sim, "stacksnap-sim");
+    let settings = Settings {
+        auth: AuthMode::Keystone,
+        token_cache_ttl,
+        no_engine: true,
+        ..test_settings()
+    };
+    let clock = ManualClock::new(TEST_NOW.parse().unwrap());
+    let deps = Dependencies {
+        db: pool.clone(),
+        clock: Arc::new(clock.clone()),
+        auth: startup::authenticator(&settings, Some(&cloud)).unwrap(),
+        cloud: Some(cloud),
+    };
+    let service = startup::start(&settings, deps, EngineConfig::default())
+        .await
+        .expect("the service starts");
+    let app = TestApp {
+        addr: service.local_addr(),
+        client: reqwest::Client::new(),
+        pool,
+        clock,
+        _service: service,
+    };
+    (app, sim)
+}
+
+/// A client of the simulator's cloud `name` (from its clouds.yaml), retrying quickly.
+pub fn sim_cloud(sim: &SimHandle, name: &str) -> OpenStack {
+    let config = CloudConfig::from_clouds_yaml(&sim.clouds_yaml(), name, "simulator").unwrap();
+    let options = SessionOptions {
+        request_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(2),
+        retry: RetryPolicy {
+            max_attempts: 2,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+        },
+    };
+    OpenStack::new(config, options).unwrap()
+}
+
+/// A token of the simulator's user `user` (`admin`, or a member: `member`,
+/// `demo`, `alt`), scoped to its project, as `openstack token issue` gets it.
+pub async fn sim_token(sim: &SimHandle, user: &str) -> SimToken {
+    let cloud = match user {
+        "admin" => "stacksnap-sim".to_owned(),
+        other => format!("stacksnap-sim-{other}"),
+    };
+    let config = CloudConfig::from_clouds_yaml(&sim.clouds_yaml(), &cloud, "simulator").unwrap();
+    let token = stacksnap::openstack::keystone::authenticate(&reqwest::Client::new(), &config)
+        .await
+        .unwrap();
+    SimToken {
+        value: secrecy::ExposeSecret::expose_secret(&token.value).to_owned(),
+        user_id: token.user_id.unwrap(),
+        project_id: token.project_id.unwrap_or_default(),
+    }
+}
+
+/// A token of a simulated user, with whom it stands for.
+#[derive(Debug, Clone)]
+pub struct SimToken {
+    pub value: String,
+    pub user_id: String,
+    pub project_id: String,
+}
+
+impl TestApp {
+    /// A request to `path` carrying `token` in `X-Auth-Token`.
+    pub fn with_token(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+    ) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .header("X-Auth-Token", token)
+    }
 }

@@ -13,7 +13,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{Policy, PolicySpec, ValidPolicy};
+use super::{Authors, Policy, PolicySpec, ValidPolicy};
 
 /// Whether a policy fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -96,6 +96,7 @@ pub struct StoredPolicy {
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub authors: Authors,
 }
 
 impl StoredPolicy {
@@ -170,6 +171,7 @@ impl StoredPolicy {
             version: self.version,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            authors: self.authors,
         })
     }
 }
@@ -189,6 +191,7 @@ impl From<Policy> for StoredPolicy {
             version: policy.version,
             created_at: policy.created_at,
             updated_at: policy.updated_at,
+            authors: policy.authors,
         }
     }
 }
@@ -259,6 +262,7 @@ mod tests {
             version: 1,
             created_at: now(),
             updated_at: now(),
+            authors: Authors::default(),
         };
         assert_eq!(policy(true, true, false).state(), PolicyState::Active);
         assert_eq!(policy(false, true, false).state(), PolicyState::Disabled);
@@ -283,6 +287,7 @@ mod tests {
             version: 1,
             created_at: now(),
             updated_at: now(),
+            authors: Authors::default(),
         }
     }
 

@@ -165,4 +165,14 @@ pub struct Policy {
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub authors: Authors,
+}
+
+/// Who created a policy and who changed it last (Keystone user ids); `None`
+/// where no user is known (written before users were recorded, or by a service
+/// running with `--auth none`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Authors {
+    pub created_by: Option<String>,
+    pub updated_by: Option<String>,
 }

@@ -16,9 +16,11 @@ use crate::domain::{
 };
 
 /// Fields the service maintains; clients may not set them.
-pub const READ_ONLY_FIELDS: [&str; 8] = [
+pub const READ_ONLY_FIELDS: [&str; 10] = [
     "id",
     "project_id",
+    "created_by",
+    "updated_by",
     "state",
     "error",
     "next_run_at",
@@ -47,7 +49,9 @@ pub const READ_ONLY_FIELDS: [&str; 8] = [
     "next_run_at": "2026-11-26T01:00:00Z",
     "version": 3,
     "created_at": "2026-11-20T09:12:44.512Z",
-    "updated_at": "2026-11-25T17:03:10.007Z"
+    "updated_at": "2026-11-25T17:03:10.007Z",
+    "created_by": "5f2b7c1d9e8a4b3c8d7e6f5a4b3c2d1e",
+    "updated_by": "9a8b7c6d5e4f40312a1b0c9d8e7f6a5b"
 }))]
 pub struct PolicyResponse {
     pub id: Uuid,
@@ -91,6 +95,12 @@ pub struct PolicyResponse {
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The Keystone user id of who created it; `null` when no user is known
+    /// (created before users were recorded, or with `--auth none`).
+    pub created_by: Option<String>,
+    /// The Keystone user id of who changed it last (its creator until then);
+    /// `null` when no user is known.
+    pub updated_by: Option<String>,
 }
 
 impl From<StoredPolicy> for PolicyResponse {
@@ -122,17 +132,19 @@ impl From<StoredPolicy> for PolicyResponse {
             version: policy.version,
             created_at: policy.created_at,
             updated_at: policy.updated_at,
+            created_by: policy.authors.created_by,
+            updated_by: policy.authors.updated_by,
         }
     }
 }
 
 /// One page of policies.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"items": [], "next_cursor": "Y3ABAZq48GwefSqfOypMXW5_gA"}))]
+#[schema(example = json!({"items": [], "next_cursor": "Y3ACAZq48GwefSqfOypMXW5_gLTtD_alpFYU"}))]
 pub struct PolicyList {
     pub items: Vec<PolicyResponse>,
     /// Pass as `cursor` to get the next page; `null` on the last page.
-    #[schema(pattern = "^Y3AB[A-Za-z0-9_-]{21}[AQgw]$")]
+    #[schema(pattern = "^Y3AC[A-Za-z0-9_-]{32}$")]
     pub next_cursor: Option<String>,
 }
 
@@ -141,6 +153,8 @@ pub struct PolicyList {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListPoliciesQuery {
+    /// Every project's policies, not only the token's project's (admin only; default `false`).
+    pub all_projects: Option<bool>,
     /// Only enabled (`true`) or disabled (`false`) policies.
     pub enabled: Option<bool>,
     /// Only policies of this resource type.
@@ -150,7 +164,7 @@ pub struct ListPoliciesQuery {
     #[param(minimum = 1, maximum = 1000, example = 100)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
-    #[param(pattern = "^Y3AB[A-Za-z0-9_-]{21}[AQgw]$")]
+    #[param(pattern = "^Y3AC[A-Za-z0-9_-]{32}$")]
     pub cursor: Option<String>,
 }
 

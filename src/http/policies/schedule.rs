@@ -12,7 +12,7 @@ use super::{
 };
 use crate::http::{
     ApiError, AppState, Problem, Result,
-    extract::{AppQuery, Project},
+    extract::{AppQuery, Caller},
 };
 
 /// The next fire times of a policy, in UTC and in each schedule's local time.
@@ -30,7 +30,7 @@ use crate::http::{
 )]
 pub async fn get_policy_schedule(
     State(state): State<AppState>,
-    Project(project): Project,
+    caller: Caller,
     Path(id): Path<String>,
     AppQuery(query): AppQuery<ScheduleQuery>,
 ) -> Result<Json<ScheduleResponse>> {
@@ -41,7 +41,7 @@ pub async fn get_policy_schedule(
             format!("must be between 1 and 100, found {count}"),
         ));
     }
-    let policy = load(&state, &project, &id)
+    let policy = load(&state, caller.item_scope(), &id)
         .await?
         .into_policy()
         .map_err(broken)?;

@@ -1,0 +1,77 @@
+//! The HTTP edge of delegation: a policy's trust made with its creator's
+//! token, and a one-off run's caller's token and trust (see `crate::delegation`).
+
+use super::{AppState, error::ApiError, extract::Caller};
+use crate::{
+    delegation::{self, DelegationError, Delegator},
+    openstack::TrustId,
+    store::runs::RunAuthority,
+};
+
+/// The trust a policy created or renewed by `caller` in `project` acts with;
+/// `None` with `--auth none` (the service's own credentials act).
+///
+/// # Errors
+/// 403 with the reason when the token cannot delegate or Keystone refuses,
+/// 503 when Keystone cannot be reached.
+pub async fn policy_trust(
+    state: &AppState,
+    caller: &Caller,
+    project: &str,
+) -> Result<Option<TrustId>, ApiError> {
+    let (Some(identity), Some(cloud)) = (&caller.identity, &state.cloud) else {
+        return Ok(None);
+    };
+    let who = Delegator {
+        token: &identity.token,
+        user_id: &identity.user_id,
+        application_credential: identity.application_credential,
+        trust_scoped: identity.trust_scoped,
+    };
+    delegation::delegate(cloud, &state.db, &who, project, state.clock.now())
+        .await
+        .map(Some)
+        .map_err(to_api)
+}
+
+/// The trust a one-off run of `caller` in `project` goes on with once the
+/// caller's token has expired, where the token can make one. No trust is no
+/// error: the job starts with the caller's token, and tracking that outlives
+/// it goes on with the service's own credentials.
+///
+/// # Errors
+/// The database fails.
+pub async fn adhoc_trust(
+    state: &AppState,
+    caller: &Caller,
+    project: &str,
+) -> Result<Option<TrustId>, ApiError> {
+    match policy_trust(state, caller, project).await {
+        Ok(trust) => Ok(trust),
+        Err(ApiError::Database(e)) => Err(ApiError::Database(e)),
+        Err(error) => {
+            tracing::info!(%error, "no trust for a one-off snapshot; its caller's token acts");
+            Ok(None)
+        }
+    }
+}
+
+/// The stored form of a one-off run's authority.
+pub fn run_authority<'a>(caller: &'a Caller, trust: Option<&'a TrustId>) -> RunAuthority<'a> {
+    RunAuthority {
+        trust_id: trust.map(TrustId::expose),
+        user_token: caller.identity.as_ref().map(|i| {
+            use secrecy::ExposeSecret as _;
+            (i.token.expose_secret(), i.expires_at)
+        }),
+    }
+}
+
+fn to_api(error: DelegationError) -> ApiError {
+    match error {
+        DelegationError::TokenCannotDelegate(why) => ApiError::Forbidden(why.to_owned()),
+        DelegationError::Refused(_) => ApiError::Forbidden(error.to_string()),
+        DelegationError::Unavailable(e) => ApiError::IdentityUnavailable(e),
+        DelegationError::Database(e) => ApiError::Database(e),
+    }
+}
