@@ -406,6 +406,19 @@ async fn an_admin_reads_changes_and_deletes_in_any_project_and_creates_where_it_
     .await;
     let mut body = policy_body("made-for-demo");
     body["project_id"] = json!(demo.project_id);
+    // The policy acts with a trust from the admin, which Keystone makes only
+    // where the admin holds a role: refused with Keystone's reason until then.
+    let refused = call(&app, &admin, Method::POST, "/v1/policies", Some(&body)).await;
+    let refusal = ok_json(refused, 403).await;
+    assert!(
+        refusal["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Keystone refused"),
+        "{refusal}"
+    );
+    sim.grant_role("admin", "demo", stacksnap_sim::Role::Member)
+        .unwrap();
     let created = ok_json(
         call(&app, &admin, Method::POST, "/v1/policies", Some(&body)).await,
         201,
@@ -557,7 +570,6 @@ async fn a_cursor_is_refused_under_another_scope(pool: PgPool) {
 }
 
 #[sqlx::test]
-#[ignore = "needs the simulator's reader user `demo_reader` (the sim branch of issue 10)"]
 async fn a_reader_reads_but_may_not_write(pool: PgPool) {
     // Arrange
     let (app, sim) = start(pool).await;

@@ -295,7 +295,7 @@ pub fn sim_cloud(sim: &SimHandle, name: &str) -> OpenStack {
 pub async fn sim_token(sim: &SimHandle, user: &str) -> SimToken {
     let cloud = match user {
         "admin" => "stacksnap-sim".to_owned(),
-        other => format!("stacksnap-sim-{other}"),
+        other => format!("stacksnap-sim-{}", other.replace('_', "-")),
     };
     let config = CloudConfig::from_clouds_yaml(&sim.clouds_yaml(), &cloud, "simulator").unwrap();
     let token = stacksnap::openstack::keystone::authenticate(&reqwest::Client::new(), &config)
