@@ -123,7 +123,7 @@ async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
         .await
         .context("cannot read the database's clock")?;
     let demo_cloud = if demo {
-        let cloud = crate::demo::start_cloud()?;
+        let cloud = crate::demo::start_cloud(settings.auth)?;
         crate::demo::seed(&pool, &cloud, settings.auth, clock.now()).await?;
         Some(cloud)
     } else {

@@ -11,6 +11,7 @@ use stacksnap_sim::{ImageSeed, ServerSeed, SimConfig, SimHandle, Simulator, Volu
 
 use crate::{
     config::AuthMode,
+    delegation::{self, Delegator},
     domain::policy::PolicySpec,
     http::auth::UNAUTHENTICATED_PROJECT,
     openstack::{
@@ -31,11 +32,17 @@ pub struct DemoCloud {
 }
 
 /// Starts the simulator with an image-backed server, a volume-backed server with
-/// two volumes (its image has the guest agent) and a standalone volume.
+/// two volumes (its image has the guest agent) and a standalone volume: in the
+/// `demo` user's project with `--auth keystone` (whose policies act there with
+/// its trust), in the admin's with `--auth none` (the service's own project).
 ///
 /// # Errors
 /// The simulator cannot start or its clouds.yaml cannot be written.
-pub fn start_cloud() -> anyhow::Result<DemoCloud> {
+pub fn start_cloud(auth: AuthMode) -> anyhow::Result<DemoCloud> {
+    let project = match auth {
+        AuthMode::Keystone => Some(DEMO_USER.to_owned()),
+        AuthMode::None => None,
+    };
     let config = SimConfig::demo()
         .with_image(ImageSeed {
             name: "cirros".into(),
@@ -54,6 +61,7 @@ pub fn start_cloud() -> anyhow::Result<DemoCloud> {
         name: "web-1".into(),
         image: Some("cirros".into()),
         tags: tags.clone(),
+        project: project.clone(),
         ..ServerSeed::default()
     })?;
     sim.create_server(&ServerSeed {
@@ -72,9 +80,16 @@ pub fn start_cloud() -> anyhow::Result<DemoCloud> {
             },
         ],
         tags,
+        project: project.clone(),
         ..ServerSeed::default()
     })?;
-    sim.create_volume("shared-data", 1, &[("backup", "demo")]);
+    sim.seed_volume(&VolumeSeed {
+        name: "shared-data".into(),
+        size: 1,
+        metadata: BTreeMap::from([("backup".to_owned(), "demo".to_owned())]),
+        project,
+        ..VolumeSeed::default()
+    })?;
     let clouds_yaml = std::env::temp_dir().join("stacksnap-demo-clouds.yaml");
     std::fs::write(&clouds_yaml, sim.clouds_yaml())?;
     let config =
@@ -116,14 +131,27 @@ pub async fn seed(
     auth: AuthMode,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    let (project, created_by) = match auth {
-        AuthMode::None => (UNAUTHENTICATED_PROJECT.to_owned(), None),
+    let (project, created_by, trust) = match auth {
+        AuthMode::None => (UNAUTHENTICATED_PROJECT.to_owned(), None, None),
         AuthMode::Keystone => {
             let token = cloud.member_token(DEMO_USER).await?;
             let project = token
                 .project_id
+                .clone()
                 .ok_or_else(|| anyhow::anyhow!("the demo user's token has no project"))?;
-            (project, token.user_id)
+            let user = token
+                .user_id
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("the demo user's token names no user"))?;
+            // As `POST /v1/policies` would: the policies act with a trust from `demo`.
+            let who = Delegator {
+                token: &token.value,
+                user_id: &user,
+                application_credential: false,
+                trust_scoped: false,
+            };
+            let trust = delegation::delegate(&cloud.cloud, pool, &who, &project, now).await?;
+            (project, Some(user), Some(trust))
         }
     };
     let policies = [
@@ -150,18 +178,30 @@ pub async fn seed(
             .validate(now)
             .map_err(|errors| anyhow::anyhow!("a demo policy is invalid: {errors:?}"))?;
         let next_run_at = valid.next_run_after(now);
-        let inserted = store::insert_policy(
+        let inserted = store::insert_delegated_policy(
             pool,
             &project,
             Uuid::now_v7(),
             &valid,
             next_run_at,
             created_by.as_deref(),
+            trust.as_ref(),
         )
         .await;
         match inserted {
             Ok(policy) => tracing::info!(policy = %policy.spec.name, "created a demo policy"),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {}
+            // From an earlier demo: its trust was made in that run's simulator.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                if let Some(trust) = &trust {
+                    crate::store::trusts::renew_named_policy_trust(
+                        pool,
+                        &project,
+                        &valid.name,
+                        trust,
+                    )
+                    .await?;
+                }
+            }
             Err(e) => return Err(e.into()),
         }
     }

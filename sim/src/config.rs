@@ -289,6 +289,8 @@ pub struct VolumeSeed {
     /// Name or id of an image the volume is made from (bootable, with `volume_image_metadata`).
     pub image: Option<String>,
     pub metadata: BTreeMap<String, String>,
+    /// The project (by name) that owns it; the admin's when `None`.
+    pub project: Option<String>,
 }
 
 /// A Nova server to seed: image-backed when `image` is set and `volumes` is
@@ -306,6 +308,9 @@ pub struct ServerSeed {
     pub volumes: Vec<VolumeSeed>,
     pub tags: Vec<String>,
     pub metadata: BTreeMap<String, String>,
+    /// The project (by name) that owns it and its volumes, made by a user of
+    /// that project; the admin's when `None`.
+    pub project: Option<String>,
 }
 
 impl Default for SimConfig {

@@ -271,6 +271,17 @@ impl SimHandle {
             .expect("an empty volume has no source to miss")
     }
 
+    /// Adds an `available` volume from a seed (of another project, say).
+    ///
+    /// # Errors
+    /// An unknown image or project in the seed.
+    pub fn seed_volume(&self, seed: &VolumeSeed) -> anyhow::Result<String> {
+        self.shared
+            .lock()
+            .seed_volume(Instant::now(), seed)
+            .map_err(|f| anyhow::anyhow!("{}", f.message))
+    }
+
     /// Adds an `available` volume made from Cinder snapshot `snapshot_id`
     /// (a dependant of that snapshot) and returns its id.
     ///

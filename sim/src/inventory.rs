@@ -150,6 +150,28 @@ impl State {
     }
 
     /// Adds a volume; `settled` skips `creating`.
+    /// The owner of a seed of project `name`: the project, and a user whose
+    /// home it is. `None` for the admin's project.
+    fn seed_owner(&self, project: Option<&str>) -> Outcome<Option<Owner>> {
+        let Some(name) = project else {
+            return Ok(None);
+        };
+        let project = self
+            .projects
+            .iter()
+            .find(|p| p.name == name || p.id == name)
+            .ok_or_else(|| Fail::bad_request(format!("Project {name} could not be found.")))?;
+        let user = self
+            .users
+            .iter()
+            .find(|u| u.project_id == project.id)
+            .ok_or_else(|| Fail::bad_request(format!("Project {name} has no user.")))?;
+        Ok(Some(Owner {
+            project_id: project.id.clone(),
+            user_id: user.id.clone(),
+        }))
+    }
+
     pub(crate) fn seed_volume(&mut self, now: Instant, seed: &VolumeSeed) -> Outcome<String> {
         let image = match &seed.image {
             Some(i) => Some(
@@ -164,6 +186,7 @@ impl State {
             size: seed.size.max(1),
             image,
             metadata: seed.metadata.clone(),
+            owner: self.seed_owner(seed.project.as_deref())?,
             ..NewVolume::default()
         };
         let id = self.create_volume(now, spec, true)?;
@@ -532,8 +555,11 @@ impl State {
     /// Adds a settled server from a seed.
     pub(crate) fn seed_server(&mut self, now: Instant, seed: &ServerSeed) -> Outcome<String> {
         let mut bdms = Vec::new();
+        let owner = self.seed_owner(seed.project.as_deref())?;
         for (i, v) in seed.volumes.iter().enumerate() {
-            let vol = self.seed_volume(now, v)?;
+            let mut v = v.clone();
+            v.project = v.project.or_else(|| seed.project.clone());
+            let vol = self.seed_volume(now, &v)?;
             bdms.push(NewBdm {
                 source: BdmSource::Volume(vol),
                 boot_index: Some(if i == 0 { 0 } else { -1 }),
@@ -556,6 +582,7 @@ impl State {
             bdms,
             tags: seed.tags.clone(),
             metadata: seed.metadata.clone(),
+            owner,
             ..NewServer::default()
         };
         let id = self.create_server(now, spec, true)?;

@@ -217,3 +217,28 @@ pub async fn set_policy_trust(
         .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// Gives the policy named `name` of `project` a new trust and lifts a
+/// `trust_refused` break (the demo's policies outlive the simulator that
+/// held their trust).
+///
+/// # Errors
+/// The query fails.
+pub async fn renew_named_policy_trust(
+    pool: &PgPool,
+    project_id: &str,
+    name: &str,
+    trust: &TrustId,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update policy set trust_id = $3, \
+             broken_error = case when broken_error ->> 'code' = 'trust_refused' then null else broken_error end \
+         where project_id = $1 and name = $2",
+    )
+    .bind(project_id)
+    .bind(name)
+    .bind(trust.expose())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
