@@ -85,6 +85,8 @@ fn simulator() -> SimHandle {
 struct Client {
     base: String,
     http: reqwest::Client,
+    /// `X-Auth-Token` sent with every request (keystone mode).
+    token: Option<String>,
 }
 
 impl Client {
@@ -95,6 +97,9 @@ impl Client {
         body: Option<Value>,
     ) -> (u16, String) {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.header("X-Auth-Token", token);
+        }
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -137,6 +142,7 @@ async fn whole_job(pool: PgPool, sim: &SimHandle, cloud_name: &str) -> Journey {
     let client = Client {
         base: format!("http://{}", service.local_addr()),
         http: reqwest::Client::new(),
+        token: None,
     };
     let mut answers = Vec::new();
 
@@ -281,4 +287,136 @@ async fn a_whole_job_with_a_password_logs_no_secret_or_token_at_debug_level(pool
 #[sqlx::test]
 async fn a_whole_job_with_an_application_credential_logs_no_secret_or_token(pool: PgPool) {
     nothing_secret_is_logged_or_answered(pool, "stacksnap-sim-appcred").await;
+}
+
+/// In keystone mode, a tenant's policy acts with a trust: the demo user's
+/// token and password, the service's, and the trust's id appear in no log
+/// line and no answer, from the policy's creation through a run, a one-off
+/// snapshot and the policy's deletion with its snapshots.
+#[sqlx::test]
+async fn a_tenants_policy_and_its_trust_log_no_token_or_trust_id(pool: PgPool) {
+    let captured = Captured::default();
+    let _guard = capture_logs(&captured);
+    let sim = simulator();
+    let cloud = cloud_named(&sim, "stacksnap-sim");
+    let settings = stacksnap::config::Settings {
+        auth: stacksnap::config::AuthMode::Keystone,
+        ..crate::helpers::test_settings()
+    };
+    let service = crate::helpers::start_service_with(
+        settings,
+        pool.clone(),
+        Arc::new(SystemClock),
+        Some(cloud.clone()),
+        engine_config(),
+    )
+    .await;
+    let demo = crate::helpers::sim_token(&sim, "demo").await;
+    let client = Client {
+        base: format!("http://{}", service.local_addr()),
+        http: reqwest::Client::new(),
+        token: Some(demo.value.clone()),
+    };
+    let server = sim
+        .create_server(&stacksnap_sim::ServerSeed {
+            name: "tenant-web".into(),
+            volumes: vec![stacksnap_sim::VolumeSeed {
+                name: "tenant-root".into(),
+                size: 1,
+                ..Default::default()
+            }],
+            project: Some("demo".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    let mut answers = Vec::new();
+
+    let (status, text) = client
+        .send(
+            reqwest::Method::POST,
+            "/v1/policies",
+            Some(json!({"name": "tenant-nightly", "resource_type": "server",
+                "targets": {"ids": [server]}, "schedules": [{"cron": "0 2 * * *", "timezone": "UTC"}],
+                "retention": {"keep_last": 1}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{text}");
+    let policy: Value = serde_json::from_str(&text).unwrap();
+    answers.push(text);
+    let trusts: Vec<String> = sqlx::query_scalar("select trust_id from trust")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(trusts.len(), 1, "the policy's trust is recorded");
+    let id = policy["id"].as_str().unwrap();
+    let (status, text) = client
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/policies/{id}/run"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{text}");
+    answers.push(text);
+    let mut jobs = Value::Null;
+    for _ in 0..300 {
+        jobs = client.get(&format!("/v1/jobs?policy_id={id}")).await;
+        if jobs["items"][0]["status"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        jobs["items"][0]["status"],
+        "succeeded",
+        "{jobs} {}",
+        client.get(&format!("/v1/runs?policy_id={id}")).await
+    );
+    answers.push(jobs.to_string());
+    let (status, one_off) = client.snapshot(&server).await;
+    assert_eq!(
+        (status, one_off["status"].as_str()),
+        (200, Some("succeeded")),
+        "{one_off}"
+    );
+    answers.push(one_off.to_string());
+    answers.push(client.get(&format!("/v1/policies/{id}")).await.to_string());
+    let (status, text) = client
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/policies/{id}?snapshots=delete"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204, "{text}");
+    service.shutdown_token().cancel();
+    service.stopped().await.unwrap();
+
+    let all_trusts: Vec<String> = sqlx::query_scalar("select trust_id from trust")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let mut secrets: Vec<String> = trusts;
+    secrets.extend(all_trusts);
+    secrets.extend(sim.trusts().into_iter().map(|t| t.id));
+    secrets.push(demo.value.clone());
+    secrets.push(sim.config().admin.password.clone());
+    let logs = captured.text();
+    assert!(
+        logs.contains("authenticated to Keystone"),
+        "the capture saw the service work"
+    );
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        assert!(
+            !logs.contains(secret.as_str()),
+            "the log holds the secret {secret:?}"
+        );
+        for answer in &answers {
+            assert!(
+                !answer.contains(secret.as_str()),
+                "an answer holds {secret:?}: {answer}"
+            );
+        }
+    }
+    assert_no_secret(&sim, "the debug log", &logs);
 }
