@@ -24,6 +24,9 @@ alter table policy add column trust_id text;
 alter table run add column trust_id text;
 alter table run add column user_token text;
 alter table run add column user_token_expires_at timestamptz;
+-- The run acts for a caller (a trust or a token): the service's own
+-- credentials never start its jobs, even once the token is gone.
+alter table run add column delegated boolean not null default false;
 
 create index run_trust_idx on run (trust_id) where trust_id is not null;
 create index policy_trust_idx on policy (trust_id) where trust_id is not null;

@@ -45,7 +45,10 @@ pub fn is_refusal(error: &crate::openstack::OpenStackError) -> bool {
 
 /// Logs in with `authority` when it is a trust, to learn at once whether
 /// Keystone still honours it. Any other failure is left to the step itself,
-/// which retries it as it retries every unavailable cloud.
+/// which retries it as it retries every unavailable cloud; and so is a
+/// refusal while the service cannot log in with its own password either (a
+/// rotated password or a wrong auth URL refuses every trust: an outage of the
+/// service, not the policies' fault).
 ///
 /// # Errors
 /// Keystone refuses the trust.
@@ -57,9 +60,36 @@ pub async fn check(
         return Ok(());
     }
     match cloud.session().current_token().await {
-        Err(error) if is_refusal(&error) => Err(error),
+        Err(error) if is_refusal(&error) && service_logs_in(cloud).await => Err(error),
+        Err(error) if is_refusal(&error) => {
+            tracing::error!(error = %error, "the service cannot log in with its own credentials; no policy is blamed");
+            Ok(())
+        }
         _ => Ok(()),
     }
+}
+
+/// [`check`] with a fresh login: after a failed step, a cached token may hide
+/// a trust Keystone no longer honours.
+///
+/// # Errors
+/// Keystone refuses the trust.
+pub async fn recheck(
+    cloud: &crate::openstack::OpenStack,
+    authority: &Authority,
+) -> Result<(), crate::openstack::OpenStackError> {
+    if matches!(authority, Authority::Trust(_)) {
+        cloud.session().forget_token().await;
+    }
+    check(cloud, authority).await
+}
+
+/// Whether the service logs in with its own credentials right now (not cached).
+async fn service_logs_in(cloud: &crate::openstack::OpenStack) -> bool {
+    let service = cloud.service_session();
+    crate::openstack::keystone::authenticate(service.http_client(), service.config())
+        .await
+        .is_ok()
 }
 
 /// The error of a policy whose trust Keystone refuses: it names the policy,

@@ -119,13 +119,28 @@ impl Engine {
         let stored = trusts::for_snapshot(&self.db, snapshot.snapshot_id).await?;
         let delegated = authority::for_work(&stored, now);
         let cloud = self.cloud.acting_as(&delegated);
-        let acting = match authority::check(&cloud, &delegated).await {
-            Ok(()) => self.acting_with(cloud),
+        let (acting, as_service) = match authority::check(&cloud, &delegated).await {
+            Ok(()) => (
+                self.acting_with(cloud),
+                matches!(delegated, crate::openstack::Authority::Service),
+            ),
             Err(refusal) => {
                 tracing::info!(snapshot_id = %snapshot.snapshot_id, error = %refusal, "the snapshot's trust is refused; deleting with the service's credentials");
-                self.clone()
+                (self.clone(), true)
             }
         };
+        // The service's credentials delete by id in any project, but list only
+        // the service's own: a search there would find nothing and call the
+        // tenant's snapshot deleted. Leave it to be retried (and to the orphan finder).
+        if as_service && stored.delegated && pieces::needs_search(snapshot) {
+            let error = OpenStackError::new(
+                crate::openstack::ErrorKind::Forbidden,
+                "keystone",
+                "authenticate_with_trust",
+                "no trust lets the service search the project for what this snapshot's create made",
+            );
+            return Ok(self.deletion_failed(snapshot, &error, now));
+        }
         acting.delete_step_acting(snapshot, now).await
     }
 

@@ -13,7 +13,7 @@ use crate::{
         policy::{PolicyError, ResourceType, ValidPolicy},
     },
     engine::authority,
-    openstack::{OpenStack, OpenStackError, cinder::VolumeFilter, nova::ServerFilter},
+    openstack::{Authority, OpenStack, OpenStackError, cinder::VolumeFilter, nova::ServerFilter},
     store::{
         jobs::{self, NewJob},
         policies,
@@ -136,13 +136,20 @@ pub async fn resolve_run(
     // Targets are resolved with the policy's own authority: inside its project.
     let stored = trusts::for_run(db, run.run_id).await?;
     let delegated = authority::for_work(&stored, now);
+    if stored.delegated && matches!(delegated, Authority::Service) {
+        // Listed with the service's credentials, the targets would be the service's project's.
+        let error = JobError::new(
+            "authority_ended",
+            "no trust lets the service act for the policy's project any more",
+        );
+        return runs::fail_run(db, run.run_id, owner, now, &error).await;
+    }
     let cloud = cloud.acting_as(&delegated);
     if let Err(refusal) = authority::check(&cloud, &delegated).await {
         let message = authority::trust_refused(stored.policy_name.as_deref(), &refusal);
-        if let Some(policy_id) = run.policy_id {
+        if let (Some(policy_id), Authority::Trust(trust)) = (run.policy_id, &delegated) {
             let error = PolicyError::new("trust_refused", message.clone());
-            let mut conn = db.acquire().await?;
-            policies::mark_broken(&mut conn, policy_id, &error).await?;
+            policies::mark_broken_for_trust(db, policy_id, trust, &error).await?;
         }
         let error = JobError::new("trust_refused", message);
         return runs::fail_run(db, run.run_id, owner, now, &error).await;

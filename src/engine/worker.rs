@@ -190,14 +190,27 @@ impl Engine {
     ) -> Result<Option<JobUpdate>, sqlx::Error> {
         let stored = trusts::for_run(&self.db, job.run_id).await?;
         let delegated = authority::for_work(&stored, now);
+        // Work done for a caller is never started with the service's own
+        // credentials: that would make the caller's snapshot in the service's
+        // project (and a look-up there would miss what the caller's token made).
+        if stored.delegated
+            && matches!(delegated, Authority::Service)
+            && job.status != JobStatus::Tracking
+        {
+            return Ok(Some(fail(JobError::new(
+                "authority_ended",
+                "the caller's token expired before the snapshot could be started, and no trust \
+                 lets the service act for the caller; ask again",
+            ))));
+        }
         let cloud = self.cloud.acting_as(&delegated);
         let acting = match authority::check(&cloud, &delegated).await {
             Ok(()) => self.acting_with(cloud),
             Err(refusal) => match (job.policy_id, job.status) {
                 (Some(policy_id), _) => {
-                    let message = authority::trust_refused(stored.policy_name.as_deref(), &refusal);
-                    self.break_policy(policy_id, &message).await?;
-                    return Ok(Some(fail(JobError::new("trust_refused", message))));
+                    return self
+                        .trust_refused(job, policy_id, &stored, &delegated, &refusal, None)
+                        .await;
                 }
                 // A one-off job outlived its caller's token and its trust: what
                 // it made may still be followed with the service's own
@@ -218,31 +231,48 @@ impl Engine {
             },
         };
         let update = acting.step_acting(job, token, now).await?;
-        // A trust deleted or emptied since its token was cached shows up as a
-        // service's 401 whose re-authentication Keystone refuses: the step
-        // then fails with a generic error. Say why, and break the policy.
-        if let (Some(policy_id), Authority::Trust(_), Some(failed)) = (
-            job.policy_id,
-            &delegated,
-            update
-                .as_ref()
-                .filter(|u| u.status == Some(JobStatus::Failed)),
-        ) && let Err(refusal) = authority::check(&acting.cloud, &delegated).await
+        // A step that met an error may have met a trust Keystone no longer
+        // honours behind a cached token (a service's 401 whose re-login is
+        // refused, or keystonemiddleware's 503 once the trustor lost its
+        // roles): log in afresh, and if Keystone refuses, say so and break
+        // the policy instead of retrying until the job times out.
+        let errored = update.as_ref().is_some_and(|u| {
+            u.status == Some(JobStatus::Failed) || matches!(u.error, Some(Some(_)))
+        });
+        if let (Some(policy_id), Authority::Trust(_), true) = (job.policy_id, &delegated, errored)
+            && let Err(refusal) = authority::recheck(&acting.cloud, &delegated).await
         {
-            let message = authority::trust_refused(stored.policy_name.as_deref(), &refusal);
-            self.break_policy(policy_id, &message).await?;
-            let mut failed = failed.clone();
-            failed.error = Some(Some(JobError::new("trust_refused", message)));
-            return Ok(Some(failed));
+            return self
+                .trust_refused(job, policy_id, &stored, &delegated, &refusal, update)
+                .await;
         }
         Ok(update)
     }
 
-    async fn break_policy(&self, policy_id: Uuid, message: &str) -> Result<(), sqlx::Error> {
-        tracing::warn!(%policy_id, "Keystone refuses the policy's trust; the policy is broken");
-        let error = crate::domain::policy::PolicyError::new("trust_refused", message);
-        let mut conn = self.db.acquire().await?;
-        crate::store::policies::mark_broken(&mut conn, policy_id, &error).await
+    /// Ends a policy's job whose trust Keystone refuses, keeping what `update`
+    /// recorded, and marks the policy broken (unless its trust was renewed
+    /// meanwhile).
+    async fn trust_refused(
+        &self,
+        job: &Job,
+        policy_id: Uuid,
+        stored: &trusts::StoredAuthority,
+        refused: &Authority,
+        refusal: &crate::openstack::OpenStackError,
+        update: Option<JobUpdate>,
+    ) -> Result<Option<JobUpdate>, sqlx::Error> {
+        let message = authority::trust_refused(stored.policy_name.as_deref(), refusal);
+        tracing::warn!(job_id = %job.job_id, %policy_id, "Keystone refuses the policy's trust; the policy is broken");
+        if let Authority::Trust(trust) = refused {
+            let error = crate::domain::policy::PolicyError::new("trust_refused", message.clone());
+            crate::store::policies::mark_broken_for_trust(&self.db, policy_id, trust, &error)
+                .await?;
+        }
+        let mut ended = update.unwrap_or_default();
+        ended.status = Some(JobStatus::Failed);
+        ended.error = Some(Some(JobError::new("trust_refused", message)));
+        ended.not_before = None;
+        Ok(Some(ended))
     }
 
     /// One step of a job. `None` means the step already wrote what it had to.

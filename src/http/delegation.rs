@@ -34,18 +34,28 @@ pub async fn policy_trust(
         .map_err(to_api)
 }
 
-/// The trust a one-off run of `caller` in `project` goes on with once the
-/// caller's token has expired, where the token can make one. No trust is no
-/// error: the job starts with the caller's token, and tracking that outlives
-/// it goes on with the service's own credentials.
+/// The trust a one-off run of `caller` in `project` acts with. In the
+/// caller's own project, no trust is no error: the job acts with the caller's
+/// token, and tracking that outlives it goes on with the service's own
+/// credentials. In another project (an admin's), the caller's token would make
+/// the snapshot in the caller's project: only a trust may act there, and
+/// Keystone refusing one is a 403, as for a policy.
 ///
 /// # Errors
-/// The database fails.
+/// For another project, as [`policy_trust`]; the database fails.
 pub async fn adhoc_trust(
     state: &AppState,
     caller: &Caller,
     project: &str,
 ) -> Result<Option<TrustId>, ApiError> {
+    if caller.identity.is_some() && caller.project_id != project {
+        return match policy_trust(state, caller, project).await? {
+            Some(trust) => Ok(Some(trust)),
+            None => Err(ApiError::Unavailable(
+                "the service cannot act in another project without its cloud".into(),
+            )),
+        };
+    }
     match policy_trust(state, caller, project).await {
         Ok(trust) => Ok(trust),
         Err(ApiError::Database(e)) => Err(ApiError::Database(e)),
@@ -56,14 +66,24 @@ pub async fn adhoc_trust(
     }
 }
 
-/// The stored form of a one-off run's authority.
-pub fn run_authority<'a>(caller: &'a Caller, trust: Option<&'a TrustId>) -> RunAuthority<'a> {
+/// The stored form of a one-off run's authority. The caller's token is kept
+/// (until the run ends or the token expires) only where no trust could be
+/// made and the token is scoped to the run's project: a trust acts as the
+/// same user in the same project, and a bearer token at rest is a risk.
+pub fn run_authority<'a>(
+    caller: &'a Caller,
+    project: &str,
+    trust: Option<&'a TrustId>,
+) -> RunAuthority<'a> {
+    use secrecy::ExposeSecret as _;
+    let token = caller
+        .identity
+        .as_ref()
+        .filter(|_| trust.is_none() && caller.project_id == project)
+        .map(|i| (i.token.expose_secret(), i.expires_at));
     RunAuthority {
         trust_id: trust.map(TrustId::expose),
-        user_token: caller.identity.as_ref().map(|i| {
-            use secrecy::ExposeSecret as _;
-            (i.token.expose_secret(), i.expires_at)
-        }),
+        user_token: token,
     }
 }
 

@@ -230,6 +230,7 @@ pub async fn update_policy(
         ));
     }
     let scope = caller.item_scope();
+    let mut renewed = None;
     for _ in 0..PATCH_ATTEMPTS {
         let current = load(&state, scope, &id).await?;
         let now = state.clock.now();
@@ -247,12 +248,15 @@ pub async fn update_policy(
             return Ok(policy_response(StatusCode::OK, current));
         }
         let next_run_at = next_run_after_change(&current, &valid, now);
-        // A policy whose trust Keystone refuses acts with a new one from whoever fixes it.
-        let renewed = if current.error().is_some_and(|e| e.code == "trust_refused") {
-            delegation::policy_trust(&state, &caller, &current.project_id).await?
-        } else {
-            None
-        };
+        // A policy whose trust Keystone refuses acts with a new one from whoever
+        // fixes it (made once, whatever the retries). Only disabling it needs none.
+        if renewed.is_none() && current.error().is_some_and(|e| e.code == "trust_refused") {
+            match delegation::policy_trust(&state, &caller, &current.project_id).await {
+                Ok(trust) => renewed = trust,
+                Err(_) if !valid.enabled => {}
+                Err(error) => return Err(error),
+            }
+        }
         let change = PolicyChange {
             expected_version: current.version,
             spec: &valid,

@@ -92,7 +92,7 @@ pub async fn create_snapshot(
     // Watched from before the job exists, so its end cannot slip between a read and the wait.
     let mut ended = wait.map(|_| state.job_events.watch(job_id));
     let trust = delegation::adhoc_trust(&state, &caller, &project).await?;
-    let authority = delegation::run_authority(&caller, trust.as_ref());
+    let authority = delegation::run_authority(&caller, &project, trust.as_ref());
     lifecycle::insert_adhoc_run(&state.db, &project, caller.user_id(), &job, authority, now)
         .await?;
 

@@ -257,6 +257,13 @@ impl Session {
         &self.http
     }
 
+    /// Drops the cached token: the next call logs in afresh. A trust whose
+    /// trustor lost its roles stays usable in a cached token's eyes (the
+    /// services' middleware answers 503, not 401); a fresh login tells.
+    pub(crate) async fn forget_token(&self) {
+        *self.token.lock().await = None;
+    }
+
     /// This session's token, authenticating when needed.
     ///
     /// # Errors

@@ -509,6 +509,28 @@ pub async fn mark_broken(
     Ok(())
 }
 
+/// Marks a policy broken because Keystone refuses `trust`, only while the
+/// policy still holds that trust: a PATCH that renewed it meanwhile wins.
+///
+/// # Errors
+/// The query fails.
+pub async fn mark_broken_for_trust(
+    pool: &PgPool,
+    id: Uuid,
+    trust: &TrustId,
+    error: &PolicyError,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "update policy set broken_error = $3, next_run_at = null where policy_id = $1 and trust_id = $2",
+    )
+    .bind(id)
+    .bind(trust.expose())
+    .bind(Json(error))
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// A policy's version, read without decoding its spec (so that a policy this
 /// build cannot read can still be deleted).
 ///

@@ -86,10 +86,22 @@ pub struct NewRun<'a> {
 }
 
 /// The delegated authority a run is inserted with.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Clone, Copy, Default)]
 pub struct RunAuthority<'a> {
     pub trust_id: Option<&'a str>,
     pub user_token: Option<(&'a str, DateTime<Utc>)>,
+}
+
+impl std::fmt::Debug for RunAuthority<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunAuthority")
+            .field("trust_id", &self.trust_id.map(|_| "[redacted]"))
+            .field(
+                "user_token",
+                &self.user_token.map(|(_, e)| ("[redacted]", e)),
+            )
+            .finish()
+    }
 }
 
 /// Inserts a run; a scheduled instant already fired is skipped. Returns whether it was inserted.
@@ -100,10 +112,13 @@ pub async fn insert_run(conn: &mut PgConnection, run: &NewRun<'_>) -> Result<boo
     let finished = run.status != RunStatus::Running;
     let result = sqlx::query(
         "insert into run (run_id, project_id, policy_id, policy_name, trigger, scheduled_for, status, spec, \
-         resolved_at, not_before, started_at, finished_at, created_at, created_by, trust_id, user_token, user_token_expires_at) \
+         resolved_at, not_before, started_at, finished_at, created_at, created_by, trust_id, user_token, user_token_expires_at, \
+         delegated) \
          values ($1, $2, $3, $4, $5, $6, $7, $8, case when $9 then $10 end, $10, \
                  case when $11 then null else $10 end, case when $11 then $10 end, $10, $12, \
-                 coalesce($13, (select trust_id from policy where policy_id = $3)), $14, $15) \
+                 coalesce($13, (select trust_id from policy where policy_id = $3)), $14, $15, \
+                 $13 is not null or $14 is not null \
+                 or exists (select 1 from policy where policy_id = $3 and trust_id is not null)) \
          on conflict do nothing",
     )
     .bind(run.run_id)

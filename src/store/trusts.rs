@@ -27,6 +27,8 @@ pub struct StoredAuthority {
     pub project_id: String,
     /// The policy's name as the run recorded it, for errors.
     pub policy_name: Option<String>,
+    /// The work acts for a caller: the service's own credentials never start it.
+    pub delegated: bool,
 }
 
 type AuthorityRow = (
@@ -36,16 +38,18 @@ type AuthorityRow = (
     Option<DateTime<Utc>>,
     String,
     Option<String>,
+    bool,
 );
 
 fn stored(row: AuthorityRow) -> StoredAuthority {
-    let (policy_trust, run_trust, token, expires, project_id, policy_name) = row;
+    let (policy_trust, run_trust, token, expires, project_id, policy_name, delegated) = row;
     StoredAuthority {
         policy_trust: policy_trust.map(TrustId::new),
         run_trust: run_trust.map(TrustId::new),
         user_token: token.zip(expires).map(|(t, e)| (t.into(), e)),
         project_id,
         policy_name,
+        delegated,
     }
 }
 
@@ -55,7 +59,8 @@ fn stored(row: AuthorityRow) -> StoredAuthority {
 /// The query fails.
 pub async fn for_run(pool: &PgPool, run_id: Uuid) -> Result<StoredAuthority, sqlx::Error> {
     let row: Option<AuthorityRow> = sqlx::query_as(
-        "select p.trust_id, r.trust_id, r.user_token, r.user_token_expires_at, r.project_id, r.policy_name \
+        "select p.trust_id, r.trust_id, r.user_token, r.user_token_expires_at, r.project_id, r.policy_name, \
+             r.delegated \
          from run r left join policy p on p.policy_id = r.policy_id where r.run_id = $1",
     )
     .bind(run_id)
@@ -75,7 +80,8 @@ pub async fn for_snapshot(
     snapshot_id: Uuid,
 ) -> Result<StoredAuthority, sqlx::Error> {
     let row: Option<AuthorityRow> = sqlx::query_as(
-        "select p.trust_id, r.trust_id, null::text, null::timestamptz, s.project_id, r.policy_name \
+        "select p.trust_id, r.trust_id, null::text, null::timestamptz, s.project_id, r.policy_name, \
+             coalesce(r.delegated, false) \
          from snapshot s left join policy p on p.policy_id = s.policy_id \
          left join run r on r.run_id = s.run_id where s.snapshot_id = $1",
     )
