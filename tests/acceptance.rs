@@ -2,13 +2,15 @@
 //! the clouds.yaml that `OS_CLIENT_CONFIG_FILE` points at. Ignored unless asked
 //! for (`-- --include-ignored`); asked for without a cloud, it fails.
 //!
-//! It builds its own servers through the standard APIs (an image-backed one and a
-//! volume-backed one with two volumes), runs a policy and a one-off snapshot with
-//! the real engine, checks the artefacts in Glance and Cinder, and cleans up.
-//! `groups` does the same for a volume-group policy.
+//! It builds its own image and servers through the standard APIs (an image-backed
+//! one and a volume-backed one with two volumes), runs a policy and a one-off
+//! snapshot with the real engine, checks the artefacts in Glance and Cinder, and
+//! cleans up. `groups` does the same for a volume-group policy; `tenancy` runs the
+//! whole service in keystone mode with the service's and the tenants' own users.
 
 mod cloud;
 mod groups;
+mod tenancy;
 
 use std::{sync::Arc, time::Duration};
 
@@ -31,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use self::cloud::Fixture;
-use crate::helpers::real_cloud;
+use crate::helpers::{real_cloud, real_cloud_config};
 
 fn engine_config() -> EngineConfig {
     EngineConfig {
@@ -48,7 +50,7 @@ fn engine_config() -> EngineConfig {
 #[ignore = "needs a real OpenStack: set STACKSNAP_E2E_CLOUD and OS_CLIENT_CONFIG_FILE"]
 async fn policies_and_one_off_snapshots_finish_in_a_real_glance_and_cinder(pool: PgPool) {
     let cloud = real_cloud();
-    let fixture = Fixture::create(&cloud).await;
+    let fixture = Fixture::create(&cloud, &real_cloud_config()).await;
     // Clean up even when an assertion fails: run the checks in their own task.
     let result = tokio::spawn(exercise(pool.clone(), cloud.clone(), fixture.clone())).await;
     fixture.clean_up(&cloud).await;

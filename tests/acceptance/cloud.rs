@@ -1,12 +1,16 @@
-//! Building (and removing) the suite's own servers and volumes with plain API calls.
+//! Building (and removing) the suite's own image, servers and volumes with plain
+//! API calls: nothing it uses was there before it, so nothing it deletes was
+//! anyone else's.
 
 use std::time::Duration;
 
 use reqwest::Method;
+use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 use stacksnap::openstack::{
-    OpenStack,
+    CloudConfig, OpenStack,
     cinder::SnapshotFilter,
+    keystone,
     session::{Call, Service},
 };
 
@@ -14,6 +18,8 @@ use stacksnap::openstack::{
 #[derive(Debug, Clone)]
 pub struct Fixture {
     pub tag: String,
+    /// The private image both servers boot from.
+    pub base_image: String,
     pub image_backed_server: String,
     pub volume_backed_server: String,
     pub data_volume: String,
@@ -43,22 +49,62 @@ async fn wait_for(what: &str, mut probe: impl AsyncFnMut() -> Option<String>, wa
     panic!("{what} never became {wanted}");
 }
 
+/// Uploads a small private raw image named `{tag}-base` (Glance takes the data
+/// outside JSON, so with a plain request) and waits until it is active.
+async fn upload_base_image(cloud: &OpenStack, config: &CloudConfig, tag: &str) -> String {
+    let created = call(
+        cloud,
+        Call::new(Service::Image, "create_image", Method::POST, "/v2/images").json(json!({
+            "name": format!("{tag}-base"), "disk_format": "raw", "container_format": "bare",
+            "visibility": "private"
+        })),
+    )
+    .await;
+    let image = created["id"].as_str().unwrap().to_owned();
+    let http = reqwest::Client::new();
+    let token = keystone::authenticate(&http, config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let endpoint = keystone::endpoint_url(
+        &token.catalog,
+        &["image"],
+        &config.interface,
+        config.region_name.as_deref(),
+    )
+    .expect("an image endpoint in the catalog");
+    let uploaded = http
+        .put(format!(
+            "{}/v2/images/{image}/file",
+            endpoint.trim_end_matches("/v2")
+        ))
+        .header("X-Auth-Token", token.value.expose_secret())
+        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+        .body(vec![0u8; 1 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        uploaded.status().is_success(),
+        "image upload: {}",
+        uploaded.status()
+    );
+    wait_for(
+        &image,
+        async || Some(cloud.glance().get_image(&image).await.ok()?.status),
+        "active",
+    )
+    .await;
+    image
+}
+
 impl Fixture {
-    /// Boots an image-backed server and a volume-backed server (root from an image
-    /// plus a blank data volume), both tagged, and makes a standalone volume.
-    pub async fn create(cloud: &OpenStack) -> Self {
+    /// Uploads its own base image, boots an image-backed server and a
+    /// volume-backed server (root from that image plus a blank data volume),
+    /// both tagged, and makes a standalone volume. `config` holds `cloud`'s
+    /// credentials, for the image upload.
+    pub async fn create(cloud: &OpenStack, config: &CloudConfig) -> Self {
         let tag = format!("e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        let images = cloud
-            .glance()
-            .list_images(&[("status", "active")])
-            .await
-            .unwrap();
-        let image = images
-            .iter()
-            .find(|i| {
-                i.property("image_type").is_none() && i.property("block_device_mapping").is_none()
-            })
-            .expect("an active base image");
+        let image = upload_base_image(cloud, config, &tag).await;
         let flavors = call(
             cloud,
             Call::new(Service::Compute, "list_flavors", Method::GET, "/flavors"),
@@ -69,7 +115,7 @@ impl Fixture {
         let image_backed = call(
             cloud,
             Call::new(Service::Compute, "create_server", Method::POST, "/servers").json(json!({"server": {
-                "name": format!("{tag}-web"), "imageRef": image.id, "flavorRef": flavor, "networks": "none", "tags": [tag]
+                "name": format!("{tag}-web"), "imageRef": image, "flavorRef": flavor, "networks": "none", "tags": [tag]
             }})),
         )
         .await["server"]["id"]
@@ -81,7 +127,7 @@ impl Fixture {
             Call::new(Service::Compute, "create_server", Method::POST, "/servers").json(json!({"server": {
                 "name": format!("{tag}-db"), "flavorRef": flavor, "networks": "none", "tags": [tag],
                 "block_device_mapping_v2": [
-                    {"boot_index": 0, "uuid": image.id, "source_type": "image", "destination_type": "volume",
+                    {"boot_index": 0, "uuid": image, "source_type": "image", "destination_type": "volume",
                      "volume_size": 1, "delete_on_termination": true},
                     {"boot_index": -1, "source_type": "blank", "destination_type": "volume",
                      "volume_size": 1, "delete_on_termination": true}
@@ -117,6 +163,7 @@ impl Fixture {
         .await;
         Self {
             tag,
+            base_image: image,
             image_backed_server: image_backed,
             volume_backed_server: volume_backed,
             data_volume: volume,
@@ -124,7 +171,8 @@ impl Fixture {
     }
 
     /// Deletes what the suite made: snapshots and images first (Cinder refuses to
-    /// delete a volume that has snapshots), then servers and the volume.
+    /// delete a volume that has snapshots), then servers, the volume and the
+    /// base image.
     pub async fn clean_up(&self, cloud: &OpenStack) {
         let mut volumes = vec![self.data_volume.clone()];
         for server in [&self.image_backed_server, &self.volume_backed_server] {
@@ -147,8 +195,12 @@ impl Fixture {
             }
         }
         for image in cloud.glance().list_images(&[]).await.unwrap_or_default() {
+            // Only what this fixture made: tests running at once share the project.
+            let servers = [&self.image_backed_server, &self.volume_backed_server];
             let from_us = image.name.as_deref().is_some_and(|n| n.contains(&self.tag))
-                || image.property("suite") == Some("acceptance");
+                || image
+                    .property("instance_uuid")
+                    .is_some_and(|s| servers.iter().any(|ours| *ours == s));
             if from_us {
                 let _ = cloud.glance().delete_image(&image.id).await;
             }
@@ -175,5 +227,6 @@ impl Fixture {
                 format!("/volumes/{}", self.data_volume),
             ))
             .await;
+        let _ = cloud.glance().delete_image(&self.base_image).await;
     }
 }

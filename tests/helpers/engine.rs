@@ -78,6 +78,11 @@ pub fn cloud_named(sim: &SimHandle, cloud: &str) -> OpenStack {
 /// real cloud is `#[ignore]`d, so it runs only when asked for, and then must not
 /// pass without having run.
 pub fn real_cloud() -> OpenStack {
+    OpenStack::new(real_cloud_config(), SessionOptions::default()).unwrap()
+}
+
+/// The credentials of [`real_cloud`].
+pub fn real_cloud_config() -> CloudConfig {
     let name = std::env::var("STACKSNAP_E2E_CLOUD")
         .ok()
         .filter(|name| !name.is_empty())
@@ -86,9 +91,8 @@ pub fn real_cloud() -> OpenStack {
              in the clouds.yaml that OS_CLIENT_CONFIG_FILE points at (.ci/run does, after it \
              brings up ../shared/rigs/openstack)",
         );
-    let config = CloudConfig::named(&name)
-        .unwrap_or_else(|e| panic!("STACKSNAP_E2E_CLOUD={name} is not a usable cloud: {e}"));
-    OpenStack::new(config, SessionOptions::default()).unwrap()
+    CloudConfig::named(&name)
+        .unwrap_or_else(|e| panic!("STACKSNAP_E2E_CLOUD={name} is not a usable cloud: {e}"))
 }
 
 pub async fn harness(pool: PgPool) -> Harness {
