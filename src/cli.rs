@@ -143,12 +143,10 @@ async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
         None => None,
     };
     let auth = startup::authenticator(&settings, cloud.as_ref())?;
-    let cloud = if settings.no_engine {
+    // An API-only replica keeps the cloud: policies made here need trusts.
+    if settings.no_engine {
         tracing::warn!("--no-engine: serving the API only; no policy fires from this replica");
-        None
-    } else {
-        cloud
-    };
+    }
     let running = startup::start(
         &settings,
         Dependencies {

@@ -68,6 +68,10 @@ pub struct EngineConfig {
     pub create_settle: TimeDelta,
     /// Most create requests one job sends; then it fails with `create_attempts_exhausted`.
     pub max_create_attempts: i32,
+    /// Policies act only with their trust (`--auth keystone`): one without
+    /// (made under `--auth none`, or before trusts) is broken with
+    /// `trust_missing` instead of acting with the service's own credentials.
+    pub requires_delegation: bool,
     /// How often trusts nothing refers to any more are looked for and deleted.
     pub trusts_interval: Duration,
     /// A trust is never deleted younger than this: its policy or run may
@@ -99,6 +103,7 @@ impl Default for EngineConfig {
             history_batch: 500,
             create_settle: TimeDelta::minutes(3),
             max_create_attempts: 5,
+            requires_delegation: false,
             trusts_interval: Duration::from_secs(60),
             trust_grace: TimeDelta::minutes(10),
         }

@@ -38,7 +38,7 @@ use self::{
 ///
 /// Cloning is cheap. [`OpenStack::acting_as`] gives a client on the same
 /// cloud that acts with a user's delegated authority.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OpenStack {
     /// The session calls are made with.
     session: Arc<Session>,
@@ -46,6 +46,17 @@ pub struct OpenStack {
     service: Arc<Session>,
     /// Trust-scoped sessions, kept so that each trust authenticates once per token.
     trusts: Arc<Mutex<TrustSessions>>,
+}
+
+impl std::fmt::Debug for OpenStack {
+    /// Without the trust sessions' keys: they are trust ids.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cached = self.trusts.lock().map_or(0, |t| t.len());
+        f.debug_struct("OpenStack")
+            .field("session", &self.session)
+            .field("trust_sessions", &cached)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Each trust's session and when it was last used, by trust id.

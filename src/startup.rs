@@ -66,6 +66,7 @@ pub fn engine_config(settings: &Settings) -> EngineConfig {
         max_in_flight: settings.max_in_flight.max(1),
         history_retention: chrono::TimeDelta::from_std(settings.history_retention)
             .unwrap_or(chrono::TimeDelta::MAX),
+        requires_delegation: settings.auth == AuthMode::Keystone,
         ..EngineConfig::default()
     }
 }

@@ -3,6 +3,7 @@
 mod auth;
 mod cloud;
 mod contract;
+mod delegation;
 mod errors;
 mod health;
 mod openapi;

@@ -92,6 +92,18 @@ async fn service_logs_in(cloud: &crate::openstack::OpenStack) -> bool {
         .is_ok()
 }
 
+/// The error of a policy with no trust while the service authenticates its
+/// callers: it was made under `--auth none` (or before trusts), and acting
+/// with the service's own credentials would reach beyond its project.
+pub fn trust_missing(policy_name: Option<&str>) -> String {
+    format!(
+        "the policy {:?} holds no Keystone trust (it was made without authentication), and the \
+         service acts for a project only with a trust from one of its users; a project member \
+         gives it one by updating the policy (PATCH)",
+        policy_name.unwrap_or("(deleted)")
+    )
+}
+
 /// The error of a policy whose trust Keystone refuses: it names the policy,
 /// never the trust.
 pub fn trust_refused(
@@ -130,6 +142,7 @@ mod tests {
             user_token: token_until.map(|m| ("tok".to_owned().into(), at(m))),
             project_id: "p".into(),
             policy_name: None,
+            delegated: true,
         }
     }
 

@@ -117,6 +117,7 @@ pub async fn resolve_run(
     owner: Uuid,
     now: DateTime<Utc>,
     retry_in: TimeDelta,
+    requires_delegation: bool,
 ) -> Result<(), sqlx::Error> {
     let spec: ValidPolicy = match serde_json::from_value(run.spec.clone()) {
         Ok(spec) => spec,
@@ -136,6 +137,23 @@ pub async fn resolve_run(
     // Targets are resolved with the policy's own authority: inside its project.
     let stored = trusts::for_run(db, run.run_id).await?;
     let delegated = authority::for_work(&stored, now);
+    if let (Some(policy_id), Authority::Service, false, true) = (
+        run.policy_id,
+        &delegated,
+        stored.delegated,
+        requires_delegation,
+    ) {
+        let message = authority::trust_missing(stored.policy_name.as_deref());
+        let mut conn = db.acquire().await?;
+        policies::mark_broken(
+            &mut conn,
+            policy_id,
+            &PolicyError::new("trust_missing", message.clone()),
+        )
+        .await?;
+        let error = JobError::new("trust_missing", message);
+        return runs::fail_run(db, run.run_id, owner, now, &error).await;
+    }
     if stored.delegated && matches!(delegated, Authority::Service) {
         // Listed with the service's credentials, the targets would be the service's project's.
         let error = JobError::new(

@@ -62,6 +62,7 @@ impl Engine {
                 token,
                 now,
                 self.config.retry_delay,
+                self.config.requires_delegation,
             );
             tokio::select! {
                 resolved = AssertUnwindSafe(resolve).catch_unwind() => match resolved {
@@ -193,10 +194,21 @@ impl Engine {
         // Work done for a caller is never started with the service's own
         // credentials: that would make the caller's snapshot in the service's
         // project (and a look-up there would miss what the caller's token made).
-        if stored.delegated
-            && matches!(delegated, Authority::Service)
-            && job.status != JobStatus::Tracking
-        {
+        let service_acts =
+            matches!(delegated, Authority::Service) && job.status != JobStatus::Tracking;
+        if let (true, Some(policy_id), false, true) = (
+            service_acts,
+            job.policy_id,
+            stored.delegated,
+            self.config.requires_delegation,
+        ) {
+            let message = authority::trust_missing(stored.policy_name.as_deref());
+            let error = crate::domain::policy::PolicyError::new("trust_missing", message.clone());
+            let mut conn = self.db.acquire().await?;
+            crate::store::policies::mark_broken(&mut conn, policy_id, &error).await?;
+            return Ok(Some(fail(JobError::new("trust_missing", message))));
+        }
+        if stored.delegated && service_acts {
             return Ok(Some(fail(JobError::new(
                 "authority_ended",
                 "the caller's token expired before the snapshot could be started, and no trust \

@@ -19,8 +19,14 @@ pub async fn policy_trust(
     caller: &Caller,
     project: &str,
 ) -> Result<Option<TrustId>, ApiError> {
-    let (Some(identity), Some(cloud)) = (&caller.identity, &state.cloud) else {
+    let Some(identity) = &caller.identity else {
+        // `--auth none`: the service's own credentials act.
         return Ok(None);
+    };
+    let Some(cloud) = &state.cloud else {
+        return Err(ApiError::Unavailable(
+            "this replica has no OpenStack credentials to make the policy's trust with".into(),
+        ));
     };
     let who = Delegator {
         token: &identity.token,
@@ -49,12 +55,7 @@ pub async fn adhoc_trust(
     project: &str,
 ) -> Result<Option<TrustId>, ApiError> {
     if caller.identity.is_some() && caller.project_id != project {
-        return match policy_trust(state, caller, project).await? {
-            Some(trust) => Ok(Some(trust)),
-            None => Err(ApiError::Unavailable(
-                "the service cannot act in another project without its cloud".into(),
-            )),
-        };
+        return policy_trust(state, caller, project).await;
     }
     match policy_trust(state, caller, project).await {
         Ok(trust) => Ok(trust),

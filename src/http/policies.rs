@@ -250,7 +250,11 @@ pub async fn update_policy(
         let next_run_at = next_run_after_change(&current, &valid, now);
         // A policy whose trust Keystone refuses acts with a new one from whoever
         // fixes it (made once, whatever the retries). Only disabling it needs none.
-        if renewed.is_none() && current.error().is_some_and(|e| e.code == "trust_refused") {
+        if renewed.is_none()
+            && current
+                .error()
+                .is_some_and(|e| matches!(e.code.as_str(), "trust_refused" | "trust_missing"))
+        {
             match delegation::policy_trust(&state, &caller, &current.project_id).await {
                 Ok(trust) => renewed = trust,
                 Err(_) if !valid.enabled => {}

@@ -36,8 +36,9 @@ pub enum PolicyState {
 pub struct PolicyError {
     /// `unreadable_policy` (this build cannot parse what is stored),
     /// `invalid_policy` (it parses, but breaks a rule; the message names each
-    /// field) or `trust_refused` (Keystone no longer honours the authority
-    /// its creator delegated).
+    /// field), `trust_refused` (Keystone no longer honours the authority
+    /// its creator delegated) or `trust_missing` (it holds no trust while the
+    /// service authenticates its callers).
     pub code: String,
     pub message: String,
 }
