@@ -41,6 +41,12 @@ pub struct Settings {
     #[arg(long, env = "STACKSNAP_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,
 
+    /// Longest time a client may take to send a request's head (request line
+    /// and headers), e.g. `30s`; an idle keep-alive connection is closed after
+    /// it too. A client that sends part of a head and stops holds nothing longer.
+    #[arg(long, env = "STACKSNAP_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "STACKSNAP_BODY_LIMIT", default_value_t = 1024 * 1024)]
     pub body_limit: usize,

@@ -24,6 +24,18 @@ impl fmt::Display for Redacted {
     }
 }
 
+/// `text` with every occurrence of each of `secrets` (empty ones skipped)
+/// replaced by [`REDACTED`]: for what a remote service says, which may quote a
+/// token it was sent.
+pub fn scrub<'a>(text: &str, secrets: impl IntoIterator<Item = &'a str>) -> String {
+    secrets
+        .into_iter()
+        .filter(|secret| !secret.is_empty())
+        .fold(text.to_owned(), |text, secret| {
+            text.replace(secret, REDACTED)
+        })
+}
+
 /// Query parameters that carry a secret in the URLs we are given (libpq's
 /// `password`, and the spellings a hand-written URL may use).
 const SECRET_PARAMETERS: &[&str] = &["password", "passwd", "pass", "pwd", "secret", "token"];
@@ -94,6 +106,14 @@ fn is_secret_parameter(key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scrubbing_replaces_every_secret_and_skips_empty_ones() {
+        assert_eq!(
+            scrub("token abc then xyz and abc", ["abc", "", "xyz"]),
+            "token [redacted] then [redacted] and [redacted]"
+        );
+    }
 
     #[test]
     fn a_database_url_keeps_its_user_host_and_database_but_not_its_password() {

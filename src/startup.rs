@@ -2,6 +2,7 @@
 //! listener and the engine's tasks under a supervisor. `stacksnap serve`,
 //! `stacksnap demo` and the tests all start it through [`start`].
 
+pub mod connections;
 pub mod supervisor;
 pub mod tls;
 
@@ -13,6 +14,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use self::{
+    connections::ConnectionLimits,
     supervisor::Supervisor,
     tls::{TlsFiles, TlsListener},
 };
@@ -23,6 +25,10 @@ use crate::{
     http::{self, AppState, auth::Authenticator, health::AUTH_OFF_WARNING},
     openstack::OpenStack,
 };
+
+/// How long a stop waits for connections beyond the request timeout (by which
+/// every request in flight has been answered) before it drops them.
+const DRAIN_MARGIN: Duration = Duration::from_secs(1);
 
 /// What the service runs against, made outside so that tests can pass their own.
 #[derive(Debug, Clone)]
@@ -140,11 +146,16 @@ pub async fn start(
         shutdown_for_server.cancelled().await;
         requests_stopping.cancel();
     };
+    let limits = ConnectionLimits {
+        header_read: settings.header_read_timeout,
+        drain: settings.request_timeout + DRAIN_MARGIN,
+    };
     let server = match tls {
-        None => tokio::spawn(serve(listener, router, stopping)),
-        Some(acceptor) => tokio::spawn(serve(
+        None => tokio::spawn(connections::serve(listener, router, limits, stopping)),
+        Some(acceptor) => tokio::spawn(connections::serve(
             TlsListener::new(listener, acceptor),
             router,
+            limits,
             stopping,
         )),
     };
@@ -158,21 +169,6 @@ pub async fn start(
         listening: Some(listening),
         api_db,
     })
-}
-
-/// Serves `router` on `listener` until `stopping` ends; then requests in flight finish.
-async fn serve<L>(
-    listener: L,
-    router: axum::Router,
-    stopping: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    axum::serve(listener, router)
-        .with_graceful_shutdown(stopping)
-        .await
 }
 
 /// The API's own pool on the engine's database, so that requests (a burst of
@@ -192,7 +188,7 @@ pub struct RunningService {
     addr: SocketAddr,
     shutdown: CancellationToken,
     engine: Option<EngineHealth>,
-    server: Option<JoinHandle<std::io::Result<()>>>,
+    server: Option<JoinHandle<()>>,
     supervisor: Option<Supervisor>,
     /// The LISTEN for ended jobs; it ends with the shutdown token.
     listening: Option<JoinHandle<()>>,
@@ -206,7 +202,8 @@ impl RunningService {
     }
 
     /// Cancel it to stop the service: the server stops accepting, requests in
-    /// flight finish, the engine drains.
+    /// flight finish (connections still open a second after the request
+    /// timeout are dropped), the engine drains.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
@@ -218,14 +215,15 @@ impl RunningService {
     }
 
     /// Waits until the service has stopped: after the shutdown token is
-    /// cancelled, or at once if the server fails (then the engine is stopped too).
+    /// cancelled, or at once if the server task fails (then the engine is
+    /// stopped too).
     ///
     /// # Errors
-    /// The HTTP server failed.
+    /// The HTTP server task failed (panicked).
     pub async fn stopped(mut self) -> anyhow::Result<()> {
         let served = match self.server.take() {
             Some(server) => server.await,
-            None => Ok(Ok(())),
+            None => Ok(()),
         };
         self.shutdown.cancel();
         if let Some(supervisor) = self.supervisor.take() {
@@ -235,9 +233,7 @@ impl RunningService {
             listening.await.ok();
         }
         self.api_db.close().await;
-        served
-            .context("the HTTP server task failed")?
-            .context("the HTTP server failed")?;
+        served.context("the HTTP server task failed")?;
         tracing::info!("stopped");
         Ok(())
     }

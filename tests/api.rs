@@ -2,6 +2,7 @@
 
 mod auth;
 mod cloud;
+mod connections;
 mod contract;
 mod delegation;
 mod errors;

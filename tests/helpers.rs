@@ -4,7 +4,8 @@
 
 mod engine;
 mod groups;
+mod logs;
 mod private_pg;
 mod service;
 
-pub use self::{engine::*, groups::*, private_pg::PrivateCluster, service::*};
+pub use self::{engine::*, groups::*, logs::*, private_pg::PrivateCluster, service::*};

@@ -433,13 +433,18 @@ impl Session {
                 microversion: endpoint.microversion,
             });
         }
-        // A service that echoes the token it was sent (as Keystone's "Could not
-        // find token: ..." does) must not carry it into logs or job errors.
-        let mut message = error_message(&String::from_utf8_lossy(&body));
-        let sent = token.value.expose_secret();
-        if !sent.is_empty() {
-            message = message.replace(sent, crate::redact::REDACTED);
-        }
+        // A service that echoes a token it was sent (as Keystone's "Could not
+        // find token: ..." does) must not carry it into logs (the retry's warning
+        // among them) or errors: scrubbed before the message is cut short, so
+        // no part of one is left either.
+        let subject = call.subject_token.as_ref().map(|t| t.expose_secret());
+        let body = crate::redact::scrub(
+            &String::from_utf8_lossy(&body),
+            [Some(token.value.expose_secret()), subject]
+                .into_iter()
+                .flatten(),
+        );
+        let message = error_message(&body);
         let retry_after = headers
             .get("retry-after")
             .and_then(|v| v.to_str().ok())

@@ -1,8 +1,8 @@
 //! Optional TLS for the listener, for deployments without a TLS-terminating
 //! proxy: the certificate and key files (`--tls-cert`, `--tls-key`) read into a
-//! rustls server configuration, and a listener that hands axum only connections
-//! whose handshake is done, so `axum::serve` (and its graceful shutdown) is the
-//! same with TLS as without.
+//! rustls server configuration, and a listener that hands the server only
+//! connections whose handshake is done, so serving (its header-read deadline
+//! and graceful shutdown, see `connections`) is the same with TLS as without.
 
 use std::{
     io,

@@ -123,13 +123,30 @@ pub async fn record_step(
 /// # Errors
 /// The query fails.
 async fn lock_job_owners(conn: &mut PgConnection, job_id: Uuid) -> Result<(), sqlx::Error> {
-    let owners: Option<(Uuid, Option<Uuid>)> =
-        sqlx::query_as("select run_id, policy_id from job where job_id = $1")
-            .bind(job_id)
-            .fetch_optional(&mut *conn)
-            .await?;
+    lock_scoped_job_owners(conn, Scope::AllProjects, job_id)
+        .await
+        .map(|_| ())
+}
+
+/// [`lock_job_owners`] for a job of `scope` only: returns `false`, having
+/// locked nothing, when there is no such job in it.
+///
+/// # Errors
+/// The query fails.
+async fn lock_scoped_job_owners(
+    conn: &mut PgConnection,
+    scope: Scope<'_>,
+    job_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let owners: Option<(Uuid, Option<Uuid>)> = sqlx::query_as(
+        "select run_id, policy_id from job where job_id = $1 and ($2::text is null or project_id = $2)",
+    )
+    .bind(job_id)
+    .bind(scope.project())
+    .fetch_optional(&mut *conn)
+    .await?;
     let Some((run_id, policy_id)) = owners else {
-        return Ok(());
+        return Ok(false);
     };
     if let Some(policy_id) = policy_id {
         sqlx::query("select 1 from policy where policy_id = $1 for key share")
@@ -141,7 +158,7 @@ async fn lock_job_owners(conn: &mut PgConnection, job_id: Uuid) -> Result<(), sq
         .bind(run_id)
         .execute(&mut *conn)
         .await?;
-    Ok(())
+    Ok(true)
 }
 
 /// What a cancel request found.
@@ -164,7 +181,11 @@ pub async fn cancel_job(
 ) -> Result<CancelOutcome, sqlx::Error> {
     let scope: Scope<'_> = scope.into();
     let mut tx = pool.begin().await?;
-    lock_job_owners(&mut tx, job_id).await?;
+    // Scoped before any lock: a caller of another project must not queue behind,
+    // nor hold, the locks of a job it may not even see.
+    if !lock_scoped_job_owners(&mut tx, scope, job_id).await? {
+        return Ok(CancelOutcome::NotFound);
+    }
     let cancelled: Option<Uuid> = sqlx::query_scalar(
         "update job set status = 'cancelled', finished_at = $3, cancel_requested = true, \
          error = $4 \

@@ -8,9 +8,11 @@ use std::time::Duration;
 use reqwest::{Method, header};
 use serde_json::json;
 use sqlx::PgPool;
-use stacksnap_sim::{FaultRule, SimConfig};
+use stacksnap_sim::{Fault, FaultRule, SimConfig};
 
-use crate::helpers::{policy_body, problem, sim_token, spawn_app, spawn_app_with_keystone};
+use crate::helpers::{
+    Captured, capture_logs, policy_body, problem, sim_token, spawn_app, spawn_app_with_keystone,
+};
 
 const VALIDATIONS: &str = "keystone.validate_token";
 const FIVE_MINUTES: Duration = Duration::from_secs(300);
@@ -274,4 +276,45 @@ async fn without_authentication_every_request_is_an_admin_of_default_and_readyz_
             .contains("authentication is off")
     );
     assert_eq!(all.status(), 200, "an admin may list every project");
+}
+
+#[sqlx::test]
+async fn a_keystone_error_that_echoes_the_callers_token_is_retried_and_answered_without_it(
+    pool: PgPool,
+) {
+    // Arrange: Keystone fails validation with a message that quotes the token asked about.
+    let (app, sim) = spawn_app_with_keystone(pool, SimConfig::default(), FIVE_MINUTES).await;
+    let demo = sim_token(&sim, "demo").await;
+    sim.inject(FaultRule::new(
+        VALIDATIONS,
+        Fault::Error {
+            status: 503,
+            retry_after: None,
+            message: Some(format!("cannot validate {} now", demo.value)),
+        },
+    ));
+    let captured = Captured::default();
+    let logging = capture_logs(&captured);
+
+    // Act
+    let response = app
+        .with_token(Method::GET, "/v1/policies", &demo.value)
+        .send()
+        .await
+        .unwrap();
+
+    // Assert
+    let body = problem(response, 503).await;
+    drop(logging);
+    let logs = captured.text();
+    assert!(
+        logs.contains("retrying OpenStack call"),
+        "the capture saw the retry"
+    );
+    assert!(sim.count(VALIDATIONS) >= 2, "the validation was retried");
+    assert!(!logs.contains(&demo.value), "the caller's token was logged");
+    assert!(
+        !body.to_string().contains(&demo.value),
+        "the caller's token was answered: {body}"
+    );
 }

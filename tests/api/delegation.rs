@@ -12,7 +12,7 @@ use stacksnap::{
     engine::EngineConfig,
     startup::{self, Dependencies, RunningService},
 };
-use stacksnap_sim::{SimConfig, SimHandle, Simulator};
+use stacksnap_sim::{Fault, FaultRule, SimConfig, SimHandle, Simulator};
 use uuid::Uuid;
 
 use crate::helpers::{policy_body, sim_cloud, sim_token, test_settings};
@@ -150,4 +150,41 @@ async fn an_admins_one_off_in_another_project_acts_only_through_a_trust(pool: Pg
         "the admin's own token (of its project) never acts in demo's"
     );
     assert!(trust.is_some());
+}
+
+#[sqlx::test]
+async fn a_refused_trust_whose_message_echoes_the_callers_token_is_answered_without_it(
+    pool: PgPool,
+) {
+    // Arrange: Keystone refuses the trust with a message that quotes the token it was sent.
+    let (service, sim) = api_only(pool.clone(), true).await;
+    let demo = sim_token(&sim, "demo").await;
+    sim.inject(FaultRule::new(
+        "keystone.create_trust",
+        Fault::Error {
+            status: 403,
+            retry_after: None,
+            message: Some(format!("token {} may not delegate", demo.value)),
+        },
+    ));
+
+    // Act
+    let (status, text) = post(
+        &service,
+        &demo.value,
+        "/v1/policies",
+        &policy_body("nightly"),
+    )
+    .await;
+
+    // Assert
+    assert_eq!(status, 403, "{text}");
+    assert!(
+        text.contains("may not delegate"),
+        "Keystone's reason is kept: {text}"
+    );
+    assert!(
+        !text.contains(&demo.value),
+        "the caller's token was answered: {text}"
+    );
 }

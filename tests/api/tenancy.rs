@@ -622,3 +622,59 @@ async fn a_reader_reads_but_may_not_write(pool: PgPool) {
     .await;
     assert_eq!(now["version"], owned.policy["version"]);
 }
+
+#[sqlx::test]
+async fn cancelling_another_projects_job_is_not_found_without_waiting_for_its_locks(pool: PgPool) {
+    // Arrange: demo's pending job, whose run another transaction holds locked.
+    let (app, sim) = start(pool).await;
+    let demo = sim_token(&sim, "demo").await;
+    let alt = sim_token(&sim, "alt").await;
+    let one_off = json!({"resource_type": "volume", "resource_id": Uuid::new_v4()});
+    let job = ok_json(
+        call(&app, &demo, Method::POST, "/v1/snapshots", Some(&one_off)).await,
+        202,
+    )
+    .await;
+    let job_id: Uuid = job["id"].as_str().unwrap().parse().unwrap();
+    let mut holder = app.pool.begin().await.unwrap();
+    sqlx::query(
+        "select 1 from run where run_id = (select run_id from job where job_id = $1) for update",
+    )
+    .bind(job_id)
+    .execute(&mut *holder)
+    .await
+    .unwrap();
+
+    // Act: alt cancels it while the lock is held.
+    let cancel = tokio::time::timeout(
+        Duration::from_secs(2),
+        call(
+            &app,
+            &alt,
+            Method::POST,
+            &format!("/v1/jobs/{job_id}/cancel"),
+            None,
+        ),
+    )
+    .await;
+
+    // Assert: answered at once with 404, never queued behind demo's lock, and nothing changed.
+    let response = cancel.expect("the cancel of another project's job waited for that job's locks");
+    let body = problem(response, 404).await;
+    assert_eq!(body["type"], "urn:stacksnap:problem:not-found");
+    holder.rollback().await.unwrap();
+    let now = ok_json(
+        call(
+            &app,
+            &demo,
+            Method::GET,
+            &format!("/v1/jobs/{job_id}"),
+            None,
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(now["status"], job["status"]);
+    assert_eq!(now["status"], "pending");
+}

@@ -293,3 +293,64 @@ async fn a_certificate_without_its_key_stops_start_up() {
         "{only_key}"
     );
 }
+
+#[sqlx::test]
+async fn a_tls_client_that_never_finishes_its_request_head_is_closed_within_the_deadline(
+    pool: PgPool,
+) {
+    use tokio::io::AsyncWriteExt as _;
+    use tokio_rustls::{
+        TlsConnector,
+        rustls::{
+            ClientConfig, RootCertStore,
+            crypto::aws_lc_rs,
+            pki_types::{CertificateDer, ServerName, pem::PemObject as _},
+        },
+    };
+
+    // Arrange
+    let dir = TempDir::new();
+    let (cert, key) = self_signed(&dir, "server");
+    let service = start_service_with(
+        Settings {
+            header_read_timeout: Duration::from_secs(1),
+            ..tls_settings(&cert, &key)
+        },
+        pool,
+        Arc::new(SystemClock),
+        None,
+        EngineConfig::default(),
+    )
+    .await;
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(&cert).unwrap())
+        .unwrap();
+    let config = ClientConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(service.local_addr())
+        .await
+        .unwrap();
+
+    // Act: a whole handshake, then half a request head.
+    let mut stream = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("the handshake");
+    stream
+        .write_all(crate::api::connections::HALF_A_HEAD)
+        .await
+        .unwrap();
+    stream.flush().await.unwrap();
+
+    // Assert
+    assert!(
+        crate::api::connections::closed_within(&mut stream, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "a half-sent request head held its TLS connection past the deadline"
+    );
+}

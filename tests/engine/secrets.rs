@@ -4,75 +4,14 @@
 //! the answers and the cloud client's `Debug` are searched for the simulator
 //! admin's password, its application-credential secret and every token it issued.
 
-use std::{
-    io,
-    sync::{Arc, Mutex, Once},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use stacksnap::{clock::SystemClock, openstack::OpenStack};
 use stacksnap_sim::{Fault, FaultRule, SimConfig, SimHandle, Simulator};
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-use crate::helpers::{cloud_named, engine_config, start_service};
-
-/// Everything the subscriber wrote, in both formats the service logs in.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Sends the `log` records of reqwest and sqlx to the current tracing subscriber,
-/// as `telemetry::init` does in the service.
-fn bridge_log_records() {
-    static BRIDGE: Once = Once::new();
-    BRIDGE.call_once(|| {
-        tracing_log::LogTracer::init().expect("no other `log` logger in the test binary");
-    });
-}
-
-/// A subscriber for this thread at debug level for every target, writing JSON
-/// (as in production) and the human format (span fields inline) to `captured`.
-/// The test runtime has one thread, so the service's and the simulator's tasks
-/// log here too.
-fn capture_logs(captured: &Captured) -> tracing::subscriber::DefaultGuard {
-    bridge_log_records();
-    let json = captured.clone();
-    let pretty = captured.clone();
-    let subscriber = tracing_subscriber::registry()
-        .with(EnvFilter::new("debug"))
-        .with(
-            fmt::layer()
-                .json()
-                .flatten_event(true)
-                .with_current_span(true)
-                .with_span_list(true)
-                .with_writer(move || json.clone()),
-        )
-        .with(
-            fmt::layer()
-                .with_ansi(false)
-                .with_writer(move || pretty.clone()),
-        );
-    tracing::subscriber::set_default(subscriber)
-}
+use crate::helpers::{Captured, capture_logs, cloud_named, engine_config, start_service};
 
 /// A simulator whose credentials cannot be mistaken for any other text.
 fn simulator() -> SimHandle {

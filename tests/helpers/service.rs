@@ -37,6 +37,7 @@ pub fn test_settings() -> Settings {
         database_url: None,
         db_max_connections: 5,
         request_timeout: Duration::from_secs(30),
+        header_read_timeout: Duration::from_secs(30),
         body_limit: 1024 * 1024,
         no_engine: true,
         workers: 1,

@@ -9,10 +9,13 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::openstack::{
-    OpenStack,
-    authority::TrustId,
-    error::{ErrorKind, OpenStackError, classify, error_message},
+use crate::{
+    openstack::{
+        OpenStack,
+        authority::TrustId,
+        error::{ErrorKind, OpenStackError, classify, error_message},
+    },
+    redact,
 };
 
 /// The role a policy's trust delegates: enough to snapshot and delete snapshots.
@@ -100,6 +103,8 @@ impl OpenStack {
             .map_err(|e| transport(OPERATION, e))?;
         let (status, text, request_id) = read(response).await;
         if !(200..300).contains(&status) {
+            // Keystone may quote the token it was sent.
+            let text = redact::scrub(&text, [caller_token.expose_secret()]);
             return Err(refused(OPERATION, status, &text, request_id));
         }
         let parsed: TrustBody = serde_json::from_str(&text).map_err(|e| {
@@ -137,9 +142,8 @@ impl OpenStack {
         match status {
             200..=299 | 404 => Ok(()),
             _ => {
-                let mut error = refused(OPERATION, status, &text, request_id);
-                error.message = error.message.replace(trust.expose(), "[redacted]");
-                Err(error)
+                let text = redact::scrub(&text, [trust.expose(), token.value.expose_secret()]);
+                Err(refused(OPERATION, status, &text, request_id))
             }
         }
     }

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use reqwest::Method;
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::super::{
@@ -112,13 +112,9 @@ pub async fn validate_token(
     match session.send(&call).await {
         Ok(reply) => decode::<Body>(&call, &reply).map(|body| Some(body.token.into())),
         Err(error) if error.kind == ErrorKind::NotFound => Ok(None),
-        Err(mut error) => {
-            let secret = token.expose_secret();
-            if !secret.is_empty() {
-                error.message = error.message.replace(secret, "[token]");
-            }
-            Err(error)
-        }
+        // The session has scrubbed the token from the error (and from the log
+        // lines of its retries).
+        Err(error) => Err(error),
     }
 }
 
