@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use health::{EngineHealth, RestartBackoff, TaskName};
-pub use job_events::JobEvents;
+pub use job_events::{JobEvents, JobWatch};
 pub use worker::Outcome;
 
 use crate::{clock::Clock, openstack::OpenStack, openstack::retry::RetryPolicy};

@@ -7,6 +7,7 @@ pub mod docs;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod job_wait;
 pub mod jobs;
 pub mod managed;
 pub mod merge_patch;
@@ -101,14 +102,14 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
 }
 
 /// Stops a request that takes longer than its budget: the request timeout, plus
-/// the wait a `POST /v1/snapshots?wait=` asked for.
+/// the wait a request asked for with `?wait=` (`POST /v1/snapshots`, `GET /v1/jobs/{id}`).
 async fn time_limit(
     request: Request<Body>,
     next: middleware::Next,
     base: Duration,
 ) -> axum::response::Response {
     use axum::response::IntoResponse as _;
-    let budget = snapshots::request_budget(
+    let budget = job_wait::request_budget(
         request.method(),
         request.uri().path(),
         request.uri().query(),

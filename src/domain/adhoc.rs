@@ -41,7 +41,8 @@ pub const MAX_WAIT_SECS: u64 = 3600;
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"resource_type": "server", "resource_id": "4f1d6a52-0b52-4a8e-9c43-1d0c8e3f2a10",
-    "name": "pre-deploy-web-1", "metadata": {"pipeline": "deploy-42"}, "consistency": "quiesce_preferred"}))]
+    "name": "pre-deploy-web-1", "metadata": {"pipeline": "deploy-42"}, "consistency": "quiesce_preferred",
+    "if_older_than": "6h"}))]
 pub struct AdhocSnapshotRequest {
     pub resource_type: ResourceType,
     pub resource_id: Uuid,
@@ -62,6 +63,12 @@ pub struct AdhocSnapshotRequest {
     #[serde(default)]
     #[schema(example = "8d3c1f0b2a4e4b6c9d7e5f1a2b3c4d5e")]
     pub project_id: Option<String>,
+    /// Take no new snapshot when the resource's newest complete, available
+    /// snapshot in the project is younger than this: answer 200 with the job
+    /// that took it, marked `reused: true`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "6h")]
+    pub if_older_than: Option<HumanDuration>,
 }
 
 impl AdhocSnapshotRequest {
@@ -95,6 +102,12 @@ impl AdhocSnapshotRequest {
             }
         };
         v.finish(timeout)
+    }
+
+    /// How young the newest snapshot of the resource must be to be reused
+    /// instead of taking a new one; `None` always takes one.
+    pub fn reuse_within(&self) -> Option<TimeDelta> {
+        self.if_older_than.as_ref().map(HumanDuration::as_chrono)
     }
 
     /// The name template: the fixed name, or `<resource name>-adhoc-<time>`.
@@ -174,6 +187,20 @@ mod tests {
             .map(|e| e.field)
             .collect();
         assert_eq!(fields, ["name", "metadata.stacksnap_job_id", "timeout"]);
+    }
+
+    #[test]
+    fn a_reuse_window_is_a_duration() {
+        let r = request(
+            serde_json::json!({"resource_type": "server", "resource_id": "4f1d6a52-0b52-4a8e-9c43-1d0c8e3f2a10",
+            "if_older_than": "6h"}),
+        );
+        assert_eq!(r.reuse_within(), Some(TimeDelta::hours(6)));
+        let bad = serde_json::from_value::<AdhocSnapshotRequest>(
+            serde_json::json!({"resource_type": "server", "resource_id": "4f1d6a52-0b52-4a8e-9c43-1d0c8e3f2a10",
+            "if_older_than": "soon"}),
+        );
+        assert!(bad.is_err());
     }
 
     #[test]

@@ -205,6 +205,7 @@ pub fn adhoc_snapshot_request(request: &mut Object) {
     duration(timeout);
     extend_description(timeout, "Between `1m` and `7d`.");
     project_id(object(request, "project_id"));
+    duration(object(request, "if_older_than"));
 }
 
 /// A new policy may name the project it is made in (`project_id`, admin only

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::{
     ApiError, AppState, Problem, Result,
     extract::{AppQuery, Caller},
+    job_wait::{self, WaitQuery},
     pagination::{List, fetch_page},
 };
 use crate::{
@@ -70,6 +71,21 @@ pub struct JobResponse {
     pub finished_at: Option<DateTime<Utc>>,
     /// When the job times out.
     pub deadline: Option<DateTime<Utc>>,
+    /// Only in answers of `POST /v1/snapshots`: `true` when no snapshot was
+    /// taken because this job's was younger than `if_older_than`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = bool, required = false)]
+    pub reused: Option<bool>,
+}
+
+impl JobResponse {
+    /// The job as `POST /v1/snapshots` answers it: saying whether it was reused.
+    pub fn reused(self, reused: bool) -> Self {
+        Self {
+            reused: Some(reused),
+            ..self
+        }
+    }
 }
 
 impl From<Job> for JobResponse {
@@ -95,6 +111,7 @@ impl From<Job> for JobResponse {
             started_at: job.started_at,
             finished_at: job.finished_at,
             deadline: job.deadline,
+            reused: None,
         }
     }
 }
@@ -183,29 +200,42 @@ pub async fn list_jobs(
 }
 
 /// Read a job.
+///
+/// With `wait`, the answer comes when the job has ended or when the wait runs
+/// out, whichever is first (a long poll: check `status`).
 #[utoipa::path(
     get,
     path = "/v1/jobs/{id}",
     tag = "jobs",
-    params(("id" = Uuid, Path, description = "Job id")),
+    params(("id" = Uuid, Path, description = "Job id"), WaitQuery),
     responses(
         (status = 200, description = "The job", body = JobResponse,
          links(
             ("CancelJob" = (operation_id = "cancel_job", parameters(("id" = "$response.body#/id")))),
             ("GetRun" = (operation_id = "get_run", parameters(("id" = "$response.body#/run_id"))))
          )),
-        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json")
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid `wait`", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn get_job(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    AppQuery(query): AppQuery<WaitQuery>,
 ) -> Result<Json<JobResponse>> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("job"))?;
-    let job = jobs::fetch_job(&state.db, caller.item_scope(), id)
-        .await?
-        .ok_or(ApiError::NotFound("job"))?;
+    let wait = query.duration()?;
+    // Watched before the first read, so an end between a read and the wait is seen.
+    let ended = wait.map(|_| state.job_events.watch(id));
+    let job = job_wait::until_ended(
+        &state,
+        caller.item_scope(),
+        id,
+        wait.unwrap_or_default(),
+        ended,
+    )
+    .await?;
     Ok(Json(JobResponse::from(job)))
 }
 

@@ -1,39 +1,23 @@
 //! `POST /v1/snapshots`: snapshot one resource now, optionally waiting for it (for CI pipelines).
 
-use std::time::Duration;
-
 use axum::{
     Json,
     extract::State,
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
-use serde::Deserialize;
-use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     ApiError, AppState, Problem, Result, delegation,
     extract::{AppQuery, Caller, JsonDocument, from_value},
+    job_wait::{self, WaitQuery},
     jobs::JobResponse,
 };
 use crate::{
-    domain::adhoc::{AdhocSnapshotRequest, parse_wait},
+    domain::adhoc::AdhocSnapshotRequest,
     store::{jobs, lifecycle},
 };
-
-/// `?wait=` for `POST /v1/snapshots`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct WaitQuery {
-    /// Answer when the job ends or after this long (at most `1h`), e.g. `10m`.
-    #[param(
-        example = "10m",
-        pattern = r"^[\u0009-\u000d\u0085 \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:0+[smhdw])*0*[1-9][0-9]*[smhdw](?:[0-9]+[smhdw])*[\u0009-\u000d\u0085 \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
-    )]
-    pub wait: Option<String>,
-}
 
 /// The routes of `POST /v1/snapshots`, with their OpenAPI operations.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -44,6 +28,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 ///
 /// Without `wait` the answer comes at once (202). With `wait`, it comes when the
 /// job ends (200, whatever its outcome: check `status`) or when the wait runs out (202).
+/// With `if_older_than`, a resource whose newest complete, available snapshot in
+/// the project is younger than that gets no new one: the answer is 200 with the
+/// job that took it, `reused: true`. Every answer of this operation carries `reused`.
 #[utoipa::path(
     post,
     path = "/v1/snapshots",
@@ -51,14 +38,21 @@ pub fn router() -> OpenApiRouter<AppState> {
     params(WaitQuery),
     request_body(content = AdhocSnapshotRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "The job ended within the wait", body = JobResponse,
-         links(("GetJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/id")))))),
+        (status = 200, description = "The job ended within the wait, or a fresh snapshot was reused (`reused: true`)",
+         body = JobResponse,
+         links(("GetJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/id"))))),
+         // Last: utoipa 6 reads the comma after a media type's attribute twice.
+         examples(
+            ("ended" = (summary = "The new job ended within the wait", value = json!(job_example(false, "succeeded")))),
+            ("reused" = (summary = "A snapshot younger than `if_older_than` was reused", value = json!(job_example(true, "succeeded"))))
+         )),
         (status = 202, description = "The job is under way", body = JobResponse,
          headers(("Location" = String, description = "URL of the job")),
          links(
             ("GetJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/id")))),
             ("CancelJob" = (operation_id = "cancel_job", parameters(("id" = "$response.body#/id"))))
-         )),
+         ),
+         example = json!(job_example(false, "creating"))),
         (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is over the limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not application/json", body = Problem, content_type = "application/problem+json"),
@@ -71,12 +65,7 @@ pub async fn create_snapshot(
     AppQuery(query): AppQuery<WaitQuery>,
     JsonDocument(body): JsonDocument,
 ) -> Result<Response> {
-    let wait = query
-        .wait
-        .as_deref()
-        .map(parse_wait)
-        .transpose()
-        .map_err(|m| ApiError::field("wait", m))?;
+    let wait = query.duration()?;
     if !body.is_object() {
         return Err(ApiError::field(
             "body",
@@ -87,67 +76,60 @@ pub async fn create_snapshot(
     let project = caller.target_project(request.project_id.clone())?;
     let timeout_secs = request.validate().map_err(ApiError::Unprocessable)?;
     let now = state.clock.now();
+    if let Some(window) = request.reuse_within() {
+        let resource_id = request.resource_id.to_string();
+        let fresh = jobs::fetch_reusable_job(
+            &state.db,
+            &project,
+            request.resource_type,
+            &resource_id,
+            now - window,
+        )
+        .await?;
+        if let Some(job) = fresh {
+            return Ok((StatusCode::OK, Json(JobResponse::from(job).reused(true))).into_response());
+        }
+    }
     let job = request.job(timeout_secs, now);
     let job_id = job.job_id;
     // Watched from before the job exists, so its end cannot slip between a read and the wait.
-    let mut ended = wait.map(|_| state.job_events.watch(job_id));
+    let ended = wait.map(|_| state.job_events.watch(job_id));
     let trust = delegation::adhoc_trust(&state, &caller, &project).await?;
     let authority = delegation::run_authority(&caller, &project, trust.as_ref());
     lifecycle::insert_adhoc_run(&state.db, &project, caller.user_id(), &job, authority, now)
         .await?;
 
-    let deadline = tokio::time::Instant::now() + wait.unwrap_or_default();
-    loop {
-        let job = jobs::fetch_job(&state.db, project.as_str(), job_id)
-            .await?
-            .ok_or(ApiError::NotFound("job"))?;
-        if job.status.is_terminal() {
-            return Ok((StatusCode::OK, Json(JobResponse::from(job))).into_response());
-        }
-        if tokio::time::Instant::now() >= deadline || state.shutdown.is_cancelled() {
-            let location = format!("/v1/jobs/{job_id}");
-            return Ok((
-                StatusCode::ACCEPTED,
-                [(header::LOCATION, location)],
-                Json(JobResponse::from(job)),
-            )
-                .into_response());
-        }
-        // Woken when the job ends (this replica's engine, or NOTIFY from another);
-        // the slow poll only matters where neither reaches (a pooler without LISTEN).
-        let poll = state
-            .wait_poll_interval
-            .min(deadline - tokio::time::Instant::now());
-        tokio::select! {
-            () = async {
-                match ended.as_mut() {
-                    Some(watch) => watch.ended().await,
-                    None => std::future::pending().await,
-                }
-            } => {}
-            () = tokio::time::sleep(poll) => {}
-            () = state.shutdown.cancelled() => {}
-        }
+    let job = job_wait::until_ended(
+        &state,
+        project.as_str().into(),
+        job_id,
+        wait.unwrap_or_default(),
+        ended,
+    )
+    .await?;
+    let response = Json(JobResponse::from(job).reused(false));
+    if response.status.is_terminal() {
+        return Ok((StatusCode::OK, response).into_response());
     }
+    let location = format!("/v1/jobs/{job_id}");
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], response).into_response())
 }
 
-/// The longest a request to `path` may take: a waiting snapshot request gets its wait on top.
-pub fn request_budget(
-    method: &axum::http::Method,
-    path: &str,
-    query: Option<&str>,
-    base: Duration,
-) -> Duration {
-    if method != axum::http::Method::POST || path != "/v1/snapshots" {
-        return base;
-    }
-    let wait = query
-        .and_then(|q| {
-            form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == "wait")
-                .map(|(_, v)| v.into_owned())
-        })
-        .and_then(|w| parse_wait(&w).ok())
-        .unwrap_or_default();
-    base + wait
+/// An example answer of `POST /v1/snapshots`.
+fn job_example(reused: bool, status: &str) -> serde_json::Value {
+    let finished = status == "succeeded";
+    let when_finished = |v: serde_json::Value| if finished { v } else { serde_json::Value::Null };
+    serde_json::json!({
+        "id": "019ab9a1-2f00-7c1e-8d2a-1b2c3d4e5f60", "project_id": "8d3c1f0b2a4e4b6c9d7e5f1a2b3c4d5e",
+        "run_id": "019ab9a1-0c1e-7d2a-9f3b-2a4c5d6e7f80", "policy_id": null,
+        "resource_type": "server", "resource_id": "4f1d6a52-0b52-4a8e-9c43-1d0c8e3f2a10",
+        "resource_name": "web-1", "status": status, "attempt": 1,
+        "image_id": when_finished("b92d4c1e-5f6a-4b7c-8d9e-0f1a2b3c4d5e".into()),
+        "group_snapshot_id": null, "volume_snapshots": [],
+        "consistency": when_finished("crash_consistent".into()), "error": null,
+        "timeline": [], "openstack_calls": if finished { 4 } else { 1 },
+        "created_at": "2026-11-26T01:00:00.5Z", "started_at": "2026-11-26T01:00:01Z",
+        "finished_at": when_finished("2026-11-26T01:00:09Z".into()),
+        "deadline": "2026-11-26T03:00:01Z", "reused": reused
+    })
 }

@@ -128,6 +128,37 @@ pub async fn fetch_job(
     .map(|row| row.map(Named::into_inner))
 }
 
+/// The succeeded job that took the newest complete, still available snapshot
+/// of a resource in a project, taken at or after `since`: a one-off request
+/// with `if_older_than` reuses it instead of taking another.
+///
+/// # Errors
+/// The query fails.
+pub async fn fetch_reusable_job(
+    pool: &PgPool,
+    project_id: &str,
+    resource_type: ResourceType,
+    resource_id: &str,
+    since: DateTime<Utc>,
+) -> Result<Option<Job>, sqlx::Error> {
+    sqlx::query_as::<_, Named<Job>>(concat!(
+        "select ",
+        job_columns!(),
+        " from job where status = 'succeeded' and job_id = ( \
+             select s.job_id from snapshot s \
+             where s.project_id = $1 and s.resource_type = $2 and s.resource_id = $3 \
+                 and s.complete and not s.duplicate and s.state = 'available' and s.taken_at >= $4 \
+             order by s.taken_at desc, s.snapshot_id desc limit 1)"
+    ))
+    .bind(project_id)
+    .bind(resource_type)
+    .bind(resource_id)
+    .bind(since)
+    .fetch_optional(pool)
+    .await
+    .map(|row| row.map(Named::into_inner))
+}
+
 /// Filters for [`list_jobs`].
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
