@@ -1,6 +1,6 @@
-//! The command line: `serve`, `demo`, `migrate`, `openapi`, `healthcheck`.
+//! The command line: `serve`, `demo`, `migrate`, `openapi`, `healthcheck`, `client`.
 
-use std::{io::IsTerminal as _, net::SocketAddr, sync::Arc, time::Duration};
+use std::{io::IsTerminal as _, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -47,14 +47,22 @@ pub enum Command {
         #[arg(long, env = "STACKSNAP_TLS_CERT")]
         tls_cert: Option<std::path::PathBuf>,
     },
+    /// Talk to a running service: one-off snapshots for pipelines, policies, jobs, status.
+    ///
+    /// The token comes from `STACKSNAP_TOKEN`, else from Keystone with the
+    /// credentials of `OS_CLOUD` (a clouds.yaml) or the `OS_*` variables. Exit
+    /// codes: 0 done (or a fresh snapshot reused), 1 the job failed, timed out or
+    /// was cancelled (or the service could not be reached), 2 bad usage, 3
+    /// `--wait` ran out first, 4 the service (or Keystone) refused the request.
+    Client(crate::client::args::ClientArgs),
 }
 
 impl Cli {
-    /// Runs the chosen subcommand.
+    /// Runs the chosen subcommand; the client says its own exit code.
     ///
     /// # Errors
     /// Whatever stopped the command, with context for a one-line message.
-    pub async fn run(self) -> anyhow::Result<()> {
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
         let format = self
             .log_format
             .unwrap_or(if std::io::stderr().is_terminal() {
@@ -62,7 +70,9 @@ impl Cli {
             } else {
                 LogFormat::Json
             });
-        match self.command {
+        let done = match self.command {
+            // No telemetry: a pipeline reads the client's stderr.
+            Command::Client(args) => return Ok(crate::client::run(args).await),
             Command::Openapi => {
                 print!("{}", crate::http::docs::openapi_json());
                 Ok(())
@@ -92,7 +102,8 @@ impl Cli {
                 telemetry::init(format);
                 serve(settings, true).await
             }
-        }
+        };
+        done.map(|()| ExitCode::SUCCESS)
     }
 }
 

@@ -3,6 +3,7 @@
 //! Layers call downwards only: `http` → `store` → `domain`.
 
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod delegation;

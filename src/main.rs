@@ -9,7 +9,7 @@ use stacksnap::cli::Cli;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.run().await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE

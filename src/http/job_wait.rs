@@ -133,7 +133,10 @@ mod tests {
             budget(&Method::GET, "/v1/jobs/abc", Some("wait=1m")),
             Duration::from_secs(90)
         );
-        assert_eq!(budget(&Method::POST, "/v1/jobs/abc/cancel", Some("wait=1m")), base);
+        assert_eq!(
+            budget(&Method::POST, "/v1/jobs/abc/cancel", Some("wait=1m")),
+            base
+        );
         assert_eq!(budget(&Method::GET, "/v1/policies", Some("wait=1m")), base);
         assert_eq!(budget(&Method::GET, "/v1/jobs/abc", Some("wait=2h")), base);
     }

@@ -112,7 +112,12 @@ pub async fn create_snapshot(
         return Ok((StatusCode::OK, response).into_response());
     }
     let location = format!("/v1/jobs/{job_id}");
-    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], response).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        response,
+    )
+        .into_response())
 }
 
 /// An example answer of `POST /v1/snapshots`.

@@ -194,32 +194,43 @@ pub struct Session {
     calls: AtomicU64,
 }
 
+/// The HTTP client for a cloud: its CA bundle, its TLS checks, our timeouts.
+///
+/// # Errors
+/// The CA bundle cannot be read or the client cannot be built.
+pub fn http_client(
+    config: &CloudConfig,
+    options: &SessionOptions,
+) -> Result<reqwest::Client, OpenStackError> {
+    let fail = |m: String| OpenStackError::new(ErrorKind::Config, "keystone", "configure", m);
+    let mut builder = reqwest::Client::builder()
+        .timeout(options.request_timeout)
+        .connect_timeout(options.connect_timeout)
+        .user_agent(concat!("stacksnap/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = &config.cacert {
+        let pem = std::fs::read(path)
+            .map_err(|e| fail(format!("cannot read cacert {}: {e}", path.display())))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| fail(format!("bad cacert: {e}")))?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    if config.insecure {
+        builder = builder.danger_accept_invalid_certs(true);
+    }
+    builder
+        .build()
+        .map_err(|e| fail(format!("cannot build the HTTP client: {e}")))
+}
+
 impl Session {
     /// Builds a session; nothing is sent until the first call.
     ///
     /// # Errors
     /// The CA bundle cannot be read or the HTTP client cannot be built.
     pub fn new(config: CloudConfig, options: SessionOptions) -> Result<Self, OpenStackError> {
-        let fail = |m: String| OpenStackError::new(ErrorKind::Config, "keystone", "configure", m);
-        let mut builder = reqwest::Client::builder()
-            .timeout(options.request_timeout)
-            .connect_timeout(options.connect_timeout)
-            .user_agent(concat!("stacksnap/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = &config.cacert {
-            let pem = std::fs::read(path)
-                .map_err(|e| fail(format!("cannot read cacert {}: {e}", path.display())))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| fail(format!("bad cacert: {e}")))?
-            {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        if config.insecure {
-            builder = builder.danger_accept_invalid_certs(true);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| fail(format!("cannot build the HTTP client: {e}")))?;
+        let http = http_client(&config, &options)?;
         Ok(Self {
             http,
             config,
