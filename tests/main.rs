@@ -4,11 +4,12 @@
 //! service the way `stacksnap serve` does and drives the engine step by step.
 //!
 //! Run one area with a filter: `cargo test --test integration api::`,
-//! `engine::`, `openstack::`. The tests against a real OpenStack are ignored
+//! `engine::`, `openstack::`, `client::`. The tests against a real OpenStack are ignored
 //! unless asked for: `cargo test --test integration acceptance:: -- --include-ignored`.
 
 mod acceptance;
 mod api;
+mod client;
 mod engine;
 mod helpers;
 mod openstack;
