@@ -165,6 +165,68 @@ async fn a_snapshot_younger_than_if_older_than_is_reused_and_exits_0(pool: PgPoo
 }
 
 #[sqlx::test]
+async fn a_snapshot_being_deleted_or_older_than_asked_is_not_reused(pool: PgPool) {
+    // Arrange: a first snapshot, then a second one whose snapshot is being deleted.
+    let rig = rig(pool).await;
+    let server = rig.demo_server("web-7");
+    let token = sim_token(&rig.sim, "demo").await;
+    let create = |age: &'static str| {
+        let server = server.clone();
+        let token = token.value.clone();
+        let rig = &rig;
+        async move {
+            let args = [
+                "snapshot",
+                "create",
+                "--server",
+                &server,
+                "--if-older-than",
+                age,
+                "--wait",
+                "60s",
+                "--json",
+            ];
+            rig.client(Auth::Token(&token), &args).await
+        }
+    };
+    let first = create("1s").await;
+    assert_eq!(first.code, 0, "{first:?}");
+    let first_job = first.json()["id"].as_str().unwrap().to_owned();
+    let snapshots: Value = reqwest::Client::new()
+        .get(format!("{}/v1/snapshots?resource_id={server}", rig.url))
+        .header("X-Auth-Token", &token.value)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let snapshot = snapshots["items"][0]["id"].as_str().unwrap().to_owned();
+    let deleted = reqwest::Client::new()
+        .delete(format!("{}/v1/snapshots/{snapshot}", rig.url))
+        .header("X-Auth-Token", &token.value)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 202);
+
+    // Act: within the window, but the only snapshot is being deleted; then,
+    // two seconds on, a window of one second.
+    let after_delete = create("6h").await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let too_old = create("1s").await;
+
+    // Assert: each took a new snapshot.
+    for run in [&after_delete, &too_old] {
+        assert_eq!(run.code, 0, "{run:?}");
+        assert_eq!(run.json()["reused"], false, "{run:?}");
+        assert_ne!(run.json()["id"], first_job.as_str());
+    }
+    assert_ne!(after_delete.json()["id"], too_old.json()["id"]);
+    assert_eq!(rig.sim.count("nova.create_image"), 3);
+}
+
+#[sqlx::test]
 async fn a_bad_if_older_than_is_a_422_naming_the_field(pool: PgPool) {
     // Arrange
     let rig = rig(pool).await;

@@ -1,4 +1,4 @@
-//! `POST /v1/snapshots?wait=`: the request is answered when its job ends because
+//! `POST /v1/snapshots?wait=` and `GET /v1/jobs/{id}?wait=`: the request is answered when its job ends because
 //! something wakes it (the engine in its own replica, LISTEN/NOTIFY from another),
 //! not because it keeps reading the database. The fallback poll is set to an hour
 //! and the wait to 30 minutes: a request that is not woken would only be answered
@@ -63,6 +63,48 @@ async fn a_wait_ends_when_this_replicas_engine_ends_the_job(pool: PgPool) {
     // Assert
     assert_eq!(status, 200, "{job}");
     assert_eq!(job["status"], "succeeded");
+}
+
+#[sqlx::test]
+async fn a_job_read_with_a_wait_is_answered_when_the_job_ends(pool: PgPool) {
+    // Arrange: a job under way, asked for without waiting.
+    let sim = Simulator::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let volume = sim.create_volume("data", 1, &[]);
+    let service = start_service_with(
+        no_fallback_poll(),
+        pool,
+        Arc::new(SystemClock),
+        Some(cloud_for(&sim)),
+        engine_config(),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", service.local_addr());
+    let created: Value = client
+        .post(format!("{base}/v1/snapshots"))
+        .json(&json!({"resource_type": "volume", "resource_id": volume}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap();
+
+    // Act
+    let response = client
+        .get(format!("{base}/v1/jobs/{id}?wait=30m"))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .expect("answered before the client gives up");
+
+    // Assert: answered at the job's end, carrying no `reused` (only POST's answers do).
+    assert_eq!(response.status(), 200);
+    let job: Value = response.json().await.unwrap();
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert!(job.get("reused").is_none(), "{job}");
+    assert_eq!(created["reused"], false);
 }
 
 #[sqlx::test]
