@@ -56,8 +56,8 @@ async fn execute(args: ClientArgs) -> Result<Exit, ClientError> {
             Ok(finish(&job, json, &wait.to_string()))
         }
         ClientCommand::Policy(command) => policy(&api, command, json).await,
-        ClientCommand::Status => {
-            let status = api.status().await?.body;
+        ClientCommand::Status { all_projects } => {
+            let status = api.status(all_projects).await?.body;
             show(&status, json, output::status);
             Ok(Exit::Done)
         }

@@ -176,13 +176,16 @@ impl Api {
             .await
     }
 
-    /// `GET /v1/status`.
+    /// `GET /v1/status[?all_projects=true]`.
     ///
     /// # Errors
     /// The service refuses or cannot be reached.
-    pub async fn status(&self) -> Result<Answer, ClientError> {
-        self.send(self.request(Method::GET, "/v1/status", Duration::ZERO))
-            .await
+    pub async fn status(&self, all_projects: bool) -> Result<Answer, ClientError> {
+        let mut request = self.request(Method::GET, "/v1/status", Duration::ZERO);
+        if all_projects {
+            request = request.query(&[("all_projects", "true")]);
+        }
+        self.send(request).await
     }
 }
 

@@ -39,7 +39,11 @@ pub enum ClientCommand {
     #[command(subcommand)]
     Job(JobCommand),
     /// What the caller's project looks like: policies by state, failures, missed runs.
-    Status,
+    Status {
+        /// Every project's (admin only).
+        #[arg(long)]
+        all_projects: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
