@@ -594,3 +594,34 @@ pub async fn fetch_policy_by_id(pool: &PgPool, id: Uuid) -> Result<Option<Policy
     .map(|row| row.map(Named::into_inner))?;
     row.map(PolicyRow::into_policy).transpose()
 }
+
+/// Works out `rpo_seconds` for the policies stored before it existed (null),
+/// counted over the year from `now`; a policy this build cannot read is left
+/// for a write to repair. Idempotent: replicas starting together each fill
+/// what is still null. Returns how many it filled.
+///
+/// # Errors
+/// A query fails.
+pub async fn fill_missing_rpo(pool: &PgPool, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let rows: Vec<PolicyRow> = sqlx::query_as::<_, Named<PolicyRow>>(concat!(
+        "select ",
+        policy_columns!(),
+        " from policy where rpo_seconds is null"
+    ))
+    .fetch_all(pool)
+    .await
+    .map(row::values)?;
+    let mut filled = 0;
+    for policy in rows.into_iter().filter_map(|row| row.into_policy().ok()) {
+        let from = policy.next_run_at.unwrap_or(now);
+        filled += sqlx::query(
+            "update policy set rpo_seconds = $2 where policy_id = $1 and rpo_seconds is null",
+        )
+        .bind(policy.id)
+        .bind(rpo_seconds(&policy.spec, from))
+        .execute(pool)
+        .await?
+        .rows_affected();
+    }
+    Ok(filled)
+}

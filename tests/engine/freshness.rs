@@ -6,7 +6,10 @@ use chrono::TimeDelta;
 use reqwest::Method;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use stacksnap::openstack::session::{Call, Service};
+use stacksnap::{
+    clock::Clock as _,
+    openstack::session::{Call, Service},
+};
 use uuid::Uuid;
 
 use crate::helpers::{Harness, TestApp, harness, spawn_app_on};
@@ -168,4 +171,37 @@ async fn an_explicit_rpo_decides_when_a_named_target_turns_stale(pool: PgPool) {
     let listed = get(&app, "/v1/policies").await;
     assert_eq!(listed["items"][0]["stale_resources"], 0, "{listed}");
     assert_eq!(listed["items"][0]["orphaned_resources"], 0);
+}
+
+#[sqlx::test]
+async fn a_policy_stored_without_an_rpo_gets_one_when_the_service_starts(pool: PgPool) {
+    // Arrange: a daily policy whose RPO was never stored (written by an older build).
+    let h = harness(pool.clone()).await;
+    let policy = h
+        .policy(json!({
+            "name": "old", "resource_type": "server", "targets": {"ids": [Uuid::now_v7()]},
+            "schedules": [{"cron": "@daily"}], "retention": {"keep_last": 1}
+        }))
+        .await;
+    sqlx::query("update policy set rpo_seconds = null")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    // Act
+    let filled = stacksnap::store::policies::fill_missing_rpo(&pool, h.clock.now())
+        .await
+        .unwrap();
+    let again = stacksnap::store::policies::fill_missing_rpo(&pool, h.clock.now())
+        .await
+        .unwrap();
+
+    // Assert: a day between fires plus the 2h default timeout.
+    let rpo: Option<i64> =
+        sqlx::query_scalar("select rpo_seconds from policy where policy_id = $1")
+            .bind(policy.id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((filled, again, rpo), (1, 0, Some(26 * 3600)));
 }
