@@ -37,7 +37,8 @@ pub struct PolicyCounts {
     /// Set aside by the scheduler until a PATCH repairs them (a policy that no
     /// longer passes validation counts here once the scheduler has met it).
     pub broken: i64,
-    /// Policies with at least one stale target (`stale_resources` > 0), whatever their state.
+    /// Enabled policies, broken ones included, with at least one stale target
+    /// (`stale_resources` > 0). Disabled policies are left out: they were turned off on purpose.
     pub stale: i64,
 }
 

@@ -27,7 +27,7 @@ use crate::domain::policy::ResourceType;
 macro_rules! freshness_ctes {
     () => {
         "with p as ( \
-             select policy_id, project_id, resource_type, targets, rpo_seconds from policy \
+             select policy_id, project_id, enabled, resource_type, targets, rpo_seconds from policy \
              where ($1::text is null or project_id = $1) and ($2::uuid[] is null or policy_id = any($2))), \
          last_resolved as ( \
              select p.policy_id, lr.run_id from p cross join lateral ( \
@@ -164,7 +164,9 @@ pub async fn list_targets(
     .await
 }
 
-/// How many policies in `scope` have at least one stale target.
+/// How many enabled policies in `scope` (broken ones included: they fire
+/// nothing) have at least one stale target. A disabled policy is left out: it
+/// was turned off on purpose, and its targets going stale is expected.
 ///
 /// # Errors
 /// The query fails.
@@ -176,7 +178,8 @@ pub async fn count_stale_policies(
     let scope: Scope<'_> = scope.into();
     sqlx::query_scalar(concat!(
         freshness_ctes!(),
-        "select count(distinct policy_id) from target_state where stale"
+        "select count(distinct ts.policy_id) from target_state ts join p using (policy_id) \
+         where ts.stale and p.enabled"
     ))
     .bind(scope.project())
     .bind(None::<Vec<Uuid>>)

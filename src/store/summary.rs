@@ -15,7 +15,7 @@ pub struct Summary {
     pub disabled: i64,
     /// Policies the scheduler set aside (`broken_error`).
     pub broken: i64,
-    /// Policies with at least one stale target.
+    /// Enabled policies (broken ones included) with at least one stale target.
     pub stale: i64,
     /// Jobs that failed or timed out in the 24 hours before now.
     pub jobs_failed_24h: i64,

@@ -108,7 +108,8 @@ async fn status_counts_only_the_callers_project_and_every_project_for_an_admin_w
     pool: PgPool,
 ) {
     // Arrange: demo has one active policy naming a server never snapshotted
-    // (stale); alt has an active and a disabled one, and trouble on record.
+    // (stale); alt has an active and a disabled one (both stale, only the
+    // enabled one counted), and trouble on record.
     let (app, sim) =
         spawn_app_with_keystone(pool.clone(), SimConfig::default(), Duration::from_secs(300)).await;
     let demo = sim_token(&sim, "demo").await;
@@ -173,11 +174,14 @@ async fn status_counts_only_the_callers_project_and_every_project_for_an_admin_w
     );
     assert_eq!(
         alt_status,
-        json!({"policies": {"active": 1, "disabled": 1, "broken": 0, "stale": 2},
+        json!({"policies": {"active": 1, "disabled": 1, "broken": 0, "stale": 1},
                "jobs_failed_24h": 1, "deletions_failed": 1, "deletions_blocked": 1, "runs_missed_24h": 1})
     );
     assert_eq!(everyone["policies"]["active"], 2);
-    assert_eq!(everyone["policies"]["stale"], 3);
+    assert_eq!(
+        everyone["policies"]["stale"], 2,
+        "the disabled policy is not counted"
+    );
     assert_eq!(everyone["jobs_failed_24h"], 1);
     assert_eq!(everyone["runs_missed_24h"], 1);
     assert_eq!(refused.status(), 403);
