@@ -42,7 +42,7 @@ macro_rules! freshness_ctes {
                  from last_resolved lr join job j on j.run_id = lr.run_id \
                  union all \
                  select p.policy_id, p.resource_type, ids.id, null, 1 \
-                 from p cross join lateral jsonb_array_elements_text(coalesce(p.targets -> 'ids', '[]')) ids(id) \
+                 from p cross join lateral policy_target_ids(p.targets) ids(id) \
              ) t order by policy_id, resource_type, resource_id, named_by_id), \
          target_state as ( \
              select t.policy_id, t.resource_type, t.resource_id, \
@@ -98,16 +98,21 @@ pub async fn fetch_freshness(
     let scope: Scope<'_> = scope.into();
     let rows: Vec<FreshnessRow> = sqlx::query_as(concat!(
         freshness_ctes!(),
+        // Counts per policy are grouped once and joined (hash joins), not
+        // counted per policy row (which would scan every target once per policy).
         "select p.policy_id, \
              (select r.scheduled_for from run r where r.policy_id = p.policy_id and r.status <> 'missed' \
               order by r.run_id desc limit 1) as last_run_at, \
              (select r.finished_at from run r where r.policy_id = p.policy_id and r.status = 'succeeded' \
               order by r.run_id desc limit 1) as last_success_at, \
-             (select count(*) from target_state ts where ts.policy_id = p.policy_id and ts.stale) as stale_resources, \
-             (select count(*) from held h where h.policy_id = p.policy_id and not exists ( \
+             coalesce(st.n, 0) as stale_resources, coalesce(o.n, 0) as orphaned_resources \
+         from p \
+         left join (select policy_id, count(*) as n from target_state where stale group by policy_id) st \
+             using (policy_id) \
+         left join (select h.policy_id, count(*) as n from held h where not exists ( \
                  select 1 from target t where t.policy_id = h.policy_id \
-                   and t.resource_type = h.resource_type and t.resource_id = h.resource_id)) as orphaned_resources \
-         from p"
+                   and t.resource_type = h.resource_type and t.resource_id = h.resource_id) \
+             group by h.policy_id) o using (policy_id)"
     ))
     .bind(scope.project())
     .bind(ids)
