@@ -153,7 +153,7 @@ pub async fn list_policies(
     )
     .await?;
     let ids: Vec<Uuid> = page.items.iter().map(|p| p.id).collect();
-    let mut freshness = freshness::fetch_freshness(&state.db, scope, &ids, now).await?;
+    let mut freshness = freshness::fetch_freshness(&state.db, scope, Some(&ids), now).await?;
     let page = page.map(|p| {
         let found = freshness.remove(&p.id).unwrap_or_default();
         PolicyResponse::from(p).with_freshness(found)
@@ -405,7 +405,7 @@ async fn policy_response(
     let mut freshness = freshness::fetch_freshness(
         &state.db,
         policy.project_id.as_str(),
-        &[policy.id],
+        Some(&[policy.id]),
         state.clock.now(),
     )
     .await?;

@@ -84,15 +84,16 @@ struct FreshnessRow {
     orphaned_resources: i64,
 }
 
-/// The freshness of the policies `ids` in `scope`, in one query (a page of a
-/// list costs one query, not one per policy). Policies not found are absent.
+/// The freshness of the policies `ids` in `scope` (`None`: every policy in
+/// scope, as a metrics exporter wants it), in one query: a page of a list
+/// costs one query, not one per policy. Policies not found are absent.
 ///
 /// # Errors
 /// The query fails.
 pub async fn fetch_freshness(
     pool: &PgPool,
     scope: impl Into<Scope<'_>>,
-    ids: &[Uuid],
+    ids: Option<&[Uuid]>,
     now: DateTime<Utc>,
 ) -> Result<HashMap<Uuid, Freshness>, sqlx::Error> {
     let scope: Scope<'_> = scope.into();

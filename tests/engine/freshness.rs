@@ -171,6 +171,18 @@ async fn an_explicit_rpo_decides_when_a_named_target_turns_stale(pool: PgPool) {
     let listed = get(&app, "/v1/policies").await;
     assert_eq!(listed["items"][0]["stale_resources"], 0, "{listed}");
     assert_eq!(listed["items"][0]["orphaned_resources"], 0);
+    // Every policy at once (what a metrics exporter reads): the same figures.
+    let all = stacksnap::store::freshness::fetch_freshness(
+        &h.pool,
+        stacksnap::store::Scope::AllProjects,
+        None,
+        h.clock.now(),
+    )
+    .await
+    .unwrap();
+    let one = &all[&id.parse::<Uuid>().unwrap()];
+    assert_eq!((all.len(), one.stale_resources), (1, 0));
+    assert!(one.last_success_at.is_some());
 }
 
 #[sqlx::test]
