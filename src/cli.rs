@@ -113,6 +113,16 @@ async fn migrate(pool: &sqlx::PgPool) -> anyhow::Result<()> {
         .await
         .context("cannot apply database migrations")?;
     tracing::info!("database migrations applied");
+    // Policies written before the RPO was stored get theirs (freshness needs it).
+    let filled = store::policies::fill_missing_rpo(pool, chrono::Utc::now())
+        .await
+        .context("cannot fill in the RPO of older policies")?;
+    if filled > 0 {
+        tracing::info!(
+            policies = filled,
+            "RPO worked out for policies stored without one"
+        );
+    }
     Ok(())
 }
 

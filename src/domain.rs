@@ -11,6 +11,7 @@ pub mod job;
 pub mod name_template;
 pub mod policy;
 pub mod retention;
+pub mod rpo;
 pub mod schedule;
 pub mod status;
 pub mod validation;

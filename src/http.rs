@@ -17,6 +17,7 @@ pub mod policies;
 pub mod preconditions;
 pub mod runs;
 pub mod snapshots;
+pub mod status;
 
 use std::{sync::Arc, time::Duration};
 

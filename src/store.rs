@@ -3,6 +3,7 @@
 //! Functions here run SQL and map rows; they make no decisions.
 
 pub mod database;
+pub mod freshness;
 pub mod history;
 pub mod jobs;
 pub mod lifecycle;
@@ -12,6 +13,7 @@ pub mod policies;
 pub mod row;
 pub mod runs;
 pub mod snapshots;
+pub mod summary;
 pub mod trusts;
 
 pub use database::{MIGRATOR, connect, migrations_applied};

@@ -6,6 +6,7 @@ mod clock;
 mod creates;
 mod database_outage;
 mod deletion;
+mod freshness;
 mod history;
 mod orphans;
 mod poison;

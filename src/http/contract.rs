@@ -190,6 +190,7 @@ pub fn policy_options(options: &mut Object) {
         duration(window);
         extend_description(window, "Between `1m` and `7d`.");
     }
+    duration(object(options, "rpo"));
     let max_concurrent = object(options, "max_concurrent");
     max_concurrent.minimum = Some(1.into());
     max_concurrent.maximum = Some(MAX_CONCURRENT.into());

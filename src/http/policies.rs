@@ -1,7 +1,8 @@
-//! `/v1/policies`: create, read, list, merge-patch, delete and preview schedules.
+//! `/v1/policies`: create, read, list, merge-patch, delete, preview schedules and list targets.
 
 pub mod dto;
 pub mod schedule;
+pub mod targets;
 
 use axum::{
     Json,
@@ -15,8 +16,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use self::dto::{
-    DeletePolicyQuery, ListPoliciesQuery, PolicyList, PolicyResponse, READ_ONLY_FIELDS,
-    SnapshotsOnDelete,
+    DERIVED_FIELDS, DeletePolicyQuery, ListPoliciesQuery, PolicyList, PolicyResponse,
+    READ_ONLY_FIELDS, SnapshotsOnDelete,
 };
 use super::{
     ApiError, AppState, Problem, Result,
@@ -35,7 +36,7 @@ use crate::{
         validation::FieldError,
     },
     store::{
-        Scope,
+        Scope, freshness,
         policies::{self as store, PolicyChange, PolicyFilter},
     },
 };
@@ -50,6 +51,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_policies, create_policy))
         .routes(routes!(get_policy, update_policy, delete_policy))
         .routes(routes!(schedule::get_policy_schedule))
+        .routes(routes!(targets::list_policy_targets))
 }
 
 /// Create a policy.
@@ -103,7 +105,7 @@ pub async fn create_policy(
     .await
     .map_err(conflict_on(NAME_TAKEN, || name_taken(&valid.name)))?;
     let location = format!("/v1/policies/{}", policy.id);
-    let mut response = policy_response(StatusCode::CREATED, policy.into());
+    let mut response = policy_response(&state, StatusCode::CREATED, policy.into()).await?;
     response.headers_mut().insert(
         header::LOCATION,
         location.parse().expect("a path is a valid header"),
@@ -149,8 +151,13 @@ pub async fn list_policies(
         |after, n| store::list_policies(&state.db, scope, &filter, after, n, now),
         |p| p.id,
     )
-    .await?
-    .map(PolicyResponse::from);
+    .await?;
+    let ids: Vec<Uuid> = page.items.iter().map(|p| p.id).collect();
+    let mut freshness = freshness::fetch_freshness(&state.db, scope, Some(&ids), now).await?;
+    let page = page.map(|p| {
+        let found = freshness.remove(&p.id).unwrap_or_default();
+        PolicyResponse::from(p).with_freshness(found)
+    });
     Ok(Json(PolicyList {
         items: page.items,
         next_cursor: page.next_cursor,
@@ -179,7 +186,7 @@ pub async fn get_policy(
     Path(id): Path<String>,
 ) -> Result<Response> {
     let policy = load(&state, caller.item_scope(), &id).await?;
-    Ok(policy_response(StatusCode::OK, policy))
+    policy_response(&state, StatusCode::OK, policy).await
 }
 
 /// Change a policy with a JSON merge patch (RFC 7396).
@@ -245,7 +252,7 @@ pub async fn update_policy(
         check_if_match(&headers, current.version)?;
         // A broken policy is written even unchanged: that is what makes it fire again.
         if current.state() != PolicyState::Broken && current.spec.as_ref() == Ok(&valid) {
-            return Ok(policy_response(StatusCode::OK, current));
+            return policy_response(&state, StatusCode::OK, current).await;
         }
         let next_run_at = next_run_after_change(&current, &valid, now);
         // A policy whose trust Keystone refuses acts with a new one from whoever
@@ -272,7 +279,7 @@ pub async fn update_policy(
             .await
             .map_err(conflict_on(NAME_TAKEN, || name_taken(&valid.name)))?;
         if let Some(policy) = updated {
-            return Ok(policy_response(StatusCode::OK, policy.into()));
+            return policy_response(&state, StatusCode::OK, policy.into()).await;
         }
         // Another writer changed the policy between our read and write.
         if has_if_match(&headers) {
@@ -388,14 +395,23 @@ fn parse_policy(
     }
 }
 
-fn policy_response(status: StatusCode, policy: StoredPolicy) -> Response {
+/// The policy with its freshness and its `ETag`.
+async fn policy_response(
+    state: &AppState,
+    status: StatusCode,
+    policy: StoredPolicy,
+) -> Result<Response> {
     let tag = etag(policy.version);
-    (
-        status,
-        [(header::ETAG, tag)],
-        Json(PolicyResponse::from(policy)),
+    let mut freshness = freshness::fetch_freshness(
+        &state.db,
+        policy.project_id.as_str(),
+        Some(&[policy.id]),
+        state.clock.now(),
     )
-        .into_response()
+    .await?;
+    let body = PolicyResponse::from(policy.clone())
+        .with_freshness(freshness.remove(&policy.id).unwrap_or_default());
+    Ok((status, [(header::ETAG, tag)], Json(body)).into_response())
 }
 
 fn name_taken(name: &str) -> String {
@@ -408,6 +424,9 @@ fn take_read_only_fields(body: &mut Value, current: Option<&Value>) -> Vec<Field
     let Value::Object(map) = body else {
         return Vec::new();
     };
+    for derived in DERIVED_FIELDS {
+        map.remove(derived);
+    }
     READ_ONLY_FIELDS
         .iter()
         .filter_map(|field| {

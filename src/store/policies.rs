@@ -159,6 +159,13 @@ pub struct PolicyChange<'a> {
     pub renewed_trust: Option<&'a TrustId>,
 }
 
+/// The RPO stored with a policy (`rpo_seconds`, what freshness is computed
+/// with), counted over the year from `from`: the policy's next fire time, or
+/// now when it has none. A policy is stored again whenever it is written.
+fn rpo_seconds(spec: &ValidPolicy, from: DateTime<Utc>) -> i64 {
+    spec.rpo(from).num_seconds()
+}
+
 /// A policy the scheduler cannot fire, with the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetAside {
@@ -196,8 +203,8 @@ pub async fn insert_delegated_policy(
 ) -> Result<Policy, sqlx::Error> {
     let row: PolicyRow = sqlx::query_as::<_, Named<PolicyRow>>(concat!(
         "insert into policy (policy_id, project_id, name, description, enabled, resource_type, \
-         targets, schedules, retention, options, next_run_at, created_by, updated_by, trust_id) \
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13) \
+         targets, schedules, retention, options, next_run_at, created_by, updated_by, trust_id, rpo_seconds) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14) \
          returning ",
         policy_columns!()
     ))
@@ -214,6 +221,7 @@ pub async fn insert_delegated_policy(
     .bind(next_run_at)
     .bind(created_by)
     .bind(trust.map(TrustId::expose))
+    .bind(rpo_seconds(spec, next_run_at.unwrap_or_else(Utc::now)))
     .fetch_one(pool)
     .await
     .map(Named::into_inner)?;
@@ -347,7 +355,8 @@ pub async fn update_policy(
     let row: PolicyRow = sqlx::query_as::<_, Named<PolicyRow>>(concat!(
         "update policy set name = $4, description = $5, enabled = $6, resource_type = $7, \
          targets = $8, schedules = $9, retention = $10, options = $11, next_run_at = $12, \
-         broken_error = null, version = version + 1, updated_by = $13, trust_id = coalesce($14, trust_id) \
+         broken_error = null, version = version + 1, updated_by = $13, trust_id = coalesce($14, trust_id), \
+         rpo_seconds = $15 \
          where ($1::text is null or project_id = $1) and policy_id = $2 and version = $3 \
          returning ",
         policy_columns!()
@@ -366,6 +375,7 @@ pub async fn update_policy(
     .bind(next_run_at)
     .bind(updated_by)
     .bind(renewed_trust.map(TrustId::expose))
+    .bind(rpo_seconds(spec, next_run_at.unwrap_or(now)))
     .fetch_one(&mut *tx)
     .await
     .map(Named::into_inner)?;
@@ -583,4 +593,35 @@ pub async fn fetch_policy_by_id(pool: &PgPool, id: Uuid) -> Result<Option<Policy
     .await
     .map(|row| row.map(Named::into_inner))?;
     row.map(PolicyRow::into_policy).transpose()
+}
+
+/// Works out `rpo_seconds` for the policies stored before it existed (null),
+/// counted over the year from `now`; a policy this build cannot read is left
+/// for a write to repair. Idempotent: replicas starting together each fill
+/// what is still null. Returns how many it filled.
+///
+/// # Errors
+/// A query fails.
+pub async fn fill_missing_rpo(pool: &PgPool, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let rows: Vec<PolicyRow> = sqlx::query_as::<_, Named<PolicyRow>>(concat!(
+        "select ",
+        policy_columns!(),
+        " from policy where rpo_seconds is null"
+    ))
+    .fetch_all(pool)
+    .await
+    .map(row::values)?;
+    let mut filled = 0;
+    for policy in rows.into_iter().filter_map(|row| row.into_policy().ok()) {
+        let from = policy.next_run_at.unwrap_or(now);
+        filled += sqlx::query(
+            "update policy set rpo_seconds = $2 where policy_id = $1 and rpo_seconds is null",
+        )
+        .bind(policy.id)
+        .bind(rpo_seconds(&policy.spec, from))
+        .execute(pool)
+        .await?
+        .rows_affected();
+    }
+    Ok(filled)
 }

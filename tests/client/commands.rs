@@ -133,7 +133,7 @@ async fn policies_are_created_listed_read_run_and_deleted(pool: PgPool) {
 /// `GET /v1/status` is built on another branch (issue 11's freshness part);
 /// run against a trial merge of both branches, it passed.
 #[sqlx::test]
-#[ignore = "needs GET /v1/status, built on the `fresh` branch: remove this once it is merged"]
+
 async fn status_shows_the_projects_summary(pool: PgPool) {
     // Arrange
     let rig = rig(pool).await;

@@ -65,7 +65,8 @@ pub struct Retention {
     "timeout": "2h",
     "max_concurrent": 10,
     "missed_run": "run_once",
-    "start_window": "1h"
+    "start_window": "1h",
+    "rpo": "26h"
 }))]
 pub struct PolicyOptions {
     #[serde(default)]
@@ -92,6 +93,12 @@ pub struct PolicyOptions {
     #[serde(default = "default_start_window")]
     #[schema(example = "1h")]
     pub start_window: String,
+    /// Recovery point objective: a target whose newest snapshot is older is stale.
+    /// Between `1m` and `366d`; by default (absent or `null`) the longest gap between
+    /// consecutive fire times of the schedules over the next year, plus `timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "26h")]
+    pub rpo: Option<String>,
 }
 
 fn default_name_template() -> String {
@@ -114,6 +121,7 @@ impl Default for PolicyOptions {
             max_concurrent: None,
             missed_run: MissedRun::default(),
             start_window: default_start_window(),
+            rpo: None,
         }
     }
 }
@@ -189,6 +197,7 @@ impl From<&ValidPolicy> for PolicySpec {
                 max_concurrent: o.max_concurrent,
                 missed_run: o.missed_run,
                 start_window: o.start_window.to_string(),
+                rpo: o.rpo.as_ref().map(ToString::to_string),
             },
         }
     }

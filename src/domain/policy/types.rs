@@ -122,6 +122,9 @@ pub struct SnapshotOptions {
     pub missed_run: MissedRun,
     /// How late a run may still start.
     pub start_window: HumanDuration,
+    /// The recovery point objective as written; `None` for the default ([`ValidPolicy::rpo`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo: Option<HumanDuration>,
 }
 
 /// A policy that passed every check, every field parsed.
@@ -144,6 +147,19 @@ impl ValidPolicy {
             return None;
         }
         self.schedules.next_after(now).map(|f| f.at)
+    }
+
+    /// The recovery point objective: `options.rpo`, or by default the longest
+    /// gap between fire times over the year after `from` plus the timeout.
+    pub fn rpo(&self, from: DateTime<Utc>) -> chrono::TimeDelta {
+        match &self.options.rpo {
+            Some(rpo) => rpo.as_chrono(),
+            None => crate::domain::rpo::default_rpo(
+                &self.schedules,
+                self.options.timeout.as_chrono(),
+                from,
+            ),
+        }
     }
 
     /// The zone retention reads calendar days in: the first schedule's.

@@ -249,6 +249,10 @@ fn check_options(v: &mut Violations, options: &PolicyOptions) -> Option<Snapshot
         &options.start_window,
         Some((60, 7 * day)),
     );
+    let rpo = options
+        .rpo
+        .as_deref()
+        .map(|rpo| check_duration(v, "options.rpo", rpo, Some((60, 366 * day))));
     if let Some(n) = options.max_concurrent {
         v.check(
             n == 0 || n > MAX_CONCURRENT,
@@ -264,6 +268,10 @@ fn check_options(v: &mut Violations, options: &PolicyOptions) -> Option<Snapshot
         max_concurrent: options.max_concurrent,
         missed_run: options.missed_run,
         start_window: start_window?,
+        rpo: match rpo {
+            Some(None) => return None,
+            written => written.flatten(),
+        },
     })
 }
 
@@ -475,6 +483,35 @@ mod tests {
         stored["options"]["start_window"] = "soon".into();
         let err = serde_json::from_value::<ValidPolicy>(stored).unwrap_err();
         assert!(err.to_string().contains("duration \"soon\""), "{err}");
+    }
+
+    #[test]
+    fn rpo_is_optional_kept_as_written_and_bounded() {
+        let policy = spec(minimal()).validate(now()).unwrap();
+        assert_eq!(policy.options.rpo, None);
+        assert_eq!(
+            policy.rpo(now()),
+            chrono::TimeDelta::hours(26),
+            "a day plus 2h"
+        );
+        assert!(
+            serde_json::to_value(&policy).unwrap()["options"]
+                .get("rpo")
+                .is_none()
+        );
+        let mut json = minimal();
+        json["options"] = serde_json::json!({"rpo": "36h"});
+        let written = spec(json).validate(now()).unwrap();
+        assert_eq!(written.rpo(now()), chrono::TimeDelta::hours(36));
+        assert_eq!(
+            PolicySpec::from(&written).options.rpo.as_deref(),
+            Some("36h")
+        );
+        for bad in ["30s", "400d", "soon"] {
+            let mut json = minimal();
+            json["options"] = serde_json::json!({"rpo": bad});
+            assert_eq!(fields(spec(json).validate(now())), ["options.rpo"], "{bad}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::domain::{
     schedule::CronSchedule,
     schedule::FireTime,
 };
+use crate::store::freshness::Freshness;
 
 /// Fields the service maintains; clients may not set them.
 pub const READ_ONLY_FIELDS: [&str; 10] = [
@@ -27,6 +28,15 @@ pub const READ_ONLY_FIELDS: [&str; 10] = [
     "version",
     "created_at",
     "updated_at",
+];
+
+/// Fields the service derives from the policy's runs and snapshots: a client
+/// may send them back in a PATCH, and they are ignored (they change as runs end).
+pub const DERIVED_FIELDS: [&str; 4] = [
+    "last_run_at",
+    "last_success_at",
+    "stale_resources",
+    "orphaned_resources",
 ];
 
 /// A stored policy.
@@ -47,6 +57,10 @@ pub const READ_ONLY_FIELDS: [&str; 10] = [
     "state": "active",
     "error": null,
     "next_run_at": "2026-11-26T01:00:00Z",
+    "last_run_at": "2026-11-25T01:00:00Z",
+    "last_success_at": "2026-11-25T01:07:42.118Z",
+    "stale_resources": 0,
+    "orphaned_resources": 1,
     "version": 3,
     "created_at": "2026-11-20T09:12:44.512Z",
     "updated_at": "2026-11-25T17:03:10.007Z",
@@ -91,6 +105,24 @@ pub struct PolicyResponse {
     pub error: Option<PolicyError>,
     /// When the policy fires next; `null` when disabled or broken.
     pub next_run_at: Option<DateTime<Utc>>,
+    /// When its newest run (scheduled or manual, not missed) was due; `null` before the first.
+    #[schema(example = "2026-11-25T01:00:00Z")]
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// When its newest run that succeeded (every job succeeded) finished; `null` before the first.
+    #[schema(example = "2026-11-25T01:07:42.118Z")]
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// How many targets are stale: their newest available snapshot of this policy is
+    /// older than the RPO (`options.rpo`, or by default the longest gap between fire
+    /// times over the next year plus `options.timeout`), or they have none. The
+    /// targets are the resources of the policy's most recent resolved run plus the
+    /// ids it names; `GET /v1/policies/{id}/targets` lists them.
+    #[schema(example = 0, minimum = 0)]
+    pub stale_resources: i64,
+    /// How many resources the policy still holds available snapshots of but no
+    /// longer targets (they stopped matching its selector, or were deleted): their
+    /// snapshots stay under its retention until pruned.
+    #[schema(example = 1, minimum = 0)]
+    pub orphaned_resources: i64,
     /// Bumped by every change; the `ETag` is this number in quotes.
     pub version: i64,
     pub created_at: DateTime<Utc>,
@@ -129,11 +161,28 @@ impl From<StoredPolicy> for PolicyResponse {
             state,
             error: policy.error().cloned(),
             next_run_at: policy.next_run_at.filter(|_| state != PolicyState::Broken),
+            last_run_at: None,
+            last_success_at: None,
+            stale_resources: 0,
+            orphaned_resources: 0,
             version: policy.version,
             created_at: policy.created_at,
             updated_at: policy.updated_at,
             created_by: policy.authors.created_by,
             updated_by: policy.authors.updated_by,
+        }
+    }
+}
+
+impl PolicyResponse {
+    /// The policy with its freshness, as the API shows it.
+    pub fn with_freshness(self, freshness: Freshness) -> Self {
+        Self {
+            last_run_at: freshness.last_run_at,
+            last_success_at: freshness.last_success_at,
+            stale_resources: freshness.stale_resources,
+            orphaned_resources: freshness.orphaned_resources,
+            ..self
         }
     }
 }

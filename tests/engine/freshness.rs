@@ -1,0 +1,219 @@
+//! Freshness from the schedule, through the API on the engine's clock: targets
+//! turning stale after the RPO and fresh again with a new snapshot, and a
+//! resource that stops matching counted as orphaned.
+
+use chrono::TimeDelta;
+use reqwest::Method;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use stacksnap::{
+    clock::Clock as _,
+    openstack::session::{Call, Service},
+};
+use uuid::Uuid;
+
+use crate::helpers::{Harness, TestApp, harness, spawn_app_on};
+
+async fn get(app: &TestApp, path: &str) -> Value {
+    let response = app.get(path).await;
+    assert_eq!(response.status(), 200, "{path}");
+    response.json().await.unwrap()
+}
+
+/// Fires the policy now (`POST /v1/policies/{id}/run`) and drives every job of the run to its end.
+async fn run_now(h: &Harness, app: &TestApp, policy_id: &str) {
+    let response = app
+        .post_json(&format!("/v1/policies/{policy_id}/run"), &json!({}))
+        .await;
+    assert_eq!(response.status(), 202);
+    let run: Value = response.json().await.unwrap();
+    let run_id: Uuid = run["id"].as_str().unwrap().parse().unwrap();
+    h.work().await;
+    let jobs: Vec<Uuid> = sqlx::query_scalar("select job_id from job where run_id = $1")
+        .bind(run_id)
+        .fetch_all(&h.pool)
+        .await
+        .unwrap();
+    assert!(!jobs.is_empty(), "the run resolved no job");
+    for job in jobs {
+        let done = h.finish(job).await;
+        assert_eq!(done.status.as_str(), "succeeded", "{done:?}");
+    }
+    h.work().await;
+}
+
+/// `(resource_name, stale)` of each target, by name.
+fn stale_by_name(targets: &Value) -> Vec<(String, bool)> {
+    let mut found: Vec<(String, bool)> = targets["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let name = t["resource_name"].as_str().unwrap_or_default().to_owned();
+            (name, t["stale"].as_bool().unwrap())
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn pairs(items: &[(&str, bool)]) -> Vec<(String, bool)> {
+    items.iter().map(|(n, s)| ((*n).to_owned(), *s)).collect()
+}
+
+#[sqlx::test]
+async fn targets_turn_stale_after_the_rpo_and_fresh_again_and_a_leaver_is_orphaned(pool: PgPool) {
+    // Arrange: two tagged servers, a daily policy selecting them (RPO 1d + 2h).
+    let h = harness(pool.clone()).await;
+    let app = spawn_app_on(pool, h.clock.clone()).await;
+    h.sim
+        .create_image_backed_server("web", &["backup"], &[], false);
+    let db = h
+        .sim
+        .create_image_backed_server("db", &["backup"], &[], false);
+    let policy = app
+        .create_policy(&json!({
+            "name": "nightly", "resource_type": "server",
+            "targets": {"selector": {"tags": ["backup"]}},
+            "schedules": [{"cron": "0 2 * * *"}], "retention": {"keep_last": 5}
+        }))
+        .await;
+    let id = policy["id"].as_str().unwrap();
+    let path = format!("/v1/policies/{id}");
+    assert_eq!(policy["last_run_at"], Value::Null);
+    assert_eq!(
+        policy["stale_resources"], 0,
+        "no run has resolved a target yet"
+    );
+
+    // Act: a run snapshots both.
+    run_now(&h, &app, id).await;
+
+    // Assert: fresh, both listed with their newest snapshot.
+    let fresh = get(&app, &path).await;
+    assert_eq!(fresh["stale_resources"], 0, "{fresh}");
+    assert_eq!(fresh["orphaned_resources"], 0);
+    assert!(fresh["last_run_at"].is_string(), "{fresh}");
+    assert!(fresh["last_success_at"].is_string(), "{fresh}");
+    let targets = get(&app, &format!("{path}/targets")).await;
+    assert_eq!(
+        stale_by_name(&targets),
+        pairs(&[("db", false), ("web", false)])
+    );
+    assert!(targets["items"][0]["newest_snapshot_id"].is_string());
+
+    // Act: a day and a half passes without a run.
+    h.clock.advance(TimeDelta::hours(36));
+
+    // Assert: both are older than 26h.
+    assert_eq!(get(&app, &path).await["stale_resources"], 2);
+    let targets = get(&app, &format!("{path}/targets")).await;
+    assert_eq!(
+        stale_by_name(&targets),
+        pairs(&[("db", true), ("web", true)])
+    );
+
+    // Act: `db` loses its tag, and the policy runs again.
+    h.cloud
+        .session()
+        .send(&Call::new(
+            Service::Compute,
+            "delete_tag",
+            Method::DELETE,
+            format!("/servers/{db}/tags/backup"),
+        ))
+        .await
+        .unwrap();
+    run_now(&h, &app, id).await;
+
+    // Assert: `web` is fresh again; `db` is no target any more, but its snapshot
+    // is still held: one orphaned resource.
+    let after = get(&app, &path).await;
+    assert_eq!(after["stale_resources"], 0, "{after}");
+    assert_eq!(after["orphaned_resources"], 1, "{after}");
+    let targets = get(&app, &format!("{path}/targets")).await;
+    assert_eq!(stale_by_name(&targets), pairs(&[("web", false)]));
+}
+
+#[sqlx::test]
+async fn an_explicit_rpo_decides_when_a_named_target_turns_stale(pool: PgPool) {
+    // Arrange: a policy naming one server by id, with a 6h RPO.
+    let h = harness(pool.clone()).await;
+    let app = spawn_app_on(pool, h.clock.clone()).await;
+    let web = h.sim.create_image_backed_server("web", &[], &[], false);
+    let policy = app
+        .create_policy(&json!({
+            "name": "hourly-ish", "resource_type": "server",
+            "targets": {"ids": [web]},
+            "schedules": [{"cron": "0 2 * * *"}], "retention": {"keep_last": 5},
+            "options": {"rpo": "6h"}
+        }))
+        .await;
+    let id = policy["id"].as_str().unwrap();
+    let path = format!("/v1/policies/{id}");
+    assert_eq!(policy["options"]["rpo"], "6h");
+    assert_eq!(
+        policy["stale_resources"], 1,
+        "a named target without a snapshot is stale"
+    );
+    let targets = get(&app, &format!("{path}/targets")).await;
+    assert_eq!(targets["items"][0]["resource_id"], web.as_str());
+    assert_eq!(targets["items"][0]["newest_snapshot_id"], Value::Null);
+
+    // Act + Assert: fresh after a run, stale 7h later, fresh after another.
+    run_now(&h, &app, id).await;
+    assert_eq!(get(&app, &path).await["stale_resources"], 0);
+    h.clock.advance(TimeDelta::hours(5));
+    assert_eq!(get(&app, &path).await["stale_resources"], 0);
+    h.clock.advance(TimeDelta::hours(2));
+    assert_eq!(get(&app, &path).await["stale_resources"], 1);
+    run_now(&h, &app, id).await;
+    let listed = get(&app, "/v1/policies").await;
+    assert_eq!(listed["items"][0]["stale_resources"], 0, "{listed}");
+    assert_eq!(listed["items"][0]["orphaned_resources"], 0);
+    // Every policy at once (what a metrics exporter reads): the same figures.
+    let all = stacksnap::store::freshness::fetch_freshness(
+        &h.pool,
+        stacksnap::store::Scope::AllProjects,
+        None,
+        h.clock.now(),
+    )
+    .await
+    .unwrap();
+    let one = &all[&id.parse::<Uuid>().unwrap()];
+    assert_eq!((all.len(), one.stale_resources), (1, 0));
+    assert!(one.last_success_at.is_some());
+}
+
+#[sqlx::test]
+async fn a_policy_stored_without_an_rpo_gets_one_when_the_service_starts(pool: PgPool) {
+    // Arrange: a daily policy whose RPO was never stored (written by an older build).
+    let h = harness(pool.clone()).await;
+    let policy = h
+        .policy(json!({
+            "name": "old", "resource_type": "server", "targets": {"ids": [Uuid::now_v7()]},
+            "schedules": [{"cron": "@daily"}], "retention": {"keep_last": 1}
+        }))
+        .await;
+    sqlx::query("update policy set rpo_seconds = null")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    // Act
+    let filled = stacksnap::store::policies::fill_missing_rpo(&pool, h.clock.now())
+        .await
+        .unwrap();
+    let again = stacksnap::store::policies::fill_missing_rpo(&pool, h.clock.now())
+        .await
+        .unwrap();
+
+    // Assert: a day between fires plus the 2h default timeout.
+    let rpo: Option<i64> =
+        sqlx::query_scalar("select rpo_seconds from policy where policy_id = $1")
+            .bind(policy.id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((filled, again, rpo), (1, 0, Some(26 * 3600)));
+}
