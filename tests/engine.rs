@@ -6,6 +6,7 @@ mod clock;
 mod creates;
 mod database_outage;
 mod deletion;
+mod events;
 mod history;
 mod orphans;
 mod poison;

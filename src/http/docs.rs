@@ -7,7 +7,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{AppState, health, jobs, managed, orphans, policies, runs, snapshots};
+use super::{AppState, events, health, jobs, managed, orphans, policies, runs, snapshots};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -26,6 +26,7 @@ use super::{AppState, health, jobs, managed, orphans, policies, runs, snapshots}
         (name = "runs", description = "Firings of policies: scheduled, manual, and one-off."),
         (name = "jobs", description = "One resource's snapshot, followed until it is really finished."),
         (name = "snapshots", description = "Managed snapshots and retention; one-off snapshots, e.g. before a deploy."),
+        (name = "events", description = "Every change of state of a policy, run, job and snapshot, oldest first."),
         (name = "health", description = "Liveness and readiness probes.")
     )
 )]
@@ -40,6 +41,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(snapshots::router())
         .merge(managed::router())
         .merge(orphans::router())
+        .merge(events::router())
         .merge(health::router())
 }
 
