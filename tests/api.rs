@@ -6,6 +6,7 @@ mod connections;
 mod contract;
 mod delegation;
 mod errors;
+mod events;
 mod health;
 mod openapi;
 mod policies;

@@ -18,10 +18,12 @@ use stacksnap::{
 };
 use uuid::Uuid;
 
-use crate::helpers::harness;
+use crate::helpers::{harness, settled_events};
 
-/// Every readable event of project `default`, in read order.
+/// Every event of project `default`, in read order, once every committed one
+/// is readable.
 async fn all_events(pool: &PgPool) -> Vec<Event> {
+    settled_events(pool).await;
     events::list_events(pool, "default", &EventFilter::default(), None, 1000)
         .await
         .unwrap()
@@ -224,6 +226,7 @@ async fn a_reader_paging_by_cursor_sees_an_event_that_commits_late(pool: PgPool)
     // Arrange: one event read, and the reader's position after it.
     let h = harness(pool).await;
     insert_policy_row(&h.pool, "first").await;
+    settled_events(&h.pool).await;
     let page = read_after(&h.pool, None).await;
     assert_eq!(names(&page), ["first"]);
     let cursor = page.last().unwrap().position();
@@ -237,6 +240,7 @@ async fn a_reader_paging_by_cursor_sees_an_event_that_commits_late(pool: PgPool)
     late.commit().await.unwrap();
     let between = read_after(&h.pool, Some(cursor)).await;
     early.commit().await.unwrap();
+    settled_events(&h.pool).await;
     let after = read_after(&h.pool, Some(cursor)).await;
 
     // Assert: while `early` ran, `late` was held back (read by sequence, it
@@ -271,6 +275,7 @@ async fn kinds_filter_exactly_or_by_prefix(pool: PgPool) {
     insert_policy_row(&h.pool, "p").await;
     let job_id = h.adhoc("server", &server, json!({})).await;
     h.finish(job_id).await;
+    settled_events(&h.pool).await;
 
     // Act
     let by = |kind: &str| {
