@@ -8,6 +8,7 @@ mod database_outage;
 mod deletion;
 mod events;
 mod history;
+mod logs;
 mod orphans;
 mod poison;
 mod policies;

@@ -107,7 +107,7 @@ impl Engine {
         let resolve = resolver::resolve_run(
             &self.db,
             &self.cloud,
-            &run,
+            run,
             token,
             now,
             self.config.retry_delay,
@@ -137,7 +137,7 @@ impl Engine {
     ) -> Result<(), sqlx::Error> {
         // One job's data must never end a worker: a step that panics fails its job
         // (which would otherwise be claimed again and panic on the next worker).
-        let step = AssertUnwindSafe(self.step(&job, token, now)).catch_unwind();
+        let step = AssertUnwindSafe(self.step(job, token, now)).catch_unwind();
         let update = tokio::select! {
             update = step => match update {
                 Ok(update) => update?,

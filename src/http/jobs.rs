@@ -232,7 +232,7 @@ pub async fn cancel_job(
     let now = state.clock.now();
     match lifecycle::cancel_job(&state.db, caller.item_scope(), id, now, actor).await? {
         CancelOutcome::Cancelled(job) => {
-            tracing::info!(job_id = %id, run_id = %job.run_id, policy_id = ?job.policy_id, status = "cancelled", "job cancelled on request");
+            tracing::info!(job_id = %id, run_id = %job.run_id, policy_id = job.policy_id.map(tracing::field::display), status = "cancelled", "job state changed");
             state.job_events.ended(id);
             Ok(Json(JobResponse::from(job)))
         }
