@@ -2,6 +2,7 @@
 //! change (a rolled-back change leaves none), read in an order that a late
 //! commit never breaks.
 
+use chrono::DurationRound as _;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use stacksnap::{
@@ -345,4 +346,185 @@ fn names(events: &[Event]) -> Vec<String> {
         .iter()
         .map(|e| e.data["name"].as_str().unwrap_or_default().to_owned())
         .collect()
+}
+
+#[sqlx::test]
+async fn events_older_than_the_history_retention_are_purged(pool: PgPool) {
+    // Arrange: two events, one of them written four days ago.
+    let h = harness(pool).await;
+    insert_policy_row(&h.pool, "old").await;
+    insert_policy_row(&h.pool, "new").await;
+    sqlx::query("update event set at = at - interval '4 days' where data ->> 'name' = 'old'")
+        .execute(&h.pool)
+        .await
+        .unwrap();
+    let purger = stacksnap::engine::Engine::new(
+        h.pool.clone(),
+        h.cloud.clone(),
+        std::sync::Arc::new(h.clock.clone()),
+        stacksnap::engine::EngineConfig {
+            history_retention: chrono::TimeDelta::days(3),
+            history_batch: 1,
+            ..crate::helpers::engine_config()
+        },
+    );
+
+    // Act
+    let purged = purger.purge_history().await.unwrap();
+
+    // Assert
+    assert_eq!(purged.events, 1);
+    assert_eq!(names(&all_events(&h.pool).await), ["new"]);
+}
+
+/// Every event of `default`, as (kind, actor).
+async fn kinds_and_actors(pool: &PgPool) -> Vec<(String, String)> {
+    all_events(pool)
+        .await
+        .into_iter()
+        .map(|e| (e.kind.as_str().to_owned(), e.actor))
+        .collect()
+}
+
+fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+    expected
+        .iter()
+        .map(|(k, a)| ((*k).to_owned(), (*a).to_owned()))
+        .collect()
+}
+
+#[sqlx::test]
+async fn runs_missed_during_downtime_and_the_catch_up_run_are_the_schedulers(pool: PgPool) {
+    // Arrange: a minutely policy, and a service down for three fire times.
+    let h = harness(pool).await;
+    let minute = h
+        .clock
+        .now()
+        .duration_trunc(chrono::TimeDelta::minutes(1))
+        .unwrap();
+    h.clock.set(minute + chrono::TimeDelta::seconds(30));
+    let server = h.sim.create_image_backed_server("s", &[], &[], false);
+    h.policy(json!({
+        "name": "p", "resource_type": "server", "targets": {"ids": [server]},
+        "schedules": [{"cron": "* * * * *", "timezone": "UTC"}], "retention": {"keep_last": 3},
+        "options": {"missed_run": "run_once", "start_window": "10m"}
+    }))
+    .await;
+    h.clock.set(minute + chrono::TimeDelta::seconds(210));
+
+    // Act
+    h.engine.fire_due().await.unwrap();
+
+    // Assert
+    assert_eq!(
+        kinds_and_actors(&h.pool).await,
+        pairs(&[
+            ("policy.created", "api"),
+            ("run.missed", "scheduler"),
+            ("run.missed", "scheduler"),
+            ("run.fired", "scheduler"),
+        ])
+    );
+}
+
+#[sqlx::test]
+async fn a_cancelled_job_and_a_deleted_snapshot_are_events(pool: PgPool) {
+    // Arrange: one job done, one waiting.
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("web-1", &[], &[], false);
+    let done = h.finish(h.adhoc("server", &server, json!({})).await).await;
+    let snapshot_id: Uuid =
+        sqlx::query_scalar("select snapshot_id from snapshot where job_id = $1")
+            .bind(done.job_id)
+            .fetch_one(&h.pool)
+            .await
+            .unwrap();
+    let waiting = h
+        .adhoc("volume", &Uuid::new_v4().to_string(), json!({}))
+        .await;
+    let before = all_events(&h.pool).await.len();
+
+    // Act: a user cancels the waiting job and deletes the snapshot.
+    stacksnap::store::lifecycle::cancel_job(&h.pool, "default", waiting, h.clock.now(), "u-9")
+        .await
+        .unwrap();
+    stacksnap::store::snapshots::request_delete(&h.pool, "default", snapshot_id, h.clock.now())
+        .await
+        .unwrap();
+    let rows = h.settle_deletions(done.job_id).await;
+
+    // Assert: the cancel (and the run it ended) is the user's; the deletion the engine's.
+    assert_eq!(rows, [(snapshot_id, "deleted".to_owned())]);
+    let events = all_events(&h.pool).await;
+    let new: Vec<(String, String)> = events[before..]
+        .iter()
+        .map(|e| (e.kind.as_str().to_owned(), e.actor.clone()))
+        .collect();
+    assert_eq!(
+        new,
+        pairs(&[
+            ("job.cancelled", "u-9"),
+            ("run.failed", "u-9"),
+            ("snapshot.deleted", "engine"),
+        ])
+    );
+    assert_eq!(events[before].job_id, Some(waiting));
+    assert_eq!(events[before].data["error"]["code"], "cancelled");
+    assert_eq!(events[before + 2].snapshot_id, Some(snapshot_id));
+}
+
+#[sqlx::test]
+async fn a_blocked_deletion_is_an_event_naming_what_blocks_it(pool: PgPool) {
+    // Arrange: a volume snapshot a volume was made from, on a backend that
+    // cannot delete a snapshot with clones.
+    let h = harness(pool).await;
+    let volume = h.sim.create_volume("data", 1, &[]);
+    let job = h.finish(h.adhoc("volume", &volume, json!({})).await).await;
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    let piece = job.volume_snapshots.0[0].snapshot_id.clone();
+    let clone = h.sim.create_volume_from_snapshot("clone", &piece).unwrap();
+    h.sim.inject(stacksnap_sim::FaultRule::new(
+        "cinder.delete_snapshot",
+        stacksnap_sim::Fault::SnapshotDeleteBusy {
+            dependants_only: true,
+        },
+    ));
+    let snapshot_id: Uuid =
+        sqlx::query_scalar("select snapshot_id from snapshot where job_id = $1")
+            .bind(job.job_id)
+            .fetch_one(&h.pool)
+            .await
+            .unwrap();
+
+    // Act
+    stacksnap::store::snapshots::request_delete(&h.pool, "default", snapshot_id, h.clock.now())
+        .await
+        .unwrap();
+    for _ in 0..40 {
+        h.work().await;
+        if h.snapshot_rows(job.job_id).await[0].1 != "deleting" {
+            break;
+        }
+        h.clock.advance(chrono::TimeDelta::seconds(5));
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+
+    // Assert
+    let blocked: Vec<Event> = all_events(&h.pool)
+        .await
+        .into_iter()
+        .filter(|e| e.kind.as_str().starts_with("snapshot.delete"))
+        .collect();
+    assert_eq!(blocked.len(), 1, "{:?}", kinds(&blocked));
+    assert_eq!(blocked[0].kind, EventKind::SnapshotDeleteBlocked);
+    assert_eq!(blocked[0].snapshot_id, Some(snapshot_id));
+    assert_eq!(
+        blocked[0].data["blocked_by"][0]["volume_id"],
+        clone.as_str()
+    );
+    assert!(
+        blocked[0].data["error"]["code"].is_string(),
+        "{}",
+        blocked[0].data.0
+    );
 }
