@@ -154,6 +154,19 @@ pub async fn list_events(
     .map(row::values)
 }
 
+/// The position a new reader starts after to get only what is not readable
+/// yet: everything before it has been readable, so a webhook made now starts here.
+///
+/// # Errors
+/// The query fails.
+pub async fn horizon(pool: &PgPool) -> Result<Position, sqlx::Error> {
+    let xact_id: i64 =
+        sqlx::query_scalar("select pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+            .fetch_one(pool)
+            .await?;
+    Ok(Position { xact_id, seq: 0 })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

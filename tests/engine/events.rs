@@ -528,3 +528,20 @@ async fn a_blocked_deletion_is_an_event_naming_what_blocks_it(pool: PgPool) {
         blocked[0].data.0
     );
 }
+
+#[sqlx::test]
+async fn a_reader_starting_at_the_horizon_gets_only_what_comes_after(pool: PgPool) {
+    // Arrange
+    let h = harness(pool).await;
+    insert_policy_row(&h.pool, "before").await;
+    settled_events(&h.pool).await;
+
+    // Act
+    let start = events::horizon(&h.pool).await.unwrap();
+    insert_policy_row(&h.pool, "after").await;
+    settled_events(&h.pool).await;
+
+    // Assert
+    assert_eq!(names(&read_after(&h.pool, Some(start)).await), ["after"]);
+    assert_eq!(names(&read_after(&h.pool, None).await), ["before", "after"]);
+}
