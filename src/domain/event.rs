@@ -130,6 +130,23 @@ pub fn api_actor(user_id: Option<&str>) -> &str {
     user_id.unwrap_or(API_ACTOR)
 }
 
+/// The regular expression that matches exactly what [`KindFilter::parse`]
+/// accepts, as the OpenAPI document declares it: each prefix, optionally
+/// followed by the rest of one of its kinds.
+pub fn kind_filter_pattern() -> String {
+    let groups: Vec<String> = KIND_PREFIXES
+        .iter()
+        .map(|prefix| {
+            let rests: Vec<&str> = EventKind::ALL
+                .iter()
+                .filter_map(|k| k.as_str().strip_prefix(prefix))
+                .collect();
+            format!("{}\\.({})?", prefix.trim_end_matches('.'), rests.join("|"))
+        })
+        .collect();
+    format!("^({})$", groups.join("|"))
+}
+
 /// Which kinds a reader wants: one kind, or every kind with a prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KindFilter {

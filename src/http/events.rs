@@ -88,7 +88,10 @@ pub struct ListEventsQuery {
     /// Every project's events, not only the token's project's (admin only; default `false`).
     pub all_projects: Option<bool>,
     /// One kind (`job.failed`) or every kind with a prefix (`job.`, `run.`, `policy.`, `snapshot.`).
-    #[param(pattern = r"^(policy|run|job|snapshot)\.[a-z_]*$", example = "job.")]
+    #[param(
+        pattern = r"^(policy\.(created|updated|deleted|broken)?|run\.(fired|missed|succeeded|partially_failed|failed)?|job\.(started|succeeded|failed|timed_out|cancelled)?|snapshot\.(created|deleted|delete_failed|delete_blocked)?)$",
+        example = "job."
+    )]
     pub kind: Option<String>,
     pub policy_id: Option<Uuid>,
     pub job_id: Option<Uuid>,

@@ -253,3 +253,16 @@ async fn insert_policy(conn: &mut sqlx::PgConnection, name: &str) {
     .await
     .unwrap();
 }
+
+#[test]
+fn the_documented_kind_pattern_is_the_set_of_kinds_and_prefixes() {
+    let doc: Value = serde_json::from_str(include_str!("../../openapi/openapi.json")).unwrap();
+    let parameters = doc["paths"]["/v1/events"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let kind = parameters.iter().find(|p| p["name"] == "kind").unwrap();
+    assert_eq!(
+        kind["schema"]["pattern"],
+        stacksnap::domain::event::kind_filter_pattern()
+    );
+}
