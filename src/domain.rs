@@ -6,6 +6,7 @@ pub mod access;
 pub mod adhoc;
 pub mod deletion;
 pub mod duration;
+pub mod event;
 pub mod firing;
 pub mod job;
 pub mod name_template;

@@ -55,7 +55,7 @@ pub struct EngineConfig {
     pub prune_interval: Duration,
     /// How a task that panicked or failed is started again.
     pub restart: RestartBackoff,
-    /// Finished runs (with their jobs) and deleted snapshot rows older than this are purged.
+    /// Finished runs (with their jobs), deleted snapshot rows and events older than this are purged.
     pub history_retention: TimeDelta,
     /// How often the history is purged.
     pub history_interval: Duration,
@@ -237,9 +237,10 @@ impl Engine {
     async fn history_loop(self, shutdown: CancellationToken) {
         loop {
             match self.purge_history().await {
-                Ok(purged) if purged.runs + purged.snapshots > 0 => tracing::info!(
+                Ok(purged) if purged.runs + purged.snapshots + purged.events > 0 => tracing::info!(
                     runs = purged.runs,
                     snapshots = purged.snapshots,
+                    events = purged.events,
                     "purged history older than the retention"
                 ),
                 Ok(_) => {}

@@ -5,6 +5,7 @@ pub mod contract;
 pub mod delegation;
 pub mod docs;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod health;
 pub mod job_wait;

@@ -3,6 +3,7 @@
 //! Functions here run SQL and map rows; they make no decisions.
 
 pub mod database;
+pub mod events;
 pub mod freshness;
 pub mod history;
 pub mod jobs;

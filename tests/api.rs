@@ -6,6 +6,7 @@ mod connections;
 mod contract;
 mod delegation;
 mod errors;
+mod events;
 mod freshness;
 mod health;
 mod openapi;

@@ -3,9 +3,10 @@
 //! step at a time against the simulator.
 
 mod engine;
+mod events;
 mod groups;
 mod logs;
 mod private_pg;
 mod service;
 
-pub use self::{engine::*, groups::*, logs::*, private_pg::PrivateCluster, service::*};
+pub use self::{engine::*, events::*, groups::*, logs::*, private_pg::PrivateCluster, service::*};

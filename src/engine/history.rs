@@ -1,5 +1,5 @@
-//! History retention: the periodic pass that purges finished runs with their jobs
-//! and the rows of snapshots deleted long ago, so the tables (and every query
+//! History retention: the periodic pass that purges finished runs with their jobs,
+//! the rows of snapshots deleted long ago and old events, so the tables (and every query
 //! that walks them) stop growing with the service's age. The SQL, and the rule
 //! that nothing still named by a live row goes, are in `store::history`.
 
@@ -16,6 +16,8 @@ pub struct Purged {
     pub runs: u64,
     /// Rows of deleted snapshots.
     pub snapshots: u64,
+    /// Events older than the retention.
+    pub events: u64,
 }
 
 impl Engine {
@@ -38,6 +40,13 @@ impl Engine {
         for _ in 0..MAX_BATCHES {
             let n = history::purge_finished_runs(&self.db, cutoff, batch).await?;
             purged.runs += n;
+            if n < batch as u64 {
+                break;
+            }
+        }
+        for _ in 0..MAX_BATCHES {
+            let n = history::purge_old_events(&self.db, cutoff, batch).await?;
+            purged.events += n;
             if n < batch as u64 {
                 break;
             }

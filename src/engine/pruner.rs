@@ -8,6 +8,7 @@ mod deletion;
 mod pieces;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use self::{deletion::Sweep, pieces::ImageFacts};
@@ -99,8 +100,16 @@ impl Engine {
         };
         // A step can outlast the lease (a slow Cinder, many pieces): renew it as
         // job steps do, and abandon the step if another worker took it over.
+        let span = tracing::info_span!(
+            "deletion",
+            snapshot_id = %snapshot.snapshot_id,
+            policy_id = tracing::field::Empty
+        );
+        if let Some(policy_id) = snapshot.policy_id {
+            span.record("policy_id", tracing::field::display(policy_id));
+        }
         let step = tokio::select! {
-            step = self.delete_step(&snapshot, now) => step?,
+            step = self.delete_step(&snapshot, now).instrument(span) => step?,
             () = self.keep_lease(Leased::Snapshot(snapshot.snapshot_id), token) => return Ok(Outcome::Worked),
         };
         snapshots::record_deletion(&self.db, snapshot.snapshot_id, token, now, &step).await?;

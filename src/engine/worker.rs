@@ -27,6 +27,7 @@ use crate::{
 use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::FutureExt as _;
 use std::{any::Any, panic::AssertUnwindSafe};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 /// How long a job in flight that cannot be read waits before it is looked at again.
@@ -55,26 +56,17 @@ impl Engine {
         if let Some(run) =
             runs::claim_unresolved_run(&self.db, token, now, self.config.lease).await?
         {
-            let resolve = resolver::resolve_run(
-                &self.db,
-                &self.cloud,
-                &run,
-                token,
-                now,
-                self.config.retry_delay,
-                self.config.requires_delegation,
+            let span = tracing::info_span!(
+                "run",
+                run_id = %run.run_id,
+                policy_id = tracing::field::Empty
             );
-            tokio::select! {
-                resolved = AssertUnwindSafe(resolve).catch_unwind() => match resolved {
-                    Ok(resolved) => resolved?,
-                    Err(panic) => {
-                        let error = panicked("resolving the run's targets", &*panic);
-                        tracing::error!(run_id = %run.run_id, error = %error.message, "a run's step panicked; the run is failed");
-                        runs::fail_run(&self.db, run.run_id, token, self.clock.now(), &error).await?;
-                    }
-                },
-                () = self.keep_lease(Leased::Run(run.run_id), token) => {}
+            if let Some(policy_id) = run.policy_id {
+                span.record("policy_id", tracing::field::display(policy_id));
             }
+            self.resolve_claimed(&run, token, now)
+                .instrument(span)
+                .await?;
             return Ok(Outcome::Worked);
         }
         let job = match jobs::claim_job(
@@ -98,9 +90,54 @@ impl Engine {
                 return Ok(Outcome::Worked);
             }
         };
+        let span = job_span(&job);
+        self.advance_claimed(&job, token, now)
+            .instrument(span)
+            .await?;
+        Ok(Outcome::Worked)
+    }
+
+    /// Resolves a claimed run into jobs (or fails it), within the run's log span.
+    async fn resolve_claimed(
+        &self,
+        run: &runs::Run,
+        token: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        let resolve = resolver::resolve_run(
+            &self.db,
+            &self.cloud,
+            run,
+            token,
+            now,
+            self.config.retry_delay,
+            self.config.requires_delegation,
+        );
+        tokio::select! {
+            resolved = AssertUnwindSafe(resolve).catch_unwind() => match resolved {
+                Ok(resolved) => resolved?,
+                Err(panic) => {
+                    let error = panicked("resolving the run's targets", &*panic);
+                    tracing::error!(run_id = %run.run_id, error = %error.message, "a run's step panicked; the run is failed");
+                    runs::fail_run(&self.db, run.run_id, token, self.clock.now(), &error).await?;
+                }
+            },
+            () = self.keep_lease(Leased::Run(run.run_id), token) => {}
+        }
+        Ok(())
+    }
+
+    /// Takes one step of a claimed job and records it, within the job's log span;
+    /// a change of the job's state is logged once, at info.
+    async fn advance_claimed(
+        &self,
+        job: &Job,
+        token: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
         // One job's data must never end a worker: a step that panics fails its job
         // (which would otherwise be claimed again and panic on the next worker).
-        let step = AssertUnwindSafe(self.step(&job, token, now)).catch_unwind();
+        let step = AssertUnwindSafe(self.step(job, token, now)).catch_unwind();
         let update = tokio::select! {
             update = step => match update {
                 Ok(update) => update?,
@@ -110,17 +147,27 @@ impl Engine {
                     Some(fail(error))
                 }
             },
-            () = self.keep_lease(Leased::Job(job.job_id), token) => return Ok(Outcome::Worked),
+            () = self.keep_lease(Leased::Job(job.job_id), token) => return Ok(()),
         };
         if let Some(update) = update {
             let now = self.clock.now();
             if !lifecycle::record_step(&self.db, job.job_id, token, now, &update).await? {
                 tracing::info!(job_id = %job.job_id, "job changed meanwhile (cancelled or taken over); step discarded");
-            } else if update.status.is_some_and(JobStatus::is_terminal) {
+                return Ok(());
+            }
+            // A pending job that comes back pending was started (and so logged
+            // `creating`) within this step: that is a change too.
+            if let Some(status) = update
+                .status
+                .filter(|s| *s != job.status || *s == JobStatus::Pending)
+            {
+                log_state_change(status, &update);
+            }
+            if update.status.is_some_and(JobStatus::is_terminal) {
                 self.job_events.ended(job.job_id);
             }
         }
-        Ok(Outcome::Worked)
+        Ok(())
     }
 
     /// One job's bad data must not stall a worker. A pending job has sent
@@ -139,7 +186,10 @@ impl Engine {
         tracing::error!(%job_id, %status, %reason, "a job row cannot be read");
         let error = JobError::new("unreadable_job", reason);
         if status == JobStatus::Pending.as_str() {
-            if lifecycle::record_step(&self.db, job_id, token, now, &fail(error)).await? {
+            let failed = fail(error);
+            if lifecycle::record_step(&self.db, job_id, token, now, &failed).await? {
+                let span = tracing::info_span!("job", %job_id);
+                span.in_scope(|| log_state_change(JobStatus::Failed, &failed));
                 self.job_events.ended(job_id);
             }
         } else {
@@ -433,6 +483,37 @@ impl Engine {
         };
         scaled.min(self.config.max_poll_interval)
     }
+}
+
+/// The log span of a job's step: every line logged within it names the job,
+/// its run and its policy.
+fn job_span(job: &Job) -> tracing::Span {
+    let span = tracing::info_span!(
+        "job",
+        job_id = %job.job_id,
+        run_id = %job.run_id,
+        policy_id = tracing::field::Empty
+    );
+    if let Some(policy_id) = job.policy_id {
+        span.record("policy_id", tracing::field::display(policy_id));
+    }
+    span
+}
+
+/// The one info line of a job's change of state (within its span), with the
+/// error's code when it ended otherwise than succeeded.
+pub(super) fn log_state_change(status: JobStatus, update: &JobUpdate) {
+    let error = update
+        .error
+        .as_ref()
+        .and_then(Option::as_ref)
+        .filter(|_| status.is_terminal() && status != JobStatus::Succeeded)
+        .map(|e| e.code.as_str());
+    tracing::info!(
+        status = status.as_str(),
+        error_code = error,
+        "job state changed"
+    );
 }
 
 /// What a lease is held on.

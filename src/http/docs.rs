@@ -7,7 +7,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{AppState, health, jobs, managed, orphans, policies, runs, snapshots, status};
+use super::{AppState, events, health, jobs, managed, orphans, policies, runs, snapshots, status};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,6 +27,7 @@ use super::{AppState, health, jobs, managed, orphans, policies, runs, snapshots,
         (name = "jobs", description = "One resource's snapshot, followed until it is really finished."),
         (name = "snapshots", description = "Managed snapshots and retention; one-off snapshots, e.g. before a deploy."),
         (name = "status", description = "A summary of policies, failures and misses, from the database."),
+        (name = "events", description = "Every change of state of a policy, run, job and snapshot, oldest first."),
         (name = "health", description = "Liveness and readiness probes.")
     )
 )]
@@ -42,6 +43,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(managed::router())
         .merge(orphans::router())
         .merge(status::router())
+        .merge(events::router())
         .merge(health::router())
 }
 

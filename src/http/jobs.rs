@@ -18,6 +18,7 @@ use super::{
 };
 use crate::{
     domain::{
+        event::api_actor,
         job::{JobError, JobStatus, ObtainedConsistency, TimelineEntry, VolumeSnapshotState},
         policy::ResourceType,
     },
@@ -257,8 +258,11 @@ pub async fn cancel_job(
     Path(id): Path<String>,
 ) -> Result<Json<JobResponse>> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("job"))?;
-    match lifecycle::cancel_job(&state.db, caller.item_scope(), id, state.clock.now()).await? {
+    let actor = api_actor(caller.user_id());
+    let now = state.clock.now();
+    match lifecycle::cancel_job(&state.db, caller.item_scope(), id, now, actor).await? {
         CancelOutcome::Cancelled(job) => {
+            tracing::info!(job_id = %id, run_id = %job.run_id, policy_id = job.policy_id.map(tracing::field::display), status = "cancelled", "job state changed");
             state.job_events.ended(id);
             Ok(Json(JobResponse::from(job)))
         }

@@ -29,11 +29,19 @@ pub enum List {
     Runs,
     Jobs,
     Snapshots,
+    /// Events: the cursor's 16 bytes are a position in read order, not an id.
+    Events,
 }
 
 impl List {
     /// Every list, for the tests of the cursor forms.
-    pub const ALL: [Self; 4] = [Self::Policies, Self::Runs, Self::Jobs, Self::Snapshots];
+    pub const ALL: [Self; 5] = [
+        Self::Policies,
+        Self::Runs,
+        Self::Jobs,
+        Self::Snapshots,
+        Self::Events,
+    ];
 
     /// The three bytes every cursor of the list starts with: `c`, the list and
     /// the form's version (2: bound to a scope).
@@ -43,6 +51,7 @@ impl List {
             Self::Runs => b'r',
             Self::Jobs => b'j',
             Self::Snapshots => b's',
+            Self::Events => b'e',
         };
         [b'c', list, 2]
     }
@@ -58,6 +67,7 @@ impl List {
             Self::Runs => "^Y3IC[A-Za-z0-9_-]{32}$",
             Self::Jobs => "^Y2oC[A-Za-z0-9_-]{32}$",
             Self::Snapshots => "^Y3MC[A-Za-z0-9_-]{32}$",
+            Self::Events => "^Y2UC[A-Za-z0-9_-]{32}$",
         }
     }
 }

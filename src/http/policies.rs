@@ -32,6 +32,7 @@ use super::{
 use crate::{
     domain::{
         adhoc::{PROJECT_ID_RULE, is_project_id},
+        event::api_actor,
         policy::{PolicyError, PolicySpec, PolicyState, StoredPolicy, ValidPolicy},
         validation::FieldError,
     },
@@ -331,7 +332,8 @@ pub async fn delete_policy(
     let expected = has_if_match(&headers).then_some(version);
     let delete_snapshots = query.snapshots == Some(SnapshotsOnDelete::Delete);
     let now = state.clock.now();
-    if store::delete_policy(&state.db, scope, id, expected, delete_snapshots, now).await? {
+    let actor = api_actor(caller.user_id());
+    if store::delete_policy(&state.db, scope, id, expected, delete_snapshots, now, actor).await? {
         return Ok(StatusCode::NO_CONTENT);
     }
     match store::fetch_policy_version(&state.db, scope, id).await? {

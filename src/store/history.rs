@@ -57,3 +57,24 @@ pub async fn purge_finished_runs(
     .await?;
     Ok(result.rows_affected())
 }
+
+/// Deletes up to `batch` events written before `cutoff`. Returns how many.
+///
+/// # Errors
+/// The query fails.
+pub async fn purge_old_events(
+    pool: &PgPool,
+    cutoff: DateTime<Utc>,
+    batch: i64,
+) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(
+        "delete from event where event_id in ( \
+           select event_id from event where at < $1 \
+            order by at limit $2 for update skip locked)",
+    )
+    .bind(cutoff)
+    .bind(batch)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}

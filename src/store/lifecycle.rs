@@ -169,7 +169,8 @@ pub enum CancelOutcome {
     NotFound,
 }
 
-/// Cancels a job that has not ended; workers see it and stop.
+/// Cancels a job that has not ended; workers see it and stop. `actor` (who
+/// cancels it) is recorded in the events.
 ///
 /// # Errors
 /// The query fails.
@@ -178,9 +179,11 @@ pub async fn cancel_job(
     scope: impl Into<Scope<'_>>,
     job_id: Uuid,
     now: DateTime<Utc>,
+    actor: &str,
 ) -> Result<CancelOutcome, sqlx::Error> {
     let scope: Scope<'_> = scope.into();
     let mut tx = pool.begin().await?;
+    super::events::act_as(&mut tx, actor).await?;
     // Scoped before any lock: a caller of another project must not queue behind,
     // nor hold, the locks of a job it may not even see.
     if !lock_scoped_job_owners(&mut tx, scope, job_id).await? {

@@ -12,7 +12,7 @@ use serde_json::Value;
 use sqlx::{PgPool, types::Json};
 use uuid::Uuid;
 
-use crate::openstack::TrustId;
+use crate::{domain::event::api_actor, openstack::TrustId};
 
 use super::{
     Scope,
@@ -338,6 +338,7 @@ pub async fn update_policy(
     } = *change;
     let scope: Scope<'_> = scope.into();
     let mut tx = pool.begin().await?;
+    super::events::act_as(&mut tx, api_actor(updated_by)).await?;
     // `no key update`: a job recording its snapshot of this policy meanwhile only
     // needs a key-share lock on it, and must not wait for this transaction.
     let was_enabled: Option<bool> = sqlx::query_scalar(
@@ -392,7 +393,7 @@ pub async fn update_policy(
 /// live snapshots are set to be deleted, and so is what its jobs in flight make,
 /// once recorded; otherwise they all stay, unmanaged (no policy prunes them).
 ///
-/// Returns whether a row was deleted.
+/// Returns whether a row was deleted. `actor` (who deletes it) is recorded in the events.
 ///
 /// # Errors
 /// The query fails.
@@ -403,9 +404,11 @@ pub async fn delete_policy(
     expected_version: Option<i64>,
     delete_snapshots: bool,
     now: DateTime<Utc>,
+    actor: &str,
 ) -> Result<bool, sqlx::Error> {
     let scope: Scope<'_> = scope.into();
     let mut tx = pool.begin().await?;
+    super::events::act_as(&mut tx, actor).await?;
     // The policy first, then its runs, then their jobs (DESIGN.md, lock order):
     // a job that ends takes the policy (key share) and its run before its own
     // row, and a worker resolving a run holds the run, so none of them waits on

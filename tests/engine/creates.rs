@@ -320,7 +320,7 @@ async fn deleting_a_volume_backed_snapshot_recorded_before_its_first_poll_delete
     let job_id = h.adhoc("server", &server, json!({})).await;
     let started = h.drive(job_id, |j| j.status == JobStatus::Tracking).await;
     assert!(started.volume_snapshots.0.is_empty(), "{started:?}");
-    lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now())
+    lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now(), "api")
         .await
         .unwrap();
     let rows = h.snapshot_rows(job_id).await;
@@ -444,7 +444,7 @@ async fn a_job_cancelled_while_its_create_was_unclear_leaves_nothing_behind(pool
     })
     .await;
     assert_eq!(unclear.status, JobStatus::Creating);
-    lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now())
+    lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now(), "api")
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;

@@ -400,7 +400,7 @@ async fn a_run_resolved_while_its_policy_is_deleted_leaves_no_pending_job(pool: 
     let pool2 = h.pool.clone();
     let id = policy.id;
     let deleting = tokio::spawn(async move {
-        policies::delete_policy(&pool2, "default", id, None, true, now).await
+        policies::delete_policy(&pool2, "default", id, None, true, now, "api").await
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     tx.commit().await.unwrap();
@@ -484,7 +484,7 @@ async fn deleting_a_policy_while_a_job_of_its_run_ends_does_not_deadlock(pool: P
     let pool2 = h.pool.clone();
     let id = policy.id;
     let deleting = tokio::spawn(async move {
-        policies::delete_policy(&pool2, "default", id, None, false, now).await
+        policies::delete_policy(&pool2, "default", id, None, false, now, "api").await
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ended = runs::complete_run_if_done(&mut ending, run_id, now).await;

@@ -217,7 +217,7 @@ async fn a_cancelled_job_stops_being_followed(pool: PgPool) {
     let polls_before = h.sim.count("cinder.get_snapshot");
 
     let outcome =
-        stacksnap::store::lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now())
+        stacksnap::store::lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now(), "api")
             .await
             .unwrap();
     assert!(matches!(

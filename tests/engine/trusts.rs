@@ -286,9 +286,17 @@ async fn a_trust_is_deleted_once_its_policy_is_gone_and_its_last_job_ended(pool:
 
     // The policy is deleted with its snapshots: the trust stays while they are deleted.
     assert!(
-        policies::delete_policy(&h.pool, &project, policy_id, None, true, h.clock.now())
-            .await
-            .unwrap()
+        policies::delete_policy(
+            &h.pool,
+            &project,
+            policy_id,
+            None,
+            true,
+            h.clock.now(),
+            "api"
+        )
+        .await
+        .unwrap()
     );
     sqlx::query("update snapshot set state = 'deleting', not_before = $2 where job_id = $1")
         .bind(job.job_id)

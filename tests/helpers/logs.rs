@@ -63,3 +63,23 @@ pub fn capture_logs(captured: &Captured) -> tracing::subscriber::DefaultGuard {
         );
     tracing::subscriber::set_default(subscriber)
 }
+
+/// A subscriber for this thread at info level writing what `--log-format json`
+/// writes (the service's own layer) to `captured`.
+pub fn capture_json_logs(captured: &Captured) -> tracing::subscriber::DefaultGuard {
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::registry()
+        .with(EnvFilter::new("info"))
+        .with(stacksnap::telemetry::json_layer(move || writer.clone()));
+    tracing::subscriber::set_default(subscriber)
+}
+
+impl Captured {
+    /// Every JSON line captured, parsed; lines that are not JSON are skipped.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.text()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+}

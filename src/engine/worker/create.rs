@@ -58,7 +58,7 @@ impl Engine {
         )
         .await?
         {
-            StartOutcome::Started => {}
+            StartOutcome::Started => tracing::info!(status = "creating", "job state changed"),
             StartOutcome::AtCapacity => return Ok(Some(later(now + self.config.capacity_wait))),
             StartOutcome::ResourceBusy => {
                 let mut update = later(now + self.config.retry_delay);

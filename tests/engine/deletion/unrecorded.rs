@@ -139,7 +139,7 @@ async fn an_unclear_create_deleted_at_once_leaks_nothing(pool: PgPool) {
     }
     assert_eq!(h.job(job_id).await.status, JobStatus::Creating);
     // The user cancels the job and deletes what it may have made.
-    lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now())
+    lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now(), "api")
         .await
         .unwrap();
     let rows = h.snapshot_rows(job_id).await;
@@ -237,7 +237,7 @@ async fn a_group_jobs_unclear_create_is_found_and_deleted(pool: PgPool) {
     let job = h.job(job_id).await;
     assert_eq!(job.status, JobStatus::Creating, "{:?}", job.error);
     assert_eq!(h.sim.count("cinder.create_group_snapshot"), 1);
-    lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now())
+    lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now(), "api")
         .await
         .unwrap();
     let rows = h.snapshot_rows(job_id).await;
@@ -291,7 +291,7 @@ async fn a_group_snapshot_of_a_cancelled_unclear_create_is_deleted(pool: PgPool)
         })
         .await;
     assert_eq!(unclear.status, JobStatus::Creating);
-    lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now())
+    lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now(), "api")
         .await
         .unwrap();
     assert_eq!(
@@ -336,7 +336,7 @@ async fn a_group_snapshot_answered_after_a_cancel_is_deleted(pool: PgPool) {
             async move { while engine.execute_next().await.unwrap() == Outcome::Worked {} },
         );
     tokio::time::sleep(Duration::from_millis(700)).await;
-    lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now())
+    lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now(), "api")
         .await
         .unwrap();
     step.await.unwrap();
@@ -371,7 +371,7 @@ async fn what_the_search_finds_is_recorded_before_it_is_deleted(pool: PgPool) {
     let job_id = h.adhoc("server", &server, json!({})).await;
     h.engine.execute_next().await.unwrap();
     assert_eq!(h.job(job_id).await.status, JobStatus::Creating);
-    lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now())
+    lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now(), "api")
         .await
         .unwrap();
     let made = images_of(&h, job_id).await;
