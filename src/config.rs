@@ -55,6 +55,13 @@ pub struct Settings {
     #[arg(long, env = "STACKSNAP_NO_ENGINE")]
     pub no_engine: bool,
 
+    /// Refuse webhook URLs that name, or resolve to, a loopback, private, link-local
+    /// or unique-local address (checked at creation for a literal address, and at
+    /// every delivery after DNS resolution). Off by default; turn it on unless
+    /// webhooks must reach internal receivers.
+    #[arg(long, env = "STACKSNAP_WEBHOOK_DENY_PRIVATE")]
+    pub webhook_deny_private: bool,
+
     /// Concurrent engine workers in this replica.
     #[arg(long, env = "STACKSNAP_WORKERS", default_value_t = 16)]
     pub workers: usize,

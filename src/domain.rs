@@ -16,3 +16,4 @@ pub mod rpo;
 pub mod schedule;
 pub mod status;
 pub mod validation;
+pub mod webhook;

@@ -14,6 +14,7 @@ pub mod resolver;
 pub mod scheduler;
 pub mod snapshot;
 pub mod trusts;
+pub mod webhooks;
 pub mod worker;
 
 use std::{sync::Arc, time::Duration};
@@ -77,6 +78,8 @@ pub struct EngineConfig {
     /// A trust is never deleted younger than this: its policy or run may
     /// still be being stored.
     pub trust_grace: TimeDelta,
+    /// How webhooks are delivered.
+    pub webhooks: webhooks::WebhookSettings,
 }
 
 impl Default for EngineConfig {
@@ -106,6 +109,7 @@ impl Default for EngineConfig {
             requires_delegation: false,
             trusts_interval: Duration::from_secs(60),
             trust_grace: TimeDelta::minutes(10),
+            webhooks: webhooks::WebhookSettings::default(),
         }
     }
 }
@@ -160,7 +164,7 @@ impl Engine {
     }
 
     /// The loops this replica runs: the LISTEN connection, the scheduler, the
-    /// pruner, the history purge and every worker. The start-up code runs each as a supervised task.
+    /// pruner, the history purge, the trust retirement, the webhook dispatcher and every worker. The start-up code runs each as a supervised task.
     pub fn tasks(&self) -> Vec<TaskName> {
         let mut tasks = vec![
             TaskName::Listen,
@@ -168,6 +172,7 @@ impl Engine {
             TaskName::Pruner,
             TaskName::History,
             TaskName::Trusts,
+            TaskName::Webhooks,
         ];
         tasks.extend((0..self.config.workers).map(TaskName::Worker));
         tasks
@@ -187,6 +192,7 @@ impl Engine {
             TaskName::Pruner => self.pruner_loop(shutdown).await,
             TaskName::History => self.history_loop(shutdown).await,
             TaskName::Trusts => self.trusts_loop(shutdown).await,
+            TaskName::Webhooks => self.webhooks_loop(shutdown).await,
             TaskName::Worker(_) => self.worker_loop(shutdown).await,
         }
         Ok(())

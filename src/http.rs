@@ -19,6 +19,7 @@ pub mod preconditions;
 pub mod runs;
 pub mod snapshots;
 pub mod status;
+pub mod webhooks;
 
 use std::{sync::Arc, time::Duration};
 
@@ -67,6 +68,8 @@ pub struct AppState {
     pub job_events: crate::engine::JobEvents,
     /// Who is calling: Keystone tokens, or nobody (`--auth none`).
     pub auth: auth::Authenticator,
+    /// Refuse webhook URLs naming a loopback, private, link-local or unique-local address.
+    pub webhook_deny_private: bool,
 }
 
 /// The complete application router with its middleware.

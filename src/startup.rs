@@ -73,6 +73,10 @@ pub fn engine_config(settings: &Settings) -> EngineConfig {
         history_retention: chrono::TimeDelta::from_std(settings.history_retention)
             .unwrap_or(chrono::TimeDelta::MAX),
         requires_delegation: settings.auth == AuthMode::Keystone,
+        webhooks: crate::engine::webhooks::WebhookSettings {
+            deny_private: settings.webhook_deny_private,
+            ..Default::default()
+        },
         ..EngineConfig::default()
     }
 }
@@ -135,6 +139,7 @@ pub async fn start(
         wait_poll_interval: settings.wait_poll_interval,
         job_events,
         auth: deps.auth,
+        webhook_deny_private: settings.webhook_deny_private,
     };
     if state.auth.mode() == AuthMode::None {
         tracing::warn!("{AUTH_OFF_WARNING}");

@@ -16,6 +16,7 @@ pub mod runs;
 pub mod snapshots;
 pub mod summary;
 pub mod trusts;
+pub mod webhooks;
 
 pub use database::{MIGRATOR, connect, migrations_applied};
 

@@ -14,3 +14,4 @@ mod policies;
 mod schedule;
 mod tenancy;
 mod tls;
+mod webhooks;

@@ -21,3 +21,4 @@ mod supervision;
 mod tenant;
 mod trusts;
 mod waiting;
+mod webhooks;

@@ -7,7 +7,9 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{AppState, events, health, jobs, managed, orphans, policies, runs, snapshots, status};
+use super::{
+    AppState, events, health, jobs, managed, orphans, policies, runs, snapshots, status, webhooks,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,6 +30,7 @@ use super::{AppState, events, health, jobs, managed, orphans, policies, runs, sn
         (name = "snapshots", description = "Managed snapshots and retention; one-off snapshots, e.g. before a deploy."),
         (name = "status", description = "A summary of policies, failures and misses, from the database."),
         (name = "events", description = "Every change of state of a policy, run, job and snapshot, oldest first."),
+        (name = "webhooks", description = "Subscriptions that POST each event, signed, to a URL."),
         (name = "health", description = "Liveness and readiness probes.")
     )
 )]
@@ -44,6 +47,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(orphans::router())
         .merge(status::router())
         .merge(events::router())
+        .merge(webhooks::router())
         .merge(health::router())
 }
 

@@ -31,16 +31,18 @@ pub enum List {
     Snapshots,
     /// Events: the cursor's 16 bytes are a position in read order, not an id.
     Events,
+    Webhooks,
 }
 
 impl List {
     /// Every list, for the tests of the cursor forms.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Policies,
         Self::Runs,
         Self::Jobs,
         Self::Snapshots,
         Self::Events,
+        Self::Webhooks,
     ];
 
     /// The three bytes every cursor of the list starts with: `c`, the list and
@@ -52,6 +54,7 @@ impl List {
             Self::Jobs => b'j',
             Self::Snapshots => b's',
             Self::Events => b'e',
+            Self::Webhooks => b'w',
         };
         [b'c', list, 2]
     }
@@ -68,6 +71,7 @@ impl List {
             Self::Jobs => "^Y2oC[A-Za-z0-9_-]{32}$",
             Self::Snapshots => "^Y3MC[A-Za-z0-9_-]{32}$",
             Self::Events => "^Y2UC[A-Za-z0-9_-]{32}$",
+            Self::Webhooks => "^Y3cC[A-Za-z0-9_-]{32}$",
         }
     }
 }

@@ -50,6 +50,7 @@ pub fn test_settings() -> Settings {
         // authentication start the service with `spawn_app_with_keystone`.
         auth: AuthMode::None,
         token_cache_ttl: Duration::from_secs(300),
+        webhook_deny_private: false,
     }
 }
 
