@@ -176,7 +176,10 @@ pub fn router() -> OpenApiRouter<AppState> {
     responses(
         (status = 201, description = "The subscription", body = WebhookResponse,
          headers(("Location" = String, description = "The subscription's URL"))),
+        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "project_id names another project", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over the limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json")
     )
 )]

@@ -296,6 +296,7 @@ pub async fn release(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, serde::Serialize, utoipa::ToSchema)]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
+#[schema(example = "delivered")]
 pub enum DeliveryOutcome {
     /// The receiver answered 2xx.
     Delivered,
