@@ -80,6 +80,10 @@ struct Live {
 }
 
 async fn live(pool: PgPool, deny_private: bool) -> Live {
+    live_with(pool, deny_private, chrono::TimeDelta::days(1)).await
+}
+
+async fn live_with(pool: PgPool, deny_private: bool, give_up_after: chrono::TimeDelta) -> Live {
     let sim = Simulator::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap()).unwrap();
     let config = EngineConfig {
         prune_interval: Duration::from_secs(3600),
@@ -90,6 +94,7 @@ async fn live(pool: PgPool, deny_private: bool) -> Live {
             idle_look: chrono::TimeDelta::milliseconds(50),
             tick: Duration::from_millis(50),
             deny_private,
+            give_up_after,
             ..WebhookSettings::default()
         },
         ..engine_config()
@@ -176,15 +181,22 @@ async fn deliveries_are_signed_carry_the_event_and_come_in_order(pool: PgPool) {
     let (url, received) = receiver(|_| Some(StatusCode::OK)).await;
     let id = live.subscribe(&url, json!(["policy.created"])).await;
 
-    for name in ["first", "second", "third"] {
-        let created = live.post("/v1/policies", policy_body(name)).await;
+    for (name, project) in [
+        ("first", "default"),
+        ("elsewhere", "another-project"),
+        ("second", "default"),
+        ("third", "default"),
+    ] {
+        let mut body = policy_body(name);
+        body["project_id"] = json!(project);
+        let created = live.post("/v1/policies", body).await;
         assert_eq!(created.status(), 201);
     }
     until(|| received.all().len() >= 3).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let all = received.all();
-    assert_eq!(all.len(), 3, "each event once (nothing else subscribed)");
+    assert_eq!(all.len(), 3, "each event of its project once");
     let mut names = Vec::new();
     for (headers, body) in &all {
         verify(headers, body);
@@ -308,4 +320,82 @@ async fn deny_private_refuses_a_loopback_receiver_at_delivery(pool: PgPool) {
         deliveries[0]
     );
     assert!(received.all().is_empty(), "nothing reached the receiver");
+}
+
+#[sqlx::test]
+async fn an_event_failing_past_the_retry_window_is_given_up_and_the_next_one_sent(pool: PgPool) {
+    let live = live_with(pool, false, chrono::TimeDelta::milliseconds(250)).await;
+    let (url, received) = receiver(|n| {
+        Some(if n < 3 {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        })
+    })
+    .await;
+    let id = live.subscribe(&url, json!(["policy.created"])).await;
+
+    live.post("/v1/policies", policy_body("doomed")).await;
+    live.post("/v1/policies", policy_body("next")).await;
+    until(|| {
+        received
+            .all()
+            .iter()
+            .any(|(_, b)| serde_json::from_slice::<Value>(b).unwrap()["data"]["name"] == "next")
+    })
+    .await;
+
+    let deliveries = live.deliveries(&id).await;
+    let outcomes: Vec<_> = deliveries
+        .iter()
+        .rev()
+        .map(|d| d["outcome"].clone())
+        .collect();
+    assert_eq!(outcomes.first(), Some(&json!("failed")));
+    assert!(outcomes.contains(&json!("gave_up")), "{outcomes:?}");
+    assert_eq!(outcomes.last(), Some(&json!("delivered")));
+    let gave_up = deliveries
+        .iter()
+        .find(|d| d["outcome"] == "gave_up")
+        .unwrap();
+    let delivered = &deliveries[0];
+    assert_ne!(gave_up["event_id"], delivered["event_id"]);
+}
+
+#[sqlx::test]
+async fn one_replica_at_a_time_holds_a_subscription(pool: PgPool) {
+    use stacksnap::store::{events, webhooks};
+    let start = events::horizon(&pool).await.unwrap();
+    let created = webhooks::insert_webhook(
+        &pool,
+        &webhooks::NewWebhook {
+            project_id: "default",
+            url: "https://hooks.example.com/",
+            events: &["job.".to_owned()],
+            secret: SECRET,
+            created_by: None,
+            start,
+        },
+    )
+    .await
+    .unwrap();
+    let lease = chrono::TimeDelta::seconds(60);
+    let (one, two) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+
+    let first = webhooks::claim_due(&pool, one, lease).await.unwrap();
+    let second = webhooks::claim_due(&pool, two, lease).await.unwrap();
+    let renewed_by_other = webhooks::renew_lease(&pool, created.webhook_id, two, lease)
+        .await
+        .unwrap();
+
+    assert_eq!(first.unwrap().webhook_id, created.webhook_id);
+    assert!(
+        second.is_none(),
+        "a leased subscription is not claimed again"
+    );
+    assert!(!renewed_by_other);
+    assert!(
+        !format!("{created:?}").contains(SECRET),
+        "Debug hides the secret"
+    );
 }
