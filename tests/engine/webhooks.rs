@@ -209,6 +209,30 @@ async fn deliveries_are_signed_carry_the_event_and_come_in_order(pool: PgPool) {
         names.push(event["data"]["name"].as_str().unwrap().to_owned());
     }
     assert_eq!(names, ["first", "second", "third"]);
+    let feed: Value = live
+        .http
+        .get(format!("{}/v1/events?kind=policy.created", live.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bodies: Vec<Value> = all
+        .iter()
+        .map(|(_, b)| serde_json::from_slice(b).unwrap())
+        .collect();
+    let own: Vec<Value> = feed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["project_id"] == "default")
+        .cloned()
+        .collect();
+    assert_eq!(
+        bodies, own,
+        "the body is the event as GET /v1/events shows it"
+    );
     let deliveries = live.deliveries(&id).await;
     assert_eq!(deliveries.len(), 3);
     assert!(
