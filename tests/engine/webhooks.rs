@@ -25,7 +25,9 @@ use stacksnap::{
 };
 use stacksnap_sim::{SimConfig, SimHandle, Simulator};
 
-use crate::helpers::{cloud_for, engine_config, policy_body, start_service};
+use crate::helpers::{
+    Captured, capture_logs, cloud_for, engine_config, policy_body, start_service,
+};
 
 const SECRET: &str = "receiver-secret-1";
 
@@ -422,4 +424,37 @@ async fn one_replica_at_a_time_holds_a_subscription(pool: PgPool) {
         !format!("{created:?}").contains(SECRET),
         "Debug hides the secret"
     );
+}
+
+#[sqlx::test]
+async fn the_secret_is_never_logged(pool: PgPool) {
+    let captured = Captured::default();
+    let _guard = capture_logs(&captured);
+    let live = live(pool, false).await;
+    let (url, received) = receiver(|n| {
+        Some(if n == 0 {
+            StatusCode::BAD_GATEWAY
+        } else {
+            StatusCode::OK
+        })
+    })
+    .await;
+    live.subscribe(&url, json!(["policy."])).await;
+    let refused = live
+        .post(
+            "/v1/webhooks",
+            json!({"url": "gopher://x/", "events": ["job."], "secret": SECRET}),
+        )
+        .await;
+    assert_eq!(refused.status(), 422);
+
+    live.post("/v1/policies", policy_body("logged")).await;
+    until(|| received.all().len() >= 2).await;
+
+    let text = captured.text();
+    assert!(
+        text.contains("webhook delivery attempt"),
+        "the attempts were logged"
+    );
+    assert!(!text.contains(SECRET), "the secret appears in the logs");
 }
