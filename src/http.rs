@@ -10,6 +10,7 @@ pub mod health;
 pub mod jobs;
 pub mod managed;
 pub mod merge_patch;
+pub mod metrics;
 pub mod orphans;
 pub mod pagination;
 pub mod policies;
@@ -64,14 +65,20 @@ pub struct AppState {
     pub job_events: crate::engine::JobEvents,
     /// Who is calling: Keystone tokens, or nobody (`--auth none`).
     pub auth: auth::Authenticator,
+    /// What `/metrics` reads.
+    pub metrics: metrics::MetricsSource,
 }
 
-/// The complete application router with its middleware.
-pub fn router(state: AppState, request_timeout: Duration) -> Router {
+/// The complete application router with its middleware; with `serve_metrics`,
+/// `/metrics` too (false when `--metrics-listen` serves it on its own listener).
+pub fn router(state: AppState, request_timeout: Duration, serve_metrics: bool) -> Router {
     let body_limit = state.body_limit;
     let (api, openapi) = docs::api();
-    api.merge(docs::docs_router(openapi))
-        .fallback(|| async { ApiError::NotFound("resource") })
+    let mut app = api.merge(docs::docs_router(openapi));
+    if serve_metrics {
+        app = app.route("/metrics", axum::routing::get(metrics::get_metrics));
+    }
+    app.fallback(|| async { ApiError::NotFound("resource") })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -80,6 +87,8 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .with_state(state)
         .layer(
             ServiceBuilder::new()
+                // Outermost: counts every answer, timeouts and panics included.
+                .layer(middleware::from_fn(metrics::record_request))
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http()

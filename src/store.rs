@@ -6,6 +6,7 @@ pub mod database;
 pub mod history;
 pub mod jobs;
 pub mod lifecycle;
+pub mod metrics;
 pub mod notices;
 pub mod orphans;
 pub mod policies;

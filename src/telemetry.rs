@@ -1,4 +1,6 @@
-//! The tracing subscriber, set up once per process.
+//! The tracing subscriber, set up once per process, and the process metrics ([`metrics`]).
+
+pub mod metrics;
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
