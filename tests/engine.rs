@@ -7,6 +7,7 @@ mod creates;
 mod database_outage;
 mod deletion;
 mod history;
+mod metrics;
 mod orphans;
 mod poison;
 mod policies;
