@@ -226,7 +226,7 @@ mod tests {
         assert_eq!(samples[r#"stacksnap_jobs{status="pending"}"#], 0.0);
         assert_eq!(
             samples[r#"stacksnap_policy_last_success_timestamp_seconds{policy_id="00000000-0000-0000-0000-000000000000"}"#],
-            1_764_547_200.0
+            1_796_083_200.0
         );
     }
 
