@@ -5,7 +5,7 @@
 
 -- `family` is the Prometheus family (or sample) name, `labels` its bounded label
 -- set. Totals only rise; the `stacksnap_jobs` and `stacksnap_snapshots` rows
--- (rows now in each state) rise and fall. Every transaction adds to the row of
+-- (rows now in each state) rise and fall. Every statement adds to the row of
 -- its own `shard` (from its backend), so concurrent job completions do not queue
 -- on one hot row; a scrape sums the shards.
 create table metric_counter (
@@ -16,141 +16,217 @@ create table metric_counter (
     constraint metric_counter_pkey primary key (family, labels, shard)
 );
 
-create function metric_add(p_family text, p_labels jsonb, p_delta double precision)
-returns void as $$
-    insert into metric_counter (family, labels, shard, value)
-    values (p_family, p_labels, pg_backend_pid() % 8, p_delta)
-    on conflict (family, labels, shard)
-    do update set value = metric_counter.value + excluded.value;
-$$ language sql;
-
 -- Upper bounds (seconds) of `stacksnap_job_duration_seconds`; the code renders the
 -- same list (a test compares them).
 create function metric_job_duration_buckets() returns double precision[] as $$
     select array[10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800]::double precision[];
 $$ language sql immutable;
 
--- One finished job into the histogram: every bucket row is written (0 or 1) so
--- that all buckets exist from the first job on.
-create function metric_observe_job_duration(p_resource_type text, p_seconds double precision)
-returns void as $$
-declare
-    bound double precision;
-begin
-    foreach bound in array metric_job_duration_buckets() loop
-        perform metric_add('stacksnap_job_duration_seconds_bucket',
-            jsonb_build_object('resource_type', p_resource_type, 'le', bound::text),
-            case when p_seconds <= bound then 1 else 0 end);
-    end loop;
-    perform metric_add('stacksnap_job_duration_seconds_bucket',
-        jsonb_build_object('resource_type', p_resource_type, 'le', '+Inf'), 1);
-    perform metric_add('stacksnap_job_duration_seconds_sum',
-        jsonb_build_object('resource_type', p_resource_type), p_seconds);
-    perform metric_add('stacksnap_job_duration_seconds_count',
-        jsonb_build_object('resource_type', p_resource_type), 1);
-end;
-$$ language plpgsql;
+-- The samples one ended job adds to: its total and, when it started, every
+-- bucket (0 or 1, so all buckets exist from the first job on), sum and count.
+create function metric_job_end_deltas(p_type text, p_status text, p_seconds double precision)
+returns table (family text, labels jsonb, delta double precision) as $$
+    select 'stacksnap_jobs_total', jsonb_build_object('resource_type', p_type, 'status', p_status), 1::float8
+    union all
+    select 'stacksnap_job_duration_seconds_bucket',
+           jsonb_build_object('resource_type', p_type, 'le', b::text),
+           case when p_seconds <= b then 1 else 0 end
+      from unnest(metric_job_duration_buckets()) as b where p_seconds is not null
+    union all
+    select 'stacksnap_job_duration_seconds_bucket',
+           jsonb_build_object('resource_type', p_type, 'le', '+Inf'), 1 where p_seconds is not null
+    union all
+    select 'stacksnap_job_duration_seconds_sum', jsonb_build_object('resource_type', p_type), p_seconds
+      where p_seconds is not null
+    union all
+    select 'stacksnap_job_duration_seconds_count', jsonb_build_object('resource_type', p_type), 1
+      where p_seconds is not null;
+$$ language sql immutable;
 
-create function metric_job_changed() returns trigger as $$
-declare
-    was_open boolean := true;
+-- Only jobs that started have a duration (one that never left its start window has none).
+create function metric_job_seconds(p_started timestamptz, p_finished timestamptz)
+returns double precision as $$
+    select case when p_started is not null
+        then greatest(0, extract(epoch from coalesce(p_finished, now()) - p_started))::double precision end;
+$$ language sql stable;
+
+-- The triggers are per statement, over the statement's transition tables: one
+-- upsert per sample a statement changes, however many rows it touches (a run
+-- resolved into thousands of jobs, a purge batch). Updating one row once per
+-- job inside a single transaction would lengthen its version chain quadratically.
+create function metric_job_inserted() returns trigger as $$
 begin
-    if tg_op <> 'INSERT' then
-        was_open := old.status in ('pending', 'creating', 'tracking');
-    end if;
-    if tg_op in ('UPDATE', 'DELETE') then
-        perform metric_add('stacksnap_jobs', jsonb_build_object('status', old.status), -1);
-    end if;
-    if tg_op = 'DELETE' then
-        return null;
-    end if;
-    perform metric_add('stacksnap_jobs', jsonb_build_object('status', new.status), 1);
-    if was_open and new.status not in ('pending', 'creating', 'tracking') then
-        perform metric_add('stacksnap_jobs_total',
-            jsonb_build_object('resource_type', new.resource_type, 'status', new.status), 1);
-        -- Only jobs that started have a duration (one that never left its start window has none).
-        if new.started_at is not null then
-            perform metric_observe_job_duration(new.resource_type,
-                greatest(0, extract(epoch from coalesce(new.finished_at, now()) - new.started_at))::double precision);
-        end if;
-    end if;
+    insert into metric_counter (family, labels, shard, value)
+    select d.family, d.labels, pg_backend_pid() % 8, sum(d.delta)
+    from new_rows n
+    cross join lateral (
+        select 'stacksnap_jobs'::text, jsonb_build_object('status', n.status), 1::float8
+        union all
+        select * from metric_job_end_deltas(n.resource_type, n.status,
+            metric_job_seconds(n.started_at, n.finished_at))
+        where n.status not in ('pending', 'creating', 'tracking')
+    ) as d (family, labels, delta)
+    group by d.family, d.labels
+    on conflict (family, labels, shard) do update set value = metric_counter.value + excluded.value;
     return null;
 end;
 $$ language plpgsql;
 
-create trigger job_metrics after insert or delete on job
-    for each row execute function metric_job_changed();
-create trigger job_metrics_status after update of status on job
-    for each row when (old.status is distinct from new.status)
-    execute function metric_job_changed();
-
-create function metric_run_changed() returns trigger as $$
+create function metric_job_updated() returns trigger as $$
 begin
-    if tg_op = 'UPDATE' and old.status <> 'running' then
-        return null;
-    end if;
-    if new.status <> 'running' then
-        perform metric_add('stacksnap_runs_total', jsonb_build_object('status', new.status), 1);
-    end if;
+    insert into metric_counter (family, labels, shard, value)
+    select d.family, d.labels, pg_backend_pid() % 8, sum(d.delta)
+    from old_rows o
+    join new_rows n using (job_id)
+    cross join lateral (
+        select 'stacksnap_jobs'::text, jsonb_build_object('status', o.status), -1::float8
+        union all
+        select 'stacksnap_jobs', jsonb_build_object('status', n.status), 1
+        union all
+        select * from metric_job_end_deltas(n.resource_type, n.status,
+            metric_job_seconds(n.started_at, n.finished_at))
+        where o.status in ('pending', 'creating', 'tracking')
+          and n.status not in ('pending', 'creating', 'tracking')
+    ) as d (family, labels, delta)
+    where o.status is distinct from n.status
+    group by d.family, d.labels
+    on conflict (family, labels, shard) do update set value = metric_counter.value + excluded.value;
     return null;
 end;
 $$ language plpgsql;
 
-create trigger run_metrics after insert or update of status on run
-    for each row execute function metric_run_changed();
+create function metric_job_deleted() returns trigger as $$
+begin
+    insert into metric_counter (family, labels, shard, value)
+    select 'stacksnap_jobs', jsonb_build_object('status', o.status), pg_backend_pid() % 8, -count(*)
+    from old_rows o
+    group by o.status
+    on conflict (family, labels, shard) do update set value = metric_counter.value + excluded.value;
+    return null;
+end;
+$$ language plpgsql;
+
+create trigger job_metrics_insert after insert on job referencing new table as new_rows
+    for each statement execute function metric_job_inserted();
+create trigger job_metrics_update after update on job
+    referencing old table as old_rows new table as new_rows
+    for each statement execute function metric_job_updated();
+create trigger job_metrics_delete after delete on job referencing old table as old_rows
+    for each statement execute function metric_job_deleted();
 
 -- When each policy last had a run succeed: one row per policy, kept when the
--- history purge deletes the run.
+-- history purge deletes the run (and gone with the policy).
 create table policy_last_success (
     policy_id    uuid primary key references policy (policy_id) on delete cascade,
     succeeded_at timestamptz not null
 );
 
-create function policy_last_success_changed() returns trigger as $$
+-- Runs ended (`missed` ones are inserted ended), and each policy's last success.
+create function metric_run_ended(p_ended jsonb) returns void as $$
+    insert into metric_counter (family, labels, shard, value)
+    select 'stacksnap_runs_total', jsonb_build_object('status', e->>'status'), pg_backend_pid() % 8, count(*)
+    from jsonb_array_elements(p_ended) as e
+    group by e->>'status'
+    on conflict (family, labels, shard) do update set value = metric_counter.value + excluded.value;
+    insert into policy_last_success (policy_id, succeeded_at)
+    select (e->>'policy_id')::uuid, max((e->>'at')::timestamptz)
+    from jsonb_array_elements(p_ended) as e
+    where e->>'status' = 'succeeded' and e->>'policy_id' is not null
+    group by 1
+    on conflict (policy_id) do update
+        set succeeded_at = greatest(policy_last_success.succeeded_at, excluded.succeeded_at);
+$$ language sql;
+
+create function metric_run_inserted() returns trigger as $$
 begin
-    if tg_op = 'UPDATE' and old.status = 'succeeded' then
-        return null;
-    end if;
-    if new.status = 'succeeded' and new.policy_id is not null then
-        insert into policy_last_success (policy_id, succeeded_at)
-        values (new.policy_id, coalesce(new.finished_at, now()))
-        on conflict (policy_id) do update
-            set succeeded_at = greatest(policy_last_success.succeeded_at, excluded.succeeded_at);
-    end if;
+    perform metric_run_ended(coalesce((
+        select jsonb_agg(jsonb_build_object('status', n.status, 'policy_id', n.policy_id,
+                                            'at', coalesce(n.finished_at, now())))
+        from new_rows n where n.status <> 'running'), '[]'));
     return null;
 end;
 $$ language plpgsql;
 
--- Before the purge can delete the run, and only while its policy exists (the
--- foreign key of a run is set null when the policy goes).
-create trigger run_last_success after insert or update of status on run
-    for each row execute function policy_last_success_changed();
-
-create function metric_snapshot_changed() returns trigger as $$
+create function metric_run_updated() returns trigger as $$
 begin
-    if tg_op in ('UPDATE', 'DELETE') then
-        perform metric_add('stacksnap_snapshots', jsonb_build_object('state', old.state), -1);
-    end if;
-    if tg_op = 'DELETE' then
-        return null;
-    end if;
-    perform metric_add('stacksnap_snapshots', jsonb_build_object('state', new.state), 1);
-    if new.state in ('deleted', 'delete_failed', 'delete_blocked') then
-        perform metric_add('stacksnap_snapshot_deletions_total',
-            jsonb_build_object('result', case new.state
-                when 'deleted' then 'deleted'
-                when 'delete_failed' then 'failed'
-                else 'blocked' end), 1);
-    end if;
+    perform metric_run_ended(coalesce((
+        select jsonb_agg(jsonb_build_object('status', n.status, 'policy_id', n.policy_id,
+                                            'at', coalesce(n.finished_at, now())))
+        from old_rows o join new_rows n using (run_id)
+        where o.status = 'running' and n.status <> 'running'), '[]'));
     return null;
 end;
 $$ language plpgsql;
 
-create trigger snapshot_metrics after insert or delete on snapshot
-    for each row execute function metric_snapshot_changed();
-create trigger snapshot_metrics_state after update of state on snapshot
-    for each row when (old.state is distinct from new.state)
-    execute function metric_snapshot_changed();
+create trigger run_metrics_insert after insert on run referencing new table as new_rows
+    for each statement execute function metric_run_inserted();
+create trigger run_metrics_update after update on run
+    referencing old table as old_rows new table as new_rows
+    for each statement execute function metric_run_updated();
+
+create function metric_deletion_result(p_state text) returns text as $$
+    select case p_state when 'deleted' then 'deleted' when 'delete_failed' then 'failed'
+        when 'delete_blocked' then 'blocked' end;
+$$ language sql immutable;
+
+create function metric_snapshot_inserted() returns trigger as $$
+begin
+    insert into metric_counter (family, labels, shard, value)
+    select d.family, d.labels, pg_backend_pid() % 8, sum(d.delta)
+    from new_rows n
+    cross join lateral (
+        select 'stacksnap_snapshots'::text, jsonb_build_object('state', n.state), 1::float8
+        union all
+        select 'stacksnap_snapshot_deletions_total',
+               jsonb_build_object('result', metric_deletion_result(n.state)), 1
+        where metric_deletion_result(n.state) is not null
+    ) as d (family, labels, delta)
+    group by d.family, d.labels
+    on conflict (family, labels, shard) do update set value = metric_counter.value + excluded.value;
+    return null;
+end;
+$$ language plpgsql;
+
+create function metric_snapshot_updated() returns trigger as $$
+begin
+    insert into metric_counter (family, labels, shard, value)
+    select d.family, d.labels, pg_backend_pid() % 8, sum(d.delta)
+    from old_rows o
+    join new_rows n using (snapshot_id)
+    cross join lateral (
+        select 'stacksnap_snapshots'::text, jsonb_build_object('state', o.state), -1::float8
+        union all
+        select 'stacksnap_snapshots', jsonb_build_object('state', n.state), 1
+        union all
+        select 'stacksnap_snapshot_deletions_total',
+               jsonb_build_object('result', metric_deletion_result(n.state)), 1
+        where metric_deletion_result(n.state) is not null
+    ) as d (family, labels, delta)
+    where o.state is distinct from n.state
+    group by d.family, d.labels
+    on conflict (family, labels, shard) do update set value = metric_counter.value + excluded.value;
+    return null;
+end;
+$$ language plpgsql;
+
+create function metric_snapshot_deleted() returns trigger as $$
+begin
+    insert into metric_counter (family, labels, shard, value)
+    select 'stacksnap_snapshots', jsonb_build_object('state', o.state), pg_backend_pid() % 8, -count(*)
+    from old_rows o
+    group by o.state
+    on conflict (family, labels, shard) do update set value = metric_counter.value + excluded.value;
+    return null;
+end;
+$$ language plpgsql;
+
+create trigger snapshot_metrics_insert after insert on snapshot referencing new table as new_rows
+    for each statement execute function metric_snapshot_inserted();
+create trigger snapshot_metrics_update after update on snapshot
+    referencing old table as old_rows new table as new_rows
+    for each statement execute function metric_snapshot_updated();
+create trigger snapshot_metrics_delete after delete on snapshot referencing old table as old_rows
+    for each statement execute function metric_snapshot_deleted();
 
 -- What already happened before this migration, counted once (shard 0).
 insert into metric_counter (family, labels, shard, value)
