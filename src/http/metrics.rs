@@ -47,6 +47,8 @@ pub fn router(source: MetricsSource) -> Router {
     Router::new()
         .route("/metrics", get(get_metrics))
         .with_state(source)
+        // A page of 10,000 policies is about 1 MB; Prometheus asks for gzip.
+        .layer(tower_http::compression::CompressionLayer::new())
 }
 
 /// Renders this replica's process metrics and the database-derived ones.

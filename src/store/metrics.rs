@@ -17,6 +17,9 @@ pub struct StoredSample {
     pub value: f64,
 }
 
+/// A `metric_counter` sample as read: family, labels, value over the shards.
+type SampleRow = (String, Json<BTreeMap<String, String>>, f64);
+
 /// Everything `/metrics` reads from the database.
 #[derive(Debug, Clone, Default)]
 pub struct DatabaseMetrics {
@@ -30,7 +33,7 @@ pub struct DatabaseMetrics {
 /// # Errors
 /// The queries fail.
 pub async fn fetch_database_metrics(db: &PgPool) -> Result<DatabaseMetrics, sqlx::Error> {
-    let samples: Vec<(String, Json<BTreeMap<String, String>>, f64)> = sqlx::query_as(
+    let samples: Vec<SampleRow> = sqlx::query_as(
         "select family, labels, sum(value)::double precision from metric_counter \
          group by family, labels order by family, labels",
     )
