@@ -16,7 +16,8 @@ use stacksnap::{
 };
 
 use crate::helpers::{
-    Harness, TestApp, engine_config, harness, spawn_app_on, start_service_with, test_settings,
+    Harness, TestApp, engine_config, harness, spawn_app_on, spawn_app_with_keystone,
+    start_service_with, test_settings,
 };
 
 async fn scrape(app: &TestApp) -> BTreeMap<String, f64> {
@@ -245,4 +246,23 @@ async fn metrics_listen_serves_metrics_alone_and_the_api_listener_does_not(pool:
     assert!(body.contains("# TYPE stacksnap_http_request_duration_seconds histogram"));
     assert_eq!(on_api.status(), 404);
     assert_eq!(api_on_metrics.status(), 404);
+}
+
+#[sqlx::test]
+async fn metrics_needs_no_token_when_the_api_needs_keystone_tokens(pool: PgPool) {
+    // Arrange
+    let (app, _sim) = spawn_app_with_keystone(
+        pool,
+        stacksnap_sim::SimConfig::default(),
+        std::time::Duration::from_secs(60),
+    )
+    .await;
+
+    // Act
+    let metrics = app.get("/metrics").await;
+    let api = app.get("/v1/policies").await;
+
+    // Assert
+    assert_eq!(metrics.status(), 200);
+    assert_eq!(api.status(), 401);
 }
