@@ -7,6 +7,12 @@
 //! Run: `cargo bench --bench engine` (PostgreSQL on 127.0.0.1:5432 as for the
 //! tests; it uses a database `stacksnap_bench`, made afresh). Sizes can be
 //! scaled down with `BENCH_POLICIES` and `BENCH_SERVERS_PER_POLICY`.
+//!
+//! `cargo bench --bench engine -- metrics` measures `GET /metrics` instead ([`metrics`]).
+
+// In its own directory: a file beside this one would be a bench target of its own.
+#[path = "engine/metrics.rs"]
+mod metrics;
 
 use std::{
     sync::Arc,
@@ -78,8 +84,17 @@ fn peak_rss_mib() -> f64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|a| a == "metrics") {
+        return metrics::run().await;
+    }
     let policies_n = env_usize("BENCH_POLICIES", 10_000);
     let per_policy = env_usize("BENCH_SERVERS_PER_POLICY", 5);
+    let pool = fresh_database().await?;
+    engine_throughput(pool, policies_n, per_policy).await
+}
+
+/// A fresh, migrated database `stacksnap_bench`.
+async fn fresh_database() -> anyhow::Result<sqlx::PgPool> {
     let admin = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let mut conn = PgConnection::connect(&admin).await?;
@@ -92,7 +107,14 @@ async fn main() -> anyhow::Result<()> {
         .connect(&url)
         .await?;
     store::MIGRATOR.run(&pool).await?;
+    Ok(pool)
+}
 
+async fn engine_throughput(
+    pool: sqlx::PgPool,
+    policies_n: usize,
+    per_policy: usize,
+) -> anyhow::Result<()> {
     // Arrange: the cloud and the policies, all due at the next minute.
     let sim = Simulator::start(
         SimConfig {

@@ -22,6 +22,11 @@ pub struct Settings {
     #[arg(long, env = "STACKSNAP_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
 
+    /// Serve `GET /metrics` on this address (plain HTTP, no token) instead of on
+    /// `--listen`: it carries policy ids, so keep it off the public network.
+    #[arg(long, env = "STACKSNAP_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// PostgreSQL URL. Without it, the local server on 127.0.0.1:5432 (user
     /// `postgres`, database `stacksnap`, created when missing).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]

@@ -12,6 +12,7 @@ pub mod job_wait;
 pub mod jobs;
 pub mod managed;
 pub mod merge_patch;
+pub mod metrics;
 pub mod orphans;
 pub mod pagination;
 pub mod policies;
@@ -70,14 +71,20 @@ pub struct AppState {
     pub auth: auth::Authenticator,
     /// Refuse webhook URLs naming a loopback, private, link-local or unique-local address.
     pub webhook_deny_private: bool,
+    /// What `/metrics` reads.
+    pub metrics: metrics::MetricsSource,
 }
 
-/// The complete application router with its middleware.
-pub fn router(state: AppState, request_timeout: Duration) -> Router {
+/// The complete application router with its middleware; with `serve_metrics`,
+/// `/metrics` too (false when `--metrics-listen` serves it on its own listener).
+pub fn router(state: AppState, request_timeout: Duration, serve_metrics: bool) -> Router {
     let body_limit = state.body_limit;
     let (api, openapi) = docs::api();
-    api.merge(docs::docs_router(openapi))
-        .fallback(|| async { ApiError::NotFound("resource") })
+    let mut app = api.merge(docs::docs_router(openapi));
+    if serve_metrics {
+        app = app.route("/metrics", axum::routing::get(metrics::get_metrics));
+    }
+    app.fallback(|| async { ApiError::NotFound("resource") })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -86,6 +93,8 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .with_state(state)
         .layer(
             ServiceBuilder::new()
+                // Outermost: counts every answer, timeouts and panics included.
+                .layer(middleware::from_fn(metrics::record_request))
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http()

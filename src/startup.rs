@@ -22,7 +22,7 @@ use crate::{
     clock::Clock,
     config::{AuthMode, Settings},
     engine::{Engine, EngineConfig, EngineHealth, JobEvents, job_events},
-    http::{self, AppState, auth::Authenticator, health::AUTH_OFF_WARNING},
+    http::{self, AppState, auth::Authenticator, health::AUTH_OFF_WARNING, metrics::MetricsSource},
     openstack::OpenStack,
 };
 
@@ -107,6 +107,15 @@ pub async fn start(
     let addr = listener
         .local_addr()
         .context("the listener has no local address")?;
+    let metrics_listener = match settings.metrics_listen {
+        Some(metrics_addr) => Some(
+            TcpListener::bind(metrics_addr)
+                .await
+                .with_context(|| format!("cannot listen on {metrics_addr} for /metrics"))?,
+        ),
+        None => None,
+    };
+    crate::telemetry::metrics::install();
     let shutdown = CancellationToken::new();
     let job_events = JobEvents::default();
     let supervisor = match (&deps.cloud, settings.no_engine) {
@@ -140,11 +149,16 @@ pub async fn start(
         job_events,
         auth: deps.auth,
         webhook_deny_private: settings.webhook_deny_private,
+        metrics: MetricsSource {
+            db: api_db.clone(),
+            pools: vec![deps.db.clone(), api_db.clone()],
+        },
     };
+    let metrics_source = state.metrics.clone();
     if state.auth.mode() == AuthMode::None {
         tracing::warn!("{AUTH_OFF_WARNING}");
     }
-    let router = http::router(state, settings.request_timeout);
+    let router = http::router(state, settings.request_timeout, metrics_listener.is_none());
     let server_tls = tls.is_some();
     let shutdown_for_server = shutdown.clone();
     let stopping = async move {
@@ -164,6 +178,8 @@ pub async fn start(
             stopping,
         )),
     };
+    let (metrics_server, metrics_addr) =
+        serve_metrics(metrics_listener, metrics_source, limits, &shutdown)?;
     tracing::info!(%addr, tls = server_tls, engine = engine.is_some(), "listening");
     Ok(RunningService {
         addr,
@@ -173,7 +189,33 @@ pub async fn start(
         supervisor,
         listening: Some(listening),
         api_db,
+        metrics_server,
+        metrics_addr,
     })
+}
+
+/// Serves `/metrics` alone on its own listener (`--metrics-listen`), if one was bound.
+fn serve_metrics(
+    listener: Option<TcpListener>,
+    source: MetricsSource,
+    limits: ConnectionLimits,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(Option<JoinHandle<()>>, Option<SocketAddr>)> {
+    let Some(listener) = listener else {
+        return Ok((None, None));
+    };
+    let addr = listener
+        .local_addr()
+        .context("the metrics listener has no local address")?;
+    let stop = shutdown.clone();
+    let server = tokio::spawn(connections::serve(
+        listener,
+        http::metrics::router(source),
+        limits,
+        async move { stop.cancelled().await },
+    ));
+    tracing::info!(%addr, "serving /metrics on its own listener");
+    Ok((Some(server), Some(addr)))
 }
 
 /// The API's own pool on the engine's database, so that requests (a burst of
@@ -198,12 +240,20 @@ pub struct RunningService {
     /// The LISTEN for ended jobs; it ends with the shutdown token.
     listening: Option<JoinHandle<()>>,
     api_db: PgPool,
+    /// `/metrics` on its own listener (`--metrics-listen`).
+    metrics_server: Option<JoinHandle<()>>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl RunningService {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address `/metrics` is served on alone (`--metrics-listen`), if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Cancel it to stop the service: the server stops accepting, requests in
@@ -236,6 +286,9 @@ impl RunningService {
         }
         if let Some(listening) = self.listening.take() {
             listening.await.ok();
+        }
+        if let Some(metrics_server) = self.metrics_server.take() {
+            metrics_server.await.ok();
         }
         self.api_db.close().await;
         served.context("the HTTP server task failed")?;

@@ -8,6 +8,7 @@ pub mod freshness;
 pub mod history;
 pub mod jobs;
 pub mod lifecycle;
+pub mod metrics;
 pub mod notices;
 pub mod orphans;
 pub mod policies;

@@ -5,6 +5,10 @@
 //! `job_id`, `run_id`, `policy_id`; a deletion's `snapshot_id`) beside its own,
 //! so that a log pipeline filters on `job_id` or `request_id` directly, however
 //! deeply the line was logged.
+//!
+//! The process metrics are in [`metrics`].
+
+pub mod metrics;
 
 use std::fmt;
 

@@ -10,6 +10,7 @@ mod events;
 mod freshness;
 mod history;
 mod logs;
+mod metrics;
 mod orphans;
 mod poison;
 mod policies;

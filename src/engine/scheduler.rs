@@ -150,7 +150,11 @@ async fn fire_policy(
             authority: runs::RunAuthority::default(),
             created_by: None,
         };
-        fired.runs += usize::from(runs::insert_run(conn, &run).await?);
+        let inserted = runs::insert_run(conn, &run).await?;
+        if inserted {
+            crate::telemetry::metrics::scheduler_lag(now - instant);
+        }
+        fired.runs += usize::from(inserted);
     }
     policies::set_next_run_at(conn, policy.id, plan.next_run_at).await?;
     Ok(fired)

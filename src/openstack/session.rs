@@ -27,6 +27,7 @@ use super::{
     retry::{RetryPolicy, parse_retry_after},
     version::{Microversion, negotiate, offered_range},
 };
+use crate::telemetry::metrics;
 
 /// Renew a token this long before Keystone says it expires.
 const RENEW_BEFORE: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
@@ -410,10 +411,18 @@ impl Session {
         }
         let started = Instant::now();
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let response = request
-            .send()
-            .await
-            .map_err(|e| transport_error(call, &e))?;
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                metrics::openstack_request(
+                    call.service.name(),
+                    call.operation,
+                    None,
+                    started.elapsed(),
+                );
+                return Err(transport_error(call, &e));
+            }
+        };
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let request_id = headers
@@ -421,10 +430,15 @@ impl Session {
             .or_else(|| headers.get("x-compute-request-id"))
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| transport_error(call, &e))?;
+        let body = response.bytes().await;
+        // Counted with its status once the body is in (or failed to come).
+        metrics::openstack_request(
+            call.service.name(),
+            call.operation,
+            body.is_ok().then_some(status),
+            started.elapsed(),
+        );
+        let body = body.map_err(|e| transport_error(call, &e))?;
         tracing::debug!(
             service = call.service.name(),
             operation = call.operation,

@@ -34,6 +34,7 @@ pub fn test_settings() -> Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
         tls_cert: None,
         tls_key: None,
+        metrics_listen: None,
         database_url: None,
         db_max_connections: 5,
         request_timeout: Duration::from_secs(30),

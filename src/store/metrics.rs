@@ -1,0 +1,69 @@
+//! Reads the metrics the database keeps (`metric_counter`, `policy_last_success`,
+//! maintained by triggers in the transactions that change jobs, runs and
+//! snapshots): two small reads per scrape, whatever the size of the history.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, types::Json};
+use uuid::Uuid;
+
+/// One sample the database keeps: a family (or `_bucket`/`_sum`/`_count` name),
+/// its labels and its value summed over the shards.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSample {
+    pub family: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// A `metric_counter` sample as read: family, labels, value over the shards.
+type SampleRow = (String, Json<BTreeMap<String, String>>, f64);
+
+/// Everything `/metrics` reads from the database.
+#[derive(Debug, Clone, Default)]
+pub struct DatabaseMetrics {
+    pub samples: Vec<StoredSample>,
+    /// Each policy (that exists) and when one of its runs last succeeded.
+    pub policy_last_success: Vec<(Uuid, DateTime<Utc>)>,
+}
+
+/// Reads the database-derived metrics.
+///
+/// # Errors
+/// The queries fail.
+pub async fn fetch_database_metrics(db: &PgPool) -> Result<DatabaseMetrics, sqlx::Error> {
+    let samples: Vec<SampleRow> = sqlx::query_as(
+        "select family, labels, sum(value)::double precision from metric_counter \
+         group by family, labels order by family, labels",
+    )
+    .fetch_all(db)
+    .await?;
+    let policy_last_success = sqlx::query_as(
+        "select policy_id, succeeded_at from policy_last_success order by policy_id",
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(DatabaseMetrics {
+        samples: samples
+            .into_iter()
+            .map(|(family, Json(labels), value)| StoredSample {
+                family,
+                labels,
+                value,
+            })
+            .collect(),
+        policy_last_success,
+    })
+}
+
+/// The upper bounds of the job duration histogram's buckets, as the database's
+/// triggers fill them (compared with the rendered ones in a test).
+///
+/// # Errors
+/// The query fails.
+pub async fn job_duration_buckets(db: &PgPool) -> Result<Vec<f64>, sqlx::Error> {
+    sqlx::query_scalar("select metric_job_duration_buckets()")
+        .fetch_one(db)
+        .await
+}
