@@ -77,6 +77,9 @@ pub struct EngineConfig {
     /// A trust is never deleted younger than this: its policy or run may
     /// still be being stored.
     pub trust_grace: TimeDelta,
+    /// How often the sequencer numbers committed events (readers also run a
+    /// pass themselves, so this bounds only how stale an idle feed gets).
+    pub sequence_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -106,6 +109,7 @@ impl Default for EngineConfig {
             requires_delegation: false,
             trusts_interval: Duration::from_secs(60),
             trust_grace: TimeDelta::minutes(10),
+            sequence_interval: Duration::from_millis(200),
         }
     }
 }
@@ -160,7 +164,7 @@ impl Engine {
     }
 
     /// The loops this replica runs: the LISTEN connection, the scheduler, the
-    /// pruner, the history purge and every worker. The start-up code runs each as a supervised task.
+    /// pruner, the history purge, the event sequencer and every worker. The start-up code runs each as a supervised task.
     pub fn tasks(&self) -> Vec<TaskName> {
         let mut tasks = vec![
             TaskName::Listen,
@@ -168,6 +172,7 @@ impl Engine {
             TaskName::Pruner,
             TaskName::History,
             TaskName::Trusts,
+            TaskName::Sequencer,
         ];
         tasks.extend((0..self.config.workers).map(TaskName::Worker));
         tasks
@@ -187,6 +192,7 @@ impl Engine {
             TaskName::Pruner => self.pruner_loop(shutdown).await,
             TaskName::History => self.history_loop(shutdown).await,
             TaskName::Trusts => self.trusts_loop(shutdown).await,
+            TaskName::Sequencer => self.sequencer_loop(shutdown).await,
             TaskName::Worker(_) => self.worker_loop(shutdown).await,
         }
         Ok(())
@@ -268,6 +274,20 @@ impl Engine {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(self.config.trusts_interval) => {}
+            }
+        }
+    }
+
+    async fn sequencer_loop(self, shutdown: CancellationToken) {
+        loop {
+            match crate::store::events::sequence_events(&self.db).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(events = n, "sequenced events"),
+                Err(e) => tracing::error!(error = %e, "event sequencing failed; retrying"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(self.config.sequence_interval) => {}
             }
         }
     }

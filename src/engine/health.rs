@@ -67,6 +67,8 @@ pub enum TaskName {
     History,
     /// The loop that deletes trusts nothing refers to any more.
     Trusts,
+    /// The loop that gives committed events their positions (`store::events`).
+    Sequencer,
     /// One of the workers, numbered from 0.
     Worker(usize),
 }
@@ -79,6 +81,7 @@ impl fmt::Display for TaskName {
             Self::Pruner => f.write_str("pruner"),
             Self::History => f.write_str("history"),
             Self::Trusts => f.write_str("trusts"),
+            Self::Sequencer => f.write_str("sequencer"),
             Self::Worker(n) => write!(f, "worker-{n}"),
         }
     }
