@@ -350,7 +350,7 @@ async fn a_pass_with_nothing_to_number_takes_no_lock(pool: PgPool) {
 
 #[sqlx::test]
 async fn racing_passes_give_unique_positions_a_reader_never_skips(pool: PgPool) {
-    // Arrange: writers committing events while two sequencers and a reader run.
+    // Arrange: writers committing events while four sequencers and a reader run.
     let h = harness(pool).await;
     let pool = h.pool.clone();
     let writers: Vec<_> = (0..4)
@@ -364,7 +364,7 @@ async fn racing_passes_give_unique_positions_a_reader_never_skips(pool: PgPool) 
         })
         .collect();
     let done = tokio_util::sync::CancellationToken::new();
-    let sequencers: Vec<_> = (0..2)
+    let sequencers: Vec<_> = (0..4)
         .map(|_| {
             let (pool, done) = (pool.clone(), done.clone());
             tokio::spawn(async move {
