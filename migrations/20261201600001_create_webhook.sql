@@ -17,8 +17,8 @@ create table webhook (
     secret          text not null,
     created_at      timestamptz not null default now(),
     created_by      text,
-    cursor_xact_id  bigint not null,
-    cursor_seq      bigint not null,
+    -- The position (`event.position`) of the last event delivered or given up on.
+    cursor_position bigint not null,
     -- Failed attempts at the event after the cursor, and when the first failed.
     attempt         integer not null default 0,
     failing_since   timestamptz,

@@ -80,6 +80,9 @@ pub struct EngineConfig {
     pub trust_grace: TimeDelta,
     /// How webhooks are delivered.
     pub webhooks: webhooks::WebhookSettings,
+    /// How often the sequencer numbers committed events (readers also run a
+    /// pass themselves, so this bounds only how stale an idle feed gets).
+    pub sequence_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -110,6 +113,7 @@ impl Default for EngineConfig {
             trusts_interval: Duration::from_secs(60),
             trust_grace: TimeDelta::minutes(10),
             webhooks: webhooks::WebhookSettings::default(),
+            sequence_interval: Duration::from_millis(200),
         }
     }
 }
@@ -164,7 +168,8 @@ impl Engine {
     }
 
     /// The loops this replica runs: the LISTEN connection, the scheduler, the
-    /// pruner, the history purge, the trust retirement, the webhook dispatcher and every worker. The start-up code runs each as a supervised task.
+    /// pruner, the history purge, the trust retirement, the event sequencer, the webhook dispatcher
+    /// and every worker. The start-up code runs each as a supervised task.
     pub fn tasks(&self) -> Vec<TaskName> {
         let mut tasks = vec![
             TaskName::Listen,
@@ -173,6 +178,7 @@ impl Engine {
             TaskName::History,
             TaskName::Trusts,
             TaskName::Webhooks,
+            TaskName::Sequencer,
         ];
         tasks.extend((0..self.config.workers).map(TaskName::Worker));
         tasks
@@ -193,6 +199,7 @@ impl Engine {
             TaskName::History => self.history_loop(shutdown).await,
             TaskName::Trusts => self.trusts_loop(shutdown).await,
             TaskName::Webhooks => self.webhooks_loop(shutdown).await,
+            TaskName::Sequencer => self.sequencer_loop(shutdown).await,
             TaskName::Worker(_) => self.worker_loop(shutdown).await,
         }
         Ok(())
@@ -274,6 +281,20 @@ impl Engine {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(self.config.trusts_interval) => {}
+            }
+        }
+    }
+
+    async fn sequencer_loop(self, shutdown: CancellationToken) {
+        loop {
+            match crate::store::events::sequence_events(&self.db).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(events = n, "sequenced events"),
+                Err(e) => tracing::error!(error = %e, "event sequencing failed; retrying"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(self.config.sequence_interval) => {}
             }
         }
     }

@@ -69,6 +69,8 @@ pub enum TaskName {
     Trusts,
     /// The webhook dispatcher.
     Webhooks,
+    /// The loop that gives committed events their positions (`store::events`).
+    Sequencer,
     /// One of the workers, numbered from 0.
     Worker(usize),
 }
@@ -82,6 +84,7 @@ impl fmt::Display for TaskName {
             Self::History => f.write_str("history"),
             Self::Trusts => f.write_str("trusts"),
             Self::Webhooks => f.write_str("webhooks"),
+            Self::Sequencer => f.write_str("sequencer"),
             Self::Worker(n) => write!(f, "worker-{n}"),
         }
     }

@@ -113,9 +113,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// List events, oldest first: every change of state of a policy, run, job and snapshot.
 ///
-/// An event is listed once every transaction that was running when it was
-/// written has ended, in an order that never puts a late commit before a
-/// position already paged past: a cursor can be kept and polled.
+/// An event is listed once it has committed, in the order events were
+/// committed: one that commits late comes after every position already paged
+/// past, so a cursor can be kept and polled without missing anything.
 #[utoipa::path(
     get,
     path = "/v1/events",

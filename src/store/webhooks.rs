@@ -27,8 +27,7 @@ pub struct Webhook {
     pub secret: String,
     pub created_at: DateTime<Utc>,
     pub created_by: Option<String>,
-    pub cursor_xact_id: i64,
-    pub cursor_seq: i64,
+    pub cursor_position: i64,
     pub attempt: i32,
     pub failing_since: Option<DateTime<Utc>>,
 }
@@ -55,10 +54,7 @@ impl Keyed for Webhook {
 impl Webhook {
     /// The position of the last event delivered (or given up on).
     pub fn cursor(&self) -> Position {
-        Position {
-            xact_id: self.cursor_xact_id,
-            seq: self.cursor_seq,
-        }
+        Position(self.cursor_position)
     }
 }
 
@@ -76,7 +72,7 @@ pub struct NewWebhook<'a> {
 macro_rules! columns {
     () => {
         "webhook_id, project_id, url, events, secret, created_at, created_by, \
-         cursor_xact_id, cursor_seq, attempt, failing_since"
+         cursor_position, attempt, failing_since"
     };
 }
 
@@ -87,8 +83,8 @@ macro_rules! columns {
 pub async fn insert_webhook(pool: &PgPool, new: &NewWebhook<'_>) -> Result<Webhook, sqlx::Error> {
     sqlx::query_as::<_, Named<Webhook>>(concat!(
         "insert into webhook (webhook_id, project_id, url, events, secret, created_by, \
-             cursor_xact_id, cursor_seq) \
-         values ($1, $2, $3, $4, $5, $6, $7, $8) returning ",
+             cursor_position) \
+         values ($1, $2, $3, $4, $5, $6, $7) returning ",
         columns!(),
         " "
     ))
@@ -98,8 +94,7 @@ pub async fn insert_webhook(pool: &PgPool, new: &NewWebhook<'_>) -> Result<Webho
     .bind(new.events)
     .bind(new.secret)
     .bind(new.created_by)
-    .bind(new.start.xact_id)
-    .bind(new.start.seq)
+    .bind(new.start.0)
     .fetch_one(pool)
     .await
     .map(Named::into_inner)
@@ -230,13 +225,12 @@ pub async fn advance(
     position: Position,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
-        "update webhook set cursor_xact_id = $3, cursor_seq = $4, attempt = 0, failing_since = null \
+        "update webhook set cursor_position = $3, attempt = 0, failing_since = null \
          where webhook_id = $1 and lease_owner = $2",
     )
     .bind(id)
     .bind(owner)
-    .bind(position.xact_id)
-    .bind(position.seq)
+    .bind(position.0)
     .execute(pool)
     .await?;
     Ok(done.rows_affected() > 0)

@@ -4,7 +4,7 @@
 
 use chrono::DurationRound as _;
 use serde_json::{Value, json};
-use sqlx::PgPool;
+use sqlx::{Connection as _, PgPool};
 use stacksnap::{
     clock::Clock as _,
     domain::{
@@ -92,8 +92,9 @@ async fn a_one_off_snapshot_writes_one_event_per_transition_in_order(pool: PgPoo
     assert_eq!(events[3].data["image_id"], json!(job.image_id));
     assert_eq!(events[3].data["complete"], true);
     assert_eq!(events[2].data["resource_id"], server.as_str());
-    // The end of the job, its snapshot and its run's end commit together.
-    assert_eq!(events[2].xact_id, events[4].xact_id);
+    // The end of the job, its snapshot and its run's end commit together
+    // (`at` is the writing transaction's start).
+    assert_eq!(events[2].at, events[4].at);
     assert!(events.windows(2).all(|w| w[0].position() < w[1].position()));
 }
 
@@ -202,7 +203,7 @@ async fn a_rolled_back_change_leaves_no_event(pool: PgPool) {
         .execute(&mut *tx)
         .await
         .unwrap();
-    let inside: Vec<String> = sqlx::query_scalar("select kind from event order by xact_id, seq")
+    let inside: Vec<String> = sqlx::query_scalar("select kind from event order by seq")
         .fetch_all(&mut *tx)
         .await
         .unwrap();
@@ -232,8 +233,8 @@ async fn a_reader_paging_by_cursor_sees_an_event_that_commits_late(pool: PgPool)
     assert_eq!(names(&page), ["first"]);
     let cursor = page.last().unwrap().position();
 
-    // Act: `early` takes its transaction id first and commits last; `late`
-    // writes after it and commits first.
+    // Act: `early` writes first and commits last; `late` writes after it and
+    // commits first. The reader pages between the two commits.
     let mut early = h.pool.begin().await.unwrap();
     insert_policy_in(&mut early, "early").await;
     let mut late = h.pool.begin().await.unwrap();
@@ -241,12 +242,10 @@ async fn a_reader_paging_by_cursor_sees_an_event_that_commits_late(pool: PgPool)
     late.commit().await.unwrap();
     let between = read_after(&h.pool, Some(cursor)).await;
     early.commit().await.unwrap();
-    settled_events(&h.pool).await;
-    let after = read_after(&h.pool, Some(cursor)).await;
+    let next = read_after(&h.pool, Some(between.last().unwrap().position())).await;
 
-    // Assert: while `early` ran, `late` was held back (read by sequence, it
-    // would have been listed and the cursor moved past `early` for ever).
-    assert_eq!(names(&between), Vec::<String>::new());
+    // Assert: `late` is served at once, and `early`, committed after the
+    // reader paged past `late`, comes on the next page: nothing is skipped.
     let by_sequence: Vec<String> = sqlx::query_scalar(
         "select data ->> 'name' from event where seq > (select seq from event where data ->> 'name' = 'first') \
          order by seq",
@@ -255,17 +254,158 @@ async fn a_reader_paging_by_cursor_sees_an_event_that_commits_late(pool: PgPool)
     .await
     .unwrap();
     assert_eq!(by_sequence, ["early", "late"], "early wrote first");
-    assert_eq!(names(&after), ["early", "late"]);
-    // And paged one by one from the old cursor, in the same order.
+    assert_eq!(names(&between), ["late"]);
+    assert_eq!(names(&next), ["early"]);
+    // From the old cursor, both, in commit order, one by one too.
+    assert_eq!(
+        names(&read_after(&h.pool, Some(cursor)).await),
+        ["late", "early"]
+    );
     let one = read_page(&h.pool, Some(cursor), 1).await;
-    assert_eq!(names(&one), ["early"]);
+    assert_eq!(names(&one), ["late"]);
     let two = read_page(&h.pool, Some(one[0].position()), 1).await;
-    assert_eq!(names(&two), ["late"]);
+    assert_eq!(names(&two), ["early"]);
     assert!(
         read_page(&h.pool, Some(two[0].position()), 1)
             .await
             .is_empty()
     );
+}
+
+#[sqlx::test]
+async fn a_write_transaction_open_in_another_database_delays_nothing(pool: PgPool) {
+    // Arrange: another database on the same server, with a write transaction
+    // left open in it (a bulk load, another application's migration).
+    let h = harness(pool).await;
+    let other = format!("seq_other_{}", Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database {other}")))
+        .execute(&h.pool)
+        .await
+        .unwrap();
+    let options = (*h.pool.connect_options()).clone().database(&other);
+    let mut conn = sqlx::PgConnection::connect_with(&options).await.unwrap();
+    sqlx::query("create table load (n int)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let mut long = conn.begin().await.unwrap();
+    sqlx::query("insert into load values (1)")
+        .execute(&mut *long)
+        .await
+        .unwrap();
+    let long_xact: i64 = sqlx::query_scalar("select pg_current_xact_id()::text::bigint")
+        .fetch_one(&mut *long)
+        .await
+        .unwrap();
+
+    // Act: a change in the service's database, read at once.
+    insert_policy_row(&h.pool, "now").await;
+    let started = std::time::Instant::now();
+    let listed = read_after(&h.pool, None).await;
+    let took = started.elapsed();
+    let xmin: i64 =
+        sqlx::query_scalar("select pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+            .fetch_one(&h.pool)
+            .await
+            .unwrap();
+
+    // Clean up before asserting, so a failure leaves no database behind.
+    long.rollback().await.unwrap();
+    conn.close().await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("drop database {other}")))
+        .execute(&h.pool)
+        .await
+        .unwrap();
+
+    // Assert: served, although the other transaction holds the server's xmin back.
+    assert!(xmin <= long_xact, "the open transaction holds xmin back");
+    assert_eq!(names(&listed), ["now"]);
+    assert!(took < std::time::Duration::from_secs(2), "{took:?}");
+}
+
+#[sqlx::test]
+async fn a_pass_with_nothing_to_number_takes_no_lock(pool: PgPool) {
+    // Arrange: every event numbered, and the sequencer's lock held elsewhere.
+    let h = harness(pool).await;
+    insert_policy_row(&h.pool, "p").await;
+    settled_events(&h.pool).await;
+    let mut holder = h.pool.begin().await.unwrap();
+    sqlx::query("select pg_advisory_xact_lock($1)")
+        .bind(events::SEQUENCER_LOCK)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+
+    // Act
+    let pass = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        events::sequence_events(&h.pool),
+    )
+    .await;
+    holder.rollback().await.unwrap();
+
+    // Assert
+    assert_eq!(pass.expect("not blocked on the lock").unwrap(), 0);
+}
+
+#[sqlx::test]
+async fn racing_passes_give_unique_positions_a_reader_never_skips(pool: PgPool) {
+    // Arrange: writers committing events while four sequencers and a reader run.
+    let h = harness(pool).await;
+    let pool = h.pool.clone();
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                for i in 0..25 {
+                    insert_policy_row(&pool, &format!("w{w}-{i}")).await;
+                }
+            })
+        })
+        .collect();
+    let done = tokio_util::sync::CancellationToken::new();
+    let sequencers: Vec<_> = (0..4)
+        .map(|_| {
+            let (pool, done) = (pool.clone(), done.clone());
+            tokio::spawn(async move {
+                while !done.is_cancelled() {
+                    events::sequence_events(&pool).await.unwrap();
+                }
+            })
+        })
+        .collect();
+
+    // Act: page by cursor, 7 at a time, until the writers are done and a
+    // last read finds nothing more.
+    let mut read: Vec<Event> = Vec::new();
+    let mut cursor = None;
+    let mut writers_done = false;
+    loop {
+        let page = read_page(&pool, cursor, 7).await;
+        if let Some(last) = page.last() {
+            cursor = Some(last.position());
+        }
+        let empty = page.is_empty();
+        read.extend(page);
+        if writers_done && empty {
+            break;
+        }
+        writers_done = writers.iter().all(tokio::task::JoinHandle::is_finished);
+    }
+    done.cancel();
+    for task in writers.into_iter().chain(sequencers) {
+        task.await.unwrap();
+    }
+
+    // Assert: every event read once, by rising position.
+    let all: Vec<Uuid> = sqlx::query_scalar("select event_id from event order by position")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 100);
+    assert!(read.windows(2).all(|w| w[0].position < w[1].position));
+    let ids: Vec<Uuid> = read.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids, all, "no event read twice or skipped");
 }
 
 #[sqlx::test]

@@ -1,23 +1,16 @@
-//! Waiting for events to become readable (see `store::events`: an event is read
-//! once every transaction older than it has ended, on the whole server).
+//! Settling the event feed: an event is readable once the sequencer has given
+//! it a position (see `store::events`).
 
 use sqlx::PgPool;
+use stacksnap::store::events::sequence_events;
 
-/// Waits until every committed event is readable: a transaction of another
-/// database on the same server (another test's) holds the horizon back a moment.
+/// Numbers every committed event, so each one is readable: a sequencer pass
+/// sees every transaction that committed before it starts.
 pub async fn settled_events(pool: &PgPool) {
-    for _ in 0..500 {
-        let (committed, readable): (i64, i64) = sqlx::query_as(
-            "select count(*), count(*) filter (where xact_id < \
-                 (select pg_snapshot_xmin(pg_current_snapshot())::text::bigint)) from event",
-        )
+    sequence_events(pool).await.unwrap();
+    let unpositioned: i64 = sqlx::query_scalar("select count(*) from event where position is null")
         .fetch_one(pool)
         .await
         .unwrap();
-        if committed == readable {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("committed events stayed unreadable for 10 s");
+    assert_eq!(unpositioned, 0, "committed events left unsequenced");
 }
