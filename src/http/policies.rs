@@ -21,7 +21,7 @@ use self::dto::{
 };
 use super::{
     ApiError, AppState, Problem, Result,
-    contract::patch::PolicyPatch,
+    contract::patch::{PolicyPatch, take_unknown_fields},
     delegation,
     error::conflict_on,
     extract::{AppQuery, Caller, JsonDocument, MergePatchDocument, from_value},
@@ -245,11 +245,12 @@ pub async fn update_policy(
         let mut patch = patch.clone();
         let current_json =
             serde_json::to_value(PolicyResponse::from(current.clone())).expect("serialisable");
-        let read_only = take_read_only_fields(&mut patch, Some(&current_json));
+        let mut refused = take_read_only_fields(&mut patch, Some(&current_json));
+        refused.extend(take_unknown_fields(&mut patch));
         let mut spec_json = current.written();
         merge_patch(&mut spec_json, patch);
         // A body that is wrong whatever the version is a 422 before a stale If-Match is a 412.
-        let valid = parse_policy(spec_json, read_only, now)?;
+        let valid = parse_policy(spec_json, refused, now)?;
         check_if_match(&headers, current.version)?;
         // A broken policy is written even unchanged: that is what makes it fire again.
         if current.state() != PolicyState::Broken && current.spec.as_ref() == Ok(&valid) {

@@ -282,6 +282,33 @@ async fn patch_validates_the_merged_policy(pool: PgPool) {
 }
 
 #[sqlx::test]
+async fn patch_refuses_unknown_fields_even_when_they_remove_nothing(pool: PgPool) {
+    // Found by schemathesis: `{"": null}` merged to the unchanged policy and was a 200.
+    let app = spawn_app(pool).await;
+    let id = app.create_policy(&policy_body("strict")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let body = json!({"": null, "colour": null, "retention": {"keep_hourly": null, "keep_forever": null},
+        "targets": {"selector": {"shape": null, "metadata": {"tier": null}}},
+        "options": {"paint": null}});
+    let response = app.patch_policy(&id, &body, None).await;
+
+    let body = problem(response, 422).await;
+    assert_eq!(
+        error_fields(&body),
+        [
+            "",
+            "colour",
+            "options.paint",
+            "retention.keep_forever",
+            "targets.selector.shape"
+        ]
+    );
+}
+
+#[sqlx::test]
 async fn a_stored_policy_that_cannot_be_read_can_still_be_deleted(pool: PgPool) {
     // Arrange: a policy whose stored schedule names a zone this build does not know.
     let app = spawn_app(pool).await;

@@ -17,7 +17,10 @@ use utoipa::{
 };
 
 use super::{policy_options, policy_spec, retention, selector, targets};
-use crate::domain::policy::{PolicyOptions, PolicySpec, Retention, Selector, Targets};
+use crate::domain::{
+    policy::{PolicyOptions, PolicySpec, Retention, Selector, Targets},
+    validation::FieldError,
+};
 
 /// A merge patch of a policy, for the OpenAPI document (the handler merges the raw JSON).
 #[derive(Debug)]
@@ -178,4 +181,60 @@ fn with_null(schema_type: SchemaType) -> SchemaType {
 
 fn is_null(schema: &RefOr<Schema>) -> bool {
     matches!(schema, RefOr::T(Schema::Object(o)) if o.schema_type == Type::Null.into())
+}
+
+/// Takes out of `patch` the fields that no policy has, as field errors sorted by path.
+///
+/// Deserialising the merged policy would catch most of them, but not one sent
+/// as `null`: removing a field that is not there leaves nothing to refuse.
+pub fn take_unknown_fields(patch: &mut serde_json::Value) -> Vec<FieldError> {
+    let mut unknown = Vec::new();
+    walk(patch, &merged_objects(), "", &mut unknown);
+    unknown.sort_by(|a, b| a.field.cmp(&b.field));
+    unknown
+}
+
+/// The objects that merge key by key, by path, with the fields each may have.
+/// Maps (`metadata`) are not listed: any key is theirs.
+fn merged_objects() -> Vec<(&'static str, Vec<String>)> {
+    let fields = |object: Object| object.properties.into_keys().collect::<Vec<_>>();
+    vec![
+        ("", fields(constrained::<PolicySpec>(policy_spec))),
+        ("targets", fields(constrained::<Targets>(targets))),
+        (
+            "targets.selector",
+            fields(constrained::<Selector>(selector)),
+        ),
+        ("retention", fields(constrained::<Retention>(retention))),
+        (
+            "options",
+            fields(constrained::<PolicyOptions>(policy_options)),
+        ),
+    ]
+}
+
+fn walk(
+    value: &mut serde_json::Value,
+    objects: &[(&str, Vec<String>)],
+    path: &str,
+    unknown: &mut Vec<FieldError>,
+) {
+    let (Some((_, known)), serde_json::Value::Object(map)) =
+        (objects.iter().find(|(p, _)| *p == path), value)
+    else {
+        return;
+    };
+    let path_of = |key: &str| match path {
+        "" => key.to_owned(),
+        _ => format!("{path}.{key}"),
+    };
+    map.retain(|key, child| {
+        let known = known.contains(key);
+        if known {
+            walk(child, objects, &path_of(key), unknown);
+        } else {
+            unknown.push(FieldError::new(path_of(key), "unknown field"));
+        }
+        known
+    });
 }
