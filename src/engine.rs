@@ -83,6 +83,9 @@ pub struct EngineConfig {
     /// How often the sequencer numbers committed events (readers also run a
     /// pass themselves, so this bounds only how stale an idle feed gets).
     pub sequence_interval: Duration,
+    /// How often the stale-resource counts `/metrics` exports are recomputed
+    /// (by one replica at a time).
+    pub freshness_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -114,6 +117,7 @@ impl Default for EngineConfig {
             trust_grace: TimeDelta::minutes(10),
             webhooks: webhooks::WebhookSettings::default(),
             sequence_interval: Duration::from_millis(200),
+            freshness_interval: Duration::from_secs(60),
         }
     }
 }
@@ -168,8 +172,8 @@ impl Engine {
     }
 
     /// The loops this replica runs: the LISTEN connection, the scheduler, the
-    /// pruner, the history purge, the trust retirement, the event sequencer, the webhook dispatcher
-    /// and every worker. The start-up code runs each as a supervised task.
+    /// pruner, the history purge, the trust retirement, the event sequencer, the webhook dispatcher,
+    /// the stale-count refresher and every worker. The start-up code runs each as a supervised task.
     pub fn tasks(&self) -> Vec<TaskName> {
         let mut tasks = vec![
             TaskName::Listen,
@@ -179,6 +183,7 @@ impl Engine {
             TaskName::Trusts,
             TaskName::Webhooks,
             TaskName::Sequencer,
+            TaskName::Freshness,
         ];
         tasks.extend((0..self.config.workers).map(TaskName::Worker));
         tasks
@@ -200,6 +205,7 @@ impl Engine {
             TaskName::Trusts => self.trusts_loop(shutdown).await,
             TaskName::Webhooks => self.webhooks_loop(shutdown).await,
             TaskName::Sequencer => self.sequencer_loop(shutdown).await,
+            TaskName::Freshness => self.freshness_loop(shutdown).await,
             TaskName::Worker(_) => self.worker_loop(shutdown).await,
         }
         Ok(())
@@ -297,6 +303,32 @@ impl Engine {
                 () = tokio::time::sleep(self.config.sequence_interval) => {}
             }
         }
+    }
+
+    async fn freshness_loop(self, shutdown: CancellationToken) {
+        loop {
+            match self.refresh_freshness().await {
+                Ok(Some(policies)) => tracing::debug!(policies, "recomputed stale-resource counts"),
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "stale-resource counts failed; retrying"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(self.config.freshness_interval) => {}
+            }
+        }
+    }
+
+    /// Recomputes the stale-resource count of every enabled policy (what
+    /// `stacksnap_policy_stale_resources` exports), unless another replica did
+    /// within half the interval. Returns the policies counted, `None` if skipped.
+    ///
+    /// # Errors
+    /// The database fails.
+    pub async fn refresh_freshness(&self) -> Result<Option<usize>, sqlx::Error> {
+        let min_age =
+            TimeDelta::from_std(self.config.freshness_interval / 2).unwrap_or(TimeDelta::zero());
+        crate::store::freshness::refresh_stale_counts(&self.db, self.clock.now(), min_age).await
     }
 
     async fn worker_loop(self, shutdown: CancellationToken) {

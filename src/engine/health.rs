@@ -71,6 +71,8 @@ pub enum TaskName {
     Webhooks,
     /// The loop that gives committed events their positions (`store::events`).
     Sequencer,
+    /// The loop that recomputes each policy's stale-resource count for `/metrics`.
+    Freshness,
     /// One of the workers, numbered from 0.
     Worker(usize),
 }
@@ -85,6 +87,7 @@ impl fmt::Display for TaskName {
             Self::Trusts => f.write_str("trusts"),
             Self::Webhooks => f.write_str("webhooks"),
             Self::Sequencer => f.write_str("sequencer"),
+            Self::Freshness => f.write_str("freshness"),
             Self::Worker(n) => write!(f, "worker-{n}"),
         }
     }

@@ -193,3 +193,62 @@ pub async fn count_stale_policies(
     .fetch_one(pool)
     .await
 }
+
+/// Policies whose stale counts one statement recomputes.
+const REFRESH_BATCH: usize = 500;
+
+/// Recomputes `policy_freshness` (the stale-resource count of every enabled
+/// policy) as of `now`, unless another replica is doing it or did it less
+/// than `min_age` ago. Returns the policies counted, or `None` when skipped.
+///
+/// One transaction under an advisory lock, so replicas take turns; the counts
+/// are written in batches of policy ids so no statement grows with the cloud.
+///
+/// # Errors
+/// The queries fail; nothing of the pass is kept.
+pub async fn refresh_stale_counts(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    min_age: chrono::TimeDelta,
+) -> Result<Option<usize>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let locked: bool =
+        sqlx::query_scalar("select pg_try_advisory_xact_lock(hashtext('stacksnap.freshness'))")
+            .fetch_one(&mut *tx)
+            .await?;
+    let last: Option<DateTime<Utc>> =
+        sqlx::query_scalar("select max(computed_at) from policy_freshness")
+            .fetch_one(&mut *tx)
+            .await?;
+    if !locked || last.is_some_and(|last| last > now - min_age && last <= now) {
+        return Ok(None);
+    }
+    let enabled: Vec<Uuid> =
+        sqlx::query_scalar("select policy_id from policy where enabled order by policy_id")
+            .fetch_all(&mut *tx)
+            .await?;
+    for batch in enabled.chunks(REFRESH_BATCH) {
+        sqlx::query(concat!(
+            freshness_ctes!(),
+            "insert into policy_freshness (policy_id, stale_resources, computed_at) \
+             select p.policy_id, coalesce(st.n, 0), $3 from p \
+             left join (select policy_id, count(*) as n from target_state where stale group by policy_id) st \
+                 using (policy_id) \
+             where p.enabled \
+             on conflict (policy_id) do update \
+                 set stale_resources = excluded.stale_resources, computed_at = excluded.computed_at"
+        ))
+        .bind(None::<&str>)
+        .bind(batch)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    // Policies disabled (or not counted) since the last pass lose their row.
+    sqlx::query("delete from policy_freshness where computed_at <> $1")
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Some(enabled.len()))
+}

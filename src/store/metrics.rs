@@ -1,6 +1,6 @@
 //! Reads the metrics the database keeps (`metric_counter`, `policy_last_success`,
 //! maintained by triggers in the transactions that change jobs, runs and
-//! snapshots): two small reads per scrape, whatever the size of the history.
+//! snapshots; `policy_freshness`, kept by the engine's `freshness` task): small reads per scrape, whatever the size of the history.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +26,10 @@ pub struct DatabaseMetrics {
     pub samples: Vec<StoredSample>,
     /// Each policy (that exists) and when one of its runs last succeeded.
     pub policy_last_success: Vec<(Uuid, DateTime<Utc>)>,
+    /// Each enabled policy's stale resources, as the `freshness` task last counted them.
+    pub policy_stale_resources: Vec<(Uuid, i64)>,
+    /// When those counts were made (`None` before the first pass).
+    pub stale_counted_at: Option<DateTime<Utc>>,
 }
 
 /// Reads the database-derived metrics.
@@ -44,6 +48,14 @@ pub async fn fetch_database_metrics(db: &PgPool) -> Result<DatabaseMetrics, sqlx
     )
     .fetch_all(db)
     .await?;
+    let policy_stale_resources = sqlx::query_as(
+        "select policy_id, stale_resources from policy_freshness order by policy_id",
+    )
+    .fetch_all(db)
+    .await?;
+    let stale_counted_at = sqlx::query_scalar("select max(computed_at) from policy_freshness")
+        .fetch_one(db)
+        .await?;
     Ok(DatabaseMetrics {
         samples: samples
             .into_iter()
@@ -54,6 +66,8 @@ pub async fn fetch_database_metrics(db: &PgPool) -> Result<DatabaseMetrics, sqlx
             })
             .collect(),
         policy_last_success,
+        policy_stale_resources,
+        stale_counted_at,
     })
 }
 

@@ -217,3 +217,56 @@ async fn a_policy_stored_without_an_rpo_gets_one_when_the_service_starts(pool: P
             .unwrap();
     assert_eq!((filled, again, rpo), (1, 0, Some(26 * 3600)));
 }
+
+/// `stacksnap_policy_stale_resources{policy_id}` as scraped, if exported.
+async fn stale_metric(app: &TestApp, policy_id: &str) -> Option<f64> {
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let series = format!("stacksnap_policy_stale_resources{{policy_id=\"{policy_id}\"}}");
+    stacksnap::http::metrics::exposition::parse_samples(&text)
+        .get(&series)
+        .copied()
+}
+
+#[sqlx::test]
+async fn the_stale_resources_metric_follows_the_targets_and_leaves_disabled_policies_out(
+    pool: PgPool,
+) {
+    // Arrange: a daily policy (RPO 1d + 2h) over one tagged server, snapshotted once.
+    let h = harness(pool.clone()).await;
+    let app = spawn_app_on(pool, h.clock.clone()).await;
+    h.sim
+        .create_image_backed_server("web", &["backup"], &[], false);
+    let policy = app
+        .create_policy(&json!({
+            "name": "nightly", "resource_type": "server",
+            "targets": {"selector": {"tags": ["backup"]}},
+            "schedules": [{"cron": "0 2 * * *"}], "retention": {"keep_last": 5}
+        }))
+        .await;
+    let id = policy["id"].as_str().unwrap();
+    assert_eq!(stale_metric(&app, id).await, None, "not counted yet");
+    run_now(&h, &app, id).await;
+
+    // Act + Assert: counted fresh; a pass within half the interval is skipped.
+    assert_eq!(h.engine.refresh_freshness().await.unwrap(), Some(1));
+    assert_eq!(stale_metric(&app, id).await, Some(0.0));
+    assert_eq!(h.engine.refresh_freshness().await.unwrap(), None);
+
+    // Act + Assert: a day and a half on, the target is stale.
+    h.clock.advance(TimeDelta::hours(36));
+    assert_eq!(h.engine.refresh_freshness().await.unwrap(), Some(1));
+    assert_eq!(stale_metric(&app, id).await, Some(1.0));
+
+    // Act + Assert: a new snapshot makes it fresh again at the next count.
+    run_now(&h, &app, id).await;
+    h.clock.advance(TimeDelta::minutes(1));
+    h.engine.refresh_freshness().await.unwrap();
+    assert_eq!(stale_metric(&app, id).await, Some(0.0));
+
+    // Act + Assert: disabled, the policy has no series (going stale is expected).
+    let response = app.patch_policy(id, &json!({"enabled": false}), None).await;
+    assert_eq!(response.status(), 200);
+    h.clock.advance(TimeDelta::minutes(1));
+    h.engine.refresh_freshness().await.unwrap();
+    assert_eq!(stale_metric(&app, id).await, None);
+}

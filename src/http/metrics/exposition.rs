@@ -111,6 +111,7 @@ pub fn render_database(stored: &DatabaseMetrics, out: &mut String) {
 
     job_duration(out, &value);
     policy_last_success(out, stored);
+    policy_stale_resources(out, stored);
 }
 
 fn job_duration(out: &mut String, value: &dyn Fn(&str, &Labels) -> f64) {
@@ -151,6 +152,30 @@ fn policy_last_success(out: &mut String, stored: &DatabaseMetrics) {
     for (policy_id, at) in &stored.policy_last_success {
         let seconds = at.timestamp_micros() as f64 / 1e6;
         let _ = writeln!(out, "{family}{{policy_id=\"{policy_id}\"}} {seconds}");
+    }
+}
+
+fn policy_stale_resources(out: &mut String, stored: &DatabaseMetrics) {
+    let family = "stacksnap_policy_stale_resources";
+    header(
+        out,
+        family,
+        "Targets of the policy whose newest complete snapshot is older than its RPO, or that have \
+         none (enabled policies; recounted every minute by one replica).",
+        "gauge",
+    );
+    for (policy_id, stale) in &stored.policy_stale_resources {
+        let _ = writeln!(out, "{family}{{policy_id=\"{policy_id}\"}} {stale}");
+    }
+    let family = "stacksnap_policy_stale_resources_counted_timestamp_seconds";
+    header(
+        out,
+        family,
+        "When the stale-resource counts were last made, Unix seconds.",
+        "gauge",
+    );
+    if let Some(at) = stored.stale_counted_at {
+        let _ = writeln!(out, "{family} {}", at.timestamp_micros() as f64 / 1e6);
     }
 }
 
