@@ -232,6 +232,8 @@ mod tests {
                 Uuid::nil(),
                 Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(),
             )],
+            policy_stale_resources: vec![(Uuid::nil(), 2)],
+            stale_counted_at: Some(Utc.with_ymd_and_hms(2026, 12, 1, 0, 1, 0).unwrap()),
         }
     }
 
@@ -253,6 +255,14 @@ mod tests {
             samples[r#"stacksnap_policy_last_success_timestamp_seconds{policy_id="00000000-0000-0000-0000-000000000000"}"#],
             1_796_083_200.0
         );
+        assert_eq!(
+            samples[r#"stacksnap_policy_stale_resources{policy_id="00000000-0000-0000-0000-000000000000"}"#],
+            2.0
+        );
+        assert_eq!(
+            samples["stacksnap_policy_stale_resources_counted_timestamp_seconds"],
+            1_796_083_260.0
+        );
     }
 
     #[test]
@@ -267,6 +277,8 @@ mod tests {
             "stacksnap_snapshot_deletions_total",
             "stacksnap_job_duration_seconds",
             "stacksnap_policy_last_success_timestamp_seconds",
+            "stacksnap_policy_stale_resources",
+            "stacksnap_policy_stale_resources_counted_timestamp_seconds",
         ] {
             let line = format!("# TYPE {family} ");
             assert_eq!(out.matches(&line).count(), 1, "{family}");
