@@ -8,6 +8,7 @@ pub mod authority;
 pub mod health;
 pub mod history;
 pub mod job_events;
+pub mod joins;
 pub mod orphans;
 pub mod pruner;
 pub mod resolver;
@@ -86,6 +87,9 @@ pub struct EngineConfig {
     /// How often the stale-resource counts `/metrics` exports are recomputed
     /// (by one replica at a time).
     pub freshness_interval: Duration,
+    /// How often each policy with `options.snapshot_on_join` has its targets
+    /// listed to find resources that joined it (across all replicas).
+    pub join_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -118,6 +122,7 @@ impl Default for EngineConfig {
             webhooks: webhooks::WebhookSettings::default(),
             sequence_interval: Duration::from_millis(200),
             freshness_interval: Duration::from_secs(60),
+            join_interval: Duration::from_secs(300),
         }
     }
 }
@@ -173,7 +178,7 @@ impl Engine {
 
     /// The loops this replica runs: the LISTEN connection, the scheduler, the
     /// pruner, the history purge, the trust retirement, the event sequencer, the webhook dispatcher,
-    /// the stale-count refresher and every worker. The start-up code runs each as a supervised task.
+    /// the stale-count refresher, the join watcher and every worker. The start-up code runs each as a supervised task.
     pub fn tasks(&self) -> Vec<TaskName> {
         let mut tasks = vec![
             TaskName::Listen,
@@ -184,6 +189,7 @@ impl Engine {
             TaskName::Webhooks,
             TaskName::Sequencer,
             TaskName::Freshness,
+            TaskName::Joins,
         ];
         tasks.extend((0..self.config.workers).map(TaskName::Worker));
         tasks
@@ -206,6 +212,7 @@ impl Engine {
             TaskName::Webhooks => self.webhooks_loop(shutdown).await,
             TaskName::Sequencer => self.sequencer_loop(shutdown).await,
             TaskName::Freshness => self.freshness_loop(shutdown).await,
+            TaskName::Joins => self.joins_loop(shutdown).await,
             TaskName::Worker(_) => self.worker_loop(shutdown).await,
         }
         Ok(())
@@ -301,6 +308,32 @@ impl Engine {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(self.config.sequence_interval) => {}
+            }
+        }
+    }
+
+    async fn joins_loop(self, shutdown: CancellationToken) {
+        // Policies come due one by one: look often enough to find each in time.
+        let pause =
+            (self.config.join_interval / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        loop {
+            match self.watch_joins().await {
+                Ok(joined) if joined.runs > 0 => {
+                    tracing::info!(
+                        runs = joined.runs,
+                        resources = joined.resources,
+                        "stored runs for resources that joined their policies"
+                    );
+                    self.wake.notify_waiters();
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "looking for joining resources failed; retrying")
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(pause) => {}
             }
         }
     }

@@ -7,6 +7,7 @@ pub mod events;
 pub mod freshness;
 pub mod history;
 pub mod jobs;
+pub mod joins;
 pub mod lifecycle;
 pub mod metrics;
 pub mod notices;

@@ -9,6 +9,7 @@ mod deletion;
 mod events;
 mod freshness;
 mod history;
+mod joins;
 mod logs;
 mod metrics;
 mod orphans;

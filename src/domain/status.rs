@@ -87,6 +87,8 @@ pub enum RunTrigger {
     Manual,
     /// A one-off snapshot (`POST /v1/snapshots`).
     Adhoc,
+    /// Resources that started matching a policy with `options.snapshot_on_join`.
+    Join,
 }
 
 /// Where a managed snapshot stands in its life.

@@ -73,6 +73,8 @@ pub enum TaskName {
     Sequencer,
     /// The loop that recomputes each policy's stale-resource count for `/metrics`.
     Freshness,
+    /// The loop that snapshots resources joining a policy with `snapshot_on_join`.
+    Joins,
     /// One of the workers, numbered from 0.
     Worker(usize),
 }
@@ -88,6 +90,7 @@ impl fmt::Display for TaskName {
             Self::Webhooks => f.write_str("webhooks"),
             Self::Sequencer => f.write_str("sequencer"),
             Self::Freshness => f.write_str("freshness"),
+            Self::Joins => f.write_str("joins"),
             Self::Worker(n) => write!(f, "worker-{n}"),
         }
     }

@@ -4,7 +4,9 @@
 //!
 //! A policy's **targets** are the resources of its most recent resolved run
 //! (the jobs of that run: what its selector and ids resolved to when it last
-//! fired) plus the ids it names now (which may not have been resolved yet).
+//! fired), those that joined it since (the jobs of `join` runs, with
+//! `options.snapshot_on_join`), plus the ids it names now (which may not have
+//! been resolved yet).
 //! Runs that were missed, or failed before resolving, resolved nothing and do
 //! not count. A target is **stale** when its newest available, complete snapshot
 //! of the policy is older than the policy's RPO (`policy.rpo_seconds`), or when
@@ -32,14 +34,17 @@ macro_rules! freshness_ctes {
          last_resolved as ( \
              select p.policy_id, lr.run_id from p cross join lateral ( \
                  select r.run_id from run r \
-                 where r.policy_id = p.policy_id and r.resolved_at is not null and r.status <> 'missed' \
+                 where r.policy_id = p.policy_id and r.trigger <> 'join' and r.resolved_at is not null \
+                   and r.status <> 'missed' \
                    and (r.error is null or exists (select 1 from job j where j.run_id = r.run_id)) \
                  order by r.run_id desc limit 1) lr), \
          target as ( \
              select distinct on (policy_id, resource_type, resource_id) policy_id, resource_type, resource_id, resource_name \
              from ( \
                  select lr.policy_id, j.resource_type, j.resource_id, j.resource_name, 0 as named_by_id \
-                 from last_resolved lr join job j on j.run_id = lr.run_id \
+                 from last_resolved lr \
+                 join run r on r.policy_id = lr.policy_id and r.run_id >= lr.run_id \
+                 join job j on j.run_id = r.run_id \
                  union all \
                  select p.policy_id, p.resource_type, ids.id, null, 1 \
                  from p cross join lateral policy_target_ids(p.targets) ids(id) \

@@ -69,6 +69,23 @@ pub async fn for_run(pool: &PgPool, run_id: Uuid) -> Result<StoredAuthority, sql
     Ok(row.map(stored).unwrap_or_default())
 }
 
+/// The authority stored for a policy's own look at the cloud (outside any
+/// run): its trust; delegated whenever it holds one.
+///
+/// # Errors
+/// The query fails.
+pub async fn for_policy(pool: &PgPool, policy_id: Uuid) -> Result<StoredAuthority, sqlx::Error> {
+    let row: Option<AuthorityRow> = sqlx::query_as(
+        "select trust_id, null::text, null::text, null::timestamptz, project_id, name, \
+             trust_id is not null \
+         from policy where policy_id = $1",
+    )
+    .bind(policy_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(stored).unwrap_or_default())
+}
+
 /// The authority stored for deleting a snapshot: its policy's trust while the
 /// policy lives, else the trust its run was made with while that trust is
 /// kept. Never a caller's token: a deletion may run long after.

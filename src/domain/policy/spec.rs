@@ -66,7 +66,8 @@ pub struct Retention {
     "max_concurrent": 10,
     "missed_run": "run_once",
     "start_window": "1h",
-    "rpo": "26h"
+    "rpo": "26h",
+    "snapshot_on_join": false
 }))]
 pub struct PolicyOptions {
     #[serde(default)]
@@ -99,6 +100,10 @@ pub struct PolicyOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = "26h")]
     pub rpo: Option<String>,
+    /// Snapshot a resource as soon as it starts matching the targets (the engine
+    /// compares them with the cloud every few minutes), not only at the next run.
+    #[serde(default)]
+    pub snapshot_on_join: bool,
 }
 
 fn default_name_template() -> String {
@@ -122,6 +127,7 @@ impl Default for PolicyOptions {
             missed_run: MissedRun::default(),
             start_window: default_start_window(),
             rpo: None,
+            snapshot_on_join: false,
         }
     }
 }
@@ -198,6 +204,7 @@ impl From<&ValidPolicy> for PolicySpec {
                 missed_run: o.missed_run,
                 start_window: o.start_window.to_string(),
                 rpo: o.rpo.as_ref().map(ToString::to_string),
+                snapshot_on_join: o.snapshot_on_join,
             },
         }
     }

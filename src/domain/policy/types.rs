@@ -13,7 +13,20 @@ use uuid::Uuid;
 use crate::domain::{duration::HumanDuration, name_template::NameTemplate, schedule::ScheduleSet};
 
 /// What kind of OpenStack resource a policy snapshots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    sqlx::Type,
+)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 #[schema(example = "server")]
@@ -125,6 +138,10 @@ pub struct SnapshotOptions {
     /// The recovery point objective as written; `None` for the default ([`ValidPolicy::rpo`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rpo: Option<HumanDuration>,
+    /// Snapshot a target as soon as it joins. Stored only when on, so a replica
+    /// from before it still reads the other policies.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub snapshot_on_join: bool,
 }
 
 /// A policy that passed every check, every field parsed.

@@ -272,6 +272,7 @@ fn check_options(v: &mut Violations, options: &PolicyOptions) -> Option<Snapshot
             Some(None) => return None,
             written => written.flatten(),
         },
+        snapshot_on_join: options.snapshot_on_join,
     })
 }
 

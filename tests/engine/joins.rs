@@ -1,0 +1,146 @@
+//! `options.snapshot_on_join`: a resource that starts matching a policy's
+//! selector is snapshotted at once by a `join` run, once, whatever the number
+//! of replicas; before the policy's first run nothing joins, and a policy
+//! without the option waits for its next run.
+
+use chrono::TimeDelta;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::helpers::{Harness, TestApp, harness, spawn_app_on};
+
+async fn get(app: &TestApp, path: &str) -> Value {
+    let response = app.get(path).await;
+    assert_eq!(response.status(), 200, "{path}");
+    response.json().await.unwrap()
+}
+
+/// Fires the policy now and drives every job of the run to success.
+async fn run_now(h: &Harness, app: &TestApp, policy_id: &str) {
+    let response = app
+        .post_json(&format!("/v1/policies/{policy_id}/run"), &json!({}))
+        .await;
+    assert_eq!(response.status(), 202);
+    let run: Value = response.json().await.unwrap();
+    h.work().await;
+    finish_run(h, run["id"].as_str().unwrap().parse().unwrap()).await;
+}
+
+async fn finish_run(h: &Harness, run_id: Uuid) {
+    let jobs: Vec<Uuid> = sqlx::query_scalar("select job_id from job where run_id = $1")
+        .bind(run_id)
+        .fetch_all(&h.pool)
+        .await
+        .unwrap();
+    assert!(!jobs.is_empty(), "the run has no job");
+    for job in jobs {
+        let done = h.finish(job).await;
+        assert_eq!(done.status.as_str(), "succeeded", "{done:?}");
+    }
+    h.work().await;
+}
+
+/// The runs of a policy with trigger `join`, with their jobs' resource ids.
+async fn join_runs(h: &Harness, policy_id: &str) -> Vec<(Uuid, Vec<String>)> {
+    let runs: Vec<Uuid> = sqlx::query_scalar(
+        "select run_id from run where policy_id = $1::uuid and trigger = 'join' order by run_id",
+    )
+    .bind(policy_id)
+    .fetch_all(&h.pool)
+    .await
+    .unwrap();
+    let mut found = Vec::new();
+    for run in runs {
+        let resources: Vec<String> = sqlx::query_scalar(
+            "select resource_id from job where run_id = $1 order by resource_id",
+        )
+        .bind(run)
+        .fetch_all(&h.pool)
+        .await
+        .unwrap();
+        found.push((run, resources));
+    }
+    found
+}
+
+fn policy(name: &str, on_join: bool) -> Value {
+    json!({
+        "name": name, "resource_type": "server",
+        "targets": {"selector": {"tags": ["backup"]}},
+        "schedules": [{"cron": "0 2 * * *"}], "retention": {"keep_last": 5},
+        "options": {"snapshot_on_join": on_join}
+    })
+}
+
+#[sqlx::test]
+async fn a_server_that_starts_matching_is_snapshotted_at_once_and_only_once(pool: PgPool) {
+    // Arrange: one tagged server; a policy that snapshots joiners, another that waits.
+    let h = harness(pool.clone()).await;
+    let app = spawn_app_on(pool, h.clock.clone()).await;
+    h.sim
+        .create_image_backed_server("web", &["backup"], &[], false);
+    let joining = app.create_policy(&policy("joining", true)).await;
+    let waiting = app.create_policy(&policy("waiting", false)).await;
+    assert_eq!(joining["options"]["snapshot_on_join"], true);
+    assert_eq!(waiting["options"]["snapshot_on_join"], false);
+    let (joining, waiting) = (
+        joining["id"].as_str().unwrap().to_owned(),
+        waiting["id"].as_str().unwrap().to_owned(),
+    );
+
+    // Act + Assert: before its first run, nothing joins (that run takes all).
+    let before = h.engine.watch_joins().await.unwrap();
+    assert_eq!((before.policies, before.runs), (0, 0), "{before:?}");
+
+    // Act: both policies run once; then a second tagged server appears.
+    run_now(&h, &app, &joining).await;
+    run_now(&h, &app, &waiting).await;
+    h.clock.advance(TimeDelta::minutes(6));
+    let quiet = h.engine.watch_joins().await.unwrap();
+    let db = h
+        .sim
+        .create_image_backed_server("db", &["backup"], &[], false);
+    h.clock.advance(TimeDelta::minutes(6));
+    // Two replicas look at the same moment.
+    let replica = h.replica();
+    let (a, b) = tokio::join!(h.engine.watch_joins(), replica.watch_joins());
+    let (a, b) = (a.unwrap(), b.unwrap());
+
+    // Assert: nothing joined before `db`; then one join run, of `db` alone, for
+    // the joining policy only; the policy looked at by one replica.
+    assert_eq!((quiet.policies, quiet.runs), (1, 0), "{quiet:?}");
+    assert_eq!(a.policies + b.policies, 1, "{a:?} {b:?}");
+    assert_eq!(a.runs + b.runs, 1, "{a:?} {b:?}");
+    let joins = join_runs(&h, &joining).await;
+    assert_eq!(joins.len(), 1, "{joins:?}");
+    assert_eq!(joins[0].1, [db.clone()]);
+    assert!(join_runs(&h, &waiting).await.is_empty());
+    let run = get(&app, &format!("/v1/runs/{}", joins[0].0)).await;
+    assert_eq!(run["trigger"], "join", "{run}");
+
+    // Act: the join run's snapshot is taken; later looks find nothing new.
+    h.work().await;
+    finish_run(&h, joins[0].0).await;
+    h.clock.advance(TimeDelta::minutes(6));
+    let again = h.engine.watch_joins().await.unwrap();
+
+    // Assert: `db` is a fresh target of the joining policy; no second join run.
+    assert_eq!((again.policies, again.runs), (1, 0), "{again:?}");
+    let targets = get(&app, &format!("/v1/policies/{joining}/targets")).await;
+    let mut fresh: Vec<(String, bool)> = targets["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let name = t["resource_name"].as_str().unwrap().to_owned();
+            (name, t["stale"].as_bool().unwrap())
+        })
+        .collect();
+    fresh.sort();
+    assert_eq!(
+        fresh,
+        [("db".to_owned(), false), ("web".to_owned(), false)],
+        "{targets}"
+    );
+}
