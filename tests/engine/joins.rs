@@ -114,7 +114,7 @@ async fn a_server_that_starts_matching_is_snapshotted_at_once_and_only_once(pool
     assert_eq!(a.runs + b.runs, 1, "{a:?} {b:?}");
     let joins = join_runs(&h, &joining).await;
     assert_eq!(joins.len(), 1, "{joins:?}");
-    assert_eq!(joins[0].1, [db.clone()]);
+    assert_eq!(joins[0].1, [db]);
     assert!(join_runs(&h, &waiting).await.is_empty());
     let run = get(&app, &format!("/v1/runs/{}", joins[0].0)).await;
     assert_eq!(run["trigger"], "join", "{run}");
