@@ -9,7 +9,8 @@ use reqwest::StatusCode;
 pub enum Exit {
     /// Done: the job succeeded, a fresh snapshot was reused, or the call was answered.
     Done = 0,
-    /// The job failed, timed out or was cancelled; or the service could not be reached.
+    /// The job failed, timed out or was cancelled; or the service could not be
+    /// reached, or failed itself (a 5xx).
     Failed = 1,
     /// Bad usage (clap's code for its own usage errors too).
     Usage = 2,
@@ -48,7 +49,8 @@ pub enum ClientError {
     /// The service answered, but not with JSON.
     #[error("{0}")]
     Decode(String),
-    /// The service refused the request: its status and problem document.
+    /// The service refused the request (4xx), or failed on it (5xx, from it or
+    /// a proxy in front of it): its status and problem document.
     #[error("the service answered {status}")]
     Refused { status: StatusCode, body: String },
 }
@@ -58,11 +60,24 @@ impl ClientError {
     pub fn exit(&self) -> Exit {
         match self {
             Self::Usage(_) | Self::NoCredentials(_) => Exit::Usage,
+            // A 5xx refuses nothing: the service (or its proxy) failed, as when unreachable.
+            Self::Refused { status, .. } if status.is_server_error() => Exit::Failed,
             Self::Refused { .. } | Self::Keystone { refused: true, .. } => Exit::Refused,
             Self::Keystone { refused: false, .. }
             | Self::Setup(_)
             | Self::Unreachable(_)
             | Self::Decode(_) => Exit::Failed,
+        }
+    }
+
+    /// Whether asking again may well be answered: the service could not be
+    /// reached, cut the answer off, or failed with a 5xx (a replica restarting,
+    /// a proxy's timeout on a long poll).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unreachable(_) => true,
+            Self::Refused { status, .. } => status.is_server_error(),
+            _ => false,
         }
     }
 
@@ -99,5 +114,27 @@ mod tests {
         };
         assert_eq!(keystone(true).exit(), Exit::Refused);
         assert_eq!(keystone(false).exit(), Exit::Failed);
+    }
+
+    #[test]
+    fn a_server_error_is_a_failure_not_a_refusal() {
+        for status in [
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::BAD_GATEWAY,
+            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::GATEWAY_TIMEOUT,
+        ] {
+            let error = ClientError::Refused {
+                status,
+                body: String::new(),
+            };
+            assert_eq!(error.exit(), Exit::Failed, "{status}");
+            assert!(error.is_transient());
+        }
+        let unprocessable = ClientError::Refused {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            body: String::new(),
+        };
+        assert!(!unprocessable.is_transient());
     }
 }

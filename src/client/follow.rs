@@ -12,6 +12,9 @@ use super::{
     error::{ClientError, Exit},
 };
 
+/// The pause before polling again after a poll that could not be answered.
+const TRANSIENT_PAUSE: Duration = Duration::from_secs(2);
+
 /// How a job ended, as the exit code says it.
 pub fn verdict(job: &Value) -> Option<Exit> {
     match job["status"].as_str()? {
@@ -29,10 +32,11 @@ pub fn next_wait(remaining: Duration) -> Option<Duration> {
 }
 
 /// Polls `job` until it ends or `deadline` passes; returns it as last read.
-/// Each change of status is told on stderr.
+/// Each change of status is told on stderr. A poll the service could not
+/// answer ([`ClientError::is_transient`]) is tried again until the deadline.
 ///
 /// # Errors
-/// The service refuses or cannot be reached.
+/// The service refuses a poll (4xx).
 pub async fn until_ended(
     api: &Api,
     mut job: Value,
@@ -47,7 +51,18 @@ pub async fn until_ended(
             return Ok(job);
         };
         let before = job["status"].clone();
-        job = api.get_job(&id, Some(wait)).await?.body;
+        job = match api.get_job(&id, Some(wait)).await {
+            Ok(answer) => answer.body,
+            // The job goes on whatever happened to this poll (a replica restarting,
+            // a proxy cutting a long poll off): ask again, until the deadline.
+            Err(error) if error.is_transient() => {
+                eprintln!("job {id}: {}; asking again", error.report());
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                tokio::time::sleep(TRANSIENT_PAUSE.min(remaining)).await;
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
         if job["status"] != before {
             eprintln!("job {id}: {}", super::output::text(&job["status"]));
         }
@@ -84,6 +99,46 @@ mod tests {
         );
         assert_eq!(next_wait(Duration::from_secs(7200)), Some(MAX_SERVER_WAIT));
         assert_eq!(next_wait(Duration::from_millis(999)), None);
+    }
+
+    #[tokio::test]
+    async fn a_poll_the_service_cannot_answer_is_asked_again_until_the_job_ends() {
+        use std::sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        };
+
+        use axum::{Json, Router, http::StatusCode, response::IntoResponse, routing::get};
+
+        // Arrange: a service whose first poll fails as a proxy would (502).
+        let polls = Arc::new(AtomicUsize::new(0));
+        let seen = polls.clone();
+        let app = Router::new().route(
+            "/v1/jobs/j",
+            get(move || {
+                let seen = seen.clone();
+                async move {
+                    if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                        StatusCode::BAD_GATEWAY.into_response()
+                    } else {
+                        Json(json!({"id": "j", "status": "succeeded"})).into_response()
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let api = Api::new(&format!("http://{addr}"), "t".to_owned().into()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+
+        // Act
+        let job = until_ended(&api, json!({"id": "j", "status": "tracking"}), deadline).await;
+
+        // Assert
+        let job = job.expect("the 502 is asked again, not the end of the wait");
+        assert_eq!(verdict(&job), Some(Exit::Done));
+        assert_eq!(polls.load(Ordering::SeqCst), 2);
     }
 
     #[test]
