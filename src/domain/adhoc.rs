@@ -65,7 +65,8 @@ pub struct AdhocSnapshotRequest {
     pub project_id: Option<String>,
     /// Take no new snapshot when the resource's newest complete, available
     /// snapshot in the project is younger than this: answer 200 with the job
-    /// that took it, marked `reused: true`.
+    /// that took it, marked `reused: true`. With `consistency:
+    /// quiesce_required`, only a quiesced snapshot is reused.
     #[serde(default)]
     #[schema(value_type = Option<String>, example = "6h")]
     pub if_older_than: Option<HumanDuration>,

@@ -15,7 +15,7 @@ use super::{
     jobs::JobResponse,
 };
 use crate::{
-    domain::adhoc::AdhocSnapshotRequest,
+    domain::{adhoc::AdhocSnapshotRequest, policy::Consistency},
     store::{jobs, lifecycle},
 };
 
@@ -84,6 +84,7 @@ pub async fn create_snapshot(
             request.resource_type,
             &resource_id,
             now - window,
+            request.consistency == Consistency::QuiesceRequired,
         )
         .await?;
         if let Some(job) = fresh {

@@ -130,7 +130,8 @@ pub async fn fetch_job(
 
 /// The succeeded job that took the newest complete, still available snapshot
 /// of a resource in a project, taken at or after `since`: a one-off request
-/// with `if_older_than` reuses it instead of taking another.
+/// with `if_older_than` reuses it instead of taking another. With
+/// `quiesced_only` (the request requires quiescing) only a quiesced one counts.
 ///
 /// # Errors
 /// The query fails.
@@ -140,20 +141,23 @@ pub async fn fetch_reusable_job(
     resource_type: ResourceType,
     resource_id: &str,
     since: DateTime<Utc>,
+    quiesced_only: bool,
 ) -> Result<Option<Job>, sqlx::Error> {
     sqlx::query_as::<_, Named<Job>>(concat!(
         "select ",
         job_columns!(),
         " from job where status = 'succeeded' and job_id = ( \
-             select s.job_id from snapshot s \
+             select s.job_id from snapshot s join job j on j.job_id = s.job_id \
              where s.project_id = $1 and s.resource_type = $2 and s.resource_id = $3 \
                  and s.complete and not s.duplicate and s.state = 'available' and s.taken_at >= $4 \
+                 and (not $5 or j.consistency = 'quiesced') \
              order by s.taken_at desc, s.snapshot_id desc limit 1)"
     ))
     .bind(project_id)
     .bind(resource_type)
     .bind(resource_id)
     .bind(since)
+    .bind(quiesced_only)
     .fetch_optional(pool)
     .await
     .map(|row| row.map(Named::into_inner))

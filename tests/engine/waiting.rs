@@ -163,3 +163,40 @@ async fn the_engine_tells_its_replica_when_it_ends_a_job(pool: PgPool) {
         .await
         .expect("the watch was told the job ended");
 }
+
+#[sqlx::test]
+async fn a_crash_consistent_snapshot_is_not_reused_for_a_request_that_requires_quiescing(
+    pool: PgPool,
+) {
+    // Arrange: a server without the guest agent has a fresh, crash-consistent snapshot.
+    let h = harness(pool.clone()).await;
+    let app = crate::helpers::spawn_app_on(pool, h.clock.clone()).await;
+    let server = h.sim.create_image_backed_server("web", &[], &[], false);
+    let first = h.finish(h.adhoc("server", &server, json!({})).await).await;
+    assert_eq!(first.status, JobStatus::Succeeded, "{:?}", first.error);
+
+    // Act: within the window, but asking for a quiesced snapshot; then without asking.
+    let body = |consistency: &str| {
+        json!({"resource_type": "server", "resource_id": server,
+               "consistency": consistency, "if_older_than": "6h"})
+    };
+    let required = app
+        .post_json("/v1/snapshots", &body("quiesce_required"))
+        .await;
+    let required_status = required.status().as_u16();
+    let required: Value = required.json().await.unwrap();
+    let preferred: Value = app
+        .post_json("/v1/snapshots", &body("quiesce_preferred"))
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    // Assert: a crash-consistent snapshot does not answer a request that requires
+    // quiescing (a new job is made, which says why it cannot be); it answers one
+    // that only prefers it.
+    assert_eq!(required_status, 202, "{required}");
+    assert_eq!(required["reused"], false, "{required}");
+    assert_ne!(required["id"], first.job_id.to_string().as_str());
+    assert_eq!(preferred["reused"], true, "{preferred}");
+}
