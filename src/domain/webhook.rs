@@ -115,13 +115,18 @@ pub fn retry_delay(failures: u32, base: Duration, max: Duration) -> Duration {
 }
 
 /// Whether an address is one a webhook should not reach with
-/// `--webhook-deny-private`: unspecified, loopback, private (RFC 1918),
-/// shared (CGNAT), link-local, unique-local, or IPv4 inside IPv6.
+/// `--webhook-deny-private`: unspecified or "this network" (0.0.0.0/8, which
+/// Linux connects to this host), loopback, private (RFC 1918), shared (CGNAT),
+/// link-local, benchmarking, multicast and reserved, unique-local, or one of
+/// these inside IPv6 (IPv4-mapped, IPv4-compatible, NAT64 `64:ff9b::/96`).
 pub fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_private_v4(v4),
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            if let Some(v4) = v6.to_ipv4() {
+                return is_private_v4(v4);
+            }
+            if let Some(v4) = nat64_ipv4(v6) {
                 return is_private_v4(v4);
             }
             is_private_v6(v6)
@@ -130,23 +135,38 @@ pub fn is_private(ip: IpAddr) -> bool {
 }
 
 fn is_private_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
-    ip.is_unspecified()
+    let [a, b, c, _] = ip.octets();
+    // 0.0.0.0/8: "this network"; Linux connects any of it to this host.
+    a == 0
         || ip.is_loopback()
         || ip.is_private()
         || ip.is_link_local()
-        || ip.is_broadcast()
         // 100.64.0.0/10, shared address space.
         || (a == 100 && (64..128).contains(&b))
+        // 192.0.0.0/24, protocol assignments.
+        || (a == 192 && b == 0 && c == 0)
+        // 198.18.0.0/15, benchmarking.
+        || (a == 198 && (b & 0xfe) == 18)
+        // 224.0.0.0/4 multicast, 240.0.0.0/4 reserved and the broadcast address.
+        || a >= 224
+}
+
+/// The IPv4 address inside a NAT64 address of the well-known prefix `64:ff9b::/96`.
+fn nat64_ipv4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let [a, b, c, d, e, f, hi, lo] = ip.segments();
+    ([a, b, c, d, e, f] == [0x64, 0xff9b, 0, 0, 0, 0])
+        .then(|| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)))
 }
 
 fn is_private_v6(ip: Ipv6Addr) -> bool {
     let first = ip.segments()[0];
     ip.is_unspecified()
         || ip.is_loopback()
-        // fc00::/7 unique local, fe80::/10 link local.
+        // fc00::/7 unique local, fe80::/10 link local, fec0::/10 site local, ff00::/8 multicast.
         || (first & 0xfe00) == 0xfc00
         || (first & 0xffc0) == 0xfe80
+        || (first & 0xffc0) == 0xfec0
+        || (first & 0xff00) == 0xff00
 }
 
 #[cfg(test)]
@@ -180,12 +200,21 @@ mod tests {
             "http://[::ffff:127.0.0.1]/",
             "http://100.64.0.1/",
             "http://0.0.0.0/",
+            // The rest of 0.0.0.0/8 reaches this host on Linux as 0.0.0.0 does.
+            "http://0.1.2.3/",
+            "http://0.255.255.254/",
+            "http://0x00000001/",
+            // IPv4-compatible and NAT64 forms of inside addresses.
+            "http://[::127.0.0.1]/",
+            "http://[64:ff9b::a9fe:a9fe]/",
+            "http://[64:ff9b::10.0.0.1]/",
         ] {
             assert!(parse_url(internal, false).is_ok(), "{internal}");
             assert!(parse_url(internal, true).is_err(), "{internal}");
         }
         assert!(parse_url("http://8.8.8.8/", true).is_ok());
         assert!(parse_url("http://[2001:db8::1]/", true).is_ok());
+        assert!(parse_url("http://[64:ff9b::8.8.8.8]/", true).is_ok());
     }
 
     #[test]
