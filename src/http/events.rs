@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{
     ApiError, AppState, Problem, Result,
     extract::{AppQuery, Caller},
-    pagination::{List, encode_cursor, fetch_page},
+    pagination::{List, decode_cursor, encode_cursor, fetch_page},
 };
 use crate::{
     domain::event::{EventKind, KindFilter},
@@ -73,9 +73,10 @@ impl From<Event> for EventResponse {
 pub struct EventList {
     pub items: Vec<EventResponse>,
     /// Pass as `cursor` to get the events after this page. Unlike other lists it is
-    /// set on the last page too (`null` only when nothing was listed and no cursor
-    /// given): poll with it later for newer events. A page shorter than `limit`
-    /// (or empty) is the end of what is readable now.
+    /// set on the last page too (`null` only while there has been no event at all):
+    /// poll with it later for newer events. A page shorter than `limit` (or empty)
+    /// is the end of what is readable now, and its cursor stands after every event
+    /// read so far, matching the filters or not.
     #[schema(pattern = "^Y2UC[A-Za-z0-9_-]{32}$")]
     pub next_cursor: Option<String>,
 }
@@ -144,6 +145,9 @@ pub async fn list_events(
         job_id: query.job_id,
         since: query.since,
     };
+    // Read before the page, so every position up to it is readable by the
+    // page's query: a page that ends the feed read all of them.
+    let head = events::horizon(&state.db).await?;
     let page = fetch_page(
         List::Events,
         scope,
@@ -157,18 +161,23 @@ pub async fn list_events(
     )
     .await?;
     // The feed has no last page: the end of what is readable now is where to
-    // poll again from (the cursor given, when nothing came).
-    let next_cursor = page
-        .next_cursor
-        .or_else(|| {
-            let last = page.items.last()?;
-            Some(encode_cursor(
-                List::Events,
-                scope,
-                last.position().to_uuid(),
-            ))
-        })
-        .or(query.cursor);
+    // poll again from. That is the head read above, not the last item listed,
+    // so that a filter matching little does not scan the same events again on
+    // every poll (and an empty page moves its reader on too).
+    let next_cursor = match page.next_cursor {
+        Some(cursor) => Some(cursor),
+        None => {
+            let after = query
+                .cursor
+                .as_deref()
+                .and_then(|c| decode_cursor(List::Events, scope, c).ok())
+                .map(Position::from_uuid)
+                .unwrap_or_default();
+            let last = page.items.last().map(Event::position).unwrap_or_default();
+            let end = after.max(last).max(head);
+            (end > Position::default()).then(|| encode_cursor(List::Events, scope, end.to_uuid()))
+        }
+    };
     Ok(Json(EventList {
         items: page.items.into_iter().map(EventResponse::from).collect(),
         next_cursor,

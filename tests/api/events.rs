@@ -159,6 +159,26 @@ async fn a_cursor_kept_across_a_late_commit_misses_nothing(pool: PgPool) {
 }
 
 #[sqlx::test]
+async fn a_filtered_poll_moves_its_cursor_past_what_it_did_not_match(pool: PgPool) {
+    // Arrange: an event a reader of `policy.deleted` does not want.
+    let app = spawn_app(pool).await;
+    app.create_policy(&policy_body("first")).await;
+    let none_deleted = events(&app, "?kind=policy.deleted").await;
+    let cursor = none_deleted["next_cursor"]
+        .as_str()
+        .expect("an empty filtered page still names where to poll from")
+        .to_owned();
+    app.create_policy(&policy_body("second")).await;
+
+    // Act
+    let created_since = events(&app, &format!("?kind=policy.created&cursor={cursor}")).await;
+
+    // Assert: the next poll starts after `first`, so it does not scan it again.
+    assert!(kinds(&none_deleted).is_empty());
+    assert_eq!(names(&created_since), ["second"]);
+}
+
+#[sqlx::test]
 async fn each_project_lists_only_its_own_events(pool: PgPool) {
     // Arrange: demo and alt each make a policy.
     let (app, sim) =
