@@ -2,7 +2,9 @@
 //! (one replica at a time each, `store::webhooks::claim_due`) and delivers each
 //! in its own tokio task, so a receiver that hangs holds one slot of
 //! [`WebhookSettings::concurrency`] for at most the request timeout and never
-//! the engine's other loops.
+//! the engine's other loops. One project's subscriptions take at most
+//! [`WebhookSettings::per_project`] of those slots, so a project with many
+//! hanging receivers cannot hold up every other project's deliveries.
 //!
 //! Per subscription, events are read from the outbox in read order after the
 //! subscription's cursor, and the cursor moves past an event only once a
@@ -12,11 +14,11 @@
 //! and the subscription moves on to the next event. Times are the wall clock,
 //! like the database's `now()` that leases and retries are compared with.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use chrono::{TimeDelta, Utc};
 use reqwest::{Client, Url, header::CONTENT_TYPE, redirect};
-use tokio::task::JoinSet;
+use tokio::task::{self, JoinSet};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -39,6 +41,9 @@ use crate::{
 pub struct WebhookSettings {
     /// Subscriptions delivered at once by this replica.
     pub concurrency: usize,
+    /// Subscriptions of one project delivered at once by this replica, so that
+    /// one project's hanging receivers never take every slot.
+    pub per_project: usize,
     /// Longest wait for one receiver's answer.
     pub request_timeout: Duration,
     /// First wait before retrying a failed event; it doubles with each failure.
@@ -61,6 +66,7 @@ impl Default for WebhookSettings {
     fn default() -> Self {
         Self {
             concurrency: 8,
+            per_project: 2,
             request_timeout: Duration::from_secs(10),
             retry_base: Duration::from_secs(10),
             retry_max: Duration::from_secs(3600),
@@ -92,17 +98,28 @@ impl Engine {
         };
         let owner = Uuid::new_v4();
         let mut running = JoinSet::new();
+        // The project of each delivery task, and how many each project runs.
+        let mut projects: HashMap<task::Id, String> = HashMap::new();
+        let mut per_project: HashMap<String, usize> = HashMap::new();
         loop {
             while running.len() < settings.concurrency.max(1) {
-                match webhooks::claim_due(&self.db, owner, settings.lease).await {
+                let full: Vec<&str> = per_project
+                    .iter()
+                    .filter(|(_, n)| **n >= settings.per_project.max(1))
+                    .map(|(p, _)| p.as_str())
+                    .collect();
+                match webhooks::claim_due(&self.db, owner, settings.lease, &full).await {
                     Ok(Some(hook)) => {
+                        let project = hook.project_id.clone();
                         let dispatcher = Dispatcher {
                             db: self.db.clone(),
                             client: client.clone(),
                             settings: settings.clone(),
                             owner,
                         };
-                        running.spawn(async move { dispatcher.deliver(hook).await });
+                        let task = running.spawn(async move { dispatcher.deliver(hook).await });
+                        *per_project.entry(project.clone()).or_default() += 1;
+                        projects.insert(task.id(), project);
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -113,9 +130,21 @@ impl Engine {
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                Some(done) = running.join_next(), if !running.is_empty() => {
-                    if let Err(e) = done {
-                        tracing::error!(error = %e, "a webhook delivery task ended abnormally");
+                Some(done) = running.join_next_with_id(), if !running.is_empty() => {
+                    let id = match done {
+                        Ok((id, ())) => id,
+                        Err(e) => {
+                            tracing::error!(error = %e, "a webhook delivery task ended abnormally");
+                            e.id()
+                        }
+                    };
+                    if let Some(project) = projects.remove(&id)
+                        && let Some(n) = per_project.get_mut(&project)
+                    {
+                        *n -= 1;
+                        if *n == 0 {
+                            per_project.remove(&project);
+                        }
                     }
                 }
                 () = tokio::time::sleep(settings.tick) => {}

@@ -166,8 +166,8 @@ pub async fn delete_webhook(
 }
 
 /// Leases one subscription that is due (not leased, or its lease ran out) to
-/// `owner` for `lease`; the row lock (SKIP LOCKED) keeps two replicas from
-/// taking the same one.
+/// `owner` for `lease`, none of the projects in `skip`; the row lock (SKIP
+/// LOCKED) keeps two replicas from taking the same one.
 ///
 /// # Errors
 /// The query fails.
@@ -175,12 +175,14 @@ pub async fn claim_due(
     pool: &PgPool,
     owner: Uuid,
     lease: TimeDelta,
+    skip: &[&str],
 ) -> Result<Option<Webhook>, sqlx::Error> {
     sqlx::query_as::<_, Named<Webhook>>(concat!(
         "update webhook set lease_owner = $1, lease_until = now() + $2 \
          where webhook_id = (select webhook_id from webhook \
                              where next_attempt_at <= now() \
                                and (lease_until is null or lease_until < now()) \
+                               and project_id <> all($3) \
                              order by next_attempt_at limit 1 for update skip locked) \
          returning ",
         columns!(),
@@ -188,6 +190,7 @@ pub async fn claim_due(
     ))
     .bind(owner)
     .bind(lease)
+    .bind(skip)
     .fetch_optional(pool)
     .await
     .map(|r| r.map(Named::into_inner))

@@ -408,8 +408,8 @@ async fn one_replica_at_a_time_holds_a_subscription(pool: PgPool) {
     let lease = chrono::TimeDelta::seconds(60);
     let (one, two) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
 
-    let first = webhooks::claim_due(&pool, one, lease).await.unwrap();
-    let second = webhooks::claim_due(&pool, two, lease).await.unwrap();
+    let first = webhooks::claim_due(&pool, one, lease, &[]).await.unwrap();
+    let second = webhooks::claim_due(&pool, two, lease, &[]).await.unwrap();
     let renewed_by_other = webhooks::renew_lease(&pool, created.webhook_id, two, lease)
         .await
         .unwrap();
@@ -457,4 +457,40 @@ async fn the_secret_is_never_logged(pool: PgPool) {
         "the attempts were logged"
     );
     assert!(!text.contains(SECRET), "the secret appears in the logs");
+}
+
+#[sqlx::test]
+async fn hanging_receivers_of_one_project_leave_slots_for_the_others(pool: PgPool) {
+    // Arrange: one project with more hanging receivers than the dispatcher
+    // has slots, another with a receiver that answers.
+    let live = live(pool, false).await;
+    let (hanging_url, hanging) = receiver(|_| None).await;
+    for _ in 0..WebhookSettings::default().concurrency + 2 {
+        let created = live
+            .post(
+                "/v1/webhooks",
+                json!({"url": hanging_url, "events": ["policy."], "secret": SECRET,
+                       "project_id": "noisy"}),
+            )
+            .await;
+        assert_eq!(created.status(), 201);
+    }
+    let (url, received) = receiver(|_| Some(StatusCode::OK)).await;
+    live.subscribe(&url, json!(["policy."])).await;
+    let mut noisy = policy_body("noisy");
+    noisy["project_id"] = json!("noisy");
+    assert_eq!(live.post("/v1/policies", noisy).await.status(), 201);
+    until(|| hanging.all().len() >= 2).await;
+
+    // Act
+    let started = std::time::Instant::now();
+    live.post("/v1/policies", policy_body("quiet")).await;
+    until(|| !received.all().is_empty()).await;
+
+    // Assert: well within one hanging request (2 s here).
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "the quiet project's event waited {:?} behind the other's hanging receivers",
+        started.elapsed()
+    );
 }
