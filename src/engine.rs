@@ -345,6 +345,10 @@ impl Engine {
                 Ok(None) => {}
                 Err(e) => tracing::error!(error = %e, "stale-resource counts failed; retrying"),
             }
+            match crate::store::metrics::fold_deltas(&self.db).await {
+                Ok(folded) => tracing::debug!(folded, "folded metric deltas into their totals"),
+                Err(e) => tracing::error!(error = %e, "folding metric deltas failed; retrying"),
+            }
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(self.config.freshness_interval) => {}

@@ -71,7 +71,8 @@ pub enum TaskName {
     Webhooks,
     /// The loop that gives committed events their positions (`store::events`).
     Sequencer,
-    /// The loop that recomputes each policy's stale-resource count for `/metrics`.
+    /// The loop that recomputes each policy's stale-resource count and folds
+    /// metric deltas into their totals, for `/metrics`.
     Freshness,
     /// The loop that snapshots resources joining a policy with `snapshot_on_join`.
     Joins,

@@ -1,4 +1,4 @@
-//! Reads the metrics the database keeps (`metric_counter`, `policy_last_success`,
+//! Reads the metrics the database keeps (`metric_counter` and `metric_delta`, `policy_last_success`,
 //! maintained by triggers in the transactions that change jobs, runs and
 //! snapshots; `policy_freshness`, kept by the engine's `freshness` task): small reads per scrape, whatever the size of the history.
 
@@ -38,7 +38,9 @@ pub struct DatabaseMetrics {
 /// The queries fail.
 pub async fn fetch_database_metrics(db: &PgPool) -> Result<DatabaseMetrics, sqlx::Error> {
     let samples: Vec<SampleRow> = sqlx::query_as(
-        "select family, labels, sum(value)::double precision from metric_counter \
+        "select family, labels, sum(value)::double precision from ( \
+             select family, labels, value from metric_counter \
+             union all select family, labels, value from metric_delta) m \
          group by family, labels order by family, labels",
     )
     .fetch_all(db)
@@ -80,4 +82,38 @@ pub async fn job_duration_buckets(db: &PgPool) -> Result<Vec<f64>, sqlx::Error> 
     sqlx::query_scalar("select metric_job_duration_buckets()")
         .fetch_one(db)
         .await
+}
+
+/// Folds the deltas the triggers added (`metric_delta`) into the totals
+/// (`metric_counter`), unless another replica is folding. Only this writes
+/// `metric_counter`, so no transaction of the engine or the API waits on its
+/// rows. Returns the deltas folded.
+///
+/// # Errors
+/// The queries fail; nothing is folded.
+pub async fn fold_deltas(db: &PgPool) -> Result<u64, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let locked: bool =
+        sqlx::query_scalar("select pg_try_advisory_xact_lock(hashtext('stacksnap.metric_fold'))")
+            .fetch_one(&mut *tx)
+            .await?;
+    if !locked {
+        return Ok(0);
+    }
+    // Deltas committed while this runs are not seen by the delete and stay for the next fold.
+    let folded: i64 = sqlx::query_scalar(
+        "with moved as (delete from metric_delta returning family, labels, value), \
+         summed as (select family, labels, sum(value) as value, count(*) as n from moved \
+             group by family, labels), \
+         upserted as ( \
+             insert into metric_counter (family, labels, shard, value) \
+             select family, labels, 0, value from summed \
+             on conflict (family, labels, shard) do update \
+                 set value = metric_counter.value + excluded.value) \
+         select coalesce(sum(n), 0)::bigint from summed",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(folded.unsigned_abs())
 }

@@ -266,3 +266,109 @@ async fn metrics_needs_no_token_when_the_api_needs_keystone_tokens(pool: PgPool)
     assert_eq!(metrics.status(), 200);
     assert_eq!(api.status(), 401);
 }
+
+/// Two connections whose backends share a metric shard (`pg_backend_pid() % 8`,
+/// as the first triggers chose it): among nine, two must.
+async fn same_shard_pair(pool: &PgPool) -> (sqlx::PgConnection, sqlx::PgConnection) {
+    use sqlx::Connection as _;
+    let mut by_shard: BTreeMap<i32, sqlx::PgConnection> = BTreeMap::new();
+    for _ in 0..9 {
+        let mut conn = sqlx::PgConnection::connect_with(&pool.connect_options())
+            .await
+            .unwrap();
+        let shard: i32 = sqlx::query_scalar("select pg_backend_pid() % 8")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        if let Some(first) = by_shard.remove(&shard) {
+            return (first, conn);
+        }
+        by_shard.insert(shard, conn);
+    }
+    unreachable!("nine backends over eight shards")
+}
+
+#[sqlx::test]
+async fn ending_jobs_and_runs_in_opposite_orders_does_not_deadlock_on_the_metrics(pool: PgPool) {
+    // Arrange: two one-off runs, each with a pending job; two sessions on one shard.
+    // (Found in review: counter upserts held row locks outside the policy → run → job
+    // order, so a worker's step and a policy's deletion could deadlock.)
+    let h = harness(pool.clone()).await;
+    let first = h
+        .adhoc("volume", &h.sim.create_volume("a", 1, &[]), json!({}))
+        .await;
+    let second = h
+        .adhoc("volume", &h.sim.create_volume("b", 1, &[]), json!({}))
+        .await;
+    let run_of = |job: uuid::Uuid| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, uuid::Uuid>("select run_id from job where job_id = $1")
+                .bind(job)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let (first_run, second_run) = (run_of(first).await, run_of(second).await);
+    let before = store::metrics::fetch_database_metrics(&pool).await.unwrap();
+    let (mut a, mut b) = same_shard_pair(&pool).await;
+    let end_job = "update job set status = $2, finished_at = now() where job_id = $1";
+    let end_run = "update run set status = 'failed', finished_at = now() where run_id = $1";
+
+    // Act: A ends a job then its run; B ends the other run then its job.
+    sqlx::query("begin").execute(&mut a).await.unwrap();
+    sqlx::query("begin").execute(&mut b).await.unwrap();
+    sqlx::query(end_job)
+        .bind(first)
+        .bind("failed")
+        .execute(&mut a)
+        .await
+        .unwrap();
+    sqlx::query(end_run)
+        .bind(second_run)
+        .execute(&mut b)
+        .await
+        .unwrap();
+    let a_side = tokio::spawn(async move {
+        let ended = sqlx::query(end_run).bind(first_run).execute(&mut a).await;
+        let committed = sqlx::query("commit").execute(&mut a).await;
+        ended.and(committed).map(|_| ())
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let b_side = async {
+        sqlx::query(end_job)
+            .bind(second)
+            .bind("cancelled")
+            .execute(&mut b)
+            .await?;
+        sqlx::query("commit").execute(&mut b).await.map(|_| ())
+    }
+    .await;
+
+    // Assert: both commit, and the totals count both ends once, before and after a fold.
+    assert!(b_side.is_ok(), "{b_side:?}");
+    let a_side = a_side.await.unwrap();
+    assert!(a_side.is_ok(), "{a_side:?}");
+    let value = |m: &store::metrics::DatabaseMetrics, family: &str, label: &str| {
+        m.samples
+            .iter()
+            .filter(|s| s.family == family && s.labels.values().any(|v| v == label))
+            .map(|s| s.value)
+            .sum::<f64>()
+    };
+    for round in ["unfolded", "folded"] {
+        let after = store::metrics::fetch_database_metrics(&pool).await.unwrap();
+        let runs_failed = value(&after, "stacksnap_runs_total", "failed")
+            - value(&before, "stacksnap_runs_total", "failed");
+        let jobs_pending = value(&after, "stacksnap_jobs", "pending")
+            - value(&before, "stacksnap_jobs", "pending");
+        assert_eq!((runs_failed, jobs_pending), (2.0, -2.0), "{round}");
+        store::metrics::fold_deltas(&pool).await.unwrap();
+    }
+    let left: i64 = sqlx::query_scalar("select count(*) from metric_delta")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}
