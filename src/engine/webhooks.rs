@@ -349,8 +349,11 @@ impl Dispatcher {
             };
         }
         let port = url.port_or_known_default().unwrap_or(443);
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        // Bounded like the request itself: a resolver that hangs must not outlive the lease.
+        let lookup = tokio::net::lookup_host((host, port));
+        let addrs: Vec<SocketAddr> = tokio::time::timeout(self.settings.request_timeout, lookup)
             .await
+            .map_err(|_| "the receiver's name did not resolve in time".to_owned())?
             .map_err(|e| format!("the receiver's name does not resolve: {e}"))?
             .collect();
         if addrs.is_empty() {

@@ -128,6 +128,15 @@ pub async fn sequence_events(pool: &PgPool) -> Result<u64, sqlx::Error> {
             return Ok(numbered);
         }
         let mut tx = pool.begin().await?;
+        // A pass that stalls (its replica paused or cut off) must not hold every
+        // reader and sequencer for the hours TCP takes to notice: the server ends
+        // its idle transaction, and a waiter gives up and tries again later.
+        sqlx::query(
+            "select set_config('idle_in_transaction_session_timeout', '30s', true), \
+                    set_config('lock_timeout', '30s', true)",
+        )
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("select pg_advisory_xact_lock($1)")
             .bind(SEQUENCER_LOCK)
             .execute(&mut *tx)
