@@ -11,6 +11,7 @@ pub mod firing;
 pub mod job;
 pub mod name_template;
 pub mod policy;
+pub mod restore;
 pub mod retention;
 pub mod rpo;
 pub mod schedule;

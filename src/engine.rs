@@ -12,6 +12,7 @@ pub mod joins;
 pub mod orphans;
 pub mod pruner;
 pub mod resolver;
+pub mod restore;
 pub mod scheduler;
 pub mod snapshot;
 pub mod trusts;

@@ -17,6 +17,7 @@ pub mod orphans;
 pub mod pagination;
 pub mod policies;
 pub mod preconditions;
+pub mod restore;
 pub mod runs;
 pub mod snapshots;
 pub mod status;

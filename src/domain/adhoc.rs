@@ -138,6 +138,8 @@ impl AdhocSnapshotRequest {
                 scheduled_at: now,
             },
             start_by: now + START_WINDOW,
+            kind: crate::domain::job::JobKind::Snapshot,
+            restore: None,
         }
     }
 }

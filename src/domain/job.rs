@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-pub use super::status::{JobStatus, ObtainedConsistency, RunStatus};
+pub use super::status::{JobKind, JobStatus, ObtainedConsistency, RunStatus};
 
 /// A run's status once all its jobs ended: `succeeded` only when all did.
 pub fn run_outcome(succeeded: usize, unsuccessful: usize) -> RunStatus {
@@ -131,6 +131,9 @@ pub struct NewJob {
     pub resource_name: Option<String>,
     pub options: JobOptions,
     pub start_by: chrono::DateTime<chrono::Utc>,
+    pub kind: super::status::JobKind,
+    /// A restore job's request, as validated.
+    pub restore: Option<super::restore::RestoreSpec>,
 }
 
 /// How a job's artefacts are made: fixed when the job is created, so a later

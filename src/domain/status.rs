@@ -89,6 +89,38 @@ pub enum RunTrigger {
     Adhoc,
     /// Resources that started matching a policy with `options.snapshot_on_join`.
     Join,
+    /// A restore of a managed snapshot (`POST /v1/snapshots/{id}/restore`).
+    Restore,
+    /// A scheduled restore test of a policy's newest snapshot.
+    Verify,
+}
+
+/// What a job does.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type,
+)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[schema(example = "snapshot")]
+pub enum JobKind {
+    /// Takes a snapshot of a resource.
+    #[default]
+    Snapshot,
+    /// Makes a new server, volume or volume group from a managed snapshot.
+    Restore,
+    /// A restore test: a restore whose result is deleted once it works.
+    Verify,
+}
+
+impl JobKind {
+    /// The name used in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Snapshot => "snapshot",
+            Self::Restore => "restore",
+            Self::Verify => "verify",
+        }
+    }
 }
 
 /// Where a managed snapshot stands in its life.

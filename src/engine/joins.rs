@@ -119,6 +119,8 @@ impl Engine {
                 resource_name: target.name,
                 options: options.clone(),
                 start_by,
+                kind: crate::domain::job::JobKind::Snapshot,
+                restore: None,
             })
             .collect();
         Ok(Some((policy, jobs)))

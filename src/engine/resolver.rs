@@ -204,6 +204,8 @@ pub async fn resolve_run(
             resource_name: target.name,
             options: options.clone(),
             start_by,
+            kind: crate::domain::job::JobKind::Snapshot,
+            restore: None,
         })
         .collect();
     let mut tx = db.begin().await?;

@@ -119,6 +119,8 @@ pub struct Artefacts {
     pub volume_snapshots: Vec<VolumeSnapshotState>,
     pub consistency: Option<ObtainedConsistency>,
     pub resource_name: Option<String>,
+    /// The snapshotted server's flavor, as Nova shows it.
+    pub source_flavor: Option<serde_json::Value>,
     pub calls: i32,
 }
 

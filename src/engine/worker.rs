@@ -8,6 +8,7 @@
 //! are in `create`; the cloud calls are in `snapshot`.
 
 mod create;
+mod restore;
 
 use super::{
     Engine, authority, resolver,
@@ -16,7 +17,7 @@ use super::{
 use crate::openstack::Authority;
 use crate::{
     domain::{
-        job::{JobError, JobStatus, Verdict},
+        job::{JobError, JobKind, JobStatus, Verdict},
         policy::ResourceType,
     },
     store::{
@@ -78,7 +79,16 @@ impl Engine {
         )
         .await?
         {
-            None => return self.delete_next().await,
+            None => {
+                if let Some(Claimed::Job(job)) =
+                    jobs::claim_cleanup(&self.db, token, now, self.config.lease).await?
+                {
+                    let span = job_span(&job);
+                    self.cleanup_claimed(&job, token).instrument(span).await?;
+                    return Ok(Outcome::Worked);
+                }
+                return self.delete_next().await;
+            }
             Some(Claimed::Job(job)) => job,
             Some(Claimed::Unreadable {
                 job_id,
@@ -149,8 +159,11 @@ impl Engine {
             },
             () = self.keep_lease(Leased::Job(job.job_id), token) => return Ok(()),
         };
-        if let Some(update) = update {
+        if let Some(mut update) = update {
             let now = self.clock.now();
+            if restore::needs_cleanup(job, &update) {
+                update.cleanup_due_at = Some(now);
+            }
             if !lifecycle::record_step(&self.db, job.job_id, token, now, &update).await? {
                 tracing::info!(job_id = %job.job_id, "job changed meanwhile (cancelled or taken over); step discarded");
                 return Ok(());
@@ -357,6 +370,9 @@ impl Engine {
         match job.status {
             JobStatus::Pending => self.start(job, &ctx, token, now).await,
             JobStatus::Creating => self.recover(job, &ctx, token, now).await,
+            JobStatus::Tracking if job.kind != JobKind::Snapshot => {
+                Ok(Some(self.track_restore(job, now).await))
+            }
             JobStatus::Tracking => self.track(job, &ctx, now).await.map(Some),
             _ => Ok(None),
         }

@@ -8,7 +8,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::{
-    AppState, events, health, jobs, managed, orphans, policies, runs, snapshots, status, webhooks,
+    AppState, events, health, jobs, managed, orphans, policies, restore, runs, snapshots, status,
+    webhooks,
 };
 
 #[derive(OpenApi)]
@@ -44,6 +45,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(jobs::router())
         .merge(snapshots::router())
         .merge(managed::router())
+        .merge(restore::router())
         .merge(orphans::router())
         .merge(status::router())
         .merge(events::router())

@@ -19,8 +19,11 @@ use super::{
 use crate::{
     domain::{
         event::api_actor,
-        job::{JobError, JobStatus, ObtainedConsistency, TimelineEntry, VolumeSnapshotState},
+        job::{
+            JobError, JobKind, JobStatus, ObtainedConsistency, TimelineEntry, VolumeSnapshotState,
+        },
         policy::ResourceType,
+        restore::Restored,
     },
     store::{
         jobs::{self, Job, JobFilter},
@@ -41,10 +44,13 @@ use crate::{
     "consistency": "crash_consistent", "error": null,
     "timeline": [{"at": "2026-11-26T01:00:04Z", "what": "image", "id": "b92d4c1e-5f6a-4b7c-8d9e-0f1a2b3c4d5e", "status": "active"}],
     "openstack_calls": 4, "created_at": "2026-11-26T01:00:00.5Z", "started_at": "2026-11-26T01:00:01Z",
-    "finished_at": null, "deadline": "2026-11-26T03:00:01Z"
+    "finished_at": null, "deadline": "2026-11-26T03:00:01Z", "kind": "snapshot"
 }))]
 pub struct JobResponse {
     pub id: Uuid,
+    /// `snapshot` (takes a snapshot), `restore` (makes a resource from a
+    /// managed snapshot) or `verify` (a restore test).
+    pub kind: JobKind,
     /// The project the job acts in.
     pub project_id: String,
     pub run_id: Uuid,
@@ -77,6 +83,21 @@ pub struct JobResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = bool, required = false)]
     pub reused: Option<bool>,
+    /// Restore jobs only: the request as validated, with the managed snapshot
+    /// restored (`snapshot_id`) and what it starts from (`source`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object, required = false, example = json!({
+        "snapshot_id": "019ab9a1-3a00-7c1e-8d2a-1b2c3d4e5f61",
+        "source": {"type": "server", "image_id": "b92d4c1e-5f6a-4b7c-8d9e-0f1a2b3c4d5e",
+                   "source_flavor": {"original_name": "m1.small", "vcpus": 1, "ram": 2048, "disk": 20}},
+        "name": "web-1-restored", "networks": "none", "metadata": {}}))]
+    pub restore: Option<serde_json::Value>,
+    /// Restore jobs only: what the restore made so far (`{}` before the create
+    /// was answered): `server_id` and `volume_ids` for a server, `volume_id`
+    /// for a volume; with `cleanup` once a failed or cancelled restore deletes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    pub restored: Option<Restored>,
 }
 
 impl JobResponse {
@@ -113,6 +134,16 @@ impl From<Job> for JobResponse {
             finished_at: job.finished_at,
             deadline: job.deadline,
             reused: None,
+            kind: job.kind,
+            restore: job
+                .restore
+                .map(|r| serde_json::to_value(r.0).unwrap_or_default()),
+            restored: match job.kind {
+                JobKind::Snapshot => None,
+                JobKind::Restore | JobKind::Verify => {
+                    Some(job.restored.map(|r| r.0).unwrap_or_default())
+                }
+            },
         }
     }
 }
@@ -140,6 +171,9 @@ pub struct ListJobsQuery {
     pub status: Option<JobStatus>,
     #[param(pattern = r"^[^\u0000]*$")]
     pub resource_id: Option<String>,
+    /// Only jobs of this kind.
+    #[param(inline)]
+    pub kind: Option<JobKind>,
     /// Page size, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000, example = 100)]
     pub limit: Option<u32>,
@@ -183,6 +217,7 @@ pub async fn list_jobs(
         run_id: query.run_id,
         status: query.status,
         resource_id: query.resource_id,
+        kind: query.kind,
     };
     let page = fetch_page(
         List::Jobs,
@@ -240,7 +275,8 @@ pub async fn get_job(
     Ok(Json(JobResponse::from(job)))
 }
 
-/// Stop following a job and mark it `cancelled`. Artefacts already made are kept.
+/// Stop following a job and mark it `cancelled`. A snapshot job's artefacts
+/// already made are kept; what a restore job made is deleted (its `restored.cleanup`).
 #[utoipa::path(
     post,
     path = "/v1/jobs/{id}/cancel",

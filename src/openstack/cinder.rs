@@ -331,6 +331,32 @@ impl Cinder<'_> {
         self.0.send(&call).await.map(|_| ())
     }
 
+    /// Creates a volume; `volume` is the body's `volume` object (e.g. with
+    /// `snapshot_id`, `size`, `name`, `metadata`).
+    ///
+    /// # Errors
+    /// `QuotaExceeded` (413), a 400 naming what Cinder refuses (a snapshot not
+    /// `available`, a size below the snapshot's), and the rest.
+    pub async fn create_volume(&self, volume: Value) -> Result<Volume, OpenStackError> {
+        let call = Call::new(Service::Volume, "create_volume", Method::POST, "/volumes")
+            .json(json!({"volume": volume}));
+        decode::<VolumeBody>(&call, &self.0.send(&call).await?).map(|b| b.volume)
+    }
+
+    /// Deletes a volume (Cinder accepts this only when it is not attached).
+    ///
+    /// # Errors
+    /// `NotFound` when it is already gone; other typed failures.
+    pub async fn delete_volume(&self, id: &str) -> Result<(), OpenStackError> {
+        let call = Call::new(
+            Service::Volume,
+            "delete_volume",
+            Method::DELETE,
+            format!("/volumes/{}", super::segment(id)),
+        );
+        self.0.send(&call).await.map(|_| ())
+    }
+
     /// Reads one volume group (microversion 3.13 or later).
     ///
     /// # Errors

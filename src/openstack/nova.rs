@@ -39,6 +39,23 @@ pub struct Server {
     pub tags: Vec<String>,
     #[serde(default)]
     pub tenant_id: Option<String>,
+    /// `{"id", "links"}` below microversion 2.47; from 2.47 `{"original_name",
+    /// "vcpus", "ram", "disk", "ephemeral", "swap", "extra_specs"}` (no id).
+    #[serde(default)]
+    pub flavor: Value,
+    #[serde(default)]
+    pub fault: Option<Fault>,
+    #[serde(rename = "OS-EXT-AZ:availability_zone", default)]
+    pub availability_zone: Option<String>,
+}
+
+/// Why Nova put a server in ERROR.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Fault {
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub code: Option<u16>,
 }
 
 /// A volume attached to a server.
@@ -56,6 +73,13 @@ impl Server {
             .get("id")
             .and_then(Value::as_str)
             .filter(|id| !id.is_empty())
+    }
+
+    /// The flavor as a snapshot records it: what Nova showed, without links.
+    pub fn recorded_flavor(&self) -> Option<Value> {
+        let mut flavor = self.flavor.as_object()?.clone();
+        flavor.remove("links");
+        (!flavor.is_empty()).then_some(Value::Object(flavor))
     }
 
     /// Whether the server boots from a Cinder volume.
@@ -148,6 +172,61 @@ impl Nova<'_> {
                 return Ok(servers);
             }
         }
+    }
+
+    /// Creates a server; `server` is the body's `server` object. Returns the new server's id.
+    ///
+    /// # Errors
+    /// A 400 naming what Nova refuses (a flavor too small for the image, a
+    /// network it cannot allocate), [`ErrorKind::QuotaExceeded`], and the rest.
+    pub async fn create_server(&self, server: Value) -> Result<String, OpenStackError> {
+        #[derive(Deserialize)]
+        struct Created {
+            id: String,
+        }
+        #[derive(Deserialize)]
+        struct CreatedBody {
+            server: Created,
+        }
+        let call = Call::new(Service::Compute, "create_server", Method::POST, "/servers")
+            .json(json!({"server": server}));
+        let reply = self.0.send(&call).await?;
+        decode::<CreatedBody>(&call, &reply).map(|b| b.server.id)
+    }
+
+    /// Deletes a server.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] when it is already gone; other typed failures.
+    pub async fn delete_server(&self, id: &str) -> Result<(), OpenStackError> {
+        let call = Call::new(
+            Service::Compute,
+            "delete_server",
+            Method::DELETE,
+            format!("/servers/{}", super::segment(id)),
+        );
+        self.0.send(&call).await.map(|_| ())
+    }
+
+    /// The flavors the project may boot with, as `(id, name)`.
+    ///
+    /// # Errors
+    /// Typed failures.
+    pub async fn list_flavors(&self) -> Result<Vec<(String, String)>, OpenStackError> {
+        #[derive(Deserialize)]
+        struct Flavor {
+            id: String,
+            #[serde(default)]
+            name: String,
+        }
+        #[derive(Deserialize)]
+        struct FlavorsBody {
+            flavors: Vec<Flavor>,
+        }
+        let call = Call::new(Service::Compute, "list_flavors", Method::GET, "/flavors");
+        let reply = self.0.send(&call).await?;
+        decode::<FlavorsBody>(&call, &reply)
+            .map(|b| b.flavors.into_iter().map(|f| (f.id, f.name)).collect())
     }
 
     /// Asks Nova to snapshot a server into a new image; returns the image id.

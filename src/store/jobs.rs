@@ -11,9 +11,11 @@ use super::{
 
 use crate::domain::{
     job::{
-        JobError, JobOptions, JobStatus, ObtainedConsistency, TimelineEntry, VolumeSnapshotState,
+        JobError, JobKind, JobOptions, JobStatus, ObtainedConsistency, TimelineEntry,
+        VolumeSnapshotState,
     },
     policy::ResourceType,
+    restore::{RestoreSpec, Restored},
 };
 
 /// A stored job.
@@ -45,6 +47,13 @@ pub struct Job {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    pub kind: JobKind,
+    /// A restore job's request, as validated.
+    pub restore: Option<Json<RestoreSpec>>,
+    /// What a restore job made.
+    pub restored: Option<Json<Restored>>,
+    /// When the clean-up of what a failed or cancelled restore made is next due.
+    pub cleanup_due_at: Option<DateTime<Utc>>,
 }
 
 impl Keyed for Job {
@@ -56,7 +65,8 @@ macro_rules! job_columns {
     () => {
         "job_id, run_id, project_id, policy_id, resource_type, resource_id, resource_name, status, attempt, \
          options, image_id, group_snapshot_id, volume_snapshots, consistency, error, timeline, openstack_calls, not_before, \
-         start_by, deadline, create_unclear_at, created_at, started_at, finished_at"
+         start_by, deadline, create_unclear_at, created_at, started_at, finished_at, kind, restore, restored, \
+         cleanup_due_at"
     };
 }
 
@@ -84,12 +94,23 @@ pub async fn insert_jobs(
         .map(|j| serde_json::to_value(&j.options).expect("options serialise"))
         .collect();
     let start_by: Vec<DateTime<Utc>> = jobs.iter().map(|j| j.start_by).collect();
+    let kinds: Vec<JobKind> = jobs.iter().map(|j| j.kind).collect();
+    let restores: Vec<Option<serde_json::Value>> = jobs
+        .iter()
+        .map(|j| {
+            j.restore
+                .as_ref()
+                .map(|r| serde_json::to_value(r).expect("a restore serialises"))
+        })
+        .collect();
     sqlx::query(
         "insert into job (job_id, run_id, project_id, policy_id, resource_type, resource_id, resource_name, \
-             options, start_by, not_before, created_at) \
-         select t.job_id, $1, $2, $3, t.resource_type, t.resource_id, t.resource_name, t.options, t.start_by, $4, $4 \
-         from unnest($5::uuid[], $6::text[], $7::text[], $8::text[], $9::jsonb[], $10::timestamptz[]) \
-             as t(job_id, resource_type, resource_id, resource_name, options, start_by)",
+             options, start_by, not_before, created_at, kind, restore) \
+         select t.job_id, $1, $2, $3, t.resource_type, t.resource_id, t.resource_name, t.options, t.start_by, $4, $4, \
+             t.kind, t.restore \
+         from unnest($5::uuid[], $6::text[], $7::text[], $8::text[], $9::jsonb[], $10::timestamptz[], \
+                     $11::text[], $12::jsonb[]) \
+             as t(job_id, resource_type, resource_id, resource_name, options, start_by, kind, restore)",
     )
     .bind(run_id)
     .bind(project_id)
@@ -101,6 +122,8 @@ pub async fn insert_jobs(
     .bind(&names)
     .bind(&options)
     .bind(&start_by)
+    .bind(&kinds)
+    .bind(&restores)
     .execute(conn)
     .await?;
     Ok(())
@@ -170,6 +193,7 @@ pub struct JobFilter {
     pub run_id: Option<Uuid>,
     pub status: Option<JobStatus>,
     pub resource_id: Option<String>,
+    pub kind: Option<JobKind>,
 }
 
 /// Lists jobs of a project, newest first, before the cursor id.
@@ -190,6 +214,7 @@ pub async fn list_jobs(
         " from job where ($1::text is null or project_id = $1) and ($2::uuid is null or policy_id = $2) \
          and ($3::uuid is null or run_id = $3) and ($4::text is null or status = $4) \
          and ($5::text is null or resource_id = $5) and ($6::uuid is null or job_id < $6) \
+         and ($8::text is null or kind = $8) \
          order by job_id desc limit $7"
     ))
     .bind(scope.project())
@@ -199,6 +224,7 @@ pub async fn list_jobs(
     .bind(&filter.resource_id)
     .bind(before)
     .bind(limit)
+    .bind(filter.kind)
     .fetch_all(pool)
     .await
     .map(row::values)
@@ -428,6 +454,12 @@ pub struct JobUpdate {
     /// `Some(t)` sets when the last create with an unknown outcome was sent;
     /// `Some(None)` clears it; `None` leaves it.
     pub create_unclear_at: Option<Option<DateTime<Utc>>>,
+    /// What a restore made so far (replaces what was recorded).
+    pub restored: Option<Restored>,
+    /// A restore's clean-up is due from then (set when it fails).
+    pub cleanup_due_at: Option<DateTime<Utc>>,
+    /// The flavor of the server a snapshot job snapshots, as Nova showed it.
+    pub source_flavor: Option<serde_json::Value>,
 }
 
 /// Counts a new attempt of a job in `creating` that is about to be sent again
@@ -468,6 +500,64 @@ pub async fn mark_sending(
     .bind(job_id)
     .bind(owner)
     .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Claims the restore job whose clean-up is most overdue, leasing it to `owner`.
+///
+/// # Errors
+/// The query fails.
+pub async fn claim_cleanup(
+    pool: &PgPool,
+    owner: Uuid,
+    now: DateTime<Utc>,
+    lease: TimeDelta,
+) -> Result<Option<Claimed>, sqlx::Error> {
+    claim_one(
+        pool,
+        concat!(
+            "update job set lease_owner = $1, lease_expires_at = $2 + $3 \
+             where job_id = (select job_id from job where cleanup_due_at <= $2 \
+                 and status in ('succeeded', 'failed', 'timed_out', 'cancelled') \
+                 and (lease_expires_at is null or lease_expires_at < $2) \
+                 order by cleanup_due_at limit 1 for update skip locked) \
+             returning ",
+            job_columns!()
+        ),
+        owner,
+        now,
+        lease,
+    )
+    .await
+}
+
+/// Records a step of a restore's clean-up and gives the lease back:
+/// `next_due` is when to look again (`None`: the clean-up is over).
+///
+/// # Errors
+/// The query fails.
+pub async fn record_cleanup(
+    pool: &PgPool,
+    job_id: Uuid,
+    owner: Uuid,
+    restored: &Restored,
+    next_due: Option<DateTime<Utc>>,
+    timeline: &[TimelineEntry],
+    calls: i32,
+) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query(
+        "update job set restored = $3, cleanup_due_at = $4, timeline = timeline || $5, \
+             openstack_calls = openstack_calls + $6, lease_owner = null, lease_expires_at = null \
+         where job_id = $1 and lease_owner = $2",
+    )
+    .bind(job_id)
+    .bind(owner)
+    .bind(Json(restored))
+    .bind(next_due)
+    .bind(Json(timeline))
+    .bind(calls)
     .execute(pool)
     .await?;
     Ok(result.rows_affected() == 1)

@@ -53,6 +53,9 @@ pub async fn record_step(
            image_size_bytes = coalesce($16, image_size_bytes), \
            attempt = attempt - case when $17 then 1 else 0 end, \
            create_unclear_at = case when $18 then $19 else create_unclear_at end, \
+           restored = coalesce($20, restored), \
+           cleanup_due_at = coalesce($21, cleanup_due_at), \
+           source_flavor = coalesce($22, source_flavor), \
            lease_owner = null, lease_expires_at = null \
          where job_id = $1 and lease_owner = $2 and status in ('pending', 'creating', 'tracking')",
     )
@@ -75,6 +78,9 @@ pub async fn record_step(
     .bind(update.create_not_sent)
     .bind(update.create_unclear_at.is_some())
     .bind(update.create_unclear_at.flatten())
+    .bind(update.restored.as_ref().map(Json))
+    .bind(update.cleanup_due_at)
+    .bind(update.source_flavor.as_ref().map(Json))
     .execute(&mut *tx)
     .await?;
     if result.rows_affected() != 1 {
@@ -85,7 +91,10 @@ pub async fn record_step(
         }
         let kept = sqlx::query(
             "update job set image_id = coalesce(image_id, $3), volume_snapshots = coalesce($4, volume_snapshots), \
-                 group_snapshot_id = coalesce(group_snapshot_id, $5), lease_owner = null, lease_expires_at = null \
+                 group_snapshot_id = coalesce(group_snapshot_id, $5), restored = coalesce($6, restored), \
+                 cleanup_due_at = case when kind <> 'snapshot' and $6::jsonb is not null \
+                     then coalesce(cleanup_due_at, $7) else cleanup_due_at end, \
+                 lease_owner = null, lease_expires_at = null \
              where job_id = $1 and lease_owner = $2 and status = 'cancelled'",
         )
         .bind(job_id)
@@ -93,6 +102,8 @@ pub async fn record_step(
         .bind(&update.image_id)
         .bind(update.volume_snapshots.as_ref().map(Json))
         .bind(&update.group_snapshot_id)
+        .bind(update.restored.as_ref().map(Json))
+        .bind(now)
         .execute(&mut *tx)
         .await?;
         if kept.rows_affected() == 1 {
@@ -191,13 +202,16 @@ pub async fn cancel_job(
     }
     let cancelled: Option<Uuid> = sqlx::query_scalar(
         "update job set status = 'cancelled', finished_at = $3, cancel_requested = true, \
-         error = $4 \
+         error = case when kind = 'snapshot' then $4 else $5 end, \
+         cleanup_due_at = case when kind <> 'snapshot' and status in ('creating', 'tracking') then $3 \
+             else cleanup_due_at end \
          where ($1::text is null or project_id = $1) and job_id = $2 and status in ('pending', 'creating', 'tracking') returning run_id",
     )
     .bind(scope.project())
     .bind(job_id)
     .bind(now)
     .bind(Json(JobError::new("cancelled", "cancelled on request; artefacts made so far are kept")))
+    .bind(Json(JobError::new("cancelled", "cancelled on request; what the restore made is deleted")))
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(run_id) = cancelled {
@@ -329,6 +343,32 @@ pub async fn insert_adhoc_run(
     authority: runs::RunAuthority<'_>,
     now: DateTime<Utc>,
 ) -> Result<Uuid, sqlx::Error> {
+    insert_single_job_run(
+        pool,
+        project_id,
+        created_by,
+        job,
+        authority,
+        now,
+        RunTrigger::Adhoc,
+    )
+    .await
+}
+
+/// Inserts a resolved run of `trigger` (a one-off snapshot, a restore) asked
+/// for by `created_by`, belonging to no policy, with its single job, in one transaction.
+///
+/// # Errors
+/// The query fails.
+pub async fn insert_single_job_run(
+    pool: &PgPool,
+    project_id: &str,
+    created_by: Option<&str>,
+    job: &NewJob,
+    authority: runs::RunAuthority<'_>,
+    now: DateTime<Utc>,
+    trigger: RunTrigger,
+) -> Result<Uuid, sqlx::Error> {
     let run_id = Uuid::now_v7();
     let spec = serde_json::to_value(&job.options).expect("options serialise");
     let mut tx = pool.begin().await?;
@@ -337,7 +377,7 @@ pub async fn insert_adhoc_run(
         project_id,
         policy_id: None,
         policy_name: None,
-        trigger: RunTrigger::Adhoc,
+        trigger,
         scheduled_for: now,
         status: RunStatus::Running,
         spec: &spec,

@@ -46,6 +46,8 @@ pub struct ManagedSnapshot {
     pub delete_waiting_since: Option<DateTime<Utc>>,
     pub deleted_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// The flavor of the snapshotted server, as Nova showed it when the snapshot was taken.
+    pub source_flavor: Option<Json<serde_json::Value>>,
 }
 
 impl Keyed for ManagedSnapshot {
@@ -72,7 +74,7 @@ macro_rules! snapshot_columns {
     () => {
         "snapshot_id, project_id, policy_id, run_id, job_id, resource_type, resource_id, resource_name, image_id, \
          group_snapshot_id, volume_snapshots, image_size_bytes, size_gb, complete, state, taken_at, delete_attempts, delete_error, \
-         delete_blocked_by, delete_waiting_since, deleted_at, created_at"
+         delete_blocked_by, delete_waiting_since, deleted_at, created_at, source_flavor"
     };
 }
 
@@ -98,14 +100,14 @@ pub async fn record_from_job(conn: &mut PgConnection, job_id: Uuid) -> Result<()
     sqlx::query(
         "insert into snapshot (snapshot_id, project_id, policy_id, run_id, job_id, resource_type, resource_id, \
              resource_name, image_id, group_snapshot_id, volume_snapshots, complete, taken_at, \
-             image_size_bytes, size_gb, state) \
+             image_size_bytes, size_gb, state, source_flavor) \
          select $2, j.project_id, p.policy_id, j.run_id, j.job_id, j.resource_type, j.resource_id, j.resource_name, \
              j.image_id, j.group_snapshot_id, j.volume_snapshots, j.status = 'succeeded', \
              coalesce((j.options ->> 'scheduled_at')::timestamptz, j.created_at), j.image_size_bytes, \
              (select sum((piece ->> 'size_gb')::bigint) from jsonb_array_elements(j.volume_snapshots) as piece), \
-             case when j.delete_on_record then 'deleting' else 'available' end \
+             case when j.delete_on_record then 'deleting' else 'available' end, j.source_flavor \
          from job j left join policy p on p.policy_id = j.policy_id \
-         where j.job_id = $1 and (j.status = 'succeeded' or j.image_id is not null \
+         where j.job_id = $1 and j.kind = 'snapshot' and (j.status = 'succeeded' or j.image_id is not null \
              or j.group_snapshot_id is not null or j.volume_snapshots <> '[]' \
              or j.create_unclear_at is not null) \
          on conflict (job_id) where not duplicate do update set \

@@ -385,6 +385,8 @@ async fn a_run_resolved_while_its_policy_is_deleted_leaves_no_pending_job(pool: 
         resource_name: Some("a".into()),
         options: job_options(&policy.spec, now),
         start_by: now + TimeDelta::hours(1),
+        kind: stacksnap::domain::job::JobKind::Snapshot,
+        restore: None,
     };
     let mut tx = h.pool.begin().await.unwrap();
     jobs::insert_jobs(&mut tx, run_id, "default", Some(policy.id), &[job], now)

@@ -76,6 +76,7 @@ pub(super) async fn start(
             group_snapshot_id: None,
             volume_snapshots: Vec::new(),
             consistency: Some(consistency),
+            source_flavor: server.recorded_flavor(),
             resource_name: Some(server.name),
             calls,
         }),
@@ -222,7 +223,8 @@ pub(super) async fn find_started(
             match cloud.nova().get_server(ctx.resource_id).await {
                 Ok(server) => {
                     let (consistency, checked) = server_consistency(cloud, &server).await?;
-                    (Some(consistency), Some(server.name), 1 + checked)
+                    let flavor = server.recorded_flavor();
+                    (Some(consistency), Some((server.name, flavor)), 1 + checked)
                 }
                 Err(e) if e.is_not_found() => (None, None, 1),
                 Err(e) => return Err(e),
@@ -231,7 +233,8 @@ pub(super) async fn find_started(
             artefacts: Artefacts {
                 image_id: Some(first.id),
                 consistency,
-                resource_name,
+                source_flavor: resource_name.as_ref().and_then(|(_, f)| f.clone()),
+                resource_name: resource_name.map(|(n, _)| n),
                 calls: 1 + read,
                 ..Artefacts::default()
             },

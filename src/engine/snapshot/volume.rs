@@ -93,6 +93,7 @@ pub(super) async fn start(
             volume_snapshots: vec![snapshot_state(&snapshot, None, None)],
             consistency: Some(ObtainedConsistency::CrashConsistent),
             resource_name: Some(resource_name),
+            source_flavor: None,
             calls: 2,
         }),
         Err(e) => create_failure(e, &format!("volume {}", ctx.resource_id)),

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::{fail, later, start_window_passed, timed_out};
 use crate::{
-    domain::job::{JobError, JobStatus, TimelineEntry, VolumeSnapshotState},
+    domain::job::{JobError, JobKind, JobStatus, TimelineEntry, VolumeSnapshotState},
     engine::{
         Engine,
         snapshot::{self, Artefacts, BeforeSend, JobContext, Lookup, StartResult},
@@ -88,6 +88,19 @@ impl Engine {
             job_id: job.job_id,
             token,
         };
+        if job.kind != JobKind::Snapshot {
+            let mut update = self.send_restore(job, &gate, now).await;
+            if update.create_unclear_at.is_none()
+                && update
+                    .error
+                    .as_ref()
+                    .and_then(Option::as_ref)
+                    .is_none_or(|e| e.code != "unclear")
+            {
+                update.create_unclear_at = Some(job.create_unclear_at);
+            }
+            return update;
+        }
         let result = snapshot::start(&self.cloud, ctx, &gate).await;
         let mut update = match result {
             StartResult::Started(artefacts) => self.adopt(job, artefacts, now),
@@ -132,7 +145,12 @@ impl Engine {
     /// The cloud was busy or refused the request: try again after a pause —
     /// from `pending` when no earlier create may have reached the cloud, else
     /// from `creating`, so that a look-up comes first.
-    fn retry_start(&self, job: &Job, error: &OpenStackError, now: DateTime<Utc>) -> JobUpdate {
+    pub(super) fn retry_start(
+        &self,
+        job: &Job,
+        error: &OpenStackError,
+        now: DateTime<Utc>,
+    ) -> JobUpdate {
         let attempt = u32::try_from(job.attempt.max(1)).unwrap_or(1);
         let pause = self
             .config
@@ -165,6 +183,13 @@ impl Engine {
         token: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Option<JobUpdate>, sqlx::Error> {
+        if job.kind != JobKind::Snapshot {
+            return match self.find_restored(job).await {
+                Ok(Ok(adopted)) => Ok(Some(adopted)),
+                Ok(Err(calls)) => self.found_nothing(job, ctx, token, now, calls).await,
+                Err(e) => Ok(Some(self.lookup_failed(job, &e, now))),
+            };
+        }
         match snapshot::find_started(&self.cloud, ctx).await {
             Ok(Lookup::Made {
                 artefacts,
@@ -182,21 +207,28 @@ impl Engine {
                 calls,
             }) => Ok(Some(self.underway(job, what, pieces, calls, now))),
             Ok(Lookup::Nothing { calls }) => self.found_nothing(job, ctx, token, now, calls).await,
-            Err(e) if job.deadline.is_some_and(|d| now >= d) => Ok(Some(timed_out(JobError::new(
-                "timed_out",
-                format!("could not find out whether the snapshot was made: {e}"),
-            )))),
-            Err(e) if !e.is_retryable() => Ok(Some(fail(JobError::new(
-                "recovery_failed",
-                format!("could not look up the artefact of an interrupted attempt: {e}"),
-            )))),
-            Err(e) => {
-                let mut update = later(now + self.config.retry_delay);
-                update.calls = 1;
-                update.error = Some(Some(JobError::new("recovering", e.to_string())));
-                Ok(Some(update))
-            }
+            Err(e) => Ok(Some(self.lookup_failed(job, &e, now))),
         }
+    }
+
+    /// A look-up for what an interrupted create made failed.
+    fn lookup_failed(&self, job: &Job, e: &OpenStackError, now: DateTime<Utc>) -> JobUpdate {
+        if job.deadline.is_some_and(|d| now >= d) {
+            return timed_out(JobError::new(
+                "timed_out",
+                format!("could not find out whether the create was carried out: {e}"),
+            ));
+        }
+        if !e.is_retryable() {
+            return fail(JobError::new(
+                "recovery_failed",
+                format!("could not look up what an interrupted attempt made: {e}"),
+            ));
+        }
+        let mut update = later(now + self.config.retry_delay);
+        update.calls = 1;
+        update.error = Some(Some(JobError::new("recovering", e.to_string())));
+        update
     }
 
     /// The job now follows what a create made.
@@ -209,6 +241,7 @@ impl Engine {
                 .then_some(artefacts.volume_snapshots),
             consistency: artefacts.consistency,
             resource_name: artefacts.resource_name,
+            source_flavor: artefacts.source_flavor,
             calls: artefacts.calls,
             error: Some(None),
             not_before: Some(now + self.poll_delay(job, now)),

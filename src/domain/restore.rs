@@ -1,0 +1,645 @@
+//! Restores of managed snapshots (`POST /v1/snapshots/{id}/restore`): the
+//! request, what a restore job keeps of it, what it made, and the pure rules
+//! that judge how far it got. The cloud calls are in `engine::restore`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{
+    duration::HumanDuration,
+    job::{JobError, Verdict},
+    policy::{ResourceType, check_metadata},
+    validation::{FieldError, Violations},
+};
+
+/// The metadata key naming the managed snapshot a resource was restored from.
+pub const RESTORED_FROM_KEY: &str = "stacksnap_restored_from";
+
+/// The metadata key naming the job that made a resource (as on snapshots).
+pub const JOB_ID_KEY: &str = "stacksnap_job_id";
+
+/// The tag of a server a restore job made: Nova lists servers by tag, not by
+/// metadata, so recovery after a crash finds it by this.
+pub fn server_tag(job_id: Uuid) -> String {
+    format!("stacksnap-job-{job_id}")
+}
+
+/// The most characters of a name, an availability zone, a key pair or a type.
+const MAX_TEXT_CHARS: usize = 255;
+
+/// The networks of a restored server, as Nova takes them from compute
+/// microversion 2.37: `"none"`, `"auto"`, or a list of networks and ports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+#[schema(example = json!("none"))]
+pub enum Networks {
+    /// `"none"` (no network; the default) or `"auto"` (Nova picks the
+    /// project's one network, or allocates one through Neutron's
+    /// auto-allocated topology; it fails on a cloud that offers neither).
+    Choice(NetworkChoice),
+    /// These networks and ports, in order.
+    List(Vec<NetworkRef>),
+}
+
+/// Nova's two words for networks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkChoice {
+    None,
+    Auto,
+}
+
+/// One network or one port of a restored server: exactly one of the two.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"network": "7f3c1e2a-5b6d-4c8e-9f0a-1b2c3d4e5f60"}))]
+pub struct NetworkRef {
+    /// A Neutron network id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// A Neutron port id (not attached to anything).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+}
+
+impl Networks {
+    /// The `networks` value of Nova's `POST /servers`.
+    pub fn to_nova(&self) -> Value {
+        match self {
+            Self::Choice(NetworkChoice::None) => json!("none"),
+            Self::Choice(NetworkChoice::Auto) => json!("auto"),
+            Self::List(list) => Value::Array(
+                list.iter()
+                    .map(|n| match (&n.network, &n.port) {
+                        (_, Some(port)) => json!({"port": port}),
+                        (Some(network), None) => json!({"uuid": network}),
+                        (None, None) => json!({}),
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// A request to restore a managed snapshot. Every field is optional; those
+/// that do not apply to the snapshot's resource type are refused.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "web-1-restored", "flavor": "m1.small", "networks": "none",
+    "metadata": {"ticket": "OPS-1234"}}))]
+pub struct RestoreRequest {
+    /// The new resource's name; default `<source name>-restore-<first 8 characters of the job id>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Servers: a flavor id or name; default the source server's flavor, as
+    /// recorded when the snapshot was taken (by name when Nova showed only its name).
+    #[serde(default)]
+    pub flavor: Option<String>,
+    /// Servers and volumes: the availability zone. Cinder keeps a volume made
+    /// from a snapshot in the snapshot's zone by default (`cloned_volume_same_az`),
+    /// so a volume, and a volume-backed server's volumes, stay in theirs.
+    #[serde(default)]
+    pub availability_zone: Option<String>,
+    /// Servers: `"none"` (the default: it works on every cloud), `"auto"`, or
+    /// a list of `{"network": id}` / `{"port": id}`.
+    #[serde(default)]
+    pub networks: Option<Networks>,
+    /// Servers: the key pair to inject.
+    #[serde(default)]
+    pub key_name: Option<String>,
+    /// Servers and volumes: metadata for the new resource, besides
+    /// `stacksnap_restored_from` and `stacksnap_job_id`.
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// Volumes: the volume type; default Cinder's choice (the snapshot's volume's type).
+    #[serde(default)]
+    pub volume_type: Option<String>,
+    /// Volumes: the size in GiB, at least the snapshot's.
+    #[serde(default)]
+    #[schema(minimum = 1, example = 20)]
+    pub size: Option<u64>,
+    /// How long the restore may take; default `2h`.
+    #[serde(default)]
+    #[schema(example = "2h")]
+    pub timeout: Option<String>,
+}
+
+/// What a restore starts from: the pieces of the managed snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RestoreSource {
+    /// A server snapshot: the Glance image (for a volume-backed server, its
+    /// `block_device_mapping` lists the Cinder snapshots Nova makes the
+    /// volumes from) and the source's flavor as recorded.
+    Server {
+        image_id: String,
+        #[serde(default)]
+        source_flavor: Option<Value>,
+    },
+    /// A volume snapshot.
+    Volume {
+        volume_snapshot_id: String,
+        #[serde(default)]
+        size_gb: Option<u64>,
+    },
+}
+
+/// What a restore job keeps of its request (`job.restore`), as validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreSpec {
+    /// The managed snapshot restored.
+    pub snapshot_id: Uuid,
+    pub source: RestoreSource,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flavor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability_zone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub networks: Option<Networks>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_name: Option<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+impl RestoreSpec {
+    /// The metadata every resource the restore makes carries.
+    pub fn stamped_metadata(&self, job_id: Uuid) -> BTreeMap<String, String> {
+        let mut metadata = self.metadata.clone();
+        metadata.insert(RESTORED_FROM_KEY.into(), self.snapshot_id.to_string());
+        metadata.insert(JOB_ID_KEY.into(), job_id.to_string());
+        metadata
+    }
+
+    /// The networks Nova is given: `"none"` unless the request chose.
+    pub fn nova_networks(&self) -> Value {
+        self.networks
+            .as_ref()
+            .unwrap_or(&Networks::Choice(NetworkChoice::None))
+            .to_nova()
+    }
+}
+
+/// What a managed snapshot offers a restore, as the API read it.
+#[derive(Debug, Clone)]
+pub struct SnapshotPieces {
+    pub snapshot_id: Uuid,
+    pub resource_type: ResourceType,
+    pub resource_id: String,
+    pub resource_name: Option<String>,
+    pub image_id: Option<String>,
+    pub volume_snapshot_id: Option<String>,
+    pub size_gb: Option<u64>,
+    pub source_flavor: Option<Value>,
+}
+
+/// Why a snapshot cannot be restored at all (answered 409).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotRestorable(pub String);
+
+impl RestoreRequest {
+    /// Checks every field against the snapshot; returns the job's timeout in seconds.
+    ///
+    /// # Errors
+    /// Every invalid field, and every field that does not apply to the snapshot's resource type.
+    pub fn validate(&self, snapshot: &SnapshotPieces) -> Result<u64, Vec<FieldError>> {
+        let mut v = Violations::default();
+        let text = |v: &mut Violations, field: &str, value: &Option<String>| {
+            if let Some(value) = value {
+                v.check(
+                    value.trim().is_empty() || value.chars().count() > MAX_TEXT_CHARS,
+                    field,
+                    format!("must be 1 to {MAX_TEXT_CHARS} characters"),
+                );
+            }
+        };
+        text(&mut v, "name", &self.name);
+        text(&mut v, "flavor", &self.flavor);
+        text(&mut v, "availability_zone", &self.availability_zone);
+        text(&mut v, "key_name", &self.key_name);
+        text(&mut v, "volume_type", &self.volume_type);
+        if let Some(metadata) = &self.metadata {
+            check_metadata(&mut v, "metadata", metadata, true);
+        }
+        let server_only = [
+            ("flavor", self.flavor.is_some()),
+            ("networks", self.networks.is_some()),
+            ("key_name", self.key_name.is_some()),
+        ];
+        let volume_only = [
+            ("volume_type", self.volume_type.is_some()),
+            ("size", self.size.is_some()),
+        ];
+        match snapshot.resource_type {
+            ResourceType::Server => {
+                for (field, _) in volume_only.iter().filter(|(_, set)| *set) {
+                    v.add(*field, "applies only to the restore of a volume snapshot");
+                }
+            }
+            ResourceType::Volume => {
+                for (field, _) in server_only.iter().filter(|(_, set)| *set) {
+                    v.add(*field, "applies only to the restore of a server snapshot");
+                }
+            }
+            ResourceType::VolumeGroup => {}
+        }
+        if let Some(Networks::List(list)) = &self.networks {
+            v.check(
+                list.is_empty(),
+                "networks",
+                "must name at least one network or port; use \"none\" for none",
+            );
+            for (i, n) in list.iter().enumerate() {
+                let at = format!("networks[{i}]");
+                match (&n.network, &n.port) {
+                    (Some(_), Some(_)) | (None, None) => {
+                        v.add(at, "must name exactly one of `network` and `port`");
+                    }
+                    (Some(id), None) | (None, Some(id)) => v.check(
+                        id.trim().is_empty() || id.chars().count() > 64,
+                        at,
+                        "must be a Neutron id",
+                    ),
+                }
+            }
+        }
+        if let Some(size) = self.size {
+            let least = snapshot.size_gb.unwrap_or(1).max(1);
+            v.check(
+                size < least,
+                "size",
+                format!("must be at least the snapshot's size, {least} GiB"),
+            );
+        }
+        let timeout = match self.timeout.as_deref().map(str::parse::<HumanDuration>) {
+            None => 7200,
+            Some(Ok(d)) if (60..=7 * 86_400).contains(&d.as_secs()) => d.as_secs(),
+            Some(Ok(_)) => {
+                v.add("timeout", "must be between 1m and 7d");
+                0
+            }
+            Some(Err(e)) => {
+                v.add("timeout", e.to_string());
+                0
+            }
+        };
+        v.finish(timeout)
+    }
+
+    /// What the job keeps: the request with its defaults filled in.
+    ///
+    /// # Errors
+    /// The snapshot has nothing a restore can start from.
+    pub fn spec(
+        &self,
+        snapshot: &SnapshotPieces,
+        job_id: Uuid,
+    ) -> Result<RestoreSpec, NotRestorable> {
+        let source = match snapshot.resource_type {
+            ResourceType::Server => RestoreSource::Server {
+                image_id: snapshot.image_id.clone().ok_or_else(|| {
+                    NotRestorable("the snapshot has no image to boot from".into())
+                })?,
+                source_flavor: snapshot.source_flavor.clone(),
+            },
+            ResourceType::Volume => RestoreSource::Volume {
+                volume_snapshot_id: snapshot
+                    .volume_snapshot_id
+                    .clone()
+                    .ok_or_else(|| NotRestorable("the snapshot has no Cinder snapshot".into()))?,
+                size_gb: snapshot.size_gb,
+            },
+            ResourceType::VolumeGroup => {
+                return Err(NotRestorable(
+                    "restoring a volume group snapshot is not supported yet".into(),
+                ));
+            }
+        };
+        let source_name = snapshot
+            .resource_name
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(&snapshot.resource_id);
+        let job = job_id.to_string();
+        let name = self.name.clone().unwrap_or_else(|| {
+            let base: String = source_name.chars().take(MAX_TEXT_CHARS - 18).collect();
+            format!("{base}-restore-{}", &job[..8])
+        });
+        Ok(RestoreSpec {
+            snapshot_id: snapshot.snapshot_id,
+            source,
+            name,
+            flavor: self.flavor.clone(),
+            availability_zone: self.availability_zone.clone(),
+            networks: self.networks.clone(),
+            key_name: self.key_name.clone(),
+            metadata: self.metadata.clone().unwrap_or_default(),
+            volume_type: self.volume_type.clone(),
+            size: self.size,
+        })
+    }
+}
+
+/// Where the clean-up of a failed or cancelled restore stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CleanupState {
+    /// What the restore made is being deleted.
+    Deleting,
+    /// Everything it made is gone.
+    Deleted,
+}
+
+/// The clean-up of what a failed or cancelled restore made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Cleanup {
+    pub state: CleanupState,
+    /// The last error met while deleting (it is retried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Whether the server is gone (its volumes are deleted after it).
+    #[serde(default)]
+    pub server_gone: bool,
+}
+
+/// What a restore job made.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"server_id": "5e2a9c1d-7b3f-4d6e-8a1c-2b3d4e5f6a70",
+    "volume_ids": ["0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"]}))]
+pub struct Restored {
+    /// The new server (a server snapshot's restore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_id: Option<String>,
+    /// The new volume (a volume snapshot's restore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_id: Option<String>,
+    /// The new server's volumes, as Nova attached them (a volume-backed server's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_ids: Option<Vec<String>>,
+    /// Set once a failed or cancelled restore deletes what it made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup: Option<Cleanup>,
+}
+
+impl Restored {
+    /// Whether the restore made anything known by id.
+    pub fn is_empty(&self) -> bool {
+        self.server_id.is_none()
+            && self.volume_id.is_none()
+            && self.volume_ids.as_ref().is_none_or(Vec::is_empty)
+    }
+}
+
+/// Judges a restored server from its status, Nova's fault message, and the
+/// status of each volume Nova attached (`None`: Cinder no longer knows it).
+pub fn judge_server(
+    status: Option<&str>,
+    fault: Option<&str>,
+    volumes: &[(String, Option<String>)],
+) -> Verdict {
+    match status {
+        None | Some("DELETED" | "SOFT_DELETED") => {
+            return Verdict::Failed {
+                code: "server_deleted",
+                message: "the new server was deleted before it was ACTIVE".into(),
+            };
+        }
+        Some("ERROR") => {
+            return Verdict::Failed {
+                code: "server_error",
+                message: format!(
+                    "the new server went to ERROR: {}",
+                    fault
+                        .filter(|f| !f.is_empty())
+                        .unwrap_or("Nova gave no fault message")
+                ),
+            };
+        }
+        Some("ACTIVE") => {}
+        Some(_) => return Verdict::InProgress,
+    }
+    for (id, status) in volumes {
+        match status.as_deref() {
+            None => {
+                return Verdict::Failed {
+                    code: "volume_deleted",
+                    message: format!("volume {id} of the new server is gone"),
+                };
+            }
+            Some(s) if s.starts_with("error") => {
+                return Verdict::Failed {
+                    code: "volume_error",
+                    message: format!("volume {id} of the new server went to {s}"),
+                };
+            }
+            Some("in-use") => {}
+            Some(_) => return Verdict::InProgress,
+        }
+    }
+    Verdict::Done
+}
+
+/// Judges a restored volume from its status (`None`: Cinder no longer knows it).
+pub fn judge_volume(id: &str, status: Option<&str>) -> Verdict {
+    match status {
+        Some("available") => Verdict::Done,
+        None | Some("deleting") => Verdict::Failed {
+            code: "volume_deleted",
+            message: format!("the new volume {id} was deleted before it was available"),
+        },
+        Some(s) if s.starts_with("error") => Verdict::Failed {
+            code: "volume_error",
+            message: format!("the new volume {id} went to {s}"),
+        },
+        Some(_) => Verdict::InProgress,
+    }
+}
+
+/// The flavor to boot with: the requested one (an id or a name) else the
+/// source's as recorded (its `id` below compute 2.47, its `original_name`
+/// from 2.47), matched against the flavors the project sees as `(id, name)`.
+///
+/// # Errors
+/// No flavor was asked for nor recorded, or none matches.
+pub fn pick_flavor(
+    requested: Option<&str>,
+    recorded: Option<&Value>,
+    flavors: &[(String, String)],
+) -> Result<String, JobError> {
+    let wanted = match (requested, recorded) {
+        (Some(r), _) => r.to_owned(),
+        (None, Some(rec)) => match rec
+            .get("id")
+            .and_then(Value::as_str)
+            .or_else(|| rec.get("original_name").and_then(Value::as_str))
+        {
+            Some(w) => w.to_owned(),
+            None => {
+                return Err(JobError::new(
+                    "flavor_unknown",
+                    "the snapshot's recorded flavor names no id nor name; ask for a `flavor`",
+                ));
+            }
+        },
+        (None, None) => {
+            return Err(JobError::new(
+                "flavor_unknown",
+                "the snapshot recorded no flavor (taken before stacksnap recorded them); ask for a `flavor`",
+            ));
+        }
+    };
+    flavors
+        .iter()
+        .find(|(id, _)| *id == wanted)
+        .or_else(|| flavors.iter().find(|(_, name)| *name == wanted))
+        .map(|(id, _)| id.clone())
+        .ok_or_else(|| {
+            JobError::new(
+                "flavor_not_found",
+                format!("no flavor with the id or name {wanted:?} is visible to the project"),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pieces(resource_type: ResourceType) -> SnapshotPieces {
+        SnapshotPieces {
+            snapshot_id: Uuid::nil(),
+            resource_type,
+            resource_id: "r1".into(),
+            resource_name: Some("web-1".into()),
+            image_id: Some("img".into()),
+            volume_snapshot_id: Some("vs".into()),
+            size_gb: Some(10),
+            source_flavor: Some(json!({"original_name": "m1.small"})),
+        }
+    }
+
+    fn request(body: Value) -> RestoreRequest {
+        serde_json::from_value(body).unwrap()
+    }
+
+    fn fields(r: &RestoreRequest, t: ResourceType) -> Vec<String> {
+        r.validate(&pieces(t))
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect()
+    }
+
+    #[test]
+    fn fields_of_the_other_resource_type_are_named() {
+        let r = request(json!({"flavor": "m1", "size": 20, "networks": "auto"}));
+        assert_eq!(fields(&r, ResourceType::Server), ["size"]);
+        assert_eq!(fields(&r, ResourceType::Volume), ["flavor", "networks"]);
+    }
+
+    #[test]
+    fn a_size_below_the_snapshots_and_bad_networks_are_refused() {
+        let r = request(json!({"size": 5}));
+        assert_eq!(fields(&r, ResourceType::Volume), ["size"]);
+        let r = request(json!({"networks": [{"network": "n", "port": "p"}, {}]}));
+        assert_eq!(
+            fields(&r, ResourceType::Server),
+            ["networks[0]", "networks[1]"]
+        );
+        assert!(serde_json::from_value::<RestoreRequest>(json!({"networks": "some"})).is_err());
+        assert!(serde_json::from_value::<RestoreRequest>(json!({"colour": "red"})).is_err());
+    }
+
+    #[test]
+    fn networks_default_to_none_and_map_to_novas_words() {
+        let spec = request(json!({}))
+            .spec(&pieces(ResourceType::Server), Uuid::nil())
+            .unwrap();
+        assert_eq!(spec.nova_networks(), json!("none"));
+        assert_eq!(spec.name, "web-1-restore-00000000");
+        let r = request(json!({"networks": [{"network": "n1"}, {"port": "p1"}]}));
+        assert_eq!(
+            r.networks.unwrap().to_nova(),
+            json!([{"uuid": "n1"}, {"port": "p1"}])
+        );
+    }
+
+    #[test]
+    fn the_flavor_is_the_requested_one_else_the_recorded_one_by_id_or_name() {
+        let flavors = [
+            ("1".to_owned(), "m1.tiny".to_owned()),
+            ("2".to_owned(), "m1.small".to_owned()),
+        ];
+        assert_eq!(pick_flavor(Some("m1.tiny"), None, &flavors).unwrap(), "1");
+        assert_eq!(pick_flavor(Some("2"), None, &flavors).unwrap(), "2");
+        let by_name = json!({"original_name": "m1.small", "vcpus": 1});
+        assert_eq!(pick_flavor(None, Some(&by_name), &flavors).unwrap(), "2");
+        let by_id = json!({"id": "1"});
+        assert_eq!(pick_flavor(None, Some(&by_id), &flavors).unwrap(), "1");
+        assert_eq!(
+            pick_flavor(None, None, &flavors).unwrap_err().code,
+            "flavor_unknown"
+        );
+        assert_eq!(
+            pick_flavor(Some("m9"), None, &flavors).unwrap_err().code,
+            "flavor_not_found"
+        );
+    }
+
+    #[test]
+    fn a_server_is_done_when_active_with_every_volume_in_use() {
+        let vols = |s: &str| vec![("v1".to_owned(), Some(s.to_owned()))];
+        assert_eq!(judge_server(Some("BUILD"), None, &[]), Verdict::InProgress);
+        assert_eq!(
+            judge_server(Some("ACTIVE"), None, &vols("attaching")),
+            Verdict::InProgress
+        );
+        assert_eq!(
+            judge_server(Some("ACTIVE"), None, &vols("in-use")),
+            Verdict::Done
+        );
+        let Verdict::Failed { code, message } =
+            judge_server(Some("ERROR"), Some("No valid host was found."), &[])
+        else {
+            panic!()
+        };
+        assert_eq!(code, "server_error");
+        assert!(message.contains("No valid host"), "{message}");
+        assert!(matches!(
+            judge_server(None, None, &[]),
+            Verdict::Failed {
+                code: "server_deleted",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_volume_is_done_when_available() {
+        assert_eq!(judge_volume("v", Some("creating")), Verdict::InProgress);
+        assert_eq!(judge_volume("v", Some("available")), Verdict::Done);
+        assert!(matches!(
+            judge_volume("v", Some("error")),
+            Verdict::Failed {
+                code: "volume_error",
+                ..
+            }
+        ));
+        assert!(matches!(
+            judge_volume("v", None),
+            Verdict::Failed {
+                code: "volume_deleted",
+                ..
+            }
+        ));
+    }
+}

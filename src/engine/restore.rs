@@ -1,0 +1,447 @@
+//! The OpenStack side of a restore job: create the server or volume from a
+//! managed snapshot, find one a crashed worker created, follow it until it
+//! is usable, and delete what a failed or cancelled restore made.
+//!
+//! Every created resource carries `stacksnap_restored_from` and
+//! `stacksnap_job_id` in its metadata, and a server also the tag
+//! `stacksnap-job-<job id>` (Nova lists servers by tag, not by metadata;
+//! tags in the create body need compute microversion 2.52, and the session
+//! asks for up to 2.96). Every function counts the calls it makes.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::snapshot::{BeforeSend, note};
+use crate::{
+    domain::{
+        job::{JobError, TimelineEntry, Verdict},
+        restore::{
+            JOB_ID_KEY, RestoreSource, RestoreSpec, Restored, judge_server, judge_volume,
+            pick_flavor, server_tag,
+        },
+    },
+    openstack::{ErrorKind, OpenStack, OpenStackError, cinder::VolumeFilter, nova::ServerFilter},
+};
+
+/// The result of sending a restore's create request.
+#[derive(Debug)]
+pub enum Sent {
+    /// Created: the job follows it.
+    Made { restored: Restored, calls: i32 },
+    /// Nothing was sent (a read before it failed): try again later.
+    Retry(OpenStackError),
+    /// Refused before it was carried out (409, 429): try again later.
+    Refused(OpenStackError),
+    /// It may have been carried out: look it up before sending again.
+    Unclear(OpenStackError),
+    /// It cannot work: the job fails.
+    Fail { error: JobError, calls: i32 },
+}
+
+/// Sends the create request of a restore; `gate` is told right before.
+pub async fn create(
+    cloud: &OpenStack,
+    job_id: Uuid,
+    spec: &RestoreSpec,
+    gate: &dyn BeforeSend,
+) -> Sent {
+    let metadata = spec.stamped_metadata(job_id);
+    match &spec.source {
+        RestoreSource::Server {
+            image_id,
+            source_flavor,
+        } => {
+            let flavors = match cloud.nova().list_flavors().await {
+                Ok(flavors) => flavors,
+                Err(e) if e.is_retryable() => return Sent::Retry(e),
+                Err(e) => {
+                    return Sent::Fail {
+                        error: JobError::new(
+                            "openstack_error",
+                            format!("listing the flavors failed: {e}"),
+                        ),
+                        calls: 1,
+                    };
+                }
+            };
+            let flavor = match pick_flavor(spec.flavor.as_deref(), source_flavor.as_ref(), &flavors)
+            {
+                Ok(flavor) => flavor,
+                Err(error) => return Sent::Fail { error, calls: 1 },
+            };
+            let mut server = json!({
+                "name": spec.name,
+                "imageRef": image_id,
+                "flavorRef": flavor,
+                "networks": spec.nova_networks(),
+                "metadata": metadata,
+                "tags": [server_tag(job_id)],
+            });
+            if let Some(zone) = &spec.availability_zone {
+                server["availability_zone"] = json!(zone);
+            }
+            if let Some(key) = &spec.key_name {
+                server["key_name"] = json!(key);
+            }
+            if !gate.sending().await {
+                return Sent::Retry(not_marked());
+            }
+            match cloud.nova().create_server(server).await {
+                Ok(id) => Sent::Made {
+                    restored: Restored {
+                        server_id: Some(id),
+                        volume_ids: Some(Vec::new()),
+                        ..Restored::default()
+                    },
+                    calls: 2,
+                },
+                Err(e) => failure(e, "creating the server (POST /servers)", 2),
+            }
+        }
+        RestoreSource::Volume {
+            volume_snapshot_id, ..
+        } => {
+            let mut volume = json!({
+                "snapshot_id": volume_snapshot_id,
+                "name": spec.name,
+                "description": format!("restored by stacksnap job {job_id}"),
+                "metadata": metadata,
+            });
+            if let Some(size) = spec.size {
+                volume["size"] = json!(size);
+            }
+            if let Some(kind) = &spec.volume_type {
+                volume["volume_type"] = json!(kind);
+            }
+            if let Some(zone) = &spec.availability_zone {
+                volume["availability_zone"] = json!(zone);
+            }
+            if !gate.sending().await {
+                return Sent::Retry(not_marked());
+            }
+            match cloud.cinder().create_volume(volume).await {
+                Ok(created) => Sent::Made {
+                    restored: Restored {
+                        volume_id: Some(created.id),
+                        ..Restored::default()
+                    },
+                    calls: 1,
+                },
+                Err(e) => failure(e, "creating the volume (POST /volumes)", 1),
+            }
+        }
+    }
+}
+
+fn not_marked() -> OpenStackError {
+    OpenStackError::new(
+        ErrorKind::Transport,
+        "stacksnap",
+        "before_send",
+        "the job could not be marked as sending its create request; nothing was sent",
+    )
+}
+
+/// What a failed create means for the job, naming the step and OpenStack's error.
+fn failure(error: OpenStackError, step: &str, calls: i32) -> Sent {
+    match error.kind {
+        ErrorKind::Timeout
+        | ErrorKind::Transport
+        | ErrorKind::ServerError
+        | ErrorKind::Unavailable
+        | ErrorKind::Decode => Sent::Unclear(error),
+        ErrorKind::RateLimited if error.status == Some(503) => Sent::Unclear(error),
+        ErrorKind::RateLimited | ErrorKind::Conflict => Sent::Refused(error),
+        ErrorKind::QuotaExceeded => Sent::Fail {
+            error: JobError::new(
+                "quota_exceeded",
+                format!("{step}: the project's quota is exhausted: {error}"),
+            ),
+            calls,
+        },
+        ErrorKind::NotFound => Sent::Fail {
+            error: JobError::new("resource_not_found", format!("{step}: {error}")),
+            calls,
+        },
+        _ => Sent::Fail {
+            error: JobError::new("create_refused", format!("{step} was refused: {error}")),
+            calls,
+        },
+    }
+}
+
+/// Looks for what an earlier create of the job made: a server by its tag, a
+/// volume by its metadata. Returns it (if any) and the calls made.
+///
+/// # Errors
+/// The look-up failed; try again later.
+pub async fn find(
+    cloud: &OpenStack,
+    job_id: Uuid,
+    spec: &RestoreSpec,
+) -> Result<(Option<Restored>, i32), OpenStackError> {
+    let id = job_id.to_string();
+    match &spec.source {
+        RestoreSource::Server { .. } => {
+            let tag = server_tag(job_id);
+            let filter = ServerFilter {
+                tags: vec![tag.clone()],
+                ..ServerFilter::default()
+            };
+            let servers = cloud.nova().list_servers(&filter).await?;
+            // Nova drops filters it does not allow: check what came back.
+            let ours = servers
+                .into_iter()
+                .filter(|s| s.tags.contains(&tag) || s.metadata.get(JOB_ID_KEY) == Some(&id))
+                .min_by(|a, b| a.id.cmp(&b.id));
+            Ok((
+                ours.map(|s| Restored {
+                    server_id: Some(s.id),
+                    volume_ids: Some(s.volumes_attached.into_iter().map(|v| v.id).collect()),
+                    ..Restored::default()
+                }),
+                1,
+            ))
+        }
+        RestoreSource::Volume { .. } => {
+            let filter = VolumeFilter {
+                metadata: BTreeMap::from([(JOB_ID_KEY.to_owned(), id.clone())]),
+                ..VolumeFilter::default()
+            };
+            let volumes = cloud.cinder().list_volumes(&filter).await?;
+            let ours = volumes
+                .into_iter()
+                .filter(|v| v.metadata.get(JOB_ID_KEY) == Some(&id))
+                .min_by(|a, b| a.id.cmp(&b.id));
+            Ok((
+                ours.map(|v| Restored {
+                    volume_id: Some(v.id),
+                    ..Restored::default()
+                }),
+                1,
+            ))
+        }
+    }
+}
+
+/// How far a restore got.
+#[derive(Debug)]
+pub struct Progress {
+    pub verdict: Verdict,
+    pub restored: Restored,
+    pub timeline: Vec<TimelineEntry>,
+    pub calls: i32,
+}
+
+/// Looks at what the restore made.
+///
+/// # Errors
+/// A look-up failed for a reason other than the resource being gone.
+pub async fn poll(
+    cloud: &OpenStack,
+    restored: &Restored,
+    seen: &[TimelineEntry],
+    now: DateTime<Utc>,
+) -> Result<Progress, OpenStackError> {
+    let mut timeline = Vec::new();
+    let mut restored = restored.clone();
+    let mut calls = 0;
+    if let Some(server_id) = restored.server_id.clone() {
+        calls += 1;
+        let server = match cloud.nova().get_server(&server_id).await {
+            Ok(server) => Some(server),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
+        };
+        let status = server.as_ref().map(|s| s.status.clone());
+        note(
+            &mut timeline,
+            seen,
+            now,
+            "server",
+            &server_id,
+            status.as_deref().unwrap_or("missing"),
+        );
+        let fault = server
+            .as_ref()
+            .and_then(|s| s.fault.as_ref())
+            .map(|f| f.message.clone());
+        let mut volumes = Vec::new();
+        if let Some(server) = &server {
+            let ids: Vec<String> = server
+                .volumes_attached
+                .iter()
+                .map(|v| v.id.clone())
+                .collect();
+            let known = restored.volume_ids.get_or_insert_with(Vec::new);
+            for id in &ids {
+                if !known.contains(id) {
+                    known.push(id.clone());
+                }
+            }
+            // Volumes matter once the server is up: Nova attaches them while building.
+            if server.status == "ACTIVE" {
+                for id in ids {
+                    calls += 1;
+                    let status = match cloud.cinder().get_volume(&id).await {
+                        Ok(volume) => Some(volume.status),
+                        Err(e) if e.is_not_found() => None,
+                        Err(e) => return Err(e),
+                    };
+                    note(
+                        &mut timeline,
+                        seen,
+                        now,
+                        "volume",
+                        &id,
+                        status.as_deref().unwrap_or("missing"),
+                    );
+                    volumes.push((id, status));
+                }
+            }
+        }
+        let verdict = judge_server(status.as_deref(), fault.as_deref(), &volumes);
+        return Ok(Progress {
+            verdict,
+            restored,
+            timeline,
+            calls,
+        });
+    }
+    if let Some(volume_id) = restored.volume_id.clone() {
+        let status = match cloud.cinder().get_volume(&volume_id).await {
+            Ok(volume) => Some(volume.status),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
+        };
+        note(
+            &mut timeline,
+            seen,
+            now,
+            "volume",
+            &volume_id,
+            status.as_deref().unwrap_or("missing"),
+        );
+        return Ok(Progress {
+            verdict: judge_volume(&volume_id, status.as_deref()),
+            restored,
+            timeline,
+            calls: 1,
+        });
+    }
+    Ok(Progress {
+        verdict: Verdict::Failed {
+            code: "restored_missing",
+            message: "the job recorded nothing it made".into(),
+        },
+        restored,
+        timeline,
+        calls,
+    })
+}
+
+/// Where one step of a clean-up got.
+#[derive(Debug)]
+pub struct CleanupStep {
+    /// Everything the restore made is gone.
+    pub done: bool,
+    pub restored: Restored,
+    pub timeline: Vec<TimelineEntry>,
+    pub calls: i32,
+}
+
+/// One step of deleting what a restore made: the server first (Nova keeps
+/// the volumes it made from the image's mapping unless their
+/// `delete_on_termination` was set, so each is then deleted explicitly once
+/// it is detached), or the volume. Idempotent: a crash between two steps
+/// resumes from what the cloud shows.
+///
+/// # Errors
+/// A call failed; the step is retried later.
+pub async fn cleanup_step(
+    cloud: &OpenStack,
+    restored: &Restored,
+    seen: &[TimelineEntry],
+    now: DateTime<Utc>,
+) -> Result<CleanupStep, OpenStackError> {
+    let mut restored = restored.clone();
+    let mut timeline = Vec::new();
+    let mut calls = 0;
+    let mut pending = false;
+    let server_gone = restored.cleanup.as_ref().is_some_and(|c| c.server_gone);
+    if let (Some(server_id), false) = (restored.server_id.clone(), server_gone) {
+        calls += 1;
+        match cloud.nova().get_server(&server_id).await {
+            Ok(server) => {
+                let known = restored.volume_ids.get_or_insert_with(Vec::new);
+                for v in &server.volumes_attached {
+                    if !known.contains(&v.id) {
+                        known.push(v.id.clone());
+                    }
+                }
+                if server.task_state.as_deref() != Some("deleting") {
+                    calls += 1;
+                    match cloud.nova().delete_server(&server_id).await {
+                        Ok(()) => note(&mut timeline, seen, now, "server", &server_id, "deleting"),
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                pending = true;
+            }
+            Err(e) if e.is_not_found() => {
+                note(&mut timeline, seen, now, "server", &server_id, "deleted");
+                if let Some(cleanup) = restored.cleanup.as_mut() {
+                    cleanup.server_gone = true;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        if pending {
+            return Ok(CleanupStep {
+                done: false,
+                restored,
+                timeline,
+                calls,
+            });
+        }
+    }
+    let mut volumes: Vec<String> = restored.volume_ids.clone().unwrap_or_default();
+    volumes.extend(restored.volume_id.clone());
+    for id in volumes {
+        calls += 1;
+        match cloud.cinder().get_volume(&id).await {
+            Err(e) if e.is_not_found() => {
+                note(&mut timeline, seen, now, "volume", &id, "deleted");
+            }
+            Err(e) => return Err(e),
+            Ok(volume) => {
+                pending = true;
+                let deletable = volume.attachments.is_empty()
+                    && (matches!(volume.status.as_str(), "available" | "error")
+                        || volume.status.starts_with("error_"));
+                if deletable && volume.status != "error_deleting" {
+                    calls += 1;
+                    match cloud.cinder().delete_volume(&id).await {
+                        Ok(()) => note(&mut timeline, seen, now, "volume", &id, "deleting"),
+                        Err(e) if e.is_not_found() => {}
+                        // Busy (still detaching): looked at again.
+                        Err(e)
+                            if e.kind == ErrorKind::BadRequest || e.kind == ErrorKind::Conflict => {
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+    Ok(CleanupStep {
+        done: !pending,
+        restored,
+        timeline,
+        calls,
+    })
+}

@@ -1,0 +1,315 @@
+//! The steps of a restore job: send its create (through the same start,
+//! attempt and unclear-create rules as a snapshot's, in `create`), adopt what
+//! an interrupted create made, follow it to usable, and delete what a failed
+//! or cancelled restore made (its clean-up, claimed apart from the job once
+//! the job has ended).
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{Leased, fail, later, timed_out};
+use crate::{
+    domain::{
+        job::{JobError, JobKind, JobStatus, Verdict},
+        restore::{Cleanup, CleanupState, RestoreSpec, Restored},
+    },
+    engine::{
+        Engine, authority,
+        restore::{self, Sent},
+        snapshot::BeforeSend,
+    },
+    openstack::Authority,
+    store::{
+        jobs::{self, Job, JobUpdate},
+        trusts,
+    },
+};
+
+/// The restore's request, or the job's failure when the row holds none.
+fn spec_of(job: &Job) -> Result<&RestoreSpec, Box<JobUpdate>> {
+    job.restore.as_ref().map(|r| &r.0).ok_or_else(|| {
+        Box::new(fail(JobError::new(
+            "internal_error",
+            "a restore job without its request",
+        )))
+    })
+}
+
+/// Whether a job ending with `status` leaves something to delete: a restore
+/// that did not succeed and made something, or may have (an unclear create).
+pub(super) fn needs_cleanup(job: &Job, update: &JobUpdate) -> bool {
+    let ended_badly = update
+        .status
+        .is_some_and(|s| s.is_terminal() && s != JobStatus::Succeeded);
+    let made = update.restored.as_ref().is_some_and(|r| !r.is_empty())
+        || job.restored.as_ref().is_some_and(|r| !r.0.is_empty())
+        || job.create_unclear_at.is_some()
+        || matches!(update.create_unclear_at, Some(Some(_)));
+    job.kind != JobKind::Snapshot && ended_badly && made
+}
+
+impl Engine {
+    /// Sends a restore's create request (the job is `creating` with its attempt counted).
+    pub(super) async fn send_restore(
+        &self,
+        job: &Job,
+        gate: &dyn BeforeSend,
+        now: DateTime<Utc>,
+    ) -> JobUpdate {
+        let spec = match spec_of(job) {
+            Ok(spec) => spec,
+            Err(update) => return *update,
+        };
+        match restore::create(&self.cloud, job.job_id, spec, gate).await {
+            Sent::Made { restored, calls } => JobUpdate {
+                calls,
+                ..self.adopt_restored(job, restored, now)
+            },
+            Sent::Retry(error) => JobUpdate {
+                create_not_sent: true,
+                ..self.retry_start(job, &error, now)
+            },
+            Sent::Refused(error) => self.retry_start(job, &error, now),
+            Sent::Unclear(error) => {
+                tracing::warn!(job_id = %job.job_id, error = %error, "unclear outcome of the restore's create request");
+                let mut update = later(now + self.config.retry_delay);
+                update.error = Some(Some(JobError::new("unclear", error.to_string())));
+                update.calls = 1;
+                update
+            }
+            Sent::Fail { error, calls } => JobUpdate {
+                calls,
+                ..fail(error)
+            },
+        }
+    }
+
+    /// The job now follows what its create made.
+    pub(super) fn adopt_restored(
+        &self,
+        job: &Job,
+        restored: Restored,
+        now: DateTime<Utc>,
+    ) -> JobUpdate {
+        JobUpdate {
+            status: Some(JobStatus::Tracking),
+            restored: Some(restored),
+            error: Some(None),
+            not_before: Some(now + self.poll_delay(job, now)),
+            ..JobUpdate::default()
+        }
+    }
+
+    /// Looks up what an earlier create of a restore made: `Ok(Some)` adopts
+    /// it, `Ok(None)` found nothing (with the calls made).
+    pub(super) async fn find_restored(
+        &self,
+        job: &Job,
+    ) -> Result<Result<JobUpdate, i32>, crate::openstack::OpenStackError> {
+        let spec = match spec_of(job) {
+            Ok(spec) => spec,
+            Err(update) => return Ok(Ok(*update)),
+        };
+        let (found, calls) = restore::find(&self.cloud, job.job_id, spec).await?;
+        Ok(match found {
+            Some(restored) => {
+                tracing::info!(job_id = %job.job_id, "adopted what an earlier create of the restore made");
+                let now = self.clock.now();
+                Ok(JobUpdate {
+                    calls,
+                    ..self.adopt_restored(job, restored, now)
+                })
+            }
+            None => Err(calls),
+        })
+    }
+
+    /// Follows a restore until what it made is usable.
+    pub(super) async fn track_restore(&self, job: &Job, now: DateTime<Utc>) -> JobUpdate {
+        let restored = job
+            .restored
+            .as_ref()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        let deadline_passed = job.deadline.is_some_and(|d| now >= d);
+        let progress = match restore::poll(&self.cloud, &restored, &job.timeline.0, now).await {
+            Ok(progress) => progress,
+            Err(e) if e.is_refused() => {
+                let mut update = fail(JobError::new(
+                    "request_refused",
+                    format!("the cloud refused a request while following the restore: {e}"),
+                ));
+                update.calls = 1;
+                return update;
+            }
+            Err(e) if deadline_passed => {
+                return timed_out(JobError::new(
+                    "timed_out",
+                    format!("not usable in time; last error: {e}"),
+                ));
+            }
+            Err(e) => {
+                let mut update = later(now + self.poll_delay(job, now));
+                update.calls = 1;
+                update.error = Some(Some(JobError::new("polling", e.to_string())));
+                return update;
+            }
+        };
+        let mut update = JobUpdate {
+            calls: progress.calls,
+            timeline: progress.timeline,
+            restored: Some(progress.restored),
+            ..JobUpdate::default()
+        };
+        match progress.verdict {
+            Verdict::Done => {
+                update.status = Some(JobStatus::Succeeded);
+                update.error = Some(None);
+            }
+            Verdict::Failed { code, message } => {
+                update.status = Some(JobStatus::Failed);
+                update.error = Some(Some(JobError::new(code, message)));
+            }
+            Verdict::InProgress if deadline_passed => {
+                update.status = Some(JobStatus::TimedOut);
+                update.error = Some(Some(JobError::new(
+                    "timed_out",
+                    format!(
+                        "not usable within {}s; what the restore made is deleted",
+                        job.options.0.timeout_secs
+                    ),
+                )));
+            }
+            Verdict::InProgress => update.not_before = Some(now + self.poll_delay(job, now)),
+        }
+        update
+    }
+
+    /// One step of the clean-up of a claimed restore job that ended without
+    /// success: deletes what it made (found by tag or metadata first when its
+    /// create's answer was lost), and records how far it got.
+    pub(super) async fn cleanup_claimed(&self, job: &Job, token: Uuid) -> Result<(), sqlx::Error> {
+        let step = self.cleanup_step(job);
+        let recorded = tokio::select! {
+            recorded = step => recorded,
+            () = self.keep_lease(Leased::Job(job.job_id), token) => return Ok(()),
+        };
+        let (restored, next_due, timeline, calls) = recorded;
+        if next_due.is_none() {
+            tracing::info!(job_id = %job.job_id, "what the restore made is deleted");
+        }
+        jobs::record_cleanup(
+            &self.db, job.job_id, token, &restored, next_due, &timeline, calls,
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn cleanup_step(
+        &self,
+        job: &Job,
+    ) -> (
+        Restored,
+        Option<DateTime<Utc>>,
+        Vec<crate::domain::job::TimelineEntry>,
+        i32,
+    ) {
+        let now = self.clock.now();
+        let mut restored = job
+            .restored
+            .as_ref()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        let cleanup = restored.cleanup.get_or_insert(Cleanup {
+            state: CleanupState::Deleting,
+            error: None,
+            server_gone: false,
+        });
+        cleanup.state = CleanupState::Deleting;
+        // What it made is deleted with the run's authority where it still
+        // works, else with the service's (whose admin role deletes by id).
+        let stored = match trusts::for_run(&self.db, job.run_id).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(job_id = %job.job_id, error = %e, "cannot read the run's authority");
+                return (restored, Some(now + self.config.retry_delay), Vec::new(), 0);
+            }
+        };
+        let delegated = authority::for_work(&stored, now);
+        let cloud = match &delegated {
+            Authority::Service => self.cloud.clone(),
+            other => {
+                let acting = self.cloud.acting_as(other);
+                match authority::check(&acting, other).await {
+                    Ok(()) => acting,
+                    Err(_) => self.cloud.clone(),
+                }
+            }
+        };
+        let mut calls = 0;
+        if restored.is_empty() {
+            // The create's answer was lost: find what it made first.
+            let spec = match spec_of(job) {
+                Ok(spec) => spec,
+                Err(_) => return (restored, None, Vec::new(), 0),
+            };
+            match restore::find(&cloud, job.job_id, spec).await {
+                Ok((Some(found), n)) => {
+                    calls += n;
+                    restored.server_id = found.server_id;
+                    restored.volume_id = found.volume_id;
+                    restored.volume_ids = found.volume_ids;
+                }
+                Ok((None, n)) => {
+                    calls += n;
+                    // Believed only once the create has had time to settle.
+                    if let Some(at) = job
+                        .create_unclear_at
+                        .map(|at| at + self.config.create_settle)
+                        .filter(|settled| now < *settled)
+                    {
+                        return (restored, Some(at), Vec::new(), calls);
+                    }
+                    if let Some(c) = restored.cleanup.as_mut() {
+                        c.state = CleanupState::Deleted;
+                        c.error = None;
+                    }
+                    return (restored, None, Vec::new(), calls);
+                }
+                Err(e) => {
+                    if let Some(c) = restored.cleanup.as_mut() {
+                        c.error = Some(e.to_string());
+                    }
+                    return (restored, Some(now + self.config.retry_delay), Vec::new(), 1);
+                }
+            }
+        }
+        match restore::cleanup_step(&cloud, &restored, &job.timeline.0, now).await {
+            Ok(step) => {
+                let mut restored = step.restored;
+                let next = if step.done {
+                    if let Some(c) = restored.cleanup.as_mut() {
+                        c.state = CleanupState::Deleted;
+                        c.error = None;
+                    }
+                    None
+                } else {
+                    Some(now + self.config.poll_interval)
+                };
+                (restored, next, step.timeline, calls + step.calls)
+            }
+            Err(e) => {
+                tracing::warn!(job_id = %job.job_id, error = %e, "deleting what the restore made failed; will retry");
+                if let Some(c) = restored.cleanup.as_mut() {
+                    c.error = Some(e.to_string());
+                }
+                (
+                    restored,
+                    Some(now + self.config.retry_delay),
+                    Vec::new(),
+                    calls + 1,
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! `POST /v1/snapshots/{id}/restore`: make a new server or volume from a
+//! managed snapshot, optionally waiting for it.
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use chrono::TimeDelta;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use super::{
+    ApiError, AppState, Problem, Result, delegation,
+    extract::{AppQuery, Caller, JsonDocument, from_value},
+    job_wait::{self, WaitQuery},
+    jobs::JobResponse,
+};
+use crate::{
+    domain::{
+        job::{JobKind, JobOptions, NewJob},
+        name_template::NameTemplate,
+        policy::Consistency,
+        restore::{RestoreRequest, SnapshotPieces},
+        status::{RunTrigger, SnapshotState},
+    },
+    store::{lifecycle, snapshots},
+};
+
+/// How late a restore may still start.
+const START_WINDOW: TimeDelta = TimeDelta::hours(1);
+
+/// The routes of `POST /v1/snapshots/{id}/restore`, with their OpenAPI operations.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(restore_snapshot))
+}
+
+/// Restore a managed snapshot into a new resource.
+///
+/// A server snapshot boots a new server from the snapshot's image (for a
+/// volume-backed server, Nova makes its volumes from the Cinder snapshots the
+/// image's `block_device_mapping` lists); the job waits until the server is
+/// `ACTIVE` and every new volume `in-use`. A volume snapshot makes a new volume,
+/// waited to `available`. The new resources carry the metadata
+/// `stacksnap_restored_from=<snapshot id>` and `stacksnap_job_id=<job id>`, a
+/// server also the tag `stacksnap-job-<job id>`. The job (`kind: restore`) runs
+/// in a run with trigger `restore` and no policy, acting with the caller's
+/// authority like a one-off snapshot; it never blocks a snapshot of the source.
+/// A restore that fails, times out or is cancelled deletes what it made.
+///
+/// Limits: the new resource has new ids and addresses; networks default to
+/// `"none"` (so it boots on any cloud; pass `"auto"` or a list for
+/// connectivity); security groups, server groups, volume attachments made
+/// after boot and the source's ports are not carried over. Cinder keeps a
+/// volume made from a snapshot in the snapshot's availability zone
+/// (`cloned_volume_same_az`), so volumes and volume-backed servers stay in
+/// theirs. Volume-group snapshots cannot be restored yet (409).
+///
+/// Without `wait` the answer comes at once (202). With `wait`, it comes when the
+/// job ends (200, whatever its outcome: check `status`) or when the wait runs out (202).
+#[utoipa::path(
+    post,
+    path = "/v1/snapshots/{id}/restore",
+    tag = "snapshots",
+    params(("id" = Uuid, Path, description = "Managed snapshot id"), WaitQuery),
+    request_body(content = RestoreRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The restore ended within the wait (check `status`)", body = JobResponse,
+         links(("GetJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/id"))))),
+         example = json!(restore_example("succeeded"))),
+        (status = 202, description = "The restore is under way", body = JobResponse,
+         headers(("Location" = String, description = "URL of the job")),
+         links(
+            ("GetJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/id")))),
+            ("CancelJob" = (operation_id = "cancel_job", parameters(("id" = "$response.body#/id"))))
+         ),
+         example = json!(restore_example("creating"))),
+        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such snapshot in the caller's reach", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The snapshot is not available and complete, or cannot be restored", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over the limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid or inapplicable fields, each named", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn restore_snapshot(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    AppQuery(query): AppQuery<WaitQuery>,
+    JsonDocument(body): JsonDocument,
+) -> Result<Response> {
+    let wait = query.duration()?;
+    if !body.is_object() {
+        return Err(ApiError::field(
+            "body",
+            "a restore request must be a JSON object",
+        ));
+    }
+    let request: RestoreRequest = from_value(body)?;
+    let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("snapshot"))?;
+    let snapshot = snapshots::fetch_snapshot(&state.db, caller.item_scope(), id)
+        .await?
+        .ok_or(ApiError::NotFound("snapshot"))?;
+    if snapshot.state != SnapshotState::Available || !snapshot.complete {
+        return Err(ApiError::Conflict(format!(
+            "only an available, complete snapshot can be restored; this one is {}{}",
+            serde_json::to_value(snapshot.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            if snapshot.complete {
+                ""
+            } else {
+                " and incomplete"
+            }
+        )));
+    }
+    let pieces = SnapshotPieces {
+        snapshot_id: snapshot.snapshot_id,
+        resource_type: snapshot.resource_type,
+        resource_id: snapshot.resource_id.clone(),
+        resource_name: snapshot.resource_name.clone(),
+        image_id: snapshot.image_id.clone(),
+        volume_snapshot_id: snapshot
+            .volume_snapshots
+            .0
+            .first()
+            .map(|s| s.snapshot_id.clone()),
+        size_gb: snapshot.size_gb.and_then(|s| u64::try_from(s).ok()),
+        source_flavor: snapshot.source_flavor.as_ref().map(|f| f.0.clone()),
+    };
+    let timeout_secs = request.validate(&pieces).map_err(ApiError::Unprocessable)?;
+    let job_id = Uuid::now_v7();
+    let spec = request
+        .spec(&pieces, job_id)
+        .map_err(|e| ApiError::Conflict(e.0))?;
+    let now = state.clock.now();
+    let project = snapshot.project_id.clone();
+    let job = NewJob {
+        job_id,
+        resource_type: snapshot.resource_type,
+        resource_id: snapshot.resource_id.clone(),
+        resource_name: snapshot.resource_name.clone(),
+        options: JobOptions {
+            name_template: NameTemplate::fixed(&spec.name),
+            policy_name: "restore".into(),
+            metadata: spec.metadata.clone(),
+            consistency: Consistency::default(),
+            timeout_secs,
+            max_concurrent: None,
+            scheduled_at: now,
+        },
+        start_by: now + START_WINDOW,
+        kind: JobKind::Restore,
+        restore: Some(spec),
+    };
+    // Watched from before the job exists, so its end cannot slip between a read and the wait.
+    let ended = wait.map(|_| state.job_events.watch(job_id));
+    let trust = delegation::adhoc_trust(&state, &caller, &project).await?;
+    let authority = delegation::run_authority(&caller, &project, trust.as_ref());
+    lifecycle::insert_single_job_run(
+        &state.db,
+        &project,
+        caller.user_id(),
+        &job,
+        authority,
+        now,
+        RunTrigger::Restore,
+    )
+    .await?;
+    let job = job_wait::until_ended(
+        &state,
+        project.as_str().into(),
+        job_id,
+        wait.unwrap_or_default(),
+        ended,
+    )
+    .await?;
+    let response = Json(JobResponse::from(job));
+    if response.status.is_terminal() {
+        return Ok((StatusCode::OK, response).into_response());
+    }
+    let location = format!("/v1/jobs/{job_id}");
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        response,
+    )
+        .into_response())
+}
+
+/// An example answer of `POST /v1/snapshots/{id}/restore`.
+fn restore_example(status: &str) -> serde_json::Value {
+    let finished = status == "succeeded";
+    let when_finished = |v: serde_json::Value| if finished { v } else { serde_json::Value::Null };
+    serde_json::json!({
+        "id": "019ab9b2-1c00-7c1e-8d2a-1b2c3d4e5f61", "kind": "restore",
+        "project_id": "8d3c1f0b2a4e4b6c9d7e5f1a2b3c4d5e",
+        "run_id": "019ab9b2-0b1e-7d2a-9f3b-2a4c5d6e7f81", "policy_id": null,
+        "resource_type": "server", "resource_id": "4f1d6a52-0b52-4a8e-9c43-1d0c8e3f2a10",
+        "resource_name": "web-1", "status": status, "attempt": 1,
+        "image_id": null, "group_snapshot_id": null, "volume_snapshots": [],
+        "consistency": null, "error": null,
+        "restore": {"snapshot_id": "019ab9a1-3a00-7c1e-8d2a-1b2c3d4e5f61",
+                    "source": {"type": "server", "image_id": "b92d4c1e-5f6a-4b7c-8d9e-0f1a2b3c4d5e",
+                               "source_flavor": {"original_name": "m1.small", "vcpus": 1, "ram": 2048, "disk": 20}},
+                    "name": "web-1-restored", "networks": "none", "metadata": {}},
+        "restored": if finished {
+            serde_json::json!({"server_id": "5e2a9c1d-7b3f-4d6e-8a1c-2b3d4e5f6a70", "volume_ids": []})
+        } else { serde_json::json!({}) },
+        "timeline": if finished {
+            serde_json::json!([{"at": "2026-11-26T02:00:09Z", "what": "server", "id": "5e2a9c1d-7b3f-4d6e-8a1c-2b3d4e5f6a70", "status": "ACTIVE"}])
+        } else { serde_json::json!([]) },
+        "openstack_calls": if finished { 4 } else { 2 },
+        "created_at": "2026-11-26T02:00:00.5Z", "started_at": "2026-11-26T02:00:01Z",
+        "finished_at": when_finished("2026-11-26T02:00:09Z".into()),
+        "deadline": "2026-11-26T04:00:01Z"
+    })
+}
