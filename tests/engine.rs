@@ -15,6 +15,7 @@ mod metrics;
 mod orphans;
 mod poison;
 mod policies;
+mod restore;
 mod retention;
 mod scheduling;
 mod secrets;

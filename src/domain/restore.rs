@@ -349,6 +349,37 @@ impl RestoreRequest {
     }
 }
 
+/// How late a restore may still start.
+const START_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+/// The job of a validated restore request.
+pub fn restore_job(
+    snapshot: &SnapshotPieces,
+    spec: RestoreSpec,
+    timeout_secs: u64,
+    job_id: Uuid,
+    now: chrono::DateTime<chrono::Utc>,
+) -> super::job::NewJob {
+    super::job::NewJob {
+        job_id,
+        resource_type: snapshot.resource_type,
+        resource_id: snapshot.resource_id.clone(),
+        resource_name: snapshot.resource_name.clone(),
+        options: super::job::JobOptions {
+            name_template: super::name_template::NameTemplate::fixed(&spec.name),
+            policy_name: "restore".into(),
+            metadata: spec.metadata.clone(),
+            consistency: super::policy::Consistency::default(),
+            timeout_secs,
+            max_concurrent: None,
+            scheduled_at: now,
+        },
+        start_by: now + START_WINDOW,
+        kind: super::status::JobKind::Restore,
+        restore: Some(spec),
+    }
+}
+
 /// Where the clean-up of a failed or cancelled restore stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

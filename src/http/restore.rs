@@ -7,7 +7,6 @@ use axum::{
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
-use chrono::TimeDelta;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
@@ -19,17 +18,11 @@ use super::{
 };
 use crate::{
     domain::{
-        job::{JobKind, JobOptions, NewJob},
-        name_template::NameTemplate,
-        policy::Consistency,
-        restore::{RestoreRequest, SnapshotPieces},
+        restore::{RestoreRequest, restore_job},
         status::{RunTrigger, SnapshotState},
     },
     store::{lifecycle, snapshots},
 };
-
-/// How late a restore may still start.
-const START_WINDOW: TimeDelta = TimeDelta::hours(1);
 
 /// The routes of `POST /v1/snapshots/{id}/restore`, with their OpenAPI operations.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -117,20 +110,7 @@ pub async fn restore_snapshot(
             }
         )));
     }
-    let pieces = SnapshotPieces {
-        snapshot_id: snapshot.snapshot_id,
-        resource_type: snapshot.resource_type,
-        resource_id: snapshot.resource_id.clone(),
-        resource_name: snapshot.resource_name.clone(),
-        image_id: snapshot.image_id.clone(),
-        volume_snapshot_id: snapshot
-            .volume_snapshots
-            .0
-            .first()
-            .map(|s| s.snapshot_id.clone()),
-        size_gb: snapshot.size_gb.and_then(|s| u64::try_from(s).ok()),
-        source_flavor: snapshot.source_flavor.as_ref().map(|f| f.0.clone()),
-    };
+    let pieces = snapshot.restore_pieces();
     let timeout_secs = request.validate(&pieces).map_err(ApiError::Unprocessable)?;
     let job_id = Uuid::now_v7();
     let spec = request
@@ -138,24 +118,7 @@ pub async fn restore_snapshot(
         .map_err(|e| ApiError::Conflict(e.0))?;
     let now = state.clock.now();
     let project = snapshot.project_id.clone();
-    let job = NewJob {
-        job_id,
-        resource_type: snapshot.resource_type,
-        resource_id: snapshot.resource_id.clone(),
-        resource_name: snapshot.resource_name.clone(),
-        options: JobOptions {
-            name_template: NameTemplate::fixed(&spec.name),
-            policy_name: "restore".into(),
-            metadata: spec.metadata.clone(),
-            consistency: Consistency::default(),
-            timeout_secs,
-            max_concurrent: None,
-            scheduled_at: now,
-        },
-        start_by: now + START_WINDOW,
-        kind: JobKind::Restore,
-        restore: Some(spec),
-    };
+    let job = restore_job(&pieces, spec, timeout_secs, job_id, now);
     // Watched from before the job exists, so its end cannot slip between a read and the wait.
     let ended = wait.map(|_| state.job_events.watch(job_id));
     let trust = delegation::adhoc_trust(&state, &caller, &project).await?;

@@ -50,6 +50,26 @@ pub struct ManagedSnapshot {
     pub source_flavor: Option<Json<serde_json::Value>>,
 }
 
+impl ManagedSnapshot {
+    /// What it offers a restore.
+    pub fn restore_pieces(&self) -> crate::domain::restore::SnapshotPieces {
+        crate::domain::restore::SnapshotPieces {
+            snapshot_id: self.snapshot_id,
+            resource_type: self.resource_type,
+            resource_id: self.resource_id.clone(),
+            resource_name: self.resource_name.clone(),
+            image_id: self.image_id.clone(),
+            volume_snapshot_id: self
+                .volume_snapshots
+                .0
+                .first()
+                .map(|s| s.snapshot_id.clone()),
+            size_gb: self.size_gb.and_then(|s| u64::try_from(s).ok()),
+            source_flavor: self.source_flavor.as_ref().map(|f| f.0.clone()),
+        }
+    }
+}
+
 impl Keyed for ManagedSnapshot {
     const TABLE: &'static str = "snapshot";
     const KEY: &'static str = "snapshot_id";

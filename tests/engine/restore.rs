@@ -1,0 +1,457 @@
+//! Restores of managed snapshots (issue 12, item 1) against the simulator:
+//! each kind, each failure, a cancel, and recovery of a create whose answer
+//! was lost.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+use sqlx::PgPool;
+use stacksnap::{
+    clock::Clock as _,
+    domain::{
+        job::{JobKind, JobStatus},
+        restore::{CleanupState, RestoreRequest, Restored, restore_job},
+        status::RunTrigger,
+    },
+    openstack::{cinder::VolumeFilter, nova::ServerFilter},
+    store::{jobs, lifecycle, snapshots},
+};
+use stacksnap_sim::{Fault, FaultRule, ImageSeed, ServerSeed, SimConfig};
+use uuid::Uuid;
+
+use crate::helpers::{Harness, harness, harness_with};
+
+/// Takes a one-off snapshot and returns its managed snapshot's id.
+async fn snapshot_of(h: &Harness, resource_type: &str, id: &str) -> Uuid {
+    let job_id = h.adhoc(resource_type, id, json!({})).await;
+    let job = h.finish(job_id).await;
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    let rows = h.snapshot_rows(job_id).await;
+    rows[0].0
+}
+
+/// Queues a restore of `snapshot_id`, as `POST /v1/snapshots/{id}/restore` does.
+async fn restore(h: &Harness, snapshot_id: Uuid, body: serde_json::Value) -> Uuid {
+    let snapshot = snapshots::fetch_snapshot(&h.pool, "default", snapshot_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let request: RestoreRequest = serde_json::from_value(body).unwrap();
+    let pieces = snapshot.restore_pieces();
+    let timeout = request.validate(&pieces).unwrap();
+    let job_id = Uuid::now_v7();
+    let spec = request.spec(&pieces, job_id).unwrap();
+    let job = restore_job(&pieces, spec, timeout, job_id, h.clock.now());
+    lifecycle::insert_single_job_run(
+        &h.pool,
+        "default",
+        None,
+        &job,
+        Default::default(),
+        h.clock.now(),
+        RunTrigger::Restore,
+    )
+    .await
+    .unwrap();
+    job_id
+}
+
+fn restored(job: &jobs::Job) -> Restored {
+    job.restored
+        .as_ref()
+        .map(|r| r.0.clone())
+        .unwrap_or_default()
+}
+
+/// Works until the job's clean-up is over.
+async fn settle_cleanup(h: &Harness, job_id: Uuid) -> jobs::Job {
+    for _ in 0..300 {
+        h.work().await;
+        let job = h.job(job_id).await;
+        if job.status.is_terminal() && job.cleanup_due_at.is_none() {
+            return job;
+        }
+        h.clock.advance(chrono::TimeDelta::milliseconds(500));
+        tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+    }
+    panic!(
+        "the clean-up of {job_id} did not end: {:?}",
+        h.job(job_id).await
+    );
+}
+
+async fn server_gone(h: &Harness, id: &str) -> bool {
+    match h.cloud.nova().get_server(id).await {
+        Err(e) => e.is_not_found(),
+        Ok(s) => s.status == "DELETED",
+    }
+}
+
+#[sqlx::test]
+async fn an_image_backed_server_snapshot_restores_to_an_active_server_with_the_sources_flavor(
+    pool: PgPool,
+) {
+    // Arrange
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("web-1", &[], &[], false);
+    let snapshot_id = snapshot_of(&h, "server", &server).await;
+    let snapshot = snapshots::fetch_snapshot(&h.pool, "default", snapshot_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        snapshot.source_flavor.as_ref().unwrap().0["original_name"],
+        "m1.tiny",
+        "the snapshot job records the flavor as Nova shows it from 2.47"
+    );
+
+    // Act
+    let job_id = restore(&h, snapshot_id, json!({"metadata": {"ticket": "OPS-1"}})).await;
+    let job = h.finish(job_id).await;
+
+    // Assert
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    assert_eq!(job.kind, JobKind::Restore);
+    let made = restored(&job);
+    let new_id = made.server_id.expect("the new server is recorded");
+    assert_ne!(new_id, server);
+    let new = h.cloud.nova().get_server(&new_id).await.unwrap();
+    assert_eq!(new.status, "ACTIVE");
+    assert_eq!(
+        new.metadata["stacksnap_restored_from"],
+        snapshot_id.to_string()
+    );
+    assert_eq!(new.metadata["stacksnap_job_id"], job_id.to_string());
+    assert_eq!(new.metadata["ticket"], "OPS-1");
+    assert!(new.tags.contains(&format!("stacksnap-job-{job_id}")));
+    assert_eq!(new.flavor["original_name"], "m1.tiny");
+    assert!(
+        h.snapshot_rows(job_id).await.is_empty(),
+        "a restore records no snapshot"
+    );
+    assert!(job.openstack_calls >= 3, "{}", job.openstack_calls);
+    assert!(
+        job.timeline
+            .0
+            .iter()
+            .any(|e| e.what == "server" && e.status == "ACTIVE")
+    );
+    assert_eq!(h.sim.count("nova.create_server"), 1);
+}
+
+#[sqlx::test]
+async fn a_volume_backed_server_snapshot_restores_with_new_volumes_in_use(pool: PgPool) {
+    // Arrange
+    let h = harness(pool).await;
+    let server = h.sim.create_volume_backed_server("db-1", 2, false);
+    let snapshot_id = snapshot_of(&h, "server", &server).await;
+
+    // Act
+    let job_id = restore(&h, snapshot_id, json!({"name": "db-1-copy"})).await;
+    let job = h.finish(job_id).await;
+
+    // Assert
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    let made = restored(&job);
+    let volumes = made.volume_ids.clone().unwrap();
+    assert_eq!(volumes.len(), 2, "{made:?}");
+    let source = h.cloud.nova().get_server(&server).await.unwrap();
+    for id in &volumes {
+        assert!(source.volumes_attached.iter().all(|v| v.id != *id));
+        let volume = h.cloud.cinder().get_volume(id).await.unwrap();
+        assert_eq!(volume.status, "in-use");
+    }
+    let new = h
+        .cloud
+        .nova()
+        .get_server(made.server_id.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(new.name, "db-1-copy");
+}
+
+#[sqlx::test]
+async fn a_volume_snapshot_restores_to_an_available_volume(pool: PgPool) {
+    // Arrange
+    let h = harness(pool).await;
+    let volume = h.sim.create_volume("data", 2, &[]);
+    let snapshot_id = snapshot_of(&h, "volume", &volume).await;
+
+    // Act
+    let job_id = restore(&h, snapshot_id, json!({"size": 3, "name": "data-copy"})).await;
+    let job = h.finish(job_id).await;
+
+    // Assert
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    let id = restored(&job)
+        .volume_id
+        .expect("the new volume is recorded");
+    let new = h.cloud.cinder().get_volume(&id).await.unwrap();
+    assert_eq!(new.status, "available");
+    assert_eq!(new.size, 3);
+    assert_eq!(new.name.as_deref(), Some("data-copy"));
+    assert_eq!(
+        new.metadata["stacksnap_restored_from"],
+        snapshot_id.to_string()
+    );
+    assert_eq!(new.metadata["stacksnap_job_id"], job_id.to_string());
+}
+
+#[sqlx::test]
+async fn a_flavor_too_small_for_the_image_fails_naming_novas_error(pool: PgPool) {
+    // Arrange: the image needs 2 GiB; m1.tiny has 1.
+    let h = harness(pool).await;
+    h.sim.create_image(&ImageSeed {
+        name: "big".into(),
+        min_disk: 2,
+        ..ImageSeed::default()
+    });
+    let server = h
+        .sim
+        .create_server(&ServerSeed {
+            name: "big-1".into(),
+            flavor: "m1.small".into(),
+            image: Some("big".into()),
+            ..ServerSeed::default()
+        })
+        .unwrap();
+    let snapshot_id = snapshot_of(&h, "server", &server).await;
+
+    // Act
+    let job_id = restore(&h, snapshot_id, json!({"flavor": "m1.tiny"})).await;
+    let job = h.finish(job_id).await;
+
+    // Assert
+    assert_eq!(job.status, JobStatus::Failed);
+    let error = job.error.unwrap().0;
+    assert_eq!(error.code, "create_refused");
+    assert!(error.message.contains("POST /servers"), "{}", error.message);
+    assert!(error.message.contains("Flavor's disk"), "{}", error.message);
+    assert!(job.cleanup_due_at.is_none(), "nothing was made");
+}
+
+#[sqlx::test]
+async fn an_exhausted_instances_quota_fails_the_restore(pool: PgPool) {
+    // Arrange: one instance allowed, the source uses it.
+    let h = harness_with(pool, SimConfig::default().with_instances_quota(1)).await;
+    let server = h.sim.create_image_backed_server("web-1", &[], &[], false);
+    let snapshot_id = snapshot_of(&h, "server", &server).await;
+
+    // Act
+    let job_id = restore(&h, snapshot_id, json!({})).await;
+    let job = h.finish(job_id).await;
+
+    // Assert
+    assert_eq!(job.status, JobStatus::Failed);
+    let error = job.error.unwrap().0;
+    assert_eq!(error.code, "quota_exceeded");
+    assert!(error.message.contains("instances"), "{}", error.message);
+}
+
+#[sqlx::test]
+async fn a_fault_on_the_volume_create_fails_the_restore(pool: PgPool) {
+    // Arrange
+    let h = harness(pool).await;
+    let volume = h.sim.create_volume("data", 1, &[]);
+    let snapshot_id = snapshot_of(&h, "volume", &volume).await;
+    h.sim
+        .inject(FaultRule::error("cinder.create_volume", 413).times(1));
+
+    // Act
+    let job_id = restore(&h, snapshot_id, json!({})).await;
+    let job = h.finish(job_id).await;
+
+    // Assert
+    assert_eq!(job.status, JobStatus::Failed);
+    assert!(
+        job.error.unwrap().0.message.contains("POST /volumes"),
+        "the step is named"
+    );
+}
+
+#[sqlx::test]
+async fn a_server_that_goes_error_fails_with_novas_fault_and_is_deleted(pool: PgPool) {
+    // Arrange
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("web-1", &[], &[], false);
+    let snapshot_id = snapshot_of(&h, "server", &server).await;
+    h.sim
+        .inject(FaultRule::new("nova.create_server", Fault::ServerError).times(1));
+
+    // Act
+    let job_id = restore(&h, snapshot_id, json!({})).await;
+    let job = h.finish(job_id).await;
+
+    // Assert
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!(job.error.as_ref().unwrap().0.code, "server_error");
+    let job = settle_cleanup(&h, job_id).await;
+    let made = restored(&job);
+    assert_eq!(made.cleanup.as_ref().unwrap().state, CleanupState::Deleted);
+    assert!(server_gone(&h, made.server_id.as_deref().unwrap()).await);
+    assert!(
+        job.timeline
+            .0
+            .iter()
+            .any(|e| e.what == "server" && e.status == "deleted")
+    );
+}
+
+#[sqlx::test]
+async fn a_cancelled_restore_deletes_the_server_and_its_volumes(pool: PgPool) {
+    // Arrange: a volume-backed server whose copy never finishes building.
+    let h = harness(pool).await;
+    let server = h.sim.create_volume_backed_server("db-1", 2, false);
+    let snapshot_id = snapshot_of(&h, "server", &server).await;
+    h.sim
+        .inject(FaultRule::new("nova.create_server", Fault::ServerStuck).times(1));
+    let job_id = restore(&h, snapshot_id, json!({})).await;
+    let tracking = h
+        .drive(job_id, |j| {
+            j.status == JobStatus::Tracking
+                && restored(j)
+                    .volume_ids
+                    .as_ref()
+                    .is_some_and(|v| v.len() == 2)
+        })
+        .await;
+    let made = restored(&tracking);
+
+    // Act
+    let cancelled = lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now(), "test")
+        .await
+        .unwrap();
+    assert!(matches!(cancelled, lifecycle::CancelOutcome::Cancelled(_)));
+    let job = settle_cleanup(&h, job_id).await;
+
+    // Assert
+    assert_eq!(job.status, JobStatus::Cancelled);
+    assert_eq!(restored(&job).cleanup.unwrap().state, CleanupState::Deleted);
+    assert!(server_gone(&h, made.server_id.as_deref().unwrap()).await);
+    for id in made.volume_ids.unwrap() {
+        let gone = match h.cloud.cinder().get_volume(&id).await {
+            Err(e) => e.is_not_found(),
+            Ok(v) => v.status == "deleting",
+        };
+        assert!(gone, "volume {id} of the restore is deleted");
+    }
+}
+
+#[sqlx::test]
+async fn a_server_create_whose_answer_is_lost_is_found_by_its_tag_not_sent_twice(pool: PgPool) {
+    // Arrange: Nova creates the server, then a proxy answers 503.
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("web-1", &[], &[], false);
+    let snapshot_id = snapshot_of(&h, "server", &server).await;
+    h.sim
+        .inject(FaultRule::reply_lost("nova.create_server", 503).times(1));
+
+    // Act
+    let job_id = restore(&h, snapshot_id, json!({})).await;
+    let job = h.finish(job_id).await;
+
+    // Assert
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    assert_eq!(
+        h.sim.count("nova.create_server"),
+        1,
+        "never sent blindly again"
+    );
+    let tagged = h
+        .cloud
+        .nova()
+        .list_servers(&ServerFilter {
+            tags: vec![format!("stacksnap-job-{job_id}")],
+            ..ServerFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(tagged.len(), 1);
+    assert_eq!(
+        restored(&job).server_id.as_deref(),
+        Some(tagged[0].id.as_str())
+    );
+}
+
+#[sqlx::test]
+async fn a_volume_create_whose_answer_is_lost_is_found_by_its_metadata(pool: PgPool) {
+    // Arrange
+    let h = harness(pool).await;
+    let volume = h.sim.create_volume("data", 1, &[]);
+    let snapshot_id = snapshot_of(&h, "volume", &volume).await;
+    h.sim
+        .inject(FaultRule::reply_lost("cinder.create_volume", 503).times(1));
+
+    // Act
+    let job_id = restore(&h, snapshot_id, json!({})).await;
+    let job = h.finish(job_id).await;
+
+    // Assert
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    assert_eq!(h.sim.count("cinder.create_volume"), 1);
+    let ours = h
+        .cloud
+        .cinder()
+        .list_volumes(&VolumeFilter {
+            metadata: BTreeMap::from([("stacksnap_job_id".to_owned(), job_id.to_string())]),
+            ..VolumeFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ours.len(), 1);
+    assert_eq!(
+        restored(&job).volume_id.as_deref(),
+        Some(ours[0].id.as_str())
+    );
+}
+
+#[sqlx::test]
+async fn a_cancel_while_the_create_is_unclear_finds_and_deletes_what_it_made(pool: PgPool) {
+    // Arrange: the create is carried out but its answer lost; the job is
+    // cancelled before any look-up.
+    let h = harness(pool).await;
+    let volume = h.sim.create_volume("data", 1, &[]);
+    let snapshot_id = snapshot_of(&h, "volume", &volume).await;
+    h.sim
+        .inject(FaultRule::reply_lost("cinder.create_volume", 503).times(1));
+    let job_id = restore(&h, snapshot_id, json!({})).await;
+    h.drive(job_id, |j| j.create_unclear_at.is_some() && j.attempt == 1)
+        .await;
+
+    // Act
+    lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now(), "test")
+        .await
+        .unwrap();
+    let job = settle_cleanup(&h, job_id).await;
+
+    // Assert
+    let made = restored(&job);
+    assert_eq!(made.cleanup.unwrap().state, CleanupState::Deleted);
+    let id = made.volume_id.expect("found by its metadata");
+    let gone = match h.cloud.cinder().get_volume(&id).await {
+        Err(e) => e.is_not_found(),
+        Ok(v) => v.status == "deleting",
+    };
+    assert!(gone);
+}
+
+#[sqlx::test]
+async fn a_restore_in_flight_does_not_block_a_snapshot_of_its_source(pool: PgPool) {
+    // Arrange: a restore that stays building.
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("web-1", &[], &[], false);
+    let snapshot_id = snapshot_of(&h, "server", &server).await;
+    h.sim
+        .inject(FaultRule::new("nova.create_server", Fault::ServerStuck).times(1));
+    let restore_id = restore(&h, snapshot_id, json!({})).await;
+    h.drive(restore_id, |j| j.status == JobStatus::Tracking)
+        .await;
+
+    // Act
+    let job_id = h.adhoc("server", &server, json!({})).await;
+    let job = h.finish(job_id).await;
+
+    // Assert
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    assert_eq!(h.job(restore_id).await.status, JobStatus::Tracking);
+}
