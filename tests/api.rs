@@ -11,6 +11,7 @@ mod freshness;
 mod health;
 mod openapi;
 mod policies;
+mod restore;
 mod schedule;
 mod tenancy;
 mod tls;
