@@ -48,6 +48,7 @@ pub enum Networks {
 /// Nova's two words for networks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(example = "none")]
 pub enum NetworkChoice {
     None,
     Auto,
@@ -383,6 +384,7 @@ pub fn restore_job(
 /// Where the clean-up of a failed or cancelled restore stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(example = "deleted")]
 pub enum CleanupState {
     /// What the restore made is being deleted.
     Deleting,
@@ -392,6 +394,7 @@ pub enum CleanupState {
 
 /// The clean-up of what a failed or cancelled restore made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"state": "deleted", "server_gone": true}))]
 pub struct Cleanup {
     pub state: CleanupState,
     /// The last error met while deleting (it is retried).
