@@ -150,7 +150,8 @@ pub async fn unreferenced(
            and not exists (select 1 from run r where r.trust_id = t.trust_id and ( \
                    (r.status = 'running' and r.resolved_at is null) \
                    or exists (select 1 from job j where j.run_id = r.run_id \
-                              and j.status in ('pending', 'creating', 'tracking')) \
+                              and (j.status in ('pending', 'creating', 'tracking') \
+                                   or j.cleanup_due_at is not null)) \
                    or exists (select 1 from snapshot s where s.run_id = r.run_id \
                               and s.state in ('deleting', 'delete_failed', 'delete_blocked')))) \
          order by t.not_before limit $3",

@@ -137,6 +137,19 @@ async fn an_image_backed_server_snapshot_restores_to_an_active_server_with_the_s
             .any(|e| e.what == "server" && e.status == "ACTIVE")
     );
     assert_eq!(h.sim.count("nova.create_server"), 1);
+    let events: Vec<(String, serde_json::Value)> =
+        sqlx::query_as("select kind, data from event where job_id = $1 order by seq")
+            .bind(job_id)
+            .fetch_all(&h.pool)
+            .await
+            .unwrap();
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["job.started", "job.succeeded"]);
+    for (_, data) in &events {
+        assert_eq!(data["kind"], "restore");
+        assert_eq!(data["snapshot_id"], snapshot_id.to_string());
+    }
+    assert_eq!(events[1].1["restored"]["server_id"], new_id.as_str());
 }
 
 #[sqlx::test]
@@ -454,4 +467,43 @@ async fn a_restore_in_flight_does_not_block_a_snapshot_of_its_source(pool: PgPoo
     // Assert
     assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
     assert_eq!(h.job(restore_id).await.status, JobStatus::Tracking);
+}
+
+#[sqlx::test]
+async fn a_restores_trust_is_kept_until_its_clean_up_is_over(pool: PgPool) {
+    // Arrange: a cancelled restore whose clean-up is due, made with a trust.
+    let h = harness(pool).await;
+    let volume = h.sim.create_volume("data", 1, &[]);
+    let snapshot_id = snapshot_of(&h, "volume", &volume).await;
+    let job_id = restore(&h, snapshot_id, json!({})).await;
+    h.drive(job_id, |j| j.status == JobStatus::Tracking).await;
+    let trust = stacksnap::openstack::TrustId::new("trust-1");
+    let past = h.clock.now() - chrono::TimeDelta::hours(1);
+    stacksnap::store::trusts::record(&h.pool, &trust, "default", past)
+        .await
+        .unwrap();
+    sqlx::query("update run set trust_id = 'trust-1' where run_id = (select run_id from job where job_id = $1)")
+        .bind(job_id)
+        .execute(&h.pool)
+        .await
+        .unwrap();
+    lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now(), "test")
+        .await
+        .unwrap();
+    let unreferenced = || async {
+        stacksnap::store::trusts::unreferenced(
+            &h.pool,
+            h.clock.now(),
+            chrono::TimeDelta::minutes(10),
+            10,
+        )
+        .await
+        .unwrap()
+        .len()
+    };
+
+    // Act and assert: kept while the clean-up is due, released after it.
+    assert_eq!(unreferenced().await, 0, "the clean-up still acts with it");
+    settle_cleanup(&h, job_id).await;
+    assert_eq!(unreferenced().await, 1);
 }
