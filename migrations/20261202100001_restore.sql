@@ -59,3 +59,57 @@ begin
     return null;
 end;
 $$ language plpgsql;
+
+-- Only snapshot jobs feed `stacksnap_jobs_total` and the duration histogram:
+-- the snapshot-failure alert reads them, and a restore refused for a user's
+-- flavor or quota is no failed backup. Restores and restore tests ending count
+-- in `stacksnap_restores_total` {kind, resource_type, status}. The
+-- `stacksnap_jobs` gauge (jobs by state) counts every job: all take capacity.
+create or replace function metric_job_end_of(p_kind text, p_type text, p_status text,
+                                             p_seconds double precision)
+returns table (family text, labels jsonb, delta double precision) as $$
+    select * from metric_job_end_deltas(p_type, p_status, p_seconds) where p_kind = 'snapshot'
+    union all
+    select 'stacksnap_restores_total',
+           jsonb_build_object('kind', p_kind, 'resource_type', p_type, 'status', p_status), 1::float8
+    where p_kind <> 'snapshot';
+$$ language sql immutable;
+
+create or replace function metric_job_inserted() returns trigger as $$
+begin
+    insert into metric_delta (family, labels, value)
+    select d.family, d.labels, sum(d.delta)
+    from new_rows n
+    cross join lateral (
+        select 'stacksnap_jobs'::text, jsonb_build_object('status', n.status), 1::float8
+        union all
+        select * from metric_job_end_of(n.kind, n.resource_type, n.status,
+            metric_job_seconds(n.started_at, n.finished_at))
+        where n.status not in ('pending', 'creating', 'tracking')
+    ) as d (family, labels, delta)
+    group by d.family, d.labels;
+    return null;
+end;
+$$ language plpgsql;
+
+create or replace function metric_job_updated() returns trigger as $$
+begin
+    insert into metric_delta (family, labels, value)
+    select d.family, d.labels, sum(d.delta)
+    from old_rows o
+    join new_rows n using (job_id)
+    cross join lateral (
+        select 'stacksnap_jobs'::text, jsonb_build_object('status', o.status), -1::float8
+        union all
+        select 'stacksnap_jobs', jsonb_build_object('status', n.status), 1
+        union all
+        select * from metric_job_end_of(n.kind, n.resource_type, n.status,
+            metric_job_seconds(n.started_at, n.finished_at))
+        where o.status in ('pending', 'creating', 'tracking')
+          and n.status not in ('pending', 'creating', 'tracking')
+    ) as d (family, labels, delta)
+    where o.status is distinct from n.status
+    group by d.family, d.labels;
+    return null;
+end;
+$$ language plpgsql;

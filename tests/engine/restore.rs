@@ -507,3 +507,39 @@ async fn a_restores_trust_is_kept_until_its_clean_up_is_over(pool: PgPool) {
     settle_cleanup(&h, job_id).await;
     assert_eq!(unreferenced().await, 1);
 }
+
+#[sqlx::test]
+async fn a_failed_restore_counts_as_a_restore_not_as_a_failed_snapshot_job(pool: PgPool) {
+    // Arrange: a restore Nova refuses (quota).
+    let h = harness_with(pool, SimConfig::default().with_instances_quota(1)).await;
+    let server = h.sim.create_image_backed_server("web-1", &[], &[], false);
+    snapshot_of(&h, "server", &server).await;
+    let snapshot_id: Uuid = sqlx::query_scalar("select snapshot_id from snapshot")
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+
+    // Act
+    let job_id = restore(&h, snapshot_id, json!({})).await;
+    assert_eq!(h.finish(job_id).await.status, JobStatus::Failed);
+
+    // Assert: the snapshot-failure alert reads stacksnap_jobs_total.
+    let count = |family: &'static str, status: &'static str| {
+        let pool = h.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, f64>(
+                "select coalesce(sum(value), 0) from (select family, labels, value from metric_delta \
+                 union all select family, labels, value from metric_counter) m \
+                 where family = $1 and labels ->> 'status' = $2",
+            )
+            .bind(family)
+            .bind(status)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(count("stacksnap_jobs_total", "failed").await, 0.0);
+    assert_eq!(count("stacksnap_jobs_total", "succeeded").await, 1.0);
+    assert_eq!(count("stacksnap_restores_total", "failed").await, 1.0);
+}

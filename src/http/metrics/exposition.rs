@@ -85,11 +85,30 @@ pub fn render_database(stored: &DatabaseMetrics, out: &mut String) {
             })
         })
         .collect();
+    let restores_total: Vec<Labels> = ["restore", "verify"]
+        .iter()
+        .flat_map(|k| {
+            RESOURCE_TYPES.iter().flat_map(move |t| {
+                JOB_END_STATUSES.iter().map(move |s| {
+                    vec![
+                        ("kind", (*k).to_owned()),
+                        ("resource_type", (*t).to_owned()),
+                        ("status", (*s).to_owned()),
+                    ]
+                })
+            })
+        })
+        .collect();
     let counters = [
         (
             "stacksnap_jobs_total",
-            "Jobs ended, by final state (database running total).",
+            "Snapshot jobs ended, by final state (database running total).",
             jobs_total,
+        ),
+        (
+            "stacksnap_restores_total",
+            "Restore and restore-test jobs ended, by final state (database running total).",
+            restores_total,
         ),
         (
             "stacksnap_runs_total",
