@@ -45,7 +45,8 @@ pub async fn purge_finished_runs(
            select r.run_id from run r \
             where r.status <> 'running' and r.finished_at < $1 \
               and not exists (select 1 from job j where j.run_id = r.run_id \
-                              and j.status in ('pending', 'creating', 'tracking')) \
+                              and (j.status in ('pending', 'creating', 'tracking') \
+                                   or j.cleanup_due_at is not null)) \
               and not exists (select 1 from snapshot s where s.run_id = r.run_id) \
               and not exists (select 1 from job j join snapshot s on s.job_id = j.job_id \
                               where j.run_id = r.run_id) \

@@ -543,3 +543,26 @@ async fn a_failed_restore_counts_as_a_restore_not_as_a_failed_snapshot_job(pool:
     assert_eq!(count("stacksnap_jobs_total", "succeeded").await, 1.0);
     assert_eq!(count("stacksnap_restores_total", "failed").await, 1.0);
 }
+
+#[sqlx::test]
+async fn the_history_purge_keeps_a_restore_whose_clean_up_is_due(pool: PgPool) {
+    // Arrange: a cancelled restore whose clean-up has not run.
+    let h = harness(pool).await;
+    let volume = h.sim.create_volume("data", 1, &[]);
+    let snapshot_id = snapshot_of(&h, "volume", &volume).await;
+    let job_id = restore(&h, snapshot_id, json!({})).await;
+    h.drive(job_id, |j| j.status == JobStatus::Tracking).await;
+    lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now(), "test")
+        .await
+        .unwrap();
+    let later = h.clock.now() + chrono::TimeDelta::days(400);
+
+    // Act
+    stacksnap::store::history::purge_finished_runs(&h.pool, later, 100)
+        .await
+        .unwrap();
+
+    // Assert: still there to be cleaned up, and cleaned up.
+    let job = settle_cleanup(&h, job_id).await;
+    assert_eq!(restored(&job).cleanup.unwrap().state, CleanupState::Deleted);
+}
