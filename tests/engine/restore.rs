@@ -566,3 +566,50 @@ async fn the_history_purge_keeps_a_restore_whose_clean_up_is_due(pool: PgPool) {
     let job = settle_cleanup(&h, job_id).await;
     assert_eq!(restored(&job).cleanup.unwrap().state, CleanupState::Deleted);
 }
+
+#[sqlx::test]
+async fn a_boot_volume_in_error_fails_the_restore_and_its_volumes_are_deleted(pool: PgPool) {
+    // Arrange: Nova's boot volume from the snapshot goes to error.
+    let h = harness(pool).await;
+    let server = h.sim.create_volume_backed_server("db-1", 1, false);
+    let snapshot_id = snapshot_of(&h, "server", &server).await;
+    let before: Vec<String> = h
+        .cloud
+        .cinder()
+        .list_volumes(&VolumeFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.id)
+        .collect();
+    h.sim
+        .inject(FaultRule::new("nova.create_server", Fault::VolumeError).times(1));
+
+    // Act
+    let job_id = restore(&h, snapshot_id, json!({})).await;
+    h.finish(job_id).await;
+    let job = settle_cleanup(&h, job_id).await;
+
+    // Assert
+    assert_eq!(job.status, JobStatus::Failed);
+    let error = job.error.clone().unwrap().0;
+    assert!(
+        matches!(error.code.as_str(), "server_error" | "volume_error"),
+        "{error:?}"
+    );
+    let left: Vec<String> = h
+        .cloud
+        .cinder()
+        .list_volumes(&VolumeFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|v| !before.contains(&v.id) && v.status != "deleting")
+        .map(|v| format!("{} {}", v.id, v.status))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "left behind: {left:?}; restored {:?}",
+        restored(&job)
+    );
+}
