@@ -112,8 +112,8 @@ pub struct RestoreRequest {
     /// Servers: the key pair to inject.
     #[serde(default)]
     pub key_name: Option<String>,
-    /// Servers and volumes: metadata for the new resource, besides
-    /// `stacksnap_restored_from` and `stacksnap_job_id`.
+    /// Metadata for the new server or volume (or each volume of a new
+    /// group), besides `stacksnap_restored_from` and `stacksnap_job_id`.
     #[serde(default)]
     pub metadata: Option<BTreeMap<String, String>>,
     /// Volumes: the volume type; default Cinder's choice (the snapshot's volume's type).
@@ -147,6 +147,9 @@ pub enum RestoreSource {
         #[serde(default)]
         size_gb: Option<u64>,
     },
+    /// A volume group's snapshot: Cinder's `create-from-src` makes a new
+    /// group with one volume per member snapshot.
+    VolumeGroup { group_snapshot_id: String },
 }
 
 /// What a restore job keeps of its request (`job.restore`), as validated.
@@ -199,6 +202,7 @@ pub struct SnapshotPieces {
     pub resource_name: Option<String>,
     pub image_id: Option<String>,
     pub volume_snapshot_id: Option<String>,
+    pub group_snapshot_id: Option<String>,
     pub size_gb: Option<u64>,
     pub source_flavor: Option<Value>,
 }
@@ -251,7 +255,17 @@ impl RestoreRequest {
                     v.add(*field, "applies only to the restore of a server snapshot");
                 }
             }
-            ResourceType::VolumeGroup => {}
+            ResourceType::VolumeGroup => {
+                let zone = [("availability_zone", self.availability_zone.is_some())];
+                let set = server_only.iter().chain(&volume_only).chain(&zone);
+                for (field, _) in set.filter(|(_, set)| *set) {
+                    v.add(
+                        *field,
+                        "does not apply to the restore of a volume group snapshot (Cinder makes the \
+                         group in its source's zone, with its source's types and sizes)",
+                    );
+                }
+            }
         }
         if let Some(Networks::List(list)) = &self.networks {
             v.check(
@@ -319,11 +333,11 @@ impl RestoreRequest {
                     .ok_or_else(|| NotRestorable("the snapshot has no Cinder snapshot".into()))?,
                 size_gb: snapshot.size_gb,
             },
-            ResourceType::VolumeGroup => {
-                return Err(NotRestorable(
-                    "restoring a volume group snapshot is not supported yet".into(),
-                ));
-            }
+            ResourceType::VolumeGroup => RestoreSource::VolumeGroup {
+                group_snapshot_id: snapshot.group_snapshot_id.clone().ok_or_else(|| {
+                    NotRestorable("the snapshot has no Cinder group snapshot".into())
+                })?,
+            },
         };
         let source_name = snapshot
             .resource_name
@@ -416,7 +430,11 @@ pub struct Restored {
     /// The new volume (a volume snapshot's restore).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_id: Option<String>,
-    /// The new server's volumes, as Nova attached them (a volume-backed server's).
+    /// The new volume group (a volume group snapshot's restore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+    /// The new server's volumes, as Nova attached them (a volume-backed
+    /// server's), or the new group's volumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_ids: Option<Vec<String>>,
     /// Set once a failed or cancelled restore deletes what it made.
@@ -429,6 +447,7 @@ impl Restored {
     pub fn is_empty(&self) -> bool {
         self.server_id.is_none()
             && self.volume_id.is_none()
+            && self.group_id.is_none()
             && self.volume_ids.as_ref().is_none_or(Vec::is_empty)
     }
 }
@@ -498,6 +517,50 @@ pub fn judge_volume(id: &str, status: Option<&str>) -> Verdict {
     }
 }
 
+/// Judges a restored volume group from its status (`None`: Cinder no longer
+/// knows it) and the status of each of its volumes.
+pub fn judge_group(id: &str, status: Option<&str>, volumes: &[(String, String)]) -> Verdict {
+    match status {
+        None | Some("deleting") => {
+            return Verdict::Failed {
+                code: "group_deleted",
+                message: format!("the new volume group {id} was deleted before it was available"),
+            };
+        }
+        Some(s) if s.starts_with("error") => {
+            let failed: Vec<&str> = volumes
+                .iter()
+                .filter(|(_, s)| s.starts_with("error"))
+                .map(|(v, _)| v.as_str())
+                .collect();
+            return Verdict::Failed {
+                code: "group_error",
+                message: format!(
+                    "the new volume group {id} went to {s}{}",
+                    if failed.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (volumes in error: {})", failed.join(", "))
+                    }
+                ),
+            };
+        }
+        Some("available") => {}
+        Some(_) => return Verdict::InProgress,
+    }
+    if let Some((v, s)) = volumes.iter().find(|(_, s)| s.starts_with("error")) {
+        return Verdict::Failed {
+            code: "volume_error",
+            message: format!("volume {v} of the new group went to {s}"),
+        };
+    }
+    if !volumes.is_empty() && volumes.iter().all(|(_, s)| s == "available") {
+        Verdict::Done
+    } else {
+        Verdict::InProgress
+    }
+}
+
 /// The flavor to boot with: the requested one (an id or a name) else the
 /// source's as recorded (its `id` below compute 2.47, its `original_name`
 /// from 2.47), matched against the flavors the project sees as `(id, name)`.
@@ -556,6 +619,7 @@ mod tests {
             resource_name: Some("web-1".into()),
             image_id: Some("img".into()),
             volume_snapshot_id: Some("vs".into()),
+            group_snapshot_id: Some("gs".into()),
             size_gb: Some(10),
             source_flavor: Some(json!({"original_name": "m1.small"})),
         }
@@ -578,6 +642,11 @@ mod tests {
         let r = request(json!({"flavor": "m1", "size": 20, "networks": "auto"}));
         assert_eq!(fields(&r, ResourceType::Server), ["size"]);
         assert_eq!(fields(&r, ResourceType::Volume), ["flavor", "networks"]);
+        let r = request(json!({"flavor": "m1", "availability_zone": "az1", "name": "g"}));
+        assert_eq!(
+            fields(&r, ResourceType::VolumeGroup),
+            ["flavor", "availability_zone"]
+        );
     }
 
     #[test]
@@ -652,6 +721,42 @@ mod tests {
             judge_server(None, None, &[]),
             Verdict::Failed {
                 code: "server_deleted",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_group_is_done_when_available_with_every_volume() {
+        let vols = |a: &str, b: &str| {
+            vec![
+                ("v1".to_owned(), a.to_owned()),
+                ("v2".to_owned(), b.to_owned()),
+            ]
+        };
+        assert_eq!(
+            judge_group("g", Some("creating"), &vols("creating", "available")),
+            Verdict::InProgress
+        );
+        assert_eq!(
+            judge_group("g", Some("available"), &[]),
+            Verdict::InProgress
+        );
+        assert_eq!(
+            judge_group("g", Some("available"), &vols("available", "available")),
+            Verdict::Done
+        );
+        let Verdict::Failed { code, message } =
+            judge_group("g", Some("error"), &vols("error", "available"))
+        else {
+            panic!()
+        };
+        assert_eq!(code, "group_error");
+        assert!(message.contains("v1"), "{message}");
+        assert!(matches!(
+            judge_group("g", None, &[]),
+            Verdict::Failed {
+                code: "group_deleted",
                 ..
             }
         ));

@@ -19,8 +19,8 @@ use crate::{
     domain::{
         job::{JobError, TimelineEntry, Verdict},
         restore::{
-            JOB_ID_KEY, RestoreSource, RestoreSpec, Restored, judge_server, judge_volume,
-            pick_flavor, server_tag,
+            JOB_ID_KEY, RestoreSource, RestoreSpec, Restored, judge_group, judge_server,
+            judge_volume, pick_flavor, server_tag,
         },
     },
     openstack::{ErrorKind, OpenStack, OpenStackError, cinder::VolumeFilter, nova::ServerFilter},
@@ -133,7 +133,40 @@ pub async fn create(
                 Err(e) => failure(e, "creating the volume (POST /volumes)", 1),
             }
         }
+        RestoreSource::VolumeGroup { group_snapshot_id } => {
+            // A group has no metadata: its description names the job, and
+            // its volumes are stamped once they are available.
+            let description = group_description(job_id, spec.snapshot_id);
+            if !gate.sending().await {
+                return Sent::Retry(not_marked());
+            }
+            match cloud
+                .cinder()
+                .create_group_from_src(&spec.name, &description, group_snapshot_id)
+                .await
+            {
+                Ok(group) => Sent::Made {
+                    restored: Restored {
+                        group_id: Some(group.id),
+                        volume_ids: Some(Vec::new()),
+                        ..Restored::default()
+                    },
+                    calls: 1,
+                },
+                Err(e) => failure(
+                    e,
+                    "creating the volume group (POST /groups/action create-from-src)",
+                    1,
+                ),
+            }
+        }
     }
+}
+
+/// The description of a group a restore makes: groups carry no metadata, so
+/// it names the job (and recovery lists groups by name, then checks it).
+pub fn group_description(job_id: Uuid, snapshot_id: Uuid) -> String {
+    format!("restored by stacksnap job {job_id} from snapshot {snapshot_id}")
 }
 
 fn not_marked() -> OpenStackError {
@@ -224,6 +257,21 @@ pub async fn find(
                 1,
             ))
         }
+        RestoreSource::VolumeGroup { .. } => {
+            let groups = cloud.cinder().list_groups_named(&spec.name).await?;
+            let ours = groups
+                .into_iter()
+                .filter(|g| g.description.as_deref().is_some_and(|d| d.contains(&id)))
+                .min_by(|a, b| a.id.cmp(&b.id));
+            Ok((
+                ours.map(|g| Restored {
+                    group_id: Some(g.id),
+                    volume_ids: Some(Vec::new()),
+                    ..Restored::default()
+                }),
+                1,
+            ))
+        }
     }
 }
 
@@ -243,12 +291,76 @@ pub struct Progress {
 pub async fn poll(
     cloud: &OpenStack,
     restored: &Restored,
+    stamp: &BTreeMap<String, String>,
     seen: &[TimelineEntry],
     now: DateTime<Utc>,
 ) -> Result<Progress, OpenStackError> {
     let mut timeline = Vec::new();
     let mut restored = restored.clone();
     let mut calls = 0;
+    if let Some(group_id) = restored.group_id.clone() {
+        calls += 1;
+        let status = match cloud.cinder().get_group(&group_id).await {
+            Ok(group) => Some(group.status),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
+        };
+        note(
+            &mut timeline,
+            seen,
+            now,
+            "group",
+            &group_id,
+            status.as_deref().unwrap_or("missing"),
+        );
+        let mut volumes = Vec::new();
+        if status.is_some() {
+            calls += 1;
+            let filter = VolumeFilter {
+                group_id: Some(group_id.clone()),
+                ..VolumeFilter::default()
+            };
+            let members = cloud.cinder().list_volumes(&filter).await?;
+            let members: Vec<_> = members
+                .into_iter()
+                .filter(|v| v.group_id.as_deref() == Some(group_id.as_str()))
+                .collect();
+            let known = restored.volume_ids.get_or_insert_with(Vec::new);
+            for v in &members {
+                if !known.contains(&v.id) {
+                    known.push(v.id.clone());
+                }
+                note(&mut timeline, seen, now, "volume", &v.id, &v.status);
+                volumes.push((v.id.clone(), v.status.clone()));
+            }
+            let verdict = judge_group(&group_id, status.as_deref(), &volumes);
+            if verdict == Verdict::Done {
+                // Cinder gives the group's volumes no name and no metadata: stamp them.
+                let job_id = stamp.get(JOB_ID_KEY);
+                for v in members
+                    .iter()
+                    .filter(|v| v.metadata.get(JOB_ID_KEY) != job_id)
+                {
+                    let mut metadata = v.metadata.clone();
+                    metadata.extend(stamp.clone());
+                    calls += 1;
+                    cloud.cinder().set_volume_metadata(&v.id, &metadata).await?;
+                }
+            }
+            return Ok(Progress {
+                verdict,
+                restored,
+                timeline,
+                calls,
+            });
+        }
+        return Ok(Progress {
+            verdict: judge_group(&group_id, None, &volumes),
+            restored,
+            timeline,
+            calls,
+        });
+    }
     if let Some(server_id) = restored.server_id.clone() {
         calls += 1;
         let server = match cloud.nova().get_server(&server_id).await {
@@ -371,6 +483,36 @@ pub async fn cleanup_step(
     let mut timeline = Vec::new();
     let mut calls = 0;
     let mut pending = false;
+    if let Some(group_id) = restored.group_id.clone() {
+        calls += 1;
+        match cloud.cinder().get_group(&group_id).await {
+            Err(e) if e.is_not_found() => {
+                note(&mut timeline, seen, now, "group", &group_id, "deleted");
+            }
+            Err(e) => return Err(e),
+            Ok(group) => {
+                pending = true;
+                if group.status == "available" || group.status.starts_with("error") {
+                    calls += 1;
+                    match cloud.cinder().delete_group_with_volumes(&group_id).await {
+                        Ok(()) => note(&mut timeline, seen, now, "group", &group_id, "deleting"),
+                        Err(e) if e.is_not_found() => {}
+                        // Busy: looked at again.
+                        Err(e)
+                            if e.kind == ErrorKind::BadRequest || e.kind == ErrorKind::Conflict => {
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        return Ok(CleanupStep {
+            done: !pending,
+            restored,
+            timeline,
+            calls,
+        });
+    }
     let server_gone = restored.cleanup.as_ref().is_some_and(|c| c.server_gone);
     if let (Some(server_id), false) = (restored.server_id.clone(), server_gone) {
         calls += 1;

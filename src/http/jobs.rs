@@ -94,7 +94,8 @@ pub struct JobResponse {
     pub restore: Option<serde_json::Value>,
     /// Restore jobs only: what the restore made so far (`{}` before the create
     /// was answered): `server_id` and `volume_ids` for a server, `volume_id`
-    /// for a volume; with `cleanup` once a failed or cancelled restore deletes it.
+    /// for a volume, `group_id` and `volume_ids` for a volume group; with
+    /// `cleanup` once a failed or cancelled restore deletes it.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(required = false)]
     pub restored: Option<Restored>,

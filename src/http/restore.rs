@@ -1,4 +1,4 @@
-//! `POST /v1/snapshots/{id}/restore`: make a new server or volume from a
+//! `POST /v1/snapshots/{id}/restore`: make a new server, volume or volume group from a
 //! managed snapshot, optionally waiting for it.
 
 use axum::{
@@ -35,7 +35,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// volume-backed server, Nova makes its volumes from the Cinder snapshots the
 /// image's `block_device_mapping` lists); the job waits until the server is
 /// `ACTIVE` and every new volume `in-use`. A volume snapshot makes a new volume,
-/// waited to `available`. The new resources carry the metadata
+/// waited to `available`. A volume-group snapshot makes a new group
+/// (Cinder's `create-from-src`), waited to `available` with all its volumes;
+/// only `name`, `metadata` and `timeout` apply to it. The new resources carry the metadata
 /// `stacksnap_restored_from=<snapshot id>` and `stacksnap_job_id=<job id>`, a
 /// server also the tag `stacksnap-job-<job id>`. The job (`kind: restore`) runs
 /// in a run with trigger `restore` and no policy, acting with the caller's
@@ -48,7 +50,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// after boot and the source's ports are not carried over. Cinder keeps a
 /// volume made from a snapshot in the snapshot's availability zone
 /// (`cloned_volume_same_az`), so volumes and volume-backed servers stay in
-/// theirs. Volume-group snapshots cannot be restored yet (409).
+/// theirs; a restored group is in its source's zone, with its types. A group
+/// carries no metadata: its description names the job, and its volumes are
+/// stamped once available.
 ///
 /// Without `wait` the answer comes at once (202). With `wait`, it comes when the
 /// job ends (200, whatever its outcome: check `status`) or when the wait runs out (202).

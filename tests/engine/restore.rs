@@ -63,9 +63,10 @@ fn restored(job: &jobs::Job) -> Restored {
         .unwrap_or_default()
 }
 
-/// Works until the job's clean-up is over.
+/// Works until the job's clean-up is over (at least 15 s of the simulator's
+/// real time: its transitions run on it, and the machine may be busy).
 async fn settle_cleanup(h: &Harness, job_id: Uuid) -> jobs::Job {
-    for _ in 0..300 {
+    for _ in 0..500 {
         h.work().await;
         let job = h.job(job_id).await;
         if job.status.is_terminal() && job.cleanup_due_at.is_none() {
@@ -612,4 +613,114 @@ async fn a_boot_volume_in_error_fails_the_restore_and_its_volumes_are_deleted(po
         "left behind: {left:?}; restored {:?}",
         restored(&job)
     );
+}
+
+/// A group snapshot of two volumes, and the group's id.
+async fn group_snapshot(h: &Harness) -> (Uuid, String) {
+    let (a, b) = (
+        h.sim.create_volume("ga", 1, &[]),
+        h.sim.create_volume("gb", 1, &[]),
+    );
+    let group = crate::helpers::volume_group(&h.cloud, "default_group_type", &[&a, &b]).await;
+    (snapshot_of(h, "volume_group", &group).await, group)
+}
+
+#[sqlx::test]
+async fn a_volume_group_snapshot_restores_to_a_new_group_with_stamped_volumes(pool: PgPool) {
+    // Arrange
+    let h = harness(pool).await;
+    let (snapshot_id, source) = group_snapshot(&h).await;
+
+    // Act
+    let job_id = restore(
+        &h,
+        snapshot_id,
+        json!({"name": "g-copy", "metadata": {"t": "1"}}),
+    )
+    .await;
+    let job = h.finish(job_id).await;
+
+    // Assert
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    let made = restored(&job);
+    let group_id = made.group_id.expect("the new group is recorded");
+    assert_ne!(group_id, source);
+    let group = h.cloud.cinder().get_group(&group_id).await.unwrap();
+    assert_eq!(group.status, "available");
+    let volumes = made.volume_ids.unwrap();
+    assert_eq!(volumes.len(), 2);
+    for id in &volumes {
+        let volume = h.cloud.cinder().get_volume(id).await.unwrap();
+        assert_eq!(volume.group_id.as_deref(), Some(group_id.as_str()));
+        assert_eq!(
+            volume.metadata["stacksnap_restored_from"],
+            snapshot_id.to_string()
+        );
+        assert_eq!(volume.metadata["stacksnap_job_id"], job_id.to_string());
+        assert_eq!(volume.metadata["t"], "1");
+    }
+}
+
+#[sqlx::test]
+async fn a_group_create_whose_answer_is_lost_is_found_by_name_and_description(pool: PgPool) {
+    // Arrange
+    let h = harness(pool).await;
+    let (snapshot_id, _) = group_snapshot(&h).await;
+    h.sim
+        .inject(FaultRule::reply_lost("cinder.create_group_from_src", 503).times(1));
+
+    // Act
+    let job_id = restore(&h, snapshot_id, json!({})).await;
+    let job = h.finish(job_id).await;
+
+    // Assert
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    assert_eq!(h.sim.count("cinder.create_group_from_src"), 1);
+    assert!(restored(&job).group_id.is_some());
+}
+
+#[sqlx::test]
+async fn a_cancelled_group_restore_deletes_the_group_with_its_volumes(pool: PgPool) {
+    // Arrange: the group's volumes take a while (the simulator's real time).
+    let mut config = SimConfig::default();
+    config.durations.volume_create = std::time::Duration::from_millis(1500);
+    let h = harness_with(pool, config).await;
+    let (snapshot_id, _) = group_snapshot(&h).await;
+    let job_id = restore(&h, snapshot_id, json!({})).await;
+    let tracking = h
+        .drive(job_id, |j| {
+            j.status == JobStatus::Tracking
+                && restored(j)
+                    .volume_ids
+                    .as_ref()
+                    .is_some_and(|v| v.len() == 2)
+        })
+        .await;
+    let made = restored(&tracking);
+    let group_id = made.group_id.clone().unwrap();
+    let group = h.cloud.cinder().get_group(&group_id).await.unwrap();
+    assert_eq!(group.status, "creating");
+
+    // Act
+    lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now(), "test")
+        .await
+        .unwrap();
+    let job = settle_cleanup(&h, job_id).await;
+
+    // Assert
+    assert_eq!(restored(&job).cleanup.unwrap().state, CleanupState::Deleted);
+    let gone = h
+        .cloud
+        .cinder()
+        .get_group(made.group_id.as_deref().unwrap())
+        .await
+        .is_err_and(|e| e.is_not_found());
+    assert!(gone, "the group is deleted");
+    for id in made.volume_ids.unwrap() {
+        let gone = match h.cloud.cinder().get_volume(&id).await {
+            Err(e) => e.is_not_found(),
+            Ok(v) => v.status == "deleting",
+        };
+        assert!(gone, "volume {id} is deleted with its group");
+    }
 }

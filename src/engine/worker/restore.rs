@@ -131,30 +131,36 @@ impl Engine {
             .as_ref()
             .map(|r| r.0.clone())
             .unwrap_or_default();
+        let stamp = job
+            .restore
+            .as_ref()
+            .map(|r| r.0.stamped_metadata(job.job_id))
+            .unwrap_or_default();
         let deadline_passed = job.deadline.is_some_and(|d| now >= d);
-        let progress = match restore::poll(&self.cloud, &restored, &job.timeline.0, now).await {
-            Ok(progress) => progress,
-            Err(e) if e.is_refused() => {
-                let mut update = fail(JobError::new(
-                    "request_refused",
-                    format!("the cloud refused a request while following the restore: {e}"),
-                ));
-                update.calls = 1;
-                return update;
-            }
-            Err(e) if deadline_passed => {
-                return timed_out(JobError::new(
-                    "timed_out",
-                    format!("not usable in time; last error: {e}"),
-                ));
-            }
-            Err(e) => {
-                let mut update = later(now + self.poll_delay(job, now));
-                update.calls = 1;
-                update.error = Some(Some(JobError::new("polling", e.to_string())));
-                return update;
-            }
-        };
+        let progress =
+            match restore::poll(&self.cloud, &restored, &stamp, &job.timeline.0, now).await {
+                Ok(progress) => progress,
+                Err(e) if e.is_refused() => {
+                    let mut update = fail(JobError::new(
+                        "request_refused",
+                        format!("the cloud refused a request while following the restore: {e}"),
+                    ));
+                    update.calls = 1;
+                    return update;
+                }
+                Err(e) if deadline_passed => {
+                    return timed_out(JobError::new(
+                        "timed_out",
+                        format!("not usable in time; last error: {e}"),
+                    ));
+                }
+                Err(e) => {
+                    let mut update = later(now + self.poll_delay(job, now));
+                    update.calls = 1;
+                    update.error = Some(Some(JobError::new("polling", e.to_string())));
+                    return update;
+                }
+            };
         let mut update = JobUpdate {
             calls: progress.calls,
             timeline: progress.timeline,
@@ -203,6 +209,21 @@ impl Engine {
         )
         .await?;
         Ok(())
+    }
+
+    /// Looks often at first, less often as a clean-up takes longer (a
+    /// resource Cinder or Nova keeps in a passing state for long).
+    fn cleanup_delay(&self, job: &Job, now: DateTime<Utc>) -> chrono::TimeDelta {
+        let age = now - job.finished_at.unwrap_or(now);
+        let base = self.config.poll_interval;
+        let scaled = if age < base * 15 {
+            base
+        } else if age < base * 150 {
+            base * 3
+        } else {
+            base * 10
+        };
+        scaled.min(self.config.max_poll_interval)
     }
 
     async fn cleanup_step(
@@ -258,6 +279,7 @@ impl Engine {
                     calls += n;
                     restored.server_id = found.server_id;
                     restored.volume_id = found.volume_id;
+                    restored.group_id = found.group_id;
                     restored.volume_ids = found.volume_ids;
                 }
                 Ok((None, n)) => {
@@ -294,7 +316,7 @@ impl Engine {
                     }
                     None
                 } else {
-                    Some(now + self.config.poll_interval)
+                    Some(now + self.cleanup_delay(job, now))
                 };
                 (restored, next, step.timeline, calls + step.calls)
             }
