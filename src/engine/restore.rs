@@ -23,7 +23,11 @@ use crate::{
             judge_volume, pick_flavor, server_tag,
         },
     },
-    openstack::{ErrorKind, OpenStack, OpenStackError, cinder::VolumeFilter, nova::ServerFilter},
+    openstack::{
+        ErrorKind, OpenStack, OpenStackError,
+        cinder::VolumeFilter,
+        nova::{ServerFilter, TAGS_IN_CREATE},
+    },
 };
 
 /// The result of sending a restore's create request.
@@ -78,8 +82,12 @@ pub async fn create(
                 "flavorRef": flavor,
                 "networks": spec.nova_networks(),
                 "metadata": metadata,
-                "tags": [server_tag(job_id)],
             });
+            // Below 2.52 Nova refuses `tags` in the body: the server is then
+            // found by its metadata (see `find`).
+            if tags_in_create(cloud).await {
+                server["tags"] = json!([server_tag(job_id)]);
+            }
             if let Some(zone) = &spec.availability_zone {
                 server["availability_zone"] = json!(zone);
             }
@@ -169,6 +177,17 @@ pub fn group_description(job_id: Uuid, snapshot_id: Uuid) -> String {
     format!("restored by stacksnap job {job_id} from snapshot {snapshot_id}")
 }
 
+/// Whether the session's compute microversion takes `tags` in `POST /servers`.
+async fn tags_in_create(cloud: &OpenStack) -> bool {
+    cloud
+        .nova()
+        .microversion()
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|v| v >= TAGS_IN_CREATE)
+}
+
 fn not_marked() -> OpenStackError {
     OpenStackError::new(
         ErrorKind::Transport,
@@ -220,8 +239,14 @@ pub async fn find(
     match &spec.source {
         RestoreSource::Server { .. } => {
             let tag = server_tag(job_id);
+            // Nova filters by tag, not by metadata: without the tag (below
+            // 2.52) the project's servers are listed and checked one by one.
             let filter = ServerFilter {
-                tags: vec![tag.clone()],
+                tags: if tags_in_create(cloud).await {
+                    vec![tag.clone()]
+                } else {
+                    Vec::new()
+                },
                 ..ServerFilter::default()
             };
             let servers = cloud.nova().list_servers(&filter).await?;

@@ -82,6 +82,13 @@ pub struct SnapshotResponse {
     /// While `delete_blocked`: the volumes made from its pieces. Delete or flatten
     /// them (then `DELETE` it again, or wait for the daily retry).
     pub delete_blocked_by: Option<Vec<Dependant>>,
+    /// A server snapshot's source flavor as Nova showed it when it was taken
+    /// (from compute 2.47 `original_name`, `vcpus`, `ram`, `disk`, ...; below
+    /// it the `id`): what a restore boots with unless asked otherwise. `null`
+    /// for volumes and for snapshots taken before it was recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object, required = false, example = json!({"original_name": "m1.small", "vcpus": 1, "ram": 2048, "disk": 20}))]
+    pub source_flavor: Option<serde_json::Value>,
 }
 
 impl SnapshotResponse {
@@ -113,6 +120,7 @@ impl SnapshotResponse {
             deleted_at: snapshot.deleted_at,
             delete_error: snapshot.delete_error.map(|e| e.0),
             delete_blocked_by: snapshot.delete_blocked_by.map(|d| d.0),
+            source_flavor: snapshot.source_flavor.map(|f| f.0),
         }
     }
 }

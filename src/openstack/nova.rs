@@ -15,6 +15,8 @@ use super::{
 
 /// From this microversion on, `createImage` answers with the image id in its body.
 pub const IMAGE_ID_IN_BODY: Microversion = Microversion(2, 45);
+/// From this microversion on, `POST /servers` takes `tags`.
+pub const TAGS_IN_CREATE: Microversion = Microversion(2, 52);
 
 /// A server, with the fields snapshotting needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -172,6 +174,14 @@ impl Nova<'_> {
                 return Ok(servers);
             }
         }
+    }
+
+    /// The microversion compute calls are made at (`None`: the cloud has none).
+    ///
+    /// # Errors
+    /// The endpoint cannot be discovered.
+    pub async fn microversion(&self) -> Result<Option<Microversion>, OpenStackError> {
+        self.0.microversion(Service::Compute).await
     }
 
     /// Creates a server; `server` is the body's `server` object. Returns the new server's id.

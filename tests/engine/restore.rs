@@ -724,3 +724,31 @@ async fn a_cancelled_group_restore_deletes_the_group_with_its_volumes(pool: PgPo
         assert!(gone, "volume {id} is deleted with its group");
     }
 }
+
+#[sqlx::test]
+async fn below_compute_2_52_the_server_carries_no_tag_and_is_found_by_its_metadata(pool: PgPool) {
+    // Arrange: Nova refuses `tags` in the create body below 2.52; the
+    // create's answer is lost.
+    let mut config = SimConfig::default();
+    config.nova_max_microversion = "2.51".into();
+    let h = harness_with(pool, config).await;
+    let server = h.sim.create_image_backed_server("web-1", &[], &[], false);
+    let snapshot_id = snapshot_of(&h, "server", &server).await;
+    h.sim
+        .inject(FaultRule::reply_lost("nova.create_server", 503).times(1));
+
+    // Act
+    let job_id = restore(&h, snapshot_id, json!({})).await;
+    let job = h.finish(job_id).await;
+
+    // Assert
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    assert_eq!(
+        h.sim.count("nova.create_server"),
+        1,
+        "found, not sent again"
+    );
+    let id = restored(&job).server_id.unwrap();
+    let new = h.cloud.nova().get_server(&id).await.unwrap();
+    assert_eq!(new.metadata["stacksnap_job_id"], job_id.to_string());
+}
