@@ -729,8 +729,10 @@ async fn a_cancelled_group_restore_deletes_the_group_with_its_volumes(pool: PgPo
 async fn below_compute_2_52_the_server_carries_no_tag_and_is_found_by_its_metadata(pool: PgPool) {
     // Arrange: Nova refuses `tags` in the create body below 2.52; the
     // create's answer is lost.
-    let mut config = SimConfig::default();
-    config.nova_max_microversion = "2.51".into();
+    let config = SimConfig {
+        nova_max_microversion: "2.51".into(),
+        ..SimConfig::default()
+    };
     let h = harness_with(pool, config).await;
     let server = h.sim.create_image_backed_server("web-1", &[], &[], false);
     let snapshot_id = snapshot_of(&h, "server", &server).await;
