@@ -144,3 +144,35 @@ async fn a_server_that_starts_matching_is_snapshotted_at_once_and_only_once(pool
         "{targets}"
     );
 }
+
+#[sqlx::test]
+async fn a_join_run_is_fired_by_the_scheduler_not_by_the_api(pool: PgPool) {
+    // Arrange: a joining policy that ran once; then a second tagged server.
+    let h = harness(pool.clone()).await;
+    let app = spawn_app_on(pool, h.clock.clone()).await;
+    h.sim
+        .create_image_backed_server("web", &["backup"], &[], false);
+    let id = app.create_policy(&policy("joining", true)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    run_now(&h, &app, &id).await;
+    h.sim
+        .create_image_backed_server("db", &["backup"], &[], false);
+    h.clock.advance(TimeDelta::minutes(6));
+
+    // Act
+    let joined = h.engine.watch_joins().await.unwrap();
+
+    // Assert: the event says the service fired it, as for a scheduled run
+    // (it said `api`: no user asked for it).
+    assert_eq!(joined.runs, 1, "{joined:?}");
+    let run = &join_runs(&h, &id).await[0].0;
+    let actor: String =
+        sqlx::query_scalar("select actor from event where run_id = $1 and kind = 'run.fired'")
+            .bind(run)
+            .fetch_one(&h.pool)
+            .await
+            .unwrap();
+    assert_eq!(actor, "scheduler");
+}
