@@ -477,7 +477,10 @@ mod tests {
         assert!(stored["options"].get("snapshot_on_join").is_none());
         let mut shown = stored;
         shown["options"]["snapshot_on_join"] = false.into();
-        assert_eq!(serde_json::to_value(PolicySpec::from(&read)).unwrap(), shown);
+        assert_eq!(
+            serde_json::to_value(PolicySpec::from(&read)).unwrap(),
+            shown
+        );
     }
 
     #[test]
