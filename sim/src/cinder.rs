@@ -95,6 +95,8 @@ pub(crate) fn operation(method: &Method, segs: &[&str]) -> &'static str {
         ("POST", ["v3", "groups"]) => "cinder.create_group",
         ("GET", ["v3", "groups", _]) => "cinder.get_group",
         ("PUT", ["v3", "groups", _]) => "cinder.update_group",
+        // `POST /groups/action` (no id) is `create-from-src` (3.14).
+        ("POST", ["v3", "groups", "action"]) => "cinder.create_group_from_src",
         ("POST", ["v3", "groups", _, "action"]) => "cinder.group_action",
         ("GET", ["v3", "group_snapshots"]) => "cinder.list_group_snapshots",
         ("GET", ["v3", "group_snapshots", "detail"]) => "cinder.list_group_snapshots_detail",
@@ -123,7 +125,10 @@ pub(crate) fn error(fail: &Fail) -> Response {
 pub(crate) fn handle(shared: &Shared, operation: &str, ctx: &Ctx) -> Response {
     let segs: Vec<&str> = ctx.segs.iter().map(String::as_str).collect();
     let segs = strip_project(&segs);
-    let id = segs.get(2).copied().unwrap_or("").to_owned();
+    let id = match operation {
+        "cinder.create_group_from_src" => String::new(),
+        _ => segs.get(2).copied().unwrap_or("").to_owned(),
+    };
     let mut st = shared.lock();
     let st = &mut *st;
     let collection = segs.get(1).copied().unwrap_or("");
@@ -156,7 +161,7 @@ pub(crate) fn handle(shared: &Shared, operation: &str, ctx: &Ctx) -> Response {
         "cinder.get_limits" => Ok((StatusCode::OK, limits(st, ctx))),
         "cinder.list_resource_filters"
         | "cinder.list_availability_zones"
-        | "cinder.list_extensions" => info::handle(operation, ctx),
+        | "cinder.list_extensions" => info::handle(operation, ctx, &st.availability_zones),
         "cinder.get_quota" => Ok((StatusCode::OK, quota(st, ctx, &id))),
         "cinder.update_quota" => update_quota(st, ctx, &id),
         op if op.contains("_type") => types::handle(st, op, ctx, &id),
@@ -219,7 +224,7 @@ pub(crate) fn render_volume(st: &State, v: &Volume, ctx: &Ctx) -> Value {
         "id": v.id,
         "status": status,
         "size": v.size,
-        "availability_zone": "nova",
+        "availability_zone": v.availability_zone,
         "created_at": stamp(st, v.created),
         "updated_at": stamp(st, v.status.since(ctx.now)),
         "name": v.name,
@@ -387,9 +392,34 @@ fn create_volume(st: &mut State, ctx: &Ctx) -> Reply {
     let metadata: BTreeMap<String, String> =
         serde_json::from_value(v["metadata"].clone()).unwrap_or_default();
     let image = v["imageRef"].as_str().filter(|s| !s.is_empty());
-    let size = match v["size"].as_u64() {
-        Some(s) if s > 0 => s,
-        _ if v["snapshot_id"].is_string() || v["source_volid"].is_string() => 0,
+    let from_source = v["snapshot_id"].is_string() || v["source_volid"].is_string();
+    // Cinder's schema: a positive integer, or digits in a string; none when
+    // there is a source (its size is taken).
+    let size = match &v["size"] {
+        Value::Null if from_source => 0,
+        Value::Number(n) => match n.as_u64() {
+            Some(s) if s > 0 => s,
+            _ => {
+                return Err(Fail::bad_request(format!(
+                    "Invalid input for field/attribute size. Value: {n}. {n} is less than the minimum of 1"
+                )));
+            }
+        },
+        Value::String(x) if !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()) => {
+            match x.parse::<u64>() {
+                Ok(s) if s > 0 => s,
+                _ => {
+                    return Err(Fail::bad_request(format!(
+                        "Invalid input for field/attribute size. Value: {x}. {x} is less than the minimum of 1"
+                    )));
+                }
+            }
+        }
+        Value::String(x) => {
+            return Err(Fail::bad_request(format!(
+                "Invalid input for field/attribute size. Value: {x}. '{x}' does not match '^[0-9]+$'"
+            )));
+        }
         _ => return Err(Fail::bad_request("Invalid input for field/attribute size.")),
     };
     // Sources and the group are read with the caller's project scope.
@@ -418,7 +448,9 @@ fn create_volume(st: &mut State, ctx: &Ctx) -> Reply {
             .as_str()
             .map(|t| types::volume_type_id(st, t))
             .transpose()?,
+        availability_zone: v["availability_zone"].as_str().map(str::to_owned),
         owner: Some(ctx.caller.owner()),
+        operation: Some("cinder.create_volume"),
     };
     let id = st.create_volume(ctx.now, spec, false)?;
     let vol = st.volume(&id, ctx.now).expect("just created");

@@ -41,6 +41,11 @@ pub struct SimConfig {
     pub cinder_max_limit: usize,
     /// Cinder's snapshot quota per project; -1 is unlimited.
     pub snapshot_quota: i64,
+    /// Nova's instances quota per project; -1 is unlimited.
+    pub instances_quota: i64,
+    /// The availability zones Nova and Cinder offer; the first is the
+    /// default (`["nova"]` when empty).
+    pub availability_zones: Vec<String>,
     /// The duration of every transition.
     pub durations: Durations,
     /// Faults active from the start.
@@ -326,6 +331,8 @@ impl Default for SimConfig {
             cinder_max_microversion: "3.71".into(),
             cinder_max_limit: 1000,
             snapshot_quota: 1000,
+            instances_quota: 1000,
+            availability_zones: vec!["nova".into()],
             durations: Durations::fast(),
             faults: Vec::new(),
             inventory: Inventory::default(),
@@ -381,6 +388,20 @@ impl SimConfig {
     #[must_use]
     pub fn with_snapshot_quota(mut self, quota: i64) -> Self {
         self.snapshot_quota = quota;
+        self
+    }
+
+    /// Sets Nova's instances quota (-1: unlimited).
+    #[must_use]
+    pub fn with_instances_quota(mut self, quota: i64) -> Self {
+        self.instances_quota = quota;
+        self
+    }
+
+    /// Sets the availability zones (the first is the default).
+    #[must_use]
+    pub fn with_availability_zones(mut self, zones: &[&str]) -> Self {
+        self.availability_zones = zones.iter().map(|z| (*z).to_owned()).collect();
         self
     }
 

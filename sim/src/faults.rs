@@ -61,6 +61,17 @@ pub enum Fault {
     /// A deleted group snapshot goes to `error` with its members, as Cinder's
     /// volume manager does when the backend fails `delete_group_snapshot`.
     GroupSnapshotDeleteError,
+    /// Volumes made by the call (a Cinder create, a group's `create-from-src`,
+    /// or a server's boot volumes) end in `error`; a server whose volume
+    /// fails ends `ERROR`, the volume unattached.
+    VolumeError,
+    /// Volumes made by the call stay `creating` for ever (and a server
+    /// booting from them stays `BUILD`).
+    VolumeStuck,
+    /// A server created by the call ends `ERROR` after its build.
+    ServerError,
+    /// A server created by the call stays `BUILD` (task_state `spawning`) for ever.
+    ServerStuck,
     /// The image of an image-backed createImage ends `killed`.
     ImageKilled,
     /// The image-backed createImage fails in the compute service: Nova

@@ -30,10 +30,15 @@ pub(crate) struct NewVolume {
     pub source_volid: Option<String>,
     pub metadata: BTreeMap<String, String>,
     pub group_id: Option<String>,
-    /// The volume type's id; the default type when `None`.
+    /// The volume type's id; the default type when `None` (or the
+    /// snapshot's or source volume's type).
     pub volume_type: Option<String>,
+    /// Cinder's zone as requested; `None` takes the source's, else the default.
+    pub availability_zone: Option<String>,
     /// The admin project when `None` (seeds and helpers).
     pub owner: Option<Owner>,
+    /// The operation whose volume faults apply (`VolumeError`, `VolumeStuck`).
+    pub operation: Option<&'static str>,
 }
 
 /// A Cinder snapshot to create.
@@ -88,6 +93,51 @@ pub(crate) struct NewServer {
     pub owner: Option<Owner>,
     /// The creator's roles, comma-joined; the admin's when `None`.
     pub boot_roles: Option<String>,
+    /// The zone asked for (`availability_zone`).
+    pub availability_zone: Option<String>,
+    pub key_name: Option<String>,
+    /// `networks` as requested (`Null` when not given).
+    pub networks: Value,
+    /// The operation whose server and volume faults apply.
+    pub operation: Option<&'static str>,
+}
+
+const GIB: u64 = 1 << 30;
+
+/// The block devices a (volume-backed) snapshot image defines in its
+/// `block_device_mapping` property (a JSON string, as Nova writes it, or a
+/// list), destination `volume` only.
+fn image_defined_bdms(properties: &BTreeMap<String, Value>) -> Vec<NewBdm> {
+    let list = match properties.get("block_device_mapping") {
+        Some(Value::String(text)) => serde_json::from_str::<Value>(text).unwrap_or_default(),
+        Some(v) => v.clone(),
+        None => return Vec::new(),
+    };
+    let int = |v: &Value| {
+        v.as_i64()
+            .or_else(|| v.as_str().and_then(|x| x.parse().ok()))
+    };
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|b| b["destination_type"].as_str().unwrap_or("volume") == "volume")
+        .filter_map(|b| {
+            let id = |k: &str| b[k].as_str().map(str::to_owned);
+            let source = match b["source_type"].as_str().unwrap_or("") {
+                "snapshot" => BdmSource::Snapshot(id("snapshot_id")?),
+                "volume" => BdmSource::Volume(id("volume_id")?),
+                "image" => BdmSource::Image(id("image_id")?),
+                "blank" => BdmSource::Blank,
+                _ => return None,
+            };
+            Some(NewBdm {
+                source,
+                boot_index: int(&b["boot_index"]),
+                volume_size: int(&b["volume_size"]).and_then(|n| u64::try_from(n).ok()),
+                delete_on_termination: truthy(Some(&b["delete_on_termination"])),
+            })
+        })
+        .collect()
 }
 
 /// A property value as a string, as Glance and Cinder store them.
@@ -250,6 +300,10 @@ impl State {
             meta.insert("size".into(), img.size.unwrap_or(0).to_string());
             image_metadata = Some(meta);
         }
+        let mut volume_type = spec.volume_type.clone();
+        // The zone of the source (cinder/volume/flows/api/create_volume.py
+        // `_extract_availability_zones`), with what Cinder calls it.
+        let mut source_az: Option<(String, &str)> = None;
         if let Some(snap_id) = &spec.snapshot_id {
             let snap = self.snapshot(snap_id, now).ok_or_else(|| {
                 Fail::not_found(format!("Snapshot {snap_id} could not be found."))
@@ -259,30 +313,83 @@ impl State {
                     "Invalid snapshot: Originating snapshot status must be one of 'available' values",
                 ));
             }
-            size = size.max(snap.size);
+            if size == 0 {
+                size = snap.size;
+            } else if size < snap.size {
+                return Err(Fail::bad_request(format!(
+                    "Invalid input received: Volume size '{size}'GB cannot be smaller than the snapshot size {}GB. They must be >= original snapshot size.",
+                    snap.size
+                )));
+            }
             if let Some(src) = self.volumes.iter().find(|v| v.id == snap.volume_id) {
                 bootable = src.bootable;
                 image_metadata.clone_from(&src.image_metadata);
             }
+            if volume_type.is_none() {
+                volume_type.clone_from(&snap.volume_type);
+            }
+            source_az = Some((snap.availability_zone.clone(), "snapshot"));
         }
         if let Some(src_id) = &spec.source_volid {
             let src = self
                 .volume(src_id, now)
                 .ok_or_else(|| Fail::not_found(format!("Volume {src_id} could not be found.")))?;
-            size = size.max(src.size);
+            if size == 0 {
+                size = src.size;
+            } else if size < src.size {
+                return Err(Fail::bad_request(format!(
+                    "Invalid input received: Volume size '{size}'GB cannot be smaller than original volume size  {}GB. They must be >= original volume size.",
+                    src.size
+                )));
+            }
             bootable = src.bootable;
             image_metadata.clone_from(&src.image_metadata);
+            if volume_type.is_none() {
+                volume_type.clone_from(&src.volume_type);
+            }
+            source_az = Some((src.availability_zone.clone(), "source volume"));
         }
-        if let Some(g) = spec
-            .group_id
-            .as_ref()
-            .filter(|g| !self.groups.iter().any(|x| &x.id == *g))
-        {
-            return Err(Fail::not_found(format!("Group {g} could not be found.")));
+        let mut group_az = None;
+        if let Some(g) = &spec.group_id {
+            let group = self
+                .groups
+                .iter()
+                .find(|x| &x.id == g)
+                .ok_or_else(|| Fail::not_found(format!("Group {g} could not be found.")))?;
+            group_az = Some(group.availability_zone.clone());
         }
+        // A volume in a group goes to the group's zone; else the one asked
+        // for, else the source's, else the default.
+        let availability_zone = group_az
+            .or_else(|| spec.availability_zone.clone())
+            .or_else(|| source_az.as_ref().map(|(z, _)| z.clone()))
+            .unwrap_or_else(|| self.default_az());
+        if !self.availability_zones.contains(&availability_zone) {
+            return Err(Fail::bad_request(format!(
+                "Availability zone '{availability_zone}' is invalid."
+            )));
+        }
+        // Cinder's default `cloned_volume_same_az = True`.
+        if let Some((zone, what)) = source_az.filter(|(z, _)| *z != availability_zone) {
+            let _ = zone;
+            return Err(Fail::bad_request(format!(
+                "Invalid input received: Volume must be in the same availability zone as the {what}"
+            )));
+        }
+        let stuck = spec
+            .operation
+            .is_some_and(|op| self.fault(op, |f| matches!(f, Fault::VolumeStuck)));
+        let failed = !stuck
+            && spec
+                .operation
+                .is_some_and(|op| self.fault(op, |f| matches!(f, Fault::VolumeError)));
         let d = self.durations.clone();
         let status = if settled {
             Timeline::new(now, "available")
+        } else if stuck {
+            Timeline::new(now, "creating")
+        } else if failed {
+            Timeline::new(now, "creating").then(d.volume_create, "error")
         } else if spec.image.is_some() {
             Timeline::new(now, "creating")
                 .then(d.volume_create, "downloading")
@@ -308,7 +415,8 @@ impl State {
             snapshot_id: spec.snapshot_id,
             source_volid: spec.source_volid,
             group_id: spec.group_id,
-            volume_type: spec.volume_type,
+            volume_type,
+            availability_zone,
         });
         Ok(id)
     }
@@ -340,16 +448,22 @@ impl State {
         };
         // Cinder puts a snapshot in the caller's project; seeds and helpers
         // name no caller and get the volume's.
-        let (size, volume_owner) = self.volume(volume_id, now).map_or_else(
-            || (1, self.admin_owner()),
-            |v| {
-                let owner = Owner {
-                    project_id: v.project_id.clone(),
-                    user_id: v.user_id.clone(),
-                };
-                (v.size, owner)
-            },
-        );
+        let (size, volume_owner, volume_type, availability_zone) =
+            self.volume(volume_id, now).map_or_else(
+                || (1, self.admin_owner(), None, self.default_az()),
+                |v| {
+                    let owner = Owner {
+                        project_id: v.project_id.clone(),
+                        user_id: v.user_id.clone(),
+                    };
+                    (
+                        v.size,
+                        owner,
+                        v.volume_type.clone(),
+                        v.availability_zone.clone(),
+                    )
+                },
+            );
         let owner = caller.unwrap_or(volume_owner);
         let id = self.uuid();
         self.snapshots.push(Snapshot {
@@ -364,67 +478,167 @@ impl State {
             status,
             metadata,
             group_snapshot_id,
+            volume_type,
+            availability_zone,
         });
         id
     }
 
     /// Creates a server and the volumes it boots from; `settled` makes it
-    /// `ACTIVE` at once.
+    /// `ACTIVE` at once. An image whose `block_device_mapping` has a root
+    /// device (a volume-backed server's snapshot) boots from new volumes made
+    /// from the Cinder snapshots it lists, as Nova's
+    /// `_check_and_transform_bdm` merges the image's mappings; the server
+    /// keeps the image as its `image`.
     ///
     /// # Errors
-    /// An unknown flavor or image, or an unusable volume.
+    /// Nova's API checks in its order: zone, flavor, keypair, image, block
+    /// devices, flavor against image, quota; then Cinder's for new volumes.
     pub(crate) fn create_server(
         &mut self,
         now: Instant,
         spec: NewServer,
         settled: bool,
     ) -> Outcome<String> {
+        if let Some(az) = spec
+            .availability_zone
+            .as_ref()
+            .filter(|az| !self.availability_zones.contains(az))
+        {
+            let _ = az;
+            return Err(Fail::bad_request(
+                "The requested availability zone is not available",
+            ));
+        }
         let flavor = self.flavor(&spec.flavor).cloned().ok_or_else(|| {
             Fail::bad_request(format!("Flavor {} could not be found.", spec.flavor))
         })?;
+        let owner = spec.owner.clone().unwrap_or_else(|| self.admin_owner());
+        if let Some(key) = &spec.key_name
+            && !self
+                .keypairs
+                .iter()
+                .any(|k| &k.name == key && k.user_id == owner.user_id)
+        {
+            return Err(Fail::bad_request("Invalid key_name provided."));
+        }
         let mut image_meta: BTreeMap<String, Value> = BTreeMap::new();
+        let mut requested = spec.bdms.clone();
+        let mut image_min = (0, 0, 0);
         let image_id = match &spec.image {
             Some(i) => {
                 let img = self
                     .find_image(i, now)
-                    .ok_or_else(|| Fail::bad_request(format!("Image {i} could not be found.")))?;
+                    .ok_or_else(|| Fail::bad_request("Can not find requested image"))?;
                 if img.status.at(now) != "active" {
                     return Err(Fail::bad_request(format!(
                         "Image {} is not active.",
                         img.id
                     )));
                 }
-                image_meta.clone_from(&img.properties);
+                // Nova keeps no mappings in system metadata (SM_SKIP_KEYS).
+                image_meta = img
+                    .properties
+                    .iter()
+                    .filter(|(k, _)| !matches!(k.as_str(), "mappings" | "block_device_mapping"))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                image_min = (img.min_disk, img.min_ram, img.size.unwrap_or(0));
+                let defined = image_defined_bdms(&img.properties);
+                if defined.iter().any(|b| b.boot_index == Some(0)) {
+                    // The image's root replaces a root image mapping the client added.
+                    requested.retain(|b| {
+                        !(b.boot_index == Some(0) && matches!(b.source, BdmSource::Image(_)))
+                    });
+                }
+                let mut merged = defined;
+                merged.extend(requested);
+                requested = merged;
                 Some(img.id.clone())
             }
             None => None,
         };
-        if image_id.is_none() && spec.bdms.is_empty() {
+        if image_id.is_none() && requested.is_empty() {
             return Err(Fail::bad_request(
                 "Block Device Mapping is Invalid: Boot sequence for the instance and image/block device mapping combination is not valid.",
             ));
         }
-        for b in &spec.bdms {
-            if let BdmSource::Volume(v) = &b.source {
-                let vol = self.volume(v, now).ok_or_else(|| {
-                    Fail::bad_request(format!(
-                        "Block Device Mapping is Invalid: failed to get volume {v}."
-                    ))
-                })?;
-                let status = vol.status.at(now);
-                if status != "available" {
+        for b in &requested {
+            match &b.source {
+                BdmSource::Volume(v) => {
+                    let vol = self.volume(v, now).ok_or_else(|| {
+                        Fail::bad_request(format!(
+                            "Block Device Mapping is Invalid: failed to get volume {v}."
+                        ))
+                    })?;
+                    let status = vol.status.at(now);
+                    if status != "available" {
+                        return Err(Fail::bad_request(format!(
+                            "Invalid volume: volume '{v}' status must be 'available'. Currently in '{status}'"
+                        )));
+                    }
+                }
+                BdmSource::Snapshot(sid) if self.snapshot(sid, now).is_none() => {
                     return Err(Fail::bad_request(format!(
-                        "Invalid volume: volume '{v}' status must be 'available'. Currently in '{status}'"
+                        "Block Device Mapping is Invalid: failed to get snapshot {sid}."
                     )));
                 }
+                _ => {}
             }
         }
+        let root = requested.iter().find(|b| b.boot_index == Some(0));
+        let (min_disk, min_ram, image_size) = image_min;
+        // nova/compute/api.py `_validate_flavor_image_nostatus`.
+        if image_id.is_some() {
+            if u64::from(flavor.ram) < min_ram {
+                return Err(Fail::bad_request(
+                    "Flavor's memory is too small for requested image.",
+                ));
+            }
+            match root {
+                Some(r) => {
+                    if let Some(size) = r.volume_size.filter(|s| min_disk > *s) {
+                        return Err(Fail::bad_request(format!(
+                            "Volume is smaller than the minimum size specified in image metadata. Volume size is {} bytes, minimum size is {} bytes.",
+                            size * GIB,
+                            min_disk * GIB
+                        )));
+                    }
+                }
+                None if flavor.disk > 0 => {
+                    let disk = u64::from(flavor.disk) * GIB;
+                    if image_size > disk {
+                        return Err(Fail::bad_request(format!(
+                            "Flavor's disk is too small for requested image. Flavor disk is {disk} bytes, image is {image_size} bytes."
+                        )));
+                    }
+                    if min_disk * GIB > disk {
+                        return Err(Fail::bad_request(format!(
+                            "Flavor's disk is smaller than the minimum size specified in image metadata. Flavor disk is {disk} bytes, minimum size is {} bytes.",
+                            min_disk * GIB
+                        )));
+                    }
+                }
+                None => {}
+            }
+        }
+        let volume_root = root.is_some();
+        let used = self.servers_used(&owner.project_id, now);
+        if self.instances_quota >= 0 && used + 1 > self.instances_quota {
+            return Err(Fail::new(
+                axum::http::StatusCode::FORBIDDEN,
+                format!(
+                    "Quota exceeded for instances: Requested 1, but already used {used} of {} instances",
+                    self.instances_quota
+                ),
+            ));
+        }
         let d = self.durations.clone();
-        let owner = spec.owner.clone().unwrap_or_else(|| self.admin_owner());
         let server_id = self.uuid();
         let mut volumes_ready = now;
+        let mut volume_failed = false;
         let mut bdms = Vec::new();
-        let mut ordered = spec.bdms.clone();
+        let mut ordered = requested;
         ordered.sort_by_key(|b| match b.boot_index {
             Some(i) if i >= 0 => i,
             _ => i64::MAX,
@@ -435,6 +649,7 @@ impl State {
                 description: Some(String::new()),
                 name: Some(String::new()),
                 owner: Some(owner.clone()),
+                operation: spec.operation,
                 ..NewVolume::default()
             };
             let volume_id = match &b.source {
@@ -466,16 +681,16 @@ impl State {
             };
             let vol = self.volume(&volume_id, now).expect("volume exists");
             volumes_ready = volumes_ready.max(vol.status.settles_at());
+            let end = vol.status.at(vol.status.settles_at());
+            volume_failed |= end == "error" || (end == "creating" && !settled);
             if let Some(meta) = vol
                 .image_metadata
                 .as_ref()
-                .filter(|_| n == 0 && image_id.is_none())
+                .filter(|_| n == 0 && (image_id.is_none() || volume_root))
             {
-                {
-                    for (k, v) in meta {
-                        if !matches!(k.as_str(), "image_id" | "image_name" | "checksum" | "size") {
-                            image_meta.insert(k.clone(), Value::String(v.clone()));
-                        }
+                for (k, v) in meta {
+                    if !matches!(k.as_str(), "image_id" | "image_name" | "checksum" | "size") {
+                        image_meta.insert(k.clone(), Value::String(v.clone()));
                     }
                 }
             }
@@ -490,29 +705,41 @@ impl State {
                 volume_size: vol.size,
             });
         }
+        let stuck = spec
+            .operation
+            .is_some_and(|op| self.fault(op, |f| matches!(f, Fault::ServerStuck)));
+        // A volume that never becomes available fails the build (Nova's
+        // `VolumeNotCreated`): the server ends ERROR, the volume unattached.
+        let error = !stuck
+            && (volume_failed
+                || spec
+                    .operation
+                    .is_some_and(|op| self.fault(op, |f| matches!(f, Fault::ServerError))));
         let active_at = if settled {
             now
         } else {
             volumes_ready + d.server_build
         };
         let attached_at = self.utc(active_at);
-        for b in &bdms {
-            let attachment_id = self.uuid();
-            let vol = self.volume_mut(&b.volume_id, now).expect("volume exists");
-            if settled {
-                vol.status.rewrite(now, "in-use");
-            } else {
-                if vol.status.at(now) == "available" {
-                    vol.status.rewrite(now, "reserved");
+        if !volume_failed {
+            for b in &bdms {
+                let attachment_id = self.uuid();
+                let vol = self.volume_mut(&b.volume_id, now).expect("volume exists");
+                if settled {
+                    vol.status.rewrite(now, "in-use");
+                } else if !stuck && !error {
+                    if vol.status.at(now) == "available" {
+                        vol.status.rewrite(now, "reserved");
+                    }
+                    vol.status.push_at(active_at, "in-use");
                 }
-                vol.status.push_at(active_at, "in-use");
+                vol.attachments.push(VolumeAttachment {
+                    id: attachment_id,
+                    server_id: server_id.clone(),
+                    device: b.device_name.clone(),
+                    attached_at,
+                });
             }
-            vol.attachments.push(VolumeAttachment {
-                id: attachment_id,
-                server_id: server_id.clone(),
-                device: b.device_name.clone(),
-                attached_at,
-            });
         }
         let (vm_state, task_state) = if settled {
             (Timeline::new(now, "active"), Timeline::new(now, None))
@@ -522,15 +749,37 @@ impl State {
             if !bdms.is_empty() {
                 task.push_at(now + third, Some("block_device_mapping"));
             }
-            task.push_at(now + third * 2, Some("spawning"));
-            task.push_at(active_at, None);
-            (
-                Timeline::new(now, "building").then(active_at - now, "active"),
-                task,
-            )
+            if stuck {
+                task.push_at(now + third * 2, Some("spawning"));
+                (Timeline::new(now, "building"), task)
+            } else if error {
+                let at = if volume_failed {
+                    volumes_ready
+                } else {
+                    active_at
+                };
+                task.push_at(at, None);
+                (Timeline::new(now, "building").then(at - now, "error"), task)
+            } else {
+                task.push_at(now + third * 2, Some("spawning"));
+                task.push_at(active_at, None);
+                (
+                    Timeline::new(now, "building").then(active_at - now, "active"),
+                    task,
+                )
+            }
         };
-        image_meta.insert("min_disk".into(), Value::from(flavor.disk));
+        // Nova keeps max(image min_disk, flavor root_gb) as the instance's
+        // image min_disk (nova/utils.py `get_system_metadata_from_image`).
+        image_meta.insert(
+            "min_disk".into(),
+            Value::from(min_disk.max(u64::from(flavor.disk))),
+        );
         self.instance_counter += 1;
+        let availability_zone = spec
+            .availability_zone
+            .clone()
+            .unwrap_or_else(|| self.default_az());
         self.servers.push(Server {
             id: server_id.clone(),
             name: spec.name,
@@ -548,6 +797,10 @@ impl State {
             instance_number: self.instance_counter,
             user_data: spec.user_data,
             boot_roles: spec.boot_roles.unwrap_or_else(|| self.admin_roles()),
+            requested_az: spec.availability_zone,
+            availability_zone,
+            key_name: spec.key_name,
+            networks: spec.networks,
         });
         Ok(server_id)
     }

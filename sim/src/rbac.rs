@@ -45,7 +45,7 @@ pub(crate) fn cinder_policy(operation: &str) -> Option<&'static str> {
         "cinder.update_snapshot" => "volume:update_snapshot",
         "cinder.delete_snapshot" => "volume:delete_snapshot",
         "cinder.update_snapshot_metadata" => "volume:update_snapshot_metadata",
-        "cinder.create_group" => "group:create",
+        "cinder.create_group" | "cinder.create_group_from_src" => "group:create",
         "cinder.update_group" => "group:update",
         "cinder.group_action" => "group:delete",
         "cinder.create_group_snapshot" => "group:create_group_snapshot",

@@ -79,3 +79,42 @@ pub(crate) fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
         headers.insert(HeaderName::from_static(name), v);
     }
 }
+
+/// A JSON value as Python's `repr` writes the decoded value (how Nova's and
+/// Cinder's schema errors quote the input): `{'uuid': 'x'}`, `True`, `None`.
+pub(crate) fn py_repr(v: &Value) -> String {
+    match v {
+        Value::Null => "None".into(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'")),
+        Value::Array(a) => format!("[{}]", a.iter().map(py_repr).collect::<Vec<_>>().join(", ")),
+        Value::Object(m) => format!(
+            "{{{}}}",
+            m.iter()
+                .map(|(k, v)| format!("{}: {}", py_repr(&Value::from(k.as_str())), py_repr(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// A JSON value as Python's `%s` writes it (a string bare, anything else as `repr`).
+pub(crate) fn py_str(v: &Value) -> String {
+    v.as_str().map_or_else(|| py_repr(v), str::to_owned)
+}
+
+/// The error of Nova's and Cinder's JSON-schema validation:
+/// `Invalid input for field/attribute FIELD. Value: VALUE. DETAIL`.
+pub(crate) fn schema_error(field: &str, value: &Value, detail: &str) -> String {
+    format!(
+        "Invalid input for field/attribute {field}. Value: {}. {detail}",
+        py_str(value)
+    )
+}
+
+/// Whether `s` is a UUID as the schemas' `uuid` format takes it.
+pub(crate) fn is_uuid(s: &str) -> bool {
+    uuid::Uuid::parse_str(s).is_ok()
+}

@@ -231,6 +231,8 @@ pub(crate) struct Volume {
     pub group_id: Option<String>,
     /// The volume type's id; the default type when `None`.
     pub volume_type: Option<String>,
+    /// Cinder's availability zone.
+    pub availability_zone: String,
 }
 
 /// A Cinder snapshot.
@@ -248,6 +250,11 @@ pub(crate) struct Snapshot {
     pub status: Timeline<&'static str>,
     pub metadata: BTreeMap<String, String>,
     pub group_snapshot_id: Option<String>,
+    /// Its volume's type id (Cinder's `snapshot.volume_type_id`): a volume
+    /// made from it gets this type when the request names none.
+    pub volume_type: Option<String>,
+    /// Its volume's availability zone (`snapshot['volume']['availability_zone']`).
+    pub availability_zone: String,
 }
 
 /// A Cinder volume type.
@@ -281,6 +288,11 @@ pub(crate) struct Group {
     pub status: Timeline<&'static str>,
     pub group_type: String,
     pub volume_types: Vec<String>,
+    /// The group snapshot it was made from (`create-from-src`).
+    pub group_snapshot_id: Option<String>,
+    /// The group it was cloned from (`create-from-src`).
+    pub source_group_id: Option<String>,
+    pub availability_zone: String,
 }
 
 /// A Cinder group snapshot.
@@ -332,12 +344,33 @@ pub(crate) struct Server {
     pub user_data: Option<String>,
     /// The creator's roles, comma-joined (Nova's `boot_roles` system metadata).
     pub boot_roles: String,
+    /// The zone asked for at create (Nova's `pinned_availability_zone`).
+    pub requested_az: Option<String>,
+    /// The zone it runs in.
+    pub availability_zone: String,
+    pub key_name: Option<String>,
+    /// `networks` as requested (`"none"`, `"auto"` or the list); the
+    /// simulator has no Neutron, so a server has no addresses.
+    pub networks: Value,
 }
 
 impl Server {
+    /// Whether its root disk is a volume (Nova's `is_volume_backed_instance`).
+    /// A server booted from a volume-backed snapshot image is, though it
+    /// keeps the image as its `image`.
     pub(crate) fn volume_backed(&self) -> bool {
-        self.image_id.is_none()
+        self.image_id.is_none() || self.bdms.iter().any(|b| b.boot_index == Some(0))
     }
+}
+
+/// A Nova keypair (per user).
+#[derive(Clone, Debug)]
+pub(crate) struct Keypair {
+    pub name: String,
+    pub user_id: String,
+    pub public_key: String,
+    pub fingerprint: String,
+    pub key_type: String,
 }
 
 /// The whole simulated cloud.
@@ -363,9 +396,14 @@ pub(crate) struct State {
     pub volume_types: Vec<VolumeType>,
     pub group_types: Vec<GroupType>,
     pub servers: Vec<Server>,
+    pub keypairs: Vec<Keypair>,
     pub faults: Vec<FaultRule>,
     pub log: Vec<LoggedRequest>,
     pub snapshot_quota: i64,
+    /// Nova's instances quota per project; -1 is unlimited.
+    pub instances_quota: i64,
+    /// The availability zones of Nova and Cinder (the first is the default).
+    pub availability_zones: Vec<String>,
     /// Cinder's `osapi_max_limit`.
     pub cinder_max_limit: usize,
     pub durations: Durations,
@@ -401,9 +439,16 @@ impl State {
             volume_types: Vec::new(),
             group_types: Vec::new(),
             servers: Vec::new(),
+            keypairs: Vec::new(),
             faults: config.faults.clone(),
             log: Vec::new(),
             snapshot_quota: config.snapshot_quota,
+            instances_quota: config.instances_quota,
+            availability_zones: if config.availability_zones.is_empty() {
+                vec!["nova".to_owned()]
+            } else {
+                config.availability_zones.clone()
+            },
             cinder_max_limit: config.cinder_max_limit,
             durations: config.durations.clone(),
             instance_counter: 0,
@@ -505,6 +550,24 @@ impl State {
             .iter()
             .find(|f| f.id == id_or_name)
             .or_else(|| self.flavors.iter().find(|f| f.name == id_or_name))
+    }
+
+    /// The default availability zone (Cinder's `default_availability_zone`).
+    pub(crate) fn default_az(&self) -> String {
+        self.availability_zones
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "nova".to_owned())
+    }
+
+    /// Servers that count against the project's instances quota.
+    pub(crate) fn servers_used(&self, project_id: &str, now: Instant) -> i64 {
+        let n = self
+            .servers
+            .iter()
+            .filter(|s| s.project_id == project_id && s.vm_state.at(now) != GONE)
+            .count();
+        i64::try_from(n).unwrap_or(i64::MAX)
     }
 
     /// Snapshots that count against the project's quota.

@@ -15,12 +15,13 @@ use super::{
 use crate::{
     http::{Ctx, Mv},
     inventory::NewSnapshot,
+    reply::{is_uuid, py_repr, schema_error},
     state::{Fail, GONE, Group, GroupSnapshot, State},
     timeline::Timeline,
 };
 
 pub(super) fn handle(st: &mut State, operation: &str, ctx: &Ctx, id: &str) -> Reply {
-    let needed = if operation.contains("group_snapshot") {
+    let needed = if operation.contains("group_snapshot") || operation.ends_with("_from_src") {
         Mv(3, 14)
     } else {
         Mv(3, 11)
@@ -31,6 +32,7 @@ pub(super) fn handle(st: &mut State, operation: &str, ctx: &Ctx, id: &str) -> Re
     match operation {
         "cinder.list_groups" | "cinder.list_groups_detail" => list_groups(st, operation, ctx),
         "cinder.create_group" => create_group(st, ctx),
+        "cinder.create_group_from_src" => create_from_src(st, ctx),
         "cinder.get_group" => {
             let g = group(st, ctx, id)?;
             Ok((StatusCode::OK, json!({"group": render_group(st, g, ctx)})))
@@ -151,7 +153,7 @@ fn render_group(st: &State, g: &Group, ctx: &Ctx) -> Value {
     let mut body = json!({
         "id": g.id,
         "status": g.status.at(ctx.now),
-        "availability_zone": "nova",
+        "availability_zone": g.availability_zone,
         "created_at": stamp(st, g.created),
         "name": g.name,
         "description": g.description,
@@ -159,8 +161,8 @@ fn render_group(st: &State, g: &Group, ctx: &Ctx) -> Value {
         "volume_types": g.volume_types,
     });
     if ctx.mv >= Mv(3, 14) {
-        body["group_snapshot_id"] = Value::Null;
-        body["source_group_id"] = Value::Null;
+        body["group_snapshot_id"] = json!(g.group_snapshot_id);
+        body["source_group_id"] = json!(g.source_group_id);
     }
     if ctx.mv >= Mv(3, 25)
         && ctx
@@ -235,6 +237,9 @@ fn create_group(st: &mut State, ctx: &Ctx) -> Reply {
         status: Timeline::new(ctx.now, "creating").then(d, "available"),
         group_type,
         volume_types,
+        group_snapshot_id: None,
+        source_group_id: None,
+        availability_zone: st.default_az(),
     });
     Ok((
         StatusCode::ACCEPTED,
@@ -434,4 +439,153 @@ fn delete_group_snapshot(st: &mut State, ctx: &Ctx, id: &str) -> Reply {
         s.status.push_after_last(d, outcome);
     }
     Ok((StatusCode::ACCEPTED, Value::Null))
+}
+
+/// Where one volume of a new group comes from: a snapshot or a volume.
+type Source = (Option<String>, Option<String>);
+
+/// `POST /groups/action` `{"create-from-src": …}` (3.14; cinder/group/api.py
+/// `create_from_src`): a new group of the source's type, zone and volume
+/// types, with one volume per snapshot of the group snapshot (of the
+/// snapshot's size and volume type), or one clone per volume of the source
+/// group. The group is `available` once every volume is, `error` if one fails.
+fn create_from_src(st: &mut State, ctx: &Ctx) -> Reply {
+    let body: Value = ctx.json()?;
+    let Some(src) = body.get("create-from-src") else {
+        return Err(Fail::bad_request("There is no such action"));
+    };
+    let field = "create-from-src";
+    let (gs_id, group_id) = (src.get("group_snapshot_id"), src.get("source_group_id"));
+    let repr = py_repr(src);
+    match (gs_id, group_id) {
+        (Some(_), Some(_)) => {
+            return Err(Fail::bad_request(schema_error(
+                field,
+                src,
+                &format!(
+                    "{repr} is valid under each of {{'required': ['source_group_id']}}, {{'required': ['group_snapshot_id']}}"
+                ),
+            )));
+        }
+        (None, None) => {
+            return Err(Fail::bad_request(schema_error(
+                field,
+                src,
+                &format!("{repr} is not valid under any of the given schemas"),
+            )));
+        }
+        _ => {}
+    }
+    for (name, v) in [("group_snapshot_id", gs_id), ("source_group_id", group_id)] {
+        if let Some(v) = v.filter(|v| !v.as_str().is_some_and(is_uuid)) {
+            return Err(Fail::bad_request(schema_error(
+                name,
+                v,
+                &format!("{} is not a 'uuid'", py_repr(v)),
+            )));
+        }
+    }
+    let now = ctx.now;
+    // The sources: (snapshot id or None, volume id or None) per new volume.
+    let (source_group, gs, sources): (String, Option<String>, Vec<Source>) = if let Some(gs_id) =
+        gs_id.and_then(Value::as_str)
+    {
+        if let Some(hidden) = super::scope::hidden(st, ctx, "group_snapshots", gs_id) {
+            return Err(hidden);
+        }
+        let gs = st
+            .group_snapshots
+            .iter()
+            .find(|g| g.id == gs_id && g.status.at(now) != GONE)
+            .ok_or_else(|| group_snapshot_not_found(gs_id))?;
+        let snaps = st
+            .snapshots
+            .iter()
+            .filter(|s| s.group_snapshot_id.as_deref() == Some(gs_id) && s.status.at(now) != GONE)
+            .map(|s| (Some(s.id.clone()), None))
+            .collect::<Vec<_>>();
+        if snaps.is_empty() {
+            return Err(Fail::bad_request(
+                "Invalid group: Group snapshot is empty. No group will be created.",
+            ));
+        }
+        (gs.group_id.clone(), Some(gs_id.to_owned()), snaps)
+    } else {
+        let gid = group_id
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if let Some(hidden) = super::scope::hidden(st, ctx, "groups", &gid) {
+            return Err(hidden);
+        }
+        group(st, ctx, &gid)?;
+        let vols = st
+            .volumes
+            .iter()
+            .filter(|v| v.group_id.as_deref() == Some(gid.as_str()) && v.status.at(now) != GONE)
+            .map(|v| (None, Some(v.id.clone())))
+            .collect::<Vec<_>>();
+        if vols.is_empty() {
+            return Err(Fail::bad_request(
+                "Invalid group: Source Group is empty. No group will be created.",
+            ));
+        }
+        (gid, None, vols)
+    };
+    // Cinder reads the group snapshot's source group (a 404 if it is gone).
+    let source = group(st, ctx, &source_group)?.clone();
+    let id = st.uuid();
+    st.groups.push(Group {
+        id: id.clone(),
+        name: src["name"].as_str().map(|n| n.trim().to_owned()),
+        description: src["description"].as_str().map(|d| d.trim().to_owned()),
+        project_id: ctx.caller.project_id.clone(),
+        created: now,
+        status: Timeline::new(now, "creating"),
+        group_type: source.group_type.clone(),
+        volume_types: source.volume_types.clone(),
+        group_snapshot_id: gs,
+        source_group_id: group_id.and_then(Value::as_str).map(str::to_owned),
+        availability_zone: source.availability_zone.clone(),
+    });
+    let mut made = Vec::new();
+    for (snapshot_id, source_volid) in sources {
+        let spec = crate::inventory::NewVolume {
+            snapshot_id,
+            source_volid,
+            group_id: Some(id.clone()),
+            owner: Some(ctx.caller.owner()),
+            operation: Some("cinder.create_group_from_src"),
+            ..crate::inventory::NewVolume::default()
+        };
+        match st.create_volume(now, spec, false) {
+            Ok(v) => made.push(v),
+            Err(fail) => {
+                // Cinder deletes what it made and the group, then answers 400.
+                st.volumes.retain(|v| !made.contains(&v.id));
+                st.groups.retain(|g| g.id != id);
+                return Err(Fail::bad_request(fail.message));
+            }
+        }
+    }
+    let (mut end, mut error, mut stuck) = (now, false, false);
+    for v in made.iter().filter_map(|v| st.volume(v, now)) {
+        let last = v.status.at(v.status.settles_at());
+        end = end.max(v.status.settles_at());
+        error |= last == "error";
+        stuck |= last == "creating";
+    }
+    let g = st
+        .groups
+        .iter_mut()
+        .find(|g| g.id == id)
+        .expect("just made");
+    if !stuck {
+        g.status
+            .push_at(end, if error { "error" } else { "available" });
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        json!({"group": {"id": id, "name": g.name}}),
+    ))
 }

@@ -15,6 +15,7 @@ use super::{Reply, links};
 use crate::{
     http::{Ctx, Mv},
     inventory::{BdmSource, NewBdm, NewServer},
+    reply::{is_uuid, py_repr, schema_error},
     state::{Fail, GONE, Server, State},
     tenancy::all_tenants,
 };
@@ -69,7 +70,7 @@ fn stamp(st: &State, at: Instant) -> String {
 }
 
 /// The status Nova derives from vm_state.
-fn status_of(vm_state: &str) -> &'static str {
+pub(crate) fn status_of(vm_state: &str) -> &'static str {
     match vm_state {
         "building" => "BUILD",
         "active" => "ACTIVE",
@@ -134,9 +135,9 @@ pub(crate) fn render(st: &State, s: &Server, ctx: &Ctx) -> Value {
         "updated": stamp(st, updated),
         "OS-DCF:diskConfig": "MANUAL",
         "progress": 0,
-        "OS-EXT-AZ:availability_zone": if active { "nova" } else { "" },
+        "OS-EXT-AZ:availability_zone": if active || s.requested_az.is_some() { s.availability_zone.as_str() } else { "" },
         "config_drive": "",
-        "key_name": null,
+        "key_name": s.key_name,
         "OS-SRV-USG:launched_at": if active { Some(st.utc(launched).format("%Y-%m-%dT%H:%M:%S%.6f").to_string()) } else { None },
         "OS-SRV-USG:terminated_at": null,
         "OS-EXT-SRV-ATTR:host": if active { Some("simhost") } else { None },
@@ -191,7 +192,7 @@ pub(crate) fn render(st: &State, s: &Server, ctx: &Ctx) -> Value {
         body["locked_reason"] = Value::Null;
     }
     if ctx.mv >= Mv(2, 96) {
-        body["pinned_availability_zone"] = Value::Null;
+        body["pinned_availability_zone"] = json!(s.requested_az);
     }
     if ctx.mv >= Mv(2, 100) {
         body["scheduler_hints"] = json!({});
@@ -390,10 +391,17 @@ fn list(st: &State, ctx: &Ctx, detail: bool) -> Reply {
 fn create(st: &mut State, ctx: &Ctx) -> Reply {
     let body: Value = ctx.json()?;
     let s = &body["server"];
-    let name = s["name"]
-        .as_str()
-        .filter(|n| !n.trim().is_empty())
-        .ok_or_else(|| Fail::bad_request("Invalid input for field/attribute name."))?;
+    let name = match &s["name"] {
+        Value::String(n) if n.trim().is_empty() => {
+            return Err(Fail::bad_request(schema_error(
+                "name",
+                &s["name"],
+                &format!("{} should be non-empty", py_repr(&s["name"])),
+            )));
+        }
+        Value::String(n) => n.clone(),
+        _ => return Err(Fail::bad_request("Invalid input for field/attribute name.")),
+    };
     let flavor = match &s["flavorRef"] {
         Value::String(f) => f.rsplit('/').next().unwrap_or("").to_owned(),
         Value::Number(n) => n.to_string(),
@@ -403,11 +411,21 @@ fn create(st: &mut State, ctx: &Ctx) -> Reply {
             ));
         }
     };
-    if ctx.mv >= Mv(2, 37) && s.get("networks").is_none() {
-        return Err(Fail::bad_request(
-            "Invalid input for field/attribute server. Value: ... 'networks' is a required property",
-        ));
-    }
+    let networks = check_networks(s, ctx.mv)?;
+    let tags = check_tags(s, ctx.mv)?;
+    let metadata = check_metadata(&s["metadata"])?;
+    let availability_zone = match &s["availability_zone"] {
+        Value::Null => None,
+        Value::String(az) => Some(az.clone()),
+        other => {
+            return Err(Fail::bad_request(schema_error(
+                "availability_zone",
+                other,
+                &format!("{} is not of type 'string'", py_repr(other)),
+            )));
+        }
+    };
+    let key_name = s["key_name"].as_str().map(str::to_owned);
     let image_ref = s["imageRef"]
         .as_str()
         .filter(|i| !i.is_empty())
@@ -456,11 +474,8 @@ fn create(st: &mut State, ctx: &Ctx) -> Reply {
             "Block Device Mapping is Invalid: Boot sequence for the instance and image/block device mapping combination is not valid.",
         ));
     }
-    let metadata: BTreeMap<String, String> =
-        serde_json::from_value(s["metadata"].clone()).unwrap_or_default();
-    let tags: Vec<String> = serde_json::from_value(s["tags"].clone()).unwrap_or_default();
     let spec = NewServer {
-        name: name.to_owned(),
+        name,
         flavor,
         image: if volume_backed { None } else { image_ref },
         bdms,
@@ -469,6 +484,10 @@ fn create(st: &mut State, ctx: &Ctx) -> Reply {
         user_data: user_data(&s["user_data"])?,
         owner: Some(ctx.caller.owner()),
         boot_roles: Some(ctx.caller.roles.joined()),
+        availability_zone,
+        key_name,
+        networks,
+        operation: Some("nova.create_server"),
     };
     let id = st.create_server(ctx.now, spec, false)?;
     let password: String = st.uuid().replace('-', "")[..12].to_owned();
@@ -482,6 +501,117 @@ fn create(st: &mut State, ctx: &Ctx) -> Reply {
             "adminPass": password,
         }}),
     ))
+}
+
+/// Nova's schema for `networks` (servers.py `create_v237`): from 2.37
+/// required, `"none"`, `"auto"` or a list of `{"uuid"}`/`{"port"}` (with
+/// `fixed_ip`, `tag`); before, a list. The simulator has no Neutron: any
+/// network or port is taken, and none gives the server an address.
+fn check_networks(server: &Value, mv: Mv) -> Result<Value, Fail> {
+    let Some(networks) = server.get("networks") else {
+        if mv >= Mv(2, 37) {
+            return Err(Fail::bad_request(schema_error(
+                "server",
+                server,
+                "'networks' is a required property",
+            )));
+        }
+        return Ok(Value::Null);
+    };
+    let any_of = || {
+        Fail::bad_request(schema_error(
+            "networks",
+            networks,
+            &format!(
+                "{} is not valid under any of the given schemas",
+                py_repr(networks)
+            ),
+        ))
+    };
+    let item_ok = |n: &Value| {
+        n.as_object().is_some_and(|o| {
+            o.keys()
+                .all(|k| matches!(k.as_str(), "uuid" | "port" | "fixed_ip" | "tag"))
+                && ["uuid", "port"].iter().all(|k| match o.get(*k) {
+                    None | Some(Value::Null) => true,
+                    Some(Value::String(v)) => is_uuid(v),
+                    Some(_) => false,
+                })
+        })
+    };
+    match networks {
+        Value::String(v) if mv >= Mv(2, 37) => {
+            if matches!(v.as_str(), "none" | "auto") {
+                Ok(networks.clone())
+            } else {
+                Err(any_of())
+            }
+        }
+        Value::Array(items) => {
+            if items.iter().all(item_ok) {
+                Ok(networks.clone())
+            } else if mv >= Mv(2, 37) {
+                Err(any_of())
+            } else {
+                Err(Fail::bad_request(schema_error(
+                    "networks",
+                    networks,
+                    &format!("{} is not valid", py_repr(networks)),
+                )))
+            }
+        }
+        _ if mv >= Mv(2, 37) => Err(any_of()),
+        _ => Err(Fail::bad_request(schema_error(
+            "networks",
+            networks,
+            &format!("{} is not of type 'array'", py_repr(networks)),
+        ))),
+    }
+}
+
+/// `tags` on create: from 2.52, a list of strings; before, an unexpected property.
+fn check_tags(server: &Value, mv: Mv) -> Result<Vec<String>, Fail> {
+    let Some(tags) = server.get("tags") else {
+        return Ok(Vec::new());
+    };
+    if mv < Mv(2, 52) {
+        return Err(Fail::bad_request(schema_error(
+            "server",
+            server,
+            "Additional properties are not allowed ('tags' was unexpected)",
+        )));
+    }
+    serde_json::from_value(tags.clone()).map_err(|_| {
+        let detail = if tags.is_array() {
+            format!("{} is not valid", py_repr(tags))
+        } else {
+            format!("{} is not of type 'array'", py_repr(tags))
+        };
+        Fail::bad_request(schema_error("tags", tags, &detail))
+    })
+}
+
+/// `metadata`: string values only.
+fn check_metadata(v: &Value) -> Result<BTreeMap<String, String>, Fail> {
+    match v {
+        Value::Null => Ok(BTreeMap::new()),
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, val)| match val {
+                Value::String(x) => Ok((k.clone(), x.clone())),
+                other => Err(Fail::bad_request(schema_error(
+                    k,
+                    other,
+                    &format!("{} is not of type 'string'", py_repr(other)),
+                ))),
+            })
+            .collect(),
+        other => Err(Fail::bad_request(schema_error(
+            "metadata",
+            other,
+            &format!("{} is not of type 'object'", py_repr(other)),
+        ))),
+    }
 }
 
 fn check_sources(
@@ -549,9 +679,15 @@ fn delete(st: &mut State, ctx: &Ctx, id: &str) -> Reply {
     s.vm_state.push_at(gone_at, GONE);
     let bdms = s.bdms.clone();
     for b in bdms {
+        // Cinder refuses to delete a volume that has snapshots: Nova logs it
+        // and the volume stays, detached (as on the rig).
+        let has_snapshots = st
+            .snapshots
+            .iter()
+            .any(|x| x.volume_id == b.volume_id && x.status.at(now) != GONE);
         if let Some(v) = st.volume_mut(&b.volume_id, now) {
             v.status.rewrite(now, v.status.at(now));
-            if b.delete_on_termination {
+            if b.delete_on_termination && !has_snapshots {
                 v.status.push_at(gone_at, "deleting");
                 v.status.push_at(gone_at + d.volume_delete, GONE);
             } else {
