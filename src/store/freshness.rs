@@ -111,8 +111,10 @@ pub async fn fetch_freshness(
         // counted per policy row (which would scan every target once per policy).
         "select p.policy_id, \
              (select r.scheduled_for from run r where r.policy_id = p.policy_id and r.status <> 'missed' \
+                and r.trigger <> 'join' \
               order by r.run_id desc limit 1) as last_run_at, \
              (select r.finished_at from run r where r.policy_id = p.policy_id and r.status = 'succeeded' \
+                and r.trigger <> 'join' \
               order by r.run_id desc limit 1) as last_success_at, \
              coalesce(st.n, 0) as stale_resources, coalesce(o.n, 0) as orphaned_resources \
          from p \

@@ -96,6 +96,7 @@ async fn a_server_that_starts_matching_is_snapshotted_at_once_and_only_once(pool
     // Act: both policies run once; then a second tagged server appears.
     run_now(&h, &app, &joining).await;
     run_now(&h, &app, &waiting).await;
+    let scheduled = get(&app, &format!("/v1/policies/{joining}")).await;
     h.clock.advance(TimeDelta::minutes(6));
     let quiet = h.engine.watch_joins().await.unwrap();
     let db = h
@@ -125,7 +126,14 @@ async fn a_server_that_starts_matching_is_snapshotted_at_once_and_only_once(pool
     h.clock.advance(TimeDelta::minutes(6));
     let again = h.engine.watch_joins().await.unwrap();
 
-    // Assert: `db` is a fresh target of the joining policy; no second join run.
+    // Assert: `db` is a fresh target of the joining policy; no second join run;
+    // the policy's last run and success are still its own runs', not the join's.
+    let after = get(&app, &format!("/v1/policies/{joining}")).await;
+    assert_eq!(after["last_run_at"], scheduled["last_run_at"], "{after}");
+    assert_eq!(
+        after["last_success_at"], scheduled["last_success_at"],
+        "{after}"
+    );
     assert_eq!((again.policies, again.runs), (1, 0), "{again:?}");
     let targets = get(&app, &format!("/v1/policies/{joining}/targets")).await;
     let mut fresh: Vec<(String, bool)> = targets["items"]
