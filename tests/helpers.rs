@@ -7,6 +7,9 @@ mod events;
 mod groups;
 mod logs;
 mod private_pg;
+mod runs;
 mod service;
 
-pub use self::{engine::*, events::*, groups::*, logs::*, private_pg::PrivateCluster, service::*};
+pub use self::{
+    engine::*, events::*, groups::*, logs::*, private_pg::PrivateCluster, runs::*, service::*,
+};

@@ -161,7 +161,7 @@ pub(crate) fn handle(shared: &Shared, operation: &str, ctx: &Ctx) -> Response {
         "cinder.get_limits" => Ok((StatusCode::OK, limits(st, ctx))),
         "cinder.list_resource_filters"
         | "cinder.list_availability_zones"
-        | "cinder.list_extensions" => info::handle(operation, ctx),
+        | "cinder.list_extensions" => info::handle(operation, ctx, &st.availability_zones),
         "cinder.get_quota" => Ok((StatusCode::OK, quota(st, ctx, &id))),
         "cinder.update_quota" => update_quota(st, ctx, &id),
         op if op.contains("_type") => types::handle(st, op, ctx, &id),

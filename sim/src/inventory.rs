@@ -514,14 +514,13 @@ impl State {
             Fail::bad_request(format!("Flavor {} could not be found.", spec.flavor))
         })?;
         let owner = spec.owner.clone().unwrap_or_else(|| self.admin_owner());
-        if let Some(key) = &spec.key_name {
-            if !self
+        if let Some(key) = &spec.key_name
+            && !self
                 .keypairs
                 .iter()
                 .any(|k| &k.name == key && k.user_id == owner.user_id)
-            {
-                return Err(Fail::bad_request("Invalid key_name provided."));
-            }
+        {
+            return Err(Fail::bad_request("Invalid key_name provided."));
         }
         let mut image_meta: BTreeMap<String, Value> = BTreeMap::new();
         let mut requested = spec.bdms.clone();

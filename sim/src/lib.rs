@@ -74,6 +74,7 @@ mod glance;
 mod handle;
 mod http;
 mod identity;
+mod inspect;
 mod inventory;
 mod keystone;
 mod log;
@@ -98,6 +99,7 @@ pub use config::{
 pub use faults::{Fault, FaultRule};
 pub use handle::{SimHandle, Simulator};
 pub use identity::TrustInfo;
+pub use inspect::{GroupInfo, ServerInfo, ServerVolume, VolumeInfo};
 pub use log::LoggedRequest;
 pub use roles::Role;
 

@@ -6,7 +6,8 @@
 mod attachments;
 mod flavors;
 mod images;
-mod servers;
+mod keypairs;
+pub(crate) mod servers;
 mod snapshot;
 
 use axum::{
@@ -80,6 +81,11 @@ pub(crate) fn operation(method: &Method, segs: &[&str], body: &[u8]) -> &'static
         ("PUT", ["v2.1", "images", _, "metadata", _]) => "nova.set_image_metadata_item",
         ("DELETE", ["v2.1", "images", _, "metadata", _]) => "nova.delete_image_metadata_item",
         ("GET", ["v2.1", "extensions"]) => "nova.list_extensions",
+        ("GET", ["v2.1", "os-keypairs"]) => "nova.list_keypairs",
+        ("POST", ["v2.1", "os-keypairs"]) => "nova.create_keypair",
+        ("GET", ["v2.1", "os-keypairs", _]) => "nova.get_keypair",
+        ("DELETE", ["v2.1", "os-keypairs", _]) => "nova.delete_keypair",
+        ("GET", ["v2.1", "os-availability-zone"]) => "nova.list_availability_zones",
         ("GET", ["v2.1", "limits"]) => "nova.get_limits",
         _ => "nova.unknown",
     }
@@ -105,7 +111,13 @@ fn strip_project<'a>(segs: &[&'a str]) -> Vec<&'a str> {
         && v[0] == "v2.1"
         && !matches!(
             v[1],
-            "servers" | "flavors" | "limits" | "images" | "extensions"
+            "servers"
+                | "flavors"
+                | "limits"
+                | "images"
+                | "extensions"
+                | "os-keypairs"
+                | "os-availability-zone"
         )
         && v[1].len() == 32
     {
@@ -152,6 +164,11 @@ pub(crate) async fn handle(shared: &Shared, operation: &str, ctx: &Ctx) -> Respo
         "nova.version" => Ok((
             StatusCode::OK,
             json!({"version": version(shared, &ctx.base)}),
+        )),
+        op if op.contains("keypair") => keypairs::handle(st, op, ctx, &id),
+        "nova.list_availability_zones" => Ok((
+            StatusCode::OK,
+            json!({"availabilityZoneInfo": st.availability_zones.iter().map(|z| json!({"zoneName": z, "zoneState": {"available": true}, "hosts": null})).collect::<Vec<_>>()}),
         )),
         op if op.contains("flavor") => flavors::handle(st, op, ctx, &id),
         op if op.contains("_image") && op != "nova.create_image" => {
@@ -243,7 +260,7 @@ fn limits(st: &State, ctx: &Ctx) -> Reply {
         }
     }
     let mut absolute = json!({
-        "maxServerMeta": 128, "maxTotalInstances": 1000, "maxTotalCores": 4000, "maxTotalRAMSize": 4_096_000,
+        "maxServerMeta": 128, "maxTotalInstances": st.instances_quota, "maxTotalCores": 4000, "maxTotalRAMSize": 4_096_000,
         "maxServerGroups": 1000, "maxServerGroupMembers": 1000, "maxTotalKeypairs": 100,
         "totalInstancesUsed": servers, "totalCoresUsed": cores, "totalRAMUsed": ram,
         "totalServerGroupsUsed": 0,

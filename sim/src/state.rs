@@ -371,7 +371,6 @@ pub(crate) struct Keypair {
     pub public_key: String,
     pub fingerprint: String,
     pub key_type: String,
-    pub created: Instant,
 }
 
 /// The whole simulated cloud.

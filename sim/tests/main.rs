@@ -9,6 +9,7 @@ mod keystone;
 mod log;
 mod nova;
 mod nova_catalog;
+mod restore;
 mod roles;
 mod tenancy;
 mod trusts;

@@ -246,8 +246,8 @@ pub async fn update_policy(
         let current_json =
             serde_json::to_value(PolicyResponse::from(current.clone())).expect("serialisable");
         let mut refused = take_read_only_fields(&mut patch, Some(&current_json));
-        refused.extend(take_unknown_fields(&mut patch));
         let mut spec_json = current.written();
+        refused.extend(take_unknown_fields(&mut patch, &spec_json));
         merge_patch(&mut spec_json, patch);
         // A body that is wrong whatever the version is a 422 before a stale If-Match is a 412.
         let valid = parse_policy(spec_json, refused, now)?;

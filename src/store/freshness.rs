@@ -42,8 +42,11 @@ macro_rules! freshness_ctes {
              select distinct on (policy_id, resource_type, resource_id) policy_id, resource_type, resource_id, resource_name \
              from ( \
                  select lr.policy_id, j.resource_type, j.resource_id, j.resource_name, 0 as named_by_id \
+                 from last_resolved lr join job j on j.run_id = lr.run_id \
+                 union all \
+                 select lr.policy_id, j.resource_type, j.resource_id, j.resource_name, 0 \
                  from last_resolved lr \
-                 join run r on r.policy_id = lr.policy_id and r.run_id >= lr.run_id \
+                 join run r on r.policy_id = lr.policy_id and r.trigger = 'join' and r.run_id > lr.run_id \
                  join job j on j.run_id = r.run_id \
                  union all \
                  select p.policy_id, p.resource_type, ids.id, null, 1 \
@@ -108,8 +111,10 @@ pub async fn fetch_freshness(
         // counted per policy row (which would scan every target once per policy).
         "select p.policy_id, \
              (select r.scheduled_for from run r where r.policy_id = p.policy_id and r.status <> 'missed' \
+                and r.trigger <> 'join' \
               order by r.run_id desc limit 1) as last_run_at, \
              (select r.finished_at from run r where r.policy_id = p.policy_id and r.status = 'succeeded' \
+                and r.trigger <> 'join' \
               order by r.run_id desc limit 1) as last_success_at, \
              coalesce(st.n, 0) as stale_resources, coalesce(o.n, 0) as orphaned_resources \
          from p \

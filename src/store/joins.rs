@@ -26,9 +26,11 @@ use crate::{
 };
 
 /// Claims up to `limit` enabled, unbroken policies with `snapshot_on_join`
-/// that were not looked at for `interval`, marking them looked at now. Rows
-/// another replica is claiming are skipped, so each policy is listed once per
-/// interval whatever the number of replicas.
+/// that were not looked at for `interval`, marking them looked at now. The
+/// upsert decides: a replica whose claim commits first wins the row, and the
+/// other's upsert, waiting on it, re-checks `checked_at` and claims nothing,
+/// so each policy is listed once per interval whatever the number of
+/// replicas. No policy row is locked.
 ///
 /// # Errors
 /// The query fails.
@@ -44,10 +46,10 @@ pub async fn claim_due(
              where p.enabled and p.broken_error is null \
                and p.options @> '{\"snapshot_on_join\": true}' \
                and (w.checked_at is null or w.checked_at <= $2) \
-             order by w.checked_at nulls first, p.policy_id limit $3 \
-             for update of p skip locked) \
+             order by w.checked_at nulls first, p.policy_id limit $3) \
          insert into policy_join_watch (policy_id, checked_at) select policy_id, $1 from due \
          on conflict (policy_id) do update set checked_at = excluded.checked_at \
+             where policy_join_watch.checked_at <= $2 \
          returning policy_id",
     )
     .bind(now)

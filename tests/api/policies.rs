@@ -479,3 +479,48 @@ async fn an_unreadable_policy_is_listed_as_broken_and_a_patch_that_fixes_it_make
     assert_eq!(repaired["version"], 2);
     assert_eq!(repaired["next_run_at"], "2026-11-26T01:00:00Z");
 }
+
+#[sqlx::test]
+async fn a_field_only_a_newer_build_knows_can_be_patched_away(pool: PgPool) {
+    // Arrange: a policy written by a newer build (an option this one does not
+    // know), which this build shows broken; a client misspells another field.
+    let app = spawn_app(pool).await;
+    let created = app.create_policy(&policy_body("newer")).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    sqlx::query(
+        "update policy set options = options || '{\"snapshot_kind\": \"incremental\"}' \
+         where policy_id = $1::uuid",
+    )
+    .bind(&id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let read: Value = app
+        .get(&format!("/v1/policies/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["state"], "broken", "{read}");
+
+    // Act: the unknown fields are removed, one stored and one not.
+    let misspelt = app
+        .patch_policy(
+            &id,
+            &json!({"options": {"snapshot_kind": null, "paint": null}}),
+            None,
+        )
+        .await;
+    let removed = app
+        .patch_policy(&id, &json!({"options": {"snapshot_kind": null}}), None)
+        .await;
+
+    // Assert: a field the policy does not hold is still refused; removing the
+    // stored one repairs the policy (it was refused as unknown before).
+    let misspelt = problem(misspelt, 422).await;
+    assert_eq!(error_fields(&misspelt), ["options.paint"]);
+    assert_eq!(removed.status(), 200);
+    let repaired: Value = removed.json().await.unwrap();
+    assert_eq!(repaired["state"], "active", "{repaired}");
+    assert_eq!(repaired["options"].get("snapshot_kind"), None, "{repaired}");
+}

@@ -12,35 +12,7 @@ use stacksnap::{
 };
 use uuid::Uuid;
 
-use crate::helpers::{Harness, TestApp, harness, spawn_app_on};
-
-async fn get(app: &TestApp, path: &str) -> Value {
-    let response = app.get(path).await;
-    assert_eq!(response.status(), 200, "{path}");
-    response.json().await.unwrap()
-}
-
-/// Fires the policy now (`POST /v1/policies/{id}/run`) and drives every job of the run to its end.
-async fn run_now(h: &Harness, app: &TestApp, policy_id: &str) {
-    let response = app
-        .post_json(&format!("/v1/policies/{policy_id}/run"), &json!({}))
-        .await;
-    assert_eq!(response.status(), 202);
-    let run: Value = response.json().await.unwrap();
-    let run_id: Uuid = run["id"].as_str().unwrap().parse().unwrap();
-    h.work().await;
-    let jobs: Vec<Uuid> = sqlx::query_scalar("select job_id from job where run_id = $1")
-        .bind(run_id)
-        .fetch_all(&h.pool)
-        .await
-        .unwrap();
-    assert!(!jobs.is_empty(), "the run resolved no job");
-    for job in jobs {
-        let done = h.finish(job).await;
-        assert_eq!(done.status.as_str(), "succeeded", "{done:?}");
-    }
-    h.work().await;
-}
+use crate::helpers::{TestApp, get_json, harness, run_now, spawn_app_on};
 
 /// `(resource_name, stale)` of each target, by name.
 fn stale_by_name(targets: &Value) -> Vec<(String, bool)> {
@@ -90,12 +62,12 @@ async fn targets_turn_stale_after_the_rpo_and_fresh_again_and_a_leaver_is_orphan
     run_now(&h, &app, id).await;
 
     // Assert: fresh, both listed with their newest snapshot.
-    let fresh = get(&app, &path).await;
+    let fresh = get_json(&app, &path).await;
     assert_eq!(fresh["stale_resources"], 0, "{fresh}");
     assert_eq!(fresh["orphaned_resources"], 0);
     assert!(fresh["last_run_at"].is_string(), "{fresh}");
     assert!(fresh["last_success_at"].is_string(), "{fresh}");
-    let targets = get(&app, &format!("{path}/targets")).await;
+    let targets = get_json(&app, &format!("{path}/targets")).await;
     assert_eq!(
         stale_by_name(&targets),
         pairs(&[("db", false), ("web", false)])
@@ -106,8 +78,8 @@ async fn targets_turn_stale_after_the_rpo_and_fresh_again_and_a_leaver_is_orphan
     h.clock.advance(TimeDelta::hours(36));
 
     // Assert: both are older than 26h.
-    assert_eq!(get(&app, &path).await["stale_resources"], 2);
-    let targets = get(&app, &format!("{path}/targets")).await;
+    assert_eq!(get_json(&app, &path).await["stale_resources"], 2);
+    let targets = get_json(&app, &format!("{path}/targets")).await;
     assert_eq!(
         stale_by_name(&targets),
         pairs(&[("db", true), ("web", true)])
@@ -128,10 +100,10 @@ async fn targets_turn_stale_after_the_rpo_and_fresh_again_and_a_leaver_is_orphan
 
     // Assert: `web` is fresh again; `db` is no target any more, but its snapshot
     // is still held: one orphaned resource.
-    let after = get(&app, &path).await;
+    let after = get_json(&app, &path).await;
     assert_eq!(after["stale_resources"], 0, "{after}");
     assert_eq!(after["orphaned_resources"], 1, "{after}");
-    let targets = get(&app, &format!("{path}/targets")).await;
+    let targets = get_json(&app, &format!("{path}/targets")).await;
     assert_eq!(stale_by_name(&targets), pairs(&[("web", false)]));
 }
 
@@ -156,19 +128,19 @@ async fn an_explicit_rpo_decides_when_a_named_target_turns_stale(pool: PgPool) {
         policy["stale_resources"], 1,
         "a named target without a snapshot is stale"
     );
-    let targets = get(&app, &format!("{path}/targets")).await;
+    let targets = get_json(&app, &format!("{path}/targets")).await;
     assert_eq!(targets["items"][0]["resource_id"], web.as_str());
     assert_eq!(targets["items"][0]["newest_snapshot_id"], Value::Null);
 
     // Act + Assert: fresh after a run, stale 7h later, fresh after another.
     run_now(&h, &app, id).await;
-    assert_eq!(get(&app, &path).await["stale_resources"], 0);
+    assert_eq!(get_json(&app, &path).await["stale_resources"], 0);
     h.clock.advance(TimeDelta::hours(5));
-    assert_eq!(get(&app, &path).await["stale_resources"], 0);
+    assert_eq!(get_json(&app, &path).await["stale_resources"], 0);
     h.clock.advance(TimeDelta::hours(2));
-    assert_eq!(get(&app, &path).await["stale_resources"], 1);
+    assert_eq!(get_json(&app, &path).await["stale_resources"], 1);
     run_now(&h, &app, id).await;
-    let listed = get(&app, "/v1/policies").await;
+    let listed = get_json(&app, "/v1/policies").await;
     assert_eq!(listed["items"][0]["stale_resources"], 0, "{listed}");
     assert_eq!(listed["items"][0]["orphaned_resources"], 0);
     // Every policy at once (what a metrics exporter reads): the same figures.

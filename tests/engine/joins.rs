@@ -8,38 +8,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::helpers::{Harness, TestApp, harness, spawn_app_on};
-
-async fn get(app: &TestApp, path: &str) -> Value {
-    let response = app.get(path).await;
-    assert_eq!(response.status(), 200, "{path}");
-    response.json().await.unwrap()
-}
-
-/// Fires the policy now and drives every job of the run to success.
-async fn run_now(h: &Harness, app: &TestApp, policy_id: &str) {
-    let response = app
-        .post_json(&format!("/v1/policies/{policy_id}/run"), &json!({}))
-        .await;
-    assert_eq!(response.status(), 202);
-    let run: Value = response.json().await.unwrap();
-    h.work().await;
-    finish_run(h, run["id"].as_str().unwrap().parse().unwrap()).await;
-}
-
-async fn finish_run(h: &Harness, run_id: Uuid) {
-    let jobs: Vec<Uuid> = sqlx::query_scalar("select job_id from job where run_id = $1")
-        .bind(run_id)
-        .fetch_all(&h.pool)
-        .await
-        .unwrap();
-    assert!(!jobs.is_empty(), "the run has no job");
-    for job in jobs {
-        let done = h.finish(job).await;
-        assert_eq!(done.status.as_str(), "succeeded", "{done:?}");
-    }
-    h.work().await;
-}
+use crate::helpers::{Harness, finish_run, get_json, harness, run_now, spawn_app_on};
 
 /// The runs of a policy with trigger `join`, with their jobs' resource ids.
 async fn join_runs(h: &Harness, policy_id: &str) -> Vec<(Uuid, Vec<String>)> {
@@ -96,6 +65,7 @@ async fn a_server_that_starts_matching_is_snapshotted_at_once_and_only_once(pool
     // Act: both policies run once; then a second tagged server appears.
     run_now(&h, &app, &joining).await;
     run_now(&h, &app, &waiting).await;
+    let scheduled = get_json(&app, &format!("/v1/policies/{joining}")).await;
     h.clock.advance(TimeDelta::minutes(6));
     let quiet = h.engine.watch_joins().await.unwrap();
     let db = h
@@ -116,7 +86,7 @@ async fn a_server_that_starts_matching_is_snapshotted_at_once_and_only_once(pool
     assert_eq!(joins.len(), 1, "{joins:?}");
     assert_eq!(joins[0].1, [db]);
     assert!(join_runs(&h, &waiting).await.is_empty());
-    let run = get(&app, &format!("/v1/runs/{}", joins[0].0)).await;
+    let run = get_json(&app, &format!("/v1/runs/{}", joins[0].0)).await;
     assert_eq!(run["trigger"], "join", "{run}");
 
     // Act: the join run's snapshot is taken; later looks find nothing new.
@@ -125,9 +95,16 @@ async fn a_server_that_starts_matching_is_snapshotted_at_once_and_only_once(pool
     h.clock.advance(TimeDelta::minutes(6));
     let again = h.engine.watch_joins().await.unwrap();
 
-    // Assert: `db` is a fresh target of the joining policy; no second join run.
+    // Assert: `db` is a fresh target of the joining policy; no second join run;
+    // the policy's last run and success are still its own runs', not the join's.
+    let after = get_json(&app, &format!("/v1/policies/{joining}")).await;
+    assert_eq!(after["last_run_at"], scheduled["last_run_at"], "{after}");
+    assert_eq!(
+        after["last_success_at"], scheduled["last_success_at"],
+        "{after}"
+    );
     assert_eq!((again.policies, again.runs), (1, 0), "{again:?}");
-    let targets = get(&app, &format!("/v1/policies/{joining}/targets")).await;
+    let targets = get_json(&app, &format!("/v1/policies/{joining}/targets")).await;
     let mut fresh: Vec<(String, bool)> = targets["items"]
         .as_array()
         .unwrap()
@@ -143,4 +120,36 @@ async fn a_server_that_starts_matching_is_snapshotted_at_once_and_only_once(pool
         [("db".to_owned(), false), ("web".to_owned(), false)],
         "{targets}"
     );
+}
+
+#[sqlx::test]
+async fn a_join_run_is_fired_by_the_scheduler_not_by_the_api(pool: PgPool) {
+    // Arrange: a joining policy that ran once; then a second tagged server.
+    let h = harness(pool.clone()).await;
+    let app = spawn_app_on(pool, h.clock.clone()).await;
+    h.sim
+        .create_image_backed_server("web", &["backup"], &[], false);
+    let id = app.create_policy(&policy("joining", true)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    run_now(&h, &app, &id).await;
+    h.sim
+        .create_image_backed_server("db", &["backup"], &[], false);
+    h.clock.advance(TimeDelta::minutes(6));
+
+    // Act
+    let joined = h.engine.watch_joins().await.unwrap();
+
+    // Assert: the event says the service fired it, as for a scheduled run
+    // (it said `api`: no user asked for it).
+    assert_eq!(joined.runs, 1, "{joined:?}");
+    let run = &join_runs(&h, &id).await[0].0;
+    let actor: String =
+        sqlx::query_scalar("select actor from event where run_id = $1 and kind = 'run.fired'")
+            .bind(run)
+            .fetch_one(&h.pool)
+            .await
+            .unwrap();
+    assert_eq!(actor, "scheduler");
 }

@@ -441,6 +441,9 @@ fn delete_group_snapshot(st: &mut State, ctx: &Ctx, id: &str) -> Reply {
     Ok((StatusCode::ACCEPTED, Value::Null))
 }
 
+/// Where one volume of a new group comes from: a snapshot or a volume.
+type Source = (Option<String>, Option<String>);
+
 /// `POST /groups/action` `{"create-from-src": …}` (3.14; cinder/group/api.py
 /// `create_from_src`): a new group of the source's type, zone and volume
 /// types, with one volume per snapshot of the group snapshot (of the
@@ -484,11 +487,9 @@ fn create_from_src(st: &mut State, ctx: &Ctx) -> Reply {
     }
     let now = ctx.now;
     // The sources: (snapshot id or None, volume id or None) per new volume.
-    let (source_group, gs, sources): (
-        String,
-        Option<String>,
-        Vec<(Option<String>, Option<String>)>,
-    ) = if let Some(gs_id) = gs_id.and_then(Value::as_str) {
+    let (source_group, gs, sources): (String, Option<String>, Vec<Source>) = if let Some(gs_id) =
+        gs_id.and_then(Value::as_str)
+    {
         if let Some(hidden) = super::scope::hidden(st, ctx, "group_snapshots", gs_id) {
             return Err(hidden);
         }

@@ -65,7 +65,7 @@ pub(crate) const RESOURCE_FILTERS: [(&str, &[&str]); 9] = [
 
 const EXTENSIONS: &str = include_str!("extensions.json");
 
-pub(super) fn handle(operation: &str, ctx: &Ctx) -> Reply {
+pub(super) fn handle(operation: &str, ctx: &Ctx, zones: &[String]) -> Reply {
     match operation {
         "cinder.list_resource_filters" => {
             if ctx.mv < Mv(3, 33) {
@@ -81,7 +81,7 @@ pub(super) fn handle(operation: &str, ctx: &Ctx) -> Reply {
         }
         "cinder.list_availability_zones" => Ok((
             StatusCode::OK,
-            json!({"availabilityZoneInfo": [{"zoneName": "nova", "zoneState": {"available": true}}]}),
+            json!({"availabilityZoneInfo": zones.iter().map(|z| json!({"zoneName": z, "zoneState": {"available": true}})).collect::<Vec<_>>()}),
         )),
         _ => {
             let body: Value = serde_json::from_str(EXTENSIONS)

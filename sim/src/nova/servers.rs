@@ -70,7 +70,7 @@ fn stamp(st: &State, at: Instant) -> String {
 }
 
 /// The status Nova derives from vm_state.
-fn status_of(vm_state: &str) -> &'static str {
+pub(crate) fn status_of(vm_state: &str) -> &'static str {
     match vm_state {
         "building" => "BUILD",
         "active" => "ACTIVE",
@@ -679,9 +679,15 @@ fn delete(st: &mut State, ctx: &Ctx, id: &str) -> Reply {
     s.vm_state.push_at(gone_at, GONE);
     let bdms = s.bdms.clone();
     for b in bdms {
+        // Cinder refuses to delete a volume that has snapshots: Nova logs it
+        // and the volume stays, detached (as on the rig).
+        let has_snapshots = st
+            .snapshots
+            .iter()
+            .any(|x| x.volume_id == b.volume_id && x.status.at(now) != GONE);
         if let Some(v) = st.volume_mut(&b.volume_id, now) {
             v.status.rewrite(now, v.status.at(now));
-            if b.delete_on_termination {
+            if b.delete_on_termination && !has_snapshots {
                 v.status.push_at(gone_at, "deleting");
                 v.status.push_at(gone_at + d.volume_delete, GONE);
             } else {

@@ -187,9 +187,14 @@ fn is_null(schema: &RefOr<Schema>) -> bool {
 ///
 /// Deserialising the merged policy would catch most of them, but not one sent
 /// as `null`: removing a field that is not there leaves nothing to refuse.
-pub fn take_unknown_fields(patch: &mut serde_json::Value) -> Vec<FieldError> {
+/// A field the policy `current`ly holds (as written: a newer build's option,
+/// which this build shows broken) is left in, so that a patch can remove it.
+pub fn take_unknown_fields(
+    patch: &mut serde_json::Value,
+    current: &serde_json::Value,
+) -> Vec<FieldError> {
     let mut unknown = Vec::new();
-    walk(patch, &merged_objects(), "", &mut unknown);
+    walk(patch, Some(current), &merged_objects(), "", &mut unknown);
     unknown.sort_by(|a, b| a.field.cmp(&b.field));
     unknown
 }
@@ -215,6 +220,7 @@ fn merged_objects() -> Vec<(&'static str, Vec<String>)> {
 
 fn walk(
     value: &mut serde_json::Value,
+    current: Option<&serde_json::Value>,
     objects: &[(&str, Vec<String>)],
     path: &str,
     unknown: &mut Vec<FieldError>,
@@ -229,9 +235,10 @@ fn walk(
         _ => format!("{path}.{key}"),
     };
     map.retain(|key, child| {
-        let known = known.contains(key);
+        let held = current.and_then(|c| c.get(key));
+        let known = known.contains(key) || held.is_some();
         if known {
-            walk(child, objects, &path_of(key), unknown);
+            walk(child, held, objects, &path_of(key), unknown);
         } else {
             unknown.push(FieldError::new(path_of(key), "unknown field"));
         }
