@@ -226,7 +226,11 @@ fn failure(error: OpenStackError, step: &str, calls: i32) -> Sent {
 }
 
 /// Looks for what an earlier create of the job made: a server by its tag, a
-/// volume by its metadata. Returns it (if any) and the calls made.
+/// volume by its metadata, a group by its name and description. Returns it
+/// (if any) and the calls made. With `owner` (the service's credentials
+/// searching for a tenant's job, which would list only the service's own
+/// project) every project is searched (`all_tenants`, an admin's filter) by
+/// the job's unique id, and what is found must belong to `owner`.
 ///
 /// # Errors
 /// The look-up failed; try again later.
@@ -234,8 +238,11 @@ pub async fn find(
     cloud: &OpenStack,
     job_id: Uuid,
     spec: &RestoreSpec,
+    owner: Option<&str>,
 ) -> Result<(Option<Restored>, i32), OpenStackError> {
     let id = job_id.to_string();
+    let all_tenants = owner.is_some();
+    let owned = |project: Option<&str>| owner.is_none_or(|o| project.is_none_or(|p| p == o));
     match &spec.source {
         RestoreSource::Server { .. } => {
             let tag = server_tag(job_id);
@@ -247,6 +254,7 @@ pub async fn find(
                 } else {
                     Vec::new()
                 },
+                all_tenants,
                 ..ServerFilter::default()
             };
             let servers = cloud.nova().list_servers(&filter).await?;
@@ -254,6 +262,7 @@ pub async fn find(
             let ours = servers
                 .into_iter()
                 .filter(|s| s.tags.contains(&tag) || s.metadata.get(JOB_ID_KEY) == Some(&id))
+                .filter(|s| owned(s.tenant_id.as_deref()))
                 .min_by(|a, b| a.id.cmp(&b.id));
             Ok((
                 ours.map(|s| Restored {
@@ -267,12 +276,14 @@ pub async fn find(
         RestoreSource::Volume { .. } => {
             let filter = VolumeFilter {
                 metadata: BTreeMap::from([(JOB_ID_KEY.to_owned(), id.clone())]),
+                all_tenants,
                 ..VolumeFilter::default()
             };
             let volumes = cloud.cinder().list_volumes(&filter).await?;
             let ours = volumes
                 .into_iter()
                 .filter(|v| v.metadata.get(JOB_ID_KEY) == Some(&id))
+                .filter(|v| owned(v.tenant_id.as_deref()))
                 .min_by(|a, b| a.id.cmp(&b.id));
             Ok((
                 ours.map(|v| Restored {
@@ -283,10 +294,14 @@ pub async fn find(
             ))
         }
         RestoreSource::VolumeGroup { .. } => {
-            let groups = cloud.cinder().list_groups_named(&spec.name).await?;
+            let groups = cloud
+                .cinder()
+                .list_groups_named(&spec.name, all_tenants)
+                .await?;
             let ours = groups
                 .into_iter()
                 .filter(|g| g.description.as_deref().is_some_and(|d| d.contains(&id)))
+                .filter(|g| owned(g.project_id.as_deref()))
                 .min_by(|a, b| a.id.cmp(&b.id));
             Ok((
                 ours.map(|g| Restored {

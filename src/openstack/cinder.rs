@@ -48,6 +48,9 @@ pub struct Volume {
     /// The volume group it belongs to (microversion 3.13 or later).
     #[serde(default)]
     pub group_id: Option<String>,
+    /// The owning project (shown to admins).
+    #[serde(rename = "os-vol-tenant-attr:tenant_id", default)]
+    pub tenant_id: Option<String>,
 }
 
 /// Where a volume is attached.
@@ -93,6 +96,9 @@ pub struct Group {
     pub status: String,
     #[serde(default)]
     pub description: Option<String>,
+    /// The owning project (microversion 3.58 or later).
+    #[serde(default)]
+    pub project_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -411,14 +417,22 @@ impl Cinder<'_> {
     ///
     /// # Errors
     /// Typed failures.
-    pub async fn list_groups_named(&self, name: &str) -> Result<Vec<Group>, OpenStackError> {
+    pub async fn list_groups_named(
+        &self,
+        name: &str,
+        all_tenants: bool,
+    ) -> Result<Vec<Group>, OpenStackError> {
+        let mut query = vec![("name".to_owned(), name.to_owned())];
+        if all_tenants {
+            query.push(("all_tenants".to_owned(), "1".to_owned()));
+        }
         let call = Call::new(
             Service::Volume,
             "list_groups",
             Method::GET,
             "/groups/detail",
         )
-        .query(vec![("name".to_owned(), name.to_owned())]);
+        .query(query);
         decode::<GroupsBody>(&call, &self.0.send(&call).await?).map(|b| b.groups)
     }
 

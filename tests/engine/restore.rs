@@ -754,3 +754,79 @@ async fn below_compute_2_52_the_server_carries_no_tag_and_is_found_by_its_metada
     let new = h.cloud.nova().get_server(&id).await.unwrap();
     assert_eq!(new.metadata["stacksnap_job_id"], job_id.to_string());
 }
+
+#[sqlx::test]
+async fn a_clean_up_left_to_the_services_credentials_searches_every_project_by_the_job_id(
+    pool: PgPool,
+) {
+    // Arrange: a volume restore whose create's answer was lost, then its run
+    // becomes a tenant's whose trust Keystone refuses: the service's
+    // credentials search every project (the simulator cannot move the volume
+    // to another project, so the search's filter is what is checked).
+    let h = harness(pool).await;
+    let volume = h.sim.create_volume("data", 1, &[]);
+    let snapshot_id = snapshot_of(&h, "volume", &volume).await;
+    h.sim
+        .inject(FaultRule::reply_lost("cinder.create_volume", 503).times(1));
+    let job_id = restore(&h, snapshot_id, json!({})).await;
+    h.drive(job_id, |j| j.create_unclear_at.is_some() && j.attempt == 1)
+        .await;
+    let made = h
+        .cloud
+        .cinder()
+        .list_volumes(&VolumeFilter {
+            metadata: BTreeMap::from([("stacksnap_job_id".to_owned(), job_id.to_string())]),
+            ..VolumeFilter::default()
+        })
+        .await
+        .unwrap();
+    let tenant = made[0].tenant_id.clone().expect("an admin sees the owner");
+    let tenant = tenant.as_str();
+    let made = made[0].id.clone();
+    sqlx::query(
+        "update run set delegated = true, trust_id = 'refused', project_id = $2 \
+         where run_id = (select run_id from job where job_id = $1)",
+    )
+    .bind(job_id)
+    .bind(tenant)
+    .execute(&h.pool)
+    .await
+    .unwrap();
+    sqlx::query("update job set project_id = $2 where job_id = $1")
+        .bind(job_id)
+        .bind(tenant)
+        .execute(&h.pool)
+        .await
+        .unwrap();
+
+    // Act
+    lifecycle::cancel_job(&h.pool, tenant, job_id, h.clock.now(), "test")
+        .await
+        .unwrap();
+    let mut job = None;
+    for _ in 0..500 {
+        h.work().await;
+        let j = jobs::fetch_job(&h.pool, tenant, job_id)
+            .await
+            .unwrap()
+            .unwrap();
+        if j.cleanup_due_at.is_none() {
+            job = Some(j);
+            break;
+        }
+        h.clock.advance(chrono::TimeDelta::milliseconds(500));
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+
+    // Assert
+    let job = job.expect("the clean-up ends");
+    assert_eq!(restored(&job).volume_id.as_deref(), Some(made.as_str()));
+    assert!(h.sim.requests().iter().any(
+        |r| r.operation.starts_with("cinder.list_volumes") && r.query.contains("all_tenants=1")
+    ));
+    let gone = match h.cloud.cinder().get_volume(&made).await {
+        Err(e) => e.is_not_found(),
+        Ok(v) => v.status == "deleting",
+    };
+    assert!(gone, "the tenant's volume the restore made is deleted");
+}

@@ -110,7 +110,7 @@ impl Engine {
             Ok(spec) => spec,
             Err(update) => return Ok(Ok(*update)),
         };
-        let (found, calls) = restore::find(&self.cloud, job.job_id, spec).await?;
+        let (found, calls) = restore::find(&self.cloud, job.job_id, spec, None).await?;
         Ok(match found {
             Some(restored) => {
                 tracing::info!(job_id = %job.job_id, "adopted what an earlier create of the restore made");
@@ -257,16 +257,19 @@ impl Engine {
             }
         };
         let delegated = authority::for_work(&stored, now);
-        let cloud = match &delegated {
-            Authority::Service => self.cloud.clone(),
+        let (cloud, as_service) = match &delegated {
+            Authority::Service => (self.cloud.clone(), true),
             other => {
                 let acting = self.cloud.acting_as(other);
                 match authority::check(&acting, other).await {
-                    Ok(()) => acting,
-                    Err(_) => self.cloud.clone(),
+                    Ok(()) => (acting, false),
+                    Err(_) => (self.cloud.clone(), true),
                 }
             }
         };
+        // The service's credentials list only the service's own project: for
+        // a tenant's job they search every project, by the job's id.
+        let owner = (as_service && stored.delegated).then_some(job.project_id.as_str());
         let mut calls = 0;
         if restored.is_empty() {
             // The create's answer was lost: find what it made first.
@@ -274,7 +277,7 @@ impl Engine {
                 Ok(spec) => spec,
                 Err(_) => return (restored, None, Vec::new(), 0),
             };
-            match restore::find(&cloud, job.job_id, spec).await {
+            match restore::find(&cloud, job.job_id, spec, owner).await {
                 Ok((Some(found), n)) => {
                     calls += n;
                     restored.server_id = found.server_id;
