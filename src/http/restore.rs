@@ -127,7 +127,7 @@ pub async fn restore_snapshot(
     let ended = wait.map(|_| state.job_events.watch(job_id));
     let trust = delegation::adhoc_trust(&state, &caller, &project).await?;
     let authority = delegation::run_authority(&caller, &project, trust.as_ref());
-    lifecycle::insert_single_job_run(
+    let queued = lifecycle::insert_single_job_run(
         &state.db,
         &project,
         caller.user_id(),
@@ -137,6 +137,11 @@ pub async fn restore_snapshot(
         RunTrigger::Restore,
     )
     .await?;
+    if queued.is_none() {
+        return Err(ApiError::Conflict(
+            "the snapshot started being deleted while the restore was asked for".into(),
+        ));
+    }
     let job = job_wait::until_ended(
         &state,
         project.as_str().into(),

@@ -353,10 +353,18 @@ pub async fn insert_adhoc_run(
         RunTrigger::Adhoc,
     )
     .await
+    .and_then(|run| {
+        run.ok_or_else(|| sqlx::Error::Protocol("a one-off snapshot job carried a restore".into()))
+    })
 }
 
 /// Inserts a resolved run of `trigger` (a one-off snapshot, a restore) asked
 /// for by `created_by`, belonging to no policy, with its single job, in one transaction.
+/// A restore is queued only while its snapshot is `available` and complete,
+/// read under a share lock: retention, a `DELETE` or a policy's deletion that
+/// marks it `deleting` waits for this transaction, and the deletion itself
+/// then waits for the restore (`store::snapshots::deletion`). `None`: the
+/// snapshot stopped being restorable since it was read.
 ///
 /// # Errors
 /// The query fails.
@@ -368,10 +376,22 @@ pub async fn insert_single_job_run(
     authority: runs::RunAuthority<'_>,
     now: DateTime<Utc>,
     trigger: RunTrigger,
-) -> Result<Uuid, sqlx::Error> {
+) -> Result<Option<Uuid>, sqlx::Error> {
     let run_id = Uuid::now_v7();
     let spec = serde_json::to_value(&job.options).expect("options serialise");
     let mut tx = pool.begin().await?;
+    if let Some(restore) = &job.restore {
+        let restorable: Option<i32> = sqlx::query_scalar(
+            "select 1 from snapshot where snapshot_id = $1 and state = 'available' and complete \
+             for share",
+        )
+        .bind(restore.snapshot_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if restorable.is_none() {
+            return Ok(None);
+        }
+    }
     let run = runs::NewRun {
         run_id,
         project_id,
@@ -397,5 +417,5 @@ pub async fn insert_single_job_run(
     )
     .await?;
     tx.commit().await?;
-    Ok(run_id)
+    Ok(Some(run_id))
 }

@@ -12,6 +12,7 @@ use stacksnap::{
         job::{JobKind, JobStatus},
         restore::{CleanupState, RestoreRequest, Restored, restore_job},
         status::RunTrigger,
+        status::SnapshotState,
     },
     openstack::{cinder::VolumeFilter, nova::ServerFilter},
     store::{jobs, lifecycle, snapshots},
@@ -52,7 +53,8 @@ async fn restore(h: &Harness, snapshot_id: Uuid, body: serde_json::Value) -> Uui
         RunTrigger::Restore,
     )
     .await
-    .unwrap();
+    .unwrap()
+    .expect("the snapshot is restorable");
     job_id
 }
 
@@ -829,4 +831,92 @@ async fn a_clean_up_left_to_the_services_credentials_searches_every_project_by_t
         Ok(v) => v.status == "deleting",
     };
     assert!(gone, "the tenant's volume the restore made is deleted");
+}
+
+#[sqlx::test]
+async fn a_snapshot_being_restored_is_deleted_only_after_the_restore_ends(pool: PgPool) {
+    // Arrange: a volume snapshot with a restore queued; then its deletion is asked for
+    // (as retention, a DELETE or the policy's deletion do).
+    let h = harness(pool).await;
+    let volume = h.sim.create_volume("data", 1, &[]);
+    let source_job = h.adhoc("volume", &volume, json!({})).await;
+    assert_eq!(h.finish(source_job).await.status, JobStatus::Succeeded);
+    let snapshot_id = h.snapshot_rows(source_job).await[0].0;
+    let restore_job = restore(&h, snapshot_id, json!({})).await;
+    let marked = snapshots::request_delete(&h.pool, "default", snapshot_id, h.clock.now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(marked.state, SnapshotState::Deleting);
+
+    // Act: the deletion loop runs while the restore is still queued.
+    for _ in 0..5 {
+        h.engine.delete_next().await.unwrap();
+        h.clock.advance(chrono::TimeDelta::seconds(30));
+    }
+    let waiting = snapshots::fetch_snapshot(&h.pool, "default", snapshot_id)
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Assert: nothing was deleted under the restore, which then succeeds.
+    assert_eq!(waiting.state, SnapshotState::Deleting);
+    let piece = &waiting.volume_snapshots.0[0].snapshot_id;
+    assert_eq!(
+        h.sim.snapshot_status(piece).as_deref(),
+        Some("available"),
+        "the Cinder snapshot is still there"
+    );
+    let restored_job = h.finish(restore_job).await;
+    assert_eq!(
+        restored_job.status,
+        JobStatus::Succeeded,
+        "{:?}",
+        restored_job.error
+    );
+
+    // Act + Assert: once the restore ended, the deletion goes ahead.
+    let rows = h.settle_deletions(source_job).await;
+    assert_eq!(rows[0].1, "deleted", "{rows:?}");
+}
+
+#[sqlx::test]
+async fn a_restore_of_a_snapshot_already_being_deleted_is_not_queued(pool: PgPool) {
+    let h = harness(pool).await;
+    let volume = h.sim.create_volume("data", 1, &[]);
+    let snapshot_id = snapshot_of(&h, "volume", &volume).await;
+    let snapshot = snapshots::fetch_snapshot(&h.pool, "default", snapshot_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let pieces = snapshot.restore_pieces();
+    let request: RestoreRequest = serde_json::from_value(json!({})).unwrap();
+    let timeout = request.validate(&pieces).unwrap();
+    let job_id = Uuid::now_v7();
+    let spec = request.spec(&pieces, job_id).unwrap();
+    let job = restore_job(&pieces, spec, timeout, job_id, h.clock.now());
+
+    // Act: retention marks it for deletion between the API's read and the insert.
+    snapshots::request_delete(&h.pool, "default", snapshot_id, h.clock.now())
+        .await
+        .unwrap();
+    let queued = lifecycle::insert_single_job_run(
+        &h.pool,
+        "default",
+        None,
+        &job,
+        Default::default(),
+        h.clock.now(),
+        RunTrigger::Restore,
+    )
+    .await
+    .unwrap();
+
+    // Assert
+    assert_eq!(queued, None);
+    let jobs: i64 = sqlx::query_scalar("select count(*) from job where kind = 'restore'")
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 0);
 }

@@ -21,7 +21,10 @@ macro_rules! claim_deletion_where {
             "update snapshot set lease_owner = $1, lease_expires_at = $2 + $3, \
                  delete_started_at = coalesce(delete_started_at, $2) \
              where snapshot_id = (select s.snapshot_id from snapshot s \
-                 where s.state in ('deleting', 'delete_failed', 'delete_blocked') and ",
+                 where s.state in ('deleting', 'delete_failed', 'delete_blocked') \
+                   and not exists (select 1 from job j where j.kind <> 'snapshot' \
+                       and j.status in ('pending', 'creating', 'tracking') \
+                       and j.restore ->> 'snapshot_id' = s.snapshot_id::text) and ",
             $($condition)+,
             " and s.not_before <= $2 and (s.lease_expires_at is null or s.lease_expires_at < $2) \
                  order by s.not_before limit 1 for update of s skip locked) \
