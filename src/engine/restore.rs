@@ -242,7 +242,10 @@ pub async fn find(
 ) -> Result<(Option<Restored>, i32), OpenStackError> {
     let id = job_id.to_string();
     let all_tenants = owner.is_some();
-    let owned = |project: Option<&str>| owner.is_none_or(|o| project.is_none_or(|p| p == o));
+    // Searching every project, what shows no owner (a group below volume
+    // 3.58, a volume whose tenant attribute the policy hides) may be another
+    // project's: it is never taken for the job's.
+    let owned = |project: Option<&str>| owner.is_none_or(|o| project == Some(o));
     match &spec.source {
         RestoreSource::Server { .. } => {
             let tag = server_tag(job_id);
@@ -294,13 +297,14 @@ pub async fn find(
             ))
         }
         RestoreSource::VolumeGroup { .. } => {
+            let description = group_description(job_id, spec.snapshot_id);
             let groups = cloud
                 .cinder()
                 .list_groups_named(&spec.name, all_tenants)
                 .await?;
             let ours = groups
                 .into_iter()
-                .filter(|g| g.description.as_deref().is_some_and(|d| d.contains(&id)))
+                .filter(|g| g.description.as_deref() == Some(description.as_str()))
                 .filter(|g| owned(g.project_id.as_deref()))
                 .min_by(|a, b| a.id.cmp(&b.id));
             Ok((

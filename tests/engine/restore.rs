@@ -920,3 +920,77 @@ async fn a_restore_of_a_snapshot_already_being_deleted_is_not_queued(pool: PgPoo
         .unwrap();
     assert_eq!(jobs, 0);
 }
+
+#[sqlx::test]
+async fn a_clean_up_with_the_services_credentials_never_deletes_a_group_of_unknown_project(
+    pool: PgPool,
+) {
+    // Arrange: below volume 3.58 a group shows no `project_id`. A group
+    // restore's create fails unclearly (nothing made), its run's trust is
+    // refused, and another project (`alt`) holds a group of the same name whose
+    // description names the job.
+    let h = harness_with(
+        pool,
+        SimConfig::default().with_cinder_max_microversion("3.50"),
+    )
+    .await;
+    let (snapshot_id, _) = group_snapshot(&h).await;
+    h.sim
+        .inject(FaultRule::error("cinder.create_group_from_src", 503).times(1));
+    let job_id = restore(&h, snapshot_id, json!({"name": "shared-name"})).await;
+    h.drive(job_id, |j| j.create_unclear_at.is_some() && j.attempt == 1)
+        .await;
+    let alt = crate::helpers::cloud_named(&h.sim, "stacksnap-sim-alt");
+    let create = stacksnap::openstack::session::Call::new(
+        stacksnap::openstack::session::Service::Volume,
+        "create_group",
+        reqwest::Method::POST,
+        "/groups",
+    )
+    .json(json!({"group": {
+        "name": "shared-name",
+        "description": format!("mine, not stacksnap job {job_id}'s"),
+        "group_type": "default_group_type",
+        "volume_types": ["__DEFAULT__"]}}));
+    let reply = alt.session().send(&create).await.unwrap();
+    let forged: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    let forged = forged["group"]["id"].as_str().unwrap().to_owned();
+    for _ in 0..40 {
+        if alt.cinder().get_group(&forged).await.unwrap().status == "available" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    sqlx::query(
+        "update run set delegated = true, trust_id = 'refused' \
+         where run_id = (select run_id from job where job_id = $1)",
+    )
+    .bind(job_id)
+    .execute(&h.pool)
+    .await
+    .unwrap();
+
+    // Act
+    lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now(), "test")
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        h.work().await;
+        let j = jobs::fetch_job(&h.pool, "default", job_id)
+            .await
+            .unwrap()
+            .unwrap();
+        if j.cleanup_due_at.is_none() {
+            break;
+        }
+        h.clock.advance(chrono::TimeDelta::milliseconds(500));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // Assert
+    let group = alt.cinder().get_group(&forged).await;
+    assert!(
+        group.as_ref().is_ok_and(|g| g.status == "available"),
+        "another project's group was deleted by the service: {group:?}"
+    );
+}
