@@ -211,9 +211,17 @@ async fn a_volume_backed_server_on_a_flavor_with_a_larger_disk_restores_with_a_r
         .unwrap();
     assert_eq!(new.flavor["original_name"], "m1.small");
     assert_eq!(new.volumes_attached.len(), 2, "{new:?}");
+    // Each volume goes with the server as the source's did (the mapping's flag).
+    let source = h.cloud.nova().get_server(&server).await.unwrap();
     let mut sizes = Vec::new();
     for attached in &new.volumes_attached {
-        assert!(attached.delete_on_termination, "{attached:?}");
+        assert!(
+            source
+                .volumes_attached
+                .iter()
+                .all(|v| v.delete_on_termination == attached.delete_on_termination),
+            "{attached:?} {source:?}"
+        );
         let volume = h.cloud.cinder().get_volume(&attached.id).await.unwrap();
         assert_eq!(volume.status, "in-use");
         sizes.push(volume.size);
