@@ -10,6 +10,7 @@
 
 mod cloud;
 mod groups;
+mod restore;
 mod tenancy;
 
 use std::{sync::Arc, time::Duration};

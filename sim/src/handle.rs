@@ -345,6 +345,19 @@ impl SimHandle {
         volume_count: usize,
         guest_agent: bool,
     ) -> String {
+        self.create_volume_backed_server_with_flavor(name, volume_count, guest_agent, "")
+    }
+
+    /// [`Self::create_volume_backed_server`] on the flavor `flavor` (name or
+    /// id; `m1.tiny` when empty). Its 1 GiB volumes stay 1 GiB whatever the
+    /// flavor's disk.
+    pub fn create_volume_backed_server_with_flavor(
+        &self,
+        name: &str,
+        volume_count: usize,
+        guest_agent: bool,
+        flavor: &str,
+    ) -> String {
         let image = self.base_image(guest_agent);
         let volumes = (0..volume_count.max(1))
             .map(|i| VolumeSeed {
@@ -356,6 +369,7 @@ impl SimHandle {
             .collect();
         let seed = ServerSeed {
             name: name.into(),
+            flavor: flavor.into(),
             volumes,
             ..ServerSeed::default()
         };

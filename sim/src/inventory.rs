@@ -74,6 +74,8 @@ pub(crate) struct NewBdm {
     pub boot_index: Option<i64>,
     pub volume_size: Option<u64>,
     pub delete_on_termination: bool,
+    /// Nova merges a request's mappings with the image's by device name.
+    pub device_name: Option<String>,
 }
 
 /// A server to create.
@@ -135,6 +137,7 @@ fn image_defined_bdms(properties: &BTreeMap<String, Value>) -> Vec<NewBdm> {
                 boot_index: int(&b["boot_index"]),
                 volume_size: int(&b["volume_size"]).and_then(|n| u64::try_from(n).ok()),
                 delete_on_termination: truthy(Some(&b["delete_on_termination"])),
+                device_name: id("device_name"),
             })
         })
         .collect()
@@ -551,9 +554,17 @@ impl State {
                         !(b.boot_index == Some(0) && matches!(b.source, BdmSource::Image(_)))
                     });
                 }
-                let mut merged = defined;
-                merged.extend(requested);
-                requested = merged;
+                // nova/compute/api.py `_merge_bdms_lists`: the request's
+                // mappings, then the image's whose device name none of them has.
+                let names: Vec<String> = requested
+                    .iter()
+                    .filter_map(|b| b.device_name.clone())
+                    .collect();
+                requested.extend(
+                    defined
+                        .into_iter()
+                        .filter(|b| b.device_name.as_ref().is_none_or(|n| !names.contains(n))),
+                );
                 Some(img.id.clone())
             }
             None => None,
@@ -818,6 +829,7 @@ impl State {
                 boot_index: Some(if i == 0 { 0 } else { -1 }),
                 volume_size: None,
                 delete_on_termination: false,
+                device_name: None,
             });
         }
         let spec = NewServer {

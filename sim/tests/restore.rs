@@ -926,3 +926,74 @@ async fn faults_spoil_restores_by_operation_name() {
     })
     .await;
 }
+
+/// Nova gives the snapshot image of a volume-backed server on a flavor with a
+/// larger disk than its 1 GiB root `min_disk` = the flavor's disk: booting it
+/// as it is, or with an explicit root no larger, is refused; an explicit
+/// mapping whose root reaches `min_disk` replaces the image's entries of the
+/// same device names (nova/compute/api.py `_merge_bdms_lists`).
+#[tokio::test]
+async fn a_snapshot_images_min_disk_binds_an_explicit_root_which_replaces_the_images_by_device_name()
+ {
+    // Arrange
+    let t = spawn_with(SimConfig::default()).await;
+    let source = t
+        .sim
+        .create_volume_backed_server_with_flavor("src", 2, false, "m1.small");
+    let image = snapshot_image(&t, &source, 2).await;
+    let shown: Value = t
+        .call(
+            Method::GET,
+            &format!("/image/v2/images/{image}"),
+            None,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["min_disk"], 2);
+    let entries: Vec<Value> =
+        serde_json::from_str(shown["block_device_mapping"].as_str().unwrap()).unwrap();
+    let explicit = |root_size: u64| {
+        entries
+            .iter()
+            .map(|e| {
+                let root = e["boot_index"] == 0;
+                json!({"uuid": e["snapshot_id"], "source_type": "snapshot", "destination_type": "volume",
+                       "device_name": e["device_name"], "boot_index": if root { 0 } else { -1 },
+                       "volume_size": if root { root_size } else { e["volume_size"].as_u64().unwrap() },
+                       "delete_on_termination": true})
+            })
+            .collect::<Vec<_>>()
+    };
+    let server = |bdms: Option<Vec<Value>>| {
+        let mut s = json!({"name": "r", "flavorRef": "2", "imageRef": image, "networks": "none"});
+        if let Some(bdms) = bdms {
+            s["block_device_mapping_v2"] = json!(bdms);
+        }
+        s
+    };
+    let too_small = "Volume is smaller than the minimum size specified in image metadata. Volume size is 1073741824 bytes, minimum size is 2147483648 bytes.";
+
+    // Act
+    let (as_is, as_is_body) = boot(&t, server(None), NOVA).await;
+    let (small, small_body) = boot(&t, server(Some(explicit(1))), NOVA).await;
+    let (fits, fits_body) = boot(&t, server(Some(explicit(2))), NOVA).await;
+
+    // Assert
+    assert_eq!(as_is, StatusCode::BAD_REQUEST);
+    assert_eq!(message(&as_is_body), too_small);
+    assert_eq!(small, StatusCode::BAD_REQUEST);
+    assert_eq!(message(&small_body), too_small);
+    assert_eq!(fits, StatusCode::ACCEPTED, "{fits_body}");
+    let id = fits_body["server"]["id"].as_str().unwrap().to_owned();
+    let made = t.sim.server(&id).unwrap();
+    let mut sizes: Vec<u64> = made
+        .volumes
+        .iter()
+        .map(|v| t.sim.volume(&v.volume_id).unwrap().size)
+        .collect();
+    sizes.sort_unstable();
+    assert_eq!(sizes, [1, 2], "two volumes, not the image's as well");
+}

@@ -561,6 +561,81 @@ pub fn judge_group(id: &str, status: Option<&str>, volumes: &[(String, String)])
     }
 }
 
+/// The `block_device_mapping_v2` to boot a volume-backed server's snapshot
+/// image with, from the image's `block_device_mapping` property and its
+/// `min_disk` (GiB); `None` to let Nova use the image's mapping as it is (an
+/// image-backed snapshot, or a mapping this cannot rewrite faithfully).
+///
+/// Nova gives a volume-backed server's snapshot image `min_disk` = the
+/// source flavor's disk (`get_system_metadata_from_image`), while the
+/// mapping's root keeps the root volume's size: on a flavor whose disk is
+/// larger than the root volume, booting the image as it is fails with 400
+/// "Volume is smaller than the minimum size specified in image metadata"
+/// (`_validate_flavor_image_nostatus`). Each entry is passed explicitly
+/// instead, with the root's `volume_size` raised to `min_disk`; Nova merges
+/// the image's entries with the request's by `device_name`
+/// (`_merge_bdms_lists`), so every entry must keep its device name. The
+/// other fields the API accepts (`delete_on_termination` among them, so the
+/// new volumes go with the server as the source's did) are kept; the rest
+/// (`tag`, `volume_type`, encryption, null values) are dropped.
+pub fn boot_mappings(property: Option<&Value>, min_disk: u64) -> Option<Vec<Value>> {
+    const KEPT: [&str; 9] = [
+        "source_type",
+        "destination_type",
+        "device_name",
+        "boot_index",
+        "volume_size",
+        "delete_on_termination",
+        "guest_format",
+        "device_type",
+        "disk_bus",
+    ];
+    let entries: Vec<Value> = match property? {
+        Value::String(text) => serde_json::from_str(text).ok()?,
+        Value::Array(list) => list.clone(),
+        _ => return None,
+    };
+    let entries = entries
+        .iter()
+        .map(Value::as_object)
+        .collect::<Option<Vec<_>>>()?;
+    if entries.is_empty() {
+        return None;
+    }
+    let mut mappings = Vec::new();
+    for entry in entries {
+        entry.get("device_name").and_then(Value::as_str)?;
+        let mut mapping = serde_json::Map::new();
+        for key in KEPT {
+            if let Some(value) = entry.get(key).filter(|v| !v.is_null()) {
+                mapping.insert(key.to_owned(), value.clone());
+            }
+        }
+        let uuid = ["snapshot_id", "volume_id", "image_id"]
+            .into_iter()
+            .find_map(|key| entry.get(key).and_then(Value::as_str));
+        if let Some(uuid) = uuid {
+            mapping.insert("uuid".into(), Value::from(uuid));
+        }
+        if entry.get("no_device").and_then(Value::as_bool) == Some(true) {
+            mapping.insert("no_device".into(), Value::Bool(true));
+        }
+        let root = entry.get("boot_index").and_then(Value::as_i64) == Some(0);
+        let to_volume = entry.get("destination_type").and_then(Value::as_str) == Some("volume");
+        if root && to_volume {
+            let size = entry
+                .get("volume_size")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            if size < min_disk {
+                mapping.insert("volume_size".into(), Value::from(min_disk));
+            }
+        }
+        mappings.push(Value::Object(mapping));
+    }
+    Some(mappings)
+}
+
 /// The flavor to boot with: the requested one (an id or a name) else the
 /// source's as recorded (its `id` below compute 2.47, its `original_name`
 /// from 2.47), matched against the flavors the project sees as `(id, name)`.
@@ -610,6 +685,42 @@ pub fn pick_flavor(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn boot_mappings_raise_the_root_to_min_disk_and_keep_every_entry() {
+        let property = Value::from(
+            r#"[{"boot_index": 0, "snapshot_id": "s1", "source_type": "snapshot", "destination_type": "volume", "device_name": "/dev/vda", "volume_size": 1, "delete_on_termination": true, "tag": null, "volume_type": null, "encrypted": null},
+                {"boot_index": null, "snapshot_id": "s2", "source_type": "snapshot", "destination_type": "volume", "device_name": "/dev/vdb", "volume_size": 1, "delete_on_termination": false}]"#,
+        );
+        let mappings = boot_mappings(Some(&property), 2).unwrap();
+        assert_eq!(
+            mappings,
+            vec![
+                json!({"boot_index": 0, "uuid": "s1", "source_type": "snapshot", "destination_type": "volume",
+                       "device_name": "/dev/vda", "volume_size": 2, "delete_on_termination": true}),
+                json!({"uuid": "s2", "source_type": "snapshot", "destination_type": "volume",
+                       "device_name": "/dev/vdb", "volume_size": 1, "delete_on_termination": false}),
+            ]
+        );
+        let fits = boot_mappings(Some(&property), 1).unwrap();
+        assert_eq!(
+            fits[0]["volume_size"], 1,
+            "a root as large as min_disk stays"
+        );
+    }
+
+    #[test]
+    fn boot_mappings_leave_an_image_without_a_usable_mapping_to_nova() {
+        assert_eq!(boot_mappings(None, 2), None);
+        assert_eq!(boot_mappings(Some(&Value::from("[]")), 2), None);
+        assert_eq!(boot_mappings(Some(&Value::from("not json")), 2), None);
+        let nameless = json!([{"boot_index": 0, "snapshot_id": "s1", "source_type": "snapshot"}]);
+        assert_eq!(
+            boot_mappings(Some(&nameless), 2),
+            None,
+            "Nova merges by device name"
+        );
+    }
 
     fn pieces(resource_type: ResourceType) -> SnapshotPieces {
         SnapshotPieces {

@@ -19,8 +19,8 @@ use crate::{
     domain::{
         job::{JobError, TimelineEntry, Verdict},
         restore::{
-            JOB_ID_KEY, RestoreSource, RestoreSpec, Restored, judge_group, judge_server,
-            judge_volume, pick_flavor, server_tag,
+            JOB_ID_KEY, RestoreSource, RestoreSpec, Restored, boot_mappings, judge_group,
+            judge_server, judge_volume, pick_flavor, server_tag,
         },
     },
     openstack::{
@@ -76,6 +76,32 @@ pub async fn create(
                 Ok(flavor) => flavor,
                 Err(error) => return Sent::Fail { error, calls: 1 },
             };
+            // A volume-backed server's image: its mapping, explicitly, with
+            // the root raised to the image's min_disk (see `boot_mappings`).
+            let image = match cloud.glance().get_image(image_id).await {
+                Ok(image) => image,
+                Err(e) if e.is_retryable() => return Sent::Retry(e),
+                Err(e) => {
+                    let code = if e.is_not_found() {
+                        "resource_not_found"
+                    } else {
+                        "openstack_error"
+                    };
+                    return Sent::Fail {
+                        error: JobError::new(
+                            code,
+                            format!("reading the snapshot's image {image_id} failed: {e}"),
+                        ),
+                        calls: 2,
+                    };
+                }
+            };
+            let min_disk = image
+                .properties
+                .get("min_disk")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0);
+            let mappings = boot_mappings(image.properties.get("block_device_mapping"), min_disk);
             let mut server = json!({
                 "name": spec.name,
                 "imageRef": image_id,
@@ -83,6 +109,9 @@ pub async fn create(
                 "networks": spec.nova_networks(),
                 "metadata": metadata,
             });
+            if let Some(mappings) = mappings {
+                server["block_device_mapping_v2"] = json!(mappings);
+            }
             // Below 2.52 Nova refuses `tags` in the body: the server is then
             // found by its metadata (see `find`).
             if tags_in_create(cloud).await {
@@ -104,9 +133,9 @@ pub async fn create(
                         volume_ids: Some(Vec::new()),
                         ..Restored::default()
                     },
-                    calls: 2,
+                    calls: 3,
                 },
-                Err(e) => failure(e, "creating the server (POST /servers)", 2),
+                Err(e) => failure(e, "creating the server (POST /servers)", 3),
             }
         }
         RestoreSource::Volume {

@@ -25,7 +25,7 @@ pub struct Fixture {
     pub data_volume: String,
 }
 
-async fn call(cloud: &OpenStack, call: Call) -> Value {
+pub async fn call(cloud: &OpenStack, call: Call) -> Value {
     let reply = cloud
         .session()
         .send(&call)
@@ -38,7 +38,7 @@ async fn call(cloud: &OpenStack, call: Call) -> Value {
     }
 }
 
-async fn wait_for(what: &str, mut probe: impl AsyncFnMut() -> Option<String>, wanted: &str) {
+pub async fn wait_for(what: &str, mut probe: impl AsyncFnMut() -> Option<String>, wanted: &str) {
     for _ in 0..180 {
         match probe().await.as_deref() {
             Some(status) if status == wanted => return,
@@ -97,6 +97,37 @@ async fn upload_base_image(cloud: &OpenStack, config: &CloudConfig, tag: &str) -
     image
 }
 
+/// The smallest flavor whose disk is larger than the volume-backed server's
+/// 1 GiB root volume (the rig's `m1.small`): Nova gives the snapshot image of
+/// such a server `min_disk` = the flavor's disk, which a restore must honour.
+pub async fn flavor_larger_than_the_root(cloud: &OpenStack) -> String {
+    let flavors = call(
+        cloud,
+        Call::new(
+            Service::Compute,
+            "list_flavors",
+            Method::GET,
+            "/flavors/detail",
+        ),
+    )
+    .await;
+    flavors["flavors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["disk"].as_u64().is_some_and(|d| d > 1))
+        .min_by_key(|f| {
+            (
+                f["disk"].as_u64(),
+                f["ram"].as_u64(),
+                f["id"].as_str().map(str::to_owned),
+            )
+        })
+        .and_then(|f| f["id"].as_str())
+        .expect("a flavor with a disk larger than 1 GiB")
+        .to_owned()
+}
+
 impl Fixture {
     /// Uploads its own base image, boots an image-backed server and a
     /// volume-backed server (root from that image plus a blank data volume),
@@ -105,12 +136,7 @@ impl Fixture {
     pub async fn create(cloud: &OpenStack, config: &CloudConfig) -> Self {
         let tag = format!("e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let image = upload_base_image(cloud, config, &tag).await;
-        let flavors = call(
-            cloud,
-            Call::new(Service::Compute, "list_flavors", Method::GET, "/flavors"),
-        )
-        .await;
-        let flavor = flavors["flavors"][0]["id"].as_str().unwrap().to_owned();
+        let flavor = flavor_larger_than_the_root(cloud).await;
 
         let image_backed = call(
             cloud,

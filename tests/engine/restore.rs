@@ -187,6 +187,56 @@ async fn a_volume_backed_server_snapshot_restores_with_new_volumes_in_use(pool: 
 }
 
 #[sqlx::test]
+async fn a_volume_backed_server_on_a_flavor_with_a_larger_disk_restores_with_a_root_of_min_disk(
+    pool: PgPool,
+) {
+    // Arrange: 1 GiB volumes on m1.small (2 GB disk): Nova gives the snapshot
+    // image min_disk 2, and its mapping's root (1 GiB) is too small for it.
+    let h = harness(pool).await;
+    let server = h
+        .sim
+        .create_volume_backed_server_with_flavor("db-2", 2, false, "m1.small");
+    let snapshot_id = snapshot_of(&h, "server", &server).await;
+
+    // Act
+    let job_id = restore(&h, snapshot_id, json!({})).await;
+    let job = h.finish(job_id).await;
+
+    // Assert
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    let made = restored(&job);
+    let new = h
+        .cloud
+        .nova()
+        .get_server(made.server_id.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(new.flavor["original_name"], "m1.small");
+    assert_eq!(new.volumes_attached.len(), 2, "{new:?}");
+    // Each volume goes with the server as the source's did (the mapping's flag).
+    let source = h.cloud.nova().get_server(&server).await.unwrap();
+    let mut sizes = Vec::new();
+    for attached in &new.volumes_attached {
+        assert!(
+            source
+                .volumes_attached
+                .iter()
+                .all(|v| v.delete_on_termination == attached.delete_on_termination),
+            "{attached:?} {source:?}"
+        );
+        let volume = h.cloud.cinder().get_volume(&attached.id).await.unwrap();
+        assert_eq!(volume.status, "in-use");
+        sizes.push(volume.size);
+    }
+    sizes.sort_unstable();
+    assert_eq!(
+        sizes,
+        [1, 2],
+        "the root grows to the image's min_disk, the data volume keeps its size"
+    );
+}
+
+#[sqlx::test]
 async fn a_volume_snapshot_restores_to_an_available_volume(pool: PgPool) {
     // Arrange
     let h = harness(pool).await;

@@ -463,6 +463,7 @@ fn create(st: &mut State, ctx: &Ctx) -> Reply {
                 .as_u64()
                 .or_else(|| b["volume_size"].as_str().and_then(|x| x.parse().ok())),
             delete_on_termination: b["delete_on_termination"].as_bool().unwrap_or(false),
+            device_name: b["device_name"].as_str().map(str::to_owned),
         });
     }
     // Nova reads the image, volumes and snapshots with the caller's token:
@@ -474,10 +475,20 @@ fn create(st: &mut State, ctx: &Ctx) -> Reply {
             "Block Device Mapping is Invalid: Boot sequence for the instance and image/block device mapping combination is not valid.",
         ));
     }
+    let maps = |i: &str| {
+        st.find_image(i, ctx.now)
+            .is_some_and(|img| img.properties.contains_key("block_device_mapping"))
+    };
     let spec = NewServer {
         name,
         flavor,
-        image: if volume_backed { None } else { image_ref },
+        // A volume-backed snapshot image stays: Nova merges its mapping with
+        // the request's and checks its min_disk against the root's size.
+        image: if volume_backed && !image_ref.as_deref().is_some_and(maps) {
+            None
+        } else {
+            image_ref
+        },
         bdms,
         tags,
         metadata,
