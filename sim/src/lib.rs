@@ -84,6 +84,7 @@ mod reply;
 mod rng;
 mod roles;
 mod state;
+mod table;
 mod tenancy;
 mod timeline;
 
