@@ -175,15 +175,18 @@ impl Cloud {
             .stderr(Stdio::inherit())
             .spawn()?;
         // It prints its URL once it listens and has written the clouds.yaml.
+        // Its stdout is read to the end (a closed pipe would fail its next print).
         let stdout = child.stdout.take().expect("piped");
-        let mut base_url = None;
-        for line in std::io::BufReader::new(stdout).lines() {
-            if let Some(url) = line?.strip_prefix("OpenStack simulator on ") {
-                base_url = Some(url.trim().to_owned());
-                break;
+        let (url_tx, url_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(url) = line.strip_prefix("OpenStack simulator on ") {
+                    let _ = url_tx.send(url.trim().to_owned());
+                }
             }
-        }
-        let Some(base_url) = base_url else {
+        });
+        let Ok(base_url) = url_rx.recv_timeout(Duration::from_secs(300)) else {
             let _ = child.kill();
             anyhow::bail!("stacksnap sim stopped before it listened");
         };
@@ -212,6 +215,16 @@ impl Cloud {
             Self::InProcess(_) => None,
             Self::Process { child, .. } => Some(child.id().to_string()),
         }
+    }
+
+    /// Fails once the simulator's own process has ended.
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Self::Process { child, .. } = self
+            && let Some(status) = child.try_wait()?
+        {
+            anyhow::bail!("stacksnap sim ended: {status}");
+        }
+        Ok(())
     }
 
     /// How many requests the simulator has answered.
@@ -278,7 +291,7 @@ async fn engine_throughput(
     // Arrange: the cloud and the policies, all due at the next minute.
     let own_process = std::env::var("BENCH_SIM").is_ok_and(|v| v == "process");
     let started = Instant::now();
-    let (sim, servers) = Cloud::start(policies_n * per_policy, own_process)?;
+    let (mut sim, servers) = Cloud::start(policies_n * per_policy, own_process)?;
     let due: DateTime<Utc> =
         Utc::now().duration_trunc(TimeDelta::minutes(1))? + TimeDelta::minutes(1);
     let before_due = due - TimeDelta::seconds(1);
@@ -326,6 +339,7 @@ async fn engine_throughput(
     let mut runs_done_at = None;
     let jobs_done_at = loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
+        sim.check_alive()?;
         let (runs, succeeded, ended): (i64, i64, i64) = sqlx::query_as(
             "select (select count(*) from run where trigger = 'schedule'), \
                     (select count(*) from job where status = 'succeeded'), \
@@ -352,10 +366,16 @@ async fn engine_throughput(
         cpu_seconds("self") - cpu0,
         sim_pid.as_deref().map_or(0.0, cpu_seconds) - sim_cpu0,
     );
+    // Before the request log is fetched: reading it costs both sides memory.
+    let (rss, sim_rss) = (
+        peak_rss_mib("self"),
+        sim_pid.as_deref().map_or(0.0, peak_rss_mib),
+    );
     stop.cancel();
     running.await?;
 
-    // Report. Runs record their fire instant on the engine's clock.
+    // Report. Runs record their fire instant (`fired_at`, the run's
+    // `created_at`) on the engine's clock.
     let lags: Vec<f64> = sqlx::query_scalar(
         "select extract(epoch from (created_at - scheduled_for))::float8 from run where trigger = 'schedule' order by 1",
     )
@@ -398,17 +418,12 @@ async fn engine_throughput(
     println!("simulator requests         {}", sim.requests().await?);
     match sim_pid.as_deref() {
         None => {
-            println!(
-                "peak RSS (MiB)             {:.0} (service and simulator in one process)",
-                peak_rss_mib("self")
-            );
+            println!("peak RSS (MiB)             {rss:.0} (service and simulator in one process)");
             println!("CPU time (s)               {cpu:.1} (service and simulator in one process)");
         }
-        Some(pid) => {
+        Some(_) => {
             println!(
-                "peak RSS (MiB)             service {:.0}, simulator {:.0} (own process)",
-                peak_rss_mib("self"),
-                peak_rss_mib(pid)
+                "peak RSS (MiB)             service {rss:.0}, simulator {sim_rss:.0} (own process)"
             );
             println!(
                 "CPU time (s)               service {cpu:.1}, simulator {sim_cpu:.1} (own process), over {:.1}s",
