@@ -8,6 +8,13 @@
 //! tests; it uses a database `stacksnap_bench`, made afresh). Sizes can be
 //! scaled down with `BENCH_POLICIES` and `BENCH_SERVERS_PER_POLICY`.
 //!
+//! By default the simulator runs in the bench's own process with every
+//! transition at zero latency. With `BENCH_SIM=process` it runs as
+//! `stacksnap sim --fast` (millisecond transitions) in a process of its own,
+//! seeded from an inventory file, and the service talks to it over HTTP: the
+//! service's CPU time and peak RSS are then measured apart from the
+//! simulator's, and both are reported.
+//!
 //! `cargo bench --bench engine -- metrics` measures `GET /metrics` instead ([`metrics`]).
 
 // In its own directory: a file beside this one would be a bench target of its own.
@@ -15,6 +22,8 @@
 mod metrics;
 
 use std::{
+    io::BufRead as _,
+    process::{Child, Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -29,7 +38,7 @@ use stacksnap::{
     startup::supervisor::Supervisor,
     store::{self, policies},
 };
-use stacksnap_sim::{Durations, SimConfig, Simulator};
+use stacksnap_sim::{Durations, SimConfig, SimHandle, Simulator};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -73,13 +82,177 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+/// The peak RSS of a process (`self` or a pid), from `/proc/…/status`.
+fn peak_rss_mib(pid: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The CPU time (user + system) a process (`self` or a pid) has used, from
+/// `/proc/…/stat` (Linux's clock ticks are 1/100 s).
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15; `fields[0]` is field 3.
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    ticks(11)
+        .zip(ticks(12))
+        .map_or(0.0, |(u, s)| (u + s) / 100.0)
+}
+
+/// The simulator the bench drives: in this process, or `stacksnap sim` in its own.
+enum Cloud {
+    InProcess(SimHandle),
+    Process {
+        child: Child,
+        base_url: String,
+        clouds_yaml: String,
+        _dir: TempDir,
+    },
+}
+
+/// A directory removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Cloud {
+    /// The simulator with `servers` image-backed servers; returns their ids.
+    fn start(servers: usize, own_process: bool) -> anyhow::Result<(Self, Vec<String>)> {
+        if !own_process {
+            let sim = Simulator::start(
+                SimConfig {
+                    durations: zero_durations(),
+                    snapshot_quota: i64::MAX,
+                    instances_quota: -1,
+                    ..SimConfig::default()
+                },
+                "127.0.0.1:0".parse()?,
+            )?;
+            let ids = (0..servers)
+                .map(|i| sim.create_image_backed_server(&format!("s{i}"), &[], &[], false))
+                .collect();
+            return Ok((Self::InProcess(sim), ids));
+        }
+        let dir = TempDir(std::env::temp_dir().join(format!("stacksnap-bench-{}", Uuid::now_v7())));
+        std::fs::create_dir_all(&dir.0)?;
+        let ids: Vec<String> = (0..servers).map(|_| Uuid::new_v4().to_string()).collect();
+        let inventory = serde_json::json!({
+            "images": [{"name": "tiny", "size": 196_616}],
+            "servers": ids.iter().enumerate()
+                .map(|(i, id)| serde_json::json!({"id": id, "name": format!("s{i}"), "image": "tiny"}))
+                .collect::<Vec<_>>(),
+        });
+        let (inventory_path, yaml_path) = (dir.0.join("inventory.json"), dir.0.join("clouds.yaml"));
+        std::fs::write(&inventory_path, serde_json::to_vec(&inventory)?)?;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stacksnap"))
+            .args([
+                "sim",
+                "--fast",
+                "--listen",
+                "127.0.0.1:0",
+                "--instances-quota",
+                "-1",
+            ])
+            .arg("--inventory")
+            .arg(&inventory_path)
+            .arg("--clouds-yaml")
+            .arg(&yaml_path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        // It prints its URL once it listens and has written the clouds.yaml.
+        // Its stdout is read to the end (a closed pipe would fail its next print).
+        let stdout = child.stdout.take().expect("piped");
+        let (url_tx, url_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(url) = line.strip_prefix("OpenStack simulator on ") {
+                    let _ = url_tx.send(url.trim().to_owned());
+                }
+            }
+        });
+        let Ok(base_url) = url_rx.recv_timeout(Duration::from_secs(300)) else {
+            let _ = child.kill();
+            anyhow::bail!("stacksnap sim stopped before it listened");
+        };
+        let clouds_yaml = std::fs::read_to_string(&yaml_path)?;
+        Ok((
+            Self::Process {
+                child,
+                base_url,
+                clouds_yaml,
+                _dir: dir,
+            },
+            ids,
+        ))
+    }
+
+    fn clouds_yaml(&self) -> String {
+        match self {
+            Self::InProcess(sim) => sim.clouds_yaml(),
+            Self::Process { clouds_yaml, .. } => clouds_yaml.clone(),
+        }
+    }
+
+    /// The simulator's process id, when it has its own.
+    fn pid(&self) -> Option<String> {
+        match self {
+            Self::InProcess(_) => None,
+            Self::Process { child, .. } => Some(child.id().to_string()),
+        }
+    }
+
+    /// Fails once the simulator's own process has ended.
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Self::Process { child, .. } = self
+            && let Some(status) = child.try_wait()?
+        {
+            anyhow::bail!("stacksnap sim ended: {status}");
+        }
+        Ok(())
+    }
+
+    /// How many requests the simulator has answered.
+    async fn requests(&self) -> anyhow::Result<u64> {
+        match self {
+            Self::InProcess(sim) => Ok(sim.requests().last().map_or(0, |r| r.seq + 1)),
+            Self::Process { base_url, .. } => {
+                let log: Vec<serde_json::Value> = reqwest::get(format!("{base_url}/_sim/requests"))
+                    .await?
+                    .json()
+                    .await?;
+                Ok(log
+                    .last()
+                    .and_then(|r| r["seq"].as_u64())
+                    .map_or(0, |s| s + 1))
+            }
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Self::InProcess(sim) => sim.shutdown().await,
+            Self::Process { mut child, .. } => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
 }
 
 #[tokio::main]
@@ -116,18 +289,9 @@ async fn engine_throughput(
     per_policy: usize,
 ) -> anyhow::Result<()> {
     // Arrange: the cloud and the policies, all due at the next minute.
-    let sim = Simulator::start(
-        SimConfig {
-            durations: zero_durations(),
-            snapshot_quota: i64::MAX,
-            ..SimConfig::default()
-        },
-        "127.0.0.1:0".parse()?,
-    )?;
+    let own_process = std::env::var("BENCH_SIM").is_ok_and(|v| v == "process");
     let started = Instant::now();
-    let servers: Vec<String> = (0..policies_n * per_policy)
-        .map(|i| sim.create_image_backed_server(&format!("s{i}"), &[], &[], false))
-        .collect();
+    let (mut sim, servers) = Cloud::start(policies_n * per_policy, own_process)?;
     let due: DateTime<Utc> =
         Utc::now().duration_trunc(TimeDelta::minutes(1))? + TimeDelta::minutes(1);
     let before_due = due - TimeDelta::seconds(1);
@@ -164,12 +328,18 @@ async fn engine_throughput(
     };
     let engine = Engine::new(pool.clone(), cloud.clone(), clock.clone(), config);
     let stop = CancellationToken::new();
+    let sim_pid = sim.pid();
+    let (cpu0, sim_cpu0) = (
+        cpu_seconds("self"),
+        sim_pid.as_deref().map_or(0.0, cpu_seconds),
+    );
     let t0 = Instant::now();
     let running = tokio::spawn(Supervisor::start_engine(engine, stop.clone()).stopped());
     let total_jobs = (policies_n * per_policy) as i64;
     let mut runs_done_at = None;
     let jobs_done_at = loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
+        sim.check_alive()?;
         let (runs, succeeded, ended): (i64, i64, i64) = sqlx::query_as(
             "select (select count(*) from run where trigger = 'schedule'), \
                     (select count(*) from job where status = 'succeeded'), \
@@ -192,10 +362,20 @@ async fn engine_throughput(
             "not done in 30 minutes: {succeeded} of {total_jobs}"
         );
     };
+    let (cpu, sim_cpu) = (
+        cpu_seconds("self") - cpu0,
+        sim_pid.as_deref().map_or(0.0, cpu_seconds) - sim_cpu0,
+    );
+    // Before the request log is fetched: reading it costs both sides memory.
+    let (rss, sim_rss) = (
+        peak_rss_mib("self"),
+        sim_pid.as_deref().map_or(0.0, peak_rss_mib),
+    );
     stop.cancel();
     running.await?;
 
-    // Report. Runs record their fire instant on the engine's clock.
+    // Report. Runs record their fire instant (`fired_at`, the run's
+    // `created_at`) on the engine's clock.
     let lags: Vec<f64> = sqlx::query_scalar(
         "select extract(epoch from (created_at - scheduled_for))::float8 from run where trigger = 'schedule' order by 1",
     )
@@ -235,10 +415,22 @@ async fn engine_throughput(
         "OpenStack calls per job    {mean_calls:.2} (mean; session total incl. discovery {})",
         cloud.session().call_count()
     );
-    println!("simulator requests         {}", sim.requests().len());
-    println!(
-        "peak RSS (MiB)             {:.0} (service and simulator in one process)",
-        peak_rss_mib()
-    );
+    println!("simulator requests         {}", sim.requests().await?);
+    match sim_pid.as_deref() {
+        None => {
+            println!("peak RSS (MiB)             {rss:.0} (service and simulator in one process)");
+            println!("CPU time (s)               {cpu:.1} (service and simulator in one process)");
+        }
+        Some(_) => {
+            println!(
+                "peak RSS (MiB)             service {rss:.0}, simulator {sim_rss:.0} (own process)"
+            );
+            println!(
+                "CPU time (s)               service {cpu:.1}, simulator {sim_cpu:.1} (own process), over {:.1}s",
+                jobs_done_at.as_secs_f64()
+            );
+        }
+    }
+    sim.stop().await;
     Ok(())
 }

@@ -401,7 +401,7 @@ fn create(st: &mut State, ctx: &Ctx) -> Response {
         }
     }
     let id = match body.get("id").and_then(Value::as_str) {
-        Some(id) if st.images.iter().any(|i| i.id == id) => {
+        Some(id) if st.images.any(id).is_some() => {
             return html_error(
                 StatusCode::CONFLICT,
                 &format!("Image with identifier {id} already exists!"),

@@ -204,8 +204,7 @@ impl SimHandle {
         let now = Instant::now();
         let st = self.shared.lock();
         st.groups
-            .iter()
-            .find(|g| g.id == id && g.status.at(now) != GONE)
+            .find(id, |g| g.status.at(now) != GONE)
             .map(|g| group_info(&st, g, now))
     }
 

@@ -244,9 +244,7 @@ impl State {
         };
         let id = self.create_volume(now, spec, true)?;
         if let Some(want) = &seed.id {
-            if let Some(v) = self.volumes.iter_mut().find(|v| v.id == id) {
-                v.id.clone_from(want);
-            }
+            self.volumes.rename(&id, want);
             return Ok(want.clone());
         }
         Ok(id)
@@ -324,7 +322,7 @@ impl State {
                     snap.size
                 )));
             }
-            if let Some(src) = self.volumes.iter().find(|v| v.id == snap.volume_id) {
+            if let Some(src) = self.volumes.any(&snap.volume_id) {
                 bootable = src.bootable;
                 image_metadata.clone_from(&src.image_metadata);
             }
@@ -356,8 +354,7 @@ impl State {
         if let Some(g) = &spec.group_id {
             let group = self
                 .groups
-                .iter()
-                .find(|x| &x.id == g)
+                .any(g)
                 .ok_or_else(|| Fail::not_found(format!("Group {g} could not be found.")))?;
             group_az = Some(group.availability_zone.clone());
         }
@@ -634,7 +631,12 @@ impl State {
             }
         }
         let volume_root = root.is_some();
-        let used = self.servers_used(&owner.project_id, now);
+        // Counting walks every server: only when there is a quota.
+        let used = if self.instances_quota >= 0 {
+            self.servers_used(&owner.project_id, now)
+        } else {
+            0
+        };
         if self.instances_quota >= 0 && used + 1 > self.instances_quota {
             return Err(Fail::new(
                 axum::http::StatusCode::FORBIDDEN,
@@ -852,16 +854,23 @@ impl State {
         };
         let id = self.create_server(now, spec, true)?;
         if let Some(want) = &seed.id {
-            for v in &mut self.volumes {
+            // Only the volumes it was just made with are attached to it.
+            let attached: Vec<String> = self
+                .servers
+                .any(&id)
+                .map(|s| s.bdms.iter().map(|b| b.volume_id.clone()).collect())
+                .unwrap_or_default();
+            for volume_id in attached {
+                let Some(v) = self.volumes.any_mut(&volume_id) else {
+                    continue;
+                };
                 for a in &mut v.attachments {
                     if a.server_id == id {
                         a.server_id.clone_from(want);
                     }
                 }
             }
-            if let Some(s) = self.servers.iter_mut().find(|s| s.id == id) {
-                s.id.clone_from(want);
-            }
+            self.servers.rename(&id, want);
             return Ok(want.clone());
         }
         Ok(id)

@@ -84,6 +84,7 @@ mod reply;
 mod rng;
 mod roles;
 mod state;
+mod table;
 mod tenancy;
 mod timeline;
 
@@ -129,6 +130,13 @@ pub struct SimArgs {
     /// Highest volume microversion offered.
     #[arg(long, default_value = "3.71")]
     pub cinder_max_microversion: String,
+    /// Nova's instances quota per project (-1: unlimited). The inventory's
+    /// servers count against it, so a larger inventory needs a larger one.
+    #[arg(long, default_value_t = 1000, allow_negative_numbers = true)]
+    pub instances_quota: i64,
+    /// Cinder's snapshot quota per project (-1: unlimited).
+    #[arg(long, default_value_t = 1000, allow_negative_numbers = true)]
+    pub snapshot_quota: i64,
 }
 
 /// Runs `stacksnap sim` until `shutdown` completes (the binary passes Ctrl-C or SIGTERM).
@@ -144,7 +152,9 @@ pub async fn run(args: SimArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
     }
     .with_seed(args.seed)
     .with_nova_max_microversion(&args.nova_max_microversion)
-    .with_cinder_max_microversion(&args.cinder_max_microversion);
+    .with_cinder_max_microversion(&args.cinder_max_microversion)
+    .with_instances_quota(args.instances_quota)
+    .with_snapshot_quota(args.snapshot_quota);
     config = match &args.inventory {
         Some(path) => config.with_inventory_file(path)?,
         None => config.with_image(ImageSeed {

@@ -1,6 +1,8 @@
 //! The simulator's in-memory cloud: identities, tokens, trusts, images, volumes,
 //! snapshots, groups, servers, flavors, faults and the request log, behind
-//! one mutex. Statuses are timelines read lazily. It renders no JSON and
+//! one mutex. Images, volumes, snapshots, groups, group snapshots and servers
+//! are tables indexed by id (`table`), so a request holds the lock for a
+//! look-up, not a scan. Statuses are timelines read lazily. It renders no JSON and
 //! knows nothing of HTTP beyond the status code of a failure.
 //!
 //! Over 400 lines: the one data model of the simulated cloud; its types are
@@ -22,6 +24,7 @@ use super::{
     log::LoggedRequest,
     rng::SplitMix64,
     roles::Role,
+    table::{Row, Table},
     tenancy::{Project, User},
     timeline::Timeline,
 };
@@ -363,6 +366,60 @@ impl Server {
     }
 }
 
+impl Row for Image {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn set_id(&mut self, id: String) {
+        self.id = id;
+    }
+}
+
+impl Row for Volume {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn set_id(&mut self, id: String) {
+        self.id = id;
+    }
+}
+
+impl Row for Snapshot {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn set_id(&mut self, id: String) {
+        self.id = id;
+    }
+}
+
+impl Row for Group {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn set_id(&mut self, id: String) {
+        self.id = id;
+    }
+}
+
+impl Row for GroupSnapshot {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn set_id(&mut self, id: String) {
+        self.id = id;
+    }
+}
+
+impl Row for Server {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn set_id(&mut self, id: String) {
+        self.id = id;
+    }
+}
+
 /// A Nova keypair (per user).
 #[derive(Clone, Debug)]
 pub(crate) struct Keypair {
@@ -388,14 +445,14 @@ pub(crate) struct State {
     pub tokens: HashMap<String, Token>,
     pub trusts: Vec<Trust>,
     pub flavors: Vec<Flavor>,
-    pub images: Vec<Image>,
-    pub volumes: Vec<Volume>,
-    pub snapshots: Vec<Snapshot>,
-    pub groups: Vec<Group>,
-    pub group_snapshots: Vec<GroupSnapshot>,
+    pub images: Table<Image>,
+    pub volumes: Table<Volume>,
+    pub snapshots: Table<Snapshot>,
+    pub groups: Table<Group>,
+    pub group_snapshots: Table<GroupSnapshot>,
     pub volume_types: Vec<VolumeType>,
     pub group_types: Vec<GroupType>,
-    pub servers: Vec<Server>,
+    pub servers: Table<Server>,
     pub keypairs: Vec<Keypair>,
     pub faults: Vec<FaultRule>,
     pub log: Vec<LoggedRequest>,
@@ -408,6 +465,8 @@ pub(crate) struct State {
     pub cinder_max_limit: usize,
     pub durations: Durations,
     pub instance_counter: u64,
+    /// When [`State::collect_garbage`] next looks at the tables.
+    pub next_collection: Instant,
 }
 
 impl State {
@@ -431,14 +490,14 @@ impl State {
                 Flavor::public("2", "m1.small", 1, 512, 2),
                 Flavor::public("3", "m1.medium", 2, 4096, 40),
             ],
-            images: Vec::new(),
-            volumes: Vec::new(),
-            snapshots: Vec::new(),
-            groups: Vec::new(),
-            group_snapshots: Vec::new(),
+            images: Table::default(),
+            volumes: Table::default(),
+            snapshots: Table::default(),
+            groups: Table::default(),
+            group_snapshots: Table::default(),
             volume_types: Vec::new(),
             group_types: Vec::new(),
-            servers: Vec::new(),
+            servers: Table::default(),
             keypairs: Vec::new(),
             faults: config.faults.clone(),
             log: Vec::new(),
@@ -452,6 +511,7 @@ impl State {
             cinder_max_limit: config.cinder_max_limit,
             durations: config.durations.clone(),
             instance_counter: 0,
+            next_collection: Instant::now(),
         }
     }
 
@@ -489,15 +549,11 @@ impl State {
     }
 
     pub(crate) fn image(&self, id: &str, now: Instant) -> Option<&Image> {
-        self.images
-            .iter()
-            .find(|i| i.id == id && i.status.at(now) != GONE)
+        self.images.find(id, |i| i.status.at(now) != GONE)
     }
 
     pub(crate) fn image_mut(&mut self, id: &str, now: Instant) -> Option<&mut Image> {
-        self.images
-            .iter_mut()
-            .find(|i| i.id == id && i.status.at(now) != GONE)
+        self.images.find_mut(id, |i| i.status.at(now) != GONE)
     }
 
     /// An image by id, or else by unique name.
@@ -510,39 +566,27 @@ impl State {
     }
 
     pub(crate) fn volume(&self, id: &str, now: Instant) -> Option<&Volume> {
-        self.volumes
-            .iter()
-            .find(|v| v.id == id && v.status.at(now) != GONE)
+        self.volumes.find(id, |v| v.status.at(now) != GONE)
     }
 
     pub(crate) fn volume_mut(&mut self, id: &str, now: Instant) -> Option<&mut Volume> {
-        self.volumes
-            .iter_mut()
-            .find(|v| v.id == id && v.status.at(now) != GONE)
+        self.volumes.find_mut(id, |v| v.status.at(now) != GONE)
     }
 
     pub(crate) fn snapshot(&self, id: &str, now: Instant) -> Option<&Snapshot> {
-        self.snapshots
-            .iter()
-            .find(|s| s.id == id && s.status.at(now) != GONE)
+        self.snapshots.find(id, |s| s.status.at(now) != GONE)
     }
 
     pub(crate) fn snapshot_mut(&mut self, id: &str, now: Instant) -> Option<&mut Snapshot> {
-        self.snapshots
-            .iter_mut()
-            .find(|s| s.id == id && s.status.at(now) != GONE)
+        self.snapshots.find_mut(id, |s| s.status.at(now) != GONE)
     }
 
     pub(crate) fn server(&self, id: &str, now: Instant) -> Option<&Server> {
-        self.servers
-            .iter()
-            .find(|s| s.id == id && s.vm_state.at(now) != GONE)
+        self.servers.find(id, |s| s.vm_state.at(now) != GONE)
     }
 
     pub(crate) fn server_mut(&mut self, id: &str, now: Instant) -> Option<&mut Server> {
-        self.servers
-            .iter_mut()
-            .find(|s| s.id == id && s.vm_state.at(now) != GONE)
+        self.servers.find_mut(id, |s| s.vm_state.at(now) != GONE)
     }
 
     pub(crate) fn flavor(&self, id_or_name: &str) -> Option<&Flavor> {
@@ -581,7 +625,15 @@ impl State {
     }
 
     /// Drops resources that have been gone for a while, so lists stay short.
+    /// Called after every request, it walks the tables at most once a second
+    /// (every row's timeline, each time): a gone resource is dropped between
+    /// 60 and 61 seconds after it went (reads skip it meanwhile; a Glance
+    /// create naming its id is refused until then).
     pub(crate) fn collect_garbage(&mut self, now: Instant) {
+        if now < self.next_collection {
+            return;
+        }
+        self.next_collection = now + Duration::from_secs(1);
         let keep = Duration::from_secs(60);
         let old = |since: Instant| now.saturating_duration_since(since) > keep;
         // An image still to appear (a volume-backed createImage under way) is not garbage.

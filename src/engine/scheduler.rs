@@ -7,13 +7,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
-    domain::{
-        firing,
-        status::{RunStatus, RunTrigger},
-    },
+    domain::firing,
     store::{
         policies,
-        runs::{self, NewRun},
+        runs::{self, ScheduledRuns},
     },
 };
 
@@ -29,7 +26,9 @@ pub struct Fired {
 }
 
 /// Fires every policy due at `now`, in batches. Work is proportional to what is
-/// due: the query walks the partial index on `next_run_at`.
+/// due: the query walks the partial index on `next_run_at`. A batch is a few
+/// statements whatever its size: lock the due policies, insert every run of
+/// the batch, advance every next fire time.
 ///
 /// # Errors
 /// The database fails; what was committed stays committed.
@@ -41,6 +40,10 @@ pub async fn fire_due(db: &PgPool, clock: &dyn Clock) -> Result<Fired, sqlx::Err
         let now = clock.now();
         let mut tx = db.begin().await?;
         let due = policies::lock_due_policies(&mut tx, now, BATCH).await?;
+        // The batch in sets: every policy's plan first, then one insert of
+        // all their runs and one update of all their next fire times.
+        let mut runs = ScheduledRuns::default();
+        let mut next = Vec::with_capacity(due.len());
         for policy in &due {
             let policy = match policy {
                 Ok(policy) => policy,
@@ -54,10 +57,17 @@ pub async fn fire_due(db: &PgPool, clock: &dyn Clock) -> Result<Fired, sqlx::Err
                     continue;
                 }
             };
-            let fired = fire_policy(&mut tx, policy, now).await?;
-            total.runs += fired.runs;
-            total.missed += fired.missed;
+            next.extend(plan_policy(policy, now, &mut runs));
         }
+        for run in runs::insert_scheduled_runs(&mut tx, &runs, now).await? {
+            if run.missed {
+                total.missed += 1;
+            } else {
+                crate::telemetry::metrics::scheduler_lag(now - run.scheduled_for);
+                total.runs += 1;
+            }
+        }
+        policies::set_next_runs_at(&mut tx, &next).await?;
         tx.commit().await?;
         total.policies += due.len();
         if (due.len() as i64) < BATCH {
@@ -101,61 +111,33 @@ async fn replan_unplanned(db: &PgPool, clock: &dyn Clock) -> Result<(), sqlx::Er
     }
 }
 
-async fn fire_policy(
-    conn: &mut sqlx::PgConnection,
+/// Adds a policy's runs to the batch: the instants it missed, then the one it
+/// fires. Returns its id and next fire time to store, or `None` when it has no
+/// due time (nothing to write).
+fn plan_policy(
     policy: &crate::domain::policy::Policy,
     now: DateTime<Utc>,
-) -> Result<Fired, sqlx::Error> {
-    let Some(due) = policy.next_run_at else {
-        return Ok(Fired::default());
-    };
+    runs: &mut ScheduledRuns,
+) -> Option<(Uuid, Option<DateTime<Utc>>)> {
+    let due = policy.next_run_at?;
     let options = &policy.spec.options;
     let window = options.start_window.as_chrono();
     let plan = firing::plan(&policy.spec.schedules, due, now, window, options.missed_run);
     let spec = serde_json::to_value(&policy.spec).expect("a spec serialises");
-    let mut fired = Fired::default();
+    let of = (
+        policy.project_id.as_str(),
+        policy.id,
+        policy.spec.name.as_str(),
+    );
     for instant in &plan.missed {
-        let missed = NewRun {
-            run_id: Uuid::now_v7(),
-            project_id: &policy.project_id,
-            policy_id: Some(policy.id),
-            policy_name: Some(&policy.spec.name),
-            trigger: RunTrigger::Schedule,
-            scheduled_for: *instant,
-            status: RunStatus::Missed,
-            spec: &spec,
-            now,
-            resolved: true,
-            authority: runs::RunAuthority::default(),
-            created_by: None,
-        };
-        fired.missed += usize::from(runs::insert_run(conn, &missed).await?);
+        runs.push(of, *instant, true, &spec);
     }
     if plan.more_missed {
         tracing::warn!(policy_id = %policy.id, since = %due, recorded = plan.missed.len(),
             "more fire times were missed than are recorded; the older ones are not");
     }
     if let Some(instant) = plan.fire {
-        let run = NewRun {
-            run_id: Uuid::now_v7(),
-            project_id: &policy.project_id,
-            policy_id: Some(policy.id),
-            policy_name: Some(&policy.spec.name),
-            trigger: RunTrigger::Schedule,
-            scheduled_for: instant,
-            status: RunStatus::Running,
-            spec: &spec,
-            now,
-            resolved: false,
-            authority: runs::RunAuthority::default(),
-            created_by: None,
-        };
-        let inserted = runs::insert_run(conn, &run).await?;
-        if inserted {
-            crate::telemetry::metrics::scheduler_lag(now - instant);
-        }
-        fired.runs += usize::from(inserted);
+        runs.push(of, instant, false, &spec);
     }
-    policies::set_next_run_at(conn, policy.id, plan.next_run_at).await?;
-    Ok(fired)
+    Some((policy.id, plan.next_run_at))
 }

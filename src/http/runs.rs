@@ -36,7 +36,7 @@ use crate::{
     "id": "019ab9a1-0c1e-7d2a-9f3b-2a4c5d6e7f80", "project_id": "8d3c1f0b2a4e4b6c9d7e5f1a2b3c4d5e",
     "policy_id": "019ab8f0-6c1e-7d2a-9f3b-2a4c5d6e7f80",
     "policy_name": "nightly-web", "trigger": "schedule", "created_by": null, "scheduled_for": "2026-11-26T01:00:00Z",
-    "status": "running", "error": null, "started_at": "2026-11-26T01:00:00.412Z", "finished_at": null,
+    "fired_at": "2026-11-26T01:00:00.412Z", "status": "running", "error": null, "started_at": "2026-11-26T01:00:00.412Z", "finished_at": null,
     "jobs": {"pending": 0, "creating": 1, "tracking": 4, "succeeded": 10, "failed": 0, "timed_out": 0, "cancelled": 0}
 }))]
 pub struct RunResponse {
@@ -53,6 +53,10 @@ pub struct RunResponse {
     /// user is known (`--auth none`).
     pub created_by: Option<String>,
     pub scheduled_for: DateTime<Utc>,
+    /// When the run was made: for a scheduled run the instant the scheduler
+    /// fired it (its lag is `fired_at` − `scheduled_for`), for one started by
+    /// hand or a one-off snapshot when it was asked for.
+    pub fired_at: DateTime<Utc>,
     pub status: RunStatus,
     /// Why the run failed without jobs (no targets, cloud unreachable), or why it is waiting.
     pub error: Option<JobError>,
@@ -76,6 +80,7 @@ impl From<Run> for RunResponse {
             policy_name: run.policy_name,
             trigger: run.trigger,
             scheduled_for: run.scheduled_for,
+            fired_at: run.created_at,
             status: run.status,
             error: run.error.map(|e| e.0),
             started_at: run.started_at,

@@ -581,6 +581,31 @@ pub async fn set_next_run_at(
     Ok(())
 }
 
+/// Moves many policies' next fire times in one statement (the scheduler's
+/// own write: no version bump).
+///
+/// # Errors
+/// The query fails.
+pub async fn set_next_runs_at(
+    conn: &mut sqlx::PgConnection,
+    next: &[(Uuid, Option<DateTime<Utc>>)],
+) -> Result<(), sqlx::Error> {
+    if next.is_empty() {
+        return Ok(());
+    }
+    let (ids, at): (Vec<Uuid>, Vec<Option<DateTime<Utc>>>) = next.iter().copied().unzip();
+    sqlx::query(
+        "update policy p set next_run_at = u.next_run_at \
+         from unnest($1::uuid[], $2::timestamptz[]) as u (policy_id, next_run_at) \
+         where p.policy_id = u.policy_id",
+    )
+    .bind(ids)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Reads a policy by id in any project (for the engine, which serves them all).
 ///
 /// # Errors

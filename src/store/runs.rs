@@ -141,6 +141,93 @@ pub async fn insert_run(conn: &mut PgConnection, run: &NewRun<'_>) -> Result<boo
     Ok(result.rows_affected() == 1)
 }
 
+/// A scheduler batch's runs, inserted by [`insert_scheduled_runs`] in one
+/// statement: each policy's missed instants (`missed`), then the instant it fires.
+#[derive(Debug, Default)]
+pub struct ScheduledRuns {
+    run_ids: Vec<Uuid>,
+    project_ids: Vec<String>,
+    policy_ids: Vec<Uuid>,
+    policy_names: Vec<String>,
+    scheduled_for: Vec<DateTime<Utc>>,
+    missed: Vec<bool>,
+    specs: Vec<Value>,
+}
+
+/// A scheduled run [`insert_scheduled_runs`] inserted (an instant already fired is not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct InsertedRun {
+    pub policy_id: Uuid,
+    pub scheduled_for: DateTime<Utc>,
+    /// Recorded `missed`, not fired.
+    pub missed: bool,
+}
+
+impl ScheduledRuns {
+    /// Adds a run of a policy for `scheduled_for`: `missed`, or fired (`running`).
+    pub fn push(
+        &mut self,
+        policy: (&str, Uuid, &str),
+        scheduled_for: DateTime<Utc>,
+        missed: bool,
+        spec: &Value,
+    ) {
+        let (project_id, policy_id, policy_name) = policy;
+        self.run_ids.push(Uuid::now_v7());
+        self.project_ids.push(project_id.to_owned());
+        self.policy_ids.push(policy_id);
+        self.policy_names.push(policy_name.to_owned());
+        self.scheduled_for.push(scheduled_for);
+        self.missed.push(missed);
+        self.specs.push(spec.clone());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.run_ids.is_empty()
+    }
+}
+
+/// Inserts a scheduler batch's runs in one statement, as [`insert_run`] inserts
+/// each (trigger `schedule`, no creator, the policy's trust): a scheduled
+/// instant already fired is skipped. Returns the runs inserted.
+///
+/// # Errors
+/// The query fails.
+pub async fn insert_scheduled_runs(
+    conn: &mut PgConnection,
+    runs: &ScheduledRuns,
+    now: DateTime<Utc>,
+) -> Result<Vec<InsertedRun>, sqlx::Error> {
+    if runs.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_as::<_, InsertedRun>(
+        "insert into run (run_id, project_id, policy_id, policy_name, trigger, scheduled_for, status, spec, \
+         resolved_at, not_before, started_at, finished_at, created_at, created_by, trust_id, user_token, \
+         user_token_expires_at, delegated) \
+         select u.run_id, u.project_id, u.policy_id, u.policy_name, 'schedule', u.scheduled_for, \
+                case when u.missed then 'missed' else 'running' end, u.spec, \
+                case when u.missed then $8 end, $8, case when u.missed then null else $8 end, \
+                case when u.missed then $8 end, $8, null, p.trust_id, null, null, p.trust_id is not null \
+         from unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::timestamptz[], $6::bool[], $7::jsonb[]) \
+              with ordinality as u (run_id, project_id, policy_id, policy_name, scheduled_for, missed, spec, ord) \
+         left join policy p on p.policy_id = u.policy_id \
+         order by u.ord \
+         on conflict do nothing \
+         returning policy_id, scheduled_for, status = 'missed' as missed",
+    )
+    .bind(&runs.run_ids)
+    .bind(&runs.project_ids)
+    .bind(&runs.policy_ids)
+    .bind(&runs.policy_names)
+    .bind(&runs.scheduled_for)
+    .bind(&runs.missed)
+    .bind(&runs.specs)
+    .bind(now)
+    .fetch_all(conn)
+    .await
+}
+
 /// Reads one run of a project.
 ///
 /// # Errors

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use chrono::{DurationRound as _, TimeDelta};
+use chrono::{DateTime, DurationRound as _, TimeDelta, Utc};
 use serde_json::json;
 use sqlx::PgPool;
 use stacksnap::{
@@ -12,7 +12,7 @@ use stacksnap::{
     startup::supervisor::Supervisor,
 };
 
-use crate::helpers::harness;
+use crate::helpers::{get_json, harness, spawn_app_on};
 
 fn every_minute_policy(name: &str, ids: &[String], missed_run: &str) -> serde_json::Value {
     json!({
@@ -295,4 +295,38 @@ async fn a_stored_policy_that_cannot_be_read_stops_only_itself(pool: PgPool) {
             .await
             .unwrap();
     assert_eq!(next, None);
+}
+
+#[sqlx::test]
+async fn a_scheduled_run_shows_when_the_scheduler_fired_it(pool: PgPool) {
+    // Arrange: a policy due at the next minute; the scheduler comes 1.5 s late.
+    let h = harness(pool.clone()).await;
+    let app = spawn_app_on(pool, h.clock.clone()).await;
+    let minute = h.clock.now().duration_trunc(TimeDelta::minutes(1)).unwrap();
+    h.clock.set(minute + TimeDelta::seconds(30));
+    let server = h.sim.create_image_backed_server("s", &[], &[], false);
+    let policy = app
+        .create_policy(&every_minute_policy("p", &[server], "run_once"))
+        .await;
+    let fired = minute + TimeDelta::milliseconds(61_500);
+    h.clock.set(fired);
+
+    // Act
+    assert_eq!(h.engine.fire_due().await.unwrap().runs, 1);
+    let runs = get_json(
+        &app,
+        &format!("/v1/runs?policy_id={}", policy["id"].as_str().unwrap()),
+    )
+    .await;
+
+    // Assert: the lag is fired_at − scheduled_for.
+    let at = |field: &str| {
+        runs["items"][0][field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{field} in {runs}"))
+            .parse::<DateTime<Utc>>()
+            .unwrap()
+    };
+    assert_eq!(at("scheduled_for"), minute + TimeDelta::minutes(1));
+    assert_eq!(at("fired_at"), fired);
 }

@@ -46,8 +46,7 @@ pub(super) fn handle(st: &mut State, operation: &str, ctx: &Ctx, id: &str) -> Re
         "cinder.get_group_snapshot" => {
             let g = st
                 .group_snapshots
-                .iter()
-                .find(|g| g.id == id && g.status.at(ctx.now) != GONE)
+                .find(id, |g| g.status.at(ctx.now) != GONE)
                 .ok_or_else(|| group_snapshot_not_found(id))?;
             Ok((
                 StatusCode::OK,
@@ -140,8 +139,7 @@ fn list_group_snapshots(st: &State, operation: &str, ctx: &Ctx) -> Reply {
 
 fn group<'a>(st: &'a State, ctx: &Ctx, id: &str) -> Result<&'a Group, Fail> {
     st.groups
-        .iter()
-        .find(|g| g.id == id && g.status.at(ctx.now) != GONE)
+        .find(id, |g| g.status.at(ctx.now) != GONE)
         .ok_or_else(|| Fail::not_found(format!("Group {id} could not be found.")))
 }
 
@@ -274,7 +272,7 @@ fn update_group(st: &mut State, ctx: &Ctx, id: &str) -> Reply {
             vol.group_id = None;
         }
     }
-    let grp = st.groups.iter_mut().find(|x| x.id == id).expect("exists");
+    let grp = st.groups.any_mut(id).expect("exists");
     if let Some(n) = g["name"].as_str() {
         grp.name = Some(n.to_owned());
     }
@@ -310,7 +308,7 @@ fn delete_group(st: &mut State, ctx: &Ctx, id: &str) -> Reply {
             v.status.push_after_last(d.volume_delete, GONE);
         }
     }
-    let g = st.groups.iter_mut().find(|x| x.id == id).expect("exists");
+    let g = st.groups.any_mut(id).expect("exists");
     g.status.rewrite(now, "deleting");
     g.status.push_after_last(d.volume_delete, GONE);
     Ok((StatusCode::ACCEPTED, Value::Null))
@@ -409,8 +407,7 @@ fn delete_group_snapshot(st: &mut State, ctx: &Ctx, id: &str) -> Reply {
     let d = st.durations.snapshot_delete;
     let gs = st
         .group_snapshots
-        .iter_mut()
-        .find(|g| g.id == id && g.status.at(now) != GONE)
+        .find_mut(id, |g| g.status.at(now) != GONE)
         .ok_or_else(|| group_snapshot_not_found(id))?;
     let status = gs.status.at(now);
     if !matches!(status, "available" | "error") {
@@ -425,8 +422,7 @@ fn delete_group_snapshot(st: &mut State, ctx: &Ctx, id: &str) -> Reply {
     let outcome = if fails { "error" } else { GONE };
     let gs = st
         .group_snapshots
-        .iter_mut()
-        .find(|g| g.id == id && g.status.at(now) != GONE)
+        .find_mut(id, |g| g.status.at(now) != GONE)
         .ok_or_else(|| group_snapshot_not_found(id))?;
     gs.status.rewrite(now, "deleting");
     gs.status.push_after_last(d, outcome);
@@ -495,8 +491,7 @@ fn create_from_src(st: &mut State, ctx: &Ctx) -> Reply {
         }
         let gs = st
             .group_snapshots
-            .iter()
-            .find(|g| g.id == gs_id && g.status.at(now) != GONE)
+            .find(gs_id, |g| g.status.at(now) != GONE)
             .ok_or_else(|| group_snapshot_not_found(gs_id))?;
         let snaps = st
             .snapshots
@@ -575,11 +570,7 @@ fn create_from_src(st: &mut State, ctx: &Ctx) -> Reply {
         error |= last == "error";
         stuck |= last == "creating";
     }
-    let g = st
-        .groups
-        .iter_mut()
-        .find(|g| g.id == id)
-        .expect("just made");
+    let g = st.groups.any_mut(&id).expect("just made");
     if !stuck {
         g.status
             .push_at(end, if error { "error" } else { "available" });

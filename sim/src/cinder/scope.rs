@@ -40,15 +40,13 @@ fn owner<'a>(
         "snapshots" => (st.snapshot(id, now).map(|s| &s.project_id), "Snapshot"),
         "groups" => (
             st.groups
-                .iter()
-                .find(|g| g.id == id && g.status.at(now) != GONE)
+                .find(id, |g| g.status.at(now) != GONE)
                 .map(|g| &g.project_id),
             "Group",
         ),
         "group_snapshots" => (
             st.group_snapshots
-                .iter()
-                .find(|g| g.id == id && g.status.at(now) != GONE)
+                .find(id, |g| g.status.at(now) != GONE)
                 .map(|g| &g.project_id),
             "GroupSnapshot",
         ),

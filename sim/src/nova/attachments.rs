@@ -83,8 +83,7 @@ fn render(st: &State, s: &Server, b: &Bdm, ctx: &Ctx) -> Value {
     if ctx.mv >= Mv(2, 89) {
         let attachment_id = st
             .volumes
-            .iter()
-            .find(|v| v.id == b.volume_id)
+            .any(&b.volume_id)
             .and_then(|v| v.attachments.iter().find(|a| a.server_id == s.id))
             .map(|a| a.id.clone());
         body["attachment_id"] = json!(attachment_id);

@@ -254,7 +254,7 @@ fn image_backed(
     let base_size = server
         .image_id
         .as_ref()
-        .and_then(|i| st.images.iter().find(|x| &x.id == i))
+        .and_then(|i| st.images.any(i))
         .and_then(|x| x.size)
         .unwrap_or(196_616);
     let data = img.id.clone().into_bytes();
