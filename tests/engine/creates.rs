@@ -540,6 +540,15 @@ async fn a_done_job_whose_duplicate_look_up_keeps_failing_still_ends(pool: PgPoo
     let job_id = h.adhoc("server", &server, json!({"timeout": "1m"})).await;
     let tracking = h.drive(job_id, |j| j.status == JobStatus::Tracking).await;
     assert!(tracking.create_unclear_at.is_some());
+    // The image becomes active on the simulator's real clock: wait for it, so the
+    // jump past the deadline below meets a finished image, not a timeout.
+    let image = tracking.image_id.clone().expect("the image is recorded");
+    for _ in 0..500 {
+        if h.cloud.glance().get_image(&image).await.unwrap().status == "active" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     h.sim.inject(FaultRule::error("glance.list_images", 500));
     h.clock.advance(TimeDelta::minutes(5));
 
