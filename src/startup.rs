@@ -23,7 +23,7 @@ use crate::{
     config::{AuthMode, Settings},
     engine::{Engine, EngineConfig, EngineHealth, JobEvents, job_events},
     http::{self, AppState, auth::Authenticator, health::AUTH_OFF_WARNING, metrics::MetricsSource},
-    openstack::OpenStack,
+    openstack::{OpenStack, config::AuthMethod},
 };
 
 /// How long a stop waits for connections beyond the request timeout (by which
@@ -47,17 +47,32 @@ pub struct Dependencies {
 /// service's own credentials on `cloud`.
 ///
 /// # Errors
-/// `--auth keystone` without a cloud.
+/// `--auth keystone` without a cloud, or with a cloud whose credentials are
+/// not a password: every policy acts with a Keystone trust, and Keystone scopes
+/// only a password login to a trust (with an application credential, policies
+/// would be made and then fail at every run).
 pub fn authenticator(
     settings: &Settings,
     cloud: Option<&OpenStack>,
 ) -> anyhow::Result<Authenticator> {
     match (settings.auth, cloud) {
         (AuthMode::None, _) => Ok(Authenticator::Disabled),
-        (AuthMode::Keystone, Some(cloud)) => Ok(Authenticator::keystone(
-            cloud.clone(),
-            settings.token_cache_ttl,
-        )),
+        (AuthMode::Keystone, Some(cloud)) => {
+            anyhow::ensure!(
+                matches!(
+                    cloud.service_session().config().auth,
+                    AuthMethod::Password { .. }
+                ),
+                "--auth keystone acts for each tenant's policies with a Keystone trust, and \
+                 Keystone scopes only a password login to a trust: the service's own credentials \
+                 must be a user's password (OS_USERNAME and OS_PASSWORD, or auth.password in \
+                 clouds.yaml), not an application credential (or --auth none for development)"
+            );
+            Ok(Authenticator::keystone(
+                cloud.clone(),
+                settings.token_cache_ttl,
+            ))
+        }
         (AuthMode::Keystone, None) => anyhow::bail!(
             "--auth keystone validates tokens with the service's own OpenStack credentials, and \
              there are none (set OS_CLOUD or OS_*, or --auth none for development)"

@@ -318,3 +318,39 @@ async fn a_keystone_error_that_echoes_the_callers_token_is_retried_and_answered_
         "the caller's token was answered: {body}"
     );
 }
+
+#[tokio::test]
+async fn keystone_mode_refuses_to_start_with_a_service_that_cannot_log_in_with_a_password() {
+    // Arrange: the same simulator user, once with its password, once with an
+    // application credential (Keystone scopes only a password login to a trust,
+    // so with the latter every tenant's policy would fail at its first run).
+    let sim = stacksnap_sim::Simulator::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let keystone = stacksnap::config::Settings {
+        auth: stacksnap::config::AuthMode::Keystone,
+        ..crate::helpers::test_settings()
+    };
+    let none = stacksnap::config::Settings {
+        auth: stacksnap::config::AuthMode::None,
+        ..crate::helpers::test_settings()
+    };
+    let password = crate::helpers::sim_cloud(&sim, "stacksnap-sim");
+    let application_credential = crate::helpers::sim_cloud(&sim, "stacksnap-sim-appcred");
+
+    // Act
+    let refused = stacksnap::startup::authenticator(&keystone, Some(&application_credential));
+    let with_password = stacksnap::startup::authenticator(&keystone, Some(&password));
+    let without_tenants = stacksnap::startup::authenticator(&none, Some(&application_credential));
+
+    // Assert
+    let error = refused
+        .expect_err("keystone mode started with an application credential")
+        .to_string();
+    assert!(error.contains("password"), "{error}");
+    assert!(error.contains("application credential"), "{error}");
+    assert!(with_password.is_ok());
+    assert!(
+        without_tenants.is_ok(),
+        "no trust is made without authentication"
+    );
+}
