@@ -175,3 +175,52 @@ fn body_and_cloud_failures_are_declared_where_they_can_happen() {
         }
     }
 }
+
+#[test]
+fn every_api_operation_declares_the_keystone_token_and_its_401_403_and_404_answers() {
+    // Issue 10's proof: an `apiKey` in the `X-Auth-Token` header, required by
+    // every operation under /v1/ (and by nothing else), with the answers a
+    // token brings: 401 (with the challenge), 403, and 404 for an id of
+    // another project.
+    let doc: Value = serde_json::from_str(CHECKED_IN).unwrap();
+    let scheme = &doc["components"]["securitySchemes"]["keystone_token"];
+    assert_eq!(scheme["type"], "apiKey", "{scheme}");
+    assert_eq!(scheme["in"], "header", "{scheme}");
+    assert_eq!(scheme["name"], "X-Auth-Token", "{scheme}");
+    let mut protected = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let security = op.get("security");
+            if !path.starts_with("/v1/") {
+                assert!(security.is_none(), "{method} {path} needs no token");
+                continue;
+            }
+            protected += 1;
+            assert_eq!(
+                security,
+                Some(&serde_json::json!([{"keystone_token": []}])),
+                "{method} {path}"
+            );
+            let responses = op["responses"].as_object().unwrap();
+            for status in ["401", "403"] {
+                assert!(
+                    responses.contains_key(status),
+                    "{method} {path} lacks {status}"
+                );
+            }
+            assert!(
+                responses["401"]["headers"]
+                    .get("WWW-Authenticate")
+                    .is_some(),
+                "{method} {path}: 401 without its challenge"
+            );
+            if path.contains('{') {
+                assert!(responses.contains_key("404"), "{method} {path} lacks 404");
+            }
+        }
+    }
+    assert!(
+        protected > 20,
+        "the API's operations were seen: {protected}"
+    );
+}
