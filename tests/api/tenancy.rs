@@ -678,3 +678,50 @@ async fn cancelling_another_projects_job_is_not_found_without_waiting_for_its_lo
     assert_eq!(now["status"], job["status"]);
     assert_eq!(now["status"], "pending");
 }
+
+#[sqlx::test]
+async fn a_policy_made_with_an_application_credentials_token_is_403_saying_so(pool: PgPool) {
+    // Arrange: a token from an application credential (the simulator's admin has one).
+    let (app, sim) = start(pool).await;
+    let appcred = sim_token(&sim, "appcred").await;
+    sim.clear_requests();
+
+    // Act
+    let policy = call(
+        &app,
+        &appcred,
+        Method::POST,
+        "/v1/policies",
+        Some(&policy_body("from-ci")),
+    )
+    .await;
+    let one_off = json!({"resource_type": "volume", "resource_id": Uuid::new_v4()});
+    let snapshot = call(
+        &app,
+        &appcred,
+        Method::POST,
+        "/v1/snapshots",
+        Some(&one_off),
+    )
+    .await;
+
+    // Assert: refused with a reason that says what to do, before Keystone is asked;
+    // a one-off snapshot is not affected.
+    let body = problem(policy, 403).await;
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("application credential") && detail.contains("password"),
+        "{detail}"
+    );
+    assert_eq!(sim.count("keystone.create_trust"), 0);
+    let policies: i64 = sqlx::query_scalar("select count(*) from policy")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(policies, 0, "no policy was made");
+    assert_eq!(
+        snapshot.status(),
+        202,
+        "one-off snapshots work with any token"
+    );
+}
