@@ -61,6 +61,27 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// Logs a server-side failure. A database error is logged by its message,
+    /// SQLSTATE and where it arose, never with PostgreSQL's DETAIL: for a
+    /// refused row that is "Failing row contains (...)", every column of it, a
+    /// run's token or trust id included.
+    fn log_internal(&self) {
+        match self {
+            Self::Database(sqlx::Error::Database(db)) => {
+                let pg = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>();
+                tracing::error!(
+                    error = %db.message(),
+                    code = db.code().as_deref().unwrap_or(""),
+                    table = db.table().unwrap_or(""),
+                    column = pg.and_then(|e| e.column()).unwrap_or(""),
+                    constraint = db.constraint().unwrap_or(""),
+                    "request failed"
+                );
+            }
+            other => tracing::error!(error = ?other, "request failed"),
+        }
+    }
+
     /// A 422 for a single field.
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Unprocessable(vec![FieldError::new(field, message)])
@@ -224,7 +245,7 @@ impl IntoResponse for ApiError {
         }
         let detail = if status.is_server_error() && !matches!(self, Self::Unavailable(_)) {
             // Internal details stay in the log, never in the response.
-            tracing::error!(error = ?self, "request failed");
+            self.log_internal();
             "an internal error occurred; the request id in x-request-id finds it in the log"
                 .to_owned()
         } else {

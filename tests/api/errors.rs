@@ -227,3 +227,31 @@ async fn a_wrong_method_is_a_405_problem(pool: PgPool) {
     assert!(response.headers().contains_key(header::ALLOW));
     problem(response, 405).await;
 }
+
+/// A database error's Debug form carries PostgreSQL's DETAIL, which for a
+/// refused row is "Failing row contains (...)": every column, a run's token and
+/// trust id included. The 500's log line keeps the error and its code, not the row.
+#[sqlx::test]
+async fn a_database_error_is_logged_without_the_failing_row(pool: PgPool) {
+    use axum::response::IntoResponse as _;
+    sqlx::query("create table held (secret text, n int not null)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let refused = sqlx::query("insert into held values ('gAAAAAB-token-in-a-row', null)")
+        .execute(&pool)
+        .await
+        .expect_err("the not-null constraint refuses the row");
+    assert!(format!("{refused:?}").contains("gAAAAAB-token-in-a-row"));
+
+    let captured = crate::helpers::Captured::default();
+    let response = {
+        let _logs = crate::helpers::capture_logs(&captured);
+        stacksnap::http::error::ApiError::from(refused).into_response()
+    };
+    assert_eq!(response.status(), 500);
+    let logged = captured.text();
+    assert!(logged.contains("request failed"), "{logged}");
+    assert!(logged.contains("23502"), "the SQLSTATE is logged: {logged}");
+    assert!(!logged.contains("gAAAAAB-token-in-a-row"), "{logged}");
+}

@@ -79,8 +79,9 @@ pub async fn check_artefacts(
     }
 }
 
-/// A one-off snapshot of the member's volume, which acts with the member's own
-/// token: its Cinder snapshot is in the member's project. Returns the snapshot
+/// A one-off snapshot of the member's volume, which acts through a trust the
+/// member's password token made at submission (the token itself is not kept):
+/// its Cinder snapshot is in the member's project. Returns the snapshot
 /// as the API shows it, and the trust made for the run, to be deleted once the
 /// run has ended.
 pub async fn one_off_snapshot(
