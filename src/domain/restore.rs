@@ -127,6 +127,12 @@ pub struct RestoreRequest {
     #[serde(default)]
     #[schema(example = "2h")]
     pub timeout: Option<String>,
+    /// With `?delete_source=after_active` (a move), and only then: the
+    /// source server's id (the snapshot's `resource_id`), confirming that
+    /// it is to be deleted once the new server is `ACTIVE`.
+    #[serde(default)]
+    #[schema(example = "4f1d6a52-0b52-4a8e-9c43-1d0c8e3f2a10")]
+    pub confirm: Option<String>,
 }
 
 /// What a restore starts from: the pieces of the managed snapshot.
@@ -173,6 +179,9 @@ pub struct RestoreSpec {
     pub volume_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// A move: the source server is deleted once the new one is usable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_source: Option<super::moves::DeleteSource>,
 }
 
 impl RestoreSpec {
@@ -360,6 +369,7 @@ impl RestoreRequest {
             metadata: self.metadata.clone().unwrap_or_default(),
             volume_type: self.volume_type.clone(),
             size: self.size,
+            delete_source: None,
         })
     }
 }
@@ -440,6 +450,14 @@ pub struct Restored {
     /// Set once a failed or cancelled restore deletes what it made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cleanup: Option<Cleanup>,
+    /// A move (`?delete_source=after_active`): the deletion of the source
+    /// server, begun once the new server is usable. Once set, nothing the
+    /// restore made is ever deleted by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_deletion: Option<super::moves::SourceDeletion>,
+    /// A move: when the job saw that Nova no longer shows the source server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_deleted_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Restored {

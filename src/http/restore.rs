@@ -7,6 +7,8 @@ use axum::{
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
+use serde::Deserialize;
+use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
@@ -18,6 +20,7 @@ use super::{
 };
 use crate::{
     domain::{
+        moves::{DeleteSource, check_move},
         restore::{RestoreRequest, restore_job},
         status::{RunTrigger, SnapshotState},
     },
@@ -60,7 +63,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     post,
     path = "/v1/snapshots/{id}/restore",
     tag = "snapshots",
-    params(("id" = Uuid, Path, description = "Managed snapshot id"), WaitQuery),
+    params(("id" = Uuid, Path, description = "Managed snapshot id"), RestoreQuery),
     request_body(content = RestoreRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The restore ended within the wait (check `status`)", body = JobResponse,
@@ -85,10 +88,13 @@ pub async fn restore_snapshot(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    AppQuery(query): AppQuery<WaitQuery>,
+    AppQuery(query): AppQuery<RestoreQuery>,
     JsonDocument(body): JsonDocument,
 ) -> Result<Response> {
-    let wait = query.duration()?;
+    let wait = WaitQuery {
+        wait: query.wait.clone(),
+    }
+    .duration()?;
     if !body.is_object() {
         return Err(ApiError::field(
             "body",
@@ -115,11 +121,25 @@ pub async fn restore_snapshot(
         )));
     }
     let pieces = snapshot.restore_pieces();
-    let timeout_secs = request.validate(&pieces).map_err(ApiError::Unprocessable)?;
+    let moved = check_move(
+        pieces.resource_type,
+        &pieces.resource_id,
+        query.delete_source,
+        request.confirm.as_deref(),
+    );
+    let timeout_secs = match (request.validate(&pieces), moved.is_empty()) {
+        (Ok(timeout), true) => timeout,
+        (Ok(_), false) => return Err(ApiError::Unprocessable(moved)),
+        (Err(mut errors), _) => {
+            errors.extend(moved);
+            return Err(ApiError::Unprocessable(errors));
+        }
+    };
     let job_id = Uuid::now_v7();
-    let spec = request
+    let mut spec = request
         .spec(&pieces, job_id)
         .map_err(|e| ApiError::Conflict(e.0))?;
+    spec.delete_source = query.delete_source;
     let now = state.clock.now();
     let project = snapshot.project_id.clone();
     let job = restore_job(&pieces, spec, timeout_secs, job_id, now);
@@ -161,6 +181,23 @@ pub async fn restore_snapshot(
         response,
     )
         .into_response())
+}
+
+/// The query of `POST /v1/snapshots/{id}/restore`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RestoreQuery {
+    /// Answer when the job ends or after this long (at most `1h`), e.g. `10m`.
+    #[param(example = "10m")]
+    pub wait: Option<String>,
+    /// `after_active` makes the restore a move: once the new server is
+    /// `ACTIVE` with every new volume `in-use`, the source server (the
+    /// snapshot's resource) is deleted, and the job waits until Nova no
+    /// longer shows it. Only for a server snapshot, and only with `confirm`
+    /// in the body equal to the source server's id. Off by default.
+    #[param(inline)]
+    pub delete_source: Option<DeleteSource>,
 }
 
 /// An example answer of `POST /v1/snapshots/{id}/restore`.

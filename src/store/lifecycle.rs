@@ -85,13 +85,15 @@ pub async fn record_step(
     .await?;
     if result.rows_affected() != 1 {
         // Cancelled while this step ran: keep what the step made, so it is cleaned up, not lost.
+        // A move's deletion of its source was not recorded in time: it never begins.
         // The failed update locked nothing: take the policy and run before the job here too.
         if !terminal {
             lock_job_owners(&mut tx, job_id).await?;
         }
         let kept = sqlx::query(
             "update job set image_id = coalesce(image_id, $3), volume_snapshots = coalesce($4, volume_snapshots), \
-                 group_snapshot_id = coalesce(group_snapshot_id, $5), restored = coalesce($6, restored), \
+                 group_snapshot_id = coalesce(group_snapshot_id, $5), \
+                 restored = coalesce($6 - 'source_deletion', restored), \
                  cleanup_due_at = case when kind <> 'snapshot' and $6::jsonb is not null \
                      then coalesce(cleanup_due_at, $7) else cleanup_due_at end, \
                  lease_owner = null, lease_expires_at = null \
@@ -177,6 +179,9 @@ async fn lock_scoped_job_owners(
 pub enum CancelOutcome {
     Cancelled(Job),
     AlreadyEnded(Job),
+    /// A move whose new server is usable and whose source is being deleted:
+    /// it can no longer be cancelled (nothing it made is deleted any more).
+    SourceBeingDeleted(Job),
     NotFound,
 }
 
@@ -205,7 +210,8 @@ pub async fn cancel_job(
          error = case when kind = 'snapshot' then $4 else $5 end, \
          cleanup_due_at = case when kind <> 'snapshot' and status in ('creating', 'tracking') then $3 \
              else cleanup_due_at end \
-         where ($1::text is null or project_id = $1) and job_id = $2 and status in ('pending', 'creating', 'tracking') returning run_id",
+         where ($1::text is null or project_id = $1) and job_id = $2 and status in ('pending', 'creating', 'tracking') \
+           and not coalesce(restored ? 'source_deletion', false) returning run_id",
     )
     .bind(scope.project())
     .bind(job_id)
@@ -222,6 +228,9 @@ pub async fn cancel_job(
     Ok(
         match (cancelled, jobs::fetch_job(pool, scope, job_id).await?) {
             (Some(_), Some(job)) => CancelOutcome::Cancelled(job),
+            (None, Some(job)) if !job.status.is_terminal() => {
+                CancelOutcome::SourceBeingDeleted(job)
+            }
             (None, Some(job)) => CancelOutcome::AlreadyEnded(job),
             (_, None) => CancelOutcome::NotFound,
         },
