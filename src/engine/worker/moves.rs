@@ -88,16 +88,24 @@ impl Engine {
         }
         let mut timeline = Vec::new();
         let mut calls = 0;
-        let step = source_deletion::step(
-            &self.cloud,
-            &deletion.server_id,
-            &job.project_id,
-            &job.timeline.0,
-            now,
-            &mut timeline,
-            &mut calls,
-        )
-        .await;
+        // The project the job acts in: its token's (the caller's project, or
+        // the service's own when stacksnap runs without Keystone tenants).
+        let step = match self.cloud.session().project_id().await {
+            Ok(scoped) => {
+                let project = scoped.unwrap_or_else(|| job.project_id.clone());
+                source_deletion::step(
+                    &self.cloud,
+                    &deletion.server_id,
+                    &project,
+                    &job.timeline.0,
+                    now,
+                    &mut timeline,
+                    &mut calls,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
         let deadline_passed = job.deadline.is_some_and(|d| now >= d);
         match step {
             Ok(Deletion::Gone) => {
