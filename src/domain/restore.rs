@@ -214,6 +214,10 @@ pub struct SnapshotPieces {
     pub group_snapshot_id: Option<String>,
     pub size_gb: Option<u64>,
     pub source_flavor: Option<Value>,
+    /// The availability zone of the snapshotted server or volume, when recorded.
+    pub source_az: Option<String>,
+    /// A server snapshot whose server booted from a volume (it has Cinder snapshots).
+    pub volume_backed: bool,
 }
 
 /// Why a snapshot cannot be restored at all (answered 409).
@@ -275,6 +279,9 @@ impl RestoreRequest {
                     );
                 }
             }
+        }
+        if let (Some(zone), Some(source)) = (&self.availability_zone, &snapshot.source_az) {
+            check_zone(&mut v, snapshot, zone, source);
         }
         if let Some(Networks::List(list)) = &self.networks {
             v.check(
@@ -372,6 +379,33 @@ impl RestoreRequest {
             delete_source: None,
         })
     }
+}
+
+/// Refuses a zone other than the snapshot's where Cinder makes volumes from
+/// the snapshot: Cinder's `cloned_volume_same_az` (on by default) keeps a
+/// volume made from a snapshot in the snapshot's zone (`_extract_availability_zones`
+/// in `cinder/volume/flows/api/create_volume.py` answers 400 "Volume must be
+/// in the same availability zone as the snapshot"). Nova creates a
+/// volume-backed server's volumes with no zone (`cross_az_attach`, the
+/// default) or the server's (`cross_az_attach = False`, then refused), so
+/// only an image-backed server moves to another zone.
+fn check_zone(v: &mut Violations, snapshot: &SnapshotPieces, zone: &str, source: &str) {
+    let why = match snapshot.resource_type {
+        ResourceType::Volume => "Cinder makes a volume from a snapshot in the snapshot's zone",
+        ResourceType::Server if snapshot.volume_backed => {
+            "a volume-backed server's volumes are made from its Cinder snapshots, which Cinder \
+             keeps in their zone; only an image-backed server moves to another zone"
+        }
+        _ => return,
+    };
+    v.check(
+        zone != source,
+        "availability_zone",
+        format!(
+            "must be the snapshot's zone, {source:?}, or left out: {why} (`cloned_volume_same_az`, \
+             on by default)"
+        ),
+    );
 }
 
 /// How late a restore may still start.
@@ -751,6 +785,8 @@ mod tests {
             group_snapshot_id: Some("gs".into()),
             size_gb: Some(10),
             source_flavor: Some(json!({"original_name": "m1.small"})),
+            source_az: Some("az1".into()),
+            volume_backed: false,
         }
     }
 
@@ -776,6 +812,33 @@ mod tests {
             fields(&r, ResourceType::VolumeGroup),
             ["flavor", "availability_zone"]
         );
+    }
+
+    #[test]
+    fn another_zone_is_refused_where_cinder_makes_the_volumes_from_the_snapshot() {
+        let r = request(json!({"availability_zone": "az2"}));
+        let volume_backed = SnapshotPieces {
+            volume_backed: true,
+            ..pieces(ResourceType::Server)
+        };
+        let refused = r.validate(&volume_backed).unwrap_err();
+        assert_eq!(refused[0].field, "availability_zone");
+        assert!(refused[0].message.contains("az1"), "{}", refused[0].message);
+        assert_eq!(fields(&r, ResourceType::Volume), ["availability_zone"]);
+        assert!(
+            r.validate(&pieces(ResourceType::Server)).is_ok(),
+            "an image-backed server moves"
+        );
+        let unknown = SnapshotPieces {
+            source_az: None,
+            ..pieces(ResourceType::Volume)
+        };
+        assert!(
+            r.validate(&unknown).is_ok(),
+            "not recorded: the cloud decides"
+        );
+        let same = request(json!({"availability_zone": "az1"}));
+        assert!(same.validate(&pieces(ResourceType::Volume)).is_ok());
     }
 
     #[test]

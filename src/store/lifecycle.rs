@@ -56,6 +56,7 @@ pub async fn record_step(
            restored = coalesce($20, restored), \
            cleanup_due_at = coalesce($21, cleanup_due_at), \
            source_flavor = coalesce($22, source_flavor), \
+           source_az = coalesce($23, source_az), \
            lease_owner = null, lease_expires_at = null \
          where job_id = $1 and lease_owner = $2 and status in ('pending', 'creating', 'tracking')",
     )
@@ -81,6 +82,7 @@ pub async fn record_step(
     .bind(update.restored.as_ref().map(Json))
     .bind(update.cleanup_due_at)
     .bind(update.source_flavor.as_ref().map(Json))
+    .bind(&update.source_az)
     .execute(&mut *tx)
     .await?;
     if result.rows_affected() != 1 {

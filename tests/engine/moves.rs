@@ -400,3 +400,50 @@ async fn a_move_whose_source_deletion_is_refused_succeeds_with_a_note_and_keeps_
     let new_id = made.server_id.unwrap();
     assert_eq!(server_status(&h, &new_id).await.as_deref(), Some("ACTIVE"));
 }
+
+#[sqlx::test]
+async fn an_image_backed_server_moves_to_another_zone_and_its_snapshot_records_the_source_zone(
+    pool: PgPool,
+) {
+    // Arrange
+    let h = crate::helpers::harness_with(
+        pool,
+        stacksnap_sim::SimConfig::default().with_availability_zones(&["nova", "az2"]),
+    )
+    .await;
+    let server = h.sim.create_image_backed_server("web-1", &[], &[], false);
+    let snapshot_id = snapshot_of(&h, "server", &server).await;
+    let snapshot = snapshots::fetch_snapshot(&h.pool, "default", snapshot_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let volume = h.sim.create_volume("data", 1, &[]);
+    let volume_snapshot = snapshot_of(&h, "volume", &volume).await;
+    let volume_snapshot = snapshots::fetch_snapshot(&h.pool, "default", volume_snapshot)
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Act
+    let job_id = restore(
+        &h,
+        snapshot_id,
+        json!({"availability_zone": "az2", "confirm": server}),
+        Some(DeleteSource::AfterActive),
+    )
+    .await;
+    let job = h.finish(job_id).await;
+
+    // Assert
+    assert_eq!(snapshot.source_az.as_deref(), Some("nova"));
+    assert_eq!(volume_snapshot.source_az.as_deref(), Some("nova"));
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    let new = h
+        .cloud
+        .nova()
+        .get_server(&restored(&job).server_id.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(new.availability_zone.as_deref(), Some("az2"));
+    assert_eq!(server_status(&h, &server).await, None, "the source is gone");
+}
