@@ -100,9 +100,12 @@ pub struct RestoreRequest {
     /// recorded when the snapshot was taken (by name when Nova showed only its name).
     #[serde(default)]
     pub flavor: Option<String>,
-    /// Servers and volumes: the availability zone. Cinder keeps a volume made
-    /// from a snapshot in the snapshot's zone by default (`cloned_volume_same_az`),
-    /// so a volume, and a volume-backed server's volumes, stay in theirs.
+    /// Servers and volumes: the availability zone. Only an image-backed
+    /// server moves to another zone: Cinder keeps a volume made from a
+    /// snapshot in the snapshot's zone (`cloned_volume_same_az`, on by
+    /// default), so for a volume snapshot or a volume-backed server's
+    /// snapshot a zone other than the one recorded with the snapshot is
+    /// refused (422); a snapshot that recorded none leaves it to the cloud.
     #[serde(default)]
     pub availability_zone: Option<String>,
     /// Servers: `"none"` (the default: it works on every cloud), `"auto"`, or

@@ -47,13 +47,38 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// authority like a one-off snapshot; it never blocks a snapshot of the source.
 /// A restore that fails, times out or is cancelled deletes what it made.
 ///
-/// Limits: the new resource has new ids and addresses; networks default to
-/// `"none"` (so it boots on any cloud; pass `"auto"` or a list for
-/// connectivity); security groups, server groups, volume attachments made
-/// after boot and the source's ports are not carried over. Cinder keeps a
-/// volume made from a snapshot in the snapshot's availability zone
-/// (`cloned_volume_same_az`), so volumes and volume-backed servers stay in
-/// theirs; a restored group is in its source's zone, with its types. A group
+/// **Move.** A restore onto another `flavor`, or (image-backed servers only)
+/// another `availability_zone`, is the migration path. With
+/// `?delete_source=after_active` and `confirm` equal to the source server's id
+/// (the snapshot's `resource_id`), the source server is deleted once the new
+/// one is `ACTIVE` with every new volume `in-use`, and the job ends when Nova
+/// no longer shows it (`restored.source_deleted_at`, timeline
+/// `source_server`). The source is never deleted before that, nor by a
+/// restore that fails, times out or is cancelled; from then on the move can
+/// no longer be cancelled and nothing it made is deleted: a source that
+/// could not be deleted (refused by the cloud, in another project, the
+/// caller's authority gone, still deleting at the deadline) ends the job
+/// `succeeded` with the error `source_not_deleted` and
+/// `restored.source_deletion.state = kept`. Nova deletes the source's volumes
+/// whose `delete_on_termination` is set, except those with Cinder snapshots
+/// (a volume-backed source's volumes, which the managed snapshot holds): they
+/// stay, detached.
+///
+/// Limits: the new resource has new ids, ports and addresses (floating IPs
+/// are not moved); networks default to `"none"` (so it boots on any cloud;
+/// pass `"auto"` or a list for connectivity). Carried over: the image (the
+/// root disk), for a volume-backed server its volumes as the snapshot's block
+/// device mapping lists them (device names, `delete_on_termination`, and
+/// their volume types, which Cinder takes from the snapshots; the root at
+/// least the image's `min_disk`). Not carried over: the source's metadata
+/// and tags (only `metadata` given here and the stamps below), security
+/// groups (Nova's `default`), key pair (unless `key_name`), server group,
+/// user data, volume attachments of an image-backed server, and the source's
+/// ports. Cinder keeps a volume made from a snapshot in the snapshot's
+/// availability zone (`cloned_volume_same_az`), so volumes and volume-backed
+/// servers stay in theirs: another `availability_zone` than the one recorded
+/// with the snapshot is a 422 (a snapshot that recorded none is left to the
+/// cloud). A restored group is in its source's zone, with its types. A group
 /// carries no metadata: its description names the job, and its volumes are
 /// stamped once available.
 ///
@@ -81,7 +106,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 409, description = "The snapshot is not available and complete, or cannot be restored", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is over the limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid or inapplicable fields, each named", body = Problem, content_type = "application/problem+json")
+        (status = 422, description = "Invalid or inapplicable fields, each named (`delete_source` for a snapshot other than a server's, `confirm` not naming the source server, `availability_zone` other than a volume's or volume-backed server's snapshot zone)", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn restore_snapshot(
@@ -189,7 +214,10 @@ pub async fn restore_snapshot(
 #[into_params(parameter_in = Query)]
 pub struct RestoreQuery {
     /// Answer when the job ends or after this long (at most `1h`), e.g. `10m`.
-    #[param(example = "10m")]
+    #[param(
+        example = "10m",
+        pattern = r"^[\u0009-\u000d\u0085 \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:0+[smhdw])*0*[1-9][0-9]*[smhdw](?:[0-9]+[smhdw])*[\u0009-\u000d\u0085 \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     pub wait: Option<String>,
     /// `after_active` makes the restore a move: once the new server is
     /// `ACTIVE` with every new volume `in-use`, the source server (the
