@@ -9,6 +9,7 @@ pub mod duration;
 pub mod event;
 pub mod firing;
 pub mod job;
+pub mod moves;
 pub mod name_template;
 pub mod policy;
 pub mod restore;

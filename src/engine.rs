@@ -15,6 +15,7 @@ pub mod resolver;
 pub mod restore;
 pub mod scheduler;
 pub mod snapshot;
+pub mod source_deletion;
 pub mod trusts;
 pub mod webhooks;
 pub mod worker;

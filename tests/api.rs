@@ -9,6 +9,7 @@ mod errors;
 mod events;
 mod freshness;
 mod health;
+mod moves;
 mod openapi;
 mod policies;
 mod restore;

@@ -12,6 +12,7 @@ mod history;
 mod joins;
 mod logs;
 mod metrics;
+mod moves;
 mod orphans;
 mod poison;
 mod policies;

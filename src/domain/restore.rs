@@ -100,9 +100,12 @@ pub struct RestoreRequest {
     /// recorded when the snapshot was taken (by name when Nova showed only its name).
     #[serde(default)]
     pub flavor: Option<String>,
-    /// Servers and volumes: the availability zone. Cinder keeps a volume made
-    /// from a snapshot in the snapshot's zone by default (`cloned_volume_same_az`),
-    /// so a volume, and a volume-backed server's volumes, stay in theirs.
+    /// Servers and volumes: the availability zone. Only an image-backed
+    /// server moves to another zone: Cinder keeps a volume made from a
+    /// snapshot in the snapshot's zone (`cloned_volume_same_az`, on by
+    /// default), so for a volume snapshot or a volume-backed server's
+    /// snapshot a zone other than the one recorded with the snapshot is
+    /// refused (422); a snapshot that recorded none leaves it to the cloud.
     #[serde(default)]
     pub availability_zone: Option<String>,
     /// Servers: `"none"` (the default: it works on every cloud), `"auto"`, or
@@ -127,6 +130,12 @@ pub struct RestoreRequest {
     #[serde(default)]
     #[schema(example = "2h")]
     pub timeout: Option<String>,
+    /// With `?delete_source=after_active` (a move), and only then: the
+    /// source server's id (the snapshot's `resource_id`), confirming that
+    /// it is to be deleted once the new server is `ACTIVE`.
+    #[serde(default)]
+    #[schema(example = "4f1d6a52-0b52-4a8e-9c43-1d0c8e3f2a10")]
+    pub confirm: Option<String>,
 }
 
 /// What a restore starts from: the pieces of the managed snapshot.
@@ -173,6 +182,9 @@ pub struct RestoreSpec {
     pub volume_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// A move: the source server is deleted once the new one is usable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_source: Option<super::moves::DeleteSource>,
 }
 
 impl RestoreSpec {
@@ -205,6 +217,10 @@ pub struct SnapshotPieces {
     pub group_snapshot_id: Option<String>,
     pub size_gb: Option<u64>,
     pub source_flavor: Option<Value>,
+    /// The availability zone of the snapshotted server or volume, when recorded.
+    pub source_az: Option<String>,
+    /// A server snapshot whose server booted from a volume (it has Cinder snapshots).
+    pub volume_backed: bool,
 }
 
 /// Why a snapshot cannot be restored at all (answered 409).
@@ -266,6 +282,9 @@ impl RestoreRequest {
                     );
                 }
             }
+        }
+        if let (Some(zone), Some(source)) = (&self.availability_zone, &snapshot.source_az) {
+            check_zone(&mut v, snapshot, zone, source);
         }
         if let Some(Networks::List(list)) = &self.networks {
             v.check(
@@ -360,8 +379,36 @@ impl RestoreRequest {
             metadata: self.metadata.clone().unwrap_or_default(),
             volume_type: self.volume_type.clone(),
             size: self.size,
+            delete_source: None,
         })
     }
+}
+
+/// Refuses a zone other than the snapshot's where Cinder makes volumes from
+/// the snapshot: Cinder's `cloned_volume_same_az` (on by default) keeps a
+/// volume made from a snapshot in the snapshot's zone (`_extract_availability_zones`
+/// in `cinder/volume/flows/api/create_volume.py` answers 400 "Volume must be
+/// in the same availability zone as the snapshot"). Nova creates a
+/// volume-backed server's volumes with no zone (`cross_az_attach`, the
+/// default) or the server's (`cross_az_attach = False`, then refused), so
+/// only an image-backed server moves to another zone.
+fn check_zone(v: &mut Violations, snapshot: &SnapshotPieces, zone: &str, source: &str) {
+    let why = match snapshot.resource_type {
+        ResourceType::Volume => "Cinder makes a volume from a snapshot in the snapshot's zone",
+        ResourceType::Server if snapshot.volume_backed => {
+            "a volume-backed server's volumes are made from its Cinder snapshots, which Cinder \
+             keeps in their zone; only an image-backed server moves to another zone"
+        }
+        _ => return,
+    };
+    v.check(
+        zone != source,
+        "availability_zone",
+        format!(
+            "must be the snapshot's zone, {source:?}, or left out: {why} (`cloned_volume_same_az`, \
+             on by default)"
+        ),
+    );
 }
 
 /// How late a restore may still start.
@@ -440,6 +487,14 @@ pub struct Restored {
     /// Set once a failed or cancelled restore deletes what it made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cleanup: Option<Cleanup>,
+    /// A move (`?delete_source=after_active`): the deletion of the source
+    /// server, begun once the new server is usable. Once set, nothing the
+    /// restore made is ever deleted by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_deletion: Option<super::moves::SourceDeletion>,
+    /// A move: when the job saw that Nova no longer shows the source server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_deleted_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Restored {
@@ -733,6 +788,8 @@ mod tests {
             group_snapshot_id: Some("gs".into()),
             size_gb: Some(10),
             source_flavor: Some(json!({"original_name": "m1.small"})),
+            source_az: Some("az1".into()),
+            volume_backed: false,
         }
     }
 
@@ -758,6 +815,33 @@ mod tests {
             fields(&r, ResourceType::VolumeGroup),
             ["flavor", "availability_zone"]
         );
+    }
+
+    #[test]
+    fn another_zone_is_refused_where_cinder_makes_the_volumes_from_the_snapshot() {
+        let r = request(json!({"availability_zone": "az2"}));
+        let volume_backed = SnapshotPieces {
+            volume_backed: true,
+            ..pieces(ResourceType::Server)
+        };
+        let refused = r.validate(&volume_backed).unwrap_err();
+        assert_eq!(refused[0].field, "availability_zone");
+        assert!(refused[0].message.contains("az1"), "{}", refused[0].message);
+        assert_eq!(fields(&r, ResourceType::Volume), ["availability_zone"]);
+        assert!(
+            r.validate(&pieces(ResourceType::Server)).is_ok(),
+            "an image-backed server moves"
+        );
+        let unknown = SnapshotPieces {
+            source_az: None,
+            ..pieces(ResourceType::Volume)
+        };
+        assert!(
+            r.validate(&unknown).is_ok(),
+            "not recorded: the cloud decides"
+        );
+        let same = request(json!({"availability_zone": "az1"}));
+        assert!(same.validate(&pieces(ResourceType::Volume)).is_ok());
     }
 
     #[test]

@@ -121,6 +121,8 @@ pub struct Artefacts {
     pub resource_name: Option<String>,
     /// The snapshotted server's flavor, as Nova shows it.
     pub source_flavor: Option<serde_json::Value>,
+    /// The availability zone of what is snapshotted, as Nova or Cinder shows it.
+    pub source_az: Option<String>,
     pub calls: i32,
 }
 

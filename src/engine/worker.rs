@@ -8,6 +8,7 @@
 //! are in `create`; the cloud calls are in `snapshot`.
 
 mod create;
+mod moves;
 mod restore;
 
 use super::{
@@ -279,6 +280,9 @@ impl Engine {
             ))));
         }
         let cloud = self.cloud.acting_as(&delegated);
+        // Whether the job acts with its caller's authority, as it was given
+        // (a move's source is never deleted with the service's own).
+        let mut own_authority = !(stored.delegated && matches!(delegated, Authority::Service));
         let acting = match authority::check(&cloud, &delegated).await {
             Ok(()) => self.acting_with(cloud),
             Err(refusal) => match (job.policy_id, job.status) {
@@ -290,7 +294,10 @@ impl Engine {
                 // A one-off job outlived its caller's token and its trust: what
                 // it made may still be followed with the service's own
                 // credentials, but nothing is created with them.
-                (None, JobStatus::Tracking) => self.clone(),
+                (None, JobStatus::Tracking) => {
+                    own_authority = false;
+                    self.clone()
+                }
                 (None, _) => {
                     return Ok(Some(fail(JobError::new(
                         "authority_ended",
@@ -305,7 +312,7 @@ impl Engine {
                 }
             },
         };
-        let update = acting.step_acting(job, token, now).await?;
+        let update = acting.step_acting(job, token, now, own_authority).await?;
         // A step that met an error may have met a trust Keystone no longer
         // honours behind a cached token (a service's 401 whose re-login is
         // refused, or keystonemiddleware's 503 once the trustor lost its
@@ -356,6 +363,7 @@ impl Engine {
         job: &Job,
         token: Uuid,
         now: DateTime<Utc>,
+        own_authority: bool,
     ) -> Result<Option<JobUpdate>, sqlx::Error> {
         let ctx = JobContext {
             job_id: job.job_id,
@@ -371,7 +379,7 @@ impl Engine {
             JobStatus::Pending => self.start(job, &ctx, token, now).await,
             JobStatus::Creating => self.recover(job, &ctx, token, now).await,
             JobStatus::Tracking if job.kind != JobKind::Snapshot => {
-                Ok(Some(self.track_restore(job, now).await))
+                Ok(Some(self.track_restore(job, now, own_authority).await))
             }
             JobStatus::Tracking => self.track(job, &ctx, now).await.map(Some),
             _ => Ok(None),

@@ -286,7 +286,7 @@ pub async fn get_job(
     responses(
         (status = 200, description = "The cancelled job", body = JobResponse),
         (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The job had already ended", body = Problem, content_type = "application/problem+json")
+        (status = 409, description = "The job had already ended, or is a move deleting its source server", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn cancel_job(
@@ -307,6 +307,11 @@ pub async fn cancel_job(
             "the job has already ended: it is {}",
             job.status.as_str()
         ))),
+        CancelOutcome::SourceBeingDeleted(_) => Err(ApiError::Conflict(
+            "the move's new server is ACTIVE and its source server is being deleted: it can no \
+             longer be cancelled"
+                .into(),
+        )),
         CancelOutcome::NotFound => Err(ApiError::NotFound("job")),
     }
 }

@@ -89,6 +89,12 @@ pub struct SnapshotResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Object, required = false, example = json!({"original_name": "m1.small", "vcpus": 1, "ram": 2048, "disk": 20}))]
     pub source_flavor: Option<serde_json::Value>,
+    /// The availability zone of the snapshotted server or volume when it was
+    /// taken; a restore of a volume or a volume-backed server stays in it.
+    /// Absent for snapshots taken before it was recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, example = "nova")]
+    pub source_az: Option<String>,
 }
 
 impl SnapshotResponse {
@@ -121,6 +127,7 @@ impl SnapshotResponse {
             delete_error: snapshot.delete_error.map(|e| e.0),
             delete_blocked_by: snapshot.delete_blocked_by.map(|d| d.0),
             source_flavor: snapshot.source_flavor.map(|f| f.0),
+            source_az: snapshot.source_az,
         }
     }
 }

@@ -7,6 +7,8 @@ use axum::{
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
+use serde::Deserialize;
+use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
@@ -18,6 +20,7 @@ use super::{
 };
 use crate::{
     domain::{
+        moves::{DeleteSource, check_move},
         restore::{RestoreRequest, restore_job},
         status::{RunTrigger, SnapshotState},
     },
@@ -44,13 +47,38 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// authority like a one-off snapshot; it never blocks a snapshot of the source.
 /// A restore that fails, times out or is cancelled deletes what it made.
 ///
-/// Limits: the new resource has new ids and addresses; networks default to
-/// `"none"` (so it boots on any cloud; pass `"auto"` or a list for
-/// connectivity); security groups, server groups, volume attachments made
-/// after boot and the source's ports are not carried over. Cinder keeps a
-/// volume made from a snapshot in the snapshot's availability zone
-/// (`cloned_volume_same_az`), so volumes and volume-backed servers stay in
-/// theirs; a restored group is in its source's zone, with its types. A group
+/// **Move.** A restore onto another `flavor`, or (image-backed servers only)
+/// another `availability_zone`, is the migration path. With
+/// `?delete_source=after_active` and `confirm` equal to the source server's id
+/// (the snapshot's `resource_id`), the source server is deleted once the new
+/// one is `ACTIVE` with every new volume `in-use`, and the job ends when Nova
+/// no longer shows it (`restored.source_deleted_at`, timeline
+/// `source_server`). The source is never deleted before that, nor by a
+/// restore that fails, times out or is cancelled; from then on the move can
+/// no longer be cancelled and nothing it made is deleted: a source that
+/// could not be deleted (refused by the cloud, in another project, the
+/// caller's authority gone, still deleting at the deadline) ends the job
+/// `succeeded` with the error `source_not_deleted` and
+/// `restored.source_deletion.state = kept`. Nova deletes the source's volumes
+/// whose `delete_on_termination` is set, except those with Cinder snapshots
+/// (a volume-backed source's volumes, which the managed snapshot holds): they
+/// stay, detached.
+///
+/// Limits: the new resource has new ids, ports and addresses (floating IPs
+/// are not moved); networks default to `"none"` (so it boots on any cloud;
+/// pass `"auto"` or a list for connectivity). Carried over: the image (the
+/// root disk), for a volume-backed server its volumes as the snapshot's block
+/// device mapping lists them (device names, `delete_on_termination`, and
+/// their volume types, which Cinder takes from the snapshots; the root at
+/// least the image's `min_disk`). Not carried over: the source's metadata
+/// and tags (only `metadata` given here and the stamps below), security
+/// groups (Nova's `default`), key pair (unless `key_name`), server group,
+/// user data, volume attachments of an image-backed server, and the source's
+/// ports. Cinder keeps a volume made from a snapshot in the snapshot's
+/// availability zone (`cloned_volume_same_az`), so volumes and volume-backed
+/// servers stay in theirs: another `availability_zone` than the one recorded
+/// with the snapshot is a 422 (a snapshot that recorded none is left to the
+/// cloud). A restored group is in its source's zone, with its types. A group
 /// carries no metadata: its description names the job, and its volumes are
 /// stamped once available.
 ///
@@ -60,7 +88,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     post,
     path = "/v1/snapshots/{id}/restore",
     tag = "snapshots",
-    params(("id" = Uuid, Path, description = "Managed snapshot id"), WaitQuery),
+    params(("id" = Uuid, Path, description = "Managed snapshot id"), RestoreQuery),
     request_body(content = RestoreRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The restore ended within the wait (check `status`)", body = JobResponse,
@@ -78,17 +106,20 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 409, description = "The snapshot is not available and complete, or cannot be restored", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is over the limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid or inapplicable fields, each named", body = Problem, content_type = "application/problem+json")
+        (status = 422, description = "Invalid or inapplicable fields, each named (`delete_source` for a snapshot other than a server's, `confirm` not naming the source server, `availability_zone` other than a volume's or volume-backed server's snapshot zone)", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn restore_snapshot(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    AppQuery(query): AppQuery<WaitQuery>,
+    AppQuery(query): AppQuery<RestoreQuery>,
     JsonDocument(body): JsonDocument,
 ) -> Result<Response> {
-    let wait = query.duration()?;
+    let wait = WaitQuery {
+        wait: query.wait.clone(),
+    }
+    .duration()?;
     if !body.is_object() {
         return Err(ApiError::field(
             "body",
@@ -115,11 +146,25 @@ pub async fn restore_snapshot(
         )));
     }
     let pieces = snapshot.restore_pieces();
-    let timeout_secs = request.validate(&pieces).map_err(ApiError::Unprocessable)?;
+    let moved = check_move(
+        pieces.resource_type,
+        &pieces.resource_id,
+        query.delete_source,
+        request.confirm.as_deref(),
+    );
+    let timeout_secs = match (request.validate(&pieces), moved.is_empty()) {
+        (Ok(timeout), true) => timeout,
+        (Ok(_), false) => return Err(ApiError::Unprocessable(moved)),
+        (Err(mut errors), _) => {
+            errors.extend(moved);
+            return Err(ApiError::Unprocessable(errors));
+        }
+    };
     let job_id = Uuid::now_v7();
-    let spec = request
+    let mut spec = request
         .spec(&pieces, job_id)
         .map_err(|e| ApiError::Conflict(e.0))?;
+    spec.delete_source = query.delete_source;
     let now = state.clock.now();
     let project = snapshot.project_id.clone();
     let job = restore_job(&pieces, spec, timeout_secs, job_id, now);
@@ -161,6 +206,26 @@ pub async fn restore_snapshot(
         response,
     )
         .into_response())
+}
+
+/// The query of `POST /v1/snapshots/{id}/restore`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RestoreQuery {
+    /// Answer when the job ends or after this long (at most `1h`), e.g. `10m`.
+    #[param(
+        example = "10m",
+        pattern = r"^[\u0009-\u000d\u0085 \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:0+[smhdw])*0*[1-9][0-9]*[smhdw](?:[0-9]+[smhdw])*[\u0009-\u000d\u0085 \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
+    pub wait: Option<String>,
+    /// `after_active` makes the restore a move: once the new server is
+    /// `ACTIVE` with every new volume `in-use`, the source server (the
+    /// snapshot's resource) is deleted, and the job waits until Nova no
+    /// longer shows it. Only for a server snapshot, and only with `confirm`
+    /// in the body equal to the source server's id. Off by default.
+    #[param(inline)]
+    pub delete_source: Option<DeleteSource>,
 }
 
 /// An example answer of `POST /v1/snapshots/{id}/restore`.

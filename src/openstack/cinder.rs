@@ -51,6 +51,8 @@ pub struct Volume {
     /// The owning project (shown to admins).
     #[serde(rename = "os-vol-tenant-attr:tenant_id", default)]
     pub tenant_id: Option<String>,
+    #[serde(default)]
+    pub availability_zone: Option<String>,
 }
 
 /// Where a volume is attached.

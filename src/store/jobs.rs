@@ -460,6 +460,8 @@ pub struct JobUpdate {
     pub cleanup_due_at: Option<DateTime<Utc>>,
     /// The flavor of the server a snapshot job snapshots, as Nova showed it.
     pub source_flavor: Option<serde_json::Value>,
+    /// The availability zone of what a snapshot job snapshots.
+    pub source_az: Option<String>,
 }
 
 /// Counts a new attempt of a job in `creating` that is about to be sent again

@@ -56,6 +56,7 @@ pub async fn record_step(
            restored = coalesce($20, restored), \
            cleanup_due_at = coalesce($21, cleanup_due_at), \
            source_flavor = coalesce($22, source_flavor), \
+           source_az = coalesce($23, source_az), \
            lease_owner = null, lease_expires_at = null \
          where job_id = $1 and lease_owner = $2 and status in ('pending', 'creating', 'tracking')",
     )
@@ -81,17 +82,20 @@ pub async fn record_step(
     .bind(update.restored.as_ref().map(Json))
     .bind(update.cleanup_due_at)
     .bind(update.source_flavor.as_ref().map(Json))
+    .bind(&update.source_az)
     .execute(&mut *tx)
     .await?;
     if result.rows_affected() != 1 {
         // Cancelled while this step ran: keep what the step made, so it is cleaned up, not lost.
+        // A move's deletion of its source was not recorded in time: it never begins.
         // The failed update locked nothing: take the policy and run before the job here too.
         if !terminal {
             lock_job_owners(&mut tx, job_id).await?;
         }
         let kept = sqlx::query(
             "update job set image_id = coalesce(image_id, $3), volume_snapshots = coalesce($4, volume_snapshots), \
-                 group_snapshot_id = coalesce(group_snapshot_id, $5), restored = coalesce($6, restored), \
+                 group_snapshot_id = coalesce(group_snapshot_id, $5), \
+                 restored = coalesce($6 - 'source_deletion', restored), \
                  cleanup_due_at = case when kind <> 'snapshot' and $6::jsonb is not null \
                      then coalesce(cleanup_due_at, $7) else cleanup_due_at end, \
                  lease_owner = null, lease_expires_at = null \
@@ -177,6 +181,9 @@ async fn lock_scoped_job_owners(
 pub enum CancelOutcome {
     Cancelled(Job),
     AlreadyEnded(Job),
+    /// A move whose new server is usable and whose source is being deleted:
+    /// it can no longer be cancelled (nothing it made is deleted any more).
+    SourceBeingDeleted(Job),
     NotFound,
 }
 
@@ -205,7 +212,8 @@ pub async fn cancel_job(
          error = case when kind = 'snapshot' then $4 else $5 end, \
          cleanup_due_at = case when kind <> 'snapshot' and status in ('creating', 'tracking') then $3 \
              else cleanup_due_at end \
-         where ($1::text is null or project_id = $1) and job_id = $2 and status in ('pending', 'creating', 'tracking') returning run_id",
+         where ($1::text is null or project_id = $1) and job_id = $2 and status in ('pending', 'creating', 'tracking') \
+           and not coalesce(restored ? 'source_deletion', false) returning run_id",
     )
     .bind(scope.project())
     .bind(job_id)
@@ -222,6 +230,9 @@ pub async fn cancel_job(
     Ok(
         match (cancelled, jobs::fetch_job(pool, scope, job_id).await?) {
             (Some(_), Some(job)) => CancelOutcome::Cancelled(job),
+            (None, Some(job)) if !job.status.is_terminal() => {
+                CancelOutcome::SourceBeingDeleted(job)
+            }
             (None, Some(job)) => CancelOutcome::AlreadyEnded(job),
             (_, None) => CancelOutcome::NotFound,
         },

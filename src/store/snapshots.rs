@@ -48,6 +48,8 @@ pub struct ManagedSnapshot {
     pub created_at: DateTime<Utc>,
     /// The flavor of the snapshotted server, as Nova showed it when the snapshot was taken.
     pub source_flavor: Option<Json<serde_json::Value>>,
+    /// The availability zone of the snapshotted server or volume, when recorded.
+    pub source_az: Option<String>,
 }
 
 impl ManagedSnapshot {
@@ -67,6 +69,9 @@ impl ManagedSnapshot {
             group_snapshot_id: self.group_snapshot_id.clone(),
             size_gb: self.size_gb.and_then(|s| u64::try_from(s).ok()),
             source_flavor: self.source_flavor.as_ref().map(|f| f.0.clone()),
+            source_az: self.source_az.clone(),
+            volume_backed: self.resource_type == crate::domain::policy::ResourceType::Server
+                && !self.volume_snapshots.0.is_empty(),
         }
     }
 }
@@ -95,7 +100,7 @@ macro_rules! snapshot_columns {
     () => {
         "snapshot_id, project_id, policy_id, run_id, job_id, resource_type, resource_id, resource_name, image_id, \
          group_snapshot_id, volume_snapshots, image_size_bytes, size_gb, complete, state, taken_at, delete_attempts, delete_error, \
-         delete_blocked_by, delete_waiting_since, deleted_at, created_at, source_flavor"
+         delete_blocked_by, delete_waiting_since, deleted_at, created_at, source_flavor, source_az"
     };
 }
 
@@ -121,12 +126,12 @@ pub async fn record_from_job(conn: &mut PgConnection, job_id: Uuid) -> Result<()
     sqlx::query(
         "insert into snapshot (snapshot_id, project_id, policy_id, run_id, job_id, resource_type, resource_id, \
              resource_name, image_id, group_snapshot_id, volume_snapshots, complete, taken_at, \
-             image_size_bytes, size_gb, state, source_flavor) \
+             image_size_bytes, size_gb, state, source_flavor, source_az) \
          select $2, j.project_id, p.policy_id, j.run_id, j.job_id, j.resource_type, j.resource_id, j.resource_name, \
              j.image_id, j.group_snapshot_id, j.volume_snapshots, j.status = 'succeeded', \
              coalesce((j.options ->> 'scheduled_at')::timestamptz, j.created_at), j.image_size_bytes, \
              (select sum((piece ->> 'size_gb')::bigint) from jsonb_array_elements(j.volume_snapshots) as piece), \
-             case when j.delete_on_record then 'deleting' else 'available' end, j.source_flavor \
+             case when j.delete_on_record then 'deleting' else 'available' end, j.source_flavor, j.source_az \
          from job j left join policy p on p.policy_id = j.policy_id \
          where j.job_id = $1 and j.kind = 'snapshot' and (j.status = 'succeeded' or j.image_id is not null \
              or j.group_snapshot_id is not null or j.volume_snapshots <> '[]' \

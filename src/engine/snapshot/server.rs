@@ -77,6 +77,7 @@ pub(super) async fn start(
             volume_snapshots: Vec::new(),
             consistency: Some(consistency),
             source_flavor: server.recorded_flavor(),
+            source_az: server.availability_zone.clone().filter(|z| !z.is_empty()),
             resource_name: Some(server.name),
             calls,
         }),

@@ -94,6 +94,7 @@ pub(super) async fn start(
             consistency: Some(ObtainedConsistency::CrashConsistent),
             resource_name: Some(resource_name),
             source_flavor: None,
+            source_az: volume.availability_zone.clone().filter(|z| !z.is_empty()),
             calls: 2,
         }),
         Err(e) => create_failure(e, &format!("volume {}", ctx.resource_id)),
@@ -120,16 +121,20 @@ pub(super) async fn find_started(
     else {
         return Ok(None);
     };
-    // Reported as when the create was answered: the volume's name.
-    let resource_name = match cloud.cinder().get_volume(ctx.resource_id).await {
-        Ok(volume) => Some(volume.name.unwrap_or_default()),
-        Err(e) if e.is_not_found() => None,
+    // Reported as when the create was answered: the volume's name and zone.
+    let (resource_name, source_az) = match cloud.cinder().get_volume(ctx.resource_id).await {
+        Ok(volume) => (
+            Some(volume.name.unwrap_or_default()),
+            volume.availability_zone.filter(|z| !z.is_empty()),
+        ),
+        Err(e) if e.is_not_found() => (None, None),
         Err(e) => return Err(e),
     };
     Ok(Some(Artefacts {
         volume_snapshots: vec![snapshot_state(ours, None, None)],
         consistency: Some(ObtainedConsistency::CrashConsistent),
         resource_name,
+        source_az,
         calls: 2,
         ..Artefacts::default()
     }))

@@ -242,6 +242,7 @@ impl Engine {
             consistency: artefacts.consistency,
             resource_name: artefacts.resource_name,
             source_flavor: artefacts.source_flavor,
+            source_az: artefacts.source_az,
             calls: artefacts.calls,
             error: Some(None),
             not_before: Some(now + self.poll_delay(job, now)),

@@ -45,7 +45,13 @@ pub(super) fn needs_cleanup(job: &Job, update: &JobUpdate) -> bool {
         || job.restored.as_ref().is_some_and(|r| !r.0.is_empty())
         || job.create_unclear_at.is_some()
         || matches!(update.create_unclear_at, Some(Some(_)));
-    job.kind != JobKind::Snapshot && ended_badly && made
+    // Once a move's new server was usable, nothing it made is ever deleted.
+    let past_active = update
+        .restored
+        .as_ref()
+        .or(job.restored.as_ref().map(|r| &r.0))
+        .is_some_and(|r| r.source_deletion.is_some());
+    job.kind != JobKind::Snapshot && ended_badly && made && !past_active
 }
 
 impl Engine {
@@ -125,12 +131,21 @@ impl Engine {
     }
 
     /// Follows a restore until what it made is usable.
-    pub(super) async fn track_restore(&self, job: &Job, now: DateTime<Utc>) -> JobUpdate {
+    pub(super) async fn track_restore(
+        &self,
+        job: &Job,
+        now: DateTime<Utc>,
+        own_authority: bool,
+    ) -> JobUpdate {
         let restored = job
             .restored
             .as_ref()
             .map(|r| r.0.clone())
             .unwrap_or_default();
+        // A move whose new server is usable: only its source is looked at now.
+        if restored.source_deletion.is_some() {
+            return self.delete_source(job, restored, now, own_authority).await;
+        }
         let stamp = job
             .restore
             .as_ref()
@@ -168,6 +183,7 @@ impl Engine {
             ..JobUpdate::default()
         };
         match progress.verdict {
+            Verdict::Done if self.moves(job) => self.begin_source_deletion(job, &mut update, now),
             Verdict::Done => {
                 update.status = Some(JobStatus::Succeeded);
                 update.error = Some(None);
