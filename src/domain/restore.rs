@@ -140,6 +140,14 @@ pub enum RestoreSource {
         image_id: String,
         #[serde(default)]
         source_flavor: Option<Value>,
+        /// The Cinder snapshots of a volume-backed server's snapshot: Nova
+        /// makes the new server's volumes from these, and only a volume made
+        /// from one of them is the restore's (a user may attach their own
+        /// volume to the new server). Empty for an image-backed server (and
+        /// for a job queued before they were recorded): no volume is then
+        /// the restore's.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        volume_snapshot_ids: Vec<String>,
     },
     /// A volume snapshot.
     Volume {
@@ -184,6 +192,24 @@ impl RestoreSpec {
         metadata
     }
 
+    /// Whether a volume made from the Cinder snapshot `from` (its
+    /// `snapshot_id`) can be one this restore made: for a server, one of the
+    /// snapshot's pieces; for a volume, the snapshot's; for a group, never
+    /// asked (its volumes are its members).
+    pub fn made_from_ours(&self, from: Option<&str>) -> bool {
+        let Some(from) = from else { return false };
+        match &self.source {
+            RestoreSource::Server {
+                volume_snapshot_ids,
+                ..
+            } => volume_snapshot_ids.iter().any(|s| s == from),
+            RestoreSource::Volume {
+                volume_snapshot_id, ..
+            } => volume_snapshot_id == from,
+            RestoreSource::VolumeGroup { .. } => false,
+        }
+    }
+
     /// The networks Nova is given: `"none"` unless the request chose.
     pub fn nova_networks(&self) -> Value {
         self.networks
@@ -202,6 +228,8 @@ pub struct SnapshotPieces {
     pub resource_name: Option<String>,
     pub image_id: Option<String>,
     pub volume_snapshot_id: Option<String>,
+    /// Every Cinder snapshot of the snapshot (a volume-backed server's pieces).
+    pub volume_snapshot_ids: Vec<String>,
     pub group_snapshot_id: Option<String>,
     pub size_gb: Option<u64>,
     pub source_flavor: Option<Value>,
@@ -325,6 +353,7 @@ impl RestoreRequest {
                     NotRestorable("the snapshot has no image to boot from".into())
                 })?,
                 source_flavor: snapshot.source_flavor.clone(),
+                volume_snapshot_ids: snapshot.volume_snapshot_ids.clone(),
             },
             ResourceType::Volume => RestoreSource::Volume {
                 volume_snapshot_id: snapshot
@@ -730,6 +759,7 @@ mod tests {
             resource_name: Some("web-1".into()),
             image_id: Some("img".into()),
             volume_snapshot_id: Some("vs".into()),
+            volume_snapshot_ids: vec!["vs".into()],
             group_snapshot_id: Some("gs".into()),
             size_gb: Some(10),
             source_flavor: Some(json!({"original_name": "m1.small"})),

@@ -57,6 +57,7 @@ pub async fn create(
         RestoreSource::Server {
             image_id,
             source_flavor,
+            ..
         } => {
             let flavors = match cloud.nova().list_flavors().await {
                 Ok(flavors) => flavors,
@@ -254,12 +255,29 @@ fn failure(error: OpenStackError, step: &str, calls: i32) -> Sent {
     }
 }
 
+/// What a look-up for the job's resource found.
+#[derive(Debug)]
+pub enum Found {
+    Nothing,
+    /// Exactly one resource carries the job's mark and is what the job makes.
+    One(Restored),
+    /// More than one does (ids, sorted): none is taken, since anyone in the
+    /// project can put the job's tag or metadata on a resource.
+    Many(Vec<String>),
+}
+
 /// Looks for what an earlier create of the job made: a server by its tag, a
 /// volume by its metadata, a group by its name and description. Returns it
 /// (if any) and the calls made. With `owner` (the service's credentials
 /// searching for a tenant's job, which would list only the service's own
 /// project) every project is searched (`all_tenants`, an admin's filter) by
 /// the job's unique id, and what is found must belong to `owner`.
+///
+/// The tag, the metadata and the name are no proof: anyone in the project
+/// can put them on a resource. What is found must also be what the job
+/// makes: a server booted from the snapshot's image, a volume made from the
+/// snapshot's Cinder snapshot, a group made from its group snapshot. When
+/// more than one is, none is taken ([`Found::Many`]).
 ///
 /// # Errors
 /// The look-up failed; try again later.
@@ -268,7 +286,7 @@ pub async fn find(
     job_id: Uuid,
     spec: &RestoreSpec,
     owner: Option<&str>,
-) -> Result<(Option<Restored>, i32), OpenStackError> {
+) -> Result<(Found, i32), OpenStackError> {
     let id = job_id.to_string();
     let all_tenants = owner.is_some();
     // Searching every project, what shows no owner (a group below volume
@@ -276,7 +294,7 @@ pub async fn find(
     // project's: it is never taken for the job's.
     let owned = |project: Option<&str>| owner.is_none_or(|o| project == Some(o));
     match &spec.source {
-        RestoreSource::Server { .. } => {
+        RestoreSource::Server { image_id, .. } => {
             let tag = server_tag(job_id);
             // Nova filters by tag, not by metadata: without the tag (below
             // 2.52) the project's servers are listed and checked one by one.
@@ -291,60 +309,88 @@ pub async fn find(
             };
             let servers = cloud.nova().list_servers(&filter).await?;
             // Nova drops filters it does not allow: check what came back.
-            let ours = servers
+            // Nova keeps the image a server was booted with (a volume-backed
+            // snapshot's image too, whose mapping it merges).
+            let ours: Vec<String> = servers
                 .into_iter()
                 .filter(|s| s.tags.contains(&tag) || s.metadata.get(JOB_ID_KEY) == Some(&id))
                 .filter(|s| owned(s.tenant_id.as_deref()))
-                .min_by(|a, b| a.id.cmp(&b.id));
+                .filter(|s| s.image_id() == Some(image_id.as_str()))
+                .map(|s| s.id)
+                .collect();
+            // Its volumes are learnt while it is followed, each checked.
             Ok((
-                ours.map(|s| Restored {
-                    server_id: Some(s.id),
-                    volume_ids: Some(s.volumes_attached.into_iter().map(|v| v.id).collect()),
-                    ..Restored::default()
-                }),
-                1,
-            ))
-        }
-        RestoreSource::Volume { .. } => {
-            let filter = VolumeFilter {
-                metadata: BTreeMap::from([(JOB_ID_KEY.to_owned(), id.clone())]),
-                all_tenants,
-                ..VolumeFilter::default()
-            };
-            let volumes = cloud.cinder().list_volumes(&filter).await?;
-            let ours = volumes
-                .into_iter()
-                .filter(|v| v.metadata.get(JOB_ID_KEY) == Some(&id))
-                .filter(|v| owned(v.tenant_id.as_deref()))
-                .min_by(|a, b| a.id.cmp(&b.id));
-            Ok((
-                ours.map(|v| Restored {
-                    volume_id: Some(v.id),
-                    ..Restored::default()
-                }),
-                1,
-            ))
-        }
-        RestoreSource::VolumeGroup { .. } => {
-            let description = group_description(job_id, spec.snapshot_id);
-            let groups = cloud
-                .cinder()
-                .list_groups_named(&spec.name, all_tenants)
-                .await?;
-            let ours = groups
-                .into_iter()
-                .filter(|g| g.description.as_deref() == Some(description.as_str()))
-                .filter(|g| owned(g.project_id.as_deref()))
-                .min_by(|a, b| a.id.cmp(&b.id));
-            Ok((
-                ours.map(|g| Restored {
-                    group_id: Some(g.id),
+                found(ours, |id| Restored {
+                    server_id: Some(id),
                     volume_ids: Some(Vec::new()),
                     ..Restored::default()
                 }),
                 1,
             ))
         }
+        RestoreSource::Volume {
+            volume_snapshot_id, ..
+        } => {
+            let filter = VolumeFilter {
+                metadata: BTreeMap::from([(JOB_ID_KEY.to_owned(), id.clone())]),
+                all_tenants,
+                ..VolumeFilter::default()
+            };
+            let volumes = cloud.cinder().list_volumes(&filter).await?;
+            let ours: Vec<String> = volumes
+                .into_iter()
+                .filter(|v| v.metadata.get(JOB_ID_KEY) == Some(&id))
+                .filter(|v| owned(v.tenant_id.as_deref()))
+                .filter(|v| v.snapshot_id.as_deref() == Some(volume_snapshot_id.as_str()))
+                .map(|v| v.id)
+                .collect();
+            Ok((
+                found(ours, |id| Restored {
+                    volume_id: Some(id),
+                    ..Restored::default()
+                }),
+                1,
+            ))
+        }
+        RestoreSource::VolumeGroup { group_snapshot_id } => {
+            let description = group_description(job_id, spec.snapshot_id);
+            let groups = cloud
+                .cinder()
+                .list_groups_named(&spec.name, all_tenants)
+                .await?;
+            // Below volume 3.14 Cinder shows no `group_snapshot_id`: the
+            // description is then all there is.
+            let ours: Vec<String> = groups
+                .into_iter()
+                .filter(|g| g.description.as_deref() == Some(description.as_str()))
+                .filter(|g| owned(g.project_id.as_deref()))
+                .filter(|g| {
+                    g.group_snapshot_id
+                        .as_deref()
+                        .is_none_or(|s| s == group_snapshot_id)
+                })
+                .map(|g| g.id)
+                .collect();
+            Ok((
+                found(ours, |id| Restored {
+                    group_id: Some(id),
+                    volume_ids: Some(Vec::new()),
+                    ..Restored::default()
+                }),
+                1,
+            ))
+        }
+    }
+}
+
+/// One match is the job's; more are never chosen between.
+fn found(mut ids: Vec<String>, made: impl FnOnce(String) -> Restored) -> Found {
+    ids.sort();
+    ids.dedup();
+    match ids.len() {
+        0 => Found::Nothing,
+        1 => Found::One(made(ids.remove(0))),
+        _ => Found::Many(ids),
     }
 }
 

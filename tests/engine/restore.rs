@@ -1044,3 +1044,121 @@ async fn a_clean_up_with_the_services_credentials_never_deletes_a_group_of_unkno
         "another project's group was deleted by the service: {group:?}"
     );
 }
+
+/// A server "a user" makes in the project with `image` and the job's tag and
+/// metadata, as anyone in the project can.
+async fn forged_server(h: &Harness, job_id: Uuid, image: &str) -> String {
+    h.cloud
+        .nova()
+        .create_server(json!({
+            "name": "not-the-restore",
+            "imageRef": image,
+            "flavorRef": "1",
+            "networks": "none",
+            "tags": [format!("stacksnap-job-{job_id}")],
+            "metadata": {"stacksnap_job_id": job_id.to_string()},
+        }))
+        .await
+        .unwrap()
+}
+
+#[sqlx::test]
+async fn recovery_never_adopts_a_server_carrying_the_jobs_tag_with_another_image(pool: PgPool) {
+    // Arrange: a server of another image carries the job's tag; the job's
+    // create fails unclearly without being carried out.
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("web-1", &[], &[], false);
+    let snapshot_id = snapshot_of(&h, "server", &server).await;
+    let base = h.cloud.nova().get_server(&server).await.unwrap();
+    let job_id = restore(&h, snapshot_id, json!({})).await;
+    let forged = forged_server(&h, job_id, base.image_id().unwrap()).await;
+    h.sim
+        .inject(FaultRule::error("nova.create_server", 503).times(1));
+
+    // Act
+    let job = h.finish(job_id).await;
+
+    // Assert: the forged server is neither adopted nor touched; the job made its own.
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    let made = restored(&job).server_id.unwrap();
+    assert_ne!(made, forged, "the forged server was adopted");
+    let image = snapshots::fetch_snapshot(&h.pool, "default", snapshot_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .image_id;
+    let new = h.cloud.nova().get_server(&made).await.unwrap();
+    assert_eq!(new.image_id(), image.as_deref());
+    assert!(!server_gone(&h, &forged).await);
+}
+
+#[sqlx::test]
+async fn recovery_never_adopts_a_volume_carrying_the_jobs_metadata_made_from_elsewhere(
+    pool: PgPool,
+) {
+    // Arrange: a blank volume carries the job's metadata; the job's create
+    // fails unclearly without being carried out.
+    let h = harness(pool).await;
+    let volume = h.sim.create_volume("data", 1, &[]);
+    let snapshot_id = snapshot_of(&h, "volume", &volume).await;
+    let job_id = restore(&h, snapshot_id, json!({})).await;
+    let forged = h.sim.create_volume(
+        "not-the-restore",
+        1,
+        &[("stacksnap_job_id", &job_id.to_string())],
+    );
+    h.sim
+        .inject(FaultRule::error("cinder.create_volume", 503).times(1));
+
+    // Act
+    let job = h.finish(job_id).await;
+
+    // Assert
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    let made = restored(&job).volume_id.unwrap();
+    assert_ne!(made, forged, "the forged volume was adopted");
+    let new = h.cloud.cinder().get_volume(&made).await.unwrap();
+    assert!(new.snapshot_id.is_some());
+    assert_eq!(
+        h.cloud.cinder().get_volume(&forged).await.unwrap().status,
+        "available"
+    );
+}
+
+#[sqlx::test]
+async fn recovery_refuses_to_pick_between_two_servers_that_both_look_like_the_restore(
+    pool: PgPool,
+) {
+    // Arrange: two servers of the snapshot's image carry the job's tag; the
+    // job's create fails unclearly without being carried out.
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("web-1", &[], &[], false);
+    let snapshot_id = snapshot_of(&h, "server", &server).await;
+    let image = snapshots::fetch_snapshot(&h.pool, "default", snapshot_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .image_id
+        .unwrap();
+    let job_id = restore(&h, snapshot_id, json!({})).await;
+    let first = forged_server(&h, job_id, &image).await;
+    let second = forged_server(&h, job_id, &image).await;
+    h.sim
+        .inject(FaultRule::error("nova.create_server", 503).times(1));
+
+    // Act
+    h.finish(job_id).await;
+    let job = settle_cleanup(&h, job_id).await;
+
+    // Assert: failed, naming both; neither adopted nor deleted.
+    assert_eq!(job.status, JobStatus::Failed);
+    let error = job.error.clone().unwrap().0;
+    assert_eq!(error.code, "restore_ambiguous", "{error:?}");
+    assert!(
+        error.message.contains(&first) && error.message.contains(&second),
+        "{error:?}"
+    );
+    assert_eq!(restored(&job).server_id, None);
+    assert!(!server_gone(&h, &first).await);
+    assert!(!server_gone(&h, &second).await);
+}

@@ -15,7 +15,7 @@ use crate::{
     },
     engine::{
         Engine, authority,
-        restore::{self, Sent},
+        restore::{self, Found, Sent},
         snapshot::BeforeSend,
     },
     openstack::Authority,
@@ -46,6 +46,20 @@ pub(super) fn needs_cleanup(job: &Job, update: &JobUpdate) -> bool {
         || job.create_unclear_at.is_some()
         || matches!(update.create_unclear_at, Some(Some(_)));
     job.kind != JobKind::Snapshot && ended_badly && made
+}
+
+/// The error of a restore that cannot tell its own resource from others
+/// carrying its mark (anyone in the project can tag a server or set metadata).
+fn ambiguous(ids: &[String]) -> JobError {
+    JobError::new(
+        "restore_ambiguous",
+        format!(
+            "{} resources carry this job's tag or metadata and match the snapshot ({}): none is \
+             taken for the job's nor deleted; delete the ones that are not yours",
+            ids.len(),
+            ids.join(", ")
+        ),
+    )
 }
 
 impl Engine {
@@ -112,7 +126,7 @@ impl Engine {
         };
         let (found, calls) = restore::find(&self.cloud, job.job_id, spec, None).await?;
         Ok(match found {
-            Some(restored) => {
+            Found::One(restored) => {
                 tracing::info!(job_id = %job.job_id, "adopted what an earlier create of the restore made");
                 let now = self.clock.now();
                 Ok(JobUpdate {
@@ -120,7 +134,14 @@ impl Engine {
                     ..self.adopt_restored(job, restored, now)
                 })
             }
-            None => Err(calls),
+            Found::Many(ids) => {
+                tracing::warn!(job_id = %job.job_id, ?ids, "more than one resource looks like the restore's; none adopted");
+                Ok(JobUpdate {
+                    calls,
+                    ..fail(ambiguous(&ids))
+                })
+            }
+            Found::Nothing => Err(calls),
         })
     }
 
@@ -278,14 +299,22 @@ impl Engine {
                 Err(_) => return (restored, None, Vec::new(), 0),
             };
             match restore::find(&cloud, job.job_id, spec, owner).await {
-                Ok((Some(found), n)) => {
+                Ok((Found::Many(ids), n)) => {
+                    // Never deleted on a guess: the job's error names them.
+                    tracing::warn!(job_id = %job.job_id, ?ids, "more than one resource looks like the restore's; none deleted");
+                    if let Some(c) = restored.cleanup.as_mut() {
+                        c.error = Some(ambiguous(&ids).message);
+                    }
+                    return (restored, None, Vec::new(), calls + n);
+                }
+                Ok((Found::One(found), n)) => {
                     calls += n;
                     restored.server_id = found.server_id;
                     restored.volume_id = found.volume_id;
                     restored.group_id = found.group_id;
                     restored.volume_ids = found.volume_ids;
                 }
-                Ok((None, n)) => {
+                Ok((Found::Nothing, n)) => {
                     calls += n;
                     // Believed only once the create has had time to settle.
                     if let Some(at) = job
