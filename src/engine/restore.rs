@@ -409,6 +409,7 @@ pub struct Progress {
 /// A look-up failed for a reason other than the resource being gone.
 pub async fn poll(
     cloud: &OpenStack,
+    spec: &RestoreSpec,
     restored: &Restored,
     stamp: &BTreeMap<String, String>,
     seen: &[TimelineEntry],
@@ -502,25 +503,24 @@ pub async fn poll(
             .map(|f| f.message.clone());
         let mut volumes = Vec::new();
         if let Some(server) = &server {
-            let ids: Vec<String> = server
-                .volumes_attached
-                .iter()
-                .map(|v| v.id.clone())
-                .collect();
-            let known = restored.volume_ids.get_or_insert_with(Vec::new);
-            for id in &ids {
-                if !known.contains(id) {
-                    known.push(id.clone());
-                }
-            }
+            // Only the volumes Nova made from the snapshot's pieces are the
+            // restore's: a user may attach their own to the new server.
+            let (fresh, n) = learn_volumes(cloud, spec, &mut restored, server).await?;
+            calls += n;
             // Volumes matter once the server is up: Nova attaches them while building.
             if server.status == "ACTIVE" {
-                for id in ids {
-                    calls += 1;
-                    let status = match cloud.cinder().get_volume(&id).await {
-                        Ok(volume) => Some(volume.status),
-                        Err(e) if e.is_not_found() => None,
-                        Err(e) => return Err(e),
+                let ours = restored.volume_ids.clone().unwrap_or_default();
+                for id in ours {
+                    let status = match fresh.get(&id) {
+                        Some(status) => Some(status.clone()),
+                        None => {
+                            calls += 1;
+                            match cloud.cinder().get_volume(&id).await {
+                                Ok(volume) => Some(volume.status),
+                                Err(e) if e.is_not_found() => None,
+                                Err(e) => return Err(e),
+                            }
+                        }
                     };
                     note(
                         &mut timeline,
@@ -574,6 +574,37 @@ pub async fn poll(
     })
 }
 
+/// Records in `restored` the volumes attached to `server` that the restore
+/// made (made from one of the snapshot's Cinder snapshots), each one not yet
+/// known read once; returns the ones newly learnt with their status, and the
+/// calls made. A volume the restore did not make is never recorded.
+async fn learn_volumes(
+    cloud: &OpenStack,
+    spec: &RestoreSpec,
+    restored: &mut Restored,
+    server: &crate::openstack::nova::Server,
+) -> Result<(BTreeMap<String, String>, i32), OpenStackError> {
+    let mut fresh = BTreeMap::new();
+    let mut calls = 0;
+    let known = restored.volume_ids.get_or_insert_with(Vec::new);
+    for attached in &server.volumes_attached {
+        if known.contains(&attached.id) {
+            continue;
+        }
+        calls += 1;
+        match cloud.cinder().get_volume(&attached.id).await {
+            Ok(volume) if spec.made_from_ours(volume.snapshot_id.as_deref()) => {
+                known.push(volume.id.clone());
+                fresh.insert(volume.id, volume.status);
+            }
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((fresh, calls))
+}
+
 /// Where one step of a clean-up got.
 #[derive(Debug)]
 pub struct CleanupStep {
@@ -594,6 +625,7 @@ pub struct CleanupStep {
 /// A call failed; the step is retried later.
 pub async fn cleanup_step(
     cloud: &OpenStack,
+    spec: &RestoreSpec,
     restored: &Restored,
     seen: &[TimelineEntry],
     now: DateTime<Utc>,
@@ -637,12 +669,8 @@ pub async fn cleanup_step(
         calls += 1;
         match cloud.nova().get_server(&server_id).await {
             Ok(server) => {
-                let known = restored.volume_ids.get_or_insert_with(Vec::new);
-                for v in &server.volumes_attached {
-                    if !known.contains(&v.id) {
-                        known.push(v.id.clone());
-                    }
-                }
+                let (_, n) = learn_volumes(cloud, spec, &mut restored, &server).await?;
+                calls += n;
                 if server.task_state.as_deref() != Some("deleting") {
                     calls += 1;
                     match cloud.nova().delete_server(&server_id).await {
@@ -679,6 +707,11 @@ pub async fn cleanup_step(
                 note(&mut timeline, seen, now, "volume", &id, "deleted");
             }
             Err(e) => return Err(e),
+            // Recorded before this check existed, or by an earlier
+            // version: a volume the restore did not make is never deleted.
+            Ok(volume) if !spec.made_from_ours(volume.snapshot_id.as_deref()) => {
+                tracing::warn!(volume_id = %id, "not made by the restore; left alone");
+            }
             Ok(volume) => {
                 pending = true;
                 let deletable = volume.attachments.is_empty()

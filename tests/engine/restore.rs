@@ -1162,3 +1162,85 @@ async fn recovery_refuses_to_pick_between_two_servers_that_both_look_like_the_re
     assert!(!server_gone(&h, &first).await);
     assert!(!server_gone(&h, &second).await);
 }
+
+/// Attaches `volume` to `server` as a user does (`POST os-volume_attachments`).
+async fn attach(h: &Harness, server: &str, volume: &str) {
+    use stacksnap::openstack::session::{Call, Service};
+    let call = Call::new(
+        Service::Compute,
+        "attach_volume",
+        reqwest::Method::POST,
+        format!("/servers/{server}/os-volume_attachments"),
+    )
+    .json(json!({"volumeAttachment": {"volumeId": volume}}));
+    h.cloud.session().send(&call).await.unwrap();
+}
+
+/// Waits (on the simulator's real clock) until the server is ACTIVE.
+async fn until_active(h: &Harness, server: &str) {
+    for _ in 0..400 {
+        if h.cloud.nova().get_server(server).await.unwrap().status == "ACTIVE" {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("{server} never became ACTIVE");
+}
+
+#[sqlx::test]
+async fn the_clean_up_deletes_only_the_volumes_the_restore_made_not_one_a_user_attached(
+    pool: PgPool,
+) {
+    // Arrange: a volume-backed restore, ACTIVE; a user attaches their own
+    // volume to it; then the restore is cancelled.
+    let h = harness(pool).await;
+    let server = h.sim.create_volume_backed_server("db-1", 2, false);
+    let snapshot_id = snapshot_of(&h, "server", &server).await;
+    let job_id = restore(&h, snapshot_id, json!({})).await;
+    let tracking = h.drive(job_id, |j| j.status == JobStatus::Tracking).await;
+    let new = restored(&tracking).server_id.unwrap();
+    until_active(&h, &new).await;
+    let ours: Vec<String> = h
+        .cloud
+        .nova()
+        .get_server(&new)
+        .await
+        .unwrap()
+        .volumes_attached
+        .into_iter()
+        .map(|v| v.id)
+        .collect();
+    assert_eq!(ours.len(), 2);
+    let theirs = h.sim.create_volume("users-data", 1, &[]);
+    attach(&h, &new, &theirs).await;
+
+    // Act
+    lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now(), "test")
+        .await
+        .unwrap();
+    let job = settle_cleanup(&h, job_id).await;
+
+    // Assert: the server and its two volumes are gone; the user's volume stays.
+    assert_eq!(job.status, JobStatus::Cancelled);
+    assert_eq!(restored(&job).cleanup.unwrap().state, CleanupState::Deleted);
+    assert!(server_gone(&h, &new).await);
+    for id in &ours {
+        let gone = match h.cloud.cinder().get_volume(id).await {
+            Err(e) => e.is_not_found(),
+            Ok(v) => v.status == "deleting",
+        };
+        assert!(gone, "volume {id} of the restore is deleted");
+    }
+    let kept = h.cloud.cinder().get_volume(&theirs).await;
+    assert!(
+        kept.as_ref().is_ok_and(|v| v.status != "deleting"),
+        "the user's volume was deleted: {kept:?}"
+    );
+    assert!(
+        !restored(&job)
+            .volume_ids
+            .unwrap_or_default()
+            .contains(&theirs),
+        "the user's volume is not recorded as the restore's"
+    );
+}

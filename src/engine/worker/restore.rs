@@ -152,14 +152,14 @@ impl Engine {
             .as_ref()
             .map(|r| r.0.clone())
             .unwrap_or_default();
-        let stamp = job
-            .restore
-            .as_ref()
-            .map(|r| r.0.stamped_metadata(job.job_id))
-            .unwrap_or_default();
+        let spec = match spec_of(job) {
+            Ok(spec) => spec,
+            Err(update) => return *update,
+        };
+        let stamp = spec.stamped_metadata(job.job_id);
         let deadline_passed = job.deadline.is_some_and(|d| now >= d);
         let progress =
-            match restore::poll(&self.cloud, &restored, &stamp, &job.timeline.0, now).await {
+            match restore::poll(&self.cloud, spec, &restored, &stamp, &job.timeline.0, now).await {
                 Ok(progress) => progress,
                 Err(e) if e.is_refused() => {
                     let mut update = fail(JobError::new(
@@ -292,12 +292,11 @@ impl Engine {
         // a tenant's job they search every project, by the job's id.
         let owner = (as_service && stored.delegated).then_some(job.project_id.as_str());
         let mut calls = 0;
+        let Ok(spec) = spec_of(job) else {
+            return (restored, None, Vec::new(), 0);
+        };
         if restored.is_empty() {
             // The create's answer was lost: find what it made first.
-            let spec = match spec_of(job) {
-                Ok(spec) => spec,
-                Err(_) => return (restored, None, Vec::new(), 0),
-            };
             match restore::find(&cloud, job.job_id, spec, owner).await {
                 Ok((Found::Many(ids), n)) => {
                     // Never deleted on a guess: the job's error names them.
@@ -338,7 +337,7 @@ impl Engine {
                 }
             }
         }
-        match restore::cleanup_step(&cloud, &restored, &job.timeline.0, now).await {
+        match restore::cleanup_step(&cloud, spec, &restored, &job.timeline.0, now).await {
             Ok(step) => {
                 let mut restored = step.restored;
                 let next = if step.done {
