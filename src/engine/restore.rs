@@ -618,8 +618,9 @@ pub struct CleanupStep {
 /// One step of deleting what a restore made: the server first (Nova keeps
 /// the volumes it made from the image's mapping unless their
 /// `delete_on_termination` was set, so each is then deleted explicitly once
-/// it is detached), or the volume. Idempotent: a crash between two steps
-/// resumes from what the cloud shows.
+/// it is detached), or the volume. The server's volumes are recorded in a
+/// step before the one that deletes it. Idempotent: a crash between two
+/// steps resumes from what the cloud shows and what was recorded.
 ///
 /// # Errors
 /// A call failed; the step is retried later.
@@ -669,8 +670,21 @@ pub async fn cleanup_step(
         calls += 1;
         match cloud.nova().get_server(&server_id).await {
             Ok(server) => {
-                let (_, n) = learn_volumes(cloud, spec, &mut restored, &server).await?;
+                let (fresh, n) = learn_volumes(cloud, spec, &mut restored, &server).await?;
                 calls += n;
+                // Once the server is gone its volumes can no longer be found
+                // (Nova made them without our metadata): the ones just learnt
+                // are recorded before the delete is sent, in the next step,
+                // so that a step whose record is lost (its lease taken over,
+                // the service stopped) never loses them.
+                if !fresh.is_empty() {
+                    return Ok(CleanupStep {
+                        done: false,
+                        restored,
+                        timeline,
+                        calls,
+                    });
+                }
                 if server.task_state.as_deref() != Some("deleting") {
                     calls += 1;
                     match cloud.nova().delete_server(&server_id).await {

@@ -1244,3 +1244,89 @@ async fn the_clean_up_deletes_only_the_volumes_the_restore_made_not_one_a_user_a
         "the user's volume is not recorded as the restore's"
     );
 }
+
+#[sqlx::test]
+async fn a_clean_up_whose_lease_is_lost_after_the_server_delete_still_deletes_its_volumes(
+    pool: PgPool,
+) {
+    // Arrange: a volume-backed restore cancelled before any poll recorded
+    // its volumes; Nova's answer to the server delete is slow.
+    let h = harness(pool).await;
+    let server = h.sim.create_volume_backed_server("db-1", 2, false);
+    let snapshot_id = snapshot_of(&h, "server", &server).await;
+    let job_id = restore(&h, snapshot_id, json!({})).await;
+    let tracking = h.drive(job_id, |j| j.status == JobStatus::Tracking).await;
+    let new = restored(&tracking).server_id.unwrap();
+    until_active(&h, &new).await;
+    let ours: Vec<String> = h
+        .cloud
+        .nova()
+        .get_server(&new)
+        .await
+        .unwrap()
+        .volumes_attached
+        .into_iter()
+        .map(|v| v.id)
+        .collect();
+    assert_eq!(ours.len(), 2);
+    lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now(), "test")
+        .await
+        .unwrap();
+    h.sim.inject(
+        FaultRule::latency("nova.delete_server", std::time::Duration::from_millis(800)).times(1),
+    );
+
+    // Act: clean-up steps run; while the server delete is in flight another
+    // worker takes the lease over, so that step records nothing.
+    let thief = Uuid::new_v4();
+    let mut stolen = false;
+    for _ in 0..50 {
+        let steal = async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            sqlx::query(
+                "update job set lease_owner = $2, lease_expires_at = $3 \
+                 where job_id = $1 and lease_owner is not null and lease_owner <> $2",
+            )
+            .bind(job_id)
+            .bind(thief)
+            .bind(h.clock.now() + chrono::TimeDelta::days(1))
+            .execute(&h.pool)
+            .await
+            .unwrap()
+            .rows_affected()
+                == 1
+        };
+        let ((), took) = tokio::join!(h.work(), steal);
+        if took {
+            stolen = true;
+            break;
+        }
+        h.clock.advance(chrono::TimeDelta::milliseconds(500));
+    }
+    assert!(stolen, "the lease was taken over during a step");
+    assert_eq!(h.sim.count("nova.delete_server"), 1, "the delete was sent");
+    for _ in 0..400 {
+        if server_gone(&h, &new).await {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(server_gone(&h, &new).await);
+    // The other worker dies: its lease is released.
+    sqlx::query("update job set lease_owner = null, lease_expires_at = null where job_id = $1")
+        .bind(job_id)
+        .execute(&h.pool)
+        .await
+        .unwrap();
+    let job = settle_cleanup(&h, job_id).await;
+
+    // Assert: the restore's volumes are deleted all the same.
+    assert_eq!(restored(&job).cleanup.unwrap().state, CleanupState::Deleted);
+    for id in &ours {
+        let gone = match h.cloud.cinder().get_volume(id).await {
+            Err(e) => e.is_not_found(),
+            Ok(v) => v.status == "deleting",
+        };
+        assert!(gone, "volume {id} of the restore is left behind");
+    }
+}
