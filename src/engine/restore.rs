@@ -102,7 +102,18 @@ pub async fn create(
                 .get("min_disk")
                 .and_then(serde_json::Value::as_u64)
                 .unwrap_or(0);
-            let mappings = boot_mappings(image.properties.get("block_device_mapping"), min_disk);
+            let compute = cloud
+                .nova()
+                .microversion()
+                .await
+                .ok()
+                .flatten()
+                .map_or((2, 1), |v| (v.0, v.1));
+            let mappings = boot_mappings(
+                image.properties.get("block_device_mapping"),
+                min_disk,
+                compute,
+            );
             let mut server = json!({
                 "name": spec.name,
                 "imageRef": image_id,
