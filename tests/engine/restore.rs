@@ -1330,3 +1330,25 @@ async fn a_clean_up_whose_lease_is_lost_after_the_server_delete_still_deletes_it
         assert!(gone, "volume {id} of the restore is left behind");
     }
 }
+
+#[sqlx::test]
+async fn a_failed_restore_is_not_a_failed_job_in_the_status_summary(pool: PgPool) {
+    // Arrange: a restore Nova refuses (quota).
+    let h = harness_with(pool, SimConfig::default().with_instances_quota(1)).await;
+    let server = h.sim.create_image_backed_server("web-1", &[], &[], false);
+    let snapshot_id = snapshot_of(&h, "server", &server).await;
+
+    // Act
+    let job_id = restore(&h, snapshot_id, json!({})).await;
+    assert_eq!(h.finish(job_id).await.status, JobStatus::Failed);
+
+    // Assert: GET /v1/status's jobs_failed_24h counts snapshot jobs only.
+    let summary = stacksnap::store::summary::fetch_summary(&h.pool, "default", h.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(summary.jobs_failed_24h, 0, "{summary:?}");
+    assert_eq!(
+        summary.restores_failed_24h, 1,
+        "the restore counts as a restore"
+    );
+}
