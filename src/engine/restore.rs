@@ -275,6 +275,10 @@ pub enum Found {
     /// More than one does (ids, sorted): none is taken, since anyone in the
     /// project can put the job's tag or metadata on a resource.
     Many(Vec<String>),
+    /// Searching every project, only resources whose owner Cinder does not
+    /// show match (a group below volume 3.58): none is taken, but they may
+    /// be the job's, so the search is not "nothing".
+    Unowned(Vec<String>),
 }
 
 /// Looks for what an earlier create of the job made: a server by its tag, a
@@ -304,6 +308,7 @@ pub async fn find(
     // 3.58, a volume whose tenant attribute the policy hides) may be another
     // project's: it is never taken for the job's.
     let owned = |project: Option<&str>| owner.is_none_or(|o| project == Some(o));
+    let unknown = |project: Option<&str>| owner.is_some() && project.is_none();
     match &spec.source {
         RestoreSource::Server { image_id, .. } => {
             let tag = server_tag(job_id);
@@ -348,15 +353,16 @@ pub async fn find(
                 ..VolumeFilter::default()
             };
             let volumes = cloud.cinder().list_volumes(&filter).await?;
-            let ours: Vec<String> = volumes
+            let (ours, unowned): (Vec<_>, Vec<_>) = volumes
                 .into_iter()
                 .filter(|v| v.metadata.get(JOB_ID_KEY) == Some(&id))
-                .filter(|v| owned(v.tenant_id.as_deref()))
                 .filter(|v| v.snapshot_id.as_deref() == Some(volume_snapshot_id.as_str()))
-                .map(|v| v.id)
-                .collect();
+                .filter(|v| owned(v.tenant_id.as_deref()) || unknown(v.tenant_id.as_deref()))
+                .partition(|v| owned(v.tenant_id.as_deref()));
+            let ours = ours.into_iter().map(|v| v.id).collect();
+            let unowned = unowned.into_iter().map(|v| v.id).collect();
             Ok((
-                found(ours, |id| Restored {
+                found_or_unowned(ours, unowned, |id| Restored {
                     volume_id: Some(id),
                     ..Restored::default()
                 }),
@@ -371,19 +377,20 @@ pub async fn find(
                 .await?;
             // Below volume 3.14 Cinder shows no `group_snapshot_id`: the
             // description is then all there is.
-            let ours: Vec<String> = groups
+            let (ours, unowned): (Vec<_>, Vec<_>) = groups
                 .into_iter()
                 .filter(|g| g.description.as_deref() == Some(description.as_str()))
-                .filter(|g| owned(g.project_id.as_deref()))
                 .filter(|g| {
                     g.group_snapshot_id
                         .as_deref()
                         .is_none_or(|s| s == group_snapshot_id)
                 })
-                .map(|g| g.id)
-                .collect();
+                .filter(|g| owned(g.project_id.as_deref()) || unknown(g.project_id.as_deref()))
+                .partition(|g| owned(g.project_id.as_deref()));
+            let ours = ours.into_iter().map(|g| g.id).collect();
+            let unowned = unowned.into_iter().map(|g| g.id).collect();
             Ok((
-                found(ours, |id| Restored {
+                found_or_unowned(ours, unowned, |id| Restored {
                     group_id: Some(id),
                     volume_ids: Some(Vec::new()),
                     ..Restored::default()
@@ -391,6 +398,21 @@ pub async fn find(
                 1,
             ))
         }
+    }
+}
+
+/// What was found, or else the matches of unknown owner.
+fn found_or_unowned(
+    ours: Vec<String>,
+    mut unowned: Vec<String>,
+    made: impl FnOnce(String) -> Restored,
+) -> Found {
+    match found(ours, made) {
+        Found::Nothing if !unowned.is_empty() => {
+            unowned.sort();
+            Found::Unowned(unowned)
+        }
+        other => other,
     }
 }
 

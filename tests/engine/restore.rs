@@ -1352,3 +1352,60 @@ async fn a_failed_restore_is_not_a_failed_job_in_the_status_summary(pool: PgPool
         "the restore counts as a restore"
     );
 }
+
+#[sqlx::test]
+async fn below_volume_3_58_a_group_the_services_credentials_cannot_own_is_a_clean_up_error_not_silence(
+    pool: PgPool,
+) {
+    // Arrange: below volume 3.58 a group shows no `project_id`. A group
+    // restore's create is carried out but its answer lost; the job is
+    // cancelled at once and its run's trust is refused, so the clean-up
+    // searches with the service's credentials.
+    let h = harness_with(
+        pool,
+        SimConfig::default().with_cinder_max_microversion("3.50"),
+    )
+    .await;
+    let (snapshot_id, _) = group_snapshot(&h).await;
+    h.sim
+        .inject(FaultRule::reply_lost("cinder.create_group_from_src", 503).times(1));
+    let job_id = restore(&h, snapshot_id, json!({"name": "restored-group"})).await;
+    h.drive(job_id, |j| j.create_unclear_at.is_some() && j.attempt == 1)
+        .await;
+    sqlx::query(
+        "update run set delegated = true, trust_id = 'refused' \
+         where run_id = (select run_id from job where job_id = $1)",
+    )
+    .bind(job_id)
+    .execute(&h.pool)
+    .await
+    .unwrap();
+    let made = h
+        .cloud
+        .cinder()
+        .list_groups_named("restored-group", false)
+        .await
+        .unwrap();
+    assert_eq!(made.len(), 1, "the create was carried out");
+    let group = made[0].id.clone();
+
+    // Act: the clean-up runs well past the create's settling time.
+    lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now(), "test")
+        .await
+        .unwrap();
+    for _ in 0..40 {
+        h.work().await;
+        h.clock.advance(chrono::TimeDelta::milliseconds(500));
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    // Assert: not ended as if nothing was made: an error names the group,
+    // and the clean-up is still due (retried).
+    let job = h.job(job_id).await;
+    let cleanup = restored(&job).cleanup.expect("the clean-up ran");
+    assert_eq!(cleanup.state, CleanupState::Deleting, "{cleanup:?}");
+    let error = cleanup.error.unwrap_or_default();
+    assert!(error.contains(&group), "{error}");
+    assert!(job.cleanup_due_at.is_some(), "the clean-up is retried");
+    assert!(h.cloud.cinder().get_group(&group).await.is_ok());
+}

@@ -141,7 +141,7 @@ impl Engine {
                     ..fail(ambiguous(&ids))
                 })
             }
-            Found::Nothing => Err(calls),
+            Found::Nothing | Found::Unowned(_) => Err(calls),
         })
     }
 
@@ -305,6 +305,27 @@ impl Engine {
                         c.error = Some(ambiguous(&ids).message);
                     }
                     return (restored, None, Vec::new(), calls + n);
+                }
+                Ok((Found::Unowned(ids), n)) => {
+                    // Below volume 3.58 Cinder shows no group's owner: what
+                    // may be the job's cannot be told from another
+                    // project's with the service's credentials. Said, and
+                    // looked at again (the run's trust may work again).
+                    tracing::warn!(job_id = %job.job_id, ?ids, "what may be the restore's shows no owner; not deleted");
+                    if let Some(c) = restored.cleanup.as_mut() {
+                        c.error = Some(format!(
+                            "{} may be what the restore made, but the cloud shows no owner for it \
+                             (a volume group below Cinder API 3.58) and the run's authority no longer \
+                             works: not deleted; retried, or delete it by hand if it is this job's",
+                            ids.join(", ")
+                        ));
+                    }
+                    return (
+                        restored,
+                        Some(now + self.cleanup_delay(job, now)),
+                        Vec::new(),
+                        calls + n,
+                    );
                 }
                 Ok((Found::One(found), n)) => {
                     calls += n;
