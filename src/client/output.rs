@@ -171,6 +171,7 @@ pub fn status(s: &Value) -> String {
             ),
         ),
         ("jobs failed (24h)", text(&s["jobs_failed_24h"])),
+        ("restores failed", text(&s["restores_failed_24h"])),
         ("runs missed (24h)", text(&s["runs_missed_24h"])),
         ("deletions failed", text(&s["deletions_failed"])),
         ("deletions blocked", text(&s["deletions_blocked"])),
@@ -210,13 +211,15 @@ mod tests {
     fn status_reads_the_documented_shape() {
         let out = status(&json!({
             "policies": {"active": 3, "disabled": 1, "broken": 0, "stale": 2},
-            "jobs_failed_24h": 4, "deletions_failed": 0, "deletions_blocked": 1, "runs_missed_24h": 0
+            "jobs_failed_24h": 4, "restores_failed_24h": 2, "deletions_failed": 0, "deletions_blocked": 1,
+            "runs_missed_24h": 0
         }));
         assert!(
             out.starts_with("policies:           3 active, 1 disabled, 0 broken, 2 stale\n"),
             "{out}"
         );
         assert!(out.contains("jobs failed (24h):  4\n"), "{out}");
+        assert!(out.contains("restores failed:    2\n"), "{out}");
         assert!(out.contains("deletions blocked:  1\n"), "{out}");
     }
 

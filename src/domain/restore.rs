@@ -149,6 +149,14 @@ pub enum RestoreSource {
         image_id: String,
         #[serde(default)]
         source_flavor: Option<Value>,
+        /// The Cinder snapshots of a volume-backed server's snapshot: Nova
+        /// makes the new server's volumes from these, and only a volume made
+        /// from one of them is the restore's (a user may attach their own
+        /// volume to the new server). Empty for an image-backed server (and
+        /// for a job queued before they were recorded): no volume is then
+        /// the restore's.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        volume_snapshot_ids: Vec<String>,
     },
     /// A volume snapshot.
     Volume {
@@ -196,6 +204,24 @@ impl RestoreSpec {
         metadata
     }
 
+    /// Whether a volume made from the Cinder snapshot `from` (its
+    /// `snapshot_id`) can be one this restore made: for a server, one of the
+    /// snapshot's pieces; for a volume, the snapshot's; for a group, never
+    /// asked (its volumes are its members).
+    pub fn made_from_ours(&self, from: Option<&str>) -> bool {
+        let Some(from) = from else { return false };
+        match &self.source {
+            RestoreSource::Server {
+                volume_snapshot_ids,
+                ..
+            } => volume_snapshot_ids.iter().any(|s| s == from),
+            RestoreSource::Volume {
+                volume_snapshot_id, ..
+            } => volume_snapshot_id == from,
+            RestoreSource::VolumeGroup { .. } => false,
+        }
+    }
+
     /// The networks Nova is given: `"none"` unless the request chose.
     pub fn nova_networks(&self) -> Value {
         self.networks
@@ -214,6 +240,8 @@ pub struct SnapshotPieces {
     pub resource_name: Option<String>,
     pub image_id: Option<String>,
     pub volume_snapshot_id: Option<String>,
+    /// Every Cinder snapshot of the snapshot (a volume-backed server's pieces).
+    pub volume_snapshot_ids: Vec<String>,
     pub group_snapshot_id: Option<String>,
     pub size_gb: Option<u64>,
     pub source_flavor: Option<Value>,
@@ -344,6 +372,7 @@ impl RestoreRequest {
                     NotRestorable("the snapshot has no image to boot from".into())
                 })?,
                 source_flavor: snapshot.source_flavor.clone(),
+                volume_snapshot_ids: snapshot.volume_snapshot_ids.clone(),
             },
             ResourceType::Volume => RestoreSource::Volume {
                 volume_snapshot_id: snapshot
@@ -629,11 +658,24 @@ pub fn judge_group(id: &str, status: Option<&str>, volumes: &[(String, String)])
 /// (`_validate_flavor_image_nostatus`). Each entry is passed explicitly
 /// instead, with the root's `volume_size` raised to `min_disk`; Nova merges
 /// the image's entries with the request's by `device_name`
-/// (`_merge_bdms_lists`), so every entry must keep its device name. The
-/// other fields the API accepts (`delete_on_termination` among them, so the
-/// new volumes go with the server as the source's did) are kept; the rest
-/// (`tag`, `volume_type`, encryption, null values) are dropped.
-pub fn boot_mappings(property: Option<&Value>, min_disk: u64) -> Option<Vec<Value>> {
+/// (`_merge_bdms_lists`: a request's entry replaces the image's whole), so
+/// every entry must keep its device name and every field the API takes:
+/// `delete_on_termination` (the new volumes go with the server as the
+/// source's did), `disk_bus`, `device_type`, `guest_format`, and, where the
+/// session's compute microversion `compute` takes them, `tag` (2.42, and
+/// 2.32) and `volume_type` (2.67). The rest (encryption fields, which the
+/// API refuses, and null values) are dropped. (Without `volume_type`
+/// Cinder gives a volume made from a snapshot the snapshot's type.)
+pub fn boot_mappings(
+    property: Option<&Value>,
+    min_disk: u64,
+    compute: (u32, u32),
+) -> Option<Vec<Value>> {
+    // servers.py: a mapping's `tag` from compute 2.42 (and in 2.32 alone),
+    // its `volume_type` from 2.67; below, Nova's schema refuses them.
+    let tag = compute == (2, 32) || compute >= (2, 42);
+    let volume_type = compute >= (2, 67);
+    let optional = [("tag", tag), ("volume_type", volume_type)];
     const KEPT: [&str; 9] = [
         "source_type",
         "destination_type",
@@ -661,7 +703,8 @@ pub fn boot_mappings(property: Option<&Value>, min_disk: u64) -> Option<Vec<Valu
     for entry in entries {
         entry.get("device_name").and_then(Value::as_str)?;
         let mut mapping = serde_json::Map::new();
-        for key in KEPT {
+        let allowed = optional.iter().filter(|(_, ok)| *ok).map(|(key, _)| *key);
+        for key in KEPT.into_iter().chain(allowed) {
             if let Some(value) = entry.get(key).filter(|v| !v.is_null()) {
                 mapping.insert(key.to_owned(), value.clone());
             }
@@ -747,7 +790,7 @@ mod tests {
             r#"[{"boot_index": 0, "snapshot_id": "s1", "source_type": "snapshot", "destination_type": "volume", "device_name": "/dev/vda", "volume_size": 1, "delete_on_termination": true, "tag": null, "volume_type": null, "encrypted": null},
                 {"boot_index": null, "snapshot_id": "s2", "source_type": "snapshot", "destination_type": "volume", "device_name": "/dev/vdb", "volume_size": 1, "delete_on_termination": false}]"#,
         );
-        let mappings = boot_mappings(Some(&property), 2).unwrap();
+        let mappings = boot_mappings(Some(&property), 2, (2, 96)).unwrap();
         assert_eq!(
             mappings,
             vec![
@@ -757,7 +800,7 @@ mod tests {
                        "device_name": "/dev/vdb", "volume_size": 1, "delete_on_termination": false}),
             ]
         );
-        let fits = boot_mappings(Some(&property), 1).unwrap();
+        let fits = boot_mappings(Some(&property), 1, (2, 96)).unwrap();
         assert_eq!(
             fits[0]["volume_size"], 1,
             "a root as large as min_disk stays"
@@ -765,13 +808,40 @@ mod tests {
     }
 
     #[test]
+    fn boot_mappings_keep_the_tag_and_volume_type_where_nova_takes_them() {
+        let property = json!([{"boot_index": 0, "snapshot_id": "s1", "source_type": "snapshot",
+            "destination_type": "volume", "device_name": "/dev/vda", "volume_size": 1,
+            "tag": "root", "volume_type": "fast", "disk_bus": "virtio", "device_type": "disk",
+            "encrypted": false, "encryption_secret_uuid": null}]);
+        let all = boot_mappings(Some(&property), 1, (2, 96)).unwrap();
+        assert_eq!(
+            all[0],
+            json!({"boot_index": 0, "uuid": "s1", "source_type": "snapshot", "destination_type": "volume",
+                   "device_name": "/dev/vda", "volume_size": 1, "tag": "root", "volume_type": "fast",
+                   "disk_bus": "virtio", "device_type": "disk"})
+        );
+        // servers.py: bdm `tag` from 2.42 (and 2.32 only), `volume_type` from
+        // 2.67; the schema refuses unknown properties below.
+        let no_type = boot_mappings(Some(&property), 1, (2, 66)).unwrap();
+        assert_eq!(no_type[0]["tag"], "root");
+        assert!(no_type[0].get("volume_type").is_none());
+        let neither = boot_mappings(Some(&property), 1, (2, 41)).unwrap();
+        assert!(neither[0].get("tag").is_none() && neither[0].get("volume_type").is_none());
+        let only_32 = boot_mappings(Some(&property), 1, (2, 32)).unwrap();
+        assert_eq!(only_32[0]["tag"], "root");
+    }
+
+    #[test]
     fn boot_mappings_leave_an_image_without_a_usable_mapping_to_nova() {
-        assert_eq!(boot_mappings(None, 2), None);
-        assert_eq!(boot_mappings(Some(&Value::from("[]")), 2), None);
-        assert_eq!(boot_mappings(Some(&Value::from("not json")), 2), None);
+        assert_eq!(boot_mappings(None, 2, (2, 96)), None);
+        assert_eq!(boot_mappings(Some(&Value::from("[]")), 2, (2, 96)), None);
+        assert_eq!(
+            boot_mappings(Some(&Value::from("not json")), 2, (2, 96)),
+            None
+        );
         let nameless = json!([{"boot_index": 0, "snapshot_id": "s1", "source_type": "snapshot"}]);
         assert_eq!(
-            boot_mappings(Some(&nameless), 2),
+            boot_mappings(Some(&nameless), 2, (2, 96)),
             None,
             "Nova merges by device name"
         );
@@ -785,6 +855,7 @@ mod tests {
             resource_name: Some("web-1".into()),
             image_id: Some("img".into()),
             volume_snapshot_id: Some("vs".into()),
+            volume_snapshot_ids: vec!["vs".into()],
             group_snapshot_id: Some("gs".into()),
             size_gb: Some(10),
             source_flavor: Some(json!({"original_name": "m1.small"})),

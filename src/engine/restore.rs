@@ -57,6 +57,7 @@ pub async fn create(
         RestoreSource::Server {
             image_id,
             source_flavor,
+            ..
         } => {
             let flavors = match cloud.nova().list_flavors().await {
                 Ok(flavors) => flavors,
@@ -101,7 +102,18 @@ pub async fn create(
                 .get("min_disk")
                 .and_then(serde_json::Value::as_u64)
                 .unwrap_or(0);
-            let mappings = boot_mappings(image.properties.get("block_device_mapping"), min_disk);
+            let compute = cloud
+                .nova()
+                .microversion()
+                .await
+                .ok()
+                .flatten()
+                .map_or((2, 1), |v| (v.0, v.1));
+            let mappings = boot_mappings(
+                image.properties.get("block_device_mapping"),
+                min_disk,
+                compute,
+            );
             let mut server = json!({
                 "name": spec.name,
                 "imageRef": image_id,
@@ -254,12 +266,33 @@ fn failure(error: OpenStackError, step: &str, calls: i32) -> Sent {
     }
 }
 
+/// What a look-up for the job's resource found.
+#[derive(Debug)]
+pub enum Found {
+    Nothing,
+    /// Exactly one resource carries the job's mark and is what the job makes.
+    One(Restored),
+    /// More than one does (ids, sorted): none is taken, since anyone in the
+    /// project can put the job's tag or metadata on a resource.
+    Many(Vec<String>),
+    /// Searching every project, only resources whose owner Cinder does not
+    /// show match (a group below volume 3.58): none is taken, but they may
+    /// be the job's, so the search is not "nothing".
+    Unowned(Vec<String>),
+}
+
 /// Looks for what an earlier create of the job made: a server by its tag, a
 /// volume by its metadata, a group by its name and description. Returns it
 /// (if any) and the calls made. With `owner` (the service's credentials
 /// searching for a tenant's job, which would list only the service's own
 /// project) every project is searched (`all_tenants`, an admin's filter) by
 /// the job's unique id, and what is found must belong to `owner`.
+///
+/// The tag, the metadata and the name are no proof: anyone in the project
+/// can put them on a resource. What is found must also be what the job
+/// makes: a server booted from the snapshot's image, a volume made from the
+/// snapshot's Cinder snapshot, a group made from its group snapshot. When
+/// more than one is, none is taken ([`Found::Many`]).
 ///
 /// # Errors
 /// The look-up failed; try again later.
@@ -268,15 +301,16 @@ pub async fn find(
     job_id: Uuid,
     spec: &RestoreSpec,
     owner: Option<&str>,
-) -> Result<(Option<Restored>, i32), OpenStackError> {
+) -> Result<(Found, i32), OpenStackError> {
     let id = job_id.to_string();
     let all_tenants = owner.is_some();
     // Searching every project, what shows no owner (a group below volume
     // 3.58, a volume whose tenant attribute the policy hides) may be another
     // project's: it is never taken for the job's.
     let owned = |project: Option<&str>| owner.is_none_or(|o| project == Some(o));
+    let unknown = |project: Option<&str>| owner.is_some() && project.is_none();
     match &spec.source {
-        RestoreSource::Server { .. } => {
+        RestoreSource::Server { image_id, .. } => {
             let tag = server_tag(job_id);
             // Nova filters by tag, not by metadata: without the tag (below
             // 2.52) the project's servers are listed and checked one by one.
@@ -291,60 +325,105 @@ pub async fn find(
             };
             let servers = cloud.nova().list_servers(&filter).await?;
             // Nova drops filters it does not allow: check what came back.
-            let ours = servers
+            // Nova keeps the image a server was booted with (a volume-backed
+            // snapshot's image too, whose mapping it merges).
+            let ours: Vec<String> = servers
                 .into_iter()
                 .filter(|s| s.tags.contains(&tag) || s.metadata.get(JOB_ID_KEY) == Some(&id))
                 .filter(|s| owned(s.tenant_id.as_deref()))
-                .min_by(|a, b| a.id.cmp(&b.id));
+                .filter(|s| s.image_id() == Some(image_id.as_str()))
+                .map(|s| s.id)
+                .collect();
+            // Its volumes are learnt while it is followed, each checked.
             Ok((
-                ours.map(|s| Restored {
-                    server_id: Some(s.id),
-                    volume_ids: Some(s.volumes_attached.into_iter().map(|v| v.id).collect()),
-                    ..Restored::default()
-                }),
-                1,
-            ))
-        }
-        RestoreSource::Volume { .. } => {
-            let filter = VolumeFilter {
-                metadata: BTreeMap::from([(JOB_ID_KEY.to_owned(), id.clone())]),
-                all_tenants,
-                ..VolumeFilter::default()
-            };
-            let volumes = cloud.cinder().list_volumes(&filter).await?;
-            let ours = volumes
-                .into_iter()
-                .filter(|v| v.metadata.get(JOB_ID_KEY) == Some(&id))
-                .filter(|v| owned(v.tenant_id.as_deref()))
-                .min_by(|a, b| a.id.cmp(&b.id));
-            Ok((
-                ours.map(|v| Restored {
-                    volume_id: Some(v.id),
-                    ..Restored::default()
-                }),
-                1,
-            ))
-        }
-        RestoreSource::VolumeGroup { .. } => {
-            let description = group_description(job_id, spec.snapshot_id);
-            let groups = cloud
-                .cinder()
-                .list_groups_named(&spec.name, all_tenants)
-                .await?;
-            let ours = groups
-                .into_iter()
-                .filter(|g| g.description.as_deref() == Some(description.as_str()))
-                .filter(|g| owned(g.project_id.as_deref()))
-                .min_by(|a, b| a.id.cmp(&b.id));
-            Ok((
-                ours.map(|g| Restored {
-                    group_id: Some(g.id),
+                found(ours, |id| Restored {
+                    server_id: Some(id),
                     volume_ids: Some(Vec::new()),
                     ..Restored::default()
                 }),
                 1,
             ))
         }
+        RestoreSource::Volume {
+            volume_snapshot_id, ..
+        } => {
+            let filter = VolumeFilter {
+                metadata: BTreeMap::from([(JOB_ID_KEY.to_owned(), id.clone())]),
+                all_tenants,
+                ..VolumeFilter::default()
+            };
+            let volumes = cloud.cinder().list_volumes(&filter).await?;
+            let (ours, unowned): (Vec<_>, Vec<_>) = volumes
+                .into_iter()
+                .filter(|v| v.metadata.get(JOB_ID_KEY) == Some(&id))
+                .filter(|v| v.snapshot_id.as_deref() == Some(volume_snapshot_id.as_str()))
+                .filter(|v| owned(v.tenant_id.as_deref()) || unknown(v.tenant_id.as_deref()))
+                .partition(|v| owned(v.tenant_id.as_deref()));
+            let ours = ours.into_iter().map(|v| v.id).collect();
+            let unowned = unowned.into_iter().map(|v| v.id).collect();
+            Ok((
+                found_or_unowned(ours, unowned, |id| Restored {
+                    volume_id: Some(id),
+                    ..Restored::default()
+                }),
+                1,
+            ))
+        }
+        RestoreSource::VolumeGroup { group_snapshot_id } => {
+            let description = group_description(job_id, spec.snapshot_id);
+            let groups = cloud
+                .cinder()
+                .list_groups_named(&spec.name, all_tenants)
+                .await?;
+            // Below volume 3.14 Cinder shows no `group_snapshot_id`: the
+            // description is then all there is.
+            let (ours, unowned): (Vec<_>, Vec<_>) = groups
+                .into_iter()
+                .filter(|g| g.description.as_deref() == Some(description.as_str()))
+                .filter(|g| {
+                    g.group_snapshot_id
+                        .as_deref()
+                        .is_none_or(|s| s == group_snapshot_id)
+                })
+                .filter(|g| owned(g.project_id.as_deref()) || unknown(g.project_id.as_deref()))
+                .partition(|g| owned(g.project_id.as_deref()));
+            let ours = ours.into_iter().map(|g| g.id).collect();
+            let unowned = unowned.into_iter().map(|g| g.id).collect();
+            Ok((
+                found_or_unowned(ours, unowned, |id| Restored {
+                    group_id: Some(id),
+                    volume_ids: Some(Vec::new()),
+                    ..Restored::default()
+                }),
+                1,
+            ))
+        }
+    }
+}
+
+/// What was found, or else the matches of unknown owner.
+fn found_or_unowned(
+    ours: Vec<String>,
+    mut unowned: Vec<String>,
+    made: impl FnOnce(String) -> Restored,
+) -> Found {
+    match found(ours, made) {
+        Found::Nothing if !unowned.is_empty() => {
+            unowned.sort();
+            Found::Unowned(unowned)
+        }
+        other => other,
+    }
+}
+
+/// One match is the job's; more are never chosen between.
+fn found(mut ids: Vec<String>, made: impl FnOnce(String) -> Restored) -> Found {
+    ids.sort();
+    ids.dedup();
+    match ids.len() {
+        0 => Found::Nothing,
+        1 => Found::One(made(ids.remove(0))),
+        _ => Found::Many(ids),
     }
 }
 
@@ -363,6 +442,7 @@ pub struct Progress {
 /// A look-up failed for a reason other than the resource being gone.
 pub async fn poll(
     cloud: &OpenStack,
+    spec: &RestoreSpec,
     restored: &Restored,
     stamp: &BTreeMap<String, String>,
     seen: &[TimelineEntry],
@@ -456,25 +536,24 @@ pub async fn poll(
             .map(|f| f.message.clone());
         let mut volumes = Vec::new();
         if let Some(server) = &server {
-            let ids: Vec<String> = server
-                .volumes_attached
-                .iter()
-                .map(|v| v.id.clone())
-                .collect();
-            let known = restored.volume_ids.get_or_insert_with(Vec::new);
-            for id in &ids {
-                if !known.contains(id) {
-                    known.push(id.clone());
-                }
-            }
+            // Only the volumes Nova made from the snapshot's pieces are the
+            // restore's: a user may attach their own to the new server.
+            let (fresh, n) = learn_volumes(cloud, spec, &mut restored, server).await?;
+            calls += n;
             // Volumes matter once the server is up: Nova attaches them while building.
             if server.status == "ACTIVE" {
-                for id in ids {
-                    calls += 1;
-                    let status = match cloud.cinder().get_volume(&id).await {
-                        Ok(volume) => Some(volume.status),
-                        Err(e) if e.is_not_found() => None,
-                        Err(e) => return Err(e),
+                let ours = restored.volume_ids.clone().unwrap_or_default();
+                for id in ours {
+                    let status = match fresh.get(&id) {
+                        Some(status) => Some(status.clone()),
+                        None => {
+                            calls += 1;
+                            match cloud.cinder().get_volume(&id).await {
+                                Ok(volume) => Some(volume.status),
+                                Err(e) if e.is_not_found() => None,
+                                Err(e) => return Err(e),
+                            }
+                        }
                     };
                     note(
                         &mut timeline,
@@ -528,6 +607,37 @@ pub async fn poll(
     })
 }
 
+/// Records in `restored` the volumes attached to `server` that the restore
+/// made (made from one of the snapshot's Cinder snapshots), each one not yet
+/// known read once; returns the ones newly learnt with their status, and the
+/// calls made. A volume the restore did not make is never recorded.
+async fn learn_volumes(
+    cloud: &OpenStack,
+    spec: &RestoreSpec,
+    restored: &mut Restored,
+    server: &crate::openstack::nova::Server,
+) -> Result<(BTreeMap<String, String>, i32), OpenStackError> {
+    let mut fresh = BTreeMap::new();
+    let mut calls = 0;
+    let known = restored.volume_ids.get_or_insert_with(Vec::new);
+    for attached in &server.volumes_attached {
+        if known.contains(&attached.id) {
+            continue;
+        }
+        calls += 1;
+        match cloud.cinder().get_volume(&attached.id).await {
+            Ok(volume) if spec.made_from_ours(volume.snapshot_id.as_deref()) => {
+                known.push(volume.id.clone());
+                fresh.insert(volume.id, volume.status);
+            }
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((fresh, calls))
+}
+
 /// Where one step of a clean-up got.
 #[derive(Debug)]
 pub struct CleanupStep {
@@ -541,13 +651,15 @@ pub struct CleanupStep {
 /// One step of deleting what a restore made: the server first (Nova keeps
 /// the volumes it made from the image's mapping unless their
 /// `delete_on_termination` was set, so each is then deleted explicitly once
-/// it is detached), or the volume. Idempotent: a crash between two steps
-/// resumes from what the cloud shows.
+/// it is detached), or the volume. The server's volumes are recorded in a
+/// step before the one that deletes it. Idempotent: a crash between two
+/// steps resumes from what the cloud shows and what was recorded.
 ///
 /// # Errors
 /// A call failed; the step is retried later.
 pub async fn cleanup_step(
     cloud: &OpenStack,
+    spec: &RestoreSpec,
     restored: &Restored,
     seen: &[TimelineEntry],
     now: DateTime<Utc>,
@@ -591,11 +703,20 @@ pub async fn cleanup_step(
         calls += 1;
         match cloud.nova().get_server(&server_id).await {
             Ok(server) => {
-                let known = restored.volume_ids.get_or_insert_with(Vec::new);
-                for v in &server.volumes_attached {
-                    if !known.contains(&v.id) {
-                        known.push(v.id.clone());
-                    }
+                let (fresh, n) = learn_volumes(cloud, spec, &mut restored, &server).await?;
+                calls += n;
+                // Once the server is gone its volumes can no longer be found
+                // (Nova made them without our metadata): the ones just learnt
+                // are recorded before the delete is sent, in the next step,
+                // so that a step whose record is lost (its lease taken over,
+                // the service stopped) never loses them.
+                if !fresh.is_empty() {
+                    return Ok(CleanupStep {
+                        done: false,
+                        restored,
+                        timeline,
+                        calls,
+                    });
                 }
                 if server.task_state.as_deref() != Some("deleting") {
                     calls += 1;
@@ -633,6 +754,11 @@ pub async fn cleanup_step(
                 note(&mut timeline, seen, now, "volume", &id, "deleted");
             }
             Err(e) => return Err(e),
+            // Recorded before this check existed, or by an earlier
+            // version: a volume the restore did not make is never deleted.
+            Ok(volume) if !spec.made_from_ours(volume.snapshot_id.as_deref()) => {
+                tracing::warn!(volume_id = %id, "not made by the restore; left alone");
+            }
             Ok(volume) => {
                 pending = true;
                 let deletable = volume.attachments.is_empty()

@@ -47,14 +47,19 @@ pub struct PolicyCounts {
 #[schema(as = Status, example = json!({
     "policies": {"active": 12, "disabled": 2, "broken": 1, "stale": 1},
     "jobs_failed_24h": 3,
+    "restores_failed_24h": 0,
     "deletions_failed": 0,
     "deletions_blocked": 1,
     "runs_missed_24h": 0
 }))]
 pub struct StatusResponse {
     pub policies: PolicyCounts,
-    /// Jobs that failed or timed out in the last 24 hours.
+    /// Snapshot jobs that failed or timed out in the last 24 hours (restores
+    /// and restore tests are not counted here).
     pub jobs_failed_24h: i64,
+    /// Restores (`POST /v1/snapshots/{id}/restore`) that failed or timed out
+    /// in the last 24 hours.
+    pub restores_failed_24h: i64,
     /// Snapshots whose deletion failed and is being retried (`delete_failed`).
     pub deletions_failed: i64,
     /// Snapshots Cinder will not delete while volumes made from them exist (`delete_blocked`).
@@ -73,6 +78,7 @@ impl From<Summary> for StatusResponse {
                 stale: s.stale,
             },
             jobs_failed_24h: s.jobs_failed_24h,
+            restores_failed_24h: s.restores_failed_24h,
             deletions_failed: s.deletions_failed,
             deletions_blocked: s.deletions_blocked,
             runs_missed_24h: s.runs_missed_24h,

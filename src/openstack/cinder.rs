@@ -101,6 +101,9 @@ pub struct Group {
     /// The owning project (microversion 3.58 or later).
     #[serde(default)]
     pub project_id: Option<String>,
+    /// The group snapshot it was made from (`create-from-src`; microversion 3.14 or later).
+    #[serde(default)]
+    pub group_snapshot_id: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -66,6 +66,12 @@ impl ManagedSnapshot {
                 .0
                 .first()
                 .map(|s| s.snapshot_id.clone()),
+            volume_snapshot_ids: self
+                .volume_snapshots
+                .0
+                .iter()
+                .map(|s| s.snapshot_id.clone())
+                .collect(),
             group_snapshot_id: self.group_snapshot_id.clone(),
             size_gb: self.size_gb.and_then(|s| u64::try_from(s).ok()),
             source_flavor: self.source_flavor.as_ref().map(|f| f.0.clone()),

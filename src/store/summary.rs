@@ -17,8 +17,10 @@ pub struct Summary {
     pub broken: i64,
     /// Enabled policies (broken ones included) with at least one stale target.
     pub stale: i64,
-    /// Jobs that failed or timed out in the 24 hours before now.
+    /// Snapshot jobs that failed or timed out in the 24 hours before now.
     pub jobs_failed_24h: i64,
+    /// Restore jobs that failed or timed out in the 24 hours before now.
+    pub restores_failed_24h: i64,
     /// Snapshots whose deletion failed (`delete_failed`).
     pub deletions_failed: i64,
     /// Snapshots whose deletion Cinder blocks (`delete_blocked`).
@@ -33,6 +35,7 @@ struct Counts {
     disabled: i64,
     broken: i64,
     jobs_failed_24h: i64,
+    restores_failed_24h: i64,
     deletions_failed: i64,
     deletions_blocked: i64,
     runs_missed_24h: i64,
@@ -57,8 +60,10 @@ pub async fn fetch_summary(
                 and not enabled and broken_error is null) as disabled, \
              (select count(*) from policy where ($1::text is null or project_id = $1) \
                 and broken_error is not null) as broken, \
-             (select count(*) from job where ($1::text is null or project_id = $1) \
+             (select count(*) from job where ($1::text is null or project_id = $1) and kind = 'snapshot' \
                 and status in ('failed', 'timed_out') and finished_at > $2 and finished_at <= $3) as jobs_failed_24h, \
+             (select count(*) from job where ($1::text is null or project_id = $1) and kind = 'restore' \
+                and status in ('failed', 'timed_out') and finished_at > $2 and finished_at <= $3) as restores_failed_24h, \
              (select count(*) from snapshot where ($1::text is null or project_id = $1) \
                 and state = 'delete_failed') as deletions_failed, \
              (select count(*) from snapshot where ($1::text is null or project_id = $1) \
@@ -78,6 +83,7 @@ pub async fn fetch_summary(
         broken: counts.broken,
         stale,
         jobs_failed_24h: counts.jobs_failed_24h,
+        restores_failed_24h: counts.restores_failed_24h,
         deletions_failed: counts.deletions_failed,
         deletions_blocked: counts.deletions_blocked,
         runs_missed_24h: counts.runs_missed_24h,

@@ -170,12 +170,12 @@ async fn status_counts_only_the_callers_project_and_every_project_for_an_admin_w
     assert_eq!(
         demo_status,
         json!({"policies": {"active": 1, "disabled": 0, "broken": 0, "stale": 1},
-               "jobs_failed_24h": 0, "deletions_failed": 0, "deletions_blocked": 0, "runs_missed_24h": 0})
+               "jobs_failed_24h": 0, "restores_failed_24h": 0, "deletions_failed": 0, "deletions_blocked": 0, "runs_missed_24h": 0})
     );
     assert_eq!(
         alt_status,
         json!({"policies": {"active": 1, "disabled": 1, "broken": 0, "stale": 1},
-               "jobs_failed_24h": 1, "deletions_failed": 1, "deletions_blocked": 1, "runs_missed_24h": 1})
+               "jobs_failed_24h": 1, "restores_failed_24h": 0, "deletions_failed": 1, "deletions_blocked": 1, "runs_missed_24h": 1})
     );
     assert_eq!(everyone["policies"]["active"], 2);
     assert_eq!(

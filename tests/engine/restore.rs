@@ -1044,3 +1044,368 @@ async fn a_clean_up_with_the_services_credentials_never_deletes_a_group_of_unkno
         "another project's group was deleted by the service: {group:?}"
     );
 }
+
+/// A server "a user" makes in the project with `image` and the job's tag and
+/// metadata, as anyone in the project can.
+async fn forged_server(h: &Harness, job_id: Uuid, image: &str) -> String {
+    h.cloud
+        .nova()
+        .create_server(json!({
+            "name": "not-the-restore",
+            "imageRef": image,
+            "flavorRef": "1",
+            "networks": "none",
+            "tags": [format!("stacksnap-job-{job_id}")],
+            "metadata": {"stacksnap_job_id": job_id.to_string()},
+        }))
+        .await
+        .unwrap()
+}
+
+#[sqlx::test]
+async fn recovery_never_adopts_a_server_carrying_the_jobs_tag_with_another_image(pool: PgPool) {
+    // Arrange: a server of another image carries the job's tag; the job's
+    // create fails unclearly without being carried out.
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("web-1", &[], &[], false);
+    let snapshot_id = snapshot_of(&h, "server", &server).await;
+    let base = h.cloud.nova().get_server(&server).await.unwrap();
+    let job_id = restore(&h, snapshot_id, json!({})).await;
+    let forged = forged_server(&h, job_id, base.image_id().unwrap()).await;
+    h.sim
+        .inject(FaultRule::error("nova.create_server", 503).times(1));
+
+    // Act
+    let job = h.finish(job_id).await;
+
+    // Assert: the forged server is neither adopted nor touched; the job made its own.
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    let made = restored(&job).server_id.unwrap();
+    assert_ne!(made, forged, "the forged server was adopted");
+    let image = snapshots::fetch_snapshot(&h.pool, "default", snapshot_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .image_id;
+    let new = h.cloud.nova().get_server(&made).await.unwrap();
+    assert_eq!(new.image_id(), image.as_deref());
+    assert!(!server_gone(&h, &forged).await);
+}
+
+#[sqlx::test]
+async fn recovery_never_adopts_a_volume_carrying_the_jobs_metadata_made_from_elsewhere(
+    pool: PgPool,
+) {
+    // Arrange: a blank volume carries the job's metadata; the job's create
+    // fails unclearly without being carried out.
+    let h = harness(pool).await;
+    let volume = h.sim.create_volume("data", 1, &[]);
+    let snapshot_id = snapshot_of(&h, "volume", &volume).await;
+    let job_id = restore(&h, snapshot_id, json!({})).await;
+    let forged = h.sim.create_volume(
+        "not-the-restore",
+        1,
+        &[("stacksnap_job_id", &job_id.to_string())],
+    );
+    h.sim
+        .inject(FaultRule::error("cinder.create_volume", 503).times(1));
+
+    // Act
+    let job = h.finish(job_id).await;
+
+    // Assert
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    let made = restored(&job).volume_id.unwrap();
+    assert_ne!(made, forged, "the forged volume was adopted");
+    let new = h.cloud.cinder().get_volume(&made).await.unwrap();
+    assert!(new.snapshot_id.is_some());
+    assert_eq!(
+        h.cloud.cinder().get_volume(&forged).await.unwrap().status,
+        "available"
+    );
+}
+
+#[sqlx::test]
+async fn recovery_refuses_to_pick_between_two_servers_that_both_look_like_the_restore(
+    pool: PgPool,
+) {
+    // Arrange: two servers of the snapshot's image carry the job's tag; the
+    // job's create fails unclearly without being carried out.
+    let h = harness(pool).await;
+    let server = h.sim.create_image_backed_server("web-1", &[], &[], false);
+    let snapshot_id = snapshot_of(&h, "server", &server).await;
+    let image = snapshots::fetch_snapshot(&h.pool, "default", snapshot_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .image_id
+        .unwrap();
+    let job_id = restore(&h, snapshot_id, json!({})).await;
+    let first = forged_server(&h, job_id, &image).await;
+    let second = forged_server(&h, job_id, &image).await;
+    h.sim
+        .inject(FaultRule::error("nova.create_server", 503).times(1));
+
+    // Act
+    h.finish(job_id).await;
+    let job = settle_cleanup(&h, job_id).await;
+
+    // Assert: failed, naming both; neither adopted nor deleted.
+    assert_eq!(job.status, JobStatus::Failed);
+    let error = job.error.clone().unwrap().0;
+    assert_eq!(error.code, "restore_ambiguous", "{error:?}");
+    assert!(
+        error.message.contains(&first) && error.message.contains(&second),
+        "{error:?}"
+    );
+    assert_eq!(restored(&job).server_id, None);
+    assert!(!server_gone(&h, &first).await);
+    assert!(!server_gone(&h, &second).await);
+}
+
+/// Attaches `volume` to `server` as a user does (`POST os-volume_attachments`).
+async fn attach(h: &Harness, server: &str, volume: &str) {
+    use stacksnap::openstack::session::{Call, Service};
+    let call = Call::new(
+        Service::Compute,
+        "attach_volume",
+        reqwest::Method::POST,
+        format!("/servers/{server}/os-volume_attachments"),
+    )
+    .json(json!({"volumeAttachment": {"volumeId": volume}}));
+    h.cloud.session().send(&call).await.unwrap();
+}
+
+/// Waits (on the simulator's real clock) until the server is ACTIVE.
+async fn until_active(h: &Harness, server: &str) {
+    for _ in 0..400 {
+        if h.cloud.nova().get_server(server).await.unwrap().status == "ACTIVE" {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("{server} never became ACTIVE");
+}
+
+#[sqlx::test]
+async fn the_clean_up_deletes_only_the_volumes_the_restore_made_not_one_a_user_attached(
+    pool: PgPool,
+) {
+    // Arrange: a volume-backed restore, ACTIVE; a user attaches their own
+    // volume to it; then the restore is cancelled.
+    let h = harness(pool).await;
+    let server = h.sim.create_volume_backed_server("db-1", 2, false);
+    let snapshot_id = snapshot_of(&h, "server", &server).await;
+    let job_id = restore(&h, snapshot_id, json!({})).await;
+    let tracking = h.drive(job_id, |j| j.status == JobStatus::Tracking).await;
+    let new = restored(&tracking).server_id.unwrap();
+    until_active(&h, &new).await;
+    let ours: Vec<String> = h
+        .cloud
+        .nova()
+        .get_server(&new)
+        .await
+        .unwrap()
+        .volumes_attached
+        .into_iter()
+        .map(|v| v.id)
+        .collect();
+    assert_eq!(ours.len(), 2);
+    let theirs = h.sim.create_volume("users-data", 1, &[]);
+    attach(&h, &new, &theirs).await;
+
+    // Act
+    lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now(), "test")
+        .await
+        .unwrap();
+    let job = settle_cleanup(&h, job_id).await;
+
+    // Assert: the server and its two volumes are gone; the user's volume stays.
+    assert_eq!(job.status, JobStatus::Cancelled);
+    assert_eq!(restored(&job).cleanup.unwrap().state, CleanupState::Deleted);
+    assert!(server_gone(&h, &new).await);
+    for id in &ours {
+        let gone = match h.cloud.cinder().get_volume(id).await {
+            Err(e) => e.is_not_found(),
+            Ok(v) => v.status == "deleting",
+        };
+        assert!(gone, "volume {id} of the restore is deleted");
+    }
+    let kept = h.cloud.cinder().get_volume(&theirs).await;
+    assert!(
+        kept.as_ref().is_ok_and(|v| v.status != "deleting"),
+        "the user's volume was deleted: {kept:?}"
+    );
+    assert!(
+        !restored(&job)
+            .volume_ids
+            .unwrap_or_default()
+            .contains(&theirs),
+        "the user's volume is not recorded as the restore's"
+    );
+}
+
+#[sqlx::test]
+async fn a_clean_up_whose_lease_is_lost_after_the_server_delete_still_deletes_its_volumes(
+    pool: PgPool,
+) {
+    // Arrange: a volume-backed restore cancelled before any poll recorded
+    // its volumes; Nova's answer to the server delete is slow.
+    let h = harness(pool).await;
+    let server = h.sim.create_volume_backed_server("db-1", 2, false);
+    let snapshot_id = snapshot_of(&h, "server", &server).await;
+    let job_id = restore(&h, snapshot_id, json!({})).await;
+    let tracking = h.drive(job_id, |j| j.status == JobStatus::Tracking).await;
+    let new = restored(&tracking).server_id.unwrap();
+    until_active(&h, &new).await;
+    let ours: Vec<String> = h
+        .cloud
+        .nova()
+        .get_server(&new)
+        .await
+        .unwrap()
+        .volumes_attached
+        .into_iter()
+        .map(|v| v.id)
+        .collect();
+    assert_eq!(ours.len(), 2);
+    lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now(), "test")
+        .await
+        .unwrap();
+    h.sim.inject(
+        FaultRule::latency("nova.delete_server", std::time::Duration::from_millis(800)).times(1),
+    );
+
+    // Act: clean-up steps run; while the server delete is in flight another
+    // worker takes the lease over, so that step records nothing.
+    let thief = Uuid::new_v4();
+    let mut stolen = false;
+    for _ in 0..50 {
+        let steal = async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            sqlx::query(
+                "update job set lease_owner = $2, lease_expires_at = $3 \
+                 where job_id = $1 and lease_owner is not null and lease_owner <> $2",
+            )
+            .bind(job_id)
+            .bind(thief)
+            .bind(h.clock.now() + chrono::TimeDelta::days(1))
+            .execute(&h.pool)
+            .await
+            .unwrap()
+            .rows_affected()
+                == 1
+        };
+        let ((), took) = tokio::join!(h.work(), steal);
+        if took {
+            stolen = true;
+            break;
+        }
+        h.clock.advance(chrono::TimeDelta::milliseconds(500));
+    }
+    assert!(stolen, "the lease was taken over during a step");
+    assert_eq!(h.sim.count("nova.delete_server"), 1, "the delete was sent");
+    for _ in 0..400 {
+        if server_gone(&h, &new).await {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(server_gone(&h, &new).await);
+    // The other worker dies: its lease is released.
+    sqlx::query("update job set lease_owner = null, lease_expires_at = null where job_id = $1")
+        .bind(job_id)
+        .execute(&h.pool)
+        .await
+        .unwrap();
+    let job = settle_cleanup(&h, job_id).await;
+
+    // Assert: the restore's volumes are deleted all the same.
+    assert_eq!(restored(&job).cleanup.unwrap().state, CleanupState::Deleted);
+    for id in &ours {
+        let gone = match h.cloud.cinder().get_volume(id).await {
+            Err(e) => e.is_not_found(),
+            Ok(v) => v.status == "deleting",
+        };
+        assert!(gone, "volume {id} of the restore is left behind");
+    }
+}
+
+#[sqlx::test]
+async fn a_failed_restore_is_not_a_failed_job_in_the_status_summary(pool: PgPool) {
+    // Arrange: a restore Nova refuses (quota).
+    let h = harness_with(pool, SimConfig::default().with_instances_quota(1)).await;
+    let server = h.sim.create_image_backed_server("web-1", &[], &[], false);
+    let snapshot_id = snapshot_of(&h, "server", &server).await;
+
+    // Act
+    let job_id = restore(&h, snapshot_id, json!({})).await;
+    assert_eq!(h.finish(job_id).await.status, JobStatus::Failed);
+
+    // Assert: GET /v1/status's jobs_failed_24h counts snapshot jobs only.
+    let summary = stacksnap::store::summary::fetch_summary(&h.pool, "default", h.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(summary.jobs_failed_24h, 0, "{summary:?}");
+    assert_eq!(
+        summary.restores_failed_24h, 1,
+        "the restore counts as a restore"
+    );
+}
+
+#[sqlx::test]
+async fn below_volume_3_58_a_group_the_services_credentials_cannot_own_is_a_clean_up_error_not_silence(
+    pool: PgPool,
+) {
+    // Arrange: below volume 3.58 a group shows no `project_id`. A group
+    // restore's create is carried out but its answer lost; the job is
+    // cancelled at once and its run's trust is refused, so the clean-up
+    // searches with the service's credentials.
+    let h = harness_with(
+        pool,
+        SimConfig::default().with_cinder_max_microversion("3.50"),
+    )
+    .await;
+    let (snapshot_id, _) = group_snapshot(&h).await;
+    h.sim
+        .inject(FaultRule::reply_lost("cinder.create_group_from_src", 503).times(1));
+    let job_id = restore(&h, snapshot_id, json!({"name": "restored-group"})).await;
+    h.drive(job_id, |j| j.create_unclear_at.is_some() && j.attempt == 1)
+        .await;
+    sqlx::query(
+        "update run set delegated = true, trust_id = 'refused' \
+         where run_id = (select run_id from job where job_id = $1)",
+    )
+    .bind(job_id)
+    .execute(&h.pool)
+    .await
+    .unwrap();
+    let made = h
+        .cloud
+        .cinder()
+        .list_groups_named("restored-group", false)
+        .await
+        .unwrap();
+    assert_eq!(made.len(), 1, "the create was carried out");
+    let group = made[0].id.clone();
+
+    // Act: the clean-up runs well past the create's settling time.
+    lifecycle::cancel_job(&h.pool, "default", job_id, h.clock.now(), "test")
+        .await
+        .unwrap();
+    for _ in 0..40 {
+        h.work().await;
+        h.clock.advance(chrono::TimeDelta::milliseconds(500));
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    // Assert: not ended as if nothing was made: an error names the group,
+    // and the clean-up is still due (retried).
+    let job = h.job(job_id).await;
+    let cleanup = restored(&job).cleanup.expect("the clean-up ran");
+    assert_eq!(cleanup.state, CleanupState::Deleting, "{cleanup:?}");
+    let error = cleanup.error.unwrap_or_default();
+    assert!(error.contains(&group), "{error}");
+    assert!(job.cleanup_due_at.is_some(), "the clean-up is retried");
+    assert!(h.cloud.cinder().get_group(&group).await.is_ok());
+}

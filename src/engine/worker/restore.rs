@@ -15,7 +15,7 @@ use crate::{
     },
     engine::{
         Engine, authority,
-        restore::{self, Sent},
+        restore::{self, Found, Sent},
         snapshot::BeforeSend,
     },
     openstack::Authority,
@@ -52,6 +52,20 @@ pub(super) fn needs_cleanup(job: &Job, update: &JobUpdate) -> bool {
         .or(job.restored.as_ref().map(|r| &r.0))
         .is_some_and(|r| r.source_deletion.is_some());
     job.kind != JobKind::Snapshot && ended_badly && made && !past_active
+}
+
+/// The error of a restore that cannot tell its own resource from others
+/// carrying its mark (anyone in the project can tag a server or set metadata).
+fn ambiguous(ids: &[String]) -> JobError {
+    JobError::new(
+        "restore_ambiguous",
+        format!(
+            "{} resources carry this job's tag or metadata and match the snapshot ({}): none is \
+             taken for the job's nor deleted; delete the ones that are not yours",
+            ids.len(),
+            ids.join(", ")
+        ),
+    )
 }
 
 impl Engine {
@@ -118,7 +132,7 @@ impl Engine {
         };
         let (found, calls) = restore::find(&self.cloud, job.job_id, spec, None).await?;
         Ok(match found {
-            Some(restored) => {
+            Found::One(restored) => {
                 tracing::info!(job_id = %job.job_id, "adopted what an earlier create of the restore made");
                 let now = self.clock.now();
                 Ok(JobUpdate {
@@ -126,7 +140,14 @@ impl Engine {
                     ..self.adopt_restored(job, restored, now)
                 })
             }
-            None => Err(calls),
+            Found::Many(ids) => {
+                tracing::warn!(job_id = %job.job_id, ?ids, "more than one resource looks like the restore's; none adopted");
+                Ok(JobUpdate {
+                    calls,
+                    ..fail(ambiguous(&ids))
+                })
+            }
+            Found::Nothing | Found::Unowned(_) => Err(calls),
         })
     }
 
@@ -146,14 +167,14 @@ impl Engine {
         if restored.source_deletion.is_some() {
             return self.delete_source(job, restored, now, own_authority).await;
         }
-        let stamp = job
-            .restore
-            .as_ref()
-            .map(|r| r.0.stamped_metadata(job.job_id))
-            .unwrap_or_default();
+        let spec = match spec_of(job) {
+            Ok(spec) => spec,
+            Err(update) => return *update,
+        };
+        let stamp = spec.stamped_metadata(job.job_id);
         let deadline_passed = job.deadline.is_some_and(|d| now >= d);
         let progress =
-            match restore::poll(&self.cloud, &restored, &stamp, &job.timeline.0, now).await {
+            match restore::poll(&self.cloud, spec, &restored, &stamp, &job.timeline.0, now).await {
                 Ok(progress) => progress,
                 Err(e) if e.is_refused() => {
                     let mut update = fail(JobError::new(
@@ -287,21 +308,49 @@ impl Engine {
         // a tenant's job they search every project, by the job's id.
         let owner = (as_service && stored.delegated).then_some(job.project_id.as_str());
         let mut calls = 0;
+        let Ok(spec) = spec_of(job) else {
+            return (restored, None, Vec::new(), 0);
+        };
         if restored.is_empty() {
             // The create's answer was lost: find what it made first.
-            let spec = match spec_of(job) {
-                Ok(spec) => spec,
-                Err(_) => return (restored, None, Vec::new(), 0),
-            };
             match restore::find(&cloud, job.job_id, spec, owner).await {
-                Ok((Some(found), n)) => {
+                Ok((Found::Many(ids), n)) => {
+                    // Never deleted on a guess: the job's error names them.
+                    tracing::warn!(job_id = %job.job_id, ?ids, "more than one resource looks like the restore's; none deleted");
+                    if let Some(c) = restored.cleanup.as_mut() {
+                        c.error = Some(ambiguous(&ids).message);
+                    }
+                    return (restored, None, Vec::new(), calls + n);
+                }
+                Ok((Found::Unowned(ids), n)) => {
+                    // Below volume 3.58 Cinder shows no group's owner: what
+                    // may be the job's cannot be told from another
+                    // project's with the service's credentials. Said, and
+                    // looked at again (the run's trust may work again).
+                    tracing::warn!(job_id = %job.job_id, ?ids, "what may be the restore's shows no owner; not deleted");
+                    if let Some(c) = restored.cleanup.as_mut() {
+                        c.error = Some(format!(
+                            "{} may be what the restore made, but the cloud shows no owner for it \
+                             (a volume group below Cinder API 3.58) and the run's authority no longer \
+                             works: not deleted; retried, or delete it by hand if it is this job's",
+                            ids.join(", ")
+                        ));
+                    }
+                    return (
+                        restored,
+                        Some(now + self.cleanup_delay(job, now)),
+                        Vec::new(),
+                        calls + n,
+                    );
+                }
+                Ok((Found::One(found), n)) => {
                     calls += n;
                     restored.server_id = found.server_id;
                     restored.volume_id = found.volume_id;
                     restored.group_id = found.group_id;
                     restored.volume_ids = found.volume_ids;
                 }
-                Ok((None, n)) => {
+                Ok((Found::Nothing, n)) => {
                     calls += n;
                     // Believed only once the create has had time to settle.
                     if let Some(at) = job
@@ -325,7 +374,7 @@ impl Engine {
                 }
             }
         }
-        match restore::cleanup_step(&cloud, &restored, &job.timeline.0, now).await {
+        match restore::cleanup_step(&cloud, spec, &restored, &job.timeline.0, now).await {
             Ok(step) => {
                 let mut restored = step.restored;
                 let next = if step.done {
