@@ -48,6 +48,10 @@ pub struct ManagedSnapshot {
     pub created_at: DateTime<Utc>,
     /// The flavor of the snapshotted server, as Nova showed it when the snapshot was taken.
     pub source_flavor: Option<Json<serde_json::Value>>,
+    /// When a scheduled restore test of it last passed.
+    pub verified_at: Option<DateTime<Utc>>,
+    /// Why its last restore test failed, when that is newer than its last pass.
+    pub verify_error: Option<Json<crate::domain::verify::VerifyError>>,
 }
 
 impl ManagedSnapshot {
@@ -95,7 +99,7 @@ macro_rules! snapshot_columns {
     () => {
         "snapshot_id, project_id, policy_id, run_id, job_id, resource_type, resource_id, resource_name, image_id, \
          group_snapshot_id, volume_snapshots, image_size_bytes, size_gb, complete, state, taken_at, delete_attempts, delete_error, \
-         delete_blocked_by, delete_waiting_since, deleted_at, created_at, source_flavor"
+         delete_blocked_by, delete_waiting_since, deleted_at, created_at, source_flavor, verified_at, verify_error"
     };
 }
 
