@@ -23,5 +23,6 @@ mod snapshots;
 mod supervision;
 mod tenant;
 mod trusts;
+mod verify;
 mod waiting;
 mod webhooks;
