@@ -17,9 +17,13 @@ use uuid::Uuid;
 use crate::helpers::{Harness, TestApp, get_json, harness, run_now, spawn_app_on};
 
 fn policy(name: &str, server: &str, verify: Value) -> Value {
+    policy_of(name, "server", server, verify)
+}
+
+fn policy_of(name: &str, resource_type: &str, id: &str, verify: Value) -> Value {
     json!({
-        "name": name, "resource_type": "server",
-        "targets": {"ids": [server]},
+        "name": name, "resource_type": resource_type,
+        "targets": {"ids": [id]},
         "schedules": [{"cron": "0 2 * * *"}], "retention": {"keep_last": 5},
         "options": {"verify": verify}
     })
@@ -28,9 +32,14 @@ fn policy(name: &str, server: &str, verify: Value) -> Value {
 /// A policy with `verify` on one image-backed server, with one snapshot
 /// taken: (app, policy id, server id, snapshot id).
 async fn verified_policy(h: &Harness, pool: PgPool, verify: Value) -> (TestApp, String, Uuid) {
-    let app = spawn_app_on(pool, h.clock.clone()).await;
     let server = h.sim.create_image_backed_server("web", &[], &[], false);
-    let created = app.create_policy(&policy("tested", &server, verify)).await;
+    policy_with_snapshot(h, pool, policy("tested", &server, verify)).await
+}
+
+/// Stores `body` as a policy and takes one snapshot of its target.
+async fn policy_with_snapshot(h: &Harness, pool: PgPool, body: Value) -> (TestApp, String, Uuid) {
+    let app = spawn_app_on(pool, h.clock.clone()).await;
+    let created = app.create_policy(&body).await;
     let id = created["id"].as_str().unwrap().to_owned();
     run_now(h, &app, &id).await;
     let snapshot: Uuid = sqlx::query_scalar(
@@ -356,4 +365,59 @@ async fn a_policy_without_verify_queues_no_test(pool: PgPool) {
     let shown = get_json(&app, &format!("/v1/policies/{id}")).await;
     assert_eq!(shown["unverified_resources"], 0, "{shown}");
     assert!(shown["options"].get("verify").is_none(), "{shown}");
+}
+
+#[sqlx::test]
+async fn a_volume_backed_servers_test_deletes_the_server_and_each_new_volume(pool: PgPool) {
+    // Arrange: Nova copies `delete_on_termination` from the source's mapping,
+    // so the test server's volumes may outlive it unless deleted explicitly.
+    let h = harness(pool.clone()).await;
+    let server = h.sim.create_volume_backed_server("db", 2, false);
+    let (_app, id, snapshot) =
+        policy_with_snapshot(&h, pool, policy("tested", &server, json!({"every": "7d"}))).await;
+
+    // Act
+    h.engine.queue_restore_tests().await.unwrap();
+    let job = settle(&h, verify_jobs(&h, &id).await[0]).await;
+
+    // Assert
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    let made = restored(&job);
+    let volumes = made.volume_ids.clone().unwrap_or_default();
+    assert_eq!(volumes.len(), 2, "{made:?}");
+    assert!(server_gone(&h, made.server_id.as_deref().unwrap()).await);
+    for volume in volumes {
+        let gone = match h.cloud.cinder().get_volume(&volume).await {
+            Err(e) => e.is_not_found(),
+            Ok(v) => v.status == "deleting",
+        };
+        assert!(gone, "volume {volume} of the test is deleted");
+    }
+    assert_eq!(event_kinds(&h, snapshot).await, ["snapshot.verified"]);
+}
+
+#[sqlx::test]
+async fn a_volumes_test_restores_an_available_volume_and_deletes_it(pool: PgPool) {
+    // Arrange
+    let h = harness(pool.clone()).await;
+    let volume = h.sim.create_volume("data", 1, &[]);
+    let body = policy_of("tested", "volume", &volume, json!({"every": "7d"}));
+    let (app, id, snapshot) = policy_with_snapshot(&h, pool, body).await;
+
+    // Act
+    h.engine.queue_restore_tests().await.unwrap();
+    let job = settle(&h, verify_jobs(&h, &id).await[0]).await;
+
+    // Assert
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    let made = restored(&job)
+        .volume_id
+        .expect("the test volume is recorded");
+    let gone = match h.cloud.cinder().get_volume(&made).await {
+        Err(e) => e.is_not_found(),
+        Ok(v) => v.status == "deleting",
+    };
+    assert!(gone, "the test volume {made} is deleted");
+    let shown = get_json(&app, &format!("/v1/snapshots/{snapshot}")).await;
+    assert!(shown["verified_at"].is_string(), "{shown}");
 }
