@@ -230,7 +230,9 @@ pub async fn count_stale_policies(
 
 /// The newest available, complete snapshot of each target of policy `id`
 /// that has had no restore test (`kind = 'verify'`, whatever its end) queued
-/// within `every_secs` of `now`: what a restore-test pass tests.
+/// within `every_secs` of `now`: what a restore-test pass tests. A result
+/// recorded on one of its snapshots within `every_secs` counts too, so a
+/// cadence longer than the history's retention (which purges old jobs) holds.
 ///
 /// # Errors
 /// The query fails.
@@ -247,6 +249,11 @@ pub async fn verify_due(
              select 1 from job j where j.kind = 'verify' and j.policy_id = ts.policy_id \
                and j.resource_type = ts.resource_type and j.resource_id = ts.resource_id \
                and j.created_at > $3 - $4 * interval '1 second') \
+           and not exists ( \
+             select 1 from snapshot s where s.policy_id = ts.policy_id \
+               and s.resource_type = ts.resource_type and s.resource_id = ts.resource_id \
+               and greatest(s.verified_at, (s.verify_error ->> 'at')::timestamptz) \
+                   > $3 - $4 * interval '1 second') \
          order by ts.resource_type, ts.resource_id"
     ))
     .bind(None::<&str>)

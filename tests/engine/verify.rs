@@ -421,3 +421,23 @@ async fn a_volumes_test_restores_an_available_volume_and_deletes_it(pool: PgPool
     let shown = get_json(&app, &format!("/v1/snapshots/{snapshot}")).await;
     assert!(shown["verified_at"].is_string(), "{shown}");
 }
+
+#[sqlx::test]
+async fn a_result_on_the_snapshot_holds_the_cadence_after_the_history_purged_the_job(pool: PgPool) {
+    // Arrange: a passed test whose run and job the history purge removed.
+    let h = harness(pool.clone()).await;
+    let (_app, id, _snapshot) = verified_policy(&h, pool, json!({"every": "2h"})).await;
+    h.engine.queue_restore_tests().await.unwrap();
+    settle(&h, verify_jobs(&h, &id).await[0]).await;
+    sqlx::query("delete from run where trigger = 'verify'")
+        .execute(&h.pool)
+        .await
+        .unwrap();
+
+    // Act
+    h.clock.advance(TimeDelta::minutes(30));
+    let within = h.engine.queue_restore_tests().await.unwrap();
+
+    // Assert
+    assert_eq!((within.policies, within.jobs), (1, 0), "{within:?}");
+}
