@@ -40,14 +40,14 @@ fn spec_of(job: &Job) -> Result<&RestoreSpec, Box<JobUpdate>> {
 /// made something, or may have (an unclear create). A restore test's server
 /// or volume is thrown away once it has proved usable.
 pub(super) fn needs_cleanup(job: &Job, update: &JobUpdate) -> bool {
-    let ended_badly = update.status.is_some_and(|s| {
+    let ends_owing_cleanup = update.status.is_some_and(|s| {
         s.is_terminal() && (s != JobStatus::Succeeded || job.kind == JobKind::Verify)
     });
     let made = update.restored.as_ref().is_some_and(|r| !r.is_empty())
         || job.restored.as_ref().is_some_and(|r| !r.0.is_empty())
         || job.create_unclear_at.is_some()
         || matches!(update.create_unclear_at, Some(Some(_)));
-    job.kind != JobKind::Snapshot && ended_badly && made
+    job.kind != JobKind::Snapshot && ends_owing_cleanup && made
 }
 
 impl Engine {
