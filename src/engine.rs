@@ -17,6 +17,7 @@ pub mod scheduler;
 pub mod snapshot;
 pub mod source_deletion;
 pub mod trusts;
+pub mod verify;
 pub mod webhooks;
 pub mod worker;
 
@@ -92,6 +93,9 @@ pub struct EngineConfig {
     /// How often each policy with `options.snapshot_on_join` has its targets
     /// listed to find resources that joined it (across all replicas).
     pub join_interval: Duration,
+    /// How often each policy with `options.verify` is looked at for targets
+    /// due a restore test (across all replicas).
+    pub verify_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -125,6 +129,7 @@ impl Default for EngineConfig {
             sequence_interval: Duration::from_millis(200),
             freshness_interval: Duration::from_secs(60),
             join_interval: Duration::from_secs(300),
+            verify_interval: Duration::from_secs(300),
         }
     }
 }
@@ -180,7 +185,7 @@ impl Engine {
 
     /// The loops this replica runs: the LISTEN connection, the scheduler, the
     /// pruner, the history purge, the trust retirement, the event sequencer, the webhook dispatcher,
-    /// the stale-count refresher, the join watcher and every worker. The start-up code runs each as a supervised task.
+    /// the stale-count refresher, the join watcher, the restore tester and every worker. The start-up code runs each as a supervised task.
     pub fn tasks(&self) -> Vec<TaskName> {
         let mut tasks = vec![
             TaskName::Listen,
@@ -192,6 +197,7 @@ impl Engine {
             TaskName::Sequencer,
             TaskName::Freshness,
             TaskName::Joins,
+            TaskName::Verify,
         ];
         tasks.extend((0..self.config.workers).map(TaskName::Worker));
         tasks
@@ -215,6 +221,7 @@ impl Engine {
             TaskName::Sequencer => self.sequencer_loop(shutdown).await,
             TaskName::Freshness => self.freshness_loop(shutdown).await,
             TaskName::Joins => self.joins_loop(shutdown).await,
+            TaskName::Verify => self.verify_loop(shutdown).await,
             TaskName::Worker(_) => self.worker_loop(shutdown).await,
         }
         Ok(())
@@ -332,6 +339,29 @@ impl Engine {
                 Err(e) => {
                     tracing::error!(error = %e, "looking for joining resources failed; retrying")
                 }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    async fn verify_loop(self, shutdown: CancellationToken) {
+        let pause = (self.config.verify_interval / 10)
+            .clamp(Duration::from_secs(1), Duration::from_secs(30));
+        loop {
+            match self.queue_restore_tests().await {
+                Ok(queued) if queued.jobs > 0 => {
+                    tracing::info!(
+                        runs = queued.runs,
+                        jobs = queued.jobs,
+                        "queued restore tests of policies' newest snapshots"
+                    );
+                    self.wake.notify_waiters();
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "queueing restore tests failed; retrying"),
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,

@@ -18,6 +18,7 @@ pub mod runs;
 pub mod snapshots;
 pub mod summary;
 pub mod trusts;
+pub mod verify;
 pub mod webhooks;
 
 pub use database::{MIGRATOR, connect, migrations_applied};

@@ -16,4 +16,5 @@ mod restore;
 mod schedule;
 mod tenancy;
 mod tls;
+mod verify;
 mod webhooks;

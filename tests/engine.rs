@@ -24,5 +24,6 @@ mod snapshots;
 mod supervision;
 mod tenant;
 mod trusts;
+mod verify;
 mod waiting;
 mod webhooks;

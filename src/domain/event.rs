@@ -70,10 +70,18 @@ pub enum EventKind {
     #[serde(rename = "snapshot.delete_blocked")]
     #[sqlx(rename = "snapshot.delete_blocked")]
     SnapshotDeleteBlocked,
+    /// A scheduled restore test of the snapshot passed (`options.verify`).
+    #[serde(rename = "snapshot.verified")]
+    #[sqlx(rename = "snapshot.verified")]
+    SnapshotVerified,
+    /// A scheduled restore test of the snapshot failed (`options.verify`).
+    #[serde(rename = "snapshot.verify_failed")]
+    #[sqlx(rename = "snapshot.verify_failed")]
+    SnapshotVerifyFailed,
 }
 
 impl EventKind {
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 20] = [
         Self::PolicyCreated,
         Self::PolicyUpdated,
         Self::PolicyDeleted,
@@ -92,6 +100,8 @@ impl EventKind {
         Self::SnapshotDeleted,
         Self::SnapshotDeleteFailed,
         Self::SnapshotDeleteBlocked,
+        Self::SnapshotVerified,
+        Self::SnapshotVerifyFailed,
     ];
 
     /// The name used in the API and the database, e.g. `job.timed_out`.
@@ -115,6 +125,8 @@ impl EventKind {
             Self::SnapshotDeleted => "snapshot.deleted",
             Self::SnapshotDeleteFailed => "snapshot.delete_failed",
             Self::SnapshotDeleteBlocked => "snapshot.delete_blocked",
+            Self::SnapshotVerified => "snapshot.verified",
+            Self::SnapshotVerifyFailed => "snapshot.verify_failed",
         }
     }
 }

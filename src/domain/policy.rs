@@ -15,11 +15,11 @@ mod stored;
 mod types;
 mod validate;
 
-pub use spec::{PolicyOptions, PolicySpec, Retention, ScheduleSpec};
+pub use spec::{PolicyOptions, PolicySpec, Retention, ScheduleSpec, VerifySpec};
 pub use stored::{PolicyError, PolicyState, StoredPolicy, check_stored};
 pub use types::{
     Authors, Consistency, MissedRun, Policy, ResourceType, RetentionRules, Selector,
-    SnapshotOptions, Targets, ValidPolicy,
+    SnapshotOptions, Targets, ValidPolicy, VerifyOptions,
 };
 pub(crate) use validate::check_metadata;
 pub use validate::{RESERVED_METADATA_KEYS, RESERVED_METADATA_PREFIXES};

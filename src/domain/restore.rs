@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -31,60 +31,7 @@ pub fn server_tag(job_id: Uuid) -> String {
 /// The most characters of a name, an availability zone, a key pair or a type.
 const MAX_TEXT_CHARS: usize = 255;
 
-/// The networks of a restored server, as Nova takes them from compute
-/// microversion 2.37: `"none"`, `"auto"`, or a list of networks and ports.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(untagged)]
-#[schema(example = json!("none"))]
-pub enum Networks {
-    /// `"none"` (no network; the default) or `"auto"` (Nova picks the
-    /// project's one network, or allocates one through Neutron's
-    /// auto-allocated topology; it fails on a cloud that offers neither).
-    Choice(NetworkChoice),
-    /// These networks and ports, in order.
-    List(Vec<NetworkRef>),
-}
-
-/// Nova's two words for networks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[schema(example = "none")]
-pub enum NetworkChoice {
-    None,
-    Auto,
-}
-
-/// One network or one port of a restored server: exactly one of the two.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(example = json!({"network": "7f3c1e2a-5b6d-4c8e-9f0a-1b2c3d4e5f60"}))]
-pub struct NetworkRef {
-    /// A Neutron network id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<String>,
-    /// A Neutron port id (not attached to anything).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<String>,
-}
-
-impl Networks {
-    /// The `networks` value of Nova's `POST /servers`.
-    pub fn to_nova(&self) -> Value {
-        match self {
-            Self::Choice(NetworkChoice::None) => json!("none"),
-            Self::Choice(NetworkChoice::Auto) => json!("auto"),
-            Self::List(list) => Value::Array(
-                list.iter()
-                    .map(|n| match (&n.network, &n.port) {
-                        (_, Some(port)) => json!({"port": port}),
-                        (Some(network), None) => json!({"uuid": network}),
-                        (None, None) => json!({}),
-                    })
-                    .collect(),
-            ),
-        }
-    }
-}
+pub use super::networks::{NetworkChoice, NetworkRef, Networks};
 
 /// A request to restore a managed snapshot. Every field is optional; those
 /// that do not apply to the snapshot's resource type are refused.
@@ -782,6 +729,8 @@ pub fn pick_flavor(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

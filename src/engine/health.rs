@@ -76,6 +76,8 @@ pub enum TaskName {
     Freshness,
     /// The loop that snapshots resources joining a policy with `snapshot_on_join`.
     Joins,
+    /// The loop that queues scheduled restore tests (`options.verify`).
+    Verify,
     /// One of the workers, numbered from 0.
     Worker(usize),
 }
@@ -92,6 +94,7 @@ impl fmt::Display for TaskName {
             Self::Sequencer => f.write_str("sequencer"),
             Self::Freshness => f.write_str("freshness"),
             Self::Joins => f.write_str("joins"),
+            Self::Verify => f.write_str("verify"),
             Self::Worker(n) => write!(f, "worker-{n}"),
         }
     }

@@ -90,7 +90,7 @@ pub struct ListEventsQuery {
     pub all_projects: Option<bool>,
     /// One kind (`job.failed`) or every kind with a prefix (`job.`, `run.`, `policy.`, `snapshot.`).
     #[param(
-        pattern = r"^(policy\.(created|updated|deleted|broken)?|run\.(fired|missed|succeeded|partially_failed|failed)?|job\.(started|succeeded|failed|timed_out|cancelled)?|snapshot\.(created|deleted|delete_failed|delete_blocked)?)$",
+        pattern = r"^(policy\.(created|updated|deleted|broken)?|run\.(fired|missed|succeeded|partially_failed|failed)?|job\.(started|succeeded|failed|timed_out|cancelled)?|snapshot\.(created|deleted|delete_failed|delete_blocked|verified|verify_failed)?)$",
         example = "job."
     )]
     pub kind: Option<String>,

@@ -27,6 +27,7 @@ use crate::{
         policy::ResourceType,
         retention::{KeepReason, plan},
         status::SnapshotState,
+        verify::VerifyError,
     },
     store::{
         policies,
@@ -45,7 +46,7 @@ use crate::{
     "volume_snapshot_ids": ["0b2e7c1d-9a8f-4e3d-b2c1-a0f9e8d7c6b5"],
     "complete": true, "state": "available", "kept_by": ["last", "daily"],
     "taken_at": "2026-11-26T01:00:00Z", "created_at": "2026-11-26T01:00:09Z", "deleted_at": null, "delete_error": null,
-    "delete_blocked_by": null
+    "delete_blocked_by": null, "verified_at": "2026-11-27T03:10:00Z", "verify_error": null
 }))]
 pub struct SnapshotResponse {
     pub id: Uuid,
@@ -95,6 +96,12 @@ pub struct SnapshotResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(required = false, example = "nova")]
     pub source_az: Option<String>,
+    /// When a scheduled restore test of it (its policy's `options.verify`) last
+    /// passed: it was restored and usable (`ACTIVE` with every volume
+    /// `in-use`, or `available`). `null` when never.
+    pub verified_at: Option<DateTime<Utc>>,
+    /// Why its last restore test failed, `{code, message, at}`; cleared by a pass.
+    pub verify_error: Option<VerifyError>,
 }
 
 impl SnapshotResponse {
@@ -128,6 +135,8 @@ impl SnapshotResponse {
             delete_blocked_by: snapshot.delete_blocked_by.map(|d| d.0),
             source_flavor: snapshot.source_flavor.map(|f| f.0),
             source_az: snapshot.source_az,
+            verified_at: snapshot.verified_at,
+            verify_error: snapshot.verify_error.map(|e| e.0),
         }
     }
 }

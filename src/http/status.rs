@@ -50,7 +50,8 @@ pub struct PolicyCounts {
     "restores_failed_24h": 0,
     "deletions_failed": 0,
     "deletions_blocked": 1,
-    "runs_missed_24h": 0
+    "runs_missed_24h": 0,
+    "unverified_resources": 2
 }))]
 pub struct StatusResponse {
     pub policies: PolicyCounts,
@@ -66,6 +67,11 @@ pub struct StatusResponse {
     pub deletions_blocked: i64,
     /// Fire times missed (no replica fired them in time) in the last 24 hours.
     pub runs_missed_24h: i64,
+    /// Targets of enabled policies with `options.verify` whose snapshots have
+    /// no passing restore test within the policy's `every` (none yet, the last
+    /// one too old, or a failure since): each policy shows its own as
+    /// `unverified_resources`.
+    pub unverified_resources: i64,
 }
 
 impl From<Summary> for StatusResponse {
@@ -82,6 +88,7 @@ impl From<Summary> for StatusResponse {
             deletions_failed: s.deletions_failed,
             deletions_blocked: s.deletions_blocked,
             runs_missed_24h: s.runs_missed_24h,
+            unverified_resources: s.unverified_resources,
         }
     }
 }

@@ -29,12 +29,13 @@ use crate::domain::policy::ResourceType;
 macro_rules! freshness_ctes {
     () => {
         "with p as ( \
-             select policy_id, project_id, enabled, resource_type, targets, rpo_seconds from policy \
+             select policy_id, project_id, enabled, resource_type, targets, rpo_seconds, \
+                    policy_verify_seconds(options) as verify_seconds from policy \
              where ($1::text is null or project_id = $1) and ($2::uuid[] is null or policy_id = any($2))), \
          last_resolved as ( \
              select p.policy_id, lr.run_id from p cross join lateral ( \
                  select r.run_id from run r \
-                 where r.policy_id = p.policy_id and r.trigger <> 'join' and r.resolved_at is not null \
+                 where r.policy_id = p.policy_id and r.trigger not in ('join', 'verify') and r.resolved_at is not null \
                    and r.status <> 'missed' \
                    and (r.error is null or exists (select 1 from job j where j.run_id = r.run_id)) \
                  order by r.run_id desc limit 1) lr), \
@@ -57,13 +58,24 @@ macro_rules! freshness_ctes {
                     coalesce(t.resource_name, n.resource_name) as resource_name, \
                     n.snapshot_id, n.taken_at, \
                     coalesce(n.taken_at is null \
-                        or n.taken_at < $3 - p.rpo_seconds * interval '1 second', false) as stale \
+                        or n.taken_at < $3 - p.rpo_seconds * interval '1 second', false) as stale, \
+                    v.passed_at as verified_at, \
+                    coalesce(p.verify_seconds is not null and n.snapshot_id is not null \
+                        and (v.passed_at is null \
+                             or v.passed_at < $3 - p.verify_seconds * interval '1 second' \
+                             or v.failed_at > v.passed_at), false) as unverified \
              from target t join p using (policy_id) \
              left join lateral ( \
                  select s.snapshot_id, s.taken_at, s.resource_name from snapshot s \
                  where s.policy_id = t.policy_id and s.resource_id = t.resource_id \
                    and s.resource_type = t.resource_type and s.state = 'available' and s.complete \
-                 order by s.taken_at desc limit 1) n on true), \
+                 order by s.taken_at desc limit 1) n on true \
+             left join lateral ( \
+                 select max(s.verified_at) as passed_at, \
+                        max((s.verify_error ->> 'at')::timestamptz) as failed_at from snapshot s \
+                 where p.verify_seconds is not null and s.policy_id = t.policy_id \
+                   and s.resource_id = t.resource_id and s.resource_type = t.resource_type \
+                   and s.state = 'available') v on true), \
          held as ( \
              select distinct s.policy_id, s.resource_type, s.resource_id from snapshot s join p using (policy_id) \
              where s.state = 'available') "
@@ -81,6 +93,9 @@ pub struct Freshness {
     pub stale_resources: i64,
     /// Resources it holds snapshots of but no longer targets.
     pub orphaned_resources: i64,
+    /// With `options.verify`: targets with a snapshot whose last restore test
+    /// is not a pass within `every` (none yet, too old, or failed since).
+    pub unverified_resources: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -90,6 +105,7 @@ struct FreshnessRow {
     last_success_at: Option<DateTime<Utc>>,
     stale_resources: i64,
     orphaned_resources: i64,
+    unverified_resources: i64,
 }
 
 /// The freshness of the policies `ids` in `scope` (`None`: every policy in
@@ -111,14 +127,17 @@ pub async fn fetch_freshness(
         // counted per policy row (which would scan every target once per policy).
         "select p.policy_id, \
              (select r.scheduled_for from run r where r.policy_id = p.policy_id and r.status <> 'missed' \
-                and r.trigger <> 'join' \
+                and r.trigger not in ('join', 'verify') \
               order by r.run_id desc limit 1) as last_run_at, \
              (select r.finished_at from run r where r.policy_id = p.policy_id and r.status = 'succeeded' \
-                and r.trigger <> 'join' \
+                and r.trigger not in ('join', 'verify') \
               order by r.run_id desc limit 1) as last_success_at, \
-             coalesce(st.n, 0) as stale_resources, coalesce(o.n, 0) as orphaned_resources \
+             coalesce(st.n, 0) as stale_resources, coalesce(o.n, 0) as orphaned_resources, \
+             coalesce(uv.n, 0) as unverified_resources \
          from p \
          left join (select policy_id, count(*) as n from target_state where stale group by policy_id) st \
+             using (policy_id) \
+         left join (select policy_id, count(*) as n from target_state where unverified group by policy_id) uv \
              using (policy_id) \
          left join (select h.policy_id, count(*) as n from held h where not exists ( \
                  select 1 from target t where t.policy_id = h.policy_id \
@@ -138,6 +157,7 @@ pub async fn fetch_freshness(
                 last_success_at: r.last_success_at,
                 stale_resources: r.stale_resources,
                 orphaned_resources: r.orphaned_resources,
+                unverified_resources: r.unverified_resources,
             };
             (r.policy_id, freshness)
         })
@@ -153,6 +173,10 @@ pub struct Target {
     pub newest_snapshot_id: Option<Uuid>,
     pub newest_snapshot_at: Option<DateTime<Utc>>,
     pub stale: bool,
+    /// The last passing restore test of any of its live snapshots (`options.verify`).
+    pub verified_at: Option<DateTime<Utc>>,
+    /// Whether it counts in the policy's `unverified_resources`.
+    pub unverified: bool,
 }
 
 /// The targets of policy `id` in `scope`, by resource type and id; empty when
@@ -170,7 +194,7 @@ pub async fn list_targets(
     sqlx::query_as::<_, Target>(concat!(
         freshness_ctes!(),
         "select resource_type, resource_id, resource_name, snapshot_id as newest_snapshot_id, \
-             taken_at as newest_snapshot_at, stale \
+             taken_at as newest_snapshot_at, stale, verified_at, unverified \
          from target_state order by resource_type, resource_id"
     ))
     .bind(scope.project())
@@ -196,6 +220,65 @@ pub async fn count_stale_policies(
         freshness_ctes!(),
         "select count(distinct ts.policy_id) from target_state ts join p using (policy_id) \
          where ts.stale and p.enabled"
+    ))
+    .bind(scope.project())
+    .bind(None::<Vec<Uuid>>)
+    .bind(now)
+    .fetch_one(pool)
+    .await
+}
+
+/// The newest available, complete snapshot of each target of policy `id`
+/// that has had no restore test (`kind = 'verify'`, whatever its end) queued
+/// within `every_secs` of `now`: what a restore-test pass tests. A result
+/// recorded on one of its snapshots within `every_secs` counts too, so a
+/// cadence longer than the history's retention (which purges old jobs) holds.
+///
+/// # Errors
+/// The query fails.
+pub async fn verify_due(
+    conn: &mut sqlx::PgConnection,
+    id: Uuid,
+    every_secs: i64,
+    now: DateTime<Utc>,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(concat!(
+        freshness_ctes!(),
+        "select ts.snapshot_id from target_state ts \
+         where ts.snapshot_id is not null and not exists ( \
+             select 1 from job j where j.kind = 'verify' and j.policy_id = ts.policy_id \
+               and j.resource_type = ts.resource_type and j.resource_id = ts.resource_id \
+               and j.created_at > $3 - $4 * interval '1 second') \
+           and not exists ( \
+             select 1 from snapshot s where s.policy_id = ts.policy_id \
+               and s.resource_type = ts.resource_type and s.resource_id = ts.resource_id \
+               and greatest(s.verified_at, (s.verify_error ->> 'at')::timestamptz) \
+                   > $3 - $4 * interval '1 second') \
+         order by ts.resource_type, ts.resource_id"
+    ))
+    .bind(None::<&str>)
+    .bind([id].as_slice())
+    .bind(now)
+    .bind(every_secs)
+    .fetch_all(conn)
+    .await
+}
+
+/// How many targets of enabled policies in `scope` are unverified (see
+/// [`Freshness::unverified_resources`]).
+///
+/// # Errors
+/// The query fails.
+pub async fn count_unverified_resources(
+    pool: &PgPool,
+    scope: impl Into<Scope<'_>>,
+    now: DateTime<Utc>,
+) -> Result<i64, sqlx::Error> {
+    let scope: Scope<'_> = scope.into();
+    sqlx::query_scalar(concat!(
+        freshness_ctes!(),
+        "select count(*) from target_state ts join p using (policy_id) \
+         where ts.unverified and p.enabled"
     ))
     .bind(scope.project())
     .bind(None::<Vec<Uuid>>)

@@ -397,7 +397,8 @@ pub async fn start_job(
         .execute(&mut *tx)
         .await?;
     let (in_flight, policy_in_flight): (i64, i64) = sqlx::query_as(
-        "select count(*), count(*) filter (where policy_id = $1) from job where status in ('creating', 'tracking')",
+        "select count(*), count(*) filter (where policy_id = $1 and kind = 'snapshot') \
+         from job where status in ('creating', 'tracking')",
     )
     .bind(job.policy_id)
     .fetch_one(&mut *tx)

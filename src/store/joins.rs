@@ -78,7 +78,7 @@ pub async fn covered(
     // The same run the freshness queries count from (`store::freshness`).
     let baseline: Option<Uuid> = sqlx::query_scalar(
         "select r.run_id from run r \
-         where r.policy_id = $1 and r.trigger <> 'join' and r.resolved_at is not null \
+         where r.policy_id = $1 and r.trigger not in ('join', 'verify') and r.resolved_at is not null \
            and r.status <> 'missed' \
            and (r.error is null or exists (select 1 from job j where j.run_id = r.run_id)) \
          order by r.run_id desc limit 1",
@@ -91,7 +91,7 @@ pub async fn covered(
     };
     let rows: Vec<(ResourceType, String)> = sqlx::query_as(
         "select j.resource_type, j.resource_id from run r join job j on j.run_id = r.run_id \
-         where r.policy_id = $1 and r.run_id >= $2",
+         where r.policy_id = $1 and r.run_id >= $2 and r.trigger <> 'verify'",
     )
     .bind(id)
     .bind(baseline)

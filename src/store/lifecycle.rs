@@ -122,6 +122,7 @@ pub async fn record_step(
             .fetch_one(&mut *tx)
             .await?;
         snapshots::record_from_job(&mut tx, job_id).await?;
+        super::verify::record_verification(&mut tx, job_id, now).await?;
         runs::complete_run_if_done(&mut tx, run_id, now).await?;
     }
     tx.commit().await?;

@@ -50,6 +50,10 @@ pub struct ManagedSnapshot {
     pub source_flavor: Option<Json<serde_json::Value>>,
     /// The availability zone of the snapshotted server or volume, when recorded.
     pub source_az: Option<String>,
+    /// When a scheduled restore test of it last passed.
+    pub verified_at: Option<DateTime<Utc>>,
+    /// Why its last restore test failed, when that is newer than its last pass.
+    pub verify_error: Option<Json<crate::domain::verify::VerifyError>>,
 }
 
 impl ManagedSnapshot {
@@ -106,7 +110,7 @@ macro_rules! snapshot_columns {
     () => {
         "snapshot_id, project_id, policy_id, run_id, job_id, resource_type, resource_id, resource_name, image_id, \
          group_snapshot_id, volume_snapshots, image_size_bytes, size_gb, complete, state, taken_at, delete_attempts, delete_error, \
-         delete_blocked_by, delete_waiting_since, deleted_at, created_at, source_flavor, source_az"
+         delete_blocked_by, delete_waiting_since, deleted_at, created_at, source_flavor, source_az, verified_at, verify_error"
     };
 }
 

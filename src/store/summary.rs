@@ -27,6 +27,9 @@ pub struct Summary {
     pub deletions_blocked: i64,
     /// Fire times missed in the 24 hours before now.
     pub runs_missed_24h: i64,
+    /// Targets of enabled policies with `options.verify` whose newest snapshots
+    /// have no passing restore test within the cadence.
+    pub unverified_resources: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -77,6 +80,7 @@ pub async fn fetch_summary(
     .fetch_one(pool)
     .await?;
     let stale = freshness::count_stale_policies(pool, scope, now).await?;
+    let unverified_resources = freshness::count_unverified_resources(pool, scope, now).await?;
     Ok(Summary {
         active: counts.active,
         disabled: counts.disabled,
@@ -87,5 +91,6 @@ pub async fn fetch_summary(
         deletions_failed: counts.deletions_failed,
         deletions_blocked: counts.deletions_blocked,
         runs_missed_24h: counts.runs_missed_24h,
+        unverified_resources,
     })
 }

@@ -170,12 +170,14 @@ async fn status_counts_only_the_callers_project_and_every_project_for_an_admin_w
     assert_eq!(
         demo_status,
         json!({"policies": {"active": 1, "disabled": 0, "broken": 0, "stale": 1},
-               "jobs_failed_24h": 0, "restores_failed_24h": 0, "deletions_failed": 0, "deletions_blocked": 0, "runs_missed_24h": 0})
+               "jobs_failed_24h": 0, "restores_failed_24h": 0, "deletions_failed": 0, "deletions_blocked": 0, "runs_missed_24h": 0,
+               "unverified_resources": 0})
     );
     assert_eq!(
         alt_status,
         json!({"policies": {"active": 1, "disabled": 1, "broken": 0, "stale": 1},
-               "jobs_failed_24h": 1, "restores_failed_24h": 0, "deletions_failed": 1, "deletions_blocked": 1, "runs_missed_24h": 1})
+               "jobs_failed_24h": 1, "restores_failed_24h": 0, "deletions_failed": 1, "deletions_blocked": 1, "runs_missed_24h": 1,
+               "unverified_resources": 0})
     );
     assert_eq!(everyone["policies"]["active"], 2);
     assert_eq!(
@@ -223,7 +225,8 @@ async fn targets_list_named_ids_and_another_projects_policy_is_not_found(pool: P
     assert_eq!(
         own,
         json!({"items": [{"resource_type": "server", "resource_id": "4f1d6a52-0b52-4a8e-9c43-1d0c8e3f2a10",
-               "resource_name": null, "newest_snapshot_id": null, "newest_snapshot_at": null, "stale": true}]})
+               "resource_name": null, "newest_snapshot_id": null, "newest_snapshot_at": null, "stale": true,
+               "verified_at": null, "unverified": false}]})
     );
     assert_eq!(policy["stale_resources"], 1);
     problem(foreign, 404).await;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{Consistency, MissedRun, ResourceType, Targets, ValidPolicy};
-use crate::domain::name_template::DEFAULT_NAME_TEMPLATE;
+use crate::domain::{name_template::DEFAULT_NAME_TEMPLATE, networks::Networks};
 
 /// One cron expression and the IANA time zone it is read in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -67,7 +67,8 @@ pub struct Retention {
     "missed_run": "run_once",
     "start_window": "1h",
     "rpo": "26h",
-    "snapshot_on_join": false
+    "snapshot_on_join": false,
+    "verify": {"every": "7d", "flavor": "m1.small", "networks": "none", "timeout": "30m"}
 }))]
 pub struct PolicyOptions {
     #[serde(default)]
@@ -104,6 +105,36 @@ pub struct PolicyOptions {
     /// compares them with the cloud every few minutes), not only at the next run.
     #[serde(default)]
     pub snapshot_on_join: bool,
+    /// Restore tests on a schedule: every `every`, the newest available snapshot
+    /// of each target is restored into a throwaway server (or volume, or
+    /// group), waited to `ACTIVE`/`available`, then deleted. Absent (or `null`
+    /// in a PATCH) for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifySpec>,
+}
+
+/// `options.verify` as a client writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"every": "7d", "flavor": "m1.small", "networks": "none", "timeout": "30m"}))]
+pub struct VerifySpec {
+    /// How often each target's newest snapshot is tested, between `1h` and `366d`.
+    /// A target tested within it (passed or failed) is not tested again.
+    #[schema(example = "7d")]
+    pub every: String,
+    /// Server policies: the flavor (id or name) of the test server; default the
+    /// source server's flavor, as recorded when the snapshot was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "m1.small")]
+    pub flavor: Option<String>,
+    /// Server policies: `"none"` (the default), `"auto"`, or a list of
+    /// `{"network": id}` / `{"port": id}`, as for a restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub networks: Option<Networks>,
+    /// How long one test may take to be usable before it fails; `1m` to `1d`, default `30m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "30m")]
+    pub timeout: Option<String>,
 }
 
 fn default_name_template() -> String {
@@ -128,6 +159,7 @@ impl Default for PolicyOptions {
             start_window: default_start_window(),
             rpo: None,
             snapshot_on_join: false,
+            verify: None,
         }
     }
 }
@@ -205,6 +237,12 @@ impl From<&ValidPolicy> for PolicySpec {
                 start_window: o.start_window.to_string(),
                 rpo: o.rpo.as_ref().map(ToString::to_string),
                 snapshot_on_join: o.snapshot_on_join,
+                verify: o.verify.as_ref().map(|v| VerifySpec {
+                    every: v.every.to_string(),
+                    flavor: v.flavor.clone(),
+                    networks: v.networks.clone(),
+                    timeout: v.timeout.as_ref().map(ToString::to_string),
+                }),
             },
         }
     }

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::domain::{duration::HumanDuration, name_template::NameTemplate, schedule::ScheduleSet};
+use crate::domain::{
+    duration::HumanDuration, name_template::NameTemplate, networks::Networks, schedule::ScheduleSet,
+};
 
 /// What kind of OpenStack resource a policy snapshots.
 #[derive(
@@ -142,6 +144,34 @@ pub struct SnapshotOptions {
     /// from before it still reads the other policies.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub snapshot_on_join: bool,
+    /// Restore tests on a schedule. Stored only when set, so a replica from
+    /// before it still reads the other policies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyOptions>,
+}
+
+/// `options.verify`, parsed: how often and how each target's newest snapshot is tested.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyOptions {
+    /// A target tested within this (passed or failed) is not tested again.
+    pub every: HumanDuration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flavor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub networks: Option<Networks>,
+    /// As written; `None` for the default ([`VerifyOptions::timeout_secs`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+}
+
+impl VerifyOptions {
+    /// How long one test may take to be usable: 30 minutes unless written.
+    pub fn timeout_secs(&self) -> u64 {
+        self.timeout
+            .as_ref()
+            .map_or(30 * 60, HumanDuration::as_secs)
+    }
 }
 
 /// A policy that passed every check, every field parsed.

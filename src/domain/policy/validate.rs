@@ -9,11 +9,12 @@ use super::{
     MAX_CONCURRENT, MAX_DESCRIPTION_CHARS, MAX_KEEP_COUNT, MAX_METADATA_CHARS, MAX_METADATA_ITEMS,
     MAX_NAME_CHARS, MAX_SCHEDULES, MAX_SELECTOR_TERMS, MAX_TAG_CHARS, MAX_TARGET_IDS,
     PolicyOptions, PolicySpec, ResourceType, Retention, RetentionRules, ScheduleSpec,
-    SnapshotOptions, Targets, ValidPolicy,
+    SnapshotOptions, Targets, ValidPolicy, VerifyOptions, VerifySpec,
 };
 use crate::domain::{
     duration::HumanDuration,
     name_template::NameTemplate,
+    networks::check_networks,
     schedule::{CronSchedule, ScheduleSet, parse_cron, parse_timezone},
     validation::{FieldError, Violations},
 };
@@ -78,8 +79,13 @@ impl PolicySpec {
         let schedules = check_schedules(&mut v, &self.schedules, now);
         let retention = check_retention(&mut v, &self.retention);
         let options = check_options(&mut v, &self.options);
-        match (retention, options) {
-            (Some(retention), Some(options)) if v.is_empty() => Ok(ValidPolicy {
+        let verify = self
+            .options
+            .verify
+            .as_ref()
+            .map(|verify| check_verify(&mut v, self.resource_type, verify));
+        match (retention, options, verify) {
+            (Some(retention), Some(mut options), verify) if v.is_empty() => Ok(ValidPolicy {
                 name: self.name,
                 description: self.description,
                 enabled: self.enabled,
@@ -87,7 +93,10 @@ impl PolicySpec {
                 targets: self.targets,
                 schedules,
                 retention,
-                options,
+                options: {
+                    options.verify = verify.flatten();
+                    options
+                },
             }),
             _ => Err(v.into_errors()),
         }
@@ -273,6 +282,54 @@ fn check_options(v: &mut Violations, options: &PolicyOptions) -> Option<Snapshot
             written => written.flatten(),
         },
         snapshot_on_join: options.snapshot_on_join,
+        verify: None,
+    })
+}
+
+/// Checks `options.verify`: the cadence, the test's timeout, and the server
+/// fields (refused on volume and group policies, which restore no server).
+fn check_verify(
+    v: &mut Violations,
+    resource_type: ResourceType,
+    verify: &VerifySpec,
+) -> Option<VerifyOptions> {
+    let day = 86_400;
+    let every = check_duration(
+        v,
+        "options.verify.every",
+        &verify.every,
+        Some((3600, 366 * day)),
+    );
+    let timeout = verify
+        .timeout
+        .as_deref()
+        .map(|t| check_duration(v, "options.verify.timeout", t, Some((60, day))));
+    if let Some(flavor) = &verify.flavor {
+        v.check(
+            flavor.trim().is_empty() || flavor.chars().count() > MAX_NAME_CHARS,
+            "options.verify.flavor",
+            format!("must be 1 to {MAX_NAME_CHARS} characters"),
+        );
+    }
+    if let Some(networks) = &verify.networks {
+        check_networks(v, "options.verify.networks", networks);
+    }
+    if resource_type != ResourceType::Server {
+        for (field, set) in [
+            ("options.verify.flavor", verify.flavor.is_some()),
+            ("options.verify.networks", verify.networks.is_some()),
+        ] {
+            v.check(set, field, "applies only to policies of servers");
+        }
+    }
+    Some(VerifyOptions {
+        every: every?,
+        flavor: verify.flavor.clone(),
+        networks: verify.networks.clone(),
+        timeout: match timeout {
+            Some(None) => return None,
+            written => written.flatten(),
+        },
     })
 }
 
@@ -489,6 +546,47 @@ mod tests {
         stored["options"]["start_window"] = "soon".into();
         let err = serde_json::from_value::<ValidPolicy>(stored).unwrap_err();
         assert!(err.to_string().contains("duration \"soon\""), "{err}");
+    }
+
+    #[test]
+    fn verify_is_parsed_kept_as_written_and_each_bad_field_named() {
+        let mut json = minimal();
+        json["options"] = serde_json::json!({"verify": {"every": "7d"}});
+        let policy = spec(json).validate(now()).unwrap();
+        let verify = policy.options.verify.as_ref().unwrap();
+        assert_eq!(verify.every.as_secs(), 7 * 86_400);
+        assert_eq!(verify.timeout_secs(), 1800, "30m by default");
+        let shown = PolicySpec::from(&policy).options.verify.unwrap();
+        assert_eq!(shown.every, "7d");
+        assert_eq!(shown.timeout, None);
+        assert!(
+            serde_json::to_value(spec(minimal()).validate(now()).unwrap()).unwrap()["options"]
+                .get("verify")
+                .is_none(),
+            "stored only when set"
+        );
+        let mut json = minimal();
+        json["options"] = serde_json::json!({"verify": {"every": "10m", "timeout": "2d",
+            "flavor": "", "networks": [{"network": "n", "port": "p"}]}});
+        assert_eq!(
+            fields(spec(json).validate(now())),
+            [
+                "options.verify.every",
+                "options.verify.timeout",
+                "options.verify.flavor",
+                "options.verify.networks[0]"
+            ]
+        );
+        let mut json = minimal();
+        json["resource_type"] = "volume".into();
+        json["options"] = serde_json::json!({"verify": {"every": "1d", "networks": "auto"}});
+        assert_eq!(
+            fields(spec(json).validate(now())),
+            ["options.verify.networks"]
+        );
+        let mut json = minimal();
+        json["options"] = serde_json::json!({"verify": {"every": "1d", "colour": "red"}});
+        assert!(serde_json::from_value::<PolicySpec>(json).is_err());
     }
 
     #[test]

@@ -36,11 +36,13 @@ fn spec_of(job: &Job) -> Result<&RestoreSpec, Box<JobUpdate>> {
 }
 
 /// Whether a job ending with `status` leaves something to delete: a restore
-/// that did not succeed and made something, or may have (an unclear create).
+/// that did not succeed, or a restore test (`verify`) however it ended, that
+/// made something, or may have (an unclear create). A restore test's server
+/// or volume is thrown away once it has proved usable.
 pub(super) fn needs_cleanup(job: &Job, update: &JobUpdate) -> bool {
-    let ended_badly = update
-        .status
-        .is_some_and(|s| s.is_terminal() && s != JobStatus::Succeeded);
+    let ends_owing_cleanup = update.status.is_some_and(|s| {
+        s.is_terminal() && (s != JobStatus::Succeeded || job.kind == JobKind::Verify)
+    });
     let made = update.restored.as_ref().is_some_and(|r| !r.is_empty())
         || job.restored.as_ref().is_some_and(|r| !r.0.is_empty())
         || job.create_unclear_at.is_some()
@@ -51,7 +53,7 @@ pub(super) fn needs_cleanup(job: &Job, update: &JobUpdate) -> bool {
         .as_ref()
         .or(job.restored.as_ref().map(|r| &r.0))
         .is_some_and(|r| r.source_deletion.is_some());
-    job.kind != JobKind::Snapshot && ended_badly && made && !past_active
+    job.kind != JobKind::Snapshot && ends_owing_cleanup && made && !past_active
 }
 
 /// The error of a restore that cannot tell its own resource from others

@@ -120,6 +120,11 @@ pub fn render_database(stored: &DatabaseMetrics, out: &mut String) {
             "Snapshot deletions that reached deleted, delete_failed or delete_blocked (database running total).",
             one("result", DELETION_RESULTS),
         ),
+        (
+            "stacksnap_snapshot_verifications_total",
+            "Scheduled restore tests of snapshots recorded, by result: passed or failed (database running total).",
+            one("status", &["passed", "failed"]),
+        ),
     ];
     for (family, help, label_sets) in counters {
         header(out, family, help, "counter");

@@ -32,11 +32,12 @@ pub const READ_ONLY_FIELDS: [&str; 10] = [
 
 /// Fields the service derives from the policy's runs and snapshots: a client
 /// may send them back in a PATCH, and they are ignored (they change as runs end).
-pub const DERIVED_FIELDS: [&str; 4] = [
+pub const DERIVED_FIELDS: [&str; 5] = [
     "last_run_at",
     "last_success_at",
     "stale_resources",
     "orphaned_resources",
+    "unverified_resources",
 ];
 
 /// A stored policy.
@@ -53,7 +54,8 @@ pub const DERIVED_FIELDS: [&str; 4] = [
     "retention": {"keep_last": 3, "keep_daily": 7, "keep_weekly": 4},
     "options": {"consistency": "quiesce_preferred", "name_template": "{policy}-{resource_name}-{scheduled_at:%Y%m%dT%H%MZ}",
                 "metadata": {"team": "web"}, "timeout": "2h", "max_concurrent": 10,
-                "missed_run": "run_once", "start_window": "1h"},
+                "missed_run": "run_once", "start_window": "1h",
+                "verify": {"every": "7d", "networks": "none"}},
     "state": "active",
     "error": null,
     "next_run_at": "2026-11-26T01:00:00Z",
@@ -61,6 +63,7 @@ pub const DERIVED_FIELDS: [&str; 4] = [
     "last_success_at": "2026-11-25T01:07:42.118Z",
     "stale_resources": 0,
     "orphaned_resources": 1,
+    "unverified_resources": 0,
     "version": 3,
     "created_at": "2026-11-20T09:12:44.512Z",
     "updated_at": "2026-11-25T17:03:10.007Z",
@@ -123,6 +126,11 @@ pub struct PolicyResponse {
     /// snapshots stay under its retention until pruned.
     #[schema(example = 1, minimum = 0)]
     pub orphaned_resources: i64,
+    /// With `options.verify`: how many targets have a snapshot but no passing
+    /// restore test within `every` (never tested, the last pass too old, or a
+    /// test failed since the last pass); `0` without `verify`.
+    #[schema(example = 0, minimum = 0)]
+    pub unverified_resources: i64,
     /// Bumped by every change; the `ETag` is this number in quotes.
     pub version: i64,
     pub created_at: DateTime<Utc>,
@@ -165,6 +173,7 @@ impl From<StoredPolicy> for PolicyResponse {
             last_success_at: None,
             stale_resources: 0,
             orphaned_resources: 0,
+            unverified_resources: 0,
             version: policy.version,
             created_at: policy.created_at,
             updated_at: policy.updated_at,
@@ -182,6 +191,7 @@ impl PolicyResponse {
             last_success_at: freshness.last_success_at,
             stale_resources: freshness.stale_resources,
             orphaned_resources: freshness.orphaned_resources,
+            unverified_resources: freshness.unverified_resources,
             ..self
         }
     }

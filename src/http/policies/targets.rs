@@ -25,7 +25,9 @@ use crate::{
     "resource_name": "web-1",
     "newest_snapshot_id": "019ab8f3-1c2d-7e4f-8a9b-0c1d2e3f4a5b",
     "newest_snapshot_at": "2026-11-25T01:02:11.804Z",
-    "stale": false
+    "stale": false,
+    "verified_at": "2026-11-24T03:10:00Z",
+    "unverified": false
 }))]
 pub struct TargetResponse {
     pub resource_type: ResourceType,
@@ -40,6 +42,13 @@ pub struct TargetResponse {
     pub newest_snapshot_at: Option<DateTime<Utc>>,
     /// The newest snapshot is older than the policy's RPO, or there is none.
     pub stale: bool,
+    /// When a restore test (`options.verify`) of one of its available
+    /// snapshots of this policy last passed; `null` when never.
+    pub verified_at: Option<DateTime<Utc>>,
+    /// With `options.verify`: it has a snapshot but no passing restore test
+    /// within `every`, or a test failed since the last pass (counted in the
+    /// policy's `unverified_resources`).
+    pub unverified: bool,
 }
 
 impl From<Target> for TargetResponse {
@@ -51,6 +60,8 @@ impl From<Target> for TargetResponse {
             newest_snapshot_id: t.newest_snapshot_id,
             newest_snapshot_at: t.newest_snapshot_at,
             stale: t.stale,
+            verified_at: t.verified_at,
+            unverified: t.unverified,
         }
     }
 }
@@ -63,7 +74,9 @@ impl From<Target> for TargetResponse {
     "resource_name": "web-1",
     "newest_snapshot_id": null,
     "newest_snapshot_at": null,
-    "stale": true
+    "stale": true,
+    "verified_at": null,
+    "unverified": false
 }]}))]
 pub struct TargetList {
     /// By resource type, then id. At most the policy's ids plus what its last run resolved.
