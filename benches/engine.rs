@@ -278,10 +278,12 @@ async fn fresh_database() -> anyhow::Result<sqlx::PgPool> {
         "BENCH_DB must be a plain database name"
     );
     let mut conn = PgConnection::connect(&admin).await?;
-    conn.execute(format!("drop database if exists {name} with (force)").as_str())
-        .await?;
-    conn.execute(format!("create database {name}").as_str())
-        .await?;
+    let (drop, create) = (
+        format!("drop database if exists {name} with (force)"),
+        format!("create database {name}"),
+    );
+    conn.execute(drop.as_str()).await?;
+    conn.execute(create.as_str()).await?;
     let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
     let pool = PgPoolOptions::new()
         .max_connections(40)

@@ -41,6 +41,18 @@ type AuthorityRow = (
     bool,
 );
 
+/// An [`AuthorityRow`] with its run's id in front.
+type RunAuthorityRow = (
+    Uuid,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    String,
+    Option<String>,
+    bool,
+);
+
 fn stored(row: AuthorityRow) -> StoredAuthority {
     let (policy_trust, run_trust, token, expires, project_id, policy_name, delegated) = row;
     StoredAuthority {
@@ -78,7 +90,7 @@ pub async fn for_runs(
     pool: &PgPool,
     run_ids: &[Uuid],
 ) -> Result<std::collections::HashMap<Uuid, StoredAuthority>, sqlx::Error> {
-    let rows: Vec<(Uuid, Option<String>, Option<String>, Option<String>, Option<DateTime<Utc>>, String, Option<String>, bool)> =
+    let rows: Vec<RunAuthorityRow> =
         sqlx::query_as(
             "select r.run_id, p.trust_id, r.trust_id, r.user_token, r.user_token_expires_at, r.project_id, \
                  r.policy_name, r.delegated \

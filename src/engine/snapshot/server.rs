@@ -301,7 +301,7 @@ pub(super) async fn poll(
         Err(e) => return Err(e),
     };
     let looked = look_at_image(cloud, ctx, image_id, image, recorded, now, true).await?;
-    Ok(finish(cloud, looked, None, recorded.timeline, now, 1).await?)
+    finish(cloud, looked, None, recorded.timeline, now, 1).await
 }
 
 /// What a look at a server snapshot's image found, before the statuses of its
