@@ -278,12 +278,13 @@ async fn fresh_database() -> anyhow::Result<sqlx::PgPool> {
         "BENCH_DB must be a plain database name"
     );
     let mut conn = PgConnection::connect(&admin).await?;
-    let (drop, create) = (
-        format!("drop database if exists {name} with (force)"),
-        format!("create database {name}"),
-    );
-    conn.execute(drop.as_str()).await?;
-    conn.execute(create.as_str()).await?;
+    // The name is checked above to be a plain identifier.
+    conn.execute(sqlx::AssertSqlSafe(format!(
+        "drop database if exists {name} with (force)"
+    )))
+    .await?;
+    conn.execute(sqlx::AssertSqlSafe(format!("create database {name}")))
+        .await?;
     let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
     let pool = PgPoolOptions::new()
         .max_connections(40)
