@@ -115,7 +115,7 @@ async fn a_request_the_cloud_refuses_while_tracking_fails_the_job_with_its_messa
     // its own) and the look by id.
     let h = harness(pool).await;
     let volume = h.sim.create_volume("data", 1, &[]);
-    for operation in ["cinder.list_snapshots", "cinder.get_snapshot"] {
+    for operation in ["cinder.list_snapshots_detail", "cinder.get_snapshot"] {
         h.sim.inject(FaultRule::new(
             operation,
             Fault::Error {
