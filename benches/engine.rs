@@ -5,8 +5,9 @@
 //! (fire instant minus scheduled instant), OpenStack calls per job and peak RSS.
 //!
 //! Run: `cargo bench --bench engine` (PostgreSQL on 127.0.0.1:5432 as for the
-//! tests; it uses a database `stacksnap_bench`, made afresh). Sizes can be
-//! scaled down with `BENCH_POLICIES` and `BENCH_SERVERS_PER_POLICY`.
+//! tests; it uses a database `stacksnap_bench`, made afresh, or the one
+//! `BENCH_DB` names). Sizes can be scaled down with `BENCH_POLICIES` and
+//! `BENCH_SERVERS_PER_POLICY`.
 //!
 //! By default the simulator runs in the bench's own process with every
 //! transition at zero latency. With `BENCH_SIM=process` it runs as
@@ -266,21 +267,41 @@ async fn main() -> anyhow::Result<()> {
     engine_throughput(pool, policies_n, per_policy).await
 }
 
-/// A fresh, migrated database `stacksnap_bench`.
+/// A fresh, migrated database `stacksnap_bench` (or `BENCH_DB`: two benches
+/// on one server must not drop each other's).
 async fn fresh_database() -> anyhow::Result<sqlx::PgPool> {
     let admin = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = std::env::var("BENCH_DB").unwrap_or_else(|_| "stacksnap_bench".into());
+    anyhow::ensure!(
+        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "BENCH_DB must be a plain database name"
+    );
     let mut conn = PgConnection::connect(&admin).await?;
-    conn.execute("drop database if exists stacksnap_bench with (force)")
+    // The name is checked above to be a plain identifier.
+    conn.execute(sqlx::AssertSqlSafe(format!(
+        "drop database if exists {name} with (force)"
+    )))
+    .await?;
+    conn.execute(sqlx::AssertSqlSafe(format!("create database {name}")))
         .await?;
-    conn.execute("create database stacksnap_bench").await?;
-    let url = format!("{}/stacksnap_bench", admin.rsplit_once('/').unwrap().0);
+    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
     let pool = PgPoolOptions::new()
         .max_connections(40)
         .connect(&url)
         .await?;
     store::MIGRATOR.run(&pool).await?;
     Ok(pool)
+}
+
+/// Committed and rolled-back transactions of the current database so far
+/// (every statement outside a transaction counts as one).
+async fn transactions(pool: &sqlx::PgPool) -> anyhow::Result<(i64, i64)> {
+    Ok(sqlx::query_as(
+        "select xact_commit, xact_rollback from pg_stat_database where datname = current_database()",
+    )
+    .fetch_one(pool)
+    .await?)
 }
 
 async fn engine_throughput(
@@ -333,6 +354,7 @@ async fn engine_throughput(
         cpu_seconds("self"),
         sim_pid.as_deref().map_or(0.0, cpu_seconds),
     );
+    let xacts0 = transactions(&pool).await?;
     let t0 = Instant::now();
     let running = tokio::spawn(Supervisor::start_engine(engine, stop.clone()).stopped());
     let total_jobs = (policies_n * per_policy) as i64;
@@ -373,6 +395,10 @@ async fn engine_throughput(
     );
     stop.cancel();
     running.await?;
+    // PostgreSQL publishes a backend's counts when it goes idle, at most once a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let xacts = transactions(&pool).await?;
+    let (commits, rollbacks) = (xacts.0 - xacts0.0, xacts.1 - xacts0.1);
 
     // Report. Runs record their fire instant (`fired_at`, the run's
     // `created_at`) on the engine's clock.
@@ -412,10 +438,20 @@ async fn engine_throughput(
         lags.last().copied().unwrap_or_default()
     );
     println!(
-        "OpenStack calls per job    {mean_calls:.2} (mean; session total incl. discovery {})",
+        "OpenStack calls per job    {mean_calls:.2} (mean of the jobs' own counts, each batched call counted by every job in it; session total incl. discovery {})",
         cloud.session().call_count()
     );
-    println!("simulator requests         {}", sim.requests().await?);
+    let requests = sim.requests().await?;
+    println!(
+        "simulator requests         {requests}: {:.2} per job (issue 13's calls per job: a batched call counts once)",
+        requests as f64 / total_jobs as f64
+    );
+    println!(
+        "transactions per job       {:.2} committed, {:.2} rolled back ({commits} / {rollbacks} in the bench database, \
+         the bench's own progress queries included: about 4 a second)",
+        commits as f64 / total_jobs as f64,
+        rollbacks as f64 / total_jobs as f64,
+    );
     match sim_pid.as_deref() {
         None => {
             println!("peak RSS (MiB)             {rss:.0} (service and simulator in one process)");

@@ -45,6 +45,8 @@ pub struct EngineConfig {
     pub lease: TimeDelta,
     /// First interval between looks at a snapshot in progress.
     pub poll_interval: TimeDelta,
+    /// Most tracking jobs (of one project) a worker looks at together.
+    pub track_batch: i64,
     pub max_poll_interval: TimeDelta,
     /// Pause before retrying a busy resource or an unreachable cloud.
     pub retry_delay: TimeDelta,
@@ -105,6 +107,7 @@ impl Default for EngineConfig {
             max_in_flight: 50,
             lease: TimeDelta::seconds(60),
             poll_interval: TimeDelta::seconds(2),
+            track_batch: 100,
             max_poll_interval: TimeDelta::seconds(30),
             retry_delay: TimeDelta::seconds(15),
             capacity_wait: TimeDelta::seconds(2),

@@ -5,12 +5,13 @@
 //!
 //! Every function counts the OpenStack calls it makes, so jobs can report them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
+mod batch;
 mod group;
 mod nova_pieces;
 mod server;
@@ -27,6 +28,7 @@ use crate::{
     openstack::{ErrorKind, OpenStack, OpenStackError, cinder::Snapshot},
 };
 
+pub use batch::{Polled, poll_batch};
 pub use group::group_description;
 pub use nova_pieces::NOVA_PREFIX;
 pub(crate) use nova_pieces::{
@@ -303,7 +305,9 @@ pub async fn poll(
                 "the job recorded no image",
             )),
         },
-        ResourceType::Volume => volume::poll(cloud, recorded.volume_snapshots, seen, now).await,
+        ResourceType::Volume => {
+            volume::poll(cloud, recorded.volume_snapshots, seen, now, None).await
+        }
         ResourceType::VolumeGroup => match recorded.group_snapshot_id {
             Some(id) => {
                 group::poll(
@@ -339,6 +343,41 @@ pub(crate) fn snapshot_state(
         progress: snapshot.progress.clone(),
         size_gb: snapshot.size,
     }
+}
+
+/// A listing of a project's Cinder snapshots by id, made once for a batch of
+/// jobs and matched locally (Cinder cannot filter on several ids or volumes at once).
+pub(crate) type Listed = HashMap<String, Snapshot>;
+
+/// Reads a Cinder snapshot's status into `piece`: from `listed` when it holds
+/// it, else by id (one call); a snapshot that is gone is `missing`. Returns
+/// the calls made.
+///
+/// # Errors
+/// The look-up by id failed for a reason other than the snapshot being gone.
+pub(super) async fn refresh_piece(
+    cloud: &OpenStack,
+    piece: &mut VolumeSnapshotState,
+    listed: Option<&Listed>,
+) -> Result<i32, OpenStackError> {
+    let (found, calls) = match listed.and_then(|l| l.get(&piece.snapshot_id)) {
+        Some(found) => (Some(found.clone()), 0),
+        None => match cloud.cinder().get_snapshot(&piece.snapshot_id).await {
+            Ok(found) => (Some(found), 1),
+            Err(e) if e.is_not_found() => (None, 1),
+            Err(e) => return Err(e),
+        },
+    };
+    match found {
+        Some(found) => {
+            piece.status = found.status;
+            piece.progress = found.progress;
+            piece.size_gb = found.size.or(piece.size_gb);
+            piece.volume_id = piece.volume_id.take().or(Some(found.volume_id));
+        }
+        None => piece.status = "missing".into(),
+    }
+    Ok(calls)
 }
 
 /// What one look at a job's artefacts found.

@@ -7,6 +7,7 @@
 //! Starting a job and recovering one whose create may have reached the cloud
 //! are in `create`; the cloud calls are in `snapshot`.
 
+mod batch;
 mod create;
 mod moves;
 mod restore;
@@ -69,6 +70,9 @@ impl Engine {
             self.resolve_claimed(&run, token, now)
                 .instrument(span)
                 .await?;
+            return Ok(Outcome::Worked);
+        }
+        if self.track_batch(token, now).await? {
             return Ok(Outcome::Worked);
         }
         let job = match jobs::claim_job(
@@ -160,26 +164,38 @@ impl Engine {
             },
             () = self.keep_lease(Leased::Job(job.job_id), token) => return Ok(()),
         };
-        if let Some(mut update) = update {
-            let now = self.clock.now();
-            if restore::needs_cleanup(job, &update) {
-                update.cleanup_due_at = Some(now);
-            }
-            if !lifecycle::record_step(&self.db, job.job_id, token, now, &update).await? {
-                tracing::info!(job_id = %job.job_id, "job changed meanwhile (cancelled or taken over); step discarded");
-                return Ok(());
-            }
-            // A pending job that comes back pending was started (and so logged
-            // `creating`) within this step: that is a change too.
-            if let Some(status) = update
-                .status
-                .filter(|s| *s != job.status || *s == JobStatus::Pending)
-            {
-                log_state_change(status, &update);
-            }
-            if update.status.is_some_and(JobStatus::is_terminal) {
-                self.job_events.ended(job.job_id);
-            }
+        if let Some(update) = update {
+            self.record_update(job, token, update).await?;
+        }
+        Ok(())
+    }
+
+    /// Records what a step of a leased job found (with `record_step`), logging a
+    /// change of state once and telling waiters when the job ended.
+    pub(super) async fn record_update(
+        &self,
+        job: &Job,
+        token: Uuid,
+        mut update: JobUpdate,
+    ) -> Result<(), sqlx::Error> {
+        let now = self.clock.now();
+        if restore::needs_cleanup(job, &update) {
+            update.cleanup_due_at = Some(now);
+        }
+        if !lifecycle::record_step(&self.db, job.job_id, token, now, &update).await? {
+            tracing::info!(job_id = %job.job_id, "job changed meanwhile (cancelled or taken over); step discarded");
+            return Ok(());
+        }
+        // A pending job that comes back pending was started (and so logged
+        // `creating`) within this step: that is a change too.
+        if let Some(status) = update
+            .status
+            .filter(|s| *s != job.status || *s == JobStatus::Pending)
+        {
+            log_state_change(status, &update);
+        }
+        if update.status.is_some_and(JobStatus::is_terminal) {
+            self.job_events.ended(job.job_id);
         }
         Ok(())
     }
@@ -365,16 +381,7 @@ impl Engine {
         now: DateTime<Utc>,
         own_authority: bool,
     ) -> Result<Option<JobUpdate>, sqlx::Error> {
-        let ctx = JobContext {
-            job_id: job.job_id,
-            run_id: job.run_id,
-            policy_id: job.policy_id,
-            project_id: &job.project_id,
-            resource_type: job.resource_type,
-            resource_id: &job.resource_id,
-            options: &job.options.0,
-            since: job.created_at,
-        };
+        let ctx = context_of(job);
         match job.status {
             JobStatus::Pending => self.start(job, &ctx, token, now).await,
             JobStatus::Creating => self.recover(job, &ctx, token, now).await,
@@ -392,13 +399,18 @@ impl Engine {
         ctx: &JobContext<'_>,
         now: DateTime<Utc>,
     ) -> Result<JobUpdate, sqlx::Error> {
-        let recorded = Recorded {
-            image_id: job.image_id.as_deref(),
-            group_snapshot_id: job.group_snapshot_id.as_deref(),
-            volume_snapshots: &job.volume_snapshots.0,
-            timeline: &job.timeline.0,
-        };
-        let progress = snapshot::poll(&self.cloud, ctx, recorded, now).await;
+        let progress = snapshot::poll(&self.cloud, ctx, recorded_of(job), now).await;
+        self.judge_tracking(job, ctx, progress, now).await
+    }
+
+    /// What a job in tracking does after a look at its artefacts (`progress`).
+    async fn judge_tracking(
+        &self,
+        job: &Job,
+        ctx: &JobContext<'_>,
+        progress: Result<snapshot::Progress, crate::openstack::OpenStackError>,
+        now: DateTime<Utc>,
+    ) -> Result<JobUpdate, sqlx::Error> {
         let deadline_passed = job.deadline.is_some_and(|d| now >= d);
         let progress = match progress {
             Ok(progress) => progress,
@@ -506,6 +518,30 @@ impl Engine {
             base * 10
         };
         scaled.min(self.config.max_poll_interval)
+    }
+}
+
+/// What the cloud calls of a job need to know about it.
+fn context_of(job: &Job) -> JobContext<'_> {
+    JobContext {
+        job_id: job.job_id,
+        run_id: job.run_id,
+        policy_id: job.policy_id,
+        project_id: &job.project_id,
+        resource_type: job.resource_type,
+        resource_id: &job.resource_id,
+        options: &job.options.0,
+        since: job.created_at,
+    }
+}
+
+/// What a job recorded of its artefacts, for the next look at them.
+fn recorded_of(job: &Job) -> Recorded<'_> {
+    Recorded {
+        image_id: job.image_id.as_deref(),
+        group_snapshot_id: job.group_snapshot_id.as_deref(),
+        volume_snapshots: &job.volume_snapshots.0,
+        timeline: &job.timeline.0,
     }
 }
 

@@ -286,6 +286,19 @@ impl Cinder<'_> {
         &self,
         filter: &SnapshotFilter,
     ) -> Result<Vec<Snapshot>, OpenStackError> {
+        self.list_snapshots_counted(filter)
+            .await
+            .map(|(snapshots, _)| snapshots)
+    }
+
+    /// [`Self::list_snapshots`], with the number of calls (pages) it took.
+    ///
+    /// # Errors
+    /// Typed failures of any page.
+    pub async fn list_snapshots_counted(
+        &self,
+        filter: &SnapshotFilter,
+    ) -> Result<(Vec<Snapshot>, i32), OpenStackError> {
         let mut base = metadata_query(&filter.metadata);
         if let Some(status) = &filter.status {
             base.push(("status".into(), status.clone()));
@@ -297,6 +310,7 @@ impl Cinder<'_> {
             base.push(("all_tenants".into(), "1".into()));
         }
         let mut snapshots: Vec<Snapshot> = Vec::new();
+        let mut calls = 0;
         loop {
             let query = page_query(&base, snapshots.last().map(|s| s.id.as_str()));
             let call = Call::new(
@@ -306,11 +320,12 @@ impl Cinder<'_> {
                 "/snapshots/detail",
             )
             .query(query);
+            calls += 1;
             let body = decode::<SnapshotsBody>(&call, &self.0.send(&call).await?)?;
             let more = super::more_pages(body.snapshots.len(), PAGE_SIZE, &body.snapshots_links);
             snapshots.extend(body.snapshots);
             if !more {
-                return Ok(snapshots);
+                return Ok((snapshots, calls));
             }
         }
     }

@@ -282,14 +282,37 @@ pub async fn claim_job(
     if in_flight.is_some() {
         return Ok(in_flight);
     }
-    let busy: i64 =
-        sqlx::query_scalar("select count(*) from job where status in ('creating', 'tracking')")
-            .fetch_one(pool)
-            .await?;
-    if busy >= max_in_flight {
+    // The count of jobs in flight is part of the claim (one statement, not two).
+    let Some(row) = sqlx::query(concat!(
+        "update job set lease_owner = $1, lease_expires_at = $2 + $3 \
+         where job_id = (select job_id from job where status = 'pending' \
+             and not_before <= $2 and (lease_expires_at is null or lease_expires_at < $2) \
+             and (select count(*) from job where status in ('creating', 'tracking')) < $4 \
+             order by not_before limit 1 for update skip locked) \
+         returning ",
+        job_columns!()
+    ))
+    .bind(owner)
+    .bind(now)
+    .bind(lease)
+    .bind(max_in_flight)
+    .fetch_optional(pool)
+    .await?
+    else {
         return Ok(None);
-    }
-    claim_one(pool, claim_job_where!("('pending')"), owner, now, lease).await
+    };
+    claimed_row(&row).map(Some)
+}
+
+fn claimed_row(row: &sqlx::postgres::PgRow) -> Result<Claimed, sqlx::Error> {
+    Ok(match row::decode_or_set_aside::<Job>(row)? {
+        Ok(job) => Claimed::Job(Box::new(job)),
+        Err(unreadable) => Claimed::Unreadable {
+            job_id: unreadable.id,
+            status: row.try_get("status")?,
+            reason: unreadable.reason,
+        },
+    })
 }
 
 async fn claim_one(
@@ -308,14 +331,144 @@ async fn claim_one(
     else {
         return Ok(None);
     };
-    Ok(Some(match row::decode_or_set_aside::<Job>(&row)? {
-        Ok(job) => Claimed::Job(Box::new(job)),
-        Err(unreadable) => Claimed::Unreadable {
-            job_id: unreadable.id,
-            status: row.try_get("status")?,
-            reason: unreadable.reason,
-        },
-    }))
+    claimed_row(&row).map(Some)
+}
+
+/// The jobs batched tracking follows (index `job_tracking_batch_idx`).
+macro_rules! batch_tracked {
+    () => {
+        "status = 'tracking' and kind = 'snapshot' and resource_type in ('server', 'volume') \
+         and not_before <= $2 and (lease_expires_at is null or lease_expires_at < $2)"
+    };
+}
+
+/// Claims up to `limit` due tracking jobs of servers and volumes, all of one
+/// project (that of the most overdue one), leasing them to `owner`: their
+/// artefacts are looked at together. Rows this build cannot read are claimed
+/// too, to be set aside.
+///
+/// # Errors
+/// The query fails.
+pub async fn claim_tracking_batch(
+    pool: &PgPool,
+    owner: Uuid,
+    now: DateTime<Utc>,
+    lease: TimeDelta,
+    limit: i64,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    let rows = sqlx::query(concat!(
+        "with first as (select project_id from job where ",
+        batch_tracked!(),
+        " order by not_before limit 1 for update skip locked), \
+         picked as (select job_id from job where project_id = (select project_id from first) and ",
+        batch_tracked!(),
+        " order by not_before limit $4 for update skip locked) \
+         update job set lease_owner = $1, lease_expires_at = $2 + $3 \
+         where job_id in (select job_id from picked) \
+         returning ",
+        job_columns!()
+    ))
+    .bind(owner)
+    .bind(now)
+    .bind(lease)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(claimed_row).collect()
+}
+
+/// Extends the leases of a batch still held by `owner`. Returns how many are still held.
+///
+/// # Errors
+/// The query fails.
+pub async fn renew_leases(
+    pool: &PgPool,
+    job_ids: &[Uuid],
+    owner: Uuid,
+    until: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(
+        "update job set lease_expires_at = $3 where job_id = any($1) and lease_owner = $2",
+    )
+    .bind(job_ids)
+    .bind(owner)
+    .bind(until)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+/// Records, in one statement, the polls of a batch of tracking jobs that go
+/// on tracking (no change of state: statuses, timeline, calls, error, next
+/// look) and gives their leases back. Only updates that change nothing else
+/// belong here; see [`JobUpdate::is_poll`]. Returns the jobs written: one
+/// missing was cancelled or taken over meanwhile.
+///
+/// # Errors
+/// The query fails.
+pub async fn record_polls(
+    pool: &PgPool,
+    owner: Uuid,
+    now: DateTime<Utc>,
+    polls: &[(Uuid, JobUpdate)],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    debug_assert!(polls.iter().all(|(_, u)| u.is_poll()));
+    let ids: Vec<Uuid> = polls.iter().map(|(id, _)| *id).collect();
+    let snapshots: Vec<Option<serde_json::Value>> = polls
+        .iter()
+        .map(|(_, u)| {
+            u.volume_snapshots
+                .as_ref()
+                .map(|s| serde_json::to_value(s).expect("snapshots serialise"))
+        })
+        .collect();
+    let set_error: Vec<bool> = polls.iter().map(|(_, u)| u.error.is_some()).collect();
+    let errors: Vec<Option<serde_json::Value>> = polls
+        .iter()
+        .map(|(_, u)| {
+            u.error
+                .clone()
+                .flatten()
+                .map(|e| serde_json::to_value(e).expect("an error serialises"))
+        })
+        .collect();
+    let timelines: Vec<serde_json::Value> = polls
+        .iter()
+        .map(|(_, u)| serde_json::to_value(&u.timeline).expect("a timeline serialises"))
+        .collect();
+    let calls: Vec<i32> = polls.iter().map(|(_, u)| u.calls).collect();
+    let not_before: Vec<Option<DateTime<Utc>>> = polls.iter().map(|(_, u)| u.not_before).collect();
+    let sizes: Vec<Option<i64>> = polls
+        .iter()
+        .map(|(_, u)| u.image_size_bytes.and_then(|b| i64::try_from(b).ok()))
+        .collect();
+    sqlx::query_scalar(
+        "update job set \
+           volume_snapshots = coalesce(t.volume_snapshots, job.volume_snapshots), \
+           error = case when t.set_error then t.error else job.error end, \
+           timeline = job.timeline || t.timeline, \
+           openstack_calls = job.openstack_calls + t.calls, \
+           not_before = coalesce(t.not_before, $2), \
+           image_size_bytes = coalesce(t.image_size_bytes, job.image_size_bytes), \
+           lease_owner = null, lease_expires_at = null \
+         from unnest($3::uuid[], $4::jsonb[], $5::bool[], $6::jsonb[], $7::jsonb[], $8::int4[], \
+                     $9::timestamptz[], $10::int8[]) \
+             as t(job_id, volume_snapshots, set_error, error, timeline, calls, not_before, image_size_bytes) \
+         where job.job_id = t.job_id and job.lease_owner = $1 and job.status = 'tracking' \
+         returning job.job_id",
+    )
+    .bind(owner)
+    .bind(now)
+    .bind(&ids)
+    .bind(&snapshots)
+    .bind(&set_error)
+    .bind(&errors)
+    .bind(&timelines)
+    .bind(&calls)
+    .bind(&not_before)
+    .bind(&sizes)
+    .fetch_all(pool)
+    .await
 }
 
 /// Gives back the lease of a job in flight that this build cannot read, with
@@ -463,6 +616,23 @@ pub struct JobUpdate {
     pub source_flavor: Option<serde_json::Value>,
     /// The availability zone of what a snapshot job snapshots.
     pub source_az: Option<String>,
+}
+
+impl JobUpdate {
+    /// Whether this is a poll of a job that goes on tracking: it changes no
+    /// state and records nothing but what [`record_polls`] writes.
+    pub fn is_poll(&self) -> bool {
+        self.status.is_none()
+            && self.image_id.is_none()
+            && self.group_snapshot_id.is_none()
+            && self.consistency.is_none()
+            && self.resource_name.is_none()
+            && !self.create_not_sent
+            && self.create_unclear_at.is_none()
+            && self.restored.is_none()
+            && self.cleanup_due_at.is_none()
+            && self.source_flavor.is_none()
+    }
 }
 
 /// Counts a new attempt of a job in `creating` that is about to be sent again

@@ -41,6 +41,18 @@ type AuthorityRow = (
     bool,
 );
 
+/// An [`AuthorityRow`] with its run's id in front.
+type RunAuthorityRow = (
+    Uuid,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    String,
+    Option<String>,
+    bool,
+);
+
 fn stored(row: AuthorityRow) -> StoredAuthority {
     let (policy_trust, run_trust, token, expires, project_id, policy_name, delegated) = row;
     StoredAuthority {
@@ -67,6 +79,34 @@ pub async fn for_run(pool: &PgPool, run_id: Uuid) -> Result<StoredAuthority, sql
     .fetch_optional(pool)
     .await?;
     Ok(row.map(stored).unwrap_or_default())
+}
+
+/// [`for_run`] for many runs in one query; a run not found gets the default
+/// (no trust, nothing delegated), as in [`for_run`].
+///
+/// # Errors
+/// The query fails.
+pub async fn for_runs(
+    pool: &PgPool,
+    run_ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, StoredAuthority>, sqlx::Error> {
+    let rows: Vec<RunAuthorityRow> =
+        sqlx::query_as(
+            "select r.run_id, p.trust_id, r.trust_id, r.user_token, r.user_token_expires_at, r.project_id, \
+                 r.policy_name, r.delegated \
+             from run r left join policy p on p.policy_id = r.policy_id where r.run_id = any($1)",
+        )
+        .bind(run_ids)
+        .fetch_all(pool)
+        .await?;
+    let mut found: std::collections::HashMap<Uuid, StoredAuthority> = rows
+        .into_iter()
+        .map(|(run_id, a, b, c, d, e, f, g)| (run_id, stored((a, b, c, d, e, f, g))))
+        .collect();
+    for run_id in run_ids {
+        found.entry(*run_id).or_default();
+    }
+    Ok(found)
 }
 
 /// The authority stored for a policy's own look at the cloud (outside any

@@ -547,3 +547,122 @@ async fn a_job_in_flight_that_cannot_be_read_is_put_off_not_failed(pool: PgPool)
         .unwrap();
     assert_eq!(recorded, 0);
 }
+
+/// The images of a project's jobs in tracking are looked at together, in one
+/// Glance listing by id (`id=in:…`), never one `get_image` per job and poll; each
+/// job counts the listings it took part in (issue 13, item 4).
+#[sqlx::test]
+async fn the_images_of_many_tracking_jobs_are_looked_at_in_one_listing(pool: PgPool) {
+    // Arrange: images that take 1.6 s of the simulator's real time, so the
+    // jobs are looked at while they are unfinished.
+    let mut config = stacksnap_sim::SimConfig::default();
+    config.durations.image_snapshot_pending = std::time::Duration::from_millis(400);
+    config.durations.image_snapshot = std::time::Duration::from_millis(400);
+    config.durations.image_pending_upload = std::time::Duration::from_millis(400);
+    config.durations.image_uploading = std::time::Duration::from_millis(400);
+    let h = crate::helpers::harness_with(pool, config).await;
+    let mut job_ids = Vec::new();
+    for i in 0..4 {
+        let server = h
+            .sim
+            .create_image_backed_server(&format!("web-{i}"), &[], &[], false);
+        job_ids.push(h.adhoc("server", &server, json!({})).await);
+    }
+
+    // Act
+    let mut jobs = Vec::new();
+    for job_id in &job_ids {
+        jobs.push(h.finish(*job_id).await);
+    }
+
+    // Assert
+    let images: Vec<String> = jobs
+        .iter()
+        .map(|j| {
+            assert_eq!(j.status, JobStatus::Succeeded, "{:?}", j.error);
+            j.image_id.clone().expect("the image is recorded")
+        })
+        .collect();
+    assert_eq!(
+        h.sim.count("glance.get_image"),
+        4,
+        "one get_image per job (its server's boot image, before the create), none to poll"
+    );
+    let listings: Vec<String> = h
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.operation == "glance.list_images")
+        .map(|r| r.query)
+        .collect();
+    assert!(
+        listings
+            .iter()
+            .any(|q| images.iter().all(|id| q.contains(id.as_str()))),
+        "one listing asked for every job's image: {listings:?}"
+    );
+    for job in &jobs {
+        assert!(
+            job.openstack_calls >= 4,
+            "get_server, get_image, createImage and at least one listing: {}",
+            job.openstack_calls
+        );
+    }
+}
+
+/// A batch is of one project: two projects' jobs in tracking at once are
+/// never looked at in one listing.
+#[sqlx::test]
+async fn a_batched_listing_never_mixes_projects(pool: PgPool) {
+    // Arrange
+    let mut config = stacksnap_sim::SimConfig::default();
+    config.durations.image_snapshot = std::time::Duration::from_millis(800);
+    config.durations.image_uploading = std::time::Duration::from_millis(800);
+    let h = crate::helpers::harness_with(pool, config).await;
+    let mut job_ids = Vec::new();
+    for project in ["default", "other"] {
+        let server = h
+            .sim
+            .create_image_backed_server(&format!("web-{project}"), &[], &[], false);
+        let request: stacksnap::domain::adhoc::AdhocSnapshotRequest =
+            serde_json::from_value(json!({"resource_type": "server", "resource_id": server}))
+                .unwrap();
+        let timeout = request.validate().unwrap();
+        let job = request.job(timeout, h.clock.now());
+        stacksnap::store::lifecycle::insert_adhoc_run(
+            &h.pool,
+            project,
+            None,
+            &job,
+            Default::default(),
+            h.clock.now(),
+        )
+        .await
+        .unwrap();
+        job_ids.push((project, job.job_id));
+    }
+
+    // Act
+    let mut images = Vec::new();
+    for (project, job_id) in &job_ids {
+        let job = h.drive_in(project, *job_id).await;
+        assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+        images.push(job.image_id.expect("the image is recorded"));
+    }
+
+    // Assert
+    let listings: Vec<String> = h
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.operation == "glance.list_images")
+        .map(|r| r.query)
+        .collect();
+    assert!(!listings.is_empty(), "the images were looked at by listing");
+    for query in &listings {
+        assert!(
+            !images.iter().all(|id| query.contains(id.as_str())),
+            "one listing asked for both projects' images: {query}"
+        );
+    }
+}

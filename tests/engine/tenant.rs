@@ -110,17 +110,21 @@ async fn a_volume_group_job_succeeds_with_a_project_members_credentials(pool: Pg
 
 #[sqlx::test]
 async fn a_request_the_cloud_refuses_while_tracking_fails_the_job_with_its_message(pool: PgPool) {
-    // Arrange: Cinder refuses every look at the snapshot with 400.
+    // Arrange: Cinder refuses every look at the snapshot with 400: the batched
+    // listing of the project's snapshots (after which the job is looked at on
+    // its own) and the look by id.
     let h = harness(pool).await;
     let volume = h.sim.create_volume("data", 1, &[]);
-    h.sim.inject(FaultRule::new(
-        "cinder.get_snapshot",
-        Fault::Error {
-            status: 400,
-            retry_after: None,
-            message: Some("Invalid input received: refused for this test.".into()),
-        },
-    ));
+    for operation in ["cinder.list_snapshots_detail", "cinder.get_snapshot"] {
+        h.sim.inject(FaultRule::new(
+            operation,
+            Fault::Error {
+                status: 400,
+                retry_after: None,
+                message: Some("Invalid input received: refused for this test.".into()),
+            },
+        ));
+    }
 
     // Act
     let job_id = h.adhoc("volume", &volume, json!({"timeout": "10m"})).await;

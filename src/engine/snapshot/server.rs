@@ -4,14 +4,15 @@
 use chrono::{DateTime, Utc};
 
 use super::{
-    Artefacts, BeforeSend, JOB_ID_KEY, JobContext, Lookup, Progress, Recorded, StartResult,
-    artefact_metadata, artefact_name, create_failure, not_sent, note, nova_pieces, snapshot_state,
-    start_failure, waiting_for,
+    Artefacts, BeforeSend, JOB_ID_KEY, JobContext, Listed, Lookup, Progress, Recorded, StartResult,
+    artefact_metadata, artefact_name, create_failure, not_sent, note, nova_pieces, refresh_piece,
+    snapshot_state, start_failure, waiting_for,
 };
 use crate::{
     domain::{
         job::{
-            JobError, ObtainedConsistency, VolumeSnapshotState, is_truthy, judge_server_snapshot,
+            JobError, ObtainedConsistency, TimelineEntry, VolumeSnapshotState, is_truthy,
+            judge_server_snapshot,
         },
         policy::Consistency,
     },
@@ -295,17 +296,60 @@ pub(super) async fn poll(
     recorded: Recorded<'_>,
     now: DateTime<Utc>,
 ) -> Result<Progress, OpenStackError> {
-    let (known, seen) = (recorded.volume_snapshots, recorded.timeline);
-    let mut calls = 1;
-    let mut timeline = Vec::new();
     let image = match cloud.glance().get_image(image_id).await {
         Ok(image) => Some(image),
         Err(e) if e.is_not_found() => None,
         Err(e) => return Err(e),
     };
+    let looked = look_at_image(cloud, ctx, image_id, image, recorded, now, true).await?;
+    finish(cloud, looked, None, recorded.timeline, now, 1).await
+}
+
+/// What a look at a server snapshot's image found, before the statuses of its
+/// Cinder snapshots are read.
+#[derive(Debug)]
+pub(super) struct ImageLooked {
+    pub(super) image: Option<Image>,
+    /// The Cinder snapshots to follow (those not yet available are read next).
+    pub(super) snapshots: Vec<VolumeSnapshotState>,
+    pub(super) timeline: Vec<TimelineEntry>,
+    /// Calls of this job's own (the image's look-up is counted by the caller).
+    pub(super) calls: i32,
+}
+
+impl ImageLooked {
+    /// Whether a Cinder snapshot's status is still to be read.
+    pub(super) fn pending(&self) -> impl Iterator<Item = &str> {
+        self.snapshots
+            .iter()
+            .filter(|s| s.status != "available")
+            .map(|s| s.snapshot_id.as_str())
+    }
+}
+
+/// Notes the image's status; reads the server's task_state while the image is
+/// not active (every time when `follow_server`, else only the first time: a
+/// batched poll keeps its calls per job low); reads the image's mapping once
+/// it is active and stamps the Cinder snapshots it lists.
+///
+/// # Errors
+/// Stamping failed, or the mapping is unreadable.
+pub(super) async fn look_at_image(
+    cloud: &OpenStack,
+    ctx: &JobContext<'_>,
+    image_id: &str,
+    image: Option<Image>,
+    recorded: Recorded<'_>,
+    now: DateTime<Utc>,
+    follow_server: bool,
+) -> Result<ImageLooked, OpenStackError> {
+    let (known, seen) = (recorded.volume_snapshots, recorded.timeline);
+    let mut calls = 0;
+    let mut timeline = Vec::new();
     let image_status = image.as_ref().map_or("deleted", |i| i.status.as_str());
     note(&mut timeline, seen, now, "image", image_id, image_status);
-    if image.as_ref().is_some_and(|i| i.status != "active") {
+    let server_seen = seen.iter().any(|e| e.what == "server");
+    if image.as_ref().is_some_and(|i| i.status != "active") && (follow_server || !server_seen) {
         calls += 1;
         if let Ok(server) = cloud.nova().get_server(ctx.resource_id).await {
             let task_state = server.task_state.as_deref().unwrap_or("none");
@@ -329,18 +373,37 @@ pub(super) async fn poll(
         let ids: Vec<&str> = snapshots.iter().map(|s| s.snapshot_id.as_str()).collect();
         calls += nova_pieces::stamp(cloud, ctx.job_id, &ids).await?;
     }
+    Ok(ImageLooked {
+        image,
+        snapshots,
+        timeline,
+        calls,
+    })
+}
+
+/// Reads the status of every Cinder snapshot not yet available (from `listed`,
+/// a listing of the project, when it holds it; else by id) and judges the job.
+/// `image_calls` are the calls that read the image.
+///
+/// # Errors
+/// A lookup failed for a reason other than the snapshot being gone.
+pub(super) async fn finish(
+    cloud: &OpenStack,
+    looked: ImageLooked,
+    listed: Option<&Listed>,
+    seen: &[TimelineEntry],
+    now: DateTime<Utc>,
+    image_calls: i32,
+) -> Result<Progress, OpenStackError> {
+    let ImageLooked {
+        image,
+        mut snapshots,
+        mut timeline,
+        mut calls,
+    } = looked;
+    calls += image_calls;
     for snapshot in snapshots.iter_mut().filter(|s| s.status != "available") {
-        calls += 1;
-        match cloud.cinder().get_snapshot(&snapshot.snapshot_id).await {
-            Ok(found) => {
-                snapshot.status = found.status.clone();
-                snapshot.progress = found.progress.clone();
-                snapshot.size_gb = found.size.or(snapshot.size_gb);
-                snapshot.volume_id = snapshot.volume_id.take().or(Some(found.volume_id));
-            }
-            Err(e) if e.is_not_found() => snapshot.status = "missing".into(),
-            Err(e) => return Err(e),
-        }
+        calls += refresh_piece(cloud, snapshot, listed).await?;
         note(
             &mut timeline,
             seen,

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Artefacts, BeforeSend, JOB_ID_KEY, JobContext, Progress, StartResult, artefact_metadata,
-    artefact_name, create_failure, not_sent, note, snapshot_state, start_failure, waiting_for,
+    Artefacts, BeforeSend, JOB_ID_KEY, JobContext, Listed, Progress, StartResult,
+    artefact_metadata, artefact_name, create_failure, not_sent, note, refresh_piece,
+    snapshot_state, start_failure, waiting_for,
 };
 use crate::{
     domain::job::{
@@ -140,7 +141,8 @@ pub(super) async fn find_started(
     }))
 }
 
-/// Looks at a standalone volume snapshot.
+/// Looks at a standalone volume snapshot: in `listed` (a listing of the
+/// project's snapshots made for a batch of jobs) when it holds it, else by id.
 ///
 /// # Errors
 /// The lookup failed for a reason other than the snapshot being gone.
@@ -149,6 +151,7 @@ pub(super) async fn poll(
     known: &[VolumeSnapshotState],
     seen: &[TimelineEntry],
     now: DateTime<Utc>,
+    listed: Option<&Listed>,
 ) -> Result<Progress, OpenStackError> {
     let mut snapshots = known.to_vec();
     let Some(snapshot) = snapshots.first_mut() else {
@@ -163,15 +166,7 @@ pub(super) async fn poll(
             calls: 0,
         });
     };
-    match cloud.cinder().get_snapshot(&snapshot.snapshot_id).await {
-        Ok(found) => {
-            snapshot.status = found.status;
-            snapshot.progress = found.progress;
-            snapshot.size_gb = found.size.or(snapshot.size_gb);
-        }
-        Err(e) if e.is_not_found() => snapshot.status = "missing".into(),
-        Err(e) => return Err(e),
-    }
+    let calls = refresh_piece(cloud, snapshot, listed).await?;
     let mut timeline = Vec::new();
     note(
         &mut timeline,
@@ -187,7 +182,7 @@ pub(super) async fn poll(
         verdict,
         volume_snapshots: snapshots,
         timeline,
-        calls: 1,
+        calls,
     })
 }
 
