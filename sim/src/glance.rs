@@ -290,10 +290,17 @@ fn list(st: &State, ctx: &Ctx) -> Response {
         return html_error(StatusCode::BAD_REQUEST, &message);
     }
     let community = ctx.q("visibility") == Some("community");
-    let matching: Vec<&Image> = st
-        .images
+    // Filtered by id, only those rows are read (the other filters still apply).
+    let by_id = filters
         .iter()
-        .rev()
+        .find(|(k, _)| *k == "id")
+        .and_then(|(k, v)| filter_values(k, v).ok())
+        .and_then(|ids| st.images.with_ids(&ids));
+    let candidates: Box<dyn Iterator<Item = &Image>> = match by_id {
+        Some(rows) => Box::new(rows.into_iter().rev()),
+        None => Box::new(st.images.iter().rev()),
+    };
+    let matching: Vec<&Image> = candidates
         .filter(|img| img.status.at(ctx.now) != GONE)
         // Glance lists every image to admins; to others their project's,
         // the public ones, and community ones only when asked for.

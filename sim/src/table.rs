@@ -84,6 +84,19 @@ impl<T: Row> Table<T> {
         self.find_mut(id, |_| true)
     }
 
+    /// The rows holding these ids, in creation order; `None` when some id is
+    /// held by more than one row (the caller scans then). A listing filtered
+    /// by id (Glance's `id=in:...`) then costs its ids, not the whole table.
+    pub(crate) fn with_ids<'a>(&'a self, ids: &[&str]) -> Option<Vec<&'a T>> {
+        if self.repeated_ids {
+            return None;
+        }
+        let mut at: Vec<usize> = ids.iter().filter_map(|id| self.index.get(*id).copied()).collect();
+        at.sort_unstable();
+        at.dedup();
+        Some(at.into_iter().map(|i| &self.rows[i]).collect())
+    }
+
     fn position(&self, id: &str, live: impl Fn(&T) -> bool) -> Option<usize> {
         if self.repeated_ids {
             return self.rows.iter().position(|r| r.id() == id && live(r));

@@ -177,3 +177,43 @@ async fn version_discovery_answers_300_without_a_token() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["versions"][0]["status"], "CURRENT");
 }
+
+#[tokio::test]
+async fn an_id_in_list_answers_those_images_newest_first_in_pages_with_the_other_filters() {
+    // Arrange
+    let t = spawn().await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let r = t
+            .call(
+                Method::POST,
+                "/image/v2/images",
+                None,
+                Some(json!({"name": format!("img{i}"), "k": if i == 4 { "other" } else { "v" }})),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        ids.push(r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+    }
+    // Images 0, 2, 4 and 5, an unknown id and a repeat, in no order.
+    let asked = [&ids[5], &ids[0], "no-such-image", &ids[2], &ids[4], &ids[0]].join(",");
+
+    // Act
+    let page1 = t
+        .get_json(&format!("/image/v2/images?id=in:{asked}&k=v&limit=2"), None)
+        .await;
+    let next = page1["next"].as_str().unwrap().to_owned();
+    let page2 = t.get_json(&format!("/image{next}"), None).await;
+
+    // Assert
+    let names = |v: &Value| -> Vec<String> {
+        v["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names(&page1), ["img5", "img2"]);
+    assert_eq!(names(&page2), ["img0"]);
+}
