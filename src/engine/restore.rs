@@ -646,6 +646,8 @@ pub struct CleanupStep {
     pub restored: Restored,
     pub timeline: Vec<TimelineEntry>,
     pub calls: i32,
+    /// Why the cloud refused a `DELETE` this step sent (retried later).
+    pub refused: Option<String>,
 }
 
 /// One step of deleting what a restore made: the server first (Nova keeps
@@ -669,6 +671,7 @@ pub async fn cleanup_step(
     let mut calls = 0;
     let mut pending = false;
     if let Some(group_id) = restored.group_id.clone() {
+        let mut refused = None;
         calls += 1;
         match cloud.cinder().get_group(&group_id).await {
             Err(e) if e.is_not_found() => {
@@ -682,9 +685,14 @@ pub async fn cleanup_step(
                     match cloud.cinder().delete_group_with_volumes(&group_id).await {
                         Ok(()) => note(&mut timeline, seen, now, "group", &group_id, "deleting"),
                         Err(e) if e.is_not_found() => {}
-                        // Busy: looked at again.
+                        // Busy, or held (a snapshot of one of its volumes):
+                        // looked at again, with Cinder's reason said.
                         Err(e)
-                            if e.kind == ErrorKind::BadRequest || e.kind == ErrorKind::Conflict => {
+                            if e.kind == ErrorKind::BadRequest || e.kind == ErrorKind::Conflict =>
+                        {
+                            refused = Some(format!(
+                                "Cinder refuses to delete the group {group_id} (it is retried): {e}"
+                            ));
                         }
                         Err(e) => return Err(e),
                     }
@@ -696,6 +704,7 @@ pub async fn cleanup_step(
             restored,
             timeline,
             calls,
+            refused,
         });
     }
     let server_gone = restored.cleanup.as_ref().is_some_and(|c| c.server_gone);
@@ -716,6 +725,7 @@ pub async fn cleanup_step(
                         restored,
                         timeline,
                         calls,
+                        refused: None,
                     });
                 }
                 if server.task_state.as_deref() != Some("deleting") {
@@ -742,11 +752,13 @@ pub async fn cleanup_step(
                 restored,
                 timeline,
                 calls,
+                refused: None,
             });
         }
     }
     let mut volumes: Vec<String> = restored.volume_ids.clone().unwrap_or_default();
     volumes.extend(restored.volume_id.clone());
+    let mut refused = None;
     for id in volumes {
         calls += 1;
         match cloud.cinder().get_volume(&id).await {
@@ -769,9 +781,15 @@ pub async fn cleanup_step(
                     match cloud.cinder().delete_volume(&id).await {
                         Ok(()) => note(&mut timeline, seen, now, "volume", &id, "deleting"),
                         Err(e) if e.is_not_found() => {}
-                        // Busy (still detaching): looked at again.
+                        // Busy (still detaching), or held by something no
+                        // retry changes (a snapshot of it, a transfer):
+                        // looked at again, with Cinder's reason said.
                         Err(e)
-                            if e.kind == ErrorKind::BadRequest || e.kind == ErrorKind::Conflict => {
+                            if e.kind == ErrorKind::BadRequest || e.kind == ErrorKind::Conflict =>
+                        {
+                            refused = Some(format!(
+                                "Cinder refuses to delete the volume {id} (it is retried): {e}"
+                            ));
                         }
                         Err(e) => return Err(e),
                     }
@@ -784,5 +802,6 @@ pub async fn cleanup_step(
         restored,
         timeline,
         calls,
+        refused,
     })
 }

@@ -441,3 +441,56 @@ async fn a_result_on_the_snapshot_holds_the_cadence_after_the_history_purged_the
     // Assert
     assert_eq!((within.policies, within.jobs), (1, 0), "{within:?}");
 }
+
+#[sqlx::test]
+async fn a_test_volume_cinder_refuses_to_delete_says_why_in_its_clean_up(pool: PgPool) {
+    // Arrange: the test volume gets a Cinder snapshot of its own (a user's,
+    // or another tool's) while the test runs: Cinder then refuses its DELETE
+    // (400, "must not ... have snapshots"), which no retry changes.
+    let h = harness(pool.clone()).await;
+    let volume = h.sim.create_volume("data", 1, &[]);
+    let body = policy_of("tested", "volume", &volume, json!({"every": "7d"}));
+    let (_app, id, _snapshot) = policy_with_snapshot(&h, pool, body).await;
+    h.engine.queue_restore_tests().await.unwrap();
+    let job_id = verify_jobs(&h, &id).await[0];
+    let mut made = None;
+    for _ in 0..200 {
+        h.work().await;
+        if let Some(v) = restored(&h.job(job_id).await).volume_id {
+            made = Some(v);
+            break;
+        }
+        h.clock.advance(TimeDelta::milliseconds(500));
+        tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+    }
+    let made = made.expect("the test volume is recorded");
+    // Nothing works meanwhile: the volume is snapshotted once Cinder made it.
+    for _ in 0..200 {
+        if h.cloud.cinder().get_volume(&made).await.unwrap().status == "available" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+    }
+    h.cloud
+        .cinder()
+        .create_snapshot(&made, "mine", "", &Default::default(), false)
+        .await
+        .unwrap();
+
+    // Act
+    for _ in 0..40 {
+        h.work().await;
+        h.clock.advance(TimeDelta::seconds(5));
+        tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+    }
+
+    // Assert: the refusal is not taken for a busy volume in silence.
+    let job = h.job(job_id).await;
+    assert!(job.status.is_terminal(), "{:?}", job.status);
+    let cleanup = restored(&job).cleanup.expect("the clean-up began");
+    let error = cleanup.error.unwrap_or_default();
+    assert!(
+        error.contains(&made) && error.to_lowercase().contains("snapshots"),
+        "the clean-up names the refused volume and Cinder's reason: {error:?}"
+    );
+}

@@ -386,6 +386,12 @@ impl Engine {
                     }
                     None
                 } else {
+                    // What the cloud refused is said (a refusal no retry
+                    // changes must not look like a busy resource); a step
+                    // that met none clears an old error.
+                    if let Some(c) = restored.cleanup.as_mut() {
+                        c.error = step.refused;
+                    }
                     Some(now + self.cleanup_delay(job, now))
                 };
                 (restored, next, step.timeline, calls + step.calls)
