@@ -159,8 +159,13 @@ async fn still_due(
 
 /// Records an ended restore test's result on the snapshot it tested: a pass
 /// sets `verified_at` and clears `verify_error`; a failure or time-out sets
-/// `verify_error` `{code, message, at}` and keeps `verified_at`. A cancelled
-/// test, and any other kind of job, records nothing. The snapshot row is
+/// `verify_error` `{code, message, at}` and keeps `verified_at`. A failure is
+/// the snapshot's only when the test reached the cloud's verdict on it: it
+/// made something, or Nova/Cinder refused the create or no longer had the
+/// snapshot (`create_refused`, `resource_not_found`). A test that never ran
+/// (its start window passed, a refused trust, quota, creates exhausted) says
+/// nothing of the backup: its target just stays unverified. A cancelled test,
+/// and any other kind of job, records nothing. The snapshot row is
 /// taken last (the lock order: policy, run, job, snapshot); its trigger
 /// writes `snapshot.verified` / `snapshot.verify_failed`.
 ///
@@ -178,7 +183,11 @@ pub async fn record_verification(
                  else coalesce(j.error, $3) || jsonb_build_object('at', $2) end \
          from job j \
          where j.job_id = $1 and j.kind = 'verify' \
-           and j.status in ('succeeded', 'failed', 'timed_out') \
+           and (j.status = 'succeeded' \
+                or (j.status in ('failed', 'timed_out') \
+                    and (coalesce(j.restored ->> 'server_id', j.restored ->> 'volume_id', \
+                                  j.restored ->> 'group_id') is not null \
+                         or j.error ->> 'code' in ('create_refused', 'resource_not_found')))) \
            and s.snapshot_id = (j.restore ->> 'snapshot_id')::uuid",
     )
     .bind(job_id)

@@ -494,3 +494,33 @@ async fn a_test_volume_cinder_refuses_to_delete_says_why_in_its_clean_up(pool: P
         "the clean-up names the refused volume and Cinder's reason: {error:?}"
     );
 }
+
+/// A test that never reached the cloud (here its start window passed while
+/// the service was busy; a refused trust is alike) says nothing of the
+/// backup: the job fails, but the snapshot records no failed test, no
+/// `snapshot.verify_failed` is sent, and the target stays unverified.
+#[sqlx::test]
+async fn a_test_that_never_ran_records_no_failure_on_the_snapshot(pool: PgPool) {
+    // Arrange
+    let h = harness(pool.clone()).await;
+    let (app, id, snapshot) = verified_policy(&h, pool, json!({"every": "1d"})).await;
+    h.engine.queue_restore_tests().await.unwrap();
+    let jobs = verify_jobs(&h, &id).await;
+
+    // Act: no worker took it within its start window.
+    h.clock.advance(TimeDelta::minutes(61));
+    let job = settle(&h, jobs[0]).await;
+
+    // Assert
+    assert_eq!(job.status, JobStatus::Failed, "{:?}", job.error);
+    assert!(
+        restored(&job).is_empty(),
+        "nothing was made: {:?}",
+        job.restored
+    );
+    let shown = get_json(&app, &format!("/v1/snapshots/{snapshot}")).await;
+    assert!(shown["verify_error"].is_null(), "{shown}");
+    assert!(event_kinds(&h, snapshot).await.is_empty());
+    let policy = get_json(&app, &format!("/v1/policies/{id}")).await;
+    assert_eq!(policy["unverified_resources"], 1, "{policy}");
+}
