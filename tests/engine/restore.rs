@@ -1409,3 +1409,73 @@ async fn below_volume_3_58_a_group_the_services_credentials_cannot_own_is_a_clea
     assert!(job.cleanup_due_at.is_some(), "the clean-up is retried");
     assert!(h.cloud.cinder().get_group(&group).await.is_ok());
 }
+
+/// A restore whose clean-up is still due (retrying: Cinder busy, a volume
+/// still deleting) may still hold volumes made from the snapshot's Cinder
+/// snapshot: the snapshot's deletion waits for the clean-up, not only for the
+/// job, rather than racing it into `delete_blocked` on its own restore.
+#[sqlx::test]
+async fn a_snapshot_is_deleted_only_after_its_restores_clean_up_is_over(pool: PgPool) {
+    // Arrange: a failed restore of a volume snapshot, its clean-up retrying later.
+    let h = harness(pool).await;
+    let volume = h.sim.create_volume("data", 1, &[]);
+    let source_job = h.adhoc("volume", &volume, json!({})).await;
+    assert_eq!(h.finish(source_job).await.status, JobStatus::Succeeded);
+    let snapshot_id = h.snapshot_rows(source_job).await[0].0;
+    h.sim
+        .inject(FaultRule::new("cinder.create_volume", Fault::VolumeError).times(1));
+    let restore_job = restore(&h, snapshot_id, json!({})).await;
+    let failed = h.finish(restore_job).await;
+    assert_eq!(failed.status, JobStatus::Failed, "{:?}", failed.error);
+    let retry_at = h.clock.now() + chrono::TimeDelta::hours(1);
+    let due: bool = sqlx::query_scalar(
+        "update job set cleanup_due_at = $2 where job_id = $1 and cleanup_due_at is not null \
+         returning true",
+    )
+    .bind(restore_job)
+    .bind(retry_at)
+    .fetch_optional(&h.pool)
+    .await
+    .unwrap()
+    .unwrap_or(false);
+    assert!(due, "the failed restore owes a clean-up");
+    snapshots::request_delete(&h.pool, "default", snapshot_id, h.clock.now())
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Act: the deletion loop runs while the clean-up is still due.
+    for _ in 0..5 {
+        h.engine.delete_next().await.unwrap();
+        h.clock.advance(chrono::TimeDelta::seconds(30));
+    }
+
+    // Assert
+    let waiting = snapshots::fetch_snapshot(&h.pool, "default", snapshot_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(waiting.state, SnapshotState::Deleting);
+    let piece = &waiting.volume_snapshots.0[0].snapshot_id;
+    assert_eq!(
+        h.sim.snapshot_status(piece).as_deref(),
+        Some("available"),
+        "the Cinder snapshot is not deleted under the clean-up"
+    );
+
+    // Act + Assert: once the clean-up is over, the deletion goes ahead.
+    h.clock.advance(chrono::TimeDelta::hours(1));
+    for _ in 0..200 {
+        h.work().await;
+        if h.job(restore_job).await.cleanup_due_at.is_none() {
+            break;
+        }
+        h.clock.advance(chrono::TimeDelta::seconds(5));
+    }
+    assert!(
+        h.job(restore_job).await.cleanup_due_at.is_none(),
+        "the clean-up ended"
+    );
+    let rows = h.settle_deletions(source_job).await;
+    assert_eq!(rows[0].1, "deleted", "{rows:?}");
+}

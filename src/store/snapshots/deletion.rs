@@ -23,7 +23,8 @@ macro_rules! claim_deletion_where {
              where snapshot_id = (select s.snapshot_id from snapshot s \
                  where s.state in ('deleting', 'delete_failed', 'delete_blocked') \
                    and not exists (select 1 from job j where j.kind <> 'snapshot' \
-                       and j.status in ('pending', 'creating', 'tracking') \
+                       and (j.status in ('pending', 'creating', 'tracking') \
+                            or j.cleanup_due_at is not null) \
                        and j.restore ->> 'snapshot_id' = s.snapshot_id::text) and ",
             $($condition)+,
             " and s.not_before <= $2 and (s.lease_expires_at is null or s.lease_expires_at < $2) \
