@@ -98,6 +98,11 @@ pub struct EngineConfig {
     /// How often each policy with `options.verify` is looked at for targets
     /// due a restore test (across all replicas).
     pub verify_interval: Duration,
+    /// How long after a restore (or restore test) ended its clean-up is
+    /// retried: then what the cloud still refuses to delete (a volume with a
+    /// Cinder snapshot of it, one in `error_deleting`) is left, the clean-up
+    /// ends `kept`, and the run's trust can be retired.
+    pub cleanup_limit: TimeDelta,
 }
 
 impl Default for EngineConfig {
@@ -133,6 +138,7 @@ impl Default for EngineConfig {
             freshness_interval: Duration::from_secs(60),
             join_interval: Duration::from_secs(300),
             verify_interval: Duration::from_secs(300),
+            cleanup_limit: TimeDelta::days(7),
         }
     }
 }

@@ -91,7 +91,10 @@ impl<T: Row> Table<T> {
         if self.repeated_ids {
             return None;
         }
-        let mut at: Vec<usize> = ids.iter().filter_map(|id| self.index.get(*id).copied()).collect();
+        let mut at: Vec<usize> = ids
+            .iter()
+            .filter_map(|id| self.index.get(*id).copied())
+            .collect();
         at.sort_unstable();
         at.dedup();
         Some(at.into_iter().map(|i| &self.rows[i]).collect())

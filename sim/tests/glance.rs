@@ -193,7 +193,12 @@ async fn an_id_in_list_answers_those_images_newest_first_in_pages_with_the_other
             )
             .await;
         assert_eq!(r.status(), StatusCode::CREATED);
-        ids.push(r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+        ids.push(
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     // Images 0, 2, 4 and 5, an unknown id and a repeat, in no order.
     let asked = [&ids[5], &ids[0], "no-such-image", &ids[2], &ids[4], &ids[0]].join(",");

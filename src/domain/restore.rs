@@ -427,19 +427,31 @@ pub enum CleanupState {
     Deleting,
     /// Everything it made is gone.
     Deleted,
+    /// Given up: the cloud refused to delete what is named in `left` for
+    /// longer than the engine's clean-up limit (7 days after the job ended by
+    /// default), e.g. a volume with a Cinder snapshot of it. It is left to
+    /// its owner, with the last error said; nothing deletes it any more.
+    Kept,
 }
 
-/// The clean-up of what a failed or cancelled restore made.
+/// The clean-up of what a failed or cancelled restore (or a restore test)
+/// made: `deleting`, then `deleted`, or `kept` (with `left` and `error`) when
+/// the cloud refused the deletion for longer than the engine's limit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"state": "deleted", "server_gone": true}))]
 pub struct Cleanup {
     pub state: CleanupState,
-    /// The last error met while deleting (it is retried).
+    /// The last error met while deleting (it is retried; once `kept`, why
+    /// it was given up).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Whether the server is gone (its volumes are deleted after it).
     #[serde(default)]
     pub server_gone: bool,
+    /// What is left in the cloud (ids) when the clean-up ended `kept`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(example = json!(["0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"]))]
+    pub left: Vec<String>,
 }
 
 /// What a restore job made.
@@ -460,7 +472,8 @@ pub struct Restored {
     /// server's), or the new group's volumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_ids: Option<Vec<String>>,
-    /// Set once a failed or cancelled restore deletes what it made.
+    /// Set once a failed or cancelled restore (or a restore test) deletes
+    /// what it made; `kept` once given up (see [`CleanupState::Kept`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cleanup: Option<Cleanup>,
     /// A move (`?delete_source=after_active`): the deletion of the source

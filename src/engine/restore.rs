@@ -271,7 +271,7 @@ fn failure(error: OpenStackError, step: &str, calls: i32) -> Sent {
 pub enum Found {
     Nothing,
     /// Exactly one resource carries the job's mark and is what the job makes.
-    One(Restored),
+    One(Box<Restored>),
     /// More than one does (ids, sorted): none is taken, since anyone in the
     /// project can put the job's tag or metadata on a resource.
     Many(Vec<String>),
@@ -422,7 +422,7 @@ fn found(mut ids: Vec<String>, made: impl FnOnce(String) -> Restored) -> Found {
     ids.dedup();
     match ids.len() {
         0 => Found::Nothing,
-        1 => Found::One(made(ids.remove(0))),
+        1 => Found::One(Box::new(made(ids.remove(0)))),
         _ => Found::Many(ids),
     }
 }
@@ -648,6 +648,8 @@ pub struct CleanupStep {
     pub calls: i32,
     /// Why the cloud refused a `DELETE` this step sent (retried later).
     pub refused: Option<String>,
+    /// What the step saw still there (ids): what a clean-up given up keeps.
+    pub left: Vec<String>,
 }
 
 /// One step of deleting what a restore made: the server first (Nova keeps
@@ -670,6 +672,7 @@ pub async fn cleanup_step(
     let mut timeline = Vec::new();
     let mut calls = 0;
     let mut pending = false;
+    let mut left = Vec::new();
     if let Some(group_id) = restored.group_id.clone() {
         let mut refused = None;
         calls += 1;
@@ -680,6 +683,8 @@ pub async fn cleanup_step(
             Err(e) => return Err(e),
             Ok(group) => {
                 pending = true;
+                left.push(group_id.clone());
+                left.extend(restored.volume_ids.clone().unwrap_or_default());
                 if group.status == "available" || group.status.starts_with("error") {
                     calls += 1;
                     match cloud.cinder().delete_group_with_volumes(&group_id).await {
@@ -705,6 +710,7 @@ pub async fn cleanup_step(
             timeline,
             calls,
             refused,
+            left,
         });
     }
     let server_gone = restored.cleanup.as_ref().is_some_and(|c| c.server_gone);
@@ -714,6 +720,8 @@ pub async fn cleanup_step(
             Ok(server) => {
                 let (fresh, n) = learn_volumes(cloud, spec, &mut restored, &server).await?;
                 calls += n;
+                left.push(server_id.clone());
+                left.extend(restored.volume_ids.clone().unwrap_or_default());
                 // Once the server is gone its volumes can no longer be found
                 // (Nova made them without our metadata): the ones just learnt
                 // are recorded before the delete is sent, in the next step,
@@ -726,6 +734,7 @@ pub async fn cleanup_step(
                         timeline,
                         calls,
                         refused: None,
+                        left,
                     });
                 }
                 if server.task_state.as_deref() != Some("deleting") {
@@ -753,6 +762,7 @@ pub async fn cleanup_step(
                 timeline,
                 calls,
                 refused: None,
+                left,
             });
         }
     }
@@ -773,6 +783,7 @@ pub async fn cleanup_step(
             }
             Ok(volume) => {
                 pending = true;
+                left.push(id.clone());
                 let deletable = volume.attachments.is_empty()
                     && (matches!(volume.status.as_str(), "available" | "error")
                         || volume.status.starts_with("error_"));
@@ -803,5 +814,6 @@ pub async fn cleanup_step(
         timeline,
         calls,
         refused,
+        left,
     })
 }

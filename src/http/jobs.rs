@@ -95,7 +95,11 @@ pub struct JobResponse {
     /// Restore jobs only: what the restore made so far (`{}` before the create
     /// was answered): `server_id` and `volume_ids` for a server, `volume_id`
     /// for a volume, `group_id` and `volume_ids` for a volume group; with
-    /// `cleanup` once a failed or cancelled restore deletes it.
+    /// `cleanup` once a failed or cancelled restore (or any restore test)
+    /// deletes it: `cleanup.state` is `deleting`, `deleted`, or `kept` when
+    /// the cloud still refused the deletion 7 days after the job ended (e.g. a
+    /// volume with a Cinder snapshot of it): then `cleanup.left` names what
+    /// is left and `cleanup.error` why; nothing deletes it any more.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(required = false)]
     pub restored: Option<Restored>,

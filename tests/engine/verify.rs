@@ -7,6 +7,7 @@
 use chrono::TimeDelta;
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use stacksnap::clock::Clock;
 use stacksnap::domain::{
     job::{JobKind, JobStatus},
     restore::{CleanupState, Restored},
@@ -523,4 +524,111 @@ async fn a_test_that_never_ran_records_no_failure_on_the_snapshot(pool: PgPool) 
     assert!(event_kinds(&h, snapshot).await.is_empty());
     let policy = get_json(&app, &format!("/v1/policies/{id}")).await;
     assert_eq!(policy["unverified_resources"], 1, "{policy}");
+}
+
+#[sqlx::test]
+async fn a_test_volume_cinder_refuses_for_good_is_kept_after_the_limit_and_its_trust_retired(
+    pool: PgPool,
+) {
+    // Arrange: a restore test of a volume, whose run has a trust, whose
+    // volume gets a Cinder snapshot of its own before its clean-up: Cinder refuses
+    // its DELETE for as long as that snapshot exists.
+    let h = harness(pool.clone()).await;
+    let volume = h.sim.create_volume("data", 1, &[]);
+    let body = policy_of("tested", "volume", &volume, json!({"every": "7d"}));
+    let (_app, id, _snapshot) = policy_with_snapshot(&h, pool, body).await;
+    h.engine.queue_restore_tests().await.unwrap();
+    let job_id = verify_jobs(&h, &id).await[0];
+    let mut made = None;
+    for _ in 0..200 {
+        h.work().await;
+        if let Some(v) = restored(&h.job(job_id).await).volume_id {
+            made = Some(v);
+            break;
+        }
+        h.clock.advance(TimeDelta::milliseconds(500));
+        tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+    }
+    let made = made.expect("the test volume is recorded");
+    for _ in 0..200 {
+        if h.cloud.cinder().get_volume(&made).await.unwrap().status == "available" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+    }
+    h.cloud
+        .cinder()
+        .create_snapshot(&made, "mine", "", &Default::default(), false)
+        .await
+        .unwrap();
+    for _ in 0..40 {
+        h.work().await;
+        h.clock.advance(TimeDelta::seconds(5));
+        tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+    }
+    // The run's trust (its clean-up acts with it while it works).
+    let trust = stacksnap::openstack::TrustId::new("trust-kept");
+    let past = h.clock.now() - TimeDelta::hours(1);
+    stacksnap::store::trusts::record(&h.pool, &trust, "default", past)
+        .await
+        .unwrap();
+    sqlx::query(
+        "update run set trust_id = 'trust-kept' where run_id = (select run_id from job where job_id = $1)",
+    )
+    .bind(job_id)
+    .execute(&h.pool)
+    .await
+    .unwrap();
+    let job = h.job(job_id).await;
+    assert!(job.status.is_terminal(), "{:?}", job.status);
+    assert!(
+        job.cleanup_due_at.is_some(),
+        "the clean-up is still retried"
+    );
+    let unreferenced = || async {
+        stacksnap::store::trusts::unreferenced(&h.pool, h.clock.now(), TimeDelta::minutes(10), 10)
+            .await
+            .unwrap()
+    };
+    assert!(
+        unreferenced().await.is_empty(),
+        "the clean-up still acts with it"
+    );
+
+    // Act: the clean-up has tried for longer than the limit.
+    h.clock.advance(TimeDelta::days(8));
+    for _ in 0..10 {
+        h.work().await;
+        if h.job(job_id).await.cleanup_due_at.is_none() {
+            break;
+        }
+        h.clock.advance(TimeDelta::seconds(30));
+    }
+
+    // Assert: kept, with its last error and what is left named; the trust
+    // can be retired.
+    let job = h.job(job_id).await;
+    assert_eq!(job.cleanup_due_at, None, "the clean-up is over");
+    let cleanup = restored(&job).cleanup.expect("the clean-up began");
+    assert_eq!(cleanup.state, CleanupState::Kept, "{cleanup:?}");
+    let error = cleanup.error.clone().unwrap_or_default();
+    assert!(
+        error.contains(&made) && error.to_lowercase().contains("snapshots"),
+        "the last error is kept: {error:?}"
+    );
+    assert_eq!(cleanup.left, vec![made.clone()], "{cleanup:?}");
+    assert!(
+        job.timeline
+            .0
+            .iter()
+            .any(|e| e.what == "volume" && e.id == made && e.status == "kept"),
+        "the timeline says so: {:?}",
+        job.timeline.0
+    );
+    let retired: Vec<String> = unreferenced()
+        .await
+        .into_iter()
+        .map(|(t, _)| t.expose().to_owned())
+        .collect();
+    assert_eq!(retired, vec!["trust-kept".to_owned()]);
 }

@@ -56,6 +56,18 @@ pub(super) fn needs_cleanup(job: &Job, update: &JobUpdate) -> bool {
     job.kind != JobKind::Snapshot && ends_owing_cleanup && made && !past_active
 }
 
+/// Every id a restore recorded that may still be in the cloud.
+fn recorded_ids(restored: &Restored) -> Vec<String> {
+    let server_gone = restored.cleanup.as_ref().is_some_and(|c| c.server_gone);
+    let mut ids: Vec<String> = restored.group_id.iter().cloned().collect();
+    if !server_gone {
+        ids.extend(restored.server_id.iter().cloned());
+    }
+    ids.extend(restored.volume_ids.iter().flatten().cloned());
+    ids.extend(restored.volume_id.iter().cloned());
+    ids
+}
+
 /// The error of a restore that cannot tell its own resource from others
 /// carrying its mark (anyone in the project can tag a server or set metadata).
 fn ambiguous(ids: &[String]) -> JobError {
@@ -139,7 +151,7 @@ impl Engine {
                 let now = self.clock.now();
                 Ok(JobUpdate {
                     calls,
-                    ..self.adopt_restored(job, restored, now)
+                    ..self.adopt_restored(job, *restored, now)
                 })
             }
             Found::Many(ids) => {
@@ -239,8 +251,23 @@ impl Engine {
             recorded = step => recorded,
             () = self.keep_lease(Leased::Job(job.job_id), token) => return Ok(()),
         };
-        let (restored, next_due, timeline, calls) = recorded;
-        if next_due.is_none() {
+        let (mut restored, mut next_due, mut timeline, calls) = recorded;
+        let now = self.clock.now();
+        let overdue = job
+            .finished_at
+            .is_some_and(|ended| now - ended >= self.config.cleanup_limit);
+        if next_due.is_some() && overdue {
+            self.give_up_cleanup(job, &mut restored, &mut timeline, now);
+            next_due = None;
+        } else if let Some(c) = restored.cleanup.as_mut() {
+            c.left.clear();
+        }
+        if next_due.is_none()
+            && restored
+                .cleanup
+                .as_ref()
+                .is_none_or(|c| c.state != CleanupState::Kept)
+        {
             tracing::info!(job_id = %job.job_id, "what the restore made is deleted");
         }
         jobs::record_cleanup(
@@ -248,6 +275,65 @@ impl Engine {
         )
         .await?;
         Ok(())
+    }
+
+    /// Ends a clean-up that has tried for longer than `cleanup_limit` since
+    /// the job ended (the cloud refusing for good: a volume with a Cinder
+    /// snapshot of it, one in `error_deleting`): `kept`, with its last error
+    /// and what is left named, so that nothing retries it and the run's
+    /// trust can be retired.
+    fn give_up_cleanup(
+        &self,
+        job: &Job,
+        restored: &mut Restored,
+        timeline: &mut Vec<crate::domain::job::TimelineEntry>,
+        now: DateTime<Utc>,
+    ) {
+        let recorded = recorded_ids(restored);
+        let Some(c) = restored.cleanup.as_mut() else {
+            return;
+        };
+        if c.left.is_empty() {
+            c.left = recorded;
+        }
+        c.left.dedup();
+        c.state = CleanupState::Kept;
+        // The last error is kept, said to be the last (it read "retried").
+        let days = self.config.cleanup_limit.num_days();
+        c.error = Some(match c.error.take() {
+            Some(last) => format!(
+                "the clean-up was given up {days} days after the job ended and {} kept; \
+                 its last error: {last}",
+                c.left.join(", ")
+            ),
+            None => format!(
+                "the clean-up was given up {days} days after the job ended and {} kept",
+                c.left.join(", ")
+            ),
+        });
+        tracing::warn!(
+            job_id = %job.job_id,
+            left = ?c.left,
+            error = c.error.as_deref().unwrap_or(""),
+            limit_days = self.config.cleanup_limit.num_days(),
+            "the restore's clean-up is given up: what is left is kept"
+        );
+        let left = c.left.clone();
+        for id in left {
+            let what = if restored.group_id.as_deref() == Some(id.as_str()) {
+                "group"
+            } else if restored.server_id.as_deref() == Some(id.as_str()) {
+                "server"
+            } else {
+                "volume"
+            };
+            timeline.push(crate::domain::job::TimelineEntry {
+                at: now,
+                what: what.to_owned(),
+                id,
+                status: "kept".to_owned(),
+            });
+        }
     }
 
     /// Looks often at first, less often as a clean-up takes longer (a
@@ -284,6 +370,7 @@ impl Engine {
             state: CleanupState::Deleting,
             error: None,
             server_gone: false,
+            left: Vec::new(),
         });
         cleanup.state = CleanupState::Deleting;
         // What it made is deleted with the run's authority where it still
@@ -391,6 +478,8 @@ impl Engine {
                     // that met none clears an old error.
                     if let Some(c) = restored.cleanup.as_mut() {
                         c.error = step.refused;
+                        // Kept only if the clean-up is given up now.
+                        c.left = step.left;
                     }
                     Some(now + self.cleanup_delay(job, now))
                 };
