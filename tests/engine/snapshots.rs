@@ -658,11 +658,14 @@ async fn a_tracking_batch_takes_the_jobs_of_its_project_due_a_little_later(pool:
         .filter(|r| r.operation == "glance.list_images")
         .map(|r| r.query)
         .collect();
-    assert_eq!(listings.len(), 1, "one listing for both jobs: {listings:?}");
-    assert!(
-        listings[0].contains(image_a.as_str()) && listings[0].contains(image_b.as_str()),
-        "the listing asked for both images: {listings:?}"
-    );
+    // (The listing may take a second page, asked with a marker.)
+    assert!(!listings.is_empty(), "A was looked at");
+    for query in &listings {
+        assert!(
+            query.contains(image_a.as_str()) && query.contains(image_b.as_str()),
+            "a listing asked for one job's image alone: {listings:?}"
+        );
+    }
     let (job_a, job_b) = (h.job(a).await, h.job(b).await);
     assert_eq!(job_a.status, JobStatus::Tracking);
     assert_eq!(job_b.status, JobStatus::Tracking);
