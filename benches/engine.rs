@@ -340,10 +340,17 @@ async fn engine_throughput(
         CloudConfig::from_clouds_yaml(&sim.clouds_yaml(), "stacksnap-sim", "bench")?,
         SessionOptions::default(),
     )?;
+    let track_ahead_ms: i64 = std::env::var("BENCH_TRACK_AHEAD_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
     let config = EngineConfig {
         workers: 32,
         max_in_flight: 2_000,
         poll_interval: TimeDelta::milliseconds(200),
+        // Half the poll interval, as by default; `BENCH_TRACK_AHEAD_MS=0`
+        // turns coalescing off to compare.
+        track_ahead: TimeDelta::milliseconds(track_ahead_ms),
         tick: Duration::from_millis(100),
         ..EngineConfig::default()
     };
@@ -416,7 +423,7 @@ async fn engine_throughput(
         jobs_done_at.as_secs_f64() - 1.0,
     );
     println!(
-        "policies {policies_n}, servers {}, jobs {total_jobs}",
+        "policies {policies_n}, servers {}, jobs {total_jobs}, tracking batches take jobs due within {track_ahead_ms} ms",
         servers.len()
     );
     println!(

@@ -47,6 +47,11 @@ pub struct EngineConfig {
     pub poll_interval: TimeDelta,
     /// Most tracking jobs (of one project) a worker looks at together.
     pub track_batch: i64,
+    /// How far ahead of its due time a tracking job is taken into a batch of
+    /// its project that a due job opened (half of `poll_interval` by default):
+    /// without it a batch holds only the jobs due at that very instant. Zero
+    /// turns coalescing off.
+    pub track_ahead: TimeDelta,
     pub max_poll_interval: TimeDelta,
     /// Pause before retrying a busy resource or an unreachable cloud.
     pub retry_delay: TimeDelta,
@@ -113,6 +118,7 @@ impl Default for EngineConfig {
             lease: TimeDelta::seconds(60),
             poll_interval: TimeDelta::seconds(2),
             track_batch: 100,
+            track_ahead: TimeDelta::seconds(1),
             max_poll_interval: TimeDelta::seconds(30),
             retry_delay: TimeDelta::seconds(15),
             capacity_wait: TimeDelta::seconds(2),

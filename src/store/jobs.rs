@@ -342,10 +342,14 @@ macro_rules! batch_tracked {
     };
 }
 
-/// Claims up to `limit` due tracking jobs of servers and volumes, all of one
+/// Claims up to `limit` tracking jobs of servers and volumes, all of one
 /// project (that of the most overdue one), leasing them to `owner`: their
-/// artefacts are looked at together. Rows this build cannot read are claimed
-/// too, to be set aside.
+/// artefacts are looked at together. With the due jobs it takes those of the
+/// same project due within `ahead` of `now`, oldest first, so that a batch
+/// fills instead of holding the one or two jobs due at this instant (each job
+/// is due at its own start + poll delay); they are looked at a little early,
+/// never later. Nothing is claimed unless one job is due. Rows this build
+/// cannot read are claimed too, to be set aside.
 ///
 /// # Errors
 /// The query fails.
@@ -355,13 +359,17 @@ pub async fn claim_tracking_batch(
     now: DateTime<Utc>,
     lease: TimeDelta,
     limit: i64,
+    ahead: TimeDelta,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
     let rows = sqlx::query(concat!(
         "with first as (select project_id from job where ",
         batch_tracked!(),
         " order by not_before limit 1 for update skip locked), \
          picked as (select job_id from job where project_id = (select project_id from first) and ",
-        batch_tracked!(),
+        // The same rule as `batch_tracked!`, with the horizon `$2 + $5` for
+        // `not_before`; the lease is still judged at `$2`.
+        "status = 'tracking' and kind = 'snapshot' and resource_type in ('server', 'volume') \
+         and not_before <= $2 + $5 and (lease_expires_at is null or lease_expires_at < $2)",
         " order by not_before limit $4 for update skip locked) \
          update job set lease_owner = $1, lease_expires_at = $2 + $3 \
          where job_id in (select job_id from picked) \
@@ -372,6 +380,7 @@ pub async fn claim_tracking_batch(
     .bind(now)
     .bind(lease)
     .bind(limit)
+    .bind(ahead)
     .fetch_all(pool)
     .await?;
     rows.iter().map(claimed_row).collect()

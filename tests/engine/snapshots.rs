@@ -610,6 +610,67 @@ async fn the_images_of_many_tracking_jobs_are_looked_at_in_one_listing(pool: PgP
     }
 }
 
+/// A tracking batch that a due job opens also takes the jobs of its project
+/// due within `track_ahead`, so that jobs started a little apart share a
+/// listing instead of each being looked at alone at its own instant (issue 13).
+#[sqlx::test]
+async fn a_tracking_batch_takes_the_jobs_of_its_project_due_a_little_later(pool: PgPool) {
+    // Arrange: images that stay unfinished for seconds of the simulator's real
+    // time; job A starts at t0 (due t0 + 100 ms), job B at t0 + 30 ms (due
+    // t0 + 130 ms, within the 50 ms look-ahead of t0 + 100 ms).
+    let mut config = stacksnap_sim::SimConfig::default();
+    config.durations.image_snapshot = std::time::Duration::from_secs(5);
+    config.durations.image_uploading = std::time::Duration::from_secs(5);
+    let h = crate::helpers::harness_with(pool, config).await;
+    let a = h
+        .adhoc(
+            "server",
+            &h.sim.create_image_backed_server("web-a", &[], &[], false),
+            json!({}),
+        )
+        .await;
+    h.work().await;
+    h.clock.advance(TimeDelta::milliseconds(30));
+    let b = h
+        .adhoc(
+            "server",
+            &h.sim.create_image_backed_server("web-b", &[], &[], false),
+            json!({}),
+        )
+        .await;
+    h.work().await;
+    let (job_a, job_b) = (h.job(a).await, h.job(b).await);
+    assert_eq!(job_a.status, JobStatus::Tracking, "{:?}", job_a.error);
+    assert_eq!(job_b.status, JobStatus::Tracking, "{:?}", job_b.error);
+    let image_a = job_a.image_id.expect("A's image is recorded");
+    let image_b = job_b.image_id.expect("B's image is recorded");
+    assert_eq!(h.sim.count("glance.list_images"), 0, "neither is due yet");
+
+    // Act: A becomes due; B is due 30 ms later.
+    h.clock.advance(TimeDelta::milliseconds(70));
+    h.work().await;
+
+    // Assert
+    let listings: Vec<String> = h
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.operation == "glance.list_images")
+        .map(|r| r.query)
+        .collect();
+    // (The listing may take a second page, asked with a marker.)
+    assert!(!listings.is_empty(), "A was looked at");
+    for query in &listings {
+        assert!(
+            query.contains(image_a.as_str()) && query.contains(image_b.as_str()),
+            "a listing asked for one job's image alone: {listings:?}"
+        );
+    }
+    let (job_a, job_b) = (h.job(a).await, h.job(b).await);
+    assert_eq!(job_a.status, JobStatus::Tracking);
+    assert_eq!(job_b.status, JobStatus::Tracking);
+}
+
 /// A batch is of one project: two projects' jobs in tracking at once are
 /// never looked at in one listing.
 #[sqlx::test]

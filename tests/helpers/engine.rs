@@ -46,6 +46,8 @@ pub fn engine_config() -> EngineConfig {
     EngineConfig {
         workers: 2,
         poll_interval: TimeDelta::milliseconds(100),
+        // Half the poll interval, as by default.
+        track_ahead: TimeDelta::milliseconds(50),
         max_poll_interval: TimeDelta::seconds(1),
         retry_delay: TimeDelta::seconds(1),
         capacity_wait: TimeDelta::milliseconds(100),

@@ -72,6 +72,7 @@ impl Engine {
             now,
             self.config.lease,
             self.config.track_batch.max(1),
+            self.config.track_ahead,
         )
         .await?;
         if claimed.is_empty() {
