@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod notices;
 pub mod orphans;
 pub mod policies;
+pub mod policy_runs;
 pub mod row;
 pub mod runs;
 pub mod snapshots;

@@ -17,12 +17,9 @@ use crate::{
     domain::{
         job::NewJob,
         policy::{Policy, ResourceType},
-        status::{RunStatus, RunTrigger},
+        status::RunTrigger,
     },
-    store::{
-        jobs,
-        runs::{self, NewRun, RunAuthority},
-    },
+    store::policy_runs,
 };
 
 /// Claims up to `limit` enabled, unbroken policies with `snapshot_on_join`
@@ -115,15 +112,7 @@ pub async fn insert_join_run(
     now: DateTime<Utc>,
 ) -> Result<Option<(Uuid, usize)>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let unchanged: Option<bool> = sqlx::query_scalar(
-        "select version = $2 and enabled and broken_error is null from policy \
-         where policy_id = $1 for update",
-    )
-    .bind(policy.id)
-    .bind(policy.version)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if unchanged != Some(true) {
+    if !policy_runs::lock_if_unchanged(&mut tx, policy).await? {
         return Ok(None);
     }
     let Some(covered) = covered(&mut tx, policy.id).await? else {
@@ -136,32 +125,8 @@ pub async fn insert_join_run(
     if joined.is_empty() {
         return Ok(None);
     }
-    let run_id = Uuid::now_v7();
-    let spec = serde_json::to_value(&policy.spec).expect("a spec serialises");
-    let run = NewRun {
-        run_id,
-        project_id: &policy.project_id,
-        policy_id: Some(policy.id),
-        policy_name: Some(&policy.spec.name),
-        trigger: RunTrigger::Join,
-        scheduled_for: now,
-        status: RunStatus::Running,
-        spec: &spec,
-        now,
-        resolved: true,
-        authority: RunAuthority::default(),
-        created_by: None,
-    };
-    runs::insert_run(&mut tx, &run).await?;
-    jobs::insert_jobs(
-        &mut tx,
-        run_id,
-        &policy.project_id,
-        Some(policy.id),
-        &joined,
-        now,
-    )
-    .await?;
+    let run_id =
+        policy_runs::insert_with_jobs(&mut tx, policy, RunTrigger::Join, &joined, now).await?;
     tx.commit().await?;
     Ok(Some((run_id, joined.len())))
 }
