@@ -314,6 +314,10 @@ pub async fn refresh_stale_counts(
             .fetch_one(&mut *tx)
             .await?;
     if !locked || last.is_some_and(|last| last > now - min_age && last <= now) {
+        // Ended here, not on drop: a dropped transaction's rollback is only
+        // queued, so its advisory lock would outlive this call and the next
+        // pass (on another connection) would find it taken.
+        tx.rollback().await?;
         return Ok(None);
     }
     let enabled: Vec<Uuid> =

@@ -98,6 +98,7 @@ pub async fn fold_deltas(db: &PgPool) -> Result<u64, sqlx::Error> {
             .fetch_one(&mut *tx)
             .await?;
     if !locked {
+        tx.rollback().await?;
         return Ok(0);
     }
     // Deltas committed while this runs are not seen by the delete and stay for the next fold.
