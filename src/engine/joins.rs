@@ -11,7 +11,11 @@ use super::{Engine, authority, resolver};
 use crate::{
     domain::{job::NewJob, policy::Policy},
     openstack::Authority,
-    store::{joins, policies, trusts},
+    store::{
+        joins, policies,
+        policy_runs::{self, Watch},
+        trusts,
+    },
 };
 
 /// Policies one pass looks at, at most.
@@ -41,7 +45,8 @@ impl Engine {
         let interval = TimeDelta::from_std(self.config.join_interval).unwrap_or(TimeDelta::MAX);
         let mut joined = Joined::default();
         loop {
-            let claimed = joins::claim_due(&self.db, now, interval, BATCH).await?;
+            let claimed =
+                policy_runs::claim_watched(&self.db, Watch::Joins, now, interval, BATCH).await?;
             for id in &claimed {
                 self.look_for_joiners(*id, &mut joined).await?;
             }

@@ -13,7 +13,11 @@ use uuid::Uuid;
 use super::Engine;
 use crate::{
     domain::{job::NewJob, policy::Policy, verify::verify_job},
-    store::{freshness, policies, snapshots, verify},
+    store::{
+        freshness, policies,
+        policy_runs::{self, Watch},
+        snapshots, verify,
+    },
 };
 
 /// Policies one pass looks at, at most, per batch.
@@ -40,7 +44,8 @@ impl Engine {
         let interval = TimeDelta::from_std(self.config.verify_interval).unwrap_or(TimeDelta::MAX);
         let mut queued = Queued::default();
         loop {
-            let claimed = verify::claim_due(&self.db, now, interval, BATCH).await?;
+            let claimed =
+                policy_runs::claim_watched(&self.db, Watch::Verify, now, interval, BATCH).await?;
             for id in &claimed {
                 self.queue_tests_of(*id, &mut queued).await?;
             }

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -21,40 +21,6 @@ use crate::{
     },
     store::policy_runs,
 };
-
-/// Claims up to `limit` enabled, unbroken policies with `snapshot_on_join`
-/// that were not looked at for `interval`, marking them looked at now. The
-/// upsert decides: a replica whose claim commits first wins the row, and the
-/// other's upsert, waiting on it, re-checks `checked_at` and claims nothing,
-/// so each policy is listed once per interval whatever the number of
-/// replicas. No policy row is locked.
-///
-/// # Errors
-/// The query fails.
-pub async fn claim_due(
-    pool: &PgPool,
-    now: DateTime<Utc>,
-    interval: TimeDelta,
-    limit: i64,
-) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "with due as ( \
-             select p.policy_id from policy p left join policy_join_watch w using (policy_id) \
-             where p.enabled and p.broken_error is null \
-               and p.options @> '{\"snapshot_on_join\": true}' \
-               and (w.checked_at is null or w.checked_at <= $2) \
-             order by w.checked_at nulls first, p.policy_id limit $3) \
-         insert into policy_join_watch (policy_id, checked_at) select policy_id, $1 from due \
-         on conflict (policy_id) do update set checked_at = excluded.checked_at \
-             where policy_join_watch.checked_at <= $2 \
-         returning policy_id",
-    )
-    .bind(now)
-    .bind(now - interval)
-    .bind(limit)
-    .fetch_all(pool)
-    .await
-}
 
 /// The resources policy `id` covers now, or `None` when nothing can join it
 /// yet: no run has resolved its targets, or a run is resolving them.

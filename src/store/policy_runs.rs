@@ -3,8 +3,8 @@
 //! only if the policy is still the version read, enabled and unbroken, so a
 //! change in between (a PATCH, a disable, a deletion) always wins.
 
-use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::{
@@ -18,6 +18,73 @@ use crate::{
         runs::{self, NewRun, RunAuthority},
     },
 };
+
+/// A background task that looks at policies on a cadence, with the table
+/// recording when each policy was last looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    /// Policies with `options.snapshot_on_join` (`policy_join_watch`).
+    Joins,
+    /// Policies with `options.verify` (`policy_verify_watch`).
+    Verify,
+}
+
+/// The claim statement of a watch: `$1` now, `$2` the last look that is due
+/// again, `$3` the limit. Static SQL per watch, so no name is ever spliced in.
+macro_rules! claim_watched_sql {
+    ($watch:literal, $predicate:literal) => {
+        concat!(
+            "with due as ( \
+                 select p.policy_id from policy p left join ",
+            $watch,
+            " w using (policy_id) \
+                 where p.enabled and p.broken_error is null and ",
+            $predicate,
+            " \
+                   and (w.checked_at is null or w.checked_at <= $2) \
+                 order by w.checked_at nulls first, p.policy_id limit $3) \
+             insert into ",
+            $watch,
+            " (policy_id, checked_at) select policy_id, $1 from due \
+             on conflict (policy_id) do update set checked_at = excluded.checked_at \
+                 where ",
+            $watch,
+            ".checked_at <= $2 \
+             returning policy_id"
+        )
+    };
+}
+
+/// Claims up to `limit` enabled, unbroken policies of `watch` that were not
+/// looked at for `interval`, marking them looked at now. The upsert decides:
+/// a replica whose claim commits first wins the row, and the other's upsert,
+/// waiting on it, re-checks `checked_at` and claims nothing, so each policy is
+/// looked at once per interval whatever the number of replicas. No policy row
+/// is locked.
+///
+/// # Errors
+/// The query fails.
+pub async fn claim_watched(
+    pool: &PgPool,
+    watch: Watch,
+    now: DateTime<Utc>,
+    interval: TimeDelta,
+    limit: i64,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let sql = match watch {
+        Watch::Joins => claim_watched_sql!(
+            "policy_join_watch",
+            "p.options @> '{\"snapshot_on_join\": true}'"
+        ),
+        Watch::Verify => claim_watched_sql!("policy_verify_watch", "p.options ? 'verify'"),
+    };
+    sqlx::query_scalar(sql)
+        .bind(now)
+        .bind(now - interval)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+}
 
 /// Locks `policy`'s row (`FOR UPDATE`) and tells whether it is still the
 /// version read, enabled and not broken.

@@ -12,37 +12,6 @@ use crate::{
     store::policy_runs,
 };
 
-/// Claims up to `limit` enabled, unbroken policies with `options.verify` that
-/// were not looked at for `interval`, marking them looked at now: each is
-/// looked at by one replica per interval (the upsert decides, as
-/// `store::joins::claim_due`). No policy row is locked.
-///
-/// # Errors
-/// The query fails.
-pub async fn claim_due(
-    pool: &PgPool,
-    now: DateTime<Utc>,
-    interval: TimeDelta,
-    limit: i64,
-) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "with due as ( \
-             select p.policy_id from policy p left join policy_verify_watch w using (policy_id) \
-             where p.enabled and p.broken_error is null and p.options ? 'verify' \
-               and (w.checked_at is null or w.checked_at <= $2) \
-             order by w.checked_at nulls first, p.policy_id limit $3) \
-         insert into policy_verify_watch (policy_id, checked_at) select policy_id, $1 from due \
-         on conflict (policy_id) do update set checked_at = excluded.checked_at \
-             where policy_verify_watch.checked_at <= $2 \
-         returning policy_id",
-    )
-    .bind(now)
-    .bind(now - interval)
-    .bind(limit)
-    .fetch_all(pool)
-    .await
-}
-
 /// Stores a `verify` run of `policy` with one restore-test job per candidate,
 /// in one transaction under the policy's row lock: a candidate is kept only
 /// while no test of its resource was queued within `every` (two replicas, or
