@@ -14,55 +14,24 @@ use stacksnap::{
     domain::{
         job::JobStatus,
         moves::{DeleteSource, SourceDeletionState},
-        restore::{CleanupState, RestoreRequest, Restored, restore_job},
-        status::RunTrigger,
+        restore::{CleanupState, Restored},
     },
     store::{jobs, lifecycle, snapshots},
 };
 use stacksnap_sim::{Fault, FaultRule};
 use uuid::Uuid;
 
+use super::restore::{queue_restore, snapshot_of};
 use crate::helpers::{Harness, harness};
 
-/// Takes a one-off snapshot and returns its managed snapshot's id.
-async fn snapshot_of(h: &Harness, resource_type: &str, id: &str) -> Uuid {
-    let job_id = h.adhoc(resource_type, id, json!({})).await;
-    let job = h.finish(job_id).await;
-    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
-    h.snapshot_rows(job_id).await[0].0
-}
-
-/// Queues a restore as `POST /v1/snapshots/{id}/restore` does, a move with `delete_source`.
+/// Queues a restore, or a move with `delete_source`, as the API does.
 async fn restore(
     h: &Harness,
     snapshot_id: Uuid,
     body: serde_json::Value,
     delete_source: Option<DeleteSource>,
 ) -> Uuid {
-    let snapshot = snapshots::fetch_snapshot(&h.pool, "default", snapshot_id)
-        .await
-        .unwrap()
-        .unwrap();
-    let request: RestoreRequest = serde_json::from_value(body).unwrap();
-    let pieces = snapshot.restore_pieces();
-    let timeout = request.validate(&pieces).unwrap();
-    let job_id = Uuid::now_v7();
-    let mut spec = request.spec(&pieces, job_id).unwrap();
-    spec.delete_source = delete_source;
-    let job = restore_job(&pieces, spec, timeout, job_id, h.clock.now());
-    lifecycle::insert_single_job_run(
-        &h.pool,
-        "default",
-        None,
-        &job,
-        Default::default(),
-        h.clock.now(),
-        RunTrigger::Restore,
-    )
-    .await
-    .unwrap()
-    .expect("the snapshot is restorable");
-    job_id
+    queue_restore(h, snapshot_id, body, delete_source).await
 }
 
 /// A move of `server`'s snapshot: `?delete_source=after_active`, confirmed.

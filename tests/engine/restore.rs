@@ -10,6 +10,7 @@ use stacksnap::{
     clock::Clock as _,
     domain::{
         job::{JobKind, JobStatus},
+        moves::DeleteSource,
         restore::{CleanupState, RestoreRequest, Restored, restore_job},
         status::RunTrigger,
         status::SnapshotState,
@@ -23,7 +24,7 @@ use uuid::Uuid;
 use crate::helpers::{Harness, harness, harness_with};
 
 /// Takes a one-off snapshot and returns its managed snapshot's id.
-async fn snapshot_of(h: &Harness, resource_type: &str, id: &str) -> Uuid {
+pub(super) async fn snapshot_of(h: &Harness, resource_type: &str, id: &str) -> Uuid {
     let job_id = h.adhoc(resource_type, id, json!({})).await;
     let job = h.finish(job_id).await;
     assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
@@ -33,6 +34,16 @@ async fn snapshot_of(h: &Harness, resource_type: &str, id: &str) -> Uuid {
 
 /// Queues a restore of `snapshot_id`, as `POST /v1/snapshots/{id}/restore` does.
 async fn restore(h: &Harness, snapshot_id: Uuid, body: serde_json::Value) -> Uuid {
+    queue_restore(h, snapshot_id, body, None).await
+}
+
+/// Queues a restore, or a move with `delete_source`, as the API does.
+pub(super) async fn queue_restore(
+    h: &Harness,
+    snapshot_id: Uuid,
+    body: serde_json::Value,
+    delete_source: Option<DeleteSource>,
+) -> Uuid {
     let snapshot = snapshots::fetch_snapshot(&h.pool, "default", snapshot_id)
         .await
         .unwrap()
@@ -41,7 +52,8 @@ async fn restore(h: &Harness, snapshot_id: Uuid, body: serde_json::Value) -> Uui
     let pieces = snapshot.restore_pieces();
     let timeout = request.validate(&pieces).unwrap();
     let job_id = Uuid::now_v7();
-    let spec = request.spec(&pieces, job_id).unwrap();
+    let mut spec = request.spec(&pieces, job_id).unwrap();
+    spec.delete_source = delete_source;
     let job = restore_job(&pieces, spec, timeout, job_id, h.clock.now());
     lifecycle::insert_single_job_run(
         &h.pool,
