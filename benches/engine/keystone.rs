@@ -263,6 +263,12 @@ pub async fn run() -> anyhow::Result<()> {
     {
         println!("  {op:<24} {n}");
     }
+    let others: Vec<String> = by_operation
+        .iter()
+        .filter(|(op, _)| !op.starts_with("keystone."))
+        .map(|(op, n)| format!("{op} {n}"))
+        .collect();
+    println!("other operations           {}", others.join(", "));
     println!(
         "simulator requests         {}: {:.2} per job",
         log.len(),
