@@ -16,9 +16,15 @@
 //! service's CPU time and peak RSS are then measured apart from the
 //! simulator's, and both are reported.
 //!
-//! `cargo bench --bench engine -- metrics` measures `GET /metrics` instead ([`metrics`]).
+//! `cargo bench --bench engine -- metrics` measures `GET /metrics` instead ([`metrics`]);
+//! `-- memory` the service's memory with 100,000 jobs in flight ([`memory`]);
+//! `-- keystone` the burst with every policy acting through its own trust ([`keystone`]).
 
 // In its own directory: a file beside this one would be a bench target of its own.
+#[path = "engine/keystone.rs"]
+mod keystone;
+#[path = "engine/memory.rs"]
+mod memory;
 #[path = "engine/metrics.rs"]
 mod metrics;
 
@@ -260,6 +266,12 @@ impl Cloud {
 async fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "metrics") {
         return metrics::run().await;
+    }
+    if std::env::args().any(|a| a == "memory") {
+        return memory::run().await;
+    }
+    if std::env::args().any(|a| a == "keystone") {
+        return keystone::run().await;
     }
     let policies_n = env_usize("BENCH_POLICIES", 10_000);
     let per_policy = env_usize("BENCH_SERVERS_PER_POLICY", 5);

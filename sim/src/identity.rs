@@ -124,7 +124,7 @@ impl State {
     /// Deletes a live trust; whether there was one.
     pub(crate) fn delete_trust(&mut self, id: &str) -> bool {
         let now = Utc::now();
-        match self.trusts.iter_mut().find(|t| t.id == id && t.live(now)) {
+        match self.trusts.find_mut(id, |t| t.live(now)) {
             Some(t) => {
                 t.deleted_at = Some(now);
                 true

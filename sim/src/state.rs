@@ -366,6 +366,15 @@ impl Server {
     }
 }
 
+impl Row for Trust {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn set_id(&mut self, id: String) {
+        self.id = id;
+    }
+}
+
 impl Row for Image {
     fn id(&self) -> &str {
         &self.id
@@ -443,7 +452,8 @@ pub(crate) struct State {
     pub projects: Vec<Project>,
     pub users: Vec<User>,
     pub tokens: HashMap<String, Token>,
-    pub trusts: Vec<Trust>,
+    /// By id: every request with a trust-scoped token looks its trust up.
+    pub trusts: Table<Trust>,
     pub flavors: Vec<Flavor>,
     pub images: Table<Image>,
     pub volumes: Table<Volume>,
@@ -484,7 +494,7 @@ impl State {
             projects,
             users,
             tokens: HashMap::new(),
-            trusts: Vec::new(),
+            trusts: Table::default(),
             flavors: vec![
                 Flavor::public("1", "m1.tiny", 1, 256, 1),
                 Flavor::public("2", "m1.small", 1, 512, 2),
@@ -541,7 +551,7 @@ impl State {
     /// A trust Keystone's `get_trust` finds.
     pub(crate) fn live_trust(&self, id: &str) -> Option<&Trust> {
         let now = Utc::now();
-        self.trusts.iter().find(|t| t.id == id && t.live(now))
+        self.trusts.find(id, |t| t.live(now))
     }
 
     pub(crate) fn user(&self, id: &str) -> Option<&User> {

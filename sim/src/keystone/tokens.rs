@@ -224,8 +224,7 @@ pub(super) fn create(shared: &Shared, ctx: &Ctx) -> Response {
 fn consume_use(st: &mut State, trust_id: &str) {
     if let Some(n) = st
         .trusts
-        .iter_mut()
-        .find(|t| t.id == trust_id)
+        .any_mut(trust_id)
         .and_then(|t| t.remaining_uses.as_mut())
     {
         *n = n.saturating_sub(1);
