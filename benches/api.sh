@@ -5,7 +5,7 @@
 #   API_POLICIES=10000 API_SECONDS=30 benches/api.sh
 #
 # Builds the release binary, serves the API alone (`--no-engine --auth none`) on a fresh database
-# `stacksnap_apibench` (PostgreSQL on 127.0.0.1:5432, as for the tests), creates the policies through
+# `$BENCH_DB` (default `stacksnap_apibench`; PostgreSQL on 127.0.0.1:5432, as for the tests), creates the policies through
 # the API, then runs wrk (Debian's package, installed when missing) against each endpoint and prints
 # requests/s and latency percentiles. The service's peak RSS is read from /proc at the end.
 set -euo pipefail
@@ -15,7 +15,7 @@ policies=${API_POLICIES:-1000}
 seconds=${API_SECONDS:-15}
 connections=${API_CONNECTIONS:-64}
 port=${API_PORT:-18080}
-db=stacksnap_apibench
+db=${BENCH_DB:-stacksnap_apibench}
 base="http://127.0.0.1:$port"
 
 command -v wrk >/dev/null || apt-get install -y --no-install-recommends wrk >/dev/null

@@ -8,6 +8,7 @@ mod database_outage;
 mod deletion;
 mod events;
 mod freshness;
+mod freshness_cache;
 mod history;
 mod joins;
 mod logs;

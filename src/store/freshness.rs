@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::Scope;
@@ -28,10 +28,18 @@ use crate::domain::policy::ResourceType;
 /// `held` (one row per resource with live snapshots of a policy, targeted or not).
 macro_rules! freshness_ctes {
     () => {
+        freshness_ctes!(
+            "($1::text is null or project_id = $1) and ($2::uuid[] is null or policy_id = any($2))"
+        )
+    };
+    // `$filter` selects the policies; with ids always given, it is
+    // `policy_id = any($2)` so that a generic plan looks them up by key.
+    ($filter:literal) => {
+        concat!(
         "with p as ( \
              select policy_id, project_id, enabled, resource_type, targets, rpo_seconds, \
                     policy_verify_seconds(options) as verify_seconds from policy \
-             where ($1::text is null or project_id = $1) and ($2::uuid[] is null or policy_id = any($2))), \
+             where ", $filter, "), \
          last_resolved as ( \
              select p.policy_id, lr.run_id from p cross join lateral ( \
                  select r.run_id from run r \
@@ -63,7 +71,13 @@ macro_rules! freshness_ctes {
                     coalesce(p.verify_seconds is not null and n.snapshot_id is not null \
                         and (v.passed_at is null \
                              or v.passed_at < $3 - p.verify_seconds * interval '1 second' \
-                             or v.failed_at > v.passed_at), false) as unverified \
+                             or v.failed_at > v.passed_at), false) as unverified, \
+                    least(case when n.taken_at >= $3 - p.rpo_seconds * interval '1 second' \
+                               then n.taken_at + p.rpo_seconds * interval '1 second' end, \
+                          case when p.verify_seconds is not null and n.snapshot_id is not null \
+                                and v.passed_at >= $3 - p.verify_seconds * interval '1 second' \
+                                and (v.failed_at is null or v.failed_at <= v.passed_at) \
+                               then v.passed_at + p.verify_seconds * interval '1 second' end) as flips_at \
              from target t join p using (policy_id) \
              left join lateral ( \
                  select s.snapshot_id, s.taken_at, s.resource_name from snapshot s \
@@ -79,6 +93,7 @@ macro_rules! freshness_ctes {
          held as ( \
              select distinct s.policy_id, s.resource_type, s.resource_id from snapshot s join p using (policy_id) \
              where s.state = 'available') "
+        )
     };
 }
 
@@ -108,12 +123,26 @@ struct FreshnessRow {
     unverified_resources: i64,
 }
 
-/// The freshness of the policies `ids` in `scope` (`None`: every policy in
-/// scope, as a metrics exporter wants it), in one query: a page of a list
-/// costs one query, not one per policy. Policies not found are absent.
+impl FreshnessRow {
+    fn into_pair(self) -> (Uuid, Freshness) {
+        let freshness = Freshness {
+            last_run_at: self.last_run_at,
+            last_success_at: self.last_success_at,
+            stale_resources: self.stale_resources,
+            orphaned_resources: self.orphaned_resources,
+            unverified_resources: self.unverified_resources,
+        };
+        (self.policy_id, freshness)
+    }
+}
+
+/// The freshness of the policies `ids` in `scope`, as of `now`: read from
+/// `policy_freshness_cache` where a row is still exact, computed (and stored)
+/// for the others in one query, so a page of a list costs two queries at most,
+/// not one per policy. Policies not found are absent.
 ///
 /// # Errors
-/// The query fails.
+/// The queries fail.
 pub async fn fetch_freshness(
     pool: &PgPool,
     scope: impl Into<Scope<'_>>,
@@ -121,47 +150,179 @@ pub async fn fetch_freshness(
     now: DateTime<Utc>,
 ) -> Result<HashMap<Uuid, Freshness>, sqlx::Error> {
     let scope: Scope<'_> = scope.into();
-    let rows: Vec<FreshnessRow> = sqlx::query_as(concat!(
-        freshness_ctes!(),
-        // Counts per policy are grouped once and joined (hash joins), not
-        // counted per policy row (which would scan every target once per policy).
-        "select p.policy_id, \
-             (select r.scheduled_for from run r where r.policy_id = p.policy_id and r.status <> 'missed' \
-                and r.trigger not in ('join', 'verify') \
-              order by r.run_id desc limit 1) as last_run_at, \
-             (select r.finished_at from run r where r.policy_id = p.policy_id and r.status = 'succeeded' \
-                and r.trigger not in ('join', 'verify') \
-              order by r.run_id desc limit 1) as last_success_at, \
-             coalesce(st.n, 0) as stale_resources, coalesce(o.n, 0) as orphaned_resources, \
-             coalesce(uv.n, 0) as unverified_resources \
-         from p \
-         left join (select policy_id, count(*) as n from target_state where stale group by policy_id) st \
-             using (policy_id) \
-         left join (select policy_id, count(*) as n from target_state where unverified group by policy_id) uv \
-             using (policy_id) \
-         left join (select h.policy_id, count(*) as n from held h where not exists ( \
-                 select 1 from target t where t.policy_id = h.policy_id \
-                   and t.resource_type = h.resource_type and t.resource_id = h.resource_id) \
-             group by h.policy_id) o using (policy_id)"
-    ))
+    let mut conn = pool.acquire().await?;
+    match ids {
+        Some(ids) => freshness_of(&mut conn, scope, ids, now).await,
+        None => {
+            let all = policies_in(&mut conn, scope).await?;
+            let ids: Vec<Uuid> = all.iter().map(|(id, _)| *id).collect();
+            freshness_of(&mut conn, scope, &ids, now).await
+        }
+    }
+}
+
+/// Every policy in `scope` and whether it is enabled, by id.
+async fn policies_in(
+    conn: &mut PgConnection,
+    scope: Scope<'_>,
+) -> Result<Vec<(Uuid, bool)>, sqlx::Error> {
+    sqlx::query_as(
+        "select policy_id, enabled from policy where ($1::text is null or project_id = $1) \
+         order by policy_id",
+    )
+    .bind(scope.project())
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// [`fetch_freshness`] on one connection (the engine's pass runs it in its
+/// transaction).
+///
+/// # Errors
+/// The queries fail.
+pub async fn freshness_of(
+    conn: &mut PgConnection,
+    scope: Scope<'_>,
+    ids: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<HashMap<Uuid, Freshness>, sqlx::Error> {
+    let mut found = read_cached(conn, scope, ids, now).await?;
+    let missing: Vec<Uuid> = ids
+        .iter()
+        .copied()
+        .filter(|id| !found.contains_key(id))
+        .collect();
+    for batch in missing.chunks(REFRESH_BATCH) {
+        found.extend(compute_and_store(conn, scope, batch, now).await?);
+    }
+    Ok(found)
+}
+
+/// The cache rows of `ids` in `scope` that are exact at `now`: computed at or
+/// before `now`, valid until after it, and no change row of the policy was
+/// written by a transaction their snapshot did not see.
+async fn read_cached(
+    conn: &mut PgConnection,
+    scope: Scope<'_>,
+    ids: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<HashMap<Uuid, Freshness>, sqlx::Error> {
+    let rows: Vec<FreshnessRow> = sqlx::query_as(
+        "select c.policy_id, c.last_run_at, c.last_success_at, c.stale_resources, \
+             c.orphaned_resources, c.unverified_resources \
+         from policy_freshness_cache c join policy p using (policy_id) \
+         where c.policy_id = any($2) and ($1::text is null or p.project_id = $1) \
+           and c.computed_at <= $3 and c.valid_until > $3 \
+           and not exists (select 1 from freshness_change f where f.policy_id = c.policy_id \
+                             and not pg_visible_in_snapshot(f.xid, c.as_of))",
+    )
     .bind(scope.project())
     .bind(ids)
     .bind(now)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            let freshness = Freshness {
-                last_run_at: r.last_run_at,
-                last_success_at: r.last_success_at,
-                stale_resources: r.stale_resources,
-                orphaned_resources: r.orphaned_resources,
-                unverified_resources: r.unverified_resources,
-            };
-            (r.policy_id, freshness)
-        })
-        .collect())
+    Ok(rows.into_iter().map(FreshnessRow::into_pair).collect())
+}
+
+/// How long a cache row may be served at most, whatever its time-dependent
+/// parts: a bound on any flip the query's `flips_at` would not foresee.
+const CACHE_HORIZON_SECS: i64 = 3600;
+
+/// Computes the freshness of `ids` in `scope` and stores it with the snapshot
+/// it was computed from (one statement, so the values and `as_of` agree). A
+/// row already stored is replaced only when this snapshot saw all its own did
+/// (`freshness_snapshot_covers`); otherwise the computed value is returned but
+/// not kept. A policy deleted between the snapshot and the insert fails the
+/// foreign key: computed again, it is then absent.
+async fn compute_and_store(
+    conn: &mut PgConnection,
+    scope: Scope<'_>,
+    ids: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<HashMap<Uuid, Freshness>, sqlx::Error> {
+    let query = concat!(
+        freshness_ctes!("($1::text is null or project_id = $1) and policy_id = any($2)"),
+        // Counts per policy are grouped once and joined (hash joins), not
+        // counted per policy row (which would scan every target once per policy).
+        ", computed as ( \
+             select p.policy_id, \
+                 (select r.scheduled_for from run r where r.policy_id = p.policy_id and r.status <> 'missed' \
+                    and r.trigger not in ('join', 'verify') \
+                  order by r.run_id desc limit 1) as last_run_at, \
+                 (select r.finished_at from run r where r.policy_id = p.policy_id and r.status = 'succeeded' \
+                    and r.trigger not in ('join', 'verify') \
+                  order by r.run_id desc limit 1) as last_success_at, \
+                 coalesce(st.n, 0) as stale_resources, coalesce(o.n, 0) as orphaned_resources, \
+                 coalesce(uv.n, 0) as unverified_resources, \
+                 least($3 + $4 * interval '1 second', fl.at) as valid_until \
+             from p \
+             left join (select policy_id, count(*) as n from target_state where stale group by policy_id) st \
+                 using (policy_id) \
+             left join (select policy_id, count(*) as n from target_state where unverified group by policy_id) uv \
+                 using (policy_id) \
+             left join (select policy_id, min(flips_at) as at from target_state group by policy_id) fl \
+                 using (policy_id) \
+             left join (select h.policy_id, count(*) as n from held h where not exists ( \
+                     select 1 from target t where t.policy_id = h.policy_id \
+                       and t.resource_type = h.resource_type and t.resource_id = h.resource_id) \
+                 group by h.policy_id) o using (policy_id)), \
+         stored as ( \
+             insert into policy_freshness_cache as c (policy_id, last_run_at, last_success_at, \
+                 stale_resources, orphaned_resources, unverified_resources, computed_at, valid_until, as_of) \
+             select policy_id, last_run_at, last_success_at, stale_resources, orphaned_resources, \
+                 unverified_resources, $3, valid_until, pg_current_snapshot() \
+             from computed order by policy_id \
+             on conflict (policy_id) do update set last_run_at = excluded.last_run_at, \
+                 last_success_at = excluded.last_success_at, stale_resources = excluded.stale_resources, \
+                 orphaned_resources = excluded.orphaned_resources, \
+                 unverified_resources = excluded.unverified_resources, computed_at = excluded.computed_at, \
+                 valid_until = excluded.valid_until, as_of = excluded.as_of \
+             where freshness_snapshot_covers(excluded.as_of, c.as_of)) \
+         select policy_id, last_run_at, last_success_at, stale_resources, orphaned_resources, \
+             unverified_resources from computed"
+    );
+    let mut attempt = 0;
+    loop {
+        let result: Result<Vec<FreshnessRow>, sqlx::Error> = sqlx::query_as(query)
+            .bind(scope.project())
+            .bind(ids)
+            .bind(now)
+            .bind(CACHE_HORIZON_SECS)
+            .fetch_all(&mut *conn)
+            .await;
+        match result {
+            Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() && attempt == 0 => {
+                attempt += 1;
+            }
+            other => return Ok(other?.into_iter().map(FreshnessRow::into_pair).collect()),
+        }
+    }
+}
+
+/// Deletes the change rows every reader can do without: those the cache row
+/// of their policy has seen (any row replacing it sees them too, and a
+/// computation that did not see them cannot replace it), and those of deleted
+/// policies. A change row of a policy with no cache row yet is kept: a reader
+/// whose snapshot predates it may still store the first row.
+///
+/// # Errors
+/// The queries fail.
+pub async fn collect_changes(conn: &mut PgConnection) -> Result<u64, sqlx::Error> {
+    let seen = sqlx::query(
+        "delete from freshness_change f using policy_freshness_cache c \
+         where c.policy_id = f.policy_id and pg_visible_in_snapshot(f.xid, c.as_of)",
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    let gone = sqlx::query(
+        "delete from freshness_change f \
+         where not exists (select 1 from policy p where p.policy_id = f.policy_id)",
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(seen + gone)
 }
 
 /// One target of a policy and its newest snapshot.
@@ -204,28 +365,30 @@ pub async fn list_targets(
     .await
 }
 
-/// How many enabled policies in `scope` (broken ones included: they fire
-/// nothing) have at least one stale target. A disabled policy is left out: it
-/// was turned off on purpose, and its targets going stale is expected.
+/// What `/v1/status` counts of freshness: how many enabled policies in
+/// `scope` (broken ones included: they fire nothing) have at least one stale
+/// target, and how many targets of enabled policies are unverified (see
+/// [`Freshness::unverified_resources`]). A disabled policy is left out: it was
+/// turned off on purpose, and its targets going stale is expected.
 ///
 /// # Errors
-/// The query fails.
-pub async fn count_stale_policies(
+/// The queries fail.
+pub async fn count_stale_and_unverified(
     pool: &PgPool,
     scope: impl Into<Scope<'_>>,
     now: DateTime<Utc>,
-) -> Result<i64, sqlx::Error> {
+) -> Result<(i64, i64), sqlx::Error> {
     let scope: Scope<'_> = scope.into();
-    sqlx::query_scalar(concat!(
-        freshness_ctes!(),
-        "select count(distinct ts.policy_id) from target_state ts join p using (policy_id) \
-         where ts.stale and p.enabled"
-    ))
-    .bind(scope.project())
-    .bind(None::<Vec<Uuid>>)
-    .bind(now)
-    .fetch_one(pool)
-    .await
+    let mut conn = pool.acquire().await?;
+    let enabled: Vec<Uuid> = policies_in(&mut conn, scope)
+        .await?
+        .into_iter()
+        .filter_map(|(id, enabled)| enabled.then_some(id))
+        .collect();
+    let found = freshness_of(&mut conn, scope, &enabled, now).await?;
+    let stale = found.values().filter(|f| f.stale_resources > 0).count();
+    let unverified = found.values().map(|f| f.unverified_resources).sum();
+    Ok((i64::try_from(stale).unwrap_or(i64::MAX), unverified))
 }
 
 /// The newest available, complete snapshot of each target of policy `id`
@@ -264,38 +427,17 @@ pub async fn verify_due(
     .await
 }
 
-/// How many targets of enabled policies in `scope` are unverified (see
-/// [`Freshness::unverified_resources`]).
-///
-/// # Errors
-/// The query fails.
-pub async fn count_unverified_resources(
-    pool: &PgPool,
-    scope: impl Into<Scope<'_>>,
-    now: DateTime<Utc>,
-) -> Result<i64, sqlx::Error> {
-    let scope: Scope<'_> = scope.into();
-    sqlx::query_scalar(concat!(
-        freshness_ctes!(),
-        "select count(*) from target_state ts join p using (policy_id) \
-         where ts.unverified and p.enabled"
-    ))
-    .bind(scope.project())
-    .bind(None::<Vec<Uuid>>)
-    .bind(now)
-    .fetch_one(pool)
-    .await
-}
-
-/// Policies whose stale counts one statement recomputes.
+/// Policies whose freshness one statement recomputes.
 const REFRESH_BATCH: usize = 500;
 
 /// Recomputes `policy_freshness` (the stale-resource count of every enabled
 /// policy) as of `now`, unless another replica is doing it or did it less
 /// than `min_age` ago. Returns the policies counted, or `None` when skipped.
 ///
-/// One transaction under an advisory lock, so replicas take turns; the counts
-/// are written in batches of policy ids so no statement grows with the cloud.
+/// One transaction under an advisory lock, so replicas take turns. The counts
+/// come from `policy_freshness_cache`, whose invalid rows are recomputed (in
+/// batches of policy ids) for every policy, enabled or not: every policy then
+/// has a cache row, and the change rows they have all seen are deleted.
 ///
 /// # Errors
 /// The queries fail; nothing of the pass is kept.
@@ -320,32 +462,34 @@ pub async fn refresh_stale_counts(
         tx.rollback().await?;
         return Ok(None);
     }
-    let enabled: Vec<Uuid> =
-        sqlx::query_scalar("select policy_id from policy where enabled order by policy_id")
-            .fetch_all(&mut *tx)
-            .await?;
-    for batch in enabled.chunks(REFRESH_BATCH) {
-        sqlx::query(concat!(
-            freshness_ctes!(),
-            "insert into policy_freshness (policy_id, stale_resources, computed_at) \
-             select p.policy_id, coalesce(st.n, 0), $3 from p \
-             left join (select policy_id, count(*) as n from target_state where stale group by policy_id) st \
-                 using (policy_id) \
-             where p.enabled \
-             on conflict (policy_id) do update \
-                 set stale_resources = excluded.stale_resources, computed_at = excluded.computed_at"
-        ))
-        .bind(None::<&str>)
-        .bind(batch)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    }
+    // Every policy gets an exact cache row (so the change rows it has seen
+    // can go), and the enabled ones their stale count for the metric.
+    let all = policies_in(&mut tx, Scope::AllProjects).await?;
+    let ids: Vec<Uuid> = all.iter().map(|(id, _)| *id).collect();
+    let found = freshness_of(&mut tx, Scope::AllProjects, &ids, now).await?;
+    let (enabled, stale): (Vec<Uuid>, Vec<i64>) = all
+        .iter()
+        .filter(|(_, enabled)| *enabled)
+        .filter_map(|(id, _)| found.get(id).map(|f| (*id, f.stale_resources)))
+        .unzip();
+    sqlx::query(
+        "insert into policy_freshness (policy_id, stale_resources, computed_at) \
+         select policy_id, stale_resources, $3 from unnest($1::uuid[], $2::bigint[]) \
+             as t(policy_id, stale_resources) \
+         on conflict (policy_id) do update \
+             set stale_resources = excluded.stale_resources, computed_at = excluded.computed_at",
+    )
+    .bind(&enabled)
+    .bind(&stale)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
     // Policies disabled (or not counted) since the last pass lose their row.
     sqlx::query("delete from policy_freshness where computed_at <> $1")
         .bind(now)
         .execute(&mut *tx)
         .await?;
+    collect_changes(&mut tx).await?;
     tx.commit().await?;
     Ok(Some(enabled.len()))
 }

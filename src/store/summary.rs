@@ -79,8 +79,8 @@ pub async fn fetch_summary(
     .bind(now)
     .fetch_one(pool)
     .await?;
-    let stale = freshness::count_stale_policies(pool, scope, now).await?;
-    let unverified_resources = freshness::count_unverified_resources(pool, scope, now).await?;
+    let (stale, unverified_resources) =
+        freshness::count_stale_and_unverified(pool, scope, now).await?;
     Ok(Summary {
         active: counts.active,
         disabled: counts.disabled,

@@ -1,0 +1,335 @@
+//! The freshness cache (`policy_freshness_cache`) is exact: after each kind of
+//! write the freshness query reads, and after the RPO is crossed, the API
+//! shows what the query gives, never the value stored before; a computation
+//! from an older snapshot does not replace a newer row; and the garbage
+//! collection keeps the change rows a reader may still need.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use stacksnap::{
+    clock::Clock as _,
+    store::{Scope, freshness},
+};
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, get_json, harness, run_now, spawn_app_on};
+
+/// The freshness fields of the policy as `GET /v1/policies/{id}` shows them.
+async fn shown(app: &TestApp, id: &str) -> Value {
+    let p = get_json(app, &format!("/v1/policies/{id}")).await;
+    json!({
+        "last_run_at": p["last_run_at"], "last_success_at": p["last_success_at"],
+        "stale": p["stale_resources"], "orphaned": p["orphaned_resources"],
+        "unverified": p["unverified_resources"],
+    })
+}
+
+/// Runs `sql` (one statement) against the database.
+async fn exec(pool: &PgPool, sql: &'static str) {
+    sqlx::query(sql).execute(pool).await.unwrap();
+}
+
+#[sqlx::test]
+async fn each_write_the_freshness_query_reads_and_the_rpo_invalidate_a_cached_value(pool: PgPool) {
+    // Arrange: a daily policy (RPO 1d + 2h) over one tagged server, run once, read once (cached).
+    let h = harness(pool.clone()).await;
+    let app = spawn_app_on(pool.clone(), h.clock.clone()).await;
+    h.sim
+        .create_image_backed_server("web", &["backup"], &[], false);
+    let policy = app
+        .create_policy(&json!({
+            "name": "nightly", "resource_type": "server",
+            "targets": {"selector": {"tags": ["backup"]}},
+            "schedules": [{"cron": "0 2 * * *"}], "retention": {"keep_last": 5}
+        }))
+        .await;
+    let id = policy["id"].as_str().unwrap();
+    run_now(&h, &app, id).await;
+    let fresh = shown(&app, id).await;
+    assert_eq!(
+        (&fresh["stale"], &fresh["orphaned"]),
+        (&json!(0), &json!(0))
+    );
+    assert_ne!(fresh["last_success_at"], Value::Null);
+    let cached: i64 = sqlx::query_scalar("select count(*) from policy_freshness_cache")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(cached, 1, "the read stored its value");
+
+    // Act + Assert: a snapshot leaving `available` (deleted), and back.
+    exec(&pool, "update snapshot set state = 'deleted'").await;
+    assert_eq!(shown(&app, id).await["stale"], 1);
+    exec(&pool, "update snapshot set state = 'available'").await;
+    assert_eq!(shown(&app, id).await, fresh);
+
+    // A snapshot deleted, then inserted again.
+    exec(
+        &pool,
+        "create table saved_snapshot as select * from snapshot",
+    )
+    .await;
+    exec(&pool, "delete from snapshot").await;
+    assert_eq!(shown(&app, id).await["stale"], 1);
+    exec(&pool, "insert into snapshot select * from saved_snapshot").await;
+    assert_eq!(shown(&app, id).await, fresh);
+
+    // A snapshot's time moving (older than the RPO).
+    exec(
+        &pool,
+        "update snapshot set taken_at = taken_at - interval '3 days'",
+    )
+    .await;
+    assert_eq!(shown(&app, id).await["stale"], 1);
+    exec(
+        &pool,
+        "update snapshot set taken_at = taken_at + interval '3 days'",
+    )
+    .await;
+    assert_eq!(shown(&app, id).await, fresh);
+
+    // The run ended later (finished_at), was unresolved (resolved_at), missed (status).
+    exec(
+        &pool,
+        "update run set finished_at = finished_at + interval '1 minute'",
+    )
+    .await;
+    assert_ne!(
+        shown(&app, id).await["last_success_at"],
+        fresh["last_success_at"]
+    );
+    exec(
+        &pool,
+        "update run set finished_at = finished_at - interval '1 minute'",
+    )
+    .await;
+    exec(&pool, "update run set resolved_at = null").await;
+    let unresolved = shown(&app, id).await;
+    assert_eq!(
+        (&unresolved["stale"], &unresolved["orphaned"]),
+        (&json!(0), &json!(1))
+    );
+    exec(&pool, "update run set resolved_at = started_at").await;
+    exec(&pool, "update run set status = 'missed'").await;
+    assert_eq!(shown(&app, id).await["last_run_at"], Value::Null);
+    exec(&pool, "update run set status = 'succeeded'").await;
+    assert_eq!(shown(&app, id).await, fresh);
+
+    // A run fired (inserted).
+    exec(
+        &pool,
+        "insert into run select (jsonb_populate_record(null::run, to_jsonb(r) \
+         || jsonb_build_object('run_id', 'ffffffff-ffff-7fff-bfff-ffffffffffff', 'status', 'running', \
+                               'scheduled_for', r.scheduled_for + interval '1 day', 'finished_at', null, \
+                               'resolved_at', null))).* from run r",
+    )
+    .await;
+    assert_ne!(shown(&app, id).await["last_run_at"], fresh["last_run_at"]);
+    exec(
+        &pool,
+        "delete from run where run_id = 'ffffffff-ffff-7fff-bfff-ffffffffffff'",
+    )
+    .await;
+    assert_eq!(shown(&app, id).await, fresh);
+
+    // A join: a `join` run after the resolved one, with a job for a new resource.
+    exec(
+        &pool,
+        "insert into run select (jsonb_populate_record(null::run, to_jsonb(r) \
+         || jsonb_build_object('run_id', 'ffffffff-ffff-7fff-bfff-fffffffffffe', 'trigger', 'join'))).* \
+         from run r",
+    )
+    .await;
+    assert_eq!(
+        shown(&app, id).await,
+        fresh,
+        "a join run without jobs adds no target"
+    );
+    exec(
+        &pool,
+        "insert into job select (jsonb_populate_record(null::job, to_jsonb(j) \
+         || jsonb_build_object('job_id', gen_random_uuid(), 'resource_id', 'joiner', \
+                               'run_id', 'ffffffff-ffff-7fff-bfff-fffffffffffe'))).* \
+         from job j where j.kind = 'snapshot'",
+    )
+    .await;
+    assert_eq!(
+        shown(&app, id).await["stale"],
+        1,
+        "the joiner has no snapshot"
+    );
+    exec(&pool, "delete from run where trigger = 'join'").await;
+    assert_eq!(shown(&app, id).await, fresh);
+
+    // The policy's targets, RPO and verify cadence (options) changed.
+    exec(
+        &pool,
+        "update policy set targets = jsonb_set(targets, '{ids}', '[\"named\"]')",
+    )
+    .await;
+    assert_eq!(
+        shown(&app, id).await["stale"],
+        1,
+        "the named id has no snapshot"
+    );
+    exec(&pool, "update policy set targets = targets - 'ids'").await;
+    assert_eq!(shown(&app, id).await, fresh);
+    h.clock.advance(TimeDelta::hours(1));
+    assert_eq!(shown(&app, id).await, fresh, "an hour on, still fresh");
+    exec(&pool, "update policy set rpo_seconds = 60").await;
+    assert_eq!(shown(&app, id).await["stale"], 1);
+    exec(&pool, "update policy set rpo_seconds = 26 * 3600").await;
+    assert_eq!(shown(&app, id).await, fresh);
+    exec(
+        &pool,
+        "update policy set options = options || '{\"verify\": {\"every\": \"1d\"}}'",
+    )
+    .await;
+    assert_eq!(shown(&app, id).await["unverified"], 1);
+
+    // A restore test passing, then failing (verified_at, verify_error).
+    let now = h.clock.now();
+    sqlx::query("update snapshot set verified_at = $1")
+        .bind(now)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(shown(&app, id).await["unverified"], 0);
+    sqlx::query("update snapshot set verify_error = jsonb_build_object('at', $1::timestamptz)")
+        .bind(now + TimeDelta::seconds(1))
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(shown(&app, id).await["unverified"], 1);
+    exec(&pool, "update snapshot set verify_error = null").await;
+    assert_eq!(shown(&app, id).await["unverified"], 0);
+
+    // Disabled, then enabled (the status counts only enabled policies).
+    assert_eq!(get_json(&app, "/v1/status").await["policies"]["stale"], 0);
+    exec(&pool, "update policy set enabled = false, rpo_seconds = 60").await;
+    assert_eq!(shown(&app, id).await["stale"], 1);
+    assert_eq!(get_json(&app, "/v1/status").await["policies"]["stale"], 0);
+    exec(&pool, "update policy set enabled = true").await;
+    assert_eq!(get_json(&app, "/v1/status").await["policies"]["stale"], 1);
+    exec(&pool, "update policy set rpo_seconds = 26 * 3600").await;
+
+    // Act + Assert, time alone: the verify pass expires a day after it, the
+    // RPO is crossed 26h after the snapshot, with no write in between. Each
+    // value is read (and cached) half a minute before its instant, then read
+    // half a minute after it, within the cache's one-hour horizon.
+    let taken_at: DateTime<Utc> = sqlx::query_scalar("select taken_at from snapshot")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    for (instant, field) in [
+        (now + TimeDelta::days(1), "unverified"),
+        (taken_at + TimeDelta::hours(26), "stale"),
+    ] {
+        h.clock
+            .advance(instant - TimeDelta::seconds(30) - h.clock.now());
+        assert_eq!(shown(&app, id).await[field], 0, "{field} before {instant}");
+        h.clock.advance(TimeDelta::minutes(1));
+        assert_eq!(shown(&app, id).await[field], 1, "{field} after {instant}");
+    }
+    let listed = get_json(&app, "/v1/policies").await;
+    assert_eq!(listed["items"][0]["stale_resources"], 1, "{listed}");
+}
+
+#[sqlx::test]
+async fn a_value_computed_from_an_older_snapshot_does_not_replace_a_newer_row(pool: PgPool) {
+    // Arrange: a policy naming one server, its cache row stored from a
+    // snapshot later than any this cluster will take, and expired.
+    let h = harness(pool.clone()).await;
+    let policy = h
+        .policy(json!({
+            "name": "named", "resource_type": "server", "targets": {"ids": [Uuid::now_v7()]},
+            "schedules": [{"cron": "@daily"}], "retention": {"keep_last": 1}
+        }))
+        .await;
+    let now = h.clock.now();
+    sqlx::query(
+        "insert into policy_freshness_cache (policy_id, stale_resources, orphaned_resources, \
+             unverified_resources, computed_at, valid_until, as_of) \
+         values ($1, 7, 7, 7, $2, $2, '4000000000000:4000000000000:')",
+    )
+    .bind(policy.id)
+    .bind(now)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    // Act
+    let found = freshness::fetch_freshness(&pool, Scope::AllProjects, Some(&[policy.id]), now)
+        .await
+        .unwrap();
+
+    // Assert: the computed value is returned, the row stays as it was.
+    assert_eq!(found[&policy.id].stale_resources, 1);
+    let kept: (i64, String) = sqlx::query_as(
+        "select stale_resources, as_of::text from policy_freshness_cache where policy_id = $1",
+    )
+    .bind(policy.id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(kept, (7, "4000000000000:4000000000000:".to_owned()));
+    let covers: Vec<bool> = sqlx::query_scalar(
+        "select freshness_snapshot_covers(n::pg_snapshot, o::pg_snapshot) from (values \
+             ('100:105:', '90:95:92'), ('90:95:92', '100:105:'), ('100:110:103', '100:104:'), \
+             ('100:110:103', '100:104:103'), ('100:110:', '100:110:105')) v(n, o)",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(covers, [true, false, false, true, true]);
+}
+
+#[sqlx::test]
+async fn garbage_collection_keeps_the_change_rows_a_reader_may_still_need(pool: PgPool) {
+    // Arrange: a policy with no cache row yet, changed once.
+    let h = harness(pool.clone()).await;
+    let policy = h
+        .policy(json!({
+            "name": "named", "resource_type": "server", "targets": {"ids": [Uuid::now_v7()]},
+            "schedules": [{"cron": "@daily"}], "retention": {"keep_last": 1}
+        }))
+        .await;
+    let change = || async {
+        sqlx::query("update policy set rpo_seconds = rpo_seconds + 1")
+            .execute(&pool)
+            .await
+            .unwrap();
+    };
+    let changes = || async {
+        let n: i64 = sqlx::query_scalar("select count(*) from freshness_change")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        n
+    };
+    let collect = || async {
+        let mut conn = pool.acquire().await.unwrap();
+        freshness::collect_changes(&mut conn).await.unwrap()
+    };
+    change().await;
+
+    // Act + Assert: without a cache row, a reader with an older snapshot could
+    // still store the first one: the change row stays.
+    assert_eq!((collect().await, changes().await), (0, 1));
+
+    // Act + Assert: once a cache row has seen it, it goes; a later change stays.
+    freshness::fetch_freshness(&pool, Scope::AllProjects, Some(&[policy.id]), h.clock.now())
+        .await
+        .unwrap();
+    change().await;
+    assert_eq!((collect().await, changes().await), (1, 1));
+
+    // Act + Assert: a deleted policy's change rows go with it.
+    sqlx::query("delete from policy where policy_id = $1")
+        .bind(policy.id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!((collect().await, changes().await), (1, 0));
+}
