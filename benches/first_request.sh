@@ -4,6 +4,8 @@
 #
 #   benches/first_request.sh                 # 50 servers, 3 rounds each
 #   FIRST_SERVERS=100 FIRST_ROUNDS=5 benches/first_request.sh
+#   FIRST_CLI=0 FIRST_LOG=stacksnap=debug FIRST_KEEP=/tmp/trace benches/first_request.sh
+#                                            # stacksnap only; keep its log and each round's request log
 #
 # Builds the release binary, starts `stacksnap sim` (seconds-long transitions, as in `stacksnap demo`)
 # seeded with the servers, and `stacksnap serve --auth none` against it on a fresh database
@@ -19,10 +21,16 @@ servers=${FIRST_SERVERS:-50}
 rounds=${FIRST_ROUNDS:-3}
 sim_port=${FIRST_SIM_PORT:-15000}
 api_port=${FIRST_API_PORT:-18081}
-db=stacksnap_firstbench
+db=${FIRST_DB:-stacksnap_firstbench}
+cli=${FIRST_CLI:-1}
+keep=${FIRST_KEEP:-}
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  if [ -n "$keep" ]; then mkdir -p "$keep" && cp "$work"/*.log "$work"/*.json "$keep"/ 2>/dev/null || true; fi
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 venv=$ROOT/target/cli-venv
@@ -35,7 +43,8 @@ if ! cmp -s "$reqs" "$venv/.requirements" 2>/dev/null; then
   cp "$reqs" "$venv/.requirements"
 fi
 
-cargo build --release --quiet --bin stacksnap
+# FIRST_BUILD=0 measures the binary already built (while another build of the tree is under way).
+[ "${FIRST_BUILD:-1}" = 0 ] || cargo build --release --quiet --bin stacksnap
 python3 - "$servers" >"$work/inventory.json" <<'EOF'
 import json, sys, uuid
 n = int(sys.argv[1])
@@ -49,17 +58,18 @@ for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$sim_port/_sim/health" >/de
 
 psql -h 127.0.0.1 -U postgres -qc "drop database if exists $db" -c "create database $db" postgres
 export OS_CLIENT_CONFIG_FILE=$work/clouds.yaml OS_CLOUD=stacksnap-sim
-DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" RUST_LOG=warn \
+DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" RUST_LOG=${FIRST_LOG:-warn} \
   target/release/stacksnap serve --auth none --listen "127.0.0.1:$api_port" >"$work/service.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$api_port/readyz" >/dev/null && break; sleep 0.2; done
 
 echo "date: $(date -u +%FT%TZ); commit: $(git rev-parse --short HEAD); load: $(cut -d' ' -f1-3 /proc/loadavg)"
-python3 - "$work/inventory.json" "$sim_port" "$api_port" "$rounds" "$venv/bin/openstack" <<'EOF'
+python3 - "$work/inventory.json" "$sim_port" "$api_port" "$rounds" "$venv/bin/openstack" "$cli" "$work" <<'EOF'
 import json, re, statistics, subprocess, sys, time, urllib.request
 from datetime import datetime
 
 inventory, sim_port, api_port, rounds, osc = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+with_cli, work = sys.argv[6] == "1", sys.argv[7]
 ids = [s["id"] for s in json.load(open(inventory))["servers"]]
 sim, api = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{api_port}"
 
@@ -75,10 +85,26 @@ def parse(at):
     at = re.sub(r"(\.\d{6})\d+", r"\1", at.replace("Z", "+00:00"))
     return datetime.fromisoformat(at).timestamp()
 
-def creates():
+def requests():
     log = call("GET", f"{sim}/_sim/requests")
-    rows = log if isinstance(log, list) else log.get("requests", [])
+    return log if isinstance(log, list) else log.get("requests", [])
+
+def creates(rows=None):
+    rows = requests() if rows is None else rows
     return [parse(r["at"]) for r in rows if r["operation"] == "nova.create_image" and r["status"] < 300]
+
+def trace(label, t0):
+    # Where the time went: the first call of each kind, and the calls sent per job.
+    rows = requests()
+    json.dump(rows, open(f"{work}/{label}.requests.json", "w"))
+    first = {}
+    for r in rows:
+        first.setdefault(r["operation"], parse(r["at"]) - t0)
+    at = sorted(creates(rows))
+    print(f"  {label}: {len(rows)} calls; first call of each kind (s after the request): "
+          + ", ".join(f"{op} {t:.3f}" for op, t in first.items())
+          + f"; createImage first {at[0] - t0:.3f}, median {at[len(at) // 2] - t0:.3f}, last {at[-1] - t0:.3f}",
+          flush=True)
 
 def last_create_after(t0, deadline=600):
     while True:
@@ -101,13 +127,14 @@ def settle():
         time.sleep(0.5)
 
 service, cli = [], []
-for _ in range(rounds):
+for n in range(rounds):
     settle()
     call("DELETE", f"{sim}/_sim/requests")
     t0 = time.time()
     call("POST", f"{api}/v1/policies/{policy['id']}/run")
     service.append(last_create_after(t0))
-for _ in range(rounds):
+    trace(f"stacksnap-{n + 1}", t0)
+for _ in range(rounds if with_cli else 0):
     call("DELETE", f"{sim}/_sim/requests")
     t0 = time.time()
     for i, sid in enumerate(ids):
@@ -115,7 +142,12 @@ for _ in range(rounds):
                        check=True, stdout=subprocess.DEVNULL)
     cli.append(last_create_after(t0))
 
-s, c = statistics.median(service), statistics.median(cli)
+s = statistics.median(service)
+if not cli:
+    print(f"| servers | stacksnap run-now (median of {rounds}) |\n|---|---|\n"
+          f"| {len(ids)} | {s:.3f} s ({', '.join(f'{x:.3f}' for x in service)}) |")
+    sys.exit(0)
+c = statistics.median(cli)
 print(f"| servers | stacksnap run-now (median of {rounds}) | CLI loop (median of {rounds}) | ratio |")
 print("|---|---|---|---|")
 print(f"| {len(ids)} | {s:.3f} s ({', '.join(f'{x:.3f}' for x in service)}) | "

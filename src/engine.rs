@@ -243,7 +243,7 @@ impl Engine {
     }
 
     async fn scheduler_loop(self, shutdown: CancellationToken) {
-        loop {
+        let pass = || async {
             match self.fire_due().await {
                 Ok(fired) if fired.runs + fired.missed > 0 => {
                     tracing::info!(
@@ -256,12 +256,9 @@ impl Engine {
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "scheduler pass failed; retrying"),
             }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(self.config.tick) => {}
-                () = self.wake.notified() => {}
-            }
-        }
+            Next::Wait
+        };
+        while turn(&self.wake, self.config.tick, &shutdown, pass()).await {}
     }
 
     async fn pruner_loop(self, shutdown: CancellationToken) {
@@ -422,18 +419,51 @@ impl Engine {
             .to_std()
             .unwrap_or(Duration::from_secs(1))
             .min(Duration::from_secs(1));
-        while !shutdown.is_cancelled() {
+        let pass = || async {
             match self.execute_next().await {
-                Ok(Outcome::Worked) => continue,
-                Ok(Outcome::Idle) => {}
-                Err(e) => tracing::error!(error = %e, "worker step failed; backing off"),
+                Ok(Outcome::Worked) => Next::AtOnce,
+                Ok(Outcome::Idle) => Next::Wait,
+                Err(e) => {
+                    tracing::error!(error = %e, "worker step failed; backing off");
+                    Next::Wait
+                }
             }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(idle_wait) => {}
-                () = self.wake.notified() => {}
-            }
-        }
+        };
+        while !shutdown.is_cancelled() && turn(&self.wake, idle_wait, &shutdown, pass()).await {}
+    }
+}
+
+/// What a loop does after a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// It found work: another pass at once.
+    AtOnce,
+    /// Nothing more was due: wait for a wake or the idle interval.
+    Wait,
+}
+
+/// One turn of a loop that a wake shortens: a pass over the database, then
+/// (unless the pass asks to go on at once) a wait for `idle`, a wake or
+/// shutdown. Returns `false` on shutdown.
+///
+/// The wake is taken before the pass: `Notify::notify_waiters` reaches only
+/// the `Notified` futures that exist when it is called, so one made after the
+/// pass would miss a wake sent during it (a run inserted, jobs resolved, by
+/// this replica or through NOTIFY) and sleep a whole idle interval with work due.
+async fn turn(
+    wake: &Notify,
+    idle: Duration,
+    shutdown: &CancellationToken,
+    pass: impl Future<Output = Next>,
+) -> bool {
+    let woken = wake.notified();
+    if pass.await == Next::AtOnce {
+        return true;
+    }
+    tokio::select! {
+        () = shutdown.cancelled() => false,
+        () = tokio::time::sleep(idle) => true,
+        () = woken => true,
     }
 }
 
@@ -442,4 +472,55 @@ impl Engine {
 async fn listen(db: PgPool, wake: Arc<Notify>, shutdown: CancellationToken) {
     let channels = ["stacksnap_policy", "stacksnap_work"];
     crate::store::notices::listen(&db, &channels, &shutdown, |_| wake.notify_waiters()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt as _;
+
+    use super::*;
+
+    const AN_HOUR: Duration = Duration::from_secs(3600);
+
+    #[tokio::test]
+    async fn a_wake_sent_during_a_pass_ends_the_wait_after_it() {
+        let (wake, shutdown) = (Notify::new(), CancellationToken::new());
+        // Meanwhile another loop (or NOTIFY) finds work and wakes the others.
+        let pass = async {
+            wake.notify_waiters();
+            Next::Wait
+        };
+        assert_eq!(
+            turn(&wake, AN_HOUR, &shutdown, pass).now_or_never(),
+            Some(true)
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_wake_an_idle_pass_waits() {
+        let (wake, shutdown) = (Notify::new(), CancellationToken::new());
+        let pass = async { Next::Wait };
+        assert_eq!(turn(&wake, AN_HOUR, &shutdown, pass).now_or_never(), None);
+    }
+
+    #[tokio::test]
+    async fn a_pass_that_found_work_goes_on_at_once() {
+        let (wake, shutdown) = (Notify::new(), CancellationToken::new());
+        let pass = async { Next::AtOnce };
+        assert_eq!(
+            turn(&wake, AN_HOUR, &shutdown, pass).now_or_never(),
+            Some(true)
+        );
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_the_wait() {
+        let (wake, shutdown) = (Notify::new(), CancellationToken::new());
+        shutdown.cancel();
+        let pass = async { Next::Wait };
+        assert_eq!(
+            turn(&wake, AN_HOUR, &shutdown, pass).now_or_never(),
+            Some(false)
+        );
+    }
 }
