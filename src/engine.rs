@@ -160,6 +160,8 @@ pub struct Engine {
     wake: Arc<Notify>,
     /// Told when a job ends here, for the requests of this replica waiting on it.
     pub(crate) job_events: JobEvents,
+    /// Boot images' consistency read recently, per project (shared by every worker).
+    pub(crate) boot_images: snapshot::BootImages,
 }
 
 impl Engine {
@@ -168,6 +170,7 @@ impl Engine {
         Self {
             db,
             cloud,
+            boot_images: snapshot::BootImages::new(clock.clone()),
             clock,
             config,
             wake: Arc::new(Notify::new()),

@@ -12,6 +12,7 @@ use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 mod batch;
+mod boot_images;
 mod group;
 mod nova_pieces;
 mod server;
@@ -29,6 +30,7 @@ use crate::{
 };
 
 pub use batch::{Polled, poll_batch};
+pub use boot_images::{BOOT_IMAGE_TTL, BootImages};
 pub use group::group_description;
 pub use nova_pieces::NOVA_PREFIX;
 pub(crate) use nova_pieces::{
@@ -242,9 +244,14 @@ pub struct Recorded<'a> {
 
 /// Starts the snapshot of the job's resource; `gate` is told right before the
 /// create request is sent.
-pub async fn start(cloud: &OpenStack, ctx: &JobContext<'_>, gate: &dyn BeforeSend) -> StartResult {
+pub async fn start(
+    cloud: &OpenStack,
+    ctx: &JobContext<'_>,
+    gate: &dyn BeforeSend,
+    boot_images: &BootImages,
+) -> StartResult {
     match ctx.resource_type {
-        ResourceType::Server => server::start(cloud, ctx, gate).await,
+        ResourceType::Server => server::start(cloud, ctx, gate, boot_images).await,
         ResourceType::Volume => volume::start(cloud, ctx, gate).await,
         ResourceType::VolumeGroup => group::start(cloud, ctx, gate).await,
     }
@@ -258,9 +265,10 @@ pub async fn start(cloud: &OpenStack, ctx: &JobContext<'_>, gate: &dyn BeforeSen
 pub async fn find_started(
     cloud: &OpenStack,
     ctx: &JobContext<'_>,
+    boot_images: &BootImages,
 ) -> Result<Lookup, OpenStackError> {
     match ctx.resource_type {
-        ResourceType::Server => server::find_started(cloud, ctx).await,
+        ResourceType::Server => server::find_started(cloud, ctx, boot_images).await,
         ResourceType::Volume => volume::find_started(cloud, ctx)
             .await
             .map(Lookup::from_found),

@@ -766,3 +766,46 @@ async fn the_unclear_create_is_stamped_when_it_is_sent(pool: PgPool) {
         "stamped at {stamped}, claimed at {claimed_at}: the stamp is older than the send"
     );
 }
+
+/// A burst of server snapshots reads each boot image once per project, not
+/// once per job: the consistency it gives is remembered for `BOOT_IMAGE_TTL`
+/// (issue 13: fewer calls to start a job), and read again after that.
+#[sqlx::test]
+async fn the_boot_image_of_many_servers_is_read_once_within_its_ttl(pool: PgPool) {
+    // Arrange: three servers booted from the same image, with a guest agent.
+    let h = harness(pool).await;
+    let servers: Vec<String> = (0..3)
+        .map(|i| {
+            h.sim
+                .create_image_backed_server(&format!("web-{i}"), &[], &[], true)
+        })
+        .collect();
+
+    // Act
+    let mut jobs = Vec::new();
+    for server in &servers {
+        let job_id = h.adhoc("server", server, json!({})).await;
+        jobs.push(h.finish(job_id).await);
+    }
+
+    // Assert: one read of the boot image served all three, with its answer.
+    assert_eq!(h.sim.count("glance.get_image"), 1);
+    for job in &jobs {
+        assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+        assert_eq!(
+            job.consistency,
+            Some(stacksnap::domain::job::ObtainedConsistency::Unknown),
+            "a guest agent without os_require_quiesce, as read the first time"
+        );
+    }
+
+    // Act: a job started once the answer has expired.
+    h.clock
+        .advance(stacksnap::engine::snapshot::BOOT_IMAGE_TTL + TimeDelta::seconds(1));
+    let late = h.sim.create_image_backed_server("web-late", &[], &[], true);
+    let job = h.finish(h.adhoc("server", &late, json!({})).await).await;
+
+    // Assert: the image is read again.
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    assert_eq!(h.sim.count("glance.get_image"), 2);
+}

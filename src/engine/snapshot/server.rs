@@ -4,9 +4,9 @@
 use chrono::{DateTime, Utc};
 
 use super::{
-    Artefacts, BeforeSend, JOB_ID_KEY, JobContext, Listed, Lookup, Progress, Recorded, StartResult,
-    artefact_metadata, artefact_name, create_failure, not_sent, note, nova_pieces, refresh_piece,
-    snapshot_state, start_failure, waiting_for,
+    Artefacts, BeforeSend, BootImages, JOB_ID_KEY, JobContext, Listed, Lookup, Progress, Recorded,
+    StartResult, artefact_metadata, artefact_name, create_failure, not_sent, note, nova_pieces,
+    refresh_piece, snapshot_state, start_failure, waiting_for,
 };
 use crate::{
     domain::{
@@ -27,6 +27,7 @@ pub(super) async fn start(
     cloud: &OpenStack,
     ctx: &JobContext<'_>,
     gate: &dyn BeforeSend,
+    boot_images: &BootImages,
 ) -> StartResult {
     let mut calls = 1;
     let server = match cloud.nova().get_server(ctx.resource_id).await {
@@ -48,7 +49,7 @@ pub(super) async fn start(
             ),
         );
     }
-    let (consistency, checked) = match server_consistency(cloud, &server).await {
+    let (consistency, checked) = match server_consistency(cloud, ctx, &server, boot_images).await {
         Ok(found) => found,
         Err(e) => return start_failure(e, "the server's boot image or volume"),
     };
@@ -152,24 +153,29 @@ async fn refused_part_way(
 }
 
 /// The consistency Nova will give this server, from its boot image's properties
-/// (for a volume-backed server, the boot volume's `volume_image_metadata`).
+/// (for a volume-backed server, the boot volume's `volume_image_metadata`). A
+/// boot image read for the job's project within `BOOT_IMAGE_TTL` is not read again.
 async fn server_consistency(
     cloud: &OpenStack,
+    ctx: &JobContext<'_>,
     server: &Server,
+    boot_images: &BootImages,
 ) -> Result<(ObtainedConsistency, i32), OpenStackError> {
     if let Some(image_id) = server.image_id() {
-        return match cloud.glance().get_image(image_id).await {
-            Ok(image) => Ok((
-                ObtainedConsistency::from_image_properties(
-                    is_truthy(image.property("hw_qemu_guest_agent")),
-                    is_truthy(image.property("os_require_quiesce")),
-                ),
-                1,
-            )),
+        if let Some(known) = boot_images.get(ctx.project_id, image_id) {
+            return Ok((known, 0));
+        }
+        let consistency = match cloud.glance().get_image(image_id).await {
+            Ok(image) => ObtainedConsistency::from_image_properties(
+                is_truthy(image.property("hw_qemu_guest_agent")),
+                is_truthy(image.property("os_require_quiesce")),
+            ),
             // The boot image was deleted since: Nova cannot read it either.
-            Err(e) if e.is_not_found() => Ok((ObtainedConsistency::CrashConsistent, 1)),
-            Err(e) => Err(e),
+            Err(e) if e.is_not_found() => ObtainedConsistency::CrashConsistent,
+            Err(e) => return Err(e),
         };
+        boot_images.put(ctx.project_id, image_id, consistency);
+        return Ok((consistency, 1));
     }
     let mut calls = 0;
     for attached in &server.volumes_attached {
@@ -216,6 +222,7 @@ async fn images_of_job(
 pub(super) async fn find_started(
     cloud: &OpenStack,
     ctx: &JobContext<'_>,
+    boot_images: &BootImages,
 ) -> Result<Lookup, OpenStackError> {
     let mut images = images_of_job(cloud, ctx).await?.into_iter();
     if let Some(first) = images.next() {
@@ -224,7 +231,8 @@ pub(super) async fn find_started(
         let (consistency, resource_name, read) =
             match cloud.nova().get_server(ctx.resource_id).await {
                 Ok(server) => {
-                    let (consistency, checked) = server_consistency(cloud, &server).await?;
+                    let (consistency, checked) =
+                        server_consistency(cloud, ctx, &server, boot_images).await?;
                     let flavor = server.recorded_flavor();
                     (Some(consistency), Some((server.name, flavor)), 1 + checked)
                 }

@@ -101,7 +101,7 @@ impl Engine {
             }
             return update;
         }
-        let result = snapshot::start(&self.cloud, ctx, &gate).await;
+        let result = snapshot::start(&self.cloud, ctx, &gate, &self.boot_images).await;
         let mut update = match result {
             StartResult::Started(artefacts) => self.adopt(job, artefacts, now),
             StartResult::Retry(error) => JobUpdate {
@@ -190,7 +190,7 @@ impl Engine {
                 Err(e) => Ok(Some(self.lookup_failed(job, &e, now))),
             };
         }
-        match snapshot::find_started(&self.cloud, ctx).await {
+        match snapshot::find_started(&self.cloud, ctx, &self.boot_images).await {
             Ok(Lookup::Made {
                 artefacts,
                 duplicates,
