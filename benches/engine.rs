@@ -554,7 +554,7 @@ async fn engine_throughput(
         *by_operation.entry(request.operation.as_str()).or_default() += 1;
     }
     let mut by_operation: Vec<_> = by_operation.into_iter().collect();
-    by_operation.sort_by(|a, b| b.1.cmp(&a.1));
+    by_operation.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
     for (operation, count) in by_operation {
         println!(
             "  {operation:<32} {:.2} per job ({count})",
