@@ -16,6 +16,21 @@
 //! service's CPU time and peak RSS are then measured apart from the
 //! simulator's, and both are reported.
 //!
+//! `BENCH_TRANSITIONS=demo` gives the simulator the seconds-long transitions
+//! of `stacksnap demo` and `stacksnap sim` without `--fast` (an image takes
+//! 5 s to become `active`, a Cinder snapshot 4 s), and the engine its default
+//! poll interval and `track_ahead` instead of the bench's 200 ms and 100 ms:
+//! the setting issue 13's calls-per-job targets are defined in.
+//! `BENCH_BACKING=volume` makes every server volume-backed with 2 volumes
+//! (a root volume made from the image and an empty one) instead of
+//! image-backed. `BENCH_TRACK_CLAIMERS` sets how many workers of the replica
+//! claim tracking batches at once (the engine's default otherwise).
+//!
+//! Besides the jobs' own counts it reports, from the simulator's request log,
+//! the requests per job by operation and the mean tracking batch: the image
+//! ids per Glance `id=in:` listing (one listing per batch and authority, for
+//! image- and volume-backed servers alike).
+//!
 //! `cargo bench --bench engine -- metrics` measures `GET /metrics` instead ([`metrics`]);
 //! `-- memory` the service's memory with 100,000 jobs in flight ([`memory`]);
 //! `-- keystone` the burst with every policy acting through its own trust ([`keystone`]).
@@ -45,7 +60,7 @@ use stacksnap::{
     startup::supervisor::Supervisor,
     store::{self, policies},
 };
-use stacksnap_sim::{Durations, SimConfig, SimHandle, Simulator};
+use stacksnap_sim::{Durations, LoggedRequest, SimConfig, SimHandle, Simulator};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -135,21 +150,40 @@ impl Drop for TempDir {
     }
 }
 
+/// What the simulated cloud is like.
+#[derive(Clone, Copy)]
+struct CloudShape {
+    /// In `stacksnap sim`'s own process rather than the bench's.
+    own_process: bool,
+    /// Seconds-long transitions (`stacksnap demo`) rather than zero
+    /// (in-process) or milliseconds (`stacksnap sim --fast`).
+    demo_transitions: bool,
+    /// Volumes per server; 0 for image-backed servers.
+    volumes_per_server: usize,
+}
+
 impl Cloud {
-    /// The simulator with `servers` image-backed servers; returns their ids.
-    fn start(servers: usize, own_process: bool) -> anyhow::Result<(Self, Vec<String>)> {
-        if !own_process {
+    /// The simulator with `servers` servers shaped by `shape`; returns their ids.
+    fn start(servers: usize, shape: CloudShape) -> anyhow::Result<(Self, Vec<String>)> {
+        if !shape.own_process {
             let sim = Simulator::start(
                 SimConfig {
-                    durations: zero_durations(),
-                    snapshot_quota: i64::MAX,
+                    durations: if shape.demo_transitions {
+                        Durations::demo()
+                    } else {
+                        zero_durations()
+                    },
+                    snapshot_quota: -1,
                     instances_quota: -1,
                     ..SimConfig::default()
                 },
                 "127.0.0.1:0".parse()?,
             )?;
             let ids = (0..servers)
-                .map(|i| sim.create_image_backed_server(&format!("s{i}"), &[], &[], false))
+                .map(|i| match shape.volumes_per_server {
+                    0 => sim.create_image_backed_server(&format!("s{i}"), &[], &[], false),
+                    n => sim.create_volume_backed_server(&format!("s{i}"), n, false),
+                })
                 .collect();
             return Ok((Self::InProcess(sim), ids));
         }
@@ -159,18 +193,31 @@ impl Cloud {
         let inventory = serde_json::json!({
             "images": [{"name": "tiny", "size": 196_616}],
             "servers": ids.iter().enumerate()
-                .map(|(i, id)| serde_json::json!({"id": id, "name": format!("s{i}"), "image": "tiny"}))
+                .map(|(i, id)| match shape.volumes_per_server {
+                    0 => serde_json::json!({"id": id, "name": format!("s{i}"), "image": "tiny"}),
+                    n => serde_json::json!({"id": id, "name": format!("s{i}"), "volumes": (0..n)
+                        .map(|v| serde_json::json!({
+                            "name": format!("s{i}-vol{v}"), "size": 1,
+                            "image": (v == 0).then_some("tiny"),
+                        }))
+                        .collect::<Vec<_>>()}),
+                })
                 .collect::<Vec<_>>(),
         });
         let (inventory_path, yaml_path) = (dir.0.join("inventory.json"), dir.0.join("clouds.yaml"));
         std::fs::write(&inventory_path, serde_json::to_vec(&inventory)?)?;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_stacksnap"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_stacksnap"));
+        command.arg("sim");
+        if !shape.demo_transitions {
+            command.arg("--fast");
+        }
+        let mut child = command
             .args([
-                "sim",
-                "--fast",
                 "--listen",
                 "127.0.0.1:0",
                 "--instances-quota",
+                "-1",
+                "--snapshot-quota",
                 "-1",
             ])
             .arg("--inventory")
@@ -234,20 +281,14 @@ impl Cloud {
         Ok(())
     }
 
-    /// How many requests the simulator has answered.
-    async fn requests(&self) -> anyhow::Result<u64> {
+    /// Every request the simulator has answered, in order.
+    async fn requests(&self) -> anyhow::Result<Vec<LoggedRequest>> {
         match self {
-            Self::InProcess(sim) => Ok(sim.requests().last().map_or(0, |r| r.seq + 1)),
-            Self::Process { base_url, .. } => {
-                let log: Vec<serde_json::Value> = reqwest::get(format!("{base_url}/_sim/requests"))
-                    .await?
-                    .json()
-                    .await?;
-                Ok(log
-                    .last()
-                    .and_then(|r| r["seq"].as_u64())
-                    .map_or(0, |s| s + 1))
-            }
+            Self::InProcess(sim) => Ok(sim.requests()),
+            Self::Process { base_url, .. } => Ok(reqwest::get(format!("{base_url}/_sim/requests"))
+                .await?
+                .json()
+                .await?),
         }
     }
 
@@ -306,6 +347,26 @@ async fn fresh_database() -> anyhow::Result<sqlx::PgPool> {
     Ok(pool)
 }
 
+/// How many image ids a Glance listing by `id=in:` asked for (`None` for
+/// any other request).
+fn ids_in_listing(request: &LoggedRequest) -> Option<usize> {
+    if request.operation != "glance.list_images" {
+        return None;
+    }
+    let ids = request
+        .query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("id="))?;
+    let ids = ids.replace("%3A", ":").replace("%3a", ":");
+    let ids = ids.strip_prefix("in:")?;
+    Some(
+        ids.replace("%2C", ",")
+            .replace("%2c", ",")
+            .split(',')
+            .count(),
+    )
+}
+
 /// Committed and rolled-back transactions of the current database so far
 /// (every statement outside a transaction counts as one).
 async fn transactions(pool: &sqlx::PgPool) -> anyhow::Result<(i64, i64)> {
@@ -322,9 +383,17 @@ async fn engine_throughput(
     per_policy: usize,
 ) -> anyhow::Result<()> {
     // Arrange: the cloud and the policies, all due at the next minute.
-    let own_process = std::env::var("BENCH_SIM").is_ok_and(|v| v == "process");
+    let shape = CloudShape {
+        own_process: std::env::var("BENCH_SIM").is_ok_and(|v| v == "process"),
+        demo_transitions: std::env::var("BENCH_TRANSITIONS").is_ok_and(|v| v == "demo"),
+        volumes_per_server: if std::env::var("BENCH_BACKING").is_ok_and(|v| v == "volume") {
+            2
+        } else {
+            0
+        },
+    };
     let started = Instant::now();
-    let (mut sim, servers) = Cloud::start(policies_n * per_policy, own_process)?;
+    let (mut sim, servers) = Cloud::start(policies_n * per_policy, shape)?;
     let due: DateTime<Utc> =
         Utc::now().duration_trunc(TimeDelta::minutes(1))? + TimeDelta::minutes(1);
     let before_due = due - TimeDelta::seconds(1);
@@ -352,20 +421,30 @@ async fn engine_throughput(
         CloudConfig::from_clouds_yaml(&sim.clouds_yaml(), "stacksnap-sim", "bench")?,
         SessionOptions::default(),
     )?;
+    let defaults = EngineConfig::default();
+    // With demo transitions the engine's own poll interval; else 200 ms, as
+    // the fast simulator's transitions are milliseconds long.
+    let poll_interval = if shape.demo_transitions {
+        defaults.poll_interval
+    } else {
+        TimeDelta::milliseconds(200)
+    };
+    // Half the poll interval, as by default; `BENCH_TRACK_AHEAD_MS=0` turns
+    // coalescing off to compare.
     let track_ahead_ms: i64 = std::env::var("BENCH_TRACK_AHEAD_MS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
+        .unwrap_or(poll_interval.num_milliseconds() / 2);
     let config = EngineConfig {
         workers: 32,
         max_in_flight: 2_000,
-        poll_interval: TimeDelta::milliseconds(200),
-        // Half the poll interval, as by default; `BENCH_TRACK_AHEAD_MS=0`
-        // turns coalescing off to compare.
+        poll_interval,
         track_ahead: TimeDelta::milliseconds(track_ahead_ms),
+        track_claimers: env_usize("BENCH_TRACK_CLAIMERS", defaults.track_claimers),
         tick: Duration::from_millis(100),
-        ..EngineConfig::default()
+        ..defaults
     };
+    let track_claimers = config.track_claimers;
     let engine = Engine::new(pool.clone(), cloud.clone(), clock.clone(), config);
     let stop = CancellationToken::new();
     let sim_pid = sim.pid();
@@ -435,8 +514,24 @@ async fn engine_throughput(
         jobs_done_at.as_secs_f64() - 1.0,
     );
     println!(
-        "policies {policies_n}, servers {}, jobs {total_jobs}, tracking batches take jobs due within {track_ahead_ms} ms",
-        servers.len()
+        "policies {policies_n}, servers {} ({}), jobs {total_jobs}, transitions {}",
+        servers.len(),
+        match shape.volumes_per_server {
+            0 => "image-backed".to_owned(),
+            n => format!("volume-backed, {n} volumes each"),
+        },
+        if shape.demo_transitions {
+            "seconds-long (demo)"
+        } else if shape.own_process {
+            "milliseconds (sim --fast)"
+        } else {
+            "zero"
+        },
+    );
+    println!(
+        "engine                     poll interval {} ms, tracking batches take jobs due within {track_ahead_ms} ms, \
+         {track_claimers} tracking claimer(s) per replica",
+        poll_interval.num_milliseconds()
     );
     println!(
         "runs fired per second      {:.0} ({} runs in {:.1}s)",
@@ -460,10 +555,29 @@ async fn engine_throughput(
         "OpenStack calls per job    {mean_calls:.2} (mean of the jobs' own counts, each batched call counted by every job in it; session total incl. discovery {})",
         cloud.session().call_count()
     );
-    let requests = sim.requests().await?;
+    let log = sim.requests().await?;
     println!(
-        "simulator requests         {requests}: {:.2} per job (issue 13's calls per job: a batched call counts once)",
-        requests as f64 / total_jobs as f64
+        "simulator requests         {}: {:.2} per job (issue 13's calls per job: a batched call counts once)",
+        log.len(),
+        log.len() as f64 / total_jobs as f64
+    );
+    let mut by_operation: std::collections::BTreeMap<&str, usize> = Default::default();
+    for request in &log {
+        *by_operation.entry(request.operation.as_str()).or_default() += 1;
+    }
+    let mut by_operation: Vec<_> = by_operation.into_iter().collect();
+    by_operation.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
+    for (operation, count) in by_operation {
+        println!(
+            "  {operation:<32} {:.2} per job ({count})",
+            count as f64 / total_jobs as f64
+        );
+    }
+    let listed: Vec<usize> = log.iter().filter_map(ids_in_listing).collect();
+    println!(
+        "mean tracking batch        {:.1} image ids per Glance id=in listing ({} listings)",
+        listed.iter().sum::<usize>() as f64 / listed.len().max(1) as f64,
+        listed.len()
     );
     println!(
         "transactions per job       {:.2} committed, {:.2} rolled back ({commits} / {rollbacks} in the bench database, \

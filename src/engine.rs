@@ -25,7 +25,7 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::TimeDelta;
 use sqlx::PgPool;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 pub use health::{EngineHealth, RestartBackoff, TaskName};
@@ -52,6 +52,12 @@ pub struct EngineConfig {
     /// without it a batch holds only the jobs due at that very instant. Zero
     /// turns coalescing off.
     pub track_ahead: TimeDelta,
+    /// How many workers of this replica claim tracking batches at once
+    /// (at least one). Few claimers make full batches: due jobs gather while
+    /// a claimer looks at its batch, instead of every idle worker taking the
+    /// one or two jobs due at its instant. A claimer lets the next one in once
+    /// its polls are recorded, before it records the jobs that ended.
+    pub track_claimers: usize,
     pub max_poll_interval: TimeDelta,
     /// Pause before retrying a busy resource or an unreachable cloud.
     pub retry_delay: TimeDelta,
@@ -119,6 +125,7 @@ impl Default for EngineConfig {
             poll_interval: TimeDelta::seconds(2),
             track_batch: 100,
             track_ahead: TimeDelta::seconds(1),
+            track_claimers: 1,
             max_poll_interval: TimeDelta::seconds(30),
             retry_delay: TimeDelta::seconds(15),
             capacity_wait: TimeDelta::seconds(2),
@@ -162,6 +169,8 @@ pub struct Engine {
     pub(crate) job_events: JobEvents,
     /// Boot images' consistency read recently, per project (shared by every worker).
     pub(crate) boot_images: snapshot::BootImages,
+    /// Permits to claim a tracking batch (`EngineConfig::track_claimers`).
+    pub(crate) track_claims: Arc<Semaphore>,
 }
 
 impl Engine {
@@ -172,9 +181,10 @@ impl Engine {
             cloud,
             boot_images: snapshot::BootImages::new(clock.clone()),
             clock,
-            config,
             wake: Arc::new(Notify::new()),
             job_events: JobEvents::default(),
+            track_claims: Arc::new(Semaphore::new(config.track_claimers.max(1))),
+            config,
         }
     }
 

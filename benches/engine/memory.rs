@@ -32,7 +32,7 @@ use stacksnap::{
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{Cloud, OffsetClock, cpu_seconds, env_usize, fresh_database, peak_rss_mib};
+use super::{Cloud, CloudShape, OffsetClock, cpu_seconds, env_usize, fresh_database, peak_rss_mib};
 
 /// The resident memory of a process (`self` or a pid) now, from `/proc/…/status`.
 pub(crate) fn rss_mib(pid: &str) -> f64 {
@@ -81,7 +81,14 @@ pub async fn run() -> anyhow::Result<()> {
 
     // Arrange: the simulator apart, its image uploads an hour long.
     let started = Instant::now();
-    let (mut sim, servers) = Cloud::start(total, true)?;
+    let (mut sim, servers) = Cloud::start(
+        total,
+        CloudShape {
+            own_process: true,
+            demo_transitions: false,
+            volumes_per_server: 0,
+        },
+    )?;
     let Cloud::Process { base_url, .. } = &sim else {
         unreachable!("started in its own process")
     };

@@ -230,13 +230,24 @@ pub async fn list_jobs(
     .map(row::values)
 }
 
-macro_rules! claim_job_where {
-    ($statuses:literal) => {
+/// The jobs batched tracking follows, and only it claims (index `job_tracking_batch_idx`).
+macro_rules! batch_tracked_kind {
+    () => {
+        "status = 'tracking' and kind = 'snapshot' and resource_type in ('server', 'volume')"
+    };
+}
+
+/// The claim of the job in flight most overdue, but for batched tracking's
+/// jobs: only `claim_tracking_batch` claims them (taken one by one here, by
+/// any worker, they would split the batches).
+macro_rules! claim_in_flight {
+    () => {
         concat!(
             "update job set lease_owner = $1, lease_expires_at = $2 + $3 \
-             where job_id = (select job_id from job where status in ",
-            $statuses,
-            " and not_before <= $2 and (lease_expires_at is null or lease_expires_at < $2) \
+             where job_id = (select job_id from job where status in ('creating', 'tracking') \
+                 and not (",
+            batch_tracked_kind!(),
+            ") and not_before <= $2 and (lease_expires_at is null or lease_expires_at < $2) \
                  order by not_before limit 1 for update skip locked) \
              returning ",
             job_columns!()
@@ -271,14 +282,7 @@ pub async fn claim_job(
     lease: TimeDelta,
     max_in_flight: i64,
 ) -> Result<Option<Claimed>, sqlx::Error> {
-    let in_flight = claim_one(
-        pool,
-        claim_job_where!("('creating', 'tracking')"),
-        owner,
-        now,
-        lease,
-    )
-    .await?;
+    let in_flight = claim_one(pool, claim_in_flight!(), owner, now, lease).await?;
     if in_flight.is_some() {
         return Ok(in_flight);
     }
@@ -334,11 +338,13 @@ async fn claim_one(
     claimed_row(&row).map(Some)
 }
 
-/// The jobs batched tracking follows (index `job_tracking_batch_idx`).
+/// Those of [`batch_tracked_kind`] due and not leased.
 macro_rules! batch_tracked {
     () => {
-        "status = 'tracking' and kind = 'snapshot' and resource_type in ('server', 'volume') \
-         and not_before <= $2 and (lease_expires_at is null or lease_expires_at < $2)"
+        concat!(
+            batch_tracked_kind!(),
+            " and not_before <= $2 and (lease_expires_at is null or lease_expires_at < $2)"
+        )
     };
 }
 
@@ -368,8 +374,8 @@ pub async fn claim_tracking_batch(
          picked as (select job_id from job where project_id = (select project_id from first) and ",
         // The same rule as `batch_tracked!`, with the horizon `$2 + $5` for
         // `not_before`; the lease is still judged at `$2`.
-        "status = 'tracking' and kind = 'snapshot' and resource_type in ('server', 'volume') \
-         and not_before <= $2 + $5 and (lease_expires_at is null or lease_expires_at < $2)",
+        batch_tracked_kind!(),
+        " and not_before <= $2 + $5 and (lease_expires_at is null or lease_expires_at < $2)",
         " order by not_before limit $4 for update skip locked) \
          update job set lease_owner = $1, lease_expires_at = $2 + $3 \
          where job_id in (select job_id from picked) \

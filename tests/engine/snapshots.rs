@@ -671,6 +671,129 @@ async fn a_tracking_batch_takes_the_jobs_of_its_project_due_a_little_later(pool:
     assert_eq!(job_b.status, JobStatus::Tracking);
 }
 
+/// Only a tracking batch claims a due tracking job of a server or volume: the
+/// claim of any one job in flight leaves it, so that it is not looked at
+/// alone by whichever worker comes first (issue 13: batches of ~2.5 jobs).
+#[sqlx::test]
+async fn a_due_tracking_job_is_claimed_by_a_tracking_batch_only(pool: PgPool) {
+    // Arrange: a job tracking an image that stays unfinished for seconds.
+    let mut config = stacksnap_sim::SimConfig::default();
+    config.durations.image_snapshot = std::time::Duration::from_secs(5);
+    config.durations.image_uploading = std::time::Duration::from_secs(5);
+    let h = crate::helpers::harness_with(pool, config).await;
+    let job_id = h
+        .adhoc(
+            "server",
+            &h.sim.create_image_backed_server("web", &[], &[], false),
+            json!({}),
+        )
+        .await;
+    h.work().await;
+    assert_eq!(h.job(job_id).await.status, JobStatus::Tracking);
+    h.clock.advance(TimeDelta::seconds(1));
+    let lease = TimeDelta::seconds(60);
+
+    // Act
+    let single = jobs::claim_job(&h.pool, uuid::Uuid::new_v4(), h.clock.now(), lease, 50)
+        .await
+        .unwrap();
+    let batch = jobs::claim_tracking_batch(
+        &h.pool,
+        uuid::Uuid::new_v4(),
+        h.clock.now(),
+        lease,
+        100,
+        TimeDelta::zero(),
+    )
+    .await
+    .unwrap();
+
+    // Assert
+    assert!(single.is_none(), "claimed alone: {single:?}");
+    assert!(
+        matches!(batch.as_slice(), [jobs::Claimed::Job(job)] if job.job_id == job_id),
+        "the batch claim takes it: {batch:?}"
+    );
+}
+
+/// While one worker of a replica looks at a tracking batch, the replica's
+/// other workers leave the tracking jobs that fall due: they gather for the
+/// next batch instead of each being looked at alone (`track_claimers`, 1 by
+/// default).
+#[sqlx::test]
+async fn tracking_jobs_due_during_a_batch_wait_for_the_next_batch(pool: PgPool) {
+    // Arrange: A starts at t0 (due t0 + 100 ms), B at t0 + 90 ms (due
+    // t0 + 190 ms); at t0 + 110 ms A is due and B is beyond the 50 ms look-ahead.
+    let mut config = stacksnap_sim::SimConfig::default();
+    config.durations.image_snapshot = std::time::Duration::from_secs(10);
+    config.durations.image_uploading = std::time::Duration::from_secs(10);
+    let h = crate::helpers::harness_with(pool, config).await;
+    let a = h
+        .adhoc(
+            "server",
+            &h.sim.create_image_backed_server("web-a", &[], &[], false),
+            json!({}),
+        )
+        .await;
+    h.work().await;
+    h.clock.advance(TimeDelta::milliseconds(90));
+    let b = h
+        .adhoc(
+            "server",
+            &h.sim.create_image_backed_server("web-b", &[], &[], false),
+            json!({}),
+        )
+        .await;
+    h.work().await;
+    assert_eq!(h.job(a).await.status, JobStatus::Tracking);
+    assert_eq!(h.job(b).await.status, JobStatus::Tracking);
+    h.clock.advance(TimeDelta::milliseconds(20));
+    h.sim
+        .inject(FaultRule::new("glance.list_images", Fault::Latency { ms: 2_000 }).times(1));
+    let first_worker = tokio::spawn({
+        let engine = h.engine.clone();
+        async move { engine.execute_next().await }
+    });
+    // (Waits for the claim, not for a time: the listing is held 2 s.)
+    let leased = |id| {
+        sqlx::query_scalar::<_, bool>("select lease_owner is not null from job where job_id = $1")
+            .bind(id)
+            .fetch_one(&h.pool)
+    };
+    while !leased(a).await.unwrap() {
+        assert!(
+            !first_worker.is_finished(),
+            "the first worker did not take A"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(!leased(b).await.unwrap(), "B was not due with A");
+
+    // Act: B is due; another worker of the replica looks for work.
+    h.clock.advance(TimeDelta::milliseconds(100));
+    let second = h.engine.execute_next().await.unwrap();
+
+    // Assert
+    let image_b = h.job(b).await.image_id.expect("B's image is recorded");
+    let listings_of_b = || {
+        h.sim
+            .requests()
+            .into_iter()
+            .filter(|r| r.operation == "glance.list_images" && r.query.contains(image_b.as_str()))
+            .count()
+    };
+    assert_eq!(
+        second,
+        stacksnap::engine::Outcome::Idle,
+        "B was taken alone"
+    );
+    assert!(!leased(b).await.unwrap());
+    assert_eq!(listings_of_b(), 0);
+    first_worker.await.unwrap().unwrap();
+    h.work().await;
+    assert!(listings_of_b() > 0, "the next batch looked at B");
+}
+
 /// A batch is of one project: two projects' jobs in tracking at once are
 /// never looked at in one listing.
 #[sqlx::test]

@@ -1,5 +1,7 @@
 //! Batched tracking: a worker claims the due tracking jobs of one project (up
-//! to `track_batch`, servers and volumes), groups them by the authority their
+//! to `track_batch`, servers and volumes; only `track_claimers` workers of a
+//! replica claim at once, so that the jobs falling due meanwhile gather into
+//! the next batch), groups them by the authority their
 //! runs act with, and looks at each group's artefacts with one listing per
 //! service (`snapshot::poll_batch`). The polls of jobs that go on tracking are
 //! recorded in one statement; ends one by one (`record_step`: an end takes its
@@ -19,6 +21,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt as _;
 use secrecy::ExposeSecret as _;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
@@ -66,6 +69,11 @@ impl Engine {
         token: Uuid,
         now: DateTime<Utc>,
     ) -> Result<bool, sqlx::Error> {
+        // Another worker of this replica is claiming: the jobs due meanwhile
+        // gather for its next batch.
+        let Ok(permit) = self.track_claims.clone().try_acquire_owned() else {
+            return Ok(false);
+        };
         let claimed = jobs::claim_tracking_batch(
             &self.db,
             token,
@@ -94,8 +102,11 @@ impl Engine {
         }
         let ids: Vec<Uuid> = batch.iter().map(|j| j.job_id).collect();
         let span = tracing::info_span!("track_batch", jobs = batch.len());
-        let work =
-            AssertUnwindSafe(self.track_groups(&batch, token, now).instrument(span)).catch_unwind();
+        let work = AssertUnwindSafe(
+            self.track_groups(&batch, token, now, permit)
+                .instrument(span),
+        )
+        .catch_unwind();
         tokio::select! {
             done = work => match done {
                 Ok(done) => done?,
@@ -110,12 +121,15 @@ impl Engine {
         Ok(true)
     }
 
-    /// Groups the batch by authority and looks at each group.
+    /// Groups the batch by authority, looks at each group and records the
+    /// polls; gives `permit` back (the next batch may be claimed), then
+    /// records the jobs that ended, one by one.
     async fn track_groups(
         &self,
         batch: &[Job],
         token: Uuid,
         now: DateTime<Utc>,
+        permit: OwnedSemaphorePermit,
     ) -> Result<(), sqlx::Error> {
         let mut run_ids: Vec<Uuid> = batch.iter().map(|j| j.run_id).collect();
         run_ids.sort_unstable();
@@ -130,26 +144,37 @@ impl Engine {
                 None => groups.push((key, authority, vec![job])),
             }
         }
+        let mut ends = Vec::new();
         for (_, authority, jobs) in groups {
-            self.track_group(&authority, &stored, &jobs, token, now)
+            ends.extend(
+                self.track_group(&authority, &stored, &jobs, token, now)
+                    .await?,
+            );
+        }
+        drop(permit);
+        for (job, update) in ends {
+            self.record_update(job, token, update)
+                .instrument(job_span(job))
                 .await?;
         }
         Ok(())
     }
 
     /// Looks at the artefacts of jobs that act with one authority in one
-    /// project, and records what each found.
-    async fn track_group(
+    /// project, and records the polls of those that go on tracking. Returns
+    /// the updates of those that ended, for the caller to record.
+    async fn track_group<'j>(
         &self,
         authority: &Authority,
         stored: &HashMap<Uuid, StoredAuthority>,
-        jobs: &[&Job],
+        jobs: &[&'j Job],
         token: Uuid,
         now: DateTime<Utc>,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<Vec<(&'j Job, JobUpdate)>, sqlx::Error> {
         let cloud = self.cloud.acting_as(authority);
         if authority::check(&cloud, authority).await.is_err() {
-            return self.each_on_its_own(jobs, token).await;
+            self.each_on_its_own(jobs, token).await?;
+            return Ok(Vec::new());
         }
         let acting = self.acting_with(cloud);
         let polled: Vec<Polled<'_>> = jobs
@@ -163,7 +188,8 @@ impl Engine {
             Ok(progress) => progress,
             Err(e) => {
                 tracing::info!(error = %e, jobs = jobs.len(), "a batched look failed; each job is looked at on its own");
-                return self.each_on_its_own(jobs, token).await;
+                self.each_on_its_own(jobs, token).await?;
+                return Ok(Vec::new());
             }
         };
         let mut updates = Vec::with_capacity(jobs.len());
@@ -221,12 +247,7 @@ impl Engine {
                 }
             }
         }
-        for (job, update) in ends {
-            self.record_update(job, token, update)
-                .instrument(job_span(job))
-                .await?;
-        }
-        Ok(())
+        Ok(ends)
     }
 
     /// Takes the single step for each job (already leased to `token`).
