@@ -23,8 +23,8 @@
 //! the setting issue 13's calls-per-job targets are defined in.
 //! `BENCH_BACKING=volume` makes every server volume-backed with 2 volumes
 //! (a root volume made from the image and an empty one) instead of
-//! image-backed. `BENCH_TRACK_CLAIMERS` sets how many workers of the replica
-//! claim tracking batches at once (the engine's default otherwise).
+//! image-backed. `BENCH_TRACK_GATHER_MS` sets how long a replica waits after a
+//! tracking batch claim that was not full before its next (the engine's default, 250 ms, otherwise).
 //!
 //! Besides the jobs' own counts it reports, from the simulator's request log,
 //! the requests per job by operation and the mean tracking batch: the image
@@ -440,11 +440,14 @@ async fn engine_throughput(
         max_in_flight: 2_000,
         poll_interval,
         track_ahead: TimeDelta::milliseconds(track_ahead_ms),
-        track_claimers: env_usize("BENCH_TRACK_CLAIMERS", defaults.track_claimers),
+        track_gather: std::env::var("BENCH_TRACK_GATHER_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(defaults.track_gather, TimeDelta::milliseconds),
         tick: Duration::from_millis(100),
         ..defaults
     };
-    let track_claimers = config.track_claimers;
+    let track_gather_ms = config.track_gather.num_milliseconds();
     let engine = Engine::new(pool.clone(), cloud.clone(), clock.clone(), config);
     let stop = CancellationToken::new();
     let sim_pid = sim.pid();
@@ -530,7 +533,7 @@ async fn engine_throughput(
     );
     println!(
         "engine                     poll interval {} ms, tracking batches take jobs due within {track_ahead_ms} ms, \
-         {track_claimers} tracking claimer(s) per replica",
+         a replica waits {track_gather_ms} ms after a batch claim that was not full",
         poll_interval.num_milliseconds()
     );
     println!(

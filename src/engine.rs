@@ -23,9 +23,9 @@ pub mod worker;
 
 use std::{sync::Arc, time::Duration};
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::PgPool;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use health::{EngineHealth, RestartBackoff, TaskName};
@@ -52,12 +52,13 @@ pub struct EngineConfig {
     /// without it a batch holds only the jobs due at that very instant. Zero
     /// turns coalescing off.
     pub track_ahead: TimeDelta,
-    /// How many workers of this replica claim tracking batches at once
-    /// (at least one). Few claimers make full batches: due jobs gather while
-    /// a claimer looks at its batch, instead of every idle worker taking the
-    /// one or two jobs due at its instant. A claimer lets the next one in once
-    /// its polls are recorded, before it records the jobs that ended.
-    pub track_claimers: usize,
+    /// After a tracking batch claim that was not full, how long this replica
+    /// lets due tracking jobs gather before it claims the next batch (a full
+    /// claim lets the next one go at once). Without it every idle worker takes
+    /// the one or two jobs due at its instant. Only claims are paced: the
+    /// batches themselves are looked at by as many workers as are free, so a
+    /// slow project holds up only the worker looking at it. Zero: no pacing.
+    pub track_gather: TimeDelta,
     pub max_poll_interval: TimeDelta,
     /// Pause before retrying a busy resource or an unreachable cloud.
     pub retry_delay: TimeDelta,
@@ -125,7 +126,7 @@ impl Default for EngineConfig {
             poll_interval: TimeDelta::seconds(2),
             track_batch: 100,
             track_ahead: TimeDelta::seconds(1),
-            track_claimers: 1,
+            track_gather: TimeDelta::milliseconds(250),
             max_poll_interval: TimeDelta::seconds(30),
             retry_delay: TimeDelta::seconds(15),
             capacity_wait: TimeDelta::seconds(2),
@@ -169,8 +170,8 @@ pub struct Engine {
     pub(crate) job_events: JobEvents,
     /// Boot images' consistency read recently, per project (shared by every worker).
     pub(crate) boot_images: snapshot::BootImages,
-    /// Permits to claim a tracking batch (`EngineConfig::track_claimers`).
-    pub(crate) track_claims: Arc<Semaphore>,
+    /// When this replica may claim its next tracking batch (`EngineConfig::track_gather`).
+    pub(crate) track_pace: Arc<std::sync::Mutex<DateTime<Utc>>>,
 }
 
 impl Engine {
@@ -183,7 +184,7 @@ impl Engine {
             clock,
             wake: Arc::new(Notify::new()),
             job_events: JobEvents::default(),
-            track_claims: Arc::new(Semaphore::new(config.track_claimers.max(1))),
+            track_pace: Arc::new(std::sync::Mutex::new(DateTime::<Utc>::MIN_UTC)),
             config,
         }
     }

@@ -716,64 +716,57 @@ async fn a_due_tracking_job_is_claimed_by_a_tracking_batch_only(pool: PgPool) {
     );
 }
 
-/// While one worker of a replica looks at a tracking batch, the replica's
-/// other workers leave the tracking jobs that fall due: they gather for the
-/// next batch instead of each being looked at alone (`track_claimers`, 1 by
-/// default).
+/// An engine like the harness's, pacing its tracking batch claims by `gather`.
+fn paced_engine(h: &crate::helpers::Harness, gather: TimeDelta) -> stacksnap::engine::Engine {
+    stacksnap::engine::Engine::new(
+        h.pool.clone(),
+        crate::helpers::cloud_for(&h.sim),
+        std::sync::Arc::new(h.clock.clone()),
+        stacksnap::engine::EngineConfig {
+            track_gather: gather,
+            ..crate::helpers::engine_config()
+        },
+    )
+}
+
+/// Queues a one-off snapshot of a new image-backed server of `project`.
+async fn adhoc_in(h: &crate::helpers::Harness, project: &str, name: &str) -> uuid::Uuid {
+    let server = h.sim.create_image_backed_server(name, &[], &[], false);
+    let request: stacksnap::domain::adhoc::AdhocSnapshotRequest =
+        serde_json::from_value(json!({"resource_type": "server", "resource_id": server})).unwrap();
+    let timeout = request.validate().unwrap();
+    let job = request.job(timeout, h.clock.now());
+    stacksnap::store::lifecycle::insert_adhoc_run(
+        &h.pool,
+        project,
+        None,
+        &job,
+        Default::default(),
+        h.clock.now(),
+    )
+    .await
+    .unwrap();
+    job.job_id
+}
+
+/// After a tracking batch claim that was not full, the replica's workers
+/// leave the tracking jobs that fall due for `track_gather`: they gather for
+/// the next batch instead of each being looked at alone.
 #[sqlx::test]
-async fn tracking_jobs_due_during_a_batch_wait_for_the_next_batch(pool: PgPool) {
+async fn tracking_jobs_due_just_after_a_batch_wait_for_the_gather(pool: PgPool) {
     // Arrange: A starts at t0 (due t0 + 100 ms), B at t0 + 90 ms (due
     // t0 + 190 ms); at t0 + 110 ms A is due and B is beyond the 50 ms look-ahead.
     let mut config = stacksnap_sim::SimConfig::default();
     config.durations.image_snapshot = std::time::Duration::from_secs(10);
     config.durations.image_uploading = std::time::Duration::from_secs(10);
     let h = crate::helpers::harness_with(pool, config).await;
-    let a = h
-        .adhoc(
-            "server",
-            &h.sim.create_image_backed_server("web-a", &[], &[], false),
-            json!({}),
-        )
-        .await;
+    let a = adhoc_in(&h, "default", "web-a").await;
     h.work().await;
     h.clock.advance(TimeDelta::milliseconds(90));
-    let b = h
-        .adhoc(
-            "server",
-            &h.sim.create_image_backed_server("web-b", &[], &[], false),
-            json!({}),
-        )
-        .await;
+    let b = adhoc_in(&h, "default", "web-b").await;
     h.work().await;
     assert_eq!(h.job(a).await.status, JobStatus::Tracking);
     assert_eq!(h.job(b).await.status, JobStatus::Tracking);
-    h.clock.advance(TimeDelta::milliseconds(20));
-    h.sim
-        .inject(FaultRule::new("glance.list_images", Fault::Latency { ms: 2_000 }).times(1));
-    let first_worker = tokio::spawn({
-        let engine = h.engine.clone();
-        async move { engine.execute_next().await }
-    });
-    // (Waits for the claim, not for a time: the listing is held 2 s.)
-    let leased = |id| {
-        sqlx::query_scalar::<_, bool>("select lease_owner is not null from job where job_id = $1")
-            .bind(id)
-            .fetch_one(&h.pool)
-    };
-    while !leased(a).await.unwrap() {
-        assert!(
-            !first_worker.is_finished(),
-            "the first worker did not take A"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert!(!leased(b).await.unwrap(), "B was not due with A");
-
-    // Act: B is due; another worker of the replica looks for work.
-    h.clock.advance(TimeDelta::milliseconds(100));
-    let second = h.engine.execute_next().await.unwrap();
-
-    // Assert
     let image_b = h.job(b).await.image_id.expect("B's image is recorded");
     let listings_of_b = || {
         h.sim
@@ -782,16 +775,107 @@ async fn tracking_jobs_due_during_a_batch_wait_for_the_next_batch(pool: PgPool) 
             .filter(|r| r.operation == "glance.list_images" && r.query.contains(image_b.as_str()))
             .count()
     };
+    let engine = paced_engine(&h, TimeDelta::milliseconds(300));
+    h.clock.advance(TimeDelta::milliseconds(20));
     assert_eq!(
-        second,
+        engine.execute_next().await.unwrap(),
+        stacksnap::engine::Outcome::Worked,
+        "A is looked at"
+    );
+
+    // Act: B is due 100 ms later, within the gather.
+    h.clock.advance(TimeDelta::milliseconds(100));
+    let within = engine.execute_next().await.unwrap();
+    let listed_within = listings_of_b();
+    h.clock.advance(TimeDelta::milliseconds(250));
+    let after = engine.execute_next().await.unwrap();
+
+    // Assert
+    assert_eq!(
+        within,
         stacksnap::engine::Outcome::Idle,
         "B was taken alone"
     );
-    assert!(!leased(b).await.unwrap());
-    assert_eq!(listings_of_b(), 0);
-    first_worker.await.unwrap().unwrap();
-    h.work().await;
+    assert_eq!(listed_within, 0);
+    assert_eq!(after, stacksnap::engine::Outcome::Worked);
     assert!(listings_of_b() > 0, "the next batch looked at B");
+}
+
+/// A project whose listing hangs holds up only the worker looking at it: the
+/// replica's other workers go on claiming and looking at other projects'
+/// batches (the hostile review of issue 13: one claimer per replica, held
+/// while it looked, stopped every project's tracking).
+#[sqlx::test]
+async fn a_slow_projects_batch_does_not_hold_up_another_projects(pool: PgPool) {
+    // Arrange: one job tracking in each of two projects, both due; the slow
+    // project's was started first, so it is the most overdue.
+    let mut config = stacksnap_sim::SimConfig::default();
+    config.durations.image_snapshot = std::time::Duration::from_secs(30);
+    config.durations.image_uploading = std::time::Duration::from_secs(30);
+    let h = crate::helpers::harness_with(pool, config).await;
+    let slow = adhoc_in(&h, "default", "web-slow").await;
+    h.work().await;
+    h.clock.advance(TimeDelta::milliseconds(10));
+    let other = adhoc_in(&h, "other", "web-other").await;
+    h.work().await;
+    // (Read across projects: `h.job` reads the default project's.)
+    let status_and_image = |id| {
+        sqlx::query_as::<_, (String, Option<String>)>(
+            "select status, image_id from job where job_id = $1",
+        )
+        .bind(id)
+        .fetch_one(&h.pool)
+    };
+    for id in [slow, other] {
+        assert_eq!(status_and_image(id).await.unwrap().0, "tracking");
+    }
+    let engine = paced_engine(&h, TimeDelta::milliseconds(100));
+    h.clock.advance(TimeDelta::seconds(1));
+    // The first listing, the slow project's, is held 20 s.
+    h.sim
+        .inject(FaultRule::new("glance.list_images", Fault::Latency { ms: 20_000 }).times(1));
+    let first_worker = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.execute_next().await }
+    });
+    let leased = |id| {
+        sqlx::query_scalar::<_, bool>("select lease_owner is not null from job where job_id = $1")
+            .bind(id)
+            .fetch_one(&h.pool)
+    };
+    // (Waits for the claim, not for a time.)
+    while !leased(slow).await.unwrap() {
+        assert!(
+            !first_worker.is_finished(),
+            "the first worker claimed nothing"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(!leased(other).await.unwrap(), "one project per batch");
+
+    // Act: past the gather, another worker of the replica looks for work.
+    h.clock.advance(TimeDelta::milliseconds(150));
+    let second = engine.execute_next().await.unwrap();
+
+    // Assert: it looked at the other project's job while the first is held.
+    let image = status_and_image(other)
+        .await
+        .unwrap()
+        .1
+        .expect("its image is recorded");
+    assert_eq!(second, stacksnap::engine::Outcome::Worked);
+    assert!(
+        !first_worker.is_finished(),
+        "the held listing is still held"
+    );
+    assert!(
+        h.sim
+            .requests()
+            .iter()
+            .any(|r| r.operation == "glance.list_images" && r.query.contains(image.as_str())),
+        "the other project's image was looked at"
+    );
+    first_worker.abort();
 }
 
 /// A batch is of one project: two projects' jobs in tracking at once are

@@ -48,6 +48,8 @@ pub fn engine_config() -> EngineConfig {
         poll_interval: TimeDelta::milliseconds(100),
         // Half the poll interval, as by default.
         track_ahead: TimeDelta::milliseconds(50),
+        // No pacing of batch claims: the tests step workers one at a time.
+        track_gather: TimeDelta::zero(),
         max_poll_interval: TimeDelta::seconds(1),
         retry_delay: TimeDelta::seconds(1),
         capacity_wait: TimeDelta::milliseconds(100),

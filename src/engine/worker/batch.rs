@@ -1,7 +1,7 @@
 //! Batched tracking: a worker claims the due tracking jobs of one project (up
-//! to `track_batch`, servers and volumes; only `track_claimers` workers of a
-//! replica claim at once, so that the jobs falling due meanwhile gather into
-//! the next batch), groups them by the authority their
+//! to `track_batch`, servers and volumes; after a claim that was not full a
+//! replica waits `track_gather` before its next claim, so that the jobs
+//! falling due meanwhile gather into the next batch), groups them by the authority their
 //! runs act with, and looks at each group's artefacts with one listing per
 //! service (`snapshot::poll_batch`). The polls of jobs that go on tracking are
 //! recorded in one statement; ends one by one (`record_step`: an end takes its
@@ -21,7 +21,6 @@ use std::{
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt as _;
 use secrecy::ExposeSecret as _;
-use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
@@ -69,20 +68,25 @@ impl Engine {
         token: Uuid,
         now: DateTime<Utc>,
     ) -> Result<bool, sqlx::Error> {
-        // Another worker of this replica is claiming: the jobs due meanwhile
-        // gather for its next batch.
-        let Ok(permit) = self.track_claims.clone().try_acquire_owned() else {
+        // A batch was claimed a moment ago: the jobs due meanwhile gather for
+        // the next one.
+        if !self.take_track_turn(now) {
             return Ok(false);
-        };
+        }
+        let limit = self.config.track_batch.max(1);
         let claimed = jobs::claim_tracking_batch(
             &self.db,
             token,
             now,
             self.config.lease,
-            self.config.track_batch.max(1),
+            limit,
             self.config.track_ahead,
         )
         .await?;
+        if claimed.len() >= usize::try_from(limit).unwrap_or(usize::MAX) {
+            // More may be due than a batch holds: no reason to wait.
+            *lock_pace(&self.track_pace) = now;
+        }
         if claimed.is_empty() {
             return Ok(false);
         }
@@ -102,11 +106,8 @@ impl Engine {
         }
         let ids: Vec<Uuid> = batch.iter().map(|j| j.job_id).collect();
         let span = tracing::info_span!("track_batch", jobs = batch.len());
-        let work = AssertUnwindSafe(
-            self.track_groups(&batch, token, now, permit)
-                .instrument(span),
-        )
-        .catch_unwind();
+        let work =
+            AssertUnwindSafe(self.track_groups(&batch, token, now).instrument(span)).catch_unwind();
         tokio::select! {
             done = work => match done {
                 Ok(done) => done?,
@@ -121,15 +122,26 @@ impl Engine {
         Ok(true)
     }
 
-    /// Groups the batch by authority, looks at each group and records the
-    /// polls; gives `permit` back (the next batch may be claimed), then
-    /// records the jobs that ended, one by one.
+    /// Whether this replica may claim a tracking batch now; if so, the next
+    /// claim waits `track_gather` (a clock stepped back does not stall it
+    /// for longer than that).
+    fn take_track_turn(&self, now: DateTime<Utc>) -> bool {
+        let gather = self.config.track_gather;
+        let mut next = lock_pace(&self.track_pace);
+        if now < *next && *next - now <= gather {
+            return false;
+        }
+        *next = now + gather;
+        true
+    }
+
+    /// Groups the batch by authority, looks at each group and records its
+    /// polls, then the jobs of it that ended, one by one.
     async fn track_groups(
         &self,
         batch: &[Job],
         token: Uuid,
         now: DateTime<Utc>,
-        permit: OwnedSemaphorePermit,
     ) -> Result<(), sqlx::Error> {
         let mut run_ids: Vec<Uuid> = batch.iter().map(|j| j.run_id).collect();
         run_ids.sort_unstable();
@@ -144,18 +156,17 @@ impl Engine {
                 None => groups.push((key, authority, vec![job])),
             }
         }
-        let mut ends = Vec::new();
         for (_, authority, jobs) in groups {
-            ends.extend(
-                self.track_group(&authority, &stored, &jobs, token, now)
-                    .await?,
-            );
-        }
-        drop(permit);
-        for (job, update) in ends {
-            self.record_update(job, token, update)
-                .instrument(job_span(job))
+            // Recorded before the next group is looked at: a later group's
+            // failure must not leave these jobs to be polled again.
+            let ends = self
+                .track_group(&authority, &stored, &jobs, token, now)
                 .await?;
+            for (job, update) in ends {
+                self.record_update(job, token, update)
+                    .instrument(job_span(job))
+                    .await?;
+            }
         }
         Ok(())
     }
@@ -287,4 +298,10 @@ impl Engine {
             }
         }
     }
+}
+
+/// The pacing instant, whatever a panicking holder left (it is only a time).
+fn lock_pace(pace: &std::sync::Mutex<DateTime<Utc>>) -> std::sync::MutexGuard<'_, DateTime<Utc>> {
+    pace.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
