@@ -175,8 +175,9 @@ async fn policies_in(
     .await
 }
 
-/// [`fetch_freshness`] on one connection (the engine's pass runs it in its
-/// transaction).
+/// [`fetch_freshness`] on one connection. Outside a transaction (as the API
+/// and the engine's pass call it), each batch's cache rows are locked only
+/// while the statement storing them runs.
 ///
 /// # Errors
 /// The queries fail.
@@ -228,12 +229,19 @@ async fn read_cached(
 /// parts: a bound on any flip the query's `flips_at` would not foresee.
 const CACHE_HORIZON_SECS: i64 = 3600;
 
-/// Computes the freshness of `ids` in `scope` and stores it with the snapshot
-/// it was computed from (one statement, so the values and `as_of` agree). A
-/// row already stored is replaced only when this snapshot saw all its own did
-/// (`freshness_snapshot_covers`); otherwise the computed value is returned but
-/// not kept. A policy deleted between the snapshot and the insert fails the
-/// foreign key: computed again, it is then absent.
+/// A policy's freshness as the query computed it, with what its cache row keeps.
+#[derive(sqlx::FromRow)]
+struct ComputedRow {
+    #[sqlx(flatten)]
+    freshness: FreshnessRow,
+    valid_until: DateTime<Utc>,
+    /// The statement's snapshot (`pg_snapshot` as text: the values agree with it).
+    as_of: String,
+}
+
+/// Computes the freshness of `ids` in `scope` (one read-only statement, whose
+/// snapshot `as_of` the values agree with), then stores it where that waits on
+/// nobody ([`store_computed`]). The computed values are returned either way.
 async fn compute_and_store(
     conn: &mut PgConnection,
     scope: Scope<'_>,
@@ -244,59 +252,124 @@ async fn compute_and_store(
         freshness_ctes!("($1::text is null or project_id = $1) and policy_id = any($2)"),
         // Counts per policy are grouped once and joined (hash joins), not
         // counted per policy row (which would scan every target once per policy).
-        ", computed as ( \
-             select p.policy_id, \
-                 (select r.scheduled_for from run r where r.policy_id = p.policy_id and r.status <> 'missed' \
-                    and r.trigger not in ('join', 'verify') \
-                  order by r.run_id desc limit 1) as last_run_at, \
-                 (select r.finished_at from run r where r.policy_id = p.policy_id and r.status = 'succeeded' \
-                    and r.trigger not in ('join', 'verify') \
-                  order by r.run_id desc limit 1) as last_success_at, \
-                 coalesce(st.n, 0) as stale_resources, coalesce(o.n, 0) as orphaned_resources, \
-                 coalesce(uv.n, 0) as unverified_resources, \
-                 least($3 + $4 * interval '1 second', fl.at) as valid_until \
-             from p \
-             left join (select policy_id, count(*) as n from target_state where stale group by policy_id) st \
-                 using (policy_id) \
-             left join (select policy_id, count(*) as n from target_state where unverified group by policy_id) uv \
-                 using (policy_id) \
-             left join (select policy_id, min(flips_at) as at from target_state group by policy_id) fl \
-                 using (policy_id) \
-             left join (select h.policy_id, count(*) as n from held h where not exists ( \
-                     select 1 from target t where t.policy_id = h.policy_id \
-                       and t.resource_type = h.resource_type and t.resource_id = h.resource_id) \
-                 group by h.policy_id) o using (policy_id)), \
-         stored as ( \
-             insert into policy_freshness_cache as c (policy_id, last_run_at, last_success_at, \
-                 stale_resources, orphaned_resources, unverified_resources, computed_at, valid_until, as_of) \
-             select policy_id, last_run_at, last_success_at, stale_resources, orphaned_resources, \
-                 unverified_resources, $3, valid_until, pg_current_snapshot() \
-             from computed order by policy_id \
-             on conflict (policy_id) do update set last_run_at = excluded.last_run_at, \
-                 last_success_at = excluded.last_success_at, stale_resources = excluded.stale_resources, \
-                 orphaned_resources = excluded.orphaned_resources, \
-                 unverified_resources = excluded.unverified_resources, computed_at = excluded.computed_at, \
-                 valid_until = excluded.valid_until, as_of = excluded.as_of \
-             where freshness_snapshot_covers(excluded.as_of, c.as_of)) \
-         select policy_id, last_run_at, last_success_at, stale_resources, orphaned_resources, \
-             unverified_resources from computed"
+        "select p.policy_id, \
+             (select r.scheduled_for from run r where r.policy_id = p.policy_id and r.status <> 'missed' \
+                and r.trigger not in ('join', 'verify') \
+              order by r.run_id desc limit 1) as last_run_at, \
+             (select r.finished_at from run r where r.policy_id = p.policy_id and r.status = 'succeeded' \
+                and r.trigger not in ('join', 'verify') \
+              order by r.run_id desc limit 1) as last_success_at, \
+             coalesce(st.n, 0) as stale_resources, coalesce(o.n, 0) as orphaned_resources, \
+             coalesce(uv.n, 0) as unverified_resources, \
+             least($3 + $4 * interval '1 second', fl.at) as valid_until, \
+             pg_current_snapshot()::text as as_of \
+         from p \
+         left join (select policy_id, count(*) as n from target_state where stale group by policy_id) st \
+             using (policy_id) \
+         left join (select policy_id, count(*) as n from target_state where unverified group by policy_id) uv \
+             using (policy_id) \
+         left join (select policy_id, min(flips_at) as at from target_state group by policy_id) fl \
+             using (policy_id) \
+         left join (select h.policy_id, count(*) as n from held h where not exists ( \
+                 select 1 from target t where t.policy_id = h.policy_id \
+                   and t.resource_type = h.resource_type and t.resource_id = h.resource_id) \
+             group by h.policy_id) o using (policy_id)"
     );
-    let mut attempt = 0;
-    loop {
-        let result: Result<Vec<FreshnessRow>, sqlx::Error> = sqlx::query_as(query)
-            .bind(scope.project())
-            .bind(ids)
-            .bind(now)
-            .bind(CACHE_HORIZON_SECS)
-            .fetch_all(&mut *conn)
-            .await;
-        match result {
-            Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() && attempt == 0 => {
-                attempt += 1;
-            }
-            other => return Ok(other?.into_iter().map(FreshnessRow::into_pair).collect()),
-        }
-    }
+    let computed: Vec<ComputedRow> = sqlx::query_as(query)
+        .bind(scope.project())
+        .bind(ids)
+        .bind(now)
+        .bind(CACHE_HORIZON_SECS)
+        .fetch_all(&mut *conn)
+        .await?;
+    store_computed(conn, &computed, now).await?;
+    Ok(computed
+        .into_iter()
+        .map(|c| c.freshness.into_pair())
+        .collect())
+}
+
+/// Stores `computed` (all of one statement's snapshot) as cache rows computed
+/// for `now`, in one statement that waits on no lock, so a read never queues
+/// behind a pass, a deletion or another reader (nor holds one long: outside a
+/// transaction its locks end with it). A row is skipped, not waited for, when
+/// its policy is locked (being deleted: it then never fails the foreign key),
+/// its cache row is locked, or another statement is inserting its first cache
+/// row (a per-policy advisory lock, because an insert waits on a conflicting
+/// insert in progress). An existing row is replaced only when this snapshot
+/// saw all its own did (`freshness_snapshot_covers`, on the newest version);
+/// a first row committed since this snapshot is kept. Returns the rows stored.
+async fn store_computed(
+    conn: &mut PgConnection,
+    computed: &[ComputedRow],
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let Some(as_of) = computed.first().map(|c| c.as_of.as_str()) else {
+        return Ok(0);
+    };
+    let ids: Vec<Uuid> = computed.iter().map(|c| c.freshness.policy_id).collect();
+    let column = |f: fn(&FreshnessRow) -> i64| -> Vec<i64> {
+        computed.iter().map(|c| f(&c.freshness)).collect()
+    };
+    let stored: i64 = sqlx::query_scalar(
+        "with computed as ( \
+             select * from unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::bigint[], \
+                 $5::bigint[], $6::bigint[], $7::timestamptz[]) \
+                 as t(policy_id, last_run_at, last_success_at, stale_resources, orphaned_resources, \
+                      unverified_resources, valid_until)), \
+         live as materialized ( \
+             select policy_id from policy where policy_id = any($1) for key share skip locked), \
+         held as materialized ( \
+             select policy_id from policy_freshness_cache where policy_id = any($1) \
+             for update skip locked), \
+         updated as ( \
+             update policy_freshness_cache c set last_run_at = n.last_run_at, \
+                 last_success_at = n.last_success_at, stale_resources = n.stale_resources, \
+                 orphaned_resources = n.orphaned_resources, \
+                 unverified_resources = n.unverified_resources, computed_at = $8, \
+                 valid_until = n.valid_until, as_of = $9::text::pg_snapshot \
+             from computed n join live using (policy_id) join held using (policy_id) \
+             where c.policy_id = n.policy_id \
+               and freshness_snapshot_covers($9::text::pg_snapshot, c.as_of) \
+             returning c.policy_id), \
+         inserted as ( \
+             insert into policy_freshness_cache (policy_id, last_run_at, last_success_at, \
+                 stale_resources, orphaned_resources, unverified_resources, computed_at, \
+                 valid_until, as_of) \
+             select n.policy_id, n.last_run_at, n.last_success_at, n.stale_resources, \
+                 n.orphaned_resources, n.unverified_resources, $8, n.valid_until, \
+                 $9::text::pg_snapshot \
+             from computed n join live using (policy_id) \
+             where not exists (select 1 from policy_freshness_cache c where c.policy_id = n.policy_id) \
+               and pg_try_advisory_xact_lock(hashtext('stacksnap.freshness_cache'), \
+                                             hashtext(n.policy_id::text)) \
+             order by n.policy_id \
+             on conflict (policy_id) do nothing \
+             returning policy_id) \
+         select (select count(*) from updated) + (select count(*) from inserted)",
+    )
+    .bind(&ids)
+    .bind(
+        computed
+            .iter()
+            .map(|c| c.freshness.last_run_at)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        computed
+            .iter()
+            .map(|c| c.freshness.last_success_at)
+            .collect::<Vec<_>>(),
+    )
+    .bind(column(|f| f.stale_resources))
+    .bind(column(|f| f.orphaned_resources))
+    .bind(column(|f| f.unverified_resources))
+    .bind(computed.iter().map(|c| c.valid_until).collect::<Vec<_>>())
+    .bind(now)
+    .bind(as_of)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(u64::try_from(stored).unwrap_or(0))
 }
 
 /// Deletes the change rows every reader can do without: those the cache row
@@ -434,62 +507,97 @@ const REFRESH_BATCH: usize = 500;
 /// policy) as of `now`, unless another replica is doing it or did it less
 /// than `min_age` ago. Returns the policies counted, or `None` when skipped.
 ///
-/// One transaction under an advisory lock, so replicas take turns. The counts
-/// come from `policy_freshness_cache`, whose invalid rows are recomputed (in
-/// batches of policy ids) for every policy, enabled or not: every policy then
-/// has a cache row, and the change rows they have all seen are deleted.
+/// Replicas take turns under a transaction advisory lock; that transaction
+/// (which holds nothing else meanwhile) re-reads when the last pass counted,
+/// and at the end writes the counts and collects the change rows, then
+/// commits. The counts come from `policy_freshness_cache`, whose invalid rows
+/// are recomputed (in batches of policy ids) for every policy, enabled or not,
+/// on another connection outside any transaction: each batch's rows are
+/// stored by one statement that waits on no lock and holds its own only while
+/// it runs, so no read or deletion queues behind the pass. Every policy then
+/// has a cache row (unless a reader held it), and the change rows they have
+/// all seen are deleted. A policy deleted during the pass is left out.
 ///
 /// # Errors
-/// The queries fail; nothing of the pass is kept.
+/// The queries fail; the cache rows already stored are kept (they are exact),
+/// the counts are not written.
 pub async fn refresh_stale_counts(
     pool: &PgPool,
     now: DateTime<Utc>,
     min_age: chrono::TimeDelta,
 ) -> Result<Option<usize>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut turn = pool.begin().await?;
     let locked: bool =
         sqlx::query_scalar("select pg_try_advisory_xact_lock(hashtext('stacksnap.freshness'))")
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut *turn)
             .await?;
     let last: Option<DateTime<Utc>> =
         sqlx::query_scalar("select max(computed_at) from policy_freshness")
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut *turn)
             .await?;
     if !locked || last.is_some_and(|last| last > now - min_age && last <= now) {
         // Ended here, not on drop: a dropped transaction's rollback is only
         // queued, so its advisory lock would outlive this call and the next
         // pass (on another connection) would find it taken.
-        tx.rollback().await?;
+        turn.rollback().await?;
         return Ok(None);
     }
-    // Every policy gets an exact cache row (so the change rows it has seen
-    // can go), and the enabled ones their stale count for the metric.
-    let all = policies_in(&mut tx, Scope::AllProjects).await?;
-    let ids: Vec<Uuid> = all.iter().map(|(id, _)| *id).collect();
-    let found = freshness_of(&mut tx, Scope::AllProjects, &ids, now).await?;
+    match count_stale(pool, &mut turn, now).await {
+        Ok(counted) => {
+            turn.commit().await?;
+            Ok(Some(counted))
+        }
+        Err(e) => {
+            // Ended here for the same reason; its own failure adds nothing.
+            turn.rollback().await.ok();
+            Err(e)
+        }
+    }
+}
+
+/// The pass of [`refresh_stale_counts`] once it has its turn (`turn`, the
+/// transaction holding the advisory lock): refreshes every policy's cache row
+/// on a connection of its own, then writes the stale counts of the enabled
+/// ones and collects the change rows in `turn`. Returns the policies counted.
+async fn count_stale(
+    pool: &PgPool,
+    turn: &mut PgConnection,
+    now: DateTime<Utc>,
+) -> Result<usize, sqlx::Error> {
+    let (all, found) = {
+        let mut conn = pool.acquire().await?;
+        let all = policies_in(&mut conn, Scope::AllProjects).await?;
+        let ids: Vec<Uuid> = all.iter().map(|(id, _)| *id).collect();
+        let found = freshness_of(&mut conn, Scope::AllProjects, &ids, now).await?;
+        (all, found)
+    };
     let (enabled, stale): (Vec<Uuid>, Vec<i64>) = all
         .iter()
         .filter(|(_, enabled)| *enabled)
         .filter_map(|(id, _)| found.get(id).map(|f| (*id, f.stale_resources)))
         .unzip();
-    sqlx::query(
+    // Only policies still there (a deletion under way is waited for, then
+    // skipped), so one deleted since the list does not fail the foreign key.
+    let counted = sqlx::query(
         "insert into policy_freshness (policy_id, stale_resources, computed_at) \
-         select policy_id, stale_resources, $3 from unnest($1::uuid[], $2::bigint[]) \
+         select t.policy_id, t.stale_resources, $3 from unnest($1::uuid[], $2::bigint[]) \
              as t(policy_id, stale_resources) \
+         join (select policy_id from policy where policy_id = any($1) for key share) live \
+             using (policy_id) \
          on conflict (policy_id) do update \
              set stale_resources = excluded.stale_resources, computed_at = excluded.computed_at",
     )
     .bind(&enabled)
     .bind(&stale)
     .bind(now)
-    .execute(&mut *tx)
-    .await?;
+    .execute(&mut *turn)
+    .await?
+    .rows_affected();
     // Policies disabled (or not counted) since the last pass lose their row.
     sqlx::query("delete from policy_freshness where computed_at <> $1")
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut *turn)
         .await?;
-    collect_changes(&mut tx).await?;
-    tx.commit().await?;
-    Ok(Some(enabled.len()))
+    collect_changes(turn).await?;
+    Ok(usize::try_from(counted).unwrap_or(usize::MAX))
 }

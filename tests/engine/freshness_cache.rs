@@ -333,3 +333,120 @@ async fn garbage_collection_keeps_the_change_rows_a_reader_may_still_need(pool: 
         .unwrap();
     assert_eq!((collect().await, changes().await), (1, 0));
 }
+
+/// `n` server ids (of resources with no snapshot: each one a stale target).
+fn server_ids(n: usize) -> Value {
+    (0..n).map(|_| json!(Uuid::now_v7())).collect()
+}
+
+/// A daily policy naming `n` servers.
+fn named(name: &str, n: usize) -> Value {
+    json!({
+        "name": name, "resource_type": "server", "targets": {"ids": server_ids(n)},
+        "schedules": [{"cron": "@daily"}], "retention": {"keep_last": 1}
+    })
+}
+
+#[sqlx::test]
+async fn a_read_does_not_wait_on_a_cache_row_another_transaction_holds(pool: PgPool) {
+    // Arrange: a policy's cache row stored, then changed and recomputed by a
+    // transaction left open (as a pass storing it would), then changed again.
+    let h = harness(pool.clone()).await;
+    let policy = h.policy(named("named", 1)).await;
+    let now = h.clock.now();
+    freshness::fetch_freshness(&pool, Scope::AllProjects, Some(&[policy.id]), now)
+        .await
+        .unwrap();
+    let retarget = |n: usize| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query("update policy set targets = jsonb_set(targets, '{ids}', $1)")
+                .bind(server_ids(n))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    retarget(2).await;
+    let mut holder = pool.begin().await.unwrap();
+    freshness::freshness_of(&mut holder, Scope::AllProjects, &[policy.id], now)
+        .await
+        .unwrap();
+    let free: i64 = sqlx::query_scalar(
+        "select count(*) from (select 1 from policy_freshness_cache for update skip locked) r",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(free, 0, "the holder has the cache row locked");
+    retarget(3).await;
+
+    // Act: read from the pool (the timeout only detects a hang).
+    let ids = [policy.id];
+    let read = freshness::fetch_freshness(&pool, Scope::AllProjects, Some(&ids), now);
+    let found = tokio::time::timeout(std::time::Duration::from_secs(2), read)
+        .await
+        .expect("the read waited on the held cache row")
+        .unwrap();
+
+    // Assert: the live value, and the next read (row released) still exact.
+    assert_eq!(found[&policy.id].stale_resources, 3);
+    holder.rollback().await.unwrap();
+    let again = freshness::fetch_freshness(&pool, Scope::AllProjects, Some(&[policy.id]), now)
+        .await
+        .unwrap();
+    assert_eq!(again[&policy.id].stale_resources, 3);
+}
+
+#[sqlx::test]
+async fn a_policy_deleted_during_the_pass_drops_only_itself(pool: PgPool) {
+    // Arrange: two policies; the deletion of one is under way (not committed)
+    // when the pass starts, so the pass sees it and its writes meet the deletion.
+    let h = harness(pool.clone()).await;
+    let doomed = h.policy(named("doomed", 1)).await;
+    let kept = h.policy(named("kept", 2)).await;
+    let now = h.clock.now();
+    let mut deleter = pool.begin().await.unwrap();
+    sqlx::query("delete from policy where policy_id = $1")
+        .bind(doomed.id)
+        .execute(&mut *deleter)
+        .await
+        .unwrap();
+    let pass = tokio::spawn({
+        let pool = pool.clone();
+        async move { freshness::refresh_stale_counts(&pool, now, TimeDelta::zero()).await }
+    });
+    // The deletion commits once the pass waits on a lock (or is done).
+    while !pass.is_finished() {
+        let waiting: bool = sqlx::query_scalar(
+            "select exists (select 1 from pg_stat_activity \
+             where datname = current_database() and wait_event_type = 'Lock')",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if waiting {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    deleter.commit().await.unwrap();
+
+    // Act
+    let counted = pass.await.unwrap();
+
+    // Assert: the pass went on without the deleted policy.
+    assert_eq!(counted.unwrap(), Some(1));
+    let cached: Vec<(Uuid, i64)> =
+        sqlx::query_as("select policy_id, stale_resources from policy_freshness_cache")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(cached, [(kept.id, 2)]);
+    let metric: Vec<(Uuid, i64)> =
+        sqlx::query_as("select policy_id, stale_resources from policy_freshness")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(metric, [(kept.id, 2)]);
+}
