@@ -134,7 +134,16 @@ for n in range(rounds):
     call("POST", f"{api}/v1/policies/{policy['id']}/run")
     service.append(last_create_after(t0))
     trace(f"stacksnap-{n + 1}", t0)
+def settle_servers():
+    # No server in a task state (Nova refuses createImage during image_snapshot): the last round's
+    # images are still being made when its jobs (stacksnap's or the CLI's) have sent their creates.
+    while any(s.get("Task State") for s in json.loads(subprocess.run(
+            [osc, "server", "list", "--long", "-f", "json"], check=True, capture_output=True).stdout)):
+        time.sleep(1)
+
 for _ in range(rounds if with_cli else 0):
+    settle()
+    settle_servers()
     call("DELETE", f"{sim}/_sim/requests")
     t0 = time.time()
     for i, sid in enumerate(ids):
