@@ -732,21 +732,7 @@ fn paced_engine(h: &crate::helpers::Harness, gather: TimeDelta) -> stacksnap::en
 /// Queues a one-off snapshot of a new image-backed server of `project`.
 async fn adhoc_in(h: &crate::helpers::Harness, project: &str, name: &str) -> uuid::Uuid {
     let server = h.sim.create_image_backed_server(name, &[], &[], false);
-    let request: stacksnap::domain::adhoc::AdhocSnapshotRequest =
-        serde_json::from_value(json!({"resource_type": "server", "resource_id": server})).unwrap();
-    let timeout = request.validate().unwrap();
-    let job = request.job(timeout, h.clock.now());
-    stacksnap::store::lifecycle::insert_adhoc_run(
-        &h.pool,
-        project,
-        None,
-        &job,
-        Default::default(),
-        h.clock.now(),
-    )
-    .await
-    .unwrap();
-    job.job_id
+    h.adhoc_in(project, "server", &server, json!({})).await
 }
 
 /// After a tracking batch claim that was not full, the replica's workers
@@ -889,25 +875,8 @@ async fn a_batched_listing_never_mixes_projects(pool: PgPool) {
     let h = crate::helpers::harness_with(pool, config).await;
     let mut job_ids = Vec::new();
     for project in ["default", "other"] {
-        let server = h
-            .sim
-            .create_image_backed_server(&format!("web-{project}"), &[], &[], false);
-        let request: stacksnap::domain::adhoc::AdhocSnapshotRequest =
-            serde_json::from_value(json!({"resource_type": "server", "resource_id": server}))
-                .unwrap();
-        let timeout = request.validate().unwrap();
-        let job = request.job(timeout, h.clock.now());
-        stacksnap::store::lifecycle::insert_adhoc_run(
-            &h.pool,
-            project,
-            None,
-            &job,
-            Default::default(),
-            h.clock.now(),
-        )
-        .await
-        .unwrap();
-        job_ids.push((project, job.job_id));
+        let job_id = adhoc_in(&h, project, &format!("web-{project}")).await;
+        job_ids.push((project, job_id));
     }
 
     // Act

@@ -150,6 +150,18 @@ impl Harness {
         resource_id: &str,
         extra: serde_json::Value,
     ) -> Uuid {
+        self.adhoc_in("default", resource_type, resource_id, extra)
+            .await
+    }
+
+    /// Queues a one-off snapshot job of `project`.
+    pub async fn adhoc_in(
+        &self,
+        project: &str,
+        resource_type: &str,
+        resource_id: &str,
+        extra: serde_json::Value,
+    ) -> Uuid {
         let mut body = json!({"resource_type": resource_type, "resource_id": resource_id});
         body.as_object_mut()
             .unwrap()
@@ -159,7 +171,7 @@ impl Harness {
         let job = request.job(timeout, self.clock.now());
         stacksnap::store::lifecycle::insert_adhoc_run(
             &self.pool,
-            "default",
+            project,
             None,
             &job,
             Default::default(),
