@@ -268,7 +268,10 @@ impl Engine {
                     self.wake.notify_waiters();
                 }
                 Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "scheduler pass failed; retrying"),
+                Err(e) => {
+                    tracing::error!(error = %e, "scheduler pass failed; retrying");
+                    return Next::Backoff;
+                }
             }
             Next::Wait
         };
@@ -439,7 +442,7 @@ impl Engine {
                 Ok(Outcome::Idle) => Next::Wait,
                 Err(e) => {
                     tracing::error!(error = %e, "worker step failed; backing off");
-                    Next::Wait
+                    Next::Backoff
                 }
             }
         };
@@ -454,6 +457,9 @@ enum Next {
     AtOnce,
     /// Nothing more was due: wait for a wake or the idle interval.
     Wait,
+    /// The pass failed (the database, most likely): wait the idle interval
+    /// whatever wakes come, so other loops' wakes cannot make it spin.
+    Backoff,
 }
 
 /// One turn of a loop that a wake shortens: a pass over the database, then
@@ -471,13 +477,17 @@ async fn turn(
     pass: impl Future<Output = Next>,
 ) -> bool {
     let woken = wake.notified();
-    if pass.await == Next::AtOnce {
-        return true;
-    }
-    tokio::select! {
-        () = shutdown.cancelled() => false,
-        () = tokio::time::sleep(idle) => true,
-        () = woken => true,
+    match pass.await {
+        Next::AtOnce => true,
+        Next::Backoff => tokio::select! {
+            () = shutdown.cancelled() => false,
+            () = tokio::time::sleep(idle) => true,
+        },
+        Next::Wait => tokio::select! {
+            () = shutdown.cancelled() => false,
+            () = tokio::time::sleep(idle) => true,
+            () = woken => true,
+        },
     }
 }
 
@@ -508,6 +518,17 @@ mod tests {
             turn(&wake, AN_HOUR, &shutdown, pass).now_or_never(),
             Some(true)
         );
+    }
+
+    #[tokio::test]
+    async fn a_failed_pass_waits_out_its_interval_whatever_the_wakes() {
+        let (wake, shutdown) = (Notify::new(), CancellationToken::new());
+        // The database failed the pass while other loops keep waking.
+        let pass = async {
+            wake.notify_waiters();
+            Next::Backoff
+        };
+        assert_eq!(turn(&wake, AN_HOUR, &shutdown, pass).now_or_never(), None);
     }
 
     #[tokio::test]
