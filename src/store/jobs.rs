@@ -286,12 +286,14 @@ pub async fn claim_job(
     if in_flight.is_some() {
         return Ok(in_flight);
     }
-    // The count of jobs in flight is part of the claim (one statement, not two).
+    // The count of jobs in flight is part of the claim (one statement, not
+    // two): the kept count and the changes not yet folded into it.
     let Some(row) = sqlx::query(concat!(
         "update job set lease_owner = $1, lease_expires_at = $2 + $3 \
          where job_id = (select job_id from job where status = 'pending' \
              and not_before <= $2 and (lease_expires_at is null or lease_expires_at < $2) \
-             and (select count(*) from job where status in ('creating', 'tracking')) < $4 \
+             and (select n from job_in_flight_count) \
+                 + (select coalesce(sum(n), 0) from job_in_flight_change) < $4 \
              order by not_before limit 1 for update skip locked) \
          returning ",
         job_columns!()
@@ -564,15 +566,31 @@ pub async fn start_job(
     sqlx::query("select pg_advisory_xact_lock(7262)")
         .execute(&mut *tx)
         .await?;
-    let (in_flight, policy_in_flight): (i64, i64) = sqlx::query_as(
-        "select count(*), count(*) filter (where policy_id = $1 and kind = 'snapshot') \
-         from job where status in ('creating', 'tracking')",
+    // The kept count, with the changes since the last start folded in (only
+    // done under the lock: see migration 20261204010002).
+    let in_flight: i64 = sqlx::query_scalar(
+        "with folded as (delete from job_in_flight_change returning n) \
+         update job_in_flight_count set n = n + coalesce((select sum(n) from folded), 0) \
+         returning n",
     )
-    .bind(job.policy_id)
     .fetch_one(&mut *tx)
     .await?;
-    if in_flight >= global_limit || policy_limit.is_some_and(|limit| policy_in_flight >= limit) {
+    if in_flight >= global_limit {
+        tx.commit().await?;
         return Ok(StartOutcome::AtCapacity);
+    }
+    if let Some(limit) = policy_limit {
+        let policy_in_flight: i64 = sqlx::query_scalar(
+            "select count(*) from job where policy_id = $1 and kind = 'snapshot' \
+               and status in ('creating', 'tracking')",
+        )
+        .bind(job.policy_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if policy_in_flight >= limit {
+            tx.commit().await?;
+            return Ok(StartOutcome::AtCapacity);
+        }
     }
     let deadline = now + TimeDelta::seconds(job.options.timeout_secs as i64);
     let updated = sqlx::query(

@@ -809,3 +809,84 @@ async fn the_boot_image_of_many_servers_is_read_once_within_its_ttl(pool: PgPool
     assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
     assert_eq!(h.sim.count("glance.get_image"), 2);
 }
+
+/// The jobs in flight as the start's limit counts them: the kept count with
+/// the changes not yet folded in (migration `job_in_flight_count`).
+async fn kept_in_flight(pool: &PgPool) -> (i64, i64) {
+    sqlx::query_as(
+        "select (select n from job_in_flight_count) \
+                    + (select coalesce(sum(n), 0) from job_in_flight_change)::bigint, \
+                (select count(*) from job where status in ('creating', 'tracking'))",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test]
+async fn the_kept_count_of_jobs_in_flight_holds_the_limit_and_follows_every_change(pool: PgPool) {
+    // Arrange: uploads that last, an engine allowing two jobs in flight, three queued.
+    let mut config = SimConfig::default();
+    config.durations.image_uploading = Duration::from_secs(600);
+    let h = harness_with(pool.clone(), config).await;
+    let engine = Engine::new(
+        h.pool.clone(),
+        crate::helpers::cloud_for(&h.sim),
+        Arc::new(h.clock.clone()),
+        EngineConfig {
+            max_in_flight: 2,
+            ..engine_config()
+        },
+    );
+    let mut queued = Vec::new();
+    for name in ["a", "b", "c"] {
+        let server = h.sim.create_image_backed_server(name, &[], &[], false);
+        queued.push(h.adhoc_in("default", "server", &server, json!({})).await);
+    }
+
+    // Act: every worker turn there is.
+    while engine.execute_next().await.unwrap() == Outcome::Worked {}
+
+    // Assert: two started, the third waits; the count is the jobs'.
+    let mut statuses = Vec::new();
+    for id in &queued {
+        statuses.push(h.job(*id).await.status);
+    }
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == JobStatus::Pending)
+            .count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(kept_in_flight(&pool).await, (2, 2));
+
+    // Act: a job leaves flight by any write (here a plain update), another is
+    // deleted, one is inserted already in flight; then the engine goes on.
+    sqlx::query(
+        "update job set status = 'failed', finished_at = now() \
+         where job_id = (select job_id from job where status = 'tracking' order by job_id limit 1)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(kept_in_flight(&pool).await, (1, 1));
+    while engine.execute_next().await.unwrap() == Outcome::Worked {}
+
+    // Assert: the third started, within the limit.
+    assert_eq!(kept_in_flight(&pool).await, (2, 2));
+    for id in &queued {
+        assert_ne!(h.job(*id).await.status, JobStatus::Pending);
+    }
+    sqlx::query("delete from job where status = 'failed'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("delete from job where status = 'tracking' and job_id = $1")
+        .bind(queued[2])
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(kept_in_flight(&pool).await, (1, 1));
+}
