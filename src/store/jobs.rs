@@ -340,24 +340,15 @@ async fn claim_one(
     claimed_row(&row).map(Some)
 }
 
-/// Those of [`batch_tracked_kind`] due and not leased.
-macro_rules! batch_tracked {
-    () => {
-        concat!(
-            batch_tracked_kind!(),
-            " and not_before <= $2 and (lease_expires_at is null or lease_expires_at < $2)"
-        )
-    };
-}
-
 /// Claims up to `limit` tracking jobs of servers and volumes, all of one
 /// project (that of the most overdue one), leasing them to `owner`: their
 /// artefacts are looked at together. With the due jobs it takes those of the
 /// same project due within `ahead` of `now`, oldest first, so that a batch
 /// fills instead of holding the one or two jobs due at this instant (each job
 /// is due at its own start + poll delay); they are looked at a little early,
-/// never later. Nothing is claimed unless one job is due. Rows this build
-/// cannot read are claimed too, to be set aside.
+/// never later. Nothing is claimed unless one job is due by `due_by` (`now`,
+/// or earlier to take only a batch whose jobs have gathered since). Rows this
+/// build cannot read are claimed too, to be set aside.
 ///
 /// # Errors
 /// The query fails.
@@ -368,11 +359,13 @@ pub async fn claim_tracking_batch(
     lease: TimeDelta,
     limit: i64,
     ahead: TimeDelta,
+    due_by: DateTime<Utc>,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
     let rows = sqlx::query(concat!(
         "with first as (select project_id from job where ",
-        batch_tracked!(),
-        " order by not_before limit 1 for update skip locked), \
+        batch_tracked_kind!(),
+        " and not_before <= $6 and (lease_expires_at is null or lease_expires_at < $2) \
+         order by not_before limit 1 for update skip locked), \
          picked as (select job_id from job where project_id = (select project_id from first) and ",
         // The same rule as `batch_tracked!`, with the horizon `$2 + $5` for
         // `not_before`; the lease is still judged at `$2`.
@@ -389,6 +382,7 @@ pub async fn claim_tracking_batch(
     .bind(lease)
     .bind(limit)
     .bind(ahead)
+    .bind(due_by.min(now))
     .fetch_all(pool)
     .await?;
     rows.iter().map(claimed_row).collect()

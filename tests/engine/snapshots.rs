@@ -704,6 +704,7 @@ async fn a_due_tracking_job_is_claimed_by_a_tracking_batch_only(pool: PgPool) {
         lease,
         100,
         TimeDelta::zero(),
+        h.clock.now(),
     )
     .await
     .unwrap();
@@ -900,6 +901,53 @@ async fn a_batched_listing_never_mixes_projects(pool: PgPool) {
         assert!(
             !images.iter().all(|id| query.contains(id.as_str())),
             "one listing asked for both projects' images: {query}"
+        );
+    }
+}
+
+/// Within the gather after one project's batch, the jobs of other projects
+/// that have been due for longer than the gather are claimed at once: the
+/// pace is there to fill batches, not to space the looks of a replica.
+#[sqlx::test]
+async fn jobs_due_longer_than_the_gather_are_claimed_within_it(pool: PgPool) {
+    // Arrange: five projects with a job each in tracking, all due for a second.
+    let mut config = stacksnap_sim::SimConfig::default();
+    config.durations.image_snapshot = std::time::Duration::from_secs(10);
+    config.durations.image_uploading = std::time::Duration::from_secs(10);
+    let h = crate::helpers::harness_with(pool, config).await;
+    let mut images = Vec::new();
+    for i in 0..5 {
+        let job = adhoc_in(&h, &format!("project{i}"), &format!("web-{i}")).await;
+        h.work().await;
+        let job = jobs::fetch_job(&h.pool, stacksnap::store::Scope::AllProjects, job)
+            .await
+            .unwrap()
+            .expect("the job is stored");
+        assert_eq!(job.status, JobStatus::Tracking);
+        images.push(job.image_id.expect("its image is recorded"));
+    }
+    h.clock.advance(TimeDelta::seconds(1));
+    let engine = paced_engine(&h, TimeDelta::milliseconds(250));
+
+    // Act: five workers' turns at one instant.
+    let mut outcomes = Vec::new();
+    for _ in 0..5 {
+        outcomes.push(engine.execute_next().await.unwrap());
+    }
+
+    // Assert: each looked at one project's batch.
+    assert_eq!(outcomes, [stacksnap::engine::Outcome::Worked; 5]);
+    let listings: Vec<String> = h
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.operation == "glance.list_images")
+        .map(|r| r.query)
+        .collect();
+    for image in &images {
+        assert!(
+            listings.iter().any(|q| q.contains(image.as_str())),
+            "{image} was not listed: {listings:?}"
         );
     }
 }

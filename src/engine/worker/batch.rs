@@ -69,10 +69,9 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<bool, sqlx::Error> {
         // A batch was claimed a moment ago: the jobs due meanwhile gather for
-        // the next one.
-        if !self.take_track_turn(now) {
-            return Ok(false);
-        }
+        // the next one. Those due for longer than the gather (of another
+        // project, or more than a batch holds) have gathered already.
+        let due_by = self.track_due_by(now);
         let limit = self.config.track_batch.max(1);
         let claimed = jobs::claim_tracking_batch(
             &self.db,
@@ -81,6 +80,7 @@ impl Engine {
             self.config.lease,
             limit,
             self.config.track_ahead,
+            due_by,
         )
         .await?;
         if claimed.len() >= usize::try_from(limit).unwrap_or(usize::MAX) {
@@ -122,17 +122,20 @@ impl Engine {
         Ok(true)
     }
 
-    /// Whether this replica may claim a tracking batch now; if so, the next
-    /// claim waits `track_gather` (a clock stepped back does not stall it
-    /// for longer than that).
-    fn take_track_turn(&self, now: DateTime<Utc>) -> bool {
+    /// How long ago the first job of this replica's next tracking batch must
+    /// have fallen due: at `now` once `track_gather` has passed since its
+    /// last batch began a gather (which this claim then begins), else
+    /// `track_gather` before `now`, so that only jobs that gathered that long
+    /// are taken meanwhile. A clock stepped back does not stall claims for
+    /// longer than the gather.
+    fn track_due_by(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         let gather = self.config.track_gather;
         let mut next = lock_pace(&self.track_pace);
         if now < *next && *next - now <= gather {
-            return false;
+            return now - gather;
         }
         *next = now + gather;
-        true
+        now
     }
 
     /// Groups the batch by authority, looks at each group and records its
