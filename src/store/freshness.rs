@@ -199,24 +199,41 @@ pub async fn freshness_of(
     Ok(found)
 }
 
-/// The cache rows of `ids` in `scope` that are exact at `now`: computed at or
-/// before `now`, valid until after it, and no change row of the policy was
-/// written by a transaction their snapshot did not see.
+/// Where the cache row `c` is exact at the instant `$now` (a placeholder):
+/// computed at or before it and valid until after it; taken in this cluster (a
+/// row any reader can see was stored from a snapshot no later than the
+/// reader's, so one ahead of it came with a dump restored into another
+/// cluster, whose transaction ids started again); and no change row of its
+/// policy was written by a transaction its snapshot did not see.
+macro_rules! cache_row_is_exact {
+    ($now:literal) => {
+        concat!(
+            "c.computed_at <= ",
+            $now,
+            " and c.valid_until > ",
+            $now,
+            " and pg_snapshot_xmax(c.as_of) <= pg_snapshot_xmax(pg_current_snapshot()) \
+              and not exists (select 1 from freshness_change f where f.policy_id = c.policy_id \
+                                and not pg_visible_in_snapshot(f.xid, c.as_of))"
+        )
+    };
+}
+pub(crate) use cache_row_is_exact;
+
+/// The cache rows of `ids` in `scope` that are exact at `now` ([`cache_row_is_exact`]).
 async fn read_cached(
     conn: &mut PgConnection,
     scope: Scope<'_>,
     ids: &[Uuid],
     now: DateTime<Utc>,
 ) -> Result<HashMap<Uuid, Freshness>, sqlx::Error> {
-    let rows: Vec<FreshnessRow> = sqlx::query_as(
+    let rows: Vec<FreshnessRow> = sqlx::query_as(concat!(
         "select c.policy_id, c.last_run_at, c.last_success_at, c.stale_resources, \
              c.orphaned_resources, c.unverified_resources \
          from policy_freshness_cache c join policy p using (policy_id) \
-         where c.policy_id = any($2) and ($1::text is null or p.project_id = $1) \
-           and c.computed_at <= $3 and c.valid_until > $3 \
-           and not exists (select 1 from freshness_change f where f.policy_id = c.policy_id \
-                             and not pg_visible_in_snapshot(f.xid, c.as_of))",
-    )
+         where c.policy_id = any($2) and ($1::text is null or p.project_id = $1) and ",
+        cache_row_is_exact!("$3")
+    ))
     .bind(scope.project())
     .bind(ids)
     .bind(now)
@@ -297,8 +314,12 @@ async fn compute_and_store(
 /// its cache row is locked, or another statement is inserting its first cache
 /// row (a per-policy advisory lock, because an insert waits on a conflicting
 /// insert in progress). An existing row is replaced only when this snapshot
-/// saw all its own did (`freshness_snapshot_covers`, on the newest version);
-/// a first row committed since this snapshot is kept. Returns the rows stored.
+/// saw all its own did (`freshness_snapshot_covers`, on the newest version),
+/// or when its snapshot is ahead of this transaction's id: a row of this
+/// cluster was computed before its commit, which came before this statement
+/// locked it and took an id, so such a row came with a dump restored into
+/// another cluster. A first row committed since this snapshot is kept.
+/// Returns the rows stored.
 async fn store_computed(
     conn: &mut PgConnection,
     computed: &[ComputedRow],
@@ -330,7 +351,8 @@ async fn store_computed(
                  valid_until = n.valid_until, as_of = $9::text::pg_snapshot \
              from computed n join live using (policy_id) join held using (policy_id) \
              where c.policy_id = n.policy_id \
-               and freshness_snapshot_covers($9::text::pg_snapshot, c.as_of) \
+               and (freshness_snapshot_covers($9::text::pg_snapshot, c.as_of) \
+                    or pg_snapshot_xmax(c.as_of) > pg_current_xact_id()) \
              returning c.policy_id), \
          inserted as ( \
              insert into policy_freshness_cache (policy_id, last_run_at, last_success_at, \
@@ -376,14 +398,16 @@ async fn store_computed(
 /// of their policy has seen (any row replacing it sees them too, and a
 /// computation that did not see them cannot replace it), and those of deleted
 /// policies. A change row of a policy with no cache row yet is kept: a reader
-/// whose snapshot predates it may still store the first row.
+/// whose snapshot predates it may still store the first row. So is one of a
+/// policy whose cache row came from another cluster ([`cache_row_is_exact`]).
 ///
 /// # Errors
 /// The queries fail.
 pub async fn collect_changes(conn: &mut PgConnection) -> Result<u64, sqlx::Error> {
     let seen = sqlx::query(
         "delete from freshness_change f using policy_freshness_cache c \
-         where c.policy_id = f.policy_id and pg_visible_in_snapshot(f.xid, c.as_of)",
+         where c.policy_id = f.policy_id and pg_visible_in_snapshot(f.xid, c.as_of) \
+           and pg_snapshot_xmax(c.as_of) <= pg_snapshot_xmax(pg_current_snapshot())",
     )
     .execute(&mut *conn)
     .await?
@@ -516,7 +540,8 @@ const REFRESH_BATCH: usize = 500;
 /// stored by one statement that waits on no lock and holds its own only while
 /// it runs, so no read or deletion queues behind the pass. Every policy then
 /// has a cache row (unless a reader held it), and the change rows they have
-/// all seen are deleted. A policy deleted during the pass is left out.
+/// all seen are deleted, after the pass whether or not it failed. A policy
+/// deleted during the pass is left out.
 ///
 /// # Errors
 /// The queries fail; the cache rows already stored are kept (they are exact),
@@ -542,14 +567,26 @@ pub async fn refresh_stale_counts(
         turn.rollback().await?;
         return Ok(None);
     }
-    match count_stale(pool, &mut turn, now).await {
+    let counted = count_stale(pool, &mut turn, now).await;
+    if counted.is_ok() {
+        turn.commit().await?;
+    } else {
+        // Ended here for the same reason; its own failure adds nothing.
+        turn.rollback().await.ok();
+    }
+    // Even after a failure: the cache rows stored before it are exact and have
+    // seen what they saw, and a log never collected would grow without bound.
+    let collected = async {
+        let mut conn = pool.acquire().await?;
+        collect_changes(&mut conn).await
+    };
+    match counted {
         Ok(counted) => {
-            turn.commit().await?;
+            collected.await?;
             Ok(Some(counted))
         }
         Err(e) => {
-            // Ended here for the same reason; its own failure adds nothing.
-            turn.rollback().await.ok();
+            collected.await.ok();
             Err(e)
         }
     }
@@ -558,7 +595,7 @@ pub async fn refresh_stale_counts(
 /// The pass of [`refresh_stale_counts`] once it has its turn (`turn`, the
 /// transaction holding the advisory lock): refreshes every policy's cache row
 /// on a connection of its own, then writes the stale counts of the enabled
-/// ones and collects the change rows in `turn`. Returns the policies counted.
+/// ones in `turn`. Returns the policies counted.
 async fn count_stale(
     pool: &PgPool,
     turn: &mut PgConnection,
@@ -598,6 +635,5 @@ async fn count_stale(
         .bind(now)
         .execute(&mut *turn)
         .await?;
-    collect_changes(turn).await?;
     Ok(usize::try_from(counted).unwrap_or(usize::MAX))
 }

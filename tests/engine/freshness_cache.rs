@@ -238,8 +238,10 @@ async fn each_write_the_freshness_query_reads_and_the_rpo_invalidate_a_cached_va
 
 #[sqlx::test]
 async fn a_value_computed_from_an_older_snapshot_does_not_replace_a_newer_row(pool: PgPool) {
-    // Arrange: a policy naming one server, its cache row stored from a
-    // snapshot later than any this cluster will take, and expired.
+    // Arrange: a policy naming one server, and a transaction in progress; the
+    // policy's cache row, expired, is stored from a snapshot that saw that
+    // transaction commit (as a reader after it would), so every snapshot taken
+    // while it runs is older.
     let h = harness(pool.clone()).await;
     let policy = h
         .policy(json!({
@@ -248,13 +250,20 @@ async fn a_value_computed_from_an_older_snapshot_does_not_replace_a_newer_row(po
         }))
         .await;
     let now = h.clock.now();
+    let mut in_progress = pool.begin().await.unwrap();
+    let xid: i64 = sqlx::query_scalar("select pg_current_xact_id()::text::bigint")
+        .fetch_one(&mut *in_progress)
+        .await
+        .unwrap();
+    let newer = format!("{0}:{0}:", xid + 1);
     sqlx::query(
         "insert into policy_freshness_cache (policy_id, stale_resources, orphaned_resources, \
              unverified_resources, computed_at, valid_until, as_of) \
-         values ($1, 7, 7, 7, $2, $2, '4000000000000:4000000000000:')",
+         values ($1, 7, 7, 7, $2, $2, $3::text::pg_snapshot)",
     )
     .bind(policy.id)
     .bind(now)
+    .bind(&newer)
     .execute(&pool)
     .await
     .unwrap();
@@ -273,7 +282,8 @@ async fn a_value_computed_from_an_older_snapshot_does_not_replace_a_newer_row(po
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(kept, (7, "4000000000000:4000000000000:".to_owned()));
+    assert_eq!(kept, (7, newer));
+    in_progress.rollback().await.unwrap();
     let covers: Vec<bool> = sqlx::query_scalar(
         "select freshness_snapshot_covers(n::pg_snapshot, o::pg_snapshot) from (values \
              ('100:105:', '90:95:92'), ('90:95:92', '100:105:'), ('100:110:103', '100:104:'), \
@@ -449,4 +459,116 @@ async fn a_policy_deleted_during_the_pass_drops_only_itself(pool: PgPool) {
             .await
             .unwrap();
     assert_eq!(metric, [(kept.id, 2)]);
+}
+
+#[sqlx::test]
+async fn truncating_a_table_the_freshness_query_reads_invalidates_cached_values(pool: PgPool) {
+    // Arrange: a policy run once (one available snapshot: nothing stale), its value cached.
+    let h = harness(pool.clone()).await;
+    let app = spawn_app_on(pool.clone(), h.clock.clone()).await;
+    h.sim
+        .create_image_backed_server("web", &["backup"], &[], false);
+    let policy = app
+        .create_policy(&json!({
+            "name": "nightly", "resource_type": "server",
+            "targets": {"selector": {"tags": ["backup"]}},
+            "schedules": [{"cron": "0 2 * * *"}], "retention": {"keep_last": 5}
+        }))
+        .await;
+    let id = policy["id"].as_str().unwrap();
+    run_now(&h, &app, id).await;
+    assert_eq!(shown(&app, id).await["stale"], 0);
+
+    // Act: TRUNCATE fires no row or insert/delete statement triggers.
+    exec(&pool, "truncate snapshot").await;
+
+    // Assert: the one target has no snapshot now.
+    assert_eq!(shown(&app, id).await["stale"], 1);
+}
+
+#[sqlx::test]
+async fn a_cache_row_restored_from_another_clusters_dump_is_not_served(pool: PgPool) {
+    // Arrange: a policy naming one server it has no snapshot of (1 stale), and
+    // a cache row valid for an hour whose snapshot is ahead of every one this
+    // cluster has taken (as after a restore: transaction ids started again).
+    let h = harness(pool.clone()).await;
+    let app = spawn_app_on(pool.clone(), h.clock.clone()).await;
+    let policy = h
+        .policy(json!({
+            "name": "named", "resource_type": "server", "targets": {"ids": [Uuid::now_v7()]},
+            "schedules": [{"cron": "@daily"}], "retention": {"keep_last": 1}
+        }))
+        .await;
+    let now = h.clock.now();
+    sqlx::query(
+        "insert into policy_freshness_cache (policy_id, stale_resources, orphaned_resources, \
+             unverified_resources, computed_at, valid_until, as_of) \
+         values ($1, 7, 7, 7, $2, $2 + interval '1 hour', '4000000000000:4000000000000:')",
+    )
+    .bind(policy.id)
+    .bind(now)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    // Act + Assert: a change made since is kept by the garbage collection
+    // (the row's snapshot cannot tell whether it saw it).
+    exec(&pool, "update policy set rpo_seconds = rpo_seconds + 1").await;
+    let collect = || async {
+        let mut conn = pool.acquire().await.unwrap();
+        freshness::collect_changes(&mut conn).await.unwrap()
+    };
+    assert_eq!(collect().await, 0);
+
+    // Act + Assert: both read paths compute the value instead.
+    let read = shown(&app, &policy.id.to_string()).await;
+    assert_eq!((&read["stale"], &read["orphaned"]), (&json!(1), &json!(0)));
+    let found = freshness::fetch_freshness(&pool, Scope::AllProjects, Some(&[policy.id]), now)
+        .await
+        .unwrap();
+    assert_eq!(found[&policy.id].stale_resources, 1);
+
+    // Assert: the computed value replaced the row, which is served from then on.
+    let stored: i64 = sqlx::query_scalar("select stale_resources from policy_freshness_cache")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1);
+    assert_eq!(collect().await, 1);
+}
+
+#[sqlx::test]
+async fn a_pass_that_fails_after_storing_cache_rows_still_collects_the_change_log(pool: PgPool) {
+    // Arrange: a policy changed once (a change row), and a stale-count table
+    // that refuses every write, so the pass fails after the cache rows are stored.
+    let h = harness(pool.clone()).await;
+    let policy = h.policy(named("changed", 1)).await;
+    exec(&pool, "update policy set rpo_seconds = rpo_seconds + 1").await;
+    exec(
+        &pool,
+        "create function refuse() returns trigger as $$ begin raise exception 'refused'; end $$ \
+         language plpgsql",
+    )
+    .await;
+    exec(
+        &pool,
+        "create trigger refuse before insert on policy_freshness for each row execute function refuse()",
+    )
+    .await;
+
+    // Act
+    let pass = freshness::refresh_stale_counts(&pool, h.clock.now(), TimeDelta::zero()).await;
+
+    // Assert: the pass failed, its cache row stayed, and the change row it saw is gone.
+    assert!(pass.is_err(), "{pass:?}");
+    let cached: Vec<Uuid> = sqlx::query_scalar("select policy_id from policy_freshness_cache")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(cached, [policy.id]);
+    let changes: i64 = sqlx::query_scalar("select count(*) from freshness_change")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(changes, 0);
 }
