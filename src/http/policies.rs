@@ -37,7 +37,8 @@ use crate::{
         validation::FieldError,
     },
     store::{
-        Scope, freshness,
+        Scope,
+        freshness::{self, Freshness},
         policies::{self as store, PolicyChange, PolicyFilter},
     },
 };
@@ -186,8 +187,16 @@ pub async fn get_policy(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let policy = load(&state, caller.item_scope(), &id).await?;
-    policy_response(&state, StatusCode::OK, policy).await
+    let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("policy"))?;
+    let (policy, cached) = store::fetch_stored_policy_with_cached_freshness(
+        &state.db,
+        caller.item_scope(),
+        id,
+        state.clock.now(),
+    )
+    .await?
+    .ok_or(ApiError::NotFound("policy"))?;
+    respond(&state, StatusCode::OK, policy, cached).await
 }
 
 /// Change a policy with a JSON merge patch (RFC 7396).
@@ -404,16 +413,31 @@ async fn policy_response(
     status: StatusCode,
     policy: StoredPolicy,
 ) -> Result<Response> {
+    respond(state, status, policy, None).await
+}
+
+/// The policy with its ETag and freshness: `cached` when already read with
+/// it, else read (or computed) now.
+async fn respond(
+    state: &AppState,
+    status: StatusCode,
+    policy: StoredPolicy,
+    cached: Option<Freshness>,
+) -> Result<Response> {
     let tag = etag(policy.version);
-    let mut freshness = freshness::fetch_freshness(
-        &state.db,
-        policy.project_id.as_str(),
-        Some(&[policy.id]),
-        state.clock.now(),
-    )
-    .await?;
-    let body = PolicyResponse::from(policy.clone())
-        .with_freshness(freshness.remove(&policy.id).unwrap_or_default());
+    let found = match cached {
+        Some(found) => found,
+        None => freshness::fetch_freshness(
+            &state.db,
+            policy.project_id.as_str(),
+            Some(&[policy.id]),
+            state.clock.now(),
+        )
+        .await?
+        .remove(&policy.id)
+        .unwrap_or_default(),
+    };
+    let body = PolicyResponse::from(policy).with_freshness(found);
     Ok((status, [(header::ETAG, tag)], Json(body)).into_response())
 }
 

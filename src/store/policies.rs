@@ -16,6 +16,7 @@ use crate::{domain::event::api_actor, openstack::TrustId};
 
 use super::{
     Scope,
+    freshness::{Freshness, cache_row_is_exact},
     lifecycle::{self, PolicyStop},
     row::{self, Keyed, Named},
 };
@@ -275,6 +276,75 @@ pub async fn fetch_stored_policy(
     .await
     .map(|row| row.map(Named::into_inner))?;
     Ok(row.map(|row| row.into_stored(now)))
+}
+
+/// A policy's row with its freshness cache row where that is exact at `now`.
+#[derive(sqlx::FromRow)]
+struct PolicyWithCacheRow {
+    #[sqlx(flatten)]
+    policy: PolicyRow,
+    cached: bool,
+    cached_last_run_at: Option<DateTime<Utc>>,
+    cached_last_success_at: Option<DateTime<Utc>>,
+    cached_stale: Option<i64>,
+    cached_orphaned: Option<i64>,
+    cached_unverified: Option<i64>,
+}
+
+impl Keyed for PolicyWithCacheRow {
+    const TABLE: &'static str = "policy";
+    const KEY: &'static str = "policy_id";
+}
+
+impl PolicyWithCacheRow {
+    fn cached_freshness(&self) -> Option<Freshness> {
+        self.cached.then(|| Freshness {
+            last_run_at: self.cached_last_run_at,
+            last_success_at: self.cached_last_success_at,
+            stale_resources: self.cached_stale.unwrap_or_default(),
+            orphaned_resources: self.cached_orphaned.unwrap_or_default(),
+            unverified_resources: self.cached_unverified.unwrap_or_default(),
+        })
+    }
+}
+
+/// [`fetch_stored_policy`] with the policy's freshness where its cache row is
+/// exact at `now`, in one statement (`None` when it must be computed: see
+/// [`super::freshness::fetch_freshness`]). The policy read path of the API.
+///
+/// # Errors
+/// The query fails.
+pub async fn fetch_stored_policy_with_cached_freshness(
+    pool: &PgPool,
+    scope: impl Into<Scope<'_>>,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Option<(StoredPolicy, Option<Freshness>)>, sqlx::Error> {
+    let scope: Scope<'_> = scope.into();
+    let row: Option<PolicyWithCacheRow> = sqlx::query_as::<_, Named<PolicyWithCacheRow>>(concat!(
+        "select p.*, c.cached is not null as cached, c.last_run_at as cached_last_run_at, \
+             c.last_success_at as cached_last_success_at, c.stale_resources as cached_stale, \
+             c.orphaned_resources as cached_orphaned, c.unverified_resources as cached_unverified \
+         from (select ",
+        policy_columns!(),
+        replan_since_column!(),
+        " from policy where ($1::text is null or project_id = $1) and policy_id = $2) p \
+         left join lateral (select true as cached, c.last_run_at, c.last_success_at, c.stale_resources, \
+                 c.orphaned_resources, c.unverified_resources \
+             from policy_freshness_cache c where c.policy_id = p.policy_id and ",
+        cache_row_is_exact!("$3"),
+        ") c on true"
+    ))
+    .bind(scope.project())
+    .bind(id)
+    .bind(now)
+    .fetch_optional(pool)
+    .await
+    .map(|row| row.map(Named::into_inner))?;
+    Ok(row.map(|row| {
+        let cached = row.cached_freshness();
+        (row.policy.into_stored(now), cached)
+    }))
 }
 
 /// Lists up to `limit` policies of a project with ids after `after`, in id order,
