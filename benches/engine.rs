@@ -369,6 +369,41 @@ fn ids_in_listing(request: &LoggedRequest) -> Option<usize> {
 
 /// Committed and rolled-back transactions of the current database so far
 /// (every statement outside a transaction counts as one).
+/// Waits until `total_jobs` jobs have ended, counting every 250 ms on `conn`
+/// (a connection of its own: under load the engine's workers can hold every
+/// connection of its pool longer than a checkout may wait), and returns when
+/// since `t0`. Fails unless every one succeeded, or after 30 minutes. `each`
+/// sees the scheduled runs fired so far, at every count.
+async fn wait_for_jobs(
+    conn: &mut PgConnection,
+    t0: Instant,
+    total_jobs: i64,
+    mut each: impl FnMut(i64) -> anyhow::Result<()>,
+) -> anyhow::Result<Duration> {
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (runs, succeeded, ended): (i64, i64, i64) = sqlx::query_as(
+            "select (select count(*) from run where trigger = 'schedule'), \
+                    (select count(*) from job where status = 'succeeded'), \
+                    (select count(*) from job where status in ('succeeded', 'failed', 'timed_out', 'cancelled'))",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        each(runs)?;
+        if ended >= total_jobs {
+            anyhow::ensure!(
+                succeeded == total_jobs,
+                "only {succeeded} of {total_jobs} jobs succeeded"
+            );
+            return Ok(t0.elapsed());
+        }
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(1800),
+            "not done in 30 minutes: {succeeded} of {total_jobs}"
+        );
+    }
+}
+
 async fn transactions(pool: &sqlx::PgPool) -> anyhow::Result<(i64, i64)> {
     Ok(sqlx::query_as(
         "select xact_commit, xact_rollback from pg_stat_database where datname = current_database()",
@@ -460,31 +495,15 @@ async fn engine_throughput(
     let running = tokio::spawn(Supervisor::start_engine(engine, stop.clone()).stopped());
     let total_jobs = (policies_n * per_policy) as i64;
     let mut runs_done_at = None;
-    let jobs_done_at = loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    let mut progress = PgConnection::connect_with(&pool.connect_options()).await?;
+    let jobs_done_at = wait_for_jobs(&mut progress, t0, total_jobs, |runs| {
         sim.check_alive()?;
-        let (runs, succeeded, ended): (i64, i64, i64) = sqlx::query_as(
-            "select (select count(*) from run where trigger = 'schedule'), \
-                    (select count(*) from job where status = 'succeeded'), \
-                    (select count(*) from job where status in ('succeeded', 'failed', 'timed_out', 'cancelled'))",
-        )
-        .fetch_one(&pool)
-        .await?;
         if runs_done_at.is_none() && runs >= policies_n as i64 {
             runs_done_at = Some(t0.elapsed());
         }
-        if ended >= total_jobs {
-            anyhow::ensure!(
-                succeeded == total_jobs,
-                "only {succeeded} of {total_jobs} jobs succeeded"
-            );
-            break t0.elapsed();
-        }
-        anyhow::ensure!(
-            t0.elapsed() < Duration::from_secs(1800),
-            "not done in 30 minutes: {succeeded} of {total_jobs}"
-        );
-    };
+        Ok(())
+    })
+    .await?;
     let (cpu, sim_cpu) = (
         cpu_seconds("self") - cpu0,
         sim_pid.as_deref().map_or(0.0, cpu_seconds) - sim_cpu0,

@@ -42,7 +42,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
-    OffsetClock, cpu_seconds, env_usize, fresh_database, peak_rss_mib, percentile, zero_durations,
+    OffsetClock, cpu_seconds, env_usize, fresh_database, peak_rss_mib, percentile, wait_for_jobs,
+    zero_durations,
 };
 
 /// A member's token scoped to its project: (token, user id, project id).
@@ -187,28 +188,7 @@ pub async fn run() -> anyhow::Result<()> {
     let t0 = Instant::now();
     let running = tokio::spawn(Supervisor::start_engine(engine, stop.clone()).stopped());
     let total_jobs = (policies_n * per_policy) as i64;
-    let jobs_done_at = loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        // On a connection of its own: under load the engine's workers can hold
-        // every connection of the pool longer than a checkout may wait.
-        let (succeeded, ended): (i64, i64) = sqlx::query_as(
-            "select (select count(*) from job where status = 'succeeded'), \
-                    (select count(*) from job where status in ('succeeded', 'failed', 'timed_out', 'cancelled'))",
-        )
-        .fetch_one(&mut progress)
-        .await?;
-        if ended >= total_jobs {
-            anyhow::ensure!(
-                succeeded == total_jobs,
-                "only {succeeded} of {total_jobs} jobs succeeded"
-            );
-            break t0.elapsed();
-        }
-        anyhow::ensure!(
-            t0.elapsed() < Duration::from_secs(1800),
-            "not done in 30 minutes: {succeeded} of {total_jobs}"
-        );
-    };
+    let jobs_done_at = wait_for_jobs(&mut progress, t0, total_jobs, |_| Ok(())).await?;
     let (cpu, rss) = (cpu_seconds("self") - cpu0, peak_rss_mib("self"));
     stop.cancel();
     running.await?;

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::domain::{
     job::{JobError, JobStatus},
-    status::{RunStatus, RunTrigger},
+    status::RunTrigger,
 };
 
 /// Records a step's findings and gives the lease back. When the job ends, its run
@@ -405,18 +405,9 @@ pub async fn insert_single_job_run(
         }
     }
     let run = runs::NewRun {
-        run_id,
-        project_id,
-        policy_id: None,
-        policy_name: None,
-        trigger,
-        scheduled_for: now,
-        status: RunStatus::Running,
-        spec: &spec,
-        now,
-        resolved: true,
         authority,
         created_by,
+        ..runs::NewRun::resolved(run_id, project_id, trigger, &spec, now)
     };
     runs::insert_run(&mut tx, &run).await?;
     jobs::insert_jobs(

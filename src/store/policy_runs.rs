@@ -8,14 +8,10 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::{
-    domain::{
-        job::NewJob,
-        policy::Policy,
-        status::{RunStatus, RunTrigger},
-    },
+    domain::{job::NewJob, policy::Policy, status::RunTrigger},
     store::{
         jobs,
-        runs::{self, NewRun, RunAuthority},
+        runs::{self, NewRun},
     },
 };
 
@@ -121,18 +117,9 @@ pub async fn insert_with_jobs(
     let run_id = Uuid::now_v7();
     let spec = serde_json::to_value(&policy.spec).expect("a spec serialises");
     let run = NewRun {
-        run_id,
-        project_id: &policy.project_id,
         policy_id: Some(policy.id),
         policy_name: Some(&policy.spec.name),
-        trigger,
-        scheduled_for: now,
-        status: RunStatus::Running,
-        spec: &spec,
-        now,
-        resolved: true,
-        authority: RunAuthority::default(),
-        created_by: None,
+        ..NewRun::resolved(run_id, &policy.project_id, trigger, &spec, now)
     };
     runs::insert_run(&mut *conn, &run).await?;
     jobs::insert_jobs(

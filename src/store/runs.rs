@@ -85,6 +85,34 @@ pub struct NewRun<'a> {
     pub created_by: Option<&'a str>,
 }
 
+impl<'a> NewRun<'a> {
+    /// A run resolved as it is inserted (its jobs go in with it) and running
+    /// from `now`: a one-off, join, verify or background run. No policy, no
+    /// delegated authority and no author until the caller sets them.
+    pub fn resolved(
+        run_id: Uuid,
+        project_id: &'a str,
+        trigger: RunTrigger,
+        spec: &'a Value,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            run_id,
+            project_id,
+            policy_id: None,
+            policy_name: None,
+            trigger,
+            scheduled_for: now,
+            status: RunStatus::Running,
+            spec,
+            now,
+            resolved: true,
+            authority: RunAuthority::default(),
+            created_by: None,
+        }
+    }
+}
+
 /// The delegated authority a run is inserted with.
 #[derive(Clone, Copy, Default)]
 pub struct RunAuthority<'a> {
