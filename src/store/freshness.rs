@@ -258,13 +258,43 @@ struct ComputedRow {
 
 /// Computes the freshness of `ids` in `scope` (one read-only statement, whose
 /// snapshot `as_of` the values agree with), then stores it where that waits on
-/// nobody ([`store_computed`]). The computed values are returned either way.
+/// nobody ([`store`]). The computed values are returned either way.
 async fn compute_and_store(
     conn: &mut PgConnection,
     scope: Scope<'_>,
     ids: &[Uuid],
     now: DateTime<Utc>,
 ) -> Result<HashMap<Uuid, Freshness>, sqlx::Error> {
+    let computed = compute(conn, scope, ids, now).await?;
+    store(conn, &computed, now).await?;
+    Ok(computed.into_values())
+}
+
+/// Freshness values computed by one statement, with the snapshot they agree
+/// with, for [`store`].
+pub struct Computed(Vec<ComputedRow>);
+
+impl Computed {
+    /// The values by policy.
+    pub fn into_values(self) -> HashMap<Uuid, Freshness> {
+        self.0
+            .into_iter()
+            .map(|c| c.freshness.into_pair())
+            .collect()
+    }
+}
+
+/// Computes the freshness of `ids` in `scope` at `now` in one read-only
+/// statement (the first half of a cache miss; [`store`] is the second).
+///
+/// # Errors
+/// The query fails.
+pub async fn compute(
+    conn: &mut PgConnection,
+    scope: Scope<'_>,
+    ids: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<Computed, sqlx::Error> {
     let query = concat!(
         freshness_ctes!("($1::text is null or project_id = $1) and policy_id = any($2)"),
         // Counts per policy are grouped once and joined (hash joins), not
@@ -299,11 +329,7 @@ async fn compute_and_store(
         .bind(CACHE_HORIZON_SECS)
         .fetch_all(&mut *conn)
         .await?;
-    store_computed(conn, &computed, now).await?;
-    Ok(computed
-        .into_iter()
-        .map(|c| c.freshness.into_pair())
-        .collect())
+    Ok(Computed(computed))
 }
 
 /// Stores `computed` (all of one statement's snapshot) as cache rows computed
@@ -315,16 +341,22 @@ async fn compute_and_store(
 /// row (a per-policy advisory lock, because an insert waits on a conflicting
 /// insert in progress). An existing row is replaced only when this snapshot
 /// saw all its own did (`freshness_snapshot_covers`, on the newest version),
-/// or when its snapshot is ahead of this transaction's id: a row of this
-/// cluster was computed before its commit, which came before this statement
-/// locked it and took an id, so such a row came with a dump restored into
-/// another cluster. A first row committed since this snapshot is kept.
-/// Returns the rows stored.
-async fn store_computed(
+/// or when it is still, unchanged, a row this statement's snapshot sees
+/// ahead of itself: one that came with a dump restored into another cluster
+/// ([`cache_row_is_exact`]). Only the version the snapshot sees can be judged
+/// so: a newer one, committed since and reached by the row lock, may be a
+/// computation later than this one (the second review: judging it against
+/// this transaction's id let an older value replace it). A first row
+/// committed since this snapshot is kept. Returns the rows stored.
+///
+/// # Errors
+/// The query fails.
+pub async fn store(
     conn: &mut PgConnection,
-    computed: &[ComputedRow],
+    computed: &Computed,
     now: DateTime<Utc>,
 ) -> Result<u64, sqlx::Error> {
+    let computed = computed.0.as_slice();
     let Some(as_of) = computed.first().map(|c| c.as_of.as_str()) else {
         return Ok(0);
     };
@@ -343,6 +375,10 @@ async fn store_computed(
          held as materialized ( \
              select policy_id from policy_freshness_cache where policy_id = any($1) \
              for update skip locked), \
+         restored as materialized ( \
+             select policy_id, as_of::text as as_of from policy_freshness_cache \
+             where policy_id = any($1) \
+               and pg_snapshot_xmax(as_of) > pg_snapshot_xmax(pg_current_snapshot())), \
          updated as ( \
              update policy_freshness_cache c set last_run_at = n.last_run_at, \
                  last_success_at = n.last_success_at, stale_resources = n.stale_resources, \
@@ -352,7 +388,8 @@ async fn store_computed(
              from computed n join live using (policy_id) join held using (policy_id) \
              where c.policy_id = n.policy_id \
                and (freshness_snapshot_covers($9::text::pg_snapshot, c.as_of) \
-                    or pg_snapshot_xmax(c.as_of) > pg_current_xact_id()) \
+                    or exists (select 1 from restored r where r.policy_id = c.policy_id \
+                                 and r.as_of = c.as_of::text)) \
              returning c.policy_id), \
          inserted as ( \
              insert into policy_freshness_cache (policy_id, last_run_at, last_success_at, \

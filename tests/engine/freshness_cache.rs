@@ -572,3 +572,47 @@ async fn a_pass_that_fails_after_storing_cache_rows_still_collects_the_change_lo
         .unwrap();
     assert_eq!(changes, 0);
 }
+
+#[sqlx::test]
+async fn an_older_computation_in_a_transaction_with_an_earlier_id_does_not_replace_a_newer_row(
+    pool: PgPool,
+) {
+    // Arrange: a policy naming one server (1 stale). A transaction takes its
+    // id, then computes (1 stale). Meanwhile the policy names a second server,
+    // a read stores that (2 stale, from a later snapshot) and the change row is
+    // collected as seen.
+    let h = harness(pool.clone()).await;
+    let policy = h.policy(named("grown", 1)).await;
+    let now = h.clock.now();
+    let mut older = pool.begin().await.unwrap();
+    sqlx::query("select pg_current_xact_id()")
+        .execute(&mut *older)
+        .await
+        .unwrap();
+    let computed = freshness::compute(&mut older, Scope::AllProjects, &[policy.id], now)
+        .await
+        .unwrap();
+    exec(
+        &pool,
+        "update policy set targets = jsonb_set(targets, '{ids}', \
+             (targets -> 'ids') || to_jsonb(gen_random_uuid()::text))",
+    )
+    .await;
+    let newer = freshness::fetch_freshness(&pool, Scope::AllProjects, Some(&[policy.id]), now)
+        .await
+        .unwrap();
+    assert_eq!(newer[&policy.id].stale_resources, 2);
+    let mut conn = pool.acquire().await.unwrap();
+    assert_eq!(freshness::collect_changes(&mut conn).await.unwrap(), 1);
+
+    // Act: the older computation is stored.
+    let stored = freshness::store(&mut older, &computed, now).await.unwrap();
+    older.commit().await.unwrap();
+
+    // Assert: it did not replace the newer row, which is what a read gives.
+    assert_eq!(stored, 0);
+    let read = freshness::fetch_freshness(&pool, Scope::AllProjects, Some(&[policy.id]), now)
+        .await
+        .unwrap();
+    assert_eq!(read[&policy.id].stale_resources, 2);
+}
