@@ -49,16 +49,25 @@ create trigger job_in_flight_update after update of status on job
     for each row
     when ((old.status in ('creating', 'tracking')) is distinct from (new.status in ('creating', 'tracking')))
     execute function job_in_flight_changed_row();
--- TRUNCATE logs nothing: the count starts again from the jobs left (none).
+-- TRUNCATE fires no row trigger: it appends what cancels the count. No row
+-- is locked, so a start folding meanwhile cannot deadlock with it (the start
+-- then finds its job gone); TRUNCATE itself waits for every writer of `job`.
 create function job_in_flight_truncated() returns trigger as $$
 begin
-    delete from job_in_flight_change;
-    update job_in_flight_count set n = 0;
+    insert into job_in_flight_change (n)
+    select -(coalesce((select n from job_in_flight_count), 0)
+             + coalesce((select sum(n) from job_in_flight_change), 0))::integer;
     return null;
 end;
 $$ language plpgsql;
 create trigger job_in_flight_truncate after truncate on job
     for each statement execute function job_in_flight_truncated();
+
+-- Rows without a key are deleted (folded, collected) all the time: a
+-- publication of every table (logical replication) would refuse those
+-- deletes without a replica identity, and stop every start.
+alter table job_in_flight_change replica identity full;
+alter table freshness_change replica identity full;
 
 -- Counted after the triggers exist: creating them waited for every writer of
 -- `job` in progress, and later writers wait for this migration to commit.

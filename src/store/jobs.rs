@@ -292,7 +292,7 @@ pub async fn claim_job(
         "update job set lease_owner = $1, lease_expires_at = $2 + $3 \
          where job_id = (select job_id from job where status = 'pending' \
              and not_before <= $2 and (lease_expires_at is null or lease_expires_at < $2) \
-             and (select n from job_in_flight_count) \
+             and coalesce((select n from job_in_flight_count), 0) \
                  + (select coalesce(sum(n), 0) from job_in_flight_change) < $4 \
              order by not_before limit 1 for update skip locked) \
          returning ",
@@ -555,55 +555,29 @@ pub async fn start_job(
     global_limit: i64,
     policy_limit: Option<i64>,
 ) -> Result<StartOutcome, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    // Serialises starts across replicas so the limits hold; a transaction lock works behind poolers.
-    sqlx::query("select pg_advisory_xact_lock(7262)")
-        .execute(&mut *tx)
-        .await?;
-    // The kept count, with the changes since the last start folded in (only
-    // done under the lock: see migration 20261204010002).
-    let in_flight: i64 = sqlx::query_scalar(
-        "with folded as (delete from job_in_flight_change returning n) \
-         update job_in_flight_count set n = n + coalesce((select sum(n) from folded), 0) \
-         returning n",
-    )
-    .fetch_one(&mut *tx)
-    .await?;
-    if in_flight >= global_limit {
-        tx.commit().await?;
-        return Ok(StartOutcome::AtCapacity);
-    }
-    if let Some(limit) = policy_limit {
-        let policy_in_flight: i64 = sqlx::query_scalar(
-            "select count(*) from job where policy_id = $1 and kind = 'snapshot' \
-               and status in ('creating', 'tracking')",
-        )
-        .bind(job.policy_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        if policy_in_flight >= limit {
-            tx.commit().await?;
-            return Ok(StartOutcome::AtCapacity);
-        }
-    }
+    // One statement (`stacksnap_start_job`, migration 20261204010003): it
+    // takes the advisory lock that serialises starts across replicas (so the
+    // limits hold; a transaction lock works behind poolers), folds the kept
+    // count of jobs in flight, checks the limits and moves the job, and its
+    // commit ends the lock with no round trip in between.
     let deadline = now + TimeDelta::seconds(job.options.timeout_secs as i64);
-    let updated = sqlx::query(
-        "update job set status = 'creating', attempt = attempt + 1, started_at = coalesce(started_at, $3), \
-         deadline = coalesce(deadline, $4) \
-         where job_id = $1 and lease_owner = $2 and status = 'pending'",
-    )
-    .bind(job.job_id)
-    .bind(owner)
-    .bind(now)
-    .bind(deadline)
-    .execute(&mut *tx)
-    .await;
-    match updated {
-        Ok(result) if result.rows_affected() == 1 => {
-            tx.commit().await?;
-            Ok(StartOutcome::Started)
-        }
-        Ok(_) => Ok(StartOutcome::Lost),
+    let started: Result<String, sqlx::Error> =
+        sqlx::query_scalar("select stacksnap_start_job($1, $2, $3, $4, $5, $6, $7)")
+            .bind(job.job_id)
+            .bind(owner)
+            .bind(now)
+            .bind(deadline)
+            .bind(global_limit)
+            .bind(job.policy_id)
+            .bind(policy_limit)
+            .fetch_one(pool)
+            .await;
+    match started {
+        Ok(outcome) => Ok(match outcome.as_str() {
+            "started" => StartOutcome::Started,
+            "at_capacity" => StartOutcome::AtCapacity,
+            _ => StartOutcome::Lost,
+        }),
         Err(sqlx::Error::Database(e))
             if e.constraint() == Some("job_one_in_flight_per_resource_idx") =>
         {

@@ -862,8 +862,8 @@ async fn the_kept_count_of_jobs_in_flight_holds_the_limit_and_follows_every_chan
     );
     assert_eq!(kept_in_flight(&pool).await, (2, 2));
 
-    // Act: a job leaves flight by any write (here a plain update), another is
-    // deleted, one is inserted already in flight; then the engine goes on.
+    // Act: a job leaves flight by any write (here a plain update); then the
+    // engine goes on.
     sqlx::query(
         "update job set status = 'failed', finished_at = now() \
          where job_id = (select job_id from job where status = 'tracking' order by job_id limit 1)",
@@ -883,10 +883,30 @@ async fn the_kept_count_of_jobs_in_flight_holds_the_limit_and_follows_every_chan
         .execute(&pool)
         .await
         .unwrap();
-    sqlx::query("delete from job where status = 'tracking' and job_id = $1")
+    sqlx::query("delete from run where run_id = (select run_id from job where job_id = $1)")
         .bind(queued[2])
         .execute(&pool)
         .await
         .unwrap();
+    assert_eq!(
+        kept_in_flight(&pool).await,
+        (1, 1),
+        "a run's deletion cascades"
+    );
+
+    // Act + Assert: a TRUNCATE; then the count row deleted by hand is counted again.
+    sqlx::query("truncate job cascade")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(kept_in_flight(&pool).await, (0, 0));
+    sqlx::query("delete from job_in_flight_count")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let server = h.sim.create_image_backed_server("d", &[], &[], false);
+    let fourth = h.adhoc_in("default", "server", &server, json!({})).await;
+    while engine.execute_next().await.unwrap() == Outcome::Worked {}
+    assert_ne!(h.job(fourth).await.status, JobStatus::Pending);
     assert_eq!(kept_in_flight(&pool).await, (1, 1));
 }
