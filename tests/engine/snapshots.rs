@@ -453,6 +453,12 @@ async fn a_second_snapshot_of_a_server_waits_for_the_first(pool: PgPool) {
         &b
     };
     assert_eq!(waiting.error.as_ref().unwrap().0.code, "resource_busy");
+    let capacity_wait = crate::helpers::engine_config().capacity_wait;
+    assert!(
+        waiting.not_before <= h.clock.now() + capacity_wait,
+        "looked at again at {}, not within the capacity wait",
+        waiting.not_before
+    );
 
     let (a, b) = (h.finish(first).await, h.finish(second).await);
     assert_eq!(
@@ -618,10 +624,7 @@ async fn a_tracking_batch_takes_the_jobs_of_its_project_due_a_little_later(pool:
     // Arrange: images that stay unfinished for seconds of the simulator's real
     // time; job A starts at t0 (due t0 + 100 ms), job B at t0 + 30 ms (due
     // t0 + 130 ms, within the 50 ms look-ahead of t0 + 100 ms).
-    let mut config = stacksnap_sim::SimConfig::default();
-    config.durations.image_snapshot = std::time::Duration::from_secs(5);
-    config.durations.image_uploading = std::time::Duration::from_secs(5);
-    let h = crate::helpers::harness_with(pool, config).await;
+    let h = images_lasting(pool, std::time::Duration::from_secs(5)).await;
     let a = h
         .adhoc(
             "server",
@@ -677,10 +680,7 @@ async fn a_tracking_batch_takes_the_jobs_of_its_project_due_a_little_later(pool:
 #[sqlx::test]
 async fn a_due_tracking_job_is_claimed_by_a_tracking_batch_only(pool: PgPool) {
     // Arrange: a job tracking an image that stays unfinished for seconds.
-    let mut config = stacksnap_sim::SimConfig::default();
-    config.durations.image_snapshot = std::time::Duration::from_secs(5);
-    config.durations.image_uploading = std::time::Duration::from_secs(5);
-    let h = crate::helpers::harness_with(pool, config).await;
+    let h = images_lasting(pool, std::time::Duration::from_secs(5)).await;
     let job_id = h
         .adhoc(
             "server",
@@ -743,10 +743,7 @@ async fn adhoc_in(h: &crate::helpers::Harness, project: &str, name: &str) -> uui
 async fn tracking_jobs_due_just_after_a_batch_wait_for_the_gather(pool: PgPool) {
     // Arrange: A starts at t0 (due t0 + 100 ms), B at t0 + 90 ms (due
     // t0 + 190 ms); at t0 + 110 ms A is due and B is beyond the 50 ms look-ahead.
-    let mut config = stacksnap_sim::SimConfig::default();
-    config.durations.image_snapshot = std::time::Duration::from_secs(10);
-    config.durations.image_uploading = std::time::Duration::from_secs(10);
-    let h = crate::helpers::harness_with(pool, config).await;
+    let h = images_lasting(pool, std::time::Duration::from_secs(10)).await;
     let a = adhoc_in(&h, "default", "web-a").await;
     h.work().await;
     h.clock.advance(TimeDelta::milliseconds(90));
@@ -796,10 +793,7 @@ async fn tracking_jobs_due_just_after_a_batch_wait_for_the_gather(pool: PgPool) 
 async fn a_slow_projects_batch_does_not_hold_up_another_projects(pool: PgPool) {
     // Arrange: one job tracking in each of two projects, both due; the slow
     // project's was started first, so it is the most overdue.
-    let mut config = stacksnap_sim::SimConfig::default();
-    config.durations.image_snapshot = std::time::Duration::from_secs(30);
-    config.durations.image_uploading = std::time::Duration::from_secs(30);
-    let h = crate::helpers::harness_with(pool, config).await;
+    let h = images_lasting(pool, std::time::Duration::from_secs(30)).await;
     let slow = adhoc_in(&h, "default", "web-slow").await;
     h.work().await;
     h.clock.advance(TimeDelta::milliseconds(10));
@@ -870,10 +864,7 @@ async fn a_slow_projects_batch_does_not_hold_up_another_projects(pool: PgPool) {
 #[sqlx::test]
 async fn a_batched_listing_never_mixes_projects(pool: PgPool) {
     // Arrange
-    let mut config = stacksnap_sim::SimConfig::default();
-    config.durations.image_snapshot = std::time::Duration::from_millis(800);
-    config.durations.image_uploading = std::time::Duration::from_millis(800);
-    let h = crate::helpers::harness_with(pool, config).await;
+    let h = images_lasting(pool, std::time::Duration::from_millis(800)).await;
     let mut job_ids = Vec::new();
     for project in ["default", "other"] {
         let job_id = adhoc_in(&h, project, &format!("web-{project}")).await;
@@ -911,10 +902,7 @@ async fn a_batched_listing_never_mixes_projects(pool: PgPool) {
 #[sqlx::test]
 async fn jobs_due_longer_than_the_gather_are_claimed_within_it(pool: PgPool) {
     // Arrange: five projects with a job each in tracking, all due for a second.
-    let mut config = stacksnap_sim::SimConfig::default();
-    config.durations.image_snapshot = std::time::Duration::from_secs(10);
-    config.durations.image_uploading = std::time::Duration::from_secs(10);
-    let h = crate::helpers::harness_with(pool, config).await;
+    let h = images_lasting(pool, std::time::Duration::from_secs(10)).await;
     let mut images = Vec::new();
     for i in 0..5 {
         let job = adhoc_in(&h, &format!("project{i}"), &format!("web-{i}")).await;
@@ -950,4 +938,13 @@ async fn jobs_due_longer_than_the_gather_are_claimed_within_it(pool: PgPool) {
             "{image} was not listed: {listings:?}"
         );
     }
+}
+
+/// A harness whose image snapshots and uploads each last `phase`, so that
+/// jobs stay in tracking while a test steps the workers.
+async fn images_lasting(pool: PgPool, phase: std::time::Duration) -> crate::helpers::Harness {
+    let mut config = stacksnap_sim::SimConfig::default();
+    config.durations.image_snapshot = phase;
+    config.durations.image_uploading = phase;
+    crate::helpers::harness_with(pool, config).await
 }

@@ -61,7 +61,11 @@ impl Engine {
             StartOutcome::Started => tracing::info!(status = "creating", "job state changed"),
             StartOutcome::AtCapacity => return Ok(Some(later(now + self.config.capacity_wait))),
             StartOutcome::ResourceBusy => {
-                let mut update = later(now + self.config.retry_delay);
+                // Held by another job of ours, not by the cloud: looked at
+                // again as soon as a job held back by a limit would be, so a
+                // pipeline's `?wait=` behind a job about to end is not held
+                // for the cloud's retry delay (15 s).
+                let mut update = later(now + self.config.capacity_wait);
                 update.error = Some(Some(JobError::new(
                     "resource_busy",
                     "another snapshot of this resource is still in progress; waiting for it",
