@@ -33,19 +33,8 @@ async fn exec(pool: &PgPool, sql: &'static str) {
 #[sqlx::test]
 async fn each_write_the_freshness_query_reads_and_the_rpo_invalidate_a_cached_value(pool: PgPool) {
     // Arrange: a daily policy (RPO 1d + 2h) over one tagged server, run once, read once (cached).
-    let h = harness(pool.clone()).await;
-    let app = spawn_app_on(pool.clone(), h.clock.clone()).await;
-    h.sim
-        .create_image_backed_server("web", &["backup"], &[], false);
-    let policy = app
-        .create_policy(&json!({
-            "name": "nightly", "resource_type": "server",
-            "targets": {"selector": {"tags": ["backup"]}},
-            "schedules": [{"cron": "0 2 * * *"}], "retention": {"keep_last": 5}
-        }))
-        .await;
-    let id = policy["id"].as_str().unwrap();
-    run_now(&h, &app, id).await;
+    let (h, app, id) = run_once(&pool).await;
+    let id = id.as_str();
     let fresh = shown(&app, id).await;
     assert_eq!(
         (&fresh["stale"], &fresh["orphaned"]),
@@ -464,19 +453,8 @@ async fn a_policy_deleted_during_the_pass_drops_only_itself(pool: PgPool) {
 #[sqlx::test]
 async fn truncating_a_table_the_freshness_query_reads_invalidates_cached_values(pool: PgPool) {
     // Arrange: a policy run once (one available snapshot: nothing stale), its value cached.
-    let h = harness(pool.clone()).await;
-    let app = spawn_app_on(pool.clone(), h.clock.clone()).await;
-    h.sim
-        .create_image_backed_server("web", &["backup"], &[], false);
-    let policy = app
-        .create_policy(&json!({
-            "name": "nightly", "resource_type": "server",
-            "targets": {"selector": {"tags": ["backup"]}},
-            "schedules": [{"cron": "0 2 * * *"}], "retention": {"keep_last": 5}
-        }))
-        .await;
-    let id = policy["id"].as_str().unwrap();
-    run_now(&h, &app, id).await;
+    let (_h, app, id) = run_once(&pool).await;
+    let id = id.as_str();
     assert_eq!(shown(&app, id).await["stale"], 0);
 
     // Act: TRUNCATE fires no row or insert/delete statement triggers.
@@ -615,4 +593,23 @@ async fn an_older_computation_in_a_transaction_with_an_earlier_id_does_not_repla
         .await
         .unwrap();
     assert_eq!(read[&policy.id].stale_resources, 2);
+}
+
+/// A daily policy (RPO 1d + 2h) over one tagged image-backed server, run once
+/// through the API: its harness, the API and the policy's id.
+async fn run_once(pool: &PgPool) -> (crate::helpers::Harness, TestApp, String) {
+    let h = harness(pool.clone()).await;
+    let app = spawn_app_on(pool.clone(), h.clock.clone()).await;
+    h.sim
+        .create_image_backed_server("web", &["backup"], &[], false);
+    let policy = app
+        .create_policy(&json!({
+            "name": "nightly", "resource_type": "server",
+            "targets": {"selector": {"tags": ["backup"]}},
+            "schedules": [{"cron": "0 2 * * *"}], "retention": {"keep_last": 5}
+        }))
+        .await;
+    let id = policy["id"].as_str().unwrap().to_owned();
+    run_now(&h, &app, &id).await;
+    (h, app, id)
 }
