@@ -60,9 +60,10 @@ pub struct EngineConfig {
     /// slow project holds up only the worker looking at it. Zero: no pacing.
     pub track_gather: TimeDelta,
     pub max_poll_interval: TimeDelta,
-    /// Pause before retrying a busy resource or an unreachable cloud.
+    /// Pause before retrying a resource the cloud reports busy, or an unreachable cloud.
     pub retry_delay: TimeDelta,
-    /// Pause before re-checking a job held back by a concurrency limit.
+    /// Pause before re-checking a job held back by a concurrency limit, or by
+    /// another of our jobs in flight on its resource.
     pub capacity_wait: TimeDelta,
     /// Backoff for a busy or throttling cloud.
     pub retry: RetryPolicy,
